@@ -1,0 +1,31 @@
+//! `pec`: the operator and developer command line.
+//!
+//! Each subcommand lives in its own module and is a thin shell over a library crate:
+//! argument parsing and printing here, rules in `pec-core` (and friends).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pec", version, about = "PEC provider tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the toolchain-independent build information of this binary.
+    About,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::About => {
+            println!("pec {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
