@@ -1,1 +1,10 @@
-//! The PEC rules as a pure library (no IO, no AWS SDK). See ARCHITECTURE.md.
+//! The PEC rules as a pure library (no IO, no AWS SDK, no clock: time and ids are injected).
+//!
+//! - [`signed`]: split a received `multipart/signed` into the signed bytes and the signature.
+//! - [`message`]: [`UnsignedMessage`], what every builder returns (headers + entity to sign).
+
+pub mod message;
+pub mod signed;
+
+pub use message::UnsignedMessage;
+pub use signed::{SignedError, SignedParts, split_signed};
