@@ -1,0 +1,508 @@
+#!/usr/bin/env python3
+"""Create the resources of template.yaml in the local emulators — from the template itself.
+
+The template goes through the real SAM transform (samtranslator), then every resource is created
+in LocalStack or DynamoDB Local with the properties the template gives it. A resource type this
+script does not know is an error, never silently ignored, so the local stack cannot drift from
+what AWS gets. Types that cannot or need not exist locally are listed in SKIPPED with the reason.
+
+    bootstrap.py --template template.yaml --state-dir .local/stack [--stack-name pec-local]
+                 [--parameter Key=Value ...] [--check]
+
+--check transforms and validates coverage only (no AWS calls): the test command runs it.
+
+Writes, for the stack name S:
+    <state-dir>/S.resources.json   outputs and every resource's physical name/ARN/URL
+    <state-dir>/S.env              `export` lines: the Globals.Function environment, resolved
+                                   exactly as Lambda would see it, plus PEC_OUTPUT_* per output
+
+Endpoints come from AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_DYNAMODB (infra/local/stack.sh env).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import sys
+from typing import Any, Callable
+
+ACCOUNT = "000000000000"
+PARTITION = "aws"
+
+SKIPPED = {
+    "AWS::SQS::QueuePolicy": "LocalStack does not enforce resource policies (applied in AWS only)",
+    "AWS::CloudWatch::Alarm": "CloudWatch is not emulated here; tests read dead-letter queue depth directly",
+    "AWS::Lambda::Function": "functions run in-process in the local runner (Lambda needs Docker)",
+    "AWS::Lambda::EventSourceMapping": "the local runner polls the same queues the mapping names",
+    "AWS::Lambda::Permission": "IAM and resource policies are not enforced locally",
+    "AWS::IAM::Role": "IAM is not enforced locally",
+    "AWS::IAM::Policy": "IAM is not enforced locally",
+    "AWS::Logs::LogGroup": "local functions log to the runner's output",
+    "AWS::Events::Rule": "schedules are driven by the local runner's injectable clock",
+    "AWS::Scheduler::Schedule": "schedules are driven by the local runner's injectable clock",
+    "AWS::SES::ReceiptRuleSet": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
+    "AWS::SES::ReceiptRule": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
+    "AWS::CloudFormation::CustomResource": "custom resources act on real AWS only",
+}
+
+
+class BootstrapError(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- template loading
+
+
+def load_template(path: str, parameters: dict[str, str]) -> tuple[dict, dict]:
+    """Returns (original template, SAM-transformed template)."""
+    from samtranslator.translator.managed_policy_translator import ManagedPolicyLoader
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    class OfflinePolicies(ManagedPolicyLoader):
+        """AWS managed policy names map to their well-known ARNs; no IAM call is made."""
+
+        def __init__(self) -> None:  # noqa: D401 - no IAM client needed
+            pass
+
+        def load(self) -> dict[str, str]:
+            class Arns(dict):
+                def get(self, key, default=None):  # type: ignore[override]
+                    return f"arn:{PARTITION}:iam::aws:policy/{key}"
+
+                def __getitem__(self, key):
+                    return self.get(key)
+
+                def __contains__(self, key):
+                    return True
+
+            return Arns()
+
+    from samtranslator.model.exceptions import InvalidDocumentException
+
+    with open(path, encoding="utf-8") as f:
+        original = yaml_parse(f.read())
+    # The transform only needs a region name to build ARNs; it makes no AWS call.
+    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "eu-south-1"))
+    try:
+        transformed = transform(json.loads(json.dumps(original)), parameters, OfflinePolicies())
+    except InvalidDocumentException as e:
+        causes = "; ".join(str(c) for c in e.causes)
+        raise BootstrapError(f"SAM transform rejected {path}: {causes}") from None
+    return original, transformed
+
+
+# ----------------------------------------------------------------------------- intrinsics
+
+
+class Resolver:
+    def __init__(self, stack: str, region: str, params: dict[str, Any]):
+        self.pseudo = {
+            "AWS::StackName": stack,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Region": region,
+            "AWS::Partition": PARTITION,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        self.params = params
+        self.physical: dict[str, dict[str, Any]] = {}
+
+    def ref(self, name: str) -> Any:
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.params:
+            return self.params[name]
+        if name in self.physical:
+            return self.physical[name]["Ref"]
+        raise BootstrapError(f"!Ref {name}: not a parameter, pseudo parameter or created resource")
+
+    def get_att(self, name: str, attr: str) -> Any:
+        try:
+            return self.physical[name][attr]
+        except KeyError:
+            raise BootstrapError(f"!GetAtt {name}.{attr}: unknown resource or attribute") from None
+
+    def sub(self, text: str, extra: dict[str, Any]) -> str:
+        def repl(m: re.Match) -> str:
+            token = m.group(1)
+            if token.startswith("!"):
+                return "${" + token[1:] + "}"
+            if token in extra:
+                return str(extra[token])
+            if "." in token:
+                name, attr = token.split(".", 1)
+                return str(self.get_att(name, attr))
+            return str(self.ref(token))
+
+        return re.sub(r"\$\{([^}]+)\}", repl, text)
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (self.resolve(v) for v in value) if v is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, arg), = value.items()
+            if key == "Ref":
+                return _NO_VALUE if arg == "AWS::NoValue" else self.ref(arg)
+            if key == "Fn::GetAtt":
+                name, attr = arg.split(".", 1) if isinstance(arg, str) else arg
+                return self.get_att(name, attr)
+            if key == "Fn::Sub":
+                if isinstance(arg, str):
+                    return self.sub(arg, {})
+                text, variables = arg
+                return self.sub(text, {k: self.resolve(v) for k, v in variables.items()})
+            if key == "Fn::Join":
+                sep, items = arg
+                return sep.join(str(i) for i in self.resolve(items))
+            if key.startswith("Fn::"):
+                raise BootstrapError(f"{key} is not supported by the local bootstrap; extend bootstrap.py")
+        out = {}
+        for k, v in value.items():
+            r = self.resolve(v)
+            if r is not _NO_VALUE:
+                out[k] = r
+        return out
+
+
+_NO_VALUE = object()
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids a property tree refers to (Ref, GetAtt, ${...} in Sub)."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for v in value:
+            found |= references(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if k == "Ref" and isinstance(v, str):
+                found.add(v)
+            elif k == "Fn::GetAtt":
+                found.add(v.split(".", 1)[0] if isinstance(v, str) else v[0])
+            elif k == "Fn::Sub":
+                text = v if isinstance(v, str) else v[0]
+                for token in re.findall(r"\$\{([^}!][^}]*)\}", text):
+                    found.add(token.split(".", 1)[0])
+                if not isinstance(v, str):
+                    found |= references(v[1])
+            else:
+                found |= references(v)
+    return found
+
+
+def creation_order(resources: dict[str, dict]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise BootstrapError("dependency cycle: " + " -> ".join(path + [name]))
+        state[name] = 1
+        res = resources[name]
+        deps = references(res.get("Properties", {}))
+        depends_on = res.get("DependsOn", [])
+        deps |= set([depends_on] if isinstance(depends_on, str) else depends_on)
+        for dep in sorted(d for d in deps if d in resources):
+            visit(dep, path + [name])
+        state[name] = 2
+        order.append(name)
+
+    for name in sorted(resources):
+        visit(name, [])
+    return order
+
+
+# ----------------------------------------------------------------------------- creators
+
+
+class Creator:
+    def __init__(self, stack: str, region: str):
+        import boto3
+
+        self.stack = stack
+        self.region = region
+        self.s3 = boto3.client("s3", region_name=region)
+        self.sqs = boto3.client("sqs", region_name=region)
+        self.ddb = boto3.client("dynamodb", region_name=region)
+        self.kms = boto3.client("kms", region_name=region)
+        self.events = boto3.client("events", region_name=region)
+        self.sns = boto3.client("sns", region_name=region)
+
+    # Resource type -> method that creates it (idempotently) and returns its attributes.
+    HANDLERS = {
+        "AWS::SQS::Queue": "queue",
+        "AWS::S3::Bucket": "bucket",
+        "AWS::DynamoDB::Table": "table",
+        "AWS::KMS::Key": "key",
+        "AWS::KMS::Alias": "alias",
+        "AWS::Events::EventBus": "event_bus",
+        "AWS::SNS::Topic": "topic",
+    }
+
+    def handlers(self) -> dict[str, Callable[[str, dict], dict]]:
+        return {rtype: getattr(self, method) for rtype, method in self.HANDLERS.items()}
+
+    def queue(self, logical: str, p: dict) -> dict:
+        name = p.get("QueueName") or f"{self.stack}-{logical}"
+        attrs = {}
+        for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
+                    "MaximumMessageSize", "ReceiveMessageWaitTimeSeconds", "SqsManagedSseEnabled"):
+            if key in p:
+                attrs[key] = str(p[key]).lower() if isinstance(p[key], bool) else str(p[key])
+        if "RedrivePolicy" in p:
+            attrs["RedrivePolicy"] = json.dumps(p["RedrivePolicy"])
+        url = self.sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return {"Ref": url, "Arn": arn, "QueueName": name, "QueueUrl": url}
+
+    def bucket(self, logical: str, p: dict) -> dict:
+        from botocore.exceptions import ClientError
+
+        name = p.get("BucketName") or f"{self.stack}-{logical}".lower()
+        kwargs: dict[str, Any] = {"Bucket": name}
+        if self.region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        if p.get("ObjectLockEnabled") in (True, "true", "True"):
+            kwargs["ObjectLockEnabledForBucket"] = True
+        try:
+            self.s3.create_bucket(**kwargs)
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "BucketAlreadyOwnedByYou":
+                raise
+        if "VersioningConfiguration" in p:
+            self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": p["VersioningConfiguration"]["Status"]})
+        olc = p.get("ObjectLockConfiguration")
+        if olc:
+            retention = dict(olc["Rule"]["DefaultRetention"])
+            for unit in ("Days", "Years"):
+                if unit in retention:
+                    retention[unit] = int(retention[unit])
+            self.s3.put_object_lock_configuration(
+                Bucket=name,
+                ObjectLockConfiguration={"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": retention}},
+            )
+        enc = p.get("BucketEncryption")
+        if enc:
+            rules = [
+                {"ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
+                 **({"BucketKeyEnabled": r["BucketKeyEnabled"]} if "BucketKeyEnabled" in r else {})}
+                for r in enc["ServerSideEncryptionConfiguration"]
+            ]
+            self.s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": rules})
+        if "PublicAccessBlockConfiguration" in p:
+            self.s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=p["PublicAccessBlockConfiguration"])
+        if "OwnershipControls" in p:
+            self.s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=p["OwnershipControls"])
+        life = p.get("LifecycleConfiguration")
+        if life:
+            rules = []
+            for r in life["Rules"]:
+                rule: dict[str, Any] = {"ID": r.get("Id", "rule"), "Status": r["Status"], "Filter": {"Prefix": r.get("Prefix", "")}}
+                if "ExpirationInDays" in r:
+                    rule["Expiration"] = {"Days": int(r["ExpirationInDays"])}
+                if "NoncurrentVersionExpiration" in r:
+                    rule["NoncurrentVersionExpiration"] = {"NoncurrentDays": int(r["NoncurrentVersionExpiration"]["NoncurrentDays"])}
+                rules.append(rule)
+            self.s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
+        notif = p.get("NotificationConfiguration")
+        if notif:
+            unknown = set(notif) - {"QueueConfigurations"}
+            if unknown:
+                raise BootstrapError(f"{logical}: notification kinds {sorted(unknown)} are not handled by bootstrap.py")
+            qcs = []
+            for q in notif.get("QueueConfigurations", []):
+                qc: dict[str, Any] = {"QueueArn": q["Queue"], "Events": [q["Event"]]}
+                rules = q.get("Filter", {}).get("S3Key", {}).get("Rules")
+                if rules:
+                    qc["Filter"] = {"Key": {"FilterRules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules]}}
+                qcs.append(qc)
+            self.s3.put_bucket_notification_configuration(
+                Bucket=name, NotificationConfiguration={"QueueConfigurations": qcs}
+            )
+        arn = f"arn:{PARTITION}:s3:::{name}"
+        return {"Ref": name, "Arn": arn, "BucketName": name}
+
+    def table(self, logical: str, p: dict) -> dict:
+        name = p.get("TableName") or f"{self.stack}-{logical}"
+        kwargs: dict[str, Any] = {
+            "TableName": name,
+            "AttributeDefinitions": p["AttributeDefinitions"],
+            "KeySchema": p["KeySchema"],
+            "BillingMode": p.get("BillingMode", "PROVISIONED"),
+        }
+        if kwargs["BillingMode"] == "PROVISIONED":
+            kwargs["ProvisionedThroughput"] = p["ProvisionedThroughput"]
+        if p.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = [
+                {"IndexName": g["IndexName"], "KeySchema": g["KeySchema"], "Projection": g["Projection"]}
+                for g in p["GlobalSecondaryIndexes"]
+            ]
+        if p.get("StreamSpecification"):
+            kwargs["StreamSpecification"] = {"StreamEnabled": True, **p["StreamSpecification"]}
+        try:
+            desc = self.ddb.create_table(**kwargs)["TableDescription"]
+        except self.ddb.exceptions.ResourceInUseException:
+            desc = self.ddb.describe_table(TableName=name)["Table"]
+        self.ddb.get_waiter("table_exists").wait(TableName=name)
+        ttl = p.get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled") in (True, "true"):
+            current = self.ddb.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+            if current.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                self.ddb.update_time_to_live(
+                    TableName=name,
+                    TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True},
+                )
+        # PointInTimeRecovery and SSESpecification are AWS-side durability settings; DynamoDB Local has neither.
+        out = {"Ref": name, "Arn": desc["TableArn"], "TableName": name}
+        if desc.get("LatestStreamArn"):
+            out["StreamArn"] = desc["LatestStreamArn"]
+        return out
+
+    def key(self, logical: str, p: dict) -> dict:
+        tag = {"TagKey": "pec:logical-id", "TagValue": f"{self.stack}/{logical}"}
+        for page in self.kms.get_paginator("list_keys").paginate():
+            for k in page["Keys"]:
+                tags = self.kms.list_resource_tags(KeyId=k["KeyId"]).get("Tags", [])
+                if tag in tags:
+                    return {"Ref": k["KeyId"], "Arn": k["KeyArn"], "KeyId": k["KeyId"]}
+        kwargs: dict[str, Any] = {
+            "KeySpec": p.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            "KeyUsage": p.get("KeyUsage", "ENCRYPT_DECRYPT"),
+            "Description": p.get("Description", logical),
+            "Tags": [tag],
+        }
+        if "KeyPolicy" in p:
+            kwargs["Policy"] = json.dumps(p["KeyPolicy"])
+        meta = self.kms.create_key(**kwargs)["KeyMetadata"]
+        return {"Ref": meta["KeyId"], "Arn": meta["Arn"], "KeyId": meta["KeyId"]}
+
+    def alias(self, logical: str, p: dict) -> dict:
+        name = p["AliasName"]
+        aliases = {a["AliasName"]: a for page in self.kms.get_paginator("list_aliases").paginate() for a in page["Aliases"]}
+        if name in aliases:
+            self.kms.update_alias(AliasName=name, TargetKeyId=p["TargetKeyId"])
+        else:
+            self.kms.create_alias(AliasName=name, TargetKeyId=p["TargetKeyId"])
+        return {"Ref": name}
+
+    def event_bus(self, logical: str, p: dict) -> dict:
+        name = p["Name"]
+        try:
+            arn = self.events.create_event_bus(Name=name)["EventBusArn"]
+        except self.events.exceptions.ResourceAlreadyExistsException:
+            arn = self.events.describe_event_bus(Name=name)["Arn"]
+        return {"Ref": name, "Arn": arn, "Name": name}
+
+    def topic(self, logical: str, p: dict) -> dict:
+        name = p.get("TopicName") or f"{self.stack}-{logical}"
+        arn = self.sns.create_topic(Name=name)["TopicArn"]
+        return {"Ref": arn, "TopicArn": arn, "TopicName": name}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parameters_from(template: dict, overrides: dict[str, str]) -> dict[str, Any]:
+    params = {}
+    for name, spec in template.get("Parameters", {}).items():
+        if name in overrides:
+            params[name] = overrides[name]
+        elif "Default" in spec:
+            params[name] = spec["Default"]
+        else:
+            raise BootstrapError(f"parameter {name} has no default: pass --parameter {name}=...")
+    unknown = set(overrides) - set(params)
+    if unknown:
+        raise BootstrapError(f"unknown parameters: {sorted(unknown)}")
+    return params
+
+
+def check_coverage(transformed: dict, handled: set[str]) -> list[tuple[str, str, str]]:
+    """(logical id, type, action) for every resource; raises on a type nobody handles."""
+    rows = []
+    for logical, res in sorted(transformed.get("Resources", {}).items()):
+        rtype = res["Type"]
+        if rtype in handled:
+            rows.append((logical, rtype, "create"))
+        elif rtype in SKIPPED:
+            rows.append((logical, rtype, "skip: " + SKIPPED[rtype]))
+        else:
+            raise BootstrapError(
+                f"resource {logical} has type {rtype}, which bootstrap.py neither creates nor skips: "
+                "add a creator (or a SKIPPED entry with the reason) so local and AWS stay the same"
+            )
+    return rows
+
+
+def snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--template", required=True)
+    ap.add_argument("--state-dir", default=None)
+    ap.add_argument("--stack-name", default="pec-local")
+    ap.add_argument("--parameter", action="append", default=[], help="Key=Value")
+    ap.add_argument("--check", action="store_true", help="transform and check coverage; no AWS calls")
+    args = ap.parse_args(argv)
+
+    overrides = dict(kv.split("=", 1) for kv in args.parameter)
+    original, transformed = load_template(args.template, overrides)
+    params = parameters_from(original, overrides)
+    rows = check_coverage(transformed, set(Creator.HANDLERS))
+    if args.check:
+        print(f"SAM transform: ok ({len(rows)} resources after the transform)")
+        for logical, rtype, action in rows:
+            print(f"  {logical:34} {rtype:28} {action}")
+        return 0
+
+    if not args.state_dir:
+        raise BootstrapError("--state-dir is required unless --check")
+    if not os.environ.get("AWS_ENDPOINT_URL") or not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
+        raise BootstrapError("AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_DYNAMODB must point at the emulators "
+                             "(eval \"$(infra/local/stack.sh env)\"); refusing to touch a real account")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "eu-south-1"
+    resolver = Resolver(args.stack_name, region, params)
+    creator = Creator(args.stack_name, region)
+    handlers = creator.handlers()
+    resources = transformed["Resources"]
+    created = 0
+    for logical in creation_order(resources):
+        res = resources[logical]
+        if res["Type"] not in handlers:
+            continue
+        props = resolver.resolve(res.get("Properties", {}))
+        resolver.physical[logical] = handlers[res["Type"]](logical, props)
+        created += 1
+
+    outputs = {name: resolver.resolve(o["Value"]) for name, o in original.get("Outputs", {}).items()}
+    fn_env = resolver.resolve(original.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    os.makedirs(args.state_dir, exist_ok=True)
+    base = os.path.join(args.state_dir, args.stack_name)
+    with open(base + ".resources.json", "w", encoding="utf-8") as f:
+        json.dump({"stack": args.stack_name, "region": region, "outputs": outputs,
+                   "resources": resolver.physical, "function_environment": fn_env}, f, indent=2, sort_keys=True)
+    with open(base + ".env", "w", encoding="utf-8") as f:
+        f.write(f"# Written by infra/local/bootstrap.py for stack {args.stack_name}.\n")
+        for k, v in sorted(fn_env.items()):
+            f.write(f"export {k}={shlex.quote(str(v))}\n")
+        for k, v in sorted(outputs.items()):
+            f.write(f"export PEC_OUTPUT_{snake(k)}={shlex.quote(str(v))}\n")
+    print(f"bootstrap: stack {args.stack_name}: {created} resources ready; wrote {base}.resources.json and {base}.env")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BootstrapError as e:
+        print(f"bootstrap: error: {e}", file=sys.stderr)
+        sys.exit(1)
