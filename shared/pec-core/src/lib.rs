@@ -3,8 +3,15 @@
 //! - [`signed`]: split a received `multipart/signed` into the signed bytes and the signature.
 //! - [`message`]: [`UnsignedMessage`], what every builder returns (headers + entity to sign).
 
+pub mod addr;
+pub mod daticert;
+pub mod ids;
 pub mod message;
+pub mod original;
+pub mod policy;
 pub mod signed;
+pub mod text;
+pub mod time;
 
 pub use message::UnsignedMessage;
 pub use signed::{SignedError, SignedParts, split_signed};
