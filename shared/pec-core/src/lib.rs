@@ -4,6 +4,8 @@
 //! - [`message`]: [`UnsignedMessage`], what every builder returns (headers + entity to sign).
 
 pub mod addr;
+pub mod build;
+pub mod classify;
 pub mod daticert;
 pub mod ids;
 pub mod message;
