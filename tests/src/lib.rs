@@ -44,7 +44,7 @@ impl Emulator {
     pub fn problem(&self) -> Option<String> {
         let probe_error = self.probe().err()?;
         let process = match self.pid {
-            Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
+            Some(pid) if process_running(pid) => {
                 format!("its process {pid} is still there but does not answer")
             }
             Some(pid) => format!("its process {pid} is gone (stopped or crashed)"),
@@ -238,6 +238,18 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<Vec<u8>> {
         bail!("HTTP {code}");
     }
     Ok(response[head_end + 4..].to_vec())
+}
+
+/// A live process (a zombie, killed but not yet reaped, counts as gone).
+fn process_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Field 3 (state) follows the parenthesised command name, which may contain spaces.
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Packages every Lambda function (each crate under functions/) as a `bootstrap` binary zipped for
+# the provided.al2023 runtime, with cargo-lambda from the project's venv:
+#
+#   infra/package.sh [--arm64]      -> target/lambda/<function>/bootstrap and bootstrap.zip
+#
+# x86_64 by default (the only Rust standard library on our machines); --arm64 needs the
+# aarch64-unknown-linux-gnu target installed and matches the template's Architecture=arm64.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source infra/local/lib.sh
+target=x86_64-unknown-linux-gnu
+[ "${1:-}" = "--arm64" ] && target=aarch64-unknown-linux-gnu
+infra/local/install.sh python >/dev/null
+functions=()
+for manifest in functions/*/Cargo.toml; do
+  [ -f "$manifest" ] || continue
+  functions+=("$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)")
+done
+if [ "${#functions[@]}" = 0 ]; then
+  echo "package: no function crates under functions/ yet; nothing to package"
+  exit 0
+fi
+args=()
+for f in "${functions[@]}"; do args+=(--package "$f"); done
+PATH="$(pec_venv_dir)/bin:$PATH" cargo lambda build --release --compiler cargo --target "$target" \
+  --output-format zip "${args[@]}"
+for f in "${functions[@]}"; do
+  zip="target/lambda/$f/bootstrap.zip"
+  [ -f "$zip" ] || pec_die "cargo lambda did not produce $zip"
+  echo "package: $zip ($(du -h "$zip" | cut -f1))"
+done
