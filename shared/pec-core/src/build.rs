@@ -319,11 +319,13 @@ pub fn accettazione(ctx: &mut Ctx<'_>, c: &Certified) -> Result<UnsignedMessage,
     )
 }
 
-/// Avviso di non accettazione, for formal errors or a virus (access point → sender).
+/// Avviso di non accettazione, for formal errors or a virus (access point → the submitting
+/// user). `to` is the authenticated user's own mailbox: never the (possibly forged) `From`.
 pub fn non_accettazione(
     ctx: &mut Ctx<'_>,
     c: &Certified,
     reason: &NonAcceptance,
+    to: &str,
 ) -> Result<UnsignedMessage, BuildError> {
     let time = PecTime::new(ctx.now);
     let (errore, prefix, detail, virus) = match reason {
@@ -350,7 +352,7 @@ pub fn non_accettazione(
         ctx,
         c,
         Receipt {
-            to: &c.mittente,
+            to,
             subject: subject_header(prefix, c.oggetto.as_deref()),
             x_ricevuta: "non-accettazione",
             x_tipo_ricevuta: None,

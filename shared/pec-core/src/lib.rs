@@ -5,6 +5,7 @@
 
 pub mod addr;
 pub mod build;
+pub mod checks;
 pub mod classify;
 pub mod daticert;
 pub mod ids;
