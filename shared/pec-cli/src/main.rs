@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cert;
+mod verify;
+
 #[derive(Parser)]
 #[command(name = "pec", version, about = "PEC provider tools")]
 struct Cli {
@@ -18,6 +21,11 @@ struct Cli {
 enum Command {
     /// Print the toolchain-independent build information of this binary.
     About,
+    /// Verify a received PEC multipart/signed message; prints the verdict as JSON, exits 0
+    /// only for a valid message.
+    Verify(verify::VerifyArgs),
+    /// Development CA, provider certificates, provider-index entries, certificate requests.
+    Cert(cert::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +35,7 @@ fn main() -> ExitCode {
             println!("pec {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Verify(args) => verify::run(args),
+        Command::Cert(args) => cert::run(args),
     }
 }

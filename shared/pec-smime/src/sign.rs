@@ -236,12 +236,13 @@ fn check_header(name: &str, value: &str) -> Result<(), SignError> {
     Ok(())
 }
 
-/// A boundary derived from the content (so the output is reproducible) and absent from it.
-fn boundary_for(entity: &[u8]) -> String {
+/// A boundary derived from `seed` (the signature, itself a function of the content: the output
+/// is reproducible) and absent from `entity`.
+fn boundary_for(entity: &[u8], seed: &[u8]) -> String {
     let mut counter = 0u32;
     loop {
         let mut h = Sha256::new();
-        h.update(entity);
+        h.update(seed);
         h.update(counter.to_be_bytes());
         let d = h.finalize();
         let hex: String = d.iter().take(12).map(|b| format!("{b:02X}")).collect();
@@ -289,7 +290,7 @@ pub async fn sign_message<S: DigestSigner>(
     }
     let canonical = canonicalize_crlf(entity).into_owned();
     let p7s = sign_detached(signer, identity, &canonical, signing_time).await?;
-    let boundary = boundary_for(&canonical);
+    let boundary = boundary_for(&canonical, &p7s);
 
     let mut top_headers: Vec<(std::borrow::Cow<'_, str>, HeaderType<'_>)> = headers
         .iter()
@@ -344,8 +345,12 @@ mod tests {
 
     #[test]
     fn boundary_not_in_entity() {
-        let b = boundary_for(b"hello");
+        let b = boundary_for(b"hello", b"seed");
         assert!(b.starts_with("----PEC-SMIME-"));
-        assert_eq!(b, boundary_for(b"hello"));
+        assert_eq!(b, boundary_for(b"hello", b"seed"));
+        // An entity that contains the first candidate gets another one.
+        let clash = format!("x\r\n--{b}\r\n");
+        let other = boundary_for(clash.as_bytes(), b"seed");
+        assert_ne!(other, b);
     }
 }
