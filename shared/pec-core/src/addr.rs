@@ -4,8 +4,8 @@
 //! do not offer SMTPUTF8). Builders refuse anything else rather than emit a header that a
 //! receiver could read differently.
 
-/// Whether `addr` is an ASCII `addr-spec` (RFC 5322 §3.4.1) with a dot-atom local part or a
-/// quoted-string local part, and a dot-atom domain that is a plausible DNS name.
+/// Whether `addr` is an ASCII `addr-spec` (RFC 5322 §3.4.1) with a dot-atom local part and a
+/// domain that is a plausible DNS name.
 pub fn is_addr_spec(addr: &str) -> bool {
     if addr.len() > 254 || !addr.is_ascii() {
         return false;
@@ -22,29 +22,14 @@ fn atext(b: u8) -> bool {
 }
 
 fn local_ok(local: &str) -> bool {
-    if local.is_empty() || local.len() > 64 {
-        return false;
-    }
-    if let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
-        // quoted-string: printable ASCII, with `"` and `\` only as quoted-pairs.
-        let mut escaped = false;
-        for b in inner.bytes() {
-            if escaped {
-                if !(0x20..0x7f).contains(&b) {
-                    return false;
-                }
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' || !(0x20..0x7f).contains(&b) {
-                return false;
-            }
-        }
-        return !escaped;
-    }
-    local
-        .split('.')
-        .all(|a| !a.is_empty() && a.bytes().all(atext))
+    // Dot-atom only. Quoted local parts (`"a b"@x.it`) are legal RFC 5322, but common parsers
+    // (mail-parser among them) do not read them back, and PEC mailboxes never use them: a
+    // receipt naming such an address could be misread, so it is refused.
+    !local.is_empty()
+        && local.len() <= 64
+        && local
+            .split('.')
+            .all(|a| !a.is_empty() && a.bytes().all(atext))
 }
 
 /// Compare two addresses the way a PEC provider does: ASCII case-insensitively (the domain is
@@ -67,9 +52,8 @@ mod tests {
         for ok in [
             "a@b.it",
             "nome.cognome@pec.example.it",
-            "\"a b\"@x.it",
             "a+tag@x-y.it",
-            "\"a\\\"b\"@x.it",
+            "o'neil@x.it",
         ] {
             assert!(is_addr_spec(ok), "{ok}");
         }
@@ -85,6 +69,7 @@ mod tests {
             "à@b.it",
             "a@b_c.it",
             "\"a\"b\"@x.it",
+            "\"a b\"@x.it",
             "a@b.it\r\n",
         ] {
             assert!(!is_addr_spec(bad), "{bad}");

@@ -369,11 +369,19 @@ fn xml_safe_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// Text values must be single-line XML characters without surrounding whitespace (the parser
+/// trims leaf text, so anything else would not read back identically).
 fn check_text(field: &'static str, value: &str) -> Result<(), DaticertError> {
     if let Some(c) = value.chars().find(|c| !xml_safe_char(*c) || *c == '\n') {
         return Err(DaticertError::NotEmittable {
             field,
             reason: format!("character U+{:04X} is not allowed", c as u32),
+        });
+    }
+    if value.trim_matches([' ', '\t', '\r', '\n']).len() != value.len() {
+        return Err(DaticertError::NotEmittable {
+            field,
+            reason: "leading or trailing whitespace".into(),
         });
     }
     Ok(())
@@ -783,7 +791,8 @@ impl ParseState {
         let Some(name) = self.stack.pop() else {
             return;
         };
-        let value = self.buf.trim().to_string();
+        // XML whitespace only: a value may legitimately end in, say, U+00A0.
+        let value = self.buf.trim_matches([' ', '\t', '\r', '\n']).to_string();
         self.buf.clear();
         match name.as_str() {
             "mittente" if self.once("mittente") => self.d.intestazione.mittente = value,
