@@ -555,6 +555,61 @@ mod tests {
         assert!(!email_matches("no-at-sign", "b.it"));
     }
 
+    fn provider_cert(provider: &str, domain: &str) -> ParsedCert {
+        use chrono::TimeZone;
+        let t = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).single().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ca = rt
+            .block_on(crate::DevCa::generate("NC CA", t(2020), t(2040)))
+            .unwrap();
+        let key = crate::LocalSigner::generate_rsa(2048).unwrap();
+        let params = crate::ProviderCertificateParams::new(provider, domain, t(2021), t(2030));
+        let cert = rt
+            .block_on(ca.issue_provider_certificate(&params, key.public_key_spki_der()))
+            .unwrap();
+        ParsedCert::from_der(&cert.to_der().unwrap()).unwrap()
+    }
+
+    /// AgID CA1 style constraints: permitted e-mail domains and organisation names.
+    fn agid_like() -> NameConstraints {
+        use x509_cert::ext::pkix::constraints::name::GeneralSubtree;
+        let dir = crate::certs::make_name(Some("IT"), Some("Aruba PEC S.p.A."), "x").unwrap();
+        let dir = x509_cert::name::RdnSequence(dir.0[..2].to_vec());
+        let subtree = |base| GeneralSubtree {
+            base,
+            minimum: 0,
+            maximum: None,
+        };
+        NameConstraints {
+            permitted_subtrees: Some(vec![
+                subtree(GeneralName::Rfc822Name(
+                    der::asn1::Ia5String::new("pec.aruba.it").unwrap(),
+                )),
+                subtree(GeneralName::DirectoryName(dir)),
+            ]),
+            excluded_subtrees: None,
+        }
+    }
+
+    #[test]
+    fn name_constraints_on_provider_certificates() {
+        let nc = agid_like();
+        assert!(
+            check_name_constraints(&provider_cert("Aruba PEC S.p.A.", "pec.aruba.it"), &nc).is_ok()
+        );
+        let e = check_name_constraints(&provider_cert("Aruba PEC S.p.A.", "pec.evil.it"), &nc)
+            .unwrap_err();
+        assert!(
+            e.contains("posta-certificata@pec.evil.it is not permitted"),
+            "{e}"
+        );
+        let e =
+            check_name_constraints(&provider_cert("Evil S.p.A.", "pec.aruba.it"), &nc).unwrap_err();
+        assert!(e.contains("not within a permitted directory name"), "{e}");
+    }
+
     #[test]
     fn dns_constraints() {
         assert!(dns_matches("agid.gov.it", "agid.gov.it"));

@@ -292,9 +292,12 @@ pub async fn sign_message<S: DigestSigner>(
     let p7s = sign_detached(signer, identity, &canonical, signing_time).await?;
     let boundary = boundary_for(&canonical, &p7s);
 
+    // Values are unfolded (a fold is CRLF + WSP: removing the CRLF keeps the meaning) and
+    // mail-builder refolds them: its folding treats CR and LF as foldable whitespace, so a
+    // pre-folded value could otherwise gain a whitespace-only line.
     let mut top_headers: Vec<(std::borrow::Cow<'_, str>, HeaderType<'_>)> = headers
         .iter()
-        .map(|(n, v)| (n.as_str().into(), Raw::new(v.as_str()).into()))
+        .map(|(n, v)| (n.as_str().into(), Raw::new(v.replace("\r\n", "")).into()))
         .collect();
     if !headers
         .iter()
