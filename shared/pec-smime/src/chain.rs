@@ -166,6 +166,15 @@ fn cert_sig_digest(oid: &ObjectIdentifier) -> Option<DigestAlgorithm> {
     }
 }
 
+/// [`signed_by`], counting signature checks against `budget` (name mismatches are free).
+fn checked_signed_by(child: &ParsedCert, issuer: &ParsedCert, budget: &mut usize) -> bool {
+    if *budget == 0 || !names_match(child.issuer(), issuer.subject()) {
+        return false;
+    }
+    *budget -= 1;
+    signed_by(child, issuer)
+}
+
 /// Whether `issuer` issued and signed `child`.
 fn signed_by(child: &ParsedCert, issuer: &ParsedCert) -> bool {
     if !names_match(child.issuer(), issuer.subject()) {
@@ -180,6 +189,9 @@ fn signed_by(child: &ParsedCert, issuer: &ParsedCert) -> bool {
 
 const MAX_PATH_LEN: usize = 8;
 const MAX_PATHS: usize = 8;
+/// Certificate signature checks one path search may spend (a hostile message may carry many
+/// certificates with the same names to make the search explode).
+const MAX_SIGNATURE_CHECKS: usize = 256;
 
 /// Every path (up to a small bound) from `leaf` through `intermediates` to one of `anchors`,
 /// leaf first, anchor last. A path ends at the first trust anchor reached.
@@ -190,7 +202,8 @@ pub(crate) fn build_paths<'a>(
 ) -> Vec<Vec<&'a ParsedCert>> {
     let mut out = Vec::new();
     let mut path = vec![leaf];
-    extend(&mut path, intermediates, anchors, &mut out);
+    let mut budget = MAX_SIGNATURE_CHECKS;
+    extend(&mut path, intermediates, anchors, &mut out, &mut budget);
     out
 }
 
@@ -203,8 +216,9 @@ fn extend<'a>(
     intermediates: &'a [ParsedCert],
     anchors: &'a [ParsedCert],
     out: &mut Vec<Vec<&'a ParsedCert>>,
+    budget: &mut usize,
 ) {
-    if out.len() >= MAX_PATHS {
+    if out.len() >= MAX_PATHS || *budget == 0 {
         return;
     }
     let Some(last) = path.last().copied() else {
@@ -218,7 +232,7 @@ fn extend<'a>(
         return;
     }
     for anchor in anchors {
-        if signed_by(last, anchor) {
+        if checked_signed_by(last, anchor, budget) {
             let mut complete = path.clone();
             complete.push(anchor);
             out.push(complete);
@@ -231,9 +245,9 @@ fn extend<'a>(
         if path.iter().any(|c| c.der == inter.der) {
             continue;
         }
-        if signed_by(last, inter) {
+        if checked_signed_by(last, inter, budget) {
             path.push(inter);
-            extend(path, intermediates, anchors, out);
+            extend(path, intermediates, anchors, out, budget);
             path.pop();
         }
     }
@@ -332,7 +346,8 @@ pub(crate) fn validate_path(path: &[&ParsedCert], at: DateTime<Utc>) -> Result<(
         {
             for below in path.get(..i).unwrap_or(&[]) {
                 // Self-issued intermediates are exempt (RFC 5280 §4.2.1.10), except the leaf.
-                if !std::ptr::eq(*below, path[0]) && below.is_self_issued() {
+                let is_leaf = path.first().is_some_and(|l| std::ptr::eq(*below, *l));
+                if !is_leaf && below.is_self_issued() {
                     continue;
                 }
                 check_name_constraints(below, &nc).map_err(|e| {

@@ -313,6 +313,9 @@ pub fn verify_detached(
 
 type Failure = (Verdict, String);
 
+/// Certificates of a SignedData that are looked at (the rest is ignored).
+const MAX_EMBEDDED_CERTIFICATES: usize = 32;
+
 fn malformed(reason: impl Into<String>) -> Failure {
     (Verdict::Malformed, reason.into())
 }
@@ -368,6 +371,8 @@ fn verify_inner(
         certs.extend(
             elems
                 .into_iter()
+                // Bounded: a PEC signature carries the signer and one or two CA certificates.
+                .take(MAX_EMBEDDED_CERTIFICATES)
                 .filter_map(|d| ParsedCert::from_der(d).ok()),
         );
     }
