@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cert;
+mod inspect;
 mod verify;
 
 #[derive(Parser)]
@@ -26,6 +27,9 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// Development CA, provider certificates, provider-index entries, certificate requests.
     Cert(cert::CertArgs),
+    /// Say what a message is (envelope, receipt or notice kind, anomaly, ordinary mail) and
+    /// print its daticert; `--json` for machine-readable output.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,5 +41,6 @@ fn main() -> ExitCode {
         }
         Command::Verify(args) => verify::run(args),
         Command::Cert(args) => cert::run(args),
+        Command::Inspect(args) => inspect::run(args),
     }
 }

@@ -225,6 +225,7 @@ impl Data {
 /// `<dati>`: the data of this event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "kebab-case"))]
 pub struct Dati {
     /// `<gestore-emittente>`: the provider that emits this document.
     pub gestore_emittente: String,
