@@ -8,5 +8,9 @@
 //! by path rather than by virtual host.
 
 mod config;
+pub mod kms;
+pub mod store;
 
 pub use config::{AwsClients, ClientSettings};
+pub use kms::{KmsError, KmsSigner};
+pub use store::{MemoryStore, ObjectStore, PutOutcome, S3Store, StoreError};

@@ -38,7 +38,7 @@ use x509_cert::{
 
 use crate::{
     chrono_to_der,
-    signer::{DigestSigner, LocalSigner, LocalSignerError, PublicKeyHandle, SignatureFailure},
+    signer::{DigestSigner, PublicKeyHandle, SignatureFailure},
 };
 
 /// Why a certificate or request could not be made.
@@ -48,6 +48,7 @@ pub enum CertError {
     #[error(transparent)]
     Signature(#[from] SignatureFailure),
     /// The in-memory key failed.
+    #[cfg(feature = "local-signer")]
     #[error(transparent)]
     Key(#[from] LocalSignerError),
     /// The x509-cert builder refused the input.
@@ -191,11 +192,8 @@ fn serial(given: Option<&[u8]>) -> Result<SerialNumber, CertError> {
         Some(b) => b.to_vec(),
         None => {
             let mut b = [0u8; 16];
-            openssl::rand::rand_bytes(&mut b).map_err(|source| {
-                CertError::Key(LocalSignerError::OpenSsl {
-                    operation: "random serial",
-                    source,
-                })
+            getrandom::getrandom(&mut b).map_err(|e| {
+                CertError::Builder(format!("no randomness for a serial number: {e}"))
             })?;
             // Positive, no leading zero byte.
             if let Some(first) = b.first_mut() {
@@ -367,14 +365,19 @@ pub async fn build_provider_csr<S: DigestSigner>(
     sign_builder(builder, signer, spki_der).await
 }
 
+#[cfg(feature = "local-signer")]
+use crate::signer::{LocalSigner, LocalSignerError};
+
 /// A development CA: an in-memory RSA key and its self-signed certificate. For tests and
 /// local development only; never for production traffic.
+#[cfg(feature = "local-signer")]
 #[derive(Clone, Debug)]
 pub struct DevCa {
     signer: LocalSigner,
     certificate: Certificate,
 }
 
+#[cfg(feature = "local-signer")]
 impl DevCa {
     /// Generates a CA key (RSA 2048) and a self-signed certificate `CN=<common_name>`.
     pub async fn generate(

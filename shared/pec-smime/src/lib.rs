@@ -30,10 +30,14 @@ pub mod sign;
 pub mod signer;
 pub mod verify;
 
-pub use certs::{CertError, DevCa, ProviderCertificateParams};
+#[cfg(feature = "local-signer")]
+pub use certs::DevCa;
+pub use certs::{CertError, ProviderCertificateParams};
 pub use index::{IndexError, IndexMatch, MatchedBy, ProviderEntry, ProviderIndex};
 pub use sign::{SignError, SigningIdentity, sign_detached, sign_message};
-pub use signer::{DigestSigner, LocalSigner, LocalSignerError, Sha256Digest};
+pub use signer::{DigestSigner, Sha256Digest};
+#[cfg(feature = "local-signer")]
+pub use signer::{LocalSigner, LocalSignerError};
 pub use verify::{
     CertificateSummary, IndexCheck, TrustAnchors, Verdict, Verification, VerifyOptions,
     verify_detached, verify_message,

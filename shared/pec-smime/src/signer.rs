@@ -12,6 +12,7 @@
 use std::future::Future;
 
 use der::{Decode, Encode, asn1::BitString};
+#[cfg(feature = "local-signer")]
 use openssl::{
     md::Md,
     pkey::{PKey, Private},
@@ -75,6 +76,7 @@ impl<T: DigestSigner> DigestSigner for &T {
     }
 }
 
+#[cfg(feature = "local-signer")]
 /// Errors of the local in-memory signer.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalSignerError {
@@ -98,6 +100,7 @@ pub enum LocalSignerError {
     },
 }
 
+#[cfg(feature = "local-signer")]
 fn ossl<T>(
     operation: &'static str,
     r: Result<T, openssl::error::ErrorStack>,
@@ -105,6 +108,7 @@ fn ossl<T>(
     r.map_err(|source| LocalSignerError::OpenSsl { operation, source })
 }
 
+#[cfg(feature = "local-signer")]
 /// An RSA private key held in memory, signing through OpenSSL.
 ///
 /// For unit tests, benchmarks and the development CA only: production keys live in KMS.
@@ -114,6 +118,7 @@ pub struct LocalSigner {
     spki_der: Vec<u8>,
 }
 
+#[cfg(feature = "local-signer")]
 impl std::fmt::Debug for LocalSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalSigner")
@@ -122,6 +127,7 @@ impl std::fmt::Debug for LocalSigner {
     }
 }
 
+#[cfg(feature = "local-signer")]
 impl LocalSigner {
     /// Generates a fresh RSA key of `bits` bits (at least 2048).
     pub fn generate_rsa(bits: u32) -> Result<Self, LocalSignerError> {
@@ -188,6 +194,7 @@ impl LocalSigner {
     }
 }
 
+#[cfg(feature = "local-signer")]
 impl DigestSigner for LocalSigner {
     type Error = LocalSignerError;
 
