@@ -25,7 +25,7 @@ use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::text::Text;
 use mail_builder::mime::{BodyPart, MimePart};
-use mail_parser::{HeaderName, MessageParser};
+use mail_parser::HeaderName;
 
 use crate::addr::is_addr_spec;
 use crate::daticert::{DaticertError, Errore, Tipo, TipoRicevuta};
@@ -376,9 +376,7 @@ pub fn busta_trasporto(ctx: &mut Ctx<'_>, a: &Accepted) -> Result<UnsignedMessag
     let mittente = checked_addr("mittente", &c.mittente)?;
     let identificativo = checked_addr("identificativo", &c.identificativo)?;
     let raw = canonical_crlf(&a.postacert);
-    let m = MessageParser::default()
-        .parse(&raw[..])
-        .ok_or(original::OriginalError::Unparseable)?;
+    let m = crate::mime::parse(&raw[..]).ok_or(original::OriginalError::Unparseable)?;
     let mut d = c.daticert(
         Tipo::PostaCertificata,
         Errore::Nessuno,
@@ -474,9 +472,7 @@ pub fn busta_anomalia(
 ) -> Result<UnsignedMessage, BuildError> {
     let time = PecTime::new(ctx.now);
     let raw = canonical_crlf(received);
-    let m = MessageParser::default()
-        .parse(&raw[..])
-        .ok_or(original::OriginalError::Unparseable)?;
+    let m = crate::mime::parse(&raw[..]).ok_or(original::OriginalError::Unparseable)?;
     let from = original::addresses(m.from())
         .into_iter()
         .find(|a| is_addr_spec(a));

@@ -4,7 +4,7 @@
 //! Each failure is a [`FormalError`] whose `Display` is the Italian human reason written into
 //! the avviso di non accettazione ([`refusal_reason`] joins several).
 
-use mail_parser::{HeaderName, MessageParser};
+use mail_parser::HeaderName;
 
 use crate::addr::{is_addr_spec, same_address};
 use crate::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
@@ -106,7 +106,7 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
     let n = s.recipients.len() as u64;
     let too_large = size.saturating_mul(n.max(1)) > limits.max_total_bytes;
 
-    let Some(m) = MessageParser::default().parse(s.raw) else {
+    let Some(m) = crate::mime::parse(s.raw) else {
         errors.push(FormalError::Unparseable);
         if too_large {
             errors.push(FormalError::TooLarge {
@@ -217,7 +217,7 @@ pub fn certified_for_refusal(
     identificativo: &str,
     tipo_of: &dyn Fn(&str) -> TipoDestinatario,
 ) -> Certified {
-    let m = MessageParser::default().parse(s.raw);
+    let m = crate::mime::parse(s.raw);
     let from = m
         .as_ref()
         .map(|m| all_addresses(m, HeaderName::From))

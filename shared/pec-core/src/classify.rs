@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use mail_parser::{HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 
 use crate::daticert::{self, Daticert, Errore, Tipo, TipoRicevuta};
 use crate::original;
@@ -391,7 +391,7 @@ fn leaves(m: &Message<'_>, start: usize) -> Vec<usize> {
 /// Classify a received message. Never panics.
 pub fn classify(raw: &[u8]) -> Classification<'_> {
     let mut anomalies = Vec::new();
-    let Some(m) = MessageParser::default().parse(raw) else {
+    let Some(m) = crate::mime::parse(raw) else {
         return Classification {
             kind: Kind::Ordinaria,
             headers: PecHeaders::default(),

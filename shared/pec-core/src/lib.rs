@@ -10,6 +10,7 @@ pub mod classify;
 pub mod daticert;
 pub mod ids;
 pub mod message;
+mod mime;
 pub mod original;
 pub mod policy;
 pub mod signed;

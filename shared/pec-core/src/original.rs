@@ -5,9 +5,7 @@ use std::borrow::Cow;
 
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
-use mail_parser::{
-    Address, Encoding, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
-};
+use mail_parser::{Address, Encoding, HeaderName, HeaderValue, Message, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
 
 use crate::daticert::{
@@ -215,9 +213,7 @@ pub fn accept(
     }
     let fallback = normalise_msgid(fallback_msgid)
         .ok_or_else(|| OriginalError::BadId(fallback_msgid.to_string()))?;
-    let m = MessageParser::default()
-        .parse(raw)
-        .ok_or(OriginalError::Unparseable)?;
+    let m = crate::mime::parse(raw).ok_or(OriginalError::Unparseable)?;
     let mittente = addresses(m.from())
         .into_iter()
         .next()
@@ -344,7 +340,7 @@ pub fn rfc822_transfer_encoding(content: &[u8]) -> &'static str {
 /// the `sha256sum` line `<hex>  <name>` of the attachment's transfer-decoded octets. Everything
 /// else stays byte for byte. See [`crate::policy`] for why.
 pub fn breve(postacert: &[u8]) -> Vec<u8> {
-    let Some(m) = MessageParser::default().parse(postacert) else {
+    let Some(m) = crate::mime::parse(postacert) else {
         return postacert.to_vec();
     };
     let mut replacements: Vec<(usize, usize, Vec<u8>)> = Vec::new();
@@ -517,7 +513,7 @@ mod tests {
         assert!(s.contains("filename=\"a.pdf.sha256\""));
         assert!(s.starts_with("From: a@b.it\r\nTo: c@d.it\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nciao\r\n--XX\r\n"));
         assert!(s.ends_with("\r\n--XX--\r\n"));
-        let m = MessageParser::default().parse(&b).unwrap();
+        let m = crate::mime::parse(&b).unwrap();
         assert_eq!(m.body_text(0).as_deref(), Some("ciao"));
         assert_eq!(m.attachments().count(), 1);
         assert_eq!(rfc822_transfer_encoding(raw), "7bit");

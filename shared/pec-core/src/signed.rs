@@ -6,7 +6,7 @@
 
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 use crate::message::UnsignedMessage;
 
@@ -94,9 +94,7 @@ pub(crate) struct SignedLayout<'a> {
 }
 
 pub(crate) fn signed_layout(raw: &[u8]) -> Result<SignedLayout<'_>, SignedError> {
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or(SignedError::Unparseable)?;
+    let message = crate::mime::parse(raw).ok_or(SignedError::Unparseable)?;
     let root = message.parts.first().ok_or(SignedError::Unparseable)?;
     let ct = root.content_type();
     let found = ct
