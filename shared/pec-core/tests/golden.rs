@@ -74,3 +74,11 @@ fn building_twice_gives_the_same_bytes() {
         assert_eq!(x.message, y.message, "{}", x.name);
     }
 }
+
+#[test]
+fn rendered_form_reads_back() {
+    for b in common::build_all() {
+        let back = pec_core::UnsignedMessage::from_rendered(&b.message.render());
+        assert_eq!(back.as_ref(), Ok(&b.message), "{}", b.name);
+    }
+}
