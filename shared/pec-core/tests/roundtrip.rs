@@ -88,3 +88,108 @@ fn breve_keeps_structure_and_text() {
         assert_eq!(format!("{file}.sha256"), name);
     }
 }
+
+/// Each formal-check failure becomes an avviso di non accettazione carrying its reason.
+#[test]
+fn each_formal_failure_becomes_a_precise_notice() {
+    use pec_core::build::{self, Ctx, NonAcceptance};
+    use pec_core::checks::{self, FormalError, Limits, Submission};
+    use pec_core::daticert::Errore;
+    use pec_core::ids::SequentialIds;
+
+    let owned = vec!["studio@pec.example.it".to_string()];
+    let rcpt = vec!["dest@pec.example.it".to_string()];
+    let cases: Vec<(&[u8], &str, Vec<String>, fn(&FormalError) -> bool)> = vec![
+        (b"To: dest@pec.example.it\r\nSubject: a\r\n\r\nx", "studio@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::FromMissing)),
+        (b"From: studio@pec.example.it\r\nCc: dest@pec.example.it\r\nSubject: b\r\n\r\nx", "studio@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::ToMissing)),
+        (b"From: studio@pec.example.it\r\nTo: dest@pec.example.it\r\nSubject: c\r\n\r\nx", "other@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::ReversePathMismatch { .. })),
+        (b"From: studio@pec.example.it\r\nTo: dest@pec.example.it\r\nSubject: d\r\n\r\nx", "studio@pec.example.it", vec!["hidden@pec.example.it".into()], |e| matches!(e, FormalError::RecipientNotInHeaders(_))),
+        (b"From: studio@pec.example.it\r\nTo: dest@pec.example.it\r\nBcc: h@x.it\r\nSubject: e\r\n\r\nx", "studio@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::BccNotEmpty)),
+        (b"From: nobody@pec.example.it\r\nTo: dest@pec.example.it\r\nSubject: f\r\n\r\nx", "nobody@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::NotOwner(_))),
+    ];
+    let p = common::sender_provider();
+    for (raw, rp, rc, expected) in cases {
+        let s = Submission {
+            raw,
+            reverse_path: rp,
+            recipients: &rc,
+            owned_addresses: &owned,
+        };
+        let errors = checks::check_submission(&s, &Limits::default()).unwrap_err();
+        assert!(errors.iter().any(expected), "{errors:?}");
+        let reason = checks::refusal_reason(&errors);
+        let c = checks::certified_for_refusal(&s, "1.t@pec.example.it", &common::tipo_of);
+        let mut ids = SequentialIds::new("r");
+        let mut ctx = Ctx {
+            provider: &p,
+            now: common::utc("2026-07-01T10:00:00Z"),
+            ids: &mut ids,
+        };
+        let m = build::non_accettazione(
+            &mut ctx,
+            &c,
+            &NonAcceptance::Formal(reason.clone()),
+            "studio@pec.example.it",
+        )
+        .unwrap();
+        assert_eq!(m.header("To"), Some("studio@pec.example.it"));
+        let signed = assemble_signed(&m, common::DUMMY_SIGNATURE, "----=_SIG_r");
+        let cl = classify(&signed);
+        assert_eq!(cl.kind, Kind::NonAccettazione);
+        assert_eq!(cl.anomalies, vec![]);
+        let d = cl.daticert.unwrap();
+        assert_eq!(d.errore, Errore::Altro);
+        assert_eq!(d.dati.errore_esteso.as_deref(), Some(reason.as_str()));
+    }
+    // Size: over the limit.
+    let raw = b"From: studio@pec.example.it\r\nTo: dest@pec.example.it\r\n\r\nxxxxxxxxxx";
+    let s = Submission {
+        raw,
+        reverse_path: "studio@pec.example.it",
+        recipients: &rcpt,
+        owned_addresses: &owned,
+    };
+    let errors = checks::check_submission(
+        &s,
+        &Limits {
+            max_total_bytes: 10,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(errors.as_slice(), [FormalError::TooLarge { .. }]));
+}
+
+/// `errore="altro"` on a non-delivery notice (what Aruba sends today for 5.1.1) classifies the
+/// same as `no-dest`.
+#[test]
+fn non_delivery_with_altro() {
+    use pec_core::build::{self, Ctx};
+    use pec_core::daticert::Errore;
+    use pec_core::ids::SequentialIds;
+    use pec_core::policy::DeliveryFailure;
+    let acc = common::accepted("completa");
+    let p = common::recipient_provider();
+    let mut ids = SequentialIds::new("x");
+    let mut ctx = Ctx {
+        provider: &p,
+        now: common::utc("2026-07-01T10:00:00Z"),
+        ids: &mut ids,
+    };
+    let m = build::mancata_consegna(
+        &mut ctx,
+        &acc.certified,
+        "protocollo@pec.comune.example.it",
+        &DeliveryFailure::MailboxFull,
+    )
+    .unwrap();
+    let signed = assemble_signed(&m, common::DUMMY_SIGNATURE, "----=_SIG_x");
+    let cl = classify(&signed);
+    assert_eq!(cl.kind, Kind::ErroreConsegna);
+    assert_eq!(cl.anomalies, vec![]);
+    let d = cl.daticert.unwrap();
+    assert_eq!(d.errore, Errore::Altro);
+    assert_eq!(
+        d.dati.errore_esteso.as_deref(),
+        Some("5.2.2 - Comune Gestore PEC S.r.l. - casella piena")
+    );
+}
