@@ -99,7 +99,8 @@ fn each_formal_failure_becomes_a_precise_notice() {
 
     let owned = vec!["studio@pec.example.it".to_string()];
     let rcpt = vec!["dest@pec.example.it".to_string()];
-    let cases: Vec<(&[u8], &str, Vec<String>, fn(&FormalError) -> bool)> = vec![
+    type Case<'a> = (&'a [u8], &'a str, Vec<String>, fn(&FormalError) -> bool);
+    let cases: Vec<Case<'_>> = vec![
         (b"To: dest@pec.example.it\r\nSubject: a\r\n\r\nx", "studio@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::FromMissing)),
         (b"From: studio@pec.example.it\r\nCc: dest@pec.example.it\r\nSubject: b\r\n\r\nx", "studio@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::ToMissing)),
         (b"From: studio@pec.example.it\r\nTo: dest@pec.example.it\r\nSubject: c\r\n\r\nx", "other@pec.example.it", rcpt.clone(), |e| matches!(e, FormalError::ReversePathMismatch { .. })),
