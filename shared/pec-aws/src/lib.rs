@@ -10,6 +10,7 @@
 mod config;
 pub mod kms;
 pub mod store;
+pub mod telemetry;
 
 pub use config::{AwsClients, ClientSettings};
 pub use kms::{KmsError, KmsSigner};
