@@ -21,11 +21,11 @@ VENV="$(pec_venv_dir)"
 step "template: cfn-lint and the SAM transform"
 "$VENV/bin/cfn-lint" template.yaml
 "$VENV/bin/python" infra/local/bootstrap.py --template template.yaml --check
+"$VENV/bin/python" -m unittest discover -s infra/local -p 'test_*.py'
 
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-"$VENV/bin/python" -m py_compile infra/local/bootstrap.py
 bash -n infra/local/*.sh infra/*.sh tests/*.sh .ci/run
 
 step "unit, golden and CLI tests"

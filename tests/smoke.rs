@@ -19,25 +19,21 @@ use aws_sdk_kms::primitives::Blob as KmsBlob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockRetentionMode;
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::Arguments;
 use pec_aws::AwsClients;
-use pec_integration::{Stack, http_get};
+use pec_integration::{Check, HasStack, Stack, http_get, run_checks, unique};
 use rsa::pkcs8::DecodePublicKey;
 use sha2::{Digest, Sha256};
-
-type Check = fn(Arc<Ctx>) -> std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 struct Ctx {
     stack: Stack,
     aws: AwsClients,
 }
 
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
+impl HasStack for Ctx {
+    fn stack(&self) -> &Stack {
+        &self.stack
+    }
 }
 
 fn service_code<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
@@ -522,7 +518,7 @@ async fn local_resources_carry_template_properties(ctx: Arc<Ctx>) -> Result<()> 
     Ok(())
 }
 
-const CHECKS: &[(&str, Check)] = &[
+const CHECKS: &[(&str, Check<Ctx>)] = &[
     ("object_lock_refuses_delete_and_overwrite", |c| {
         Box::pin(object_lock_refuses_delete_and_overwrite(c))
     }),
@@ -572,40 +568,14 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(1);
-    let mut trials = Vec::new();
-    for round in 0..rounds {
-        for (name, check) in CHECKS {
-            let (ctx, runtime, check) = (ctx.clone(), runtime.clone(), *check);
-            let name = if rounds == 1 {
-                (*name).to_string()
-            } else {
-                format!("round{round}::{name}")
-            };
-            trials.push(Trial::test(name, move || {
-                // An emulator that died since start-up fails the check at once, by name.
-                if let Some(problem) = ctx.stack.diagnose() {
-                    return Err(Failed::from(problem));
-                }
-                let outcome = runtime.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(120), check(ctx.clone())).await
-                });
-                match outcome {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(Failed::from(match ctx.stack.diagnose() {
-                        Some(problem) => format!("{e:#}\n{problem}"),
-                        None => format!("{e:#}"),
-                    })),
-                    Err(_) => Err(Failed::from(format!(
-                        "timed out after 120 s\n{}",
-                        ctx.stack
-                            .diagnose()
-                            .unwrap_or_else(|| "both emulators still answer".into())
-                    ))),
-                }
-            }));
-        }
-    }
-    let conclusion = libtest_mimic::run(&args, trials);
+    let conclusion = run_checks(
+        &args,
+        ctx.clone(),
+        runtime,
+        CHECKS,
+        rounds,
+        Duration::from_secs(120),
+    );
     if let Ok(ctx) = Arc::try_unwrap(ctx) {
         ctx.stack.finish();
     }

@@ -85,10 +85,17 @@ def load_template(path: str, parameters: dict[str, str]) -> tuple[dict, dict]:
 
     with open(path, encoding="utf-8") as f:
         original = yaml_parse(f.read())
+    packaged = json.loads(json.dumps(original))
+    # As `sam package` does: local CodeUri paths become S3 URIs before the transform.
+    for res in packaged.get("Resources", {}).values():
+        props = res.get("Properties", {})
+        if res.get("Type") == "AWS::Serverless::Function" and isinstance(props.get("CodeUri"), str) \
+                and not props["CodeUri"].startswith("s3://"):
+            props["CodeUri"] = "s3://packaged-artifacts/" + props["CodeUri"]
     # The transform only needs a region name to build ARNs; it makes no AWS call.
     os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "eu-south-1"))
     try:
-        transformed = transform(json.loads(json.dumps(original)), parameters, OfflinePolicies())
+        transformed = transform(packaged, parameters, OfflinePolicies())
     except InvalidDocumentException as e:
         causes = "; ".join(str(c) for c in e.causes)
         raise BootstrapError(f"SAM transform rejected {path}: {causes}") from None
@@ -441,6 +448,74 @@ def check_coverage(transformed: dict, handled: set[str]) -> list[tuple[str, str,
     return rows
 
 
+def kms_sign_holders(transformed: dict) -> set[str]:
+    """Logical ids of IAM roles/policies that allow kms:Sign (or a wildcard covering it)."""
+    def allows_sign(statement: dict) -> bool:
+        if statement.get("Effect") != "Allow":
+            return False
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        return any(a.lower() in ("kms:sign", "kms:*", "*") or a.lower().startswith("kms:sign") for a in actions)
+
+    holders = set()
+    for logical, res in transformed.get("Resources", {}).items():
+        props = res.get("Properties", {})
+        docs = []
+        if res["Type"] == "AWS::IAM::Role":
+            docs = [p.get("PolicyDocument", {}) for p in props.get("Policies", [])]
+        elif res["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            docs = [props.get("PolicyDocument", {})]
+        for doc in docs:
+            statements = doc.get("Statement", [])
+            statements = [statements] if isinstance(statements, dict) else statements
+            if any(allows_sign(st) for st in statements):
+                holders.add(logical)
+    return holders
+
+
+def function_crates(repo: str) -> set[str]:
+    """Binary names of the crates under functions/ (each packages target/lambda/<bin>/)."""
+    names = set()
+    base = os.path.join(repo, "functions")
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        manifest = os.path.join(base, entry, "Cargo.toml")
+        if os.path.isfile(manifest):
+            text = open(manifest, encoding="utf-8").read()
+            bins = re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', text)
+            names.update(bins or re.findall(r'^name\s*=\s*"([^"]+)"', text, re.M)[:1])
+    return names
+
+
+def check_invariants(original: dict, transformed: dict, template_path: str) -> list[str]:
+    """The template-level rules of ARCHITECTURE.md; returns what was checked."""
+    checked = []
+    holders = kms_sign_holders(transformed)
+    if holders != {"SignFunctionRole"}:
+        raise BootstrapError(f"one signer: only SignFunctionRole may allow kms:Sign, found {sorted(holders)}")
+    checked.append("one signer: kms:Sign is granted to SignFunctionRole only")
+    key_statements = original["Resources"]["SigningKey"]["Properties"]["KeyPolicy"]["Statement"]
+    if not any(st.get("Effect") == "Deny" and st.get("Action") == "kms:Sign" for st in key_statements):
+        raise BootstrapError("one signer: the SigningKey policy must deny kms:Sign to other principals")
+    checked.append("one signer: the key policy denies kms:Sign to every other principal")
+    repo = os.path.dirname(os.path.abspath(template_path))
+    in_template = set()
+    for logical, res in original.get("Resources", {}).items():
+        if res.get("Type") == "AWS::Serverless::Function":
+            m = re.fullmatch(r"target/lambda/([^/]+)/bootstrap\.zip", str(res["Properties"].get("CodeUri", "")))
+            if not m:
+                raise BootstrapError(f"{logical}: CodeUri must be target/lambda/<function>/bootstrap.zip (infra/package.sh)")
+            in_template.add(m.group(1))
+            events = res["Properties"].get("Events", {})
+            for name, ev in events.items():
+                if ev.get("Type") == "SQS" and "ReportBatchItemFailures" not in ev["Properties"].get("FunctionResponseTypes", []):
+                    raise BootstrapError(f"{logical}.{name}: SQS events must use ReportBatchItemFailures")
+    crates = function_crates(repo)
+    if in_template != crates:
+        raise BootstrapError(f"function crates {sorted(crates)} and template functions {sorted(in_template)} differ")
+    checked.append(f"functions: template and functions/ agree ({', '.join(sorted(crates)) or 'none'})")
+    return checked
+
+
 def snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
 
@@ -460,6 +535,8 @@ def main(argv: list[str]) -> int:
     rows = check_coverage(transformed, set(Creator.HANDLERS))
     if args.check:
         print(f"SAM transform: ok ({len(rows)} resources after the transform)")
+        for line in check_invariants(original, transformed, args.template):
+            print(f"invariant ok: {line}")
         for logical, rtype, action in rows:
             print(f"  {logical:34} {rtype:28} {action}")
         return 0
@@ -485,11 +562,18 @@ def main(argv: list[str]) -> int:
 
     outputs = {name: resolver.resolve(o["Value"]) for name, o in original.get("Outputs", {}).items()}
     fn_env = resolver.resolve(original.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    # Each function's environment exactly as Lambda merges it (Globals, then the function's own).
+    functions = {}
+    for logical, res in original.get("Resources", {}).items():
+        if res.get("Type") == "AWS::Serverless::Function":
+            own = resolver.resolve(res["Properties"].get("Environment", {}).get("Variables", {}))
+            functions[logical] = {"environment": {**fn_env, **own}}
     os.makedirs(args.state_dir, exist_ok=True)
     base = os.path.join(args.state_dir, args.stack_name)
     with open(base + ".resources.json", "w", encoding="utf-8") as f:
         json.dump({"stack": args.stack_name, "region": region, "outputs": outputs,
-                   "resources": resolver.physical, "function_environment": fn_env}, f, indent=2, sort_keys=True)
+                   "resources": resolver.physical, "function_environment": fn_env,
+                   "functions": functions}, f, indent=2, sort_keys=True)
     with open(base + ".env", "w", encoding="utf-8") as f:
         f.write(f"# Written by infra/local/bootstrap.py for stack {args.stack_name}.\n")
         for k, v in sorted(fn_env.items()):

@@ -6,13 +6,17 @@
 //! shows the end of its log, so a dead emulator is a clear failure, never a hang.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
@@ -71,6 +75,8 @@ pub struct Stack {
     pub env: BTreeMap<String, String>,
     /// Template outputs resolved by the bootstrap (`<stack>.resources.json`).
     pub outputs: BTreeMap<String, String>,
+    /// Each function's environment as Lambda would get it (logical id -> variables).
+    pub functions: BTreeMap<String, BTreeMap<String, String>>,
     started_here: bool,
 }
 
@@ -116,6 +122,26 @@ impl Stack {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
             .collect();
+        let functions = resources["functions"]
+            .as_object()
+            .map(|fns| {
+                fns.iter()
+                    .map(|(name, f)| {
+                        let vars = f["environment"]
+                            .as_object()
+                            .map(|vars| {
+                                vars.iter()
+                                    .map(|(k, v)| {
+                                        (k.clone(), v.as_str().unwrap_or_default().to_string())
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (name.clone(), vars)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for (k, v) in &env {
             // SAFETY: called at start-up, before the harness spawns any thread.
             unsafe { std::env::set_var(k, v) };
@@ -160,6 +186,7 @@ impl Stack {
             state_dir,
             env,
             outputs,
+            functions,
             started_here,
         };
         if let Some(problem) = stack.diagnose() {
@@ -186,6 +213,15 @@ impl Stack {
             .with_context(|| format!("template output {name} not found"))
     }
 
+    /// One variable of a function's environment (e.g. `SignFunction`, `PEC_SIGNING_CHAIN_KEY`).
+    pub fn function_env(&self, function: &str, name: &str) -> Result<&str> {
+        self.functions
+            .get(function)
+            .and_then(|vars| vars.get(name))
+            .map(String::as_str)
+            .with_context(|| format!("{function} has no environment variable {name}"))
+    }
+
     /// Every emulator that does not answer, with its log tail; `None` when all answer.
     pub fn diagnose(&self) -> Option<String> {
         let problems: Vec<String> = [&self.localstack, &self.dynamodb]
@@ -209,6 +245,71 @@ impl Stack {
                 .status();
         }
     }
+}
+
+/// A name unique to this process and moment, for keys and ids that must not collide.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Anything that holds the [`Stack`] a check runs against.
+pub trait HasStack: Send + Sync + 'static {
+    fn stack(&self) -> &Stack;
+}
+
+impl HasStack for Stack {
+    fn stack(&self) -> &Stack {
+        self
+    }
+}
+
+/// An async check over a shared context.
+pub type Check<C> = fn(Arc<C>) -> Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// Runs `checks` as libtest trials, `rounds` times each (named `roundN::check` when > 1).
+///
+/// A check whose emulator died fails at once with the emulator's name and log; a check that
+/// fails or exceeds `timeout` gets the same diagnosis appended.
+pub fn run_checks<C: HasStack>(
+    args: &Arguments,
+    ctx: Arc<C>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    checks: &[(&'static str, Check<C>)],
+    rounds: usize,
+    timeout: Duration,
+) -> Conclusion {
+    let mut trials = Vec::new();
+    for round in 0..rounds {
+        for (name, check) in checks {
+            let (ctx, runtime, check) = (ctx.clone(), runtime.clone(), *check);
+            let name = if rounds == 1 {
+                (*name).to_string()
+            } else {
+                format!("round{round}::{name}")
+            };
+            trials.push(Trial::test(name, move || {
+                if let Some(problem) = ctx.stack().diagnose() {
+                    return Err(Failed::from(problem));
+                }
+                let outcome = runtime
+                    .block_on(async { tokio::time::timeout(timeout, check(ctx.clone())).await });
+                let failure = match outcome {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(_) => format!("timed out after {} s", timeout.as_secs()),
+                };
+                Err(Failed::from(match ctx.stack().diagnose() {
+                    Some(problem) => format!("{failure}\n{problem}"),
+                    None => failure,
+                }))
+            }));
+        }
+    }
+    libtest_mimic::run(args, trials)
 }
 
 /// `GET path` on 127.0.0.1:port over plain HTTP/1.0; returns the body of a 2xx response.

@@ -9,6 +9,7 @@
 
 mod config;
 pub mod kms;
+pub mod queue;
 pub mod store;
 pub mod telemetry;
 

@@ -1,0 +1,99 @@
+//! Polling an SQS queue the way Lambda's event source mapping does, for the local runner and the
+//! integration tests: the handlers get the very `SqsEvent` they get in AWS.
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+
+use crate::store::aws_error_chain;
+
+/// A queue operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("SQS {operation} on {queue_url}: {message}")]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub queue_url: String,
+    pub message: String,
+}
+
+/// Receives up to `max` messages (long-polling `wait_seconds`) as a Lambda `SqsEvent`.
+pub async fn receive_event(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    max: i32,
+    wait_seconds: i32,
+) -> Result<SqsEvent, QueueError> {
+    let out = client
+        .receive_message()
+        .queue_url(queue_url)
+        .max_number_of_messages(max)
+        .wait_time_seconds(wait_seconds)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| QueueError {
+            operation: "ReceiveMessage",
+            queue_url: queue_url.to_string(),
+            message: aws_error_chain(&e),
+        })?;
+    let mut event = SqsEvent::default();
+    for m in out.messages() {
+        let mut record = SqsMessage::default();
+        record.message_id = m.message_id().map(str::to_string);
+        record.receipt_handle = m.receipt_handle().map(str::to_string);
+        record.body = m.body().map(str::to_string);
+        record.md5_of_body = m.md5_of_body().map(str::to_string);
+        record.event_source = Some("aws:sqs".into());
+        record.attributes = m
+            .attributes()
+            .map(|a| {
+                a.iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        event.records.push(record);
+    }
+    Ok(event)
+}
+
+/// Deletes the records of `event` whose ids are not in `failed` (what Lambda does with a partial
+/// batch response), and makes the failed ones visible again after `retry_after_seconds`.
+pub async fn settle(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    event: &SqsEvent,
+    failed: &[String],
+    retry_after_seconds: i32,
+) -> Result<(), QueueError> {
+    for record in &event.records {
+        let (Some(id), Some(handle)) = (&record.message_id, &record.receipt_handle) else {
+            continue;
+        };
+        let result = if failed.contains(id) {
+            client
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(handle)
+                .visibility_timeout(retry_after_seconds)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| ("ChangeMessageVisibility", aws_error_chain(&e)))
+        } else {
+            client
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(handle)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| ("DeleteMessage", aws_error_chain(&e)))
+        };
+        result.map_err(|(operation, message)| QueueError {
+            operation,
+            queue_url: queue_url.to_string(),
+            message,
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! The sign step end to end on the emulators: an `unsigned/` object put in the evidence bucket
+//! is announced on the sign queue, the handler (the same code Lambda runs) signs it with the
+//! LocalStack KMS key, the `signed/` object verifies with OpenSSL and with our verifier, it is
+//! announced on the deliver queue, and a duplicate event signs and writes nothing more.
+//!
+//! Run: `cargo test -p pec-integration --test sign_function` (reuses or starts the emulators).
+
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::{TimeZone, Utc};
+use libtest_mimic::Arguments;
+use pec_aws::{AwsClients, KmsSigner, S3Store, queue};
+use pec_integration::{Check, HasStack, Stack, run_checks, unique};
+use pec_sign::{SignStep, s3_objects, testing::sample_message};
+use pec_smime::{
+    DevCa, DigestSigner, ProviderCertificateParams, Sha256Digest, SigningIdentity, TrustAnchors,
+    Verdict, VerifyOptions, verify_message,
+};
+
+/// Counts KMS calls so the duplicate check can prove there was no second one.
+struct CountingKms {
+    inner: KmsSigner,
+    calls: AtomicUsize,
+}
+
+impl DigestSigner for CountingKms {
+    type Error = pec_aws::KmsError;
+    async fn sign_sha256_digest(&self, digest: Sha256Digest) -> Result<Vec<u8>, Self::Error> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.sign_sha256_digest(digest).await
+    }
+}
+
+struct Ctx {
+    stack: Stack,
+    aws: AwsClients,
+    step: SignStep<S3Store, CountingKms>,
+    bucket: String,
+    ca_pem: tempfile::NamedTempFile,
+    anchors: TrustAnchors,
+}
+
+impl HasStack for Ctx {
+    fn stack(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+/// Dev CA + a provider certificate for the KMS key's public key, uploaded where the sign
+/// function reads its chain (PEC_SIGNING_CHAIN_KEY), exactly as an operator would.
+async fn setup(stack: Stack) -> Result<Ctx> {
+    let aws = stack.clients().await;
+    let bucket = stack.output("EvidenceBucketName")?.to_string();
+    let key_id = stack.function_env("SignFunction", "PEC_SIGNING_KEY_ID")?;
+    let chain_key = stack.function_env("SignFunction", "PEC_SIGNING_CHAIN_KEY")?;
+    let kms = KmsSigner::new(aws.kms.clone(), key_id);
+    let spki = kms.public_key_spki_der().await.context("GetPublicKey")?;
+    let y = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
+    let ca = DevCa::generate("PEC development CA", y(2025), y(2035)).await?;
+    let cert = ca
+        .issue_provider_certificate(
+            &ProviderCertificateParams::new(
+                "Example Gestore PEC S.p.A.",
+                "pec.example.test",
+                y(2025),
+                y(2030),
+            ),
+            &spki,
+        )
+        .await?;
+    let chain_pem = format!(
+        "{}{}",
+        pec_smime::certs::certificate_to_pem(&cert)?,
+        ca.certificate_pem()?
+    );
+    aws.s3
+        .put_object()
+        .bucket(&bucket)
+        .key(chain_key)
+        .body(chain_pem.clone().into_bytes().into())
+        .send()
+        .await
+        .context("uploading the provider certificate chain")?;
+    // What the Lambda does at start-up: the chain from S3, the key from KMS.
+    let stored = aws
+        .s3
+        .get_object()
+        .bucket(&bucket)
+        .key(chain_key)
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?
+        .into_bytes();
+    let identity = SigningIdentity::from_pem_chain(&stored)?;
+    ensure!(
+        identity.public_key_spki_der() == spki.as_slice(),
+        "certificate is not for the KMS key"
+    );
+    let mut ca_pem = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(&mut ca_pem, ca.certificate_pem()?.as_bytes())?;
+    let mut anchors = TrustAnchors::new();
+    anchors.add_pem_bundle(ca.certificate_pem()?.as_bytes())?;
+    let step = SignStep::new(
+        S3Store::new(aws.s3.clone()),
+        CountingKms {
+            inner: kms,
+            calls: AtomicUsize::new(0),
+        },
+        identity,
+        bucket.clone(),
+    );
+    Ok(Ctx {
+        stack,
+        aws,
+        step,
+        bucket,
+        ca_pem,
+        anchors,
+    })
+}
+
+/// Polls `queue_url` until a message announcing `key` arrives; returns it as a Lambda event.
+/// Messages about other keys are made visible again at once for whoever waits for them.
+async fn wait_for_notification(ctx: &Ctx, queue_url: &str, key: &str) -> Result<SqsEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let event = queue::receive_event(&ctx.aws.sqs, queue_url, 10, 1).await?;
+        let mut mine = SqsEvent::default();
+        let mut others = Vec::new();
+        for record in event.records.iter() {
+            let announces_key = s3_objects(record)
+                .map(|objs| objs.iter().any(|(_, k)| k == key))
+                .unwrap_or(false);
+            if announces_key {
+                mine.records.push(record.clone());
+            } else if let Some(id) = &record.message_id {
+                others.push(id.clone());
+            }
+        }
+        let mut not_mine = event.clone();
+        not_mine
+            .records
+            .retain(|r| r.message_id.as_ref().is_some_and(|id| others.contains(id)));
+        queue::settle(&ctx.aws.sqs, queue_url, &not_mine, &others, 0).await?;
+        if !mine.records.is_empty() {
+            return Ok(mine);
+        }
+    }
+    bail!("no notification for {key} on {queue_url} within 30 s")
+}
+
+fn openssl_verifies(ctx: &Ctx, message: &[u8]) -> Result<bool> {
+    let mut file = tempfile::NamedTempFile::new()?;
+    std::io::Write::write_all(&mut file, message)?;
+    let out = Command::new("openssl")
+        .args(["smime", "-verify", "-purpose", "smimesign", "-CAfile"])
+        .arg(ctx.ca_pem.path())
+        .arg("-in")
+        .arg(file.path())
+        .args(["-out", "/dev/null"])
+        .output()
+        .context("running openssl (installed by infra/local/install.sh)")?;
+    Ok(out.status.success())
+}
+
+async fn signed_object(ctx: &Ctx, key: &str) -> Result<Vec<u8>> {
+    Ok(ctx
+        .aws
+        .s3
+        .get_object()
+        .bucket(&ctx.bucket)
+        .key(key)
+        .send()
+        .await
+        .with_context(|| format!("GetObject {key}"))?
+        .body
+        .collect()
+        .await?
+        .into_bytes()
+        .to_vec())
+}
+
+/// unsigned/ -> sign queue -> handler -> signed/ -> deliver queue; OpenSSL and our verifier agree.
+async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx>) -> Result<()> {
+    let name = unique("accettazione");
+    let unsigned_key = format!("unsigned/{name}.eml");
+    let signed_key = format!("signed/{name}.eml");
+    ctx.aws
+        .s3
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key(&unsigned_key)
+        .body(sample_message(&name).render().into())
+        .send()
+        .await?;
+    let event =
+        wait_for_notification(&ctx, ctx.stack.output("SignQueueUrl")?, &unsigned_key).await?;
+    let response = ctx.step.handle(event.clone(), Utc::now()).await;
+    ensure!(
+        response.batch_item_failures.is_empty(),
+        "handler failed: {response:?}"
+    );
+    queue::settle(
+        &ctx.aws.sqs,
+        ctx.stack.output("SignQueueUrl")?,
+        &event,
+        &[],
+        0,
+    )
+    .await?;
+
+    let signed = signed_object(&ctx, &signed_key).await?;
+    let v = verify_message(&signed, &ctx.anchors, None, &VerifyOptions::default());
+    ensure!(v.verdict == Verdict::Valid, "our verifier: {v:?}");
+    ensure!(
+        openssl_verifies(&ctx, &signed)?,
+        "openssl smime -verify rejected the signed message"
+    );
+
+    // One byte of the signed part changed: both must reject it.
+    let text = String::from_utf8_lossy(&signed);
+    let at = text
+        .find("Ricevuta di accettazione")
+        .context("signed text not found")?;
+    let mut tampered = signed.clone();
+    tampered[at] = b'r';
+    let v = verify_message(&tampered, &ctx.anchors, None, &VerifyOptions::default());
+    ensure!(
+        v.verdict == Verdict::InvalidSignature,
+        "tampered copy: {v:?}"
+    );
+    ensure!(
+        !openssl_verifies(&ctx, &tampered)?,
+        "openssl accepted a tampered message"
+    );
+
+    // The signed object is announced to the next step.
+    wait_for_notification(&ctx, ctx.stack.output("DeliverQueueUrl")?, &signed_key)
+        .await
+        .context("the signed object was not announced on the deliver queue")?;
+    Ok(())
+}
+
+/// The same event three times: one KMS call and one object version in all.
+async fn duplicate_events_make_no_second_signature_or_object(ctx: Arc<Ctx>) -> Result<()> {
+    let name = unique("duplicate");
+    let unsigned_key = format!("unsigned/{name}.eml");
+    let signed_key = format!("signed/{name}.eml");
+    ctx.aws
+        .s3
+        .put_object()
+        .bucket(&ctx.bucket)
+        .key(&unsigned_key)
+        .body(sample_message(&name).render().into())
+        .send()
+        .await?;
+    let event =
+        wait_for_notification(&ctx, ctx.stack.output("SignQueueUrl")?, &unsigned_key).await?;
+    let before = ctx.step.signer().calls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        let response = ctx.step.handle(event.clone(), Utc::now()).await;
+        ensure!(
+            response.batch_item_failures.is_empty(),
+            "handler failed: {response:?}"
+        );
+    }
+    queue::settle(
+        &ctx.aws.sqs,
+        ctx.stack.output("SignQueueUrl")?,
+        &event,
+        &[],
+        0,
+    )
+    .await?;
+    let calls = ctx.step.signer().calls.load(Ordering::SeqCst) - before;
+    ensure!(calls == 1, "{calls} KMS Sign calls for one message");
+    let versions = ctx
+        .aws
+        .s3
+        .list_object_versions()
+        .bucket(&ctx.bucket)
+        .prefix(&signed_key)
+        .send()
+        .await?;
+    ensure!(
+        versions.versions().len() == 1,
+        "{} versions of {signed_key}",
+        versions.versions().len()
+    );
+    Ok(())
+}
+
+const CHECKS: &[(&str, Check<Ctx>)] = &[
+    (
+        "unsigned_object_is_signed_through_kms_and_openssl_verifies",
+        |c| {
+            Box::pin(unsigned_object_is_signed_through_kms_and_openssl_verifies(
+                c,
+            ))
+        },
+    ),
+    ("duplicate_events_make_no_second_signature_or_object", |c| {
+        Box::pin(duplicate_events_make_no_second_signature_or_object(c))
+    }),
+];
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // Both checks read the same sign queue: run them one after the other.
+    args.test_threads = Some(1);
+    let stack = match Stack::ensure() {
+        Ok(stack) => stack,
+        Err(e) => {
+            eprintln!("sign_function: cannot use the local stack: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            eprintln!("sign_function: no tokio runtime: {e}");
+            stack.finish();
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = match runtime.block_on(setup(stack)) {
+        Ok(ctx) => Arc::new(ctx),
+        Err(e) => {
+            eprintln!("sign_function: set-up failed: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let conclusion = run_checks(
+        &args,
+        ctx.clone(),
+        runtime,
+        CHECKS,
+        1,
+        Duration::from_secs(120),
+    );
+    if let Ok(ctx) = Arc::try_unwrap(ctx) {
+        ctx.stack.finish();
+    }
+    conclusion.exit_code()
+}
