@@ -501,6 +501,23 @@ mod tests {
     }
 
     #[test]
+    fn breve_of_a_single_part_attachment_message() {
+        let raw = b"From: a@b.it\r\nTo: c@d.it\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n";
+        let b = breve(raw);
+        let s = String::from_utf8(b.clone()).unwrap();
+        assert!(s.starts_with("From: a@b.it\r\nTo: c@d.it\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain"), "{s}");
+        assert!(!s.contains("aGVsbG8="));
+        let m = crate::mime::parse(&b).unwrap();
+        assert_eq!(m.subject(), Some("s"));
+        let att = m.attachments().next().expect("the hash part");
+        assert_eq!(att.attachment_name(), Some("a.pdf.sha256"));
+        assert_eq!(
+            att.text_contents(),
+            Some("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824  a.pdf")
+        );
+    }
+
+    #[test]
     fn breve_replaces_attachments() {
         let raw = b"From: a@b.it\r\nTo: c@d.it\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nciao\r\n--XX\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--XX--\r\n";
         let b = breve(raw);
