@@ -297,7 +297,112 @@ async fn duplicate_events_make_no_second_signature_or_object(ctx: Arc<Ctx>) -> R
     Ok(())
 }
 
+/// The `pec` binary of this workspace (built here if a plain `cargo test -p` skipped it).
+fn pec_binary() -> Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?
+        .join("pec");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "pec-cli"])
+            .status()?;
+        ensure!(status.success(), "cargo build -p pec-cli failed");
+    }
+    Ok(bin)
+}
+
+fn run_ok(cmd: &mut Command) -> Result<std::process::Output> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// `pec cert issue --kms-key-id` certifies the KMS key; `pec cert csr --kms-key-id` builds a
+/// request signed inside KMS that OpenSSL accepts.
+async fn pec_cert_works_on_the_kms_key(ctx: Arc<Ctx>) -> Result<()> {
+    let pec = pec_binary()?;
+    let key_id = ctx
+        .stack
+        .function_env("SignFunction", "PEC_SIGNING_KEY_ID")?;
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    run_ok(
+        Command::new(&pec)
+            .args(["cert", "dev-ca", "--out-dir"])
+            .arg(d),
+    )?;
+    run_ok(
+        Command::new(&pec)
+            .args(["cert", "issue", "--ca-cert"])
+            .arg(d.join("ca.pem"))
+            .arg("--ca-key")
+            .arg(d.join("ca.key.pem"))
+            .args([
+                "--kms-key-id",
+                key_id,
+                "--provider",
+                "Example Gestore PEC S.p.A.",
+            ])
+            .args(["--domain", "pec.example.test", "--out"])
+            .arg(d.join("provider.pem")),
+    )?;
+    run_ok(
+        Command::new("openssl")
+            .args(["verify", "-purpose", "smimesign", "-CAfile"])
+            .arg(d.join("ca.pem"))
+            .arg(d.join("provider.pem")),
+    )?;
+    let cert = std::fs::read(d.join("provider.pem"))?;
+    let cert_spki = SigningIdentity::from_pem_chain(&cert)?
+        .public_key_spki_der()
+        .to_vec();
+    let kms_spki = KmsSigner::new(ctx.aws.kms.clone(), key_id)
+        .public_key_spki_der()
+        .await?;
+    ensure!(
+        cert_spki == kms_spki,
+        "the certificate is not for the KMS key"
+    );
+
+    run_ok(
+        Command::new(&pec)
+            .args(["cert", "csr", "--kms-key-id", key_id])
+            .args([
+                "--provider",
+                "Example Gestore PEC S.p.A.",
+                "--domain",
+                "pec.example.test",
+            ])
+            .arg("--out")
+            .arg(d.join("req.pem")),
+    )?;
+    // OpenSSL 3.0 `req -verify` exits 0 even on a bad signature: read its verdict.
+    let out = run_ok(
+        Command::new("openssl")
+            .args(["req", "-verify", "-noout", "-in"])
+            .arg(d.join("req.pem")),
+    )?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(said.contains("verify OK"), "openssl req -verify: {said}");
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = &[
+    ("pec_cert_works_on_the_kms_key", |c| {
+        Box::pin(pec_cert_works_on_the_kms_key(c))
+    }),
     (
         "unsigned_object_is_signed_through_kms_and_openssl_verifies",
         |c| {

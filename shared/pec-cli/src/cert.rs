@@ -60,8 +60,17 @@ enum CertCommand {
         #[arg(long, value_name = "PEM")]
         ca_key: PathBuf,
         /// The provider's public key (DER or PEM SubjectPublicKeyInfo).
-        #[arg(long, value_name = "FILE")]
-        public_key: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "kms_key_id",
+            conflicts_with = "kms_key_id"
+        )]
+        public_key: Option<PathBuf>,
+        /// Take the public key of this KMS key instead (id, ARN or alias; the AWS SDK's usual
+        /// region, credentials and AWS_ENDPOINT_URL apply).
+        #[arg(long, value_name = "KEY")]
+        kms_key_id: Option<String>,
         /// Provider name (O= and "Posta Certificata <provider>").
         #[arg(long)]
         provider: String,
@@ -98,12 +107,21 @@ enum CertCommand {
         #[arg(long, default_value = "o=postacert")]
         base_dn: String,
     },
-    /// Build a PKCS#10 certificate request for a provider key held in a local PEM file
-    /// (the same library function signs through KMS on the AWS side).
+    /// Build a PKCS#10 certificate request for the provider key, to send to the accredited
+    /// CA: signed inside KMS with --kms-key-id (production), or with a local PEM key.
     Csr {
         /// Private key (PEM, PKCS#8 or PKCS#1 RSA).
-        #[arg(long, value_name = "PEM")]
-        key: PathBuf,
+        #[arg(
+            long,
+            value_name = "PEM",
+            required_unless_present = "kms_key_id",
+            conflicts_with = "kms_key_id"
+        )]
+        key: Option<PathBuf>,
+        /// Sign the request with this KMS key (id, ARN or alias); its private key never leaves
+        /// KMS. Needs kms:Sign, which the key policy grants to the certificate-admin role only.
+        #[arg(long, value_name = "KEY")]
+        kms_key_id: Option<String>,
         /// Provider name.
         #[arg(long)]
         provider: String,
@@ -173,8 +191,16 @@ fn emit(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     }
 }
 
+/// A signer on a KMS key, with the SDK configured from the environment.
+async fn kms_signer(key_id: String) -> pec_aws::KmsSigner {
+    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()).await;
+    pec_aws::KmsSigner::new(aws.kms, key_id)
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Timers and IO: the AWS SDK (--kms-key-id) needs both.
     tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
@@ -216,6 +242,7 @@ fn run_inner(args: CertArgs) -> anyhow::Result<()> {
             ca_cert,
             ca_key,
             public_key,
+            kms_key_id,
             provider,
             domain,
             days: d,
@@ -226,8 +253,13 @@ fn run_inner(args: CertArgs) -> anyhow::Result<()> {
                 &read(&ca_cert, "CA certificate")?,
                 &read(&ca_key, "CA key")?,
             )?;
-            let spki = public_key_spki_der(&read(&public_key, "public key")?)
-                .with_context(|| format!("public key {}", public_key.display()))?;
+            let spki = match (public_key, kms_key_id) {
+                (Some(path), _) => public_key_spki_der(&read(&path, "public key")?)
+                    .with_context(|| format!("public key {}", path.display()))?,
+                (None, Some(key_id)) => runtime()?
+                    .block_on(async { kms_signer(key_id).await.public_key_spki_der().await })?,
+                (None, None) => bail!("give --public-key or --kms-key-id"),
+            };
             let nb = start_time(not_before.as_deref())?;
             let params = ProviderCertificateParams::new(provider, domain, nb, nb + days(d)?);
             let cert = runtime()?.block_on(ca.issue_provider_certificate(&params, &spki))?;
@@ -253,14 +285,24 @@ fn run_inner(args: CertArgs) -> anyhow::Result<()> {
         }
         CertCommand::Csr {
             key,
+            kms_key_id,
             provider,
             domain,
             out,
         } => {
-            let signer = LocalSigner::from_pem(&read(&key, "private key")?)?;
-            let spki = signer.public_key_spki_der().to_vec();
-            let csr =
-                runtime()?.block_on(build_provider_csr(&signer, &spki, &provider, &domain))?;
+            let csr = match (key, kms_key_id) {
+                (Some(key), _) => {
+                    let signer = LocalSigner::from_pem(&read(&key, "private key")?)?;
+                    let spki = signer.public_key_spki_der().to_vec();
+                    runtime()?.block_on(build_provider_csr(&signer, &spki, &provider, &domain))?
+                }
+                (None, Some(key_id)) => runtime()?.block_on(async {
+                    let signer = kms_signer(key_id).await;
+                    let spki = signer.public_key_spki_der().await?;
+                    anyhow::Ok(build_provider_csr(&signer, &spki, &provider, &domain).await?)
+                })?,
+                (None, None) => bail!("give --key or --kms-key-id"),
+            };
             emit(out.as_deref(), csr_to_pem(&csr)?.as_bytes())?;
         }
         CertCommand::GenKey { out, public_out } => {
