@@ -230,4 +230,3 @@ async fn url_encoded_keys_are_decoded() {
             .is_some()
     );
 }
-
