@@ -25,8 +25,25 @@ args=()
 for f in "${functions[@]}"; do args+=(--package "$f"); done
 PATH="$(pec_venv_dir)/bin:$PATH" cargo lambda build --release --compiler cargo --target "$target" \
   --output-format zip "${args[@]}"
+# The provided.al2023 runtime has glibc 2.34 and no guaranteed OpenSSL: a binary that needs a
+# newer glibc symbol or links libssl/libcrypto would fail to start in Lambda.
+MAX_GLIBC="2.34"
+check_binary() { # zip
+  local tmp needed newest
+  tmp="$(mktemp -d)"
+  unzip -q -o "$1" -d "$tmp"
+  [ -x "$tmp/bootstrap" ] || pec_die "$1 holds no executable bootstrap"
+  needed="$(objdump -p "$tmp/bootstrap" | awk '/NEEDED/ {print $2}' | tr '\n' ' ')"
+  case "$needed" in *libssl*|*libcrypto*) pec_die "$1 links OpenSSL ($needed): build it without pec-smime's local-signer feature" ;; esac
+  newest="$(objdump -T "$tmp/bootstrap" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)"
+  if [ "$(printf '%s\n%s\n' "$newest" "$MAX_GLIBC" | sort -V | tail -1)" != "$MAX_GLIBC" ]; then
+    pec_die "$1 needs glibc $newest; provided.al2023 has $MAX_GLIBC"
+  fi
+  rm -rf "$tmp"
+  echo "package: $1 ($(du -h "$1" | cut -f1)); needs glibc <= $newest; links: $needed"
+}
 for f in "${functions[@]}"; do
   zip="target/lambda/$f/bootstrap.zip"
   [ -f "$zip" ] || pec_die "cargo lambda did not produce $zip"
-  echo "package: $zip ($(du -h "$zip" | cut -f1))"
+  check_binary "$zip"
 done

