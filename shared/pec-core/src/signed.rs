@@ -215,7 +215,8 @@ fn check_der(der: &[u8]) -> Result<(), SignedError> {
 /// boundary does not occur in the entity (boundaries made from [`crate::ids::IdSource`] tokens
 /// with a prefix that the builders never use inside entities are safe).
 ///
-/// This is a convenience for tests and tools; the signing crate may frame the message itself.
+/// This is the one framing of every `multipart/signed` the provider emits: `pec-smime`'s
+/// `sign_message` calls it with the real signature (and a boundary absent from the entity).
 pub fn assemble_signed(message: &UnsignedMessage, signature_der: &[u8], boundary: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.entity.len() + signature_der.len() * 2 + 1024);
     for (name, value) in &message.headers {

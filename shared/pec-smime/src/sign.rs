@@ -20,10 +20,6 @@ use der::{
     Any, Decode, Encode,
     asn1::{GeneralizedTime, OctetString, SetOfVec, UtcTime},
 };
-use mail_builder::{
-    headers::{HeaderType, content_type::ContentType, raw::Raw},
-    mime::{BodyPart, MimePart},
-};
 use sha2::{Digest, Sha256};
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::{Certificate, attr::Attribute};
@@ -56,9 +52,6 @@ pub enum SignError {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// Writing the MIME message failed.
-    #[error("writing the MIME message failed: {0}")]
-    Mime(#[from] std::io::Error),
 }
 
 /// The signer certificate and the chain sent along with every signature.
@@ -292,43 +285,18 @@ pub async fn sign_message<S: DigestSigner>(
     let p7s = sign_detached(signer, identity, &canonical, signing_time).await?;
     let boundary = boundary_for(&canonical, &p7s);
 
-    // Values are unfolded (a fold is CRLF + WSP: removing the CRLF keeps the meaning) and
-    // mail-builder refolds them: its folding treats CR and LF as foldable whitespace, so a
-    // pre-folded value could otherwise gain a whitespace-only line.
-    let mut top_headers: Vec<(std::borrow::Cow<'_, str>, HeaderType<'_>)> = headers
-        .iter()
-        .map(|(n, v)| (n.as_str().into(), Raw::new(v.replace("\r\n", "")).into()))
-        .collect();
-    if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("MIME-Version"))
-    {
-        top_headers.push(("MIME-Version".into(), Raw::new("1.0").into()));
-    }
-    top_headers.push((
-        "Content-Type".into(),
-        ContentType::new("multipart/signed")
-            .attribute("protocol", "application/pkcs7-signature")
-            .attribute("micalg", DigestAlgorithm::Sha256.micalg())
-            .attribute("boundary", boundary)
-            .into(),
-    ));
-    let signature_part = MimePart::new(
-        ContentType::new("application/pkcs7-signature").attribute("name", "smime.p7s"),
-        BodyPart::Binary(p7s.into()),
-    )
-    .attachment("smime.p7s");
-    let message = MimePart {
-        headers: top_headers,
-        contents: BodyPart::Multipart(vec![
-            // A part without headers is written verbatim (headers and body of the entity).
-            MimePart::raw(BodyPart::Binary(canonical.into())),
-            signature_part,
-        ]),
+    // One framing for every multipart/signed we emit: pec-core writes the headers verbatim
+    // (folds included), MIME-Version, the multipart/signed content type, the entity byte for
+    // byte and smime.p7s.
+    let message = pec_core::message::UnsignedMessage {
+        headers: headers
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("MIME-Version"))
+            .cloned()
+            .collect(),
+        entity: canonical,
     };
-    let mut out = Vec::new();
-    message.write_part(&mut out)?;
-    Ok(out)
+    Ok(pec_core::signed::assemble_signed(&message, &p7s, &boundary))
 }
 
 #[cfg(test)]
