@@ -518,7 +518,47 @@ async fn local_resources_carry_template_properties(ctx: Arc<Ctx>) -> Result<()> 
     Ok(())
 }
 
+/// The provider index is read from the evidence bucket where the template says it lives.
+async fn provider_index_is_read_from_s3(ctx: Arc<Ctx>) -> Result<()> {
+    let bucket = ctx.stack.output("EvidenceBucketName")?;
+    let key = ctx
+        .stack
+        .env
+        .get("PEC_PROVIDER_INDEX_KEY")
+        .context("PEC_PROVIDER_INDEX_KEY is not in the functions' environment")?;
+    let domain = format!("{}.pec.test", unique("d").to_ascii_lowercase());
+    let ldif = format!(
+        "dn: providerName=Smoke,o=postacert\nobjectClass: provider\nproviderName: Smoke\n\
+         managedDomains: {domain}\nmailReceipt: posta-certificata@{domain}\n\
+         providerCertificateHash: 00112233445566778899AABBCCDDEEFF00112233\n\
+         providerCertificate;binary:: MAA=\n\n"
+    );
+    ctx.aws
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(ldif.into_bytes()))
+        .send()
+        .await?;
+    let source = pec_aws::ProviderIndexSource::new(
+        pec_aws::S3Store::new(ctx.aws.s3.clone()),
+        bucket,
+        key.clone(),
+        chrono::Duration::minutes(15),
+    );
+    let index = source.current(chrono::Utc::now()).await?;
+    ensure!(
+        index.is_pec_domain(&domain),
+        "{domain} not found in the index read from S3"
+    );
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = &[
+    ("provider_index_is_read_from_s3", |c| {
+        Box::pin(provider_index_is_read_from_s3(c))
+    }),
     ("object_lock_refuses_delete_and_overwrite", |c| {
         Box::pin(object_lock_refuses_delete_and_overwrite(c))
     }),

@@ -8,11 +8,13 @@
 //! by path rather than by virtual host.
 
 mod config;
+pub mod index;
 pub mod kms;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
 
 pub use config::{AwsClients, ClientSettings};
+pub use index::{IndexSourceError, ProviderIndexSource};
 pub use kms::{KmsError, KmsSigner};
 pub use store::{MemoryStore, ObjectStore, PutOutcome, S3Store, StoreError};
