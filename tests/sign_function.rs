@@ -187,11 +187,11 @@ async fn signed_object(ctx: &Ctx, key: &str) -> Result<Vec<u8>> {
         .to_vec())
 }
 
-/// unsigned/ -> sign queue -> handler -> signed/ -> deliver queue; OpenSSL and our verifier agree.
-async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx>) -> Result<()> {
-    let name = unique("accettazione");
+/// Puts a sample provider message under `unsigned/`; returns the key its signed form will have
+/// and the sign-queue event that announces it.
+async fn put_unsigned(ctx: &Ctx, tag: &str) -> Result<(String, SqsEvent)> {
+    let name = unique(tag);
     let unsigned_key = format!("unsigned/{name}.eml");
-    let signed_key = format!("signed/{name}.eml");
     ctx.aws
         .s3
         .put_object()
@@ -201,7 +201,13 @@ async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx
         .send()
         .await?;
     let event =
-        wait_for_notification(&ctx, ctx.stack.output("SignQueueUrl")?, &unsigned_key).await?;
+        wait_for_notification(ctx, ctx.stack.output("SignQueueUrl")?, &unsigned_key).await?;
+    Ok((format!("signed/{name}.eml"), event))
+}
+
+/// unsigned/ -> sign queue -> handler -> signed/ -> deliver queue; OpenSSL and our verifier agree.
+async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx>) -> Result<()> {
+    let (signed_key, event) = put_unsigned(&ctx, "accettazione").await?;
     let response = ctx.step.handle(event.clone(), Utc::now()).await;
     ensure!(
         response.batch_item_failures.is_empty(),
@@ -250,19 +256,7 @@ async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx
 
 /// The same event three times: one KMS call and one object version in all.
 async fn duplicate_events_make_no_second_signature_or_object(ctx: Arc<Ctx>) -> Result<()> {
-    let name = unique("duplicate");
-    let unsigned_key = format!("unsigned/{name}.eml");
-    let signed_key = format!("signed/{name}.eml");
-    ctx.aws
-        .s3
-        .put_object()
-        .bucket(&ctx.bucket)
-        .key(&unsigned_key)
-        .body(sample_message(&name).render().into())
-        .send()
-        .await?;
-    let event =
-        wait_for_notification(&ctx, ctx.stack.output("SignQueueUrl")?, &unsigned_key).await?;
+    let (signed_key, event) = put_unsigned(&ctx, "duplicate").await?;
     let before = ctx.step.signer().calls.load(Ordering::SeqCst);
     for _ in 0..3 {
         let response = ctx.step.handle(event.clone(), Utc::now()).await;

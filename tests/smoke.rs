@@ -36,13 +36,30 @@ impl HasStack for Ctx {
     }
 }
 
-fn service_code<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> Option<String>
+/// The operation must have failed with the S3 error `code`.
+fn expect_refusal<T, E, R>(
+    result: Result<T, aws_sdk_s3::error::SdkError<E, R>>,
+    code: &str,
+    what: &str,
+) -> Result<()>
 where
-    E: aws_sdk_s3::error::ProvideErrorMetadata,
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
 {
-    err.as_service_error()
-        .and_then(|e| e.code())
-        .map(str::to_string)
+    match result {
+        Ok(_) => bail!("{what} succeeded"),
+        Err(e) => {
+            let got = e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .map(str::to_string);
+            ensure!(
+                got.as_deref() == Some(code),
+                "{what} failed, but not with {code}: {e:?}"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// A COMPLIANCE-locked object version can be neither deleted, nor shortened, nor replaced.
@@ -100,13 +117,11 @@ async fn object_lock_refuses_delete_and_overwrite(ctx: Arc<Ctx>) -> Result<()> {
         .version_id(&version)
         .send()
         .await;
-    match delete {
-        Ok(_) => bail!("deleting a COMPLIANCE-locked version succeeded"),
-        Err(e) => ensure!(
-            service_code(&e).as_deref() == Some("AccessDenied"),
-            "delete of a locked version failed, but not with AccessDenied: {e:?}"
-        ),
-    }
+    expect_refusal(
+        delete,
+        "AccessDenied",
+        "deleting a COMPLIANCE-locked version",
+    )?;
 
     let shorten = ctx
         .aws
@@ -123,13 +138,7 @@ async fn object_lock_refuses_delete_and_overwrite(ctx: Arc<Ctx>) -> Result<()> {
         )
         .send()
         .await;
-    match shorten {
-        Ok(_) => bail!("shortening a COMPLIANCE retention succeeded"),
-        Err(e) => ensure!(
-            service_code(&e).as_deref() == Some("AccessDenied"),
-            "shortening the retention failed, but not with AccessDenied: {e:?}"
-        ),
-    }
+    expect_refusal(shorten, "AccessDenied", "shortening a COMPLIANCE retention")?;
 
     // Writers use conditional puts: an existing key is never written again.
     let conditional = ctx
@@ -143,13 +152,11 @@ async fn object_lock_refuses_delete_and_overwrite(ctx: Arc<Ctx>) -> Result<()> {
         .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
         .send()
         .await;
-    match conditional {
-        Ok(_) => bail!("a conditional put over an existing locked object succeeded"),
-        Err(e) => ensure!(
-            service_code(&e).as_deref() == Some("PreconditionFailed"),
-            "conditional overwrite failed, but not with PreconditionFailed: {e:?}"
-        ),
-    }
+    expect_refusal(
+        conditional,
+        "PreconditionFailed",
+        "a conditional put over an existing locked object",
+    )?;
 
     // An unconditional put can only add a newer version: the locked one is untouched.
     ctx.aws
