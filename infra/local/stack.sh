@@ -37,12 +37,14 @@ dynamodb_healthy() {
 
 read_port() { sed -n "s/^export $1=http:\/\/127.0.0.1:\([0-9]*\)$/\1/p" "$ENV_FILE" 2>/dev/null || true; }
 
-fail_start() { # name, log, pidfile
+fail_start() { # name, log
   pec_log "error: $1 did not become healthy within ${START_TIMEOUT}s. Log: $2"
   pec_log "---- last 40 lines of $2 ----"
   tail -n 40 "$2" >&2 || true
   pec_log "----"
-  stop_one "$3" "$1"
+  # Leave nothing half-started behind: stop both emulators.
+  stop_one "$LS_PID" LocalStack
+  stop_one "$DDB_PID" "DynamoDB Local"
   exit 1
 }
 
