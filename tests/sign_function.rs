@@ -291,22 +291,22 @@ async fn duplicate_events_make_no_second_signature_or_object(ctx: Arc<Ctx>) -> R
     Ok(())
 }
 
-/// The `pec` binary of this workspace (built here if a plain `cargo test -p` skipped it).
-fn pec_binary() -> Result<std::path::PathBuf> {
+/// A binary of this workspace, built (or found up to date) first so a test never runs a stale
+/// copy of it.
+fn workspace_binary(package: &str, bin: &str) -> Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
-    let bin = exe
+    let path = exe
         .parent()
         .and_then(|deps| deps.parent())
         .context("test binary has no target dir")?
-        .join("pec");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "pec-cli"])
-            .status()?;
-        ensure!(status.success(), "cargo build -p pec-cli failed");
-    }
-    Ok(bin)
+        .join(bin);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .status()?;
+    ensure!(status.success(), "cargo build -p {package} failed");
+    ensure!(path.exists(), "{} was not built", path.display());
+    Ok(path)
 }
 
 fn run_ok(cmd: &mut Command) -> Result<std::process::Output> {
@@ -322,7 +322,7 @@ fn run_ok(cmd: &mut Command) -> Result<std::process::Output> {
 /// `pec cert issue --kms-key-id` certifies the KMS key; `pec cert csr --kms-key-id` builds a
 /// request signed inside KMS that OpenSSL accepts.
 async fn pec_cert_works_on_the_kms_key(ctx: Arc<Ctx>) -> Result<()> {
-    let pec = pec_binary()?;
+    let pec = workspace_binary("pec-cli", "pec")?;
     let key_id = ctx
         .stack
         .function_env("SignFunction", "PEC_SIGNING_KEY_ID")?;
@@ -393,7 +393,48 @@ async fn pec_cert_works_on_the_kms_key(ctx: Arc<Ctx>) -> Result<()> {
     Ok(())
 }
 
+/// `pec-runner` (the local stand-in for Lambda's event source mapping) signs what appears under
+/// `unsigned/` with the production handler, then stops when its queues are idle.
+async fn runner_signs_what_appears_in_unsigned(ctx: Arc<Ctx>) -> Result<()> {
+    let runner = workspace_binary("pec-runner", "pec-runner")?;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        let name = unique(&format!("runner{i}"));
+        ctx.aws
+            .s3
+            .put_object()
+            .bucket(&ctx.bucket)
+            .key(format!("unsigned/{name}.eml"))
+            .body(sample_message(&name).render().into())
+            .send()
+            .await?;
+        names.push(name);
+    }
+    let out = tokio::process::Command::new(runner)
+        .args(["--until-idle", "3", "--only", "SignFunction", "--state-dir"])
+        .arg(&ctx.stack.state_dir)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .context("pec-runner did not stop within 90 s")??;
+    ensure!(
+        out.status.success(),
+        "pec-runner failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in names {
+        let signed = signed_object(&ctx, &format!("signed/{name}.eml")).await?;
+        let v = verify_message(&signed, &ctx.anchors, None, &VerifyOptions::default());
+        ensure!(v.verdict == Verdict::Valid, "{name}: {v:?}");
+    }
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = &[
+    ("runner_signs_what_appears_in_unsigned", |c| {
+        Box::pin(runner_signs_what_appears_in_unsigned(c))
+    }),
     ("pec_cert_works_on_the_kms_key", |c| {
         Box::pin(pec_cert_works_on_the_kms_key(c))
     }),

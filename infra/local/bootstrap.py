@@ -567,7 +567,18 @@ def main(argv: list[str]) -> int:
     for logical, res in original.get("Resources", {}).items():
         if res.get("Type") == "AWS::Serverless::Function":
             own = resolver.resolve(res["Properties"].get("Environment", {}).get("Variables", {}))
-            functions[logical] = {"environment": {**fn_env, **own}}
+            # The queues Lambda would poll for it (its SQS event sources), as URLs.
+            queues = []
+            for event_name, event in sorted(res["Properties"].get("Events", {}).items()):
+                if event.get("Type") != "SQS":
+                    continue
+                arn = resolver.resolve(event["Properties"]["Queue"])
+                url = next((r["QueueUrl"] for r in resolver.physical.values() if r.get("Arn") == arn and "QueueUrl" in r), None)
+                if url is None:
+                    raise BootstrapError(f"{logical}.{event_name}: queue {arn} is not a queue of this template")
+                queues.append({"event": event_name, "queue_url": url,
+                               "batch_size": int(event["Properties"].get("BatchSize", 10))})
+            functions[logical] = {"environment": {**fn_env, **own}, "queues": queues}
     os.makedirs(args.state_dir, exist_ok=True)
     base = os.path.join(args.state_dir, args.stack_name)
     with open(base + ".resources.json", "w", encoding="utf-8") as f:

@@ -11,7 +11,7 @@
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
-use pec_aws::{ObjectStore, PutOutcome, StoreError};
+use pec_aws::{AwsClients, KmsError, KmsSigner, ObjectStore, PutOutcome, S3Store, StoreError};
 use pec_core::message::{RenderedError, UnsignedMessage};
 use pec_smime::{DigestSigner, SignError, SigningIdentity, sign_message};
 
@@ -215,6 +215,69 @@ pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, StepErro
         objects.push((bucket, key));
     }
     Ok(objects)
+}
+
+/// Why the step cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("environment variable {0} is not set")]
+    MissingVariable(&'static str),
+    #[error("the signing certificate chain s3://{bucket}/{key} is missing")]
+    MissingChain { bucket: String, key: String },
+    #[error("the signing certificate chain s3://{bucket}/{key} is unusable: {source}")]
+    BadChain {
+        bucket: String,
+        key: String,
+        source: SignError,
+    },
+    #[error("the certificate in s3://{bucket}/{key} is not for KMS key {key_id}")]
+    CertificateNotForKey {
+        bucket: String,
+        key: String,
+        key_id: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+}
+
+/// The production step (S3 + KMS) from its environment: `PEC_EVIDENCE_BUCKET`,
+/// `PEC_SIGNING_KEY_ID`, `PEC_SIGNING_CHAIN_KEY`. Used by the Lambda and by the local runner,
+/// which passes each function its own environment through `var`.
+///
+/// Refuses to start with a certificate that is not for the key: every signature would fail.
+pub async fn from_environment(
+    aws: &AwsClients,
+    var: impl Fn(&'static str) -> Option<String>,
+) -> Result<SignStep<S3Store, KmsSigner>, SetupError> {
+    let required = |name: &'static str| var(name).ok_or(SetupError::MissingVariable(name));
+    let bucket = required("PEC_EVIDENCE_BUCKET")?;
+    let key_id = required("PEC_SIGNING_KEY_ID")?;
+    let chain_key = required("PEC_SIGNING_CHAIN_KEY")?;
+    let store = S3Store::new(aws.s3.clone());
+    let chain = store
+        .get(&bucket, &chain_key)
+        .await?
+        .ok_or_else(|| SetupError::MissingChain {
+            bucket: bucket.clone(),
+            key: chain_key.clone(),
+        })?;
+    let identity =
+        SigningIdentity::from_pem_chain(&chain).map_err(|source| SetupError::BadChain {
+            bucket: bucket.clone(),
+            key: chain_key.clone(),
+            source,
+        })?;
+    let signer = KmsSigner::new(aws.kms.clone(), key_id);
+    if signer.public_key_spki_der().await? != identity.public_key_spki_der() {
+        return Err(SetupError::CertificateNotForKey {
+            bucket,
+            key: chain_key,
+            key_id: signer.key_id().to_string(),
+        });
+    }
+    Ok(SignStep::new(store, signer, identity, bucket))
 }
 
 /// Inputs shared by this crate's tests and the integration tests (feature `testing`).

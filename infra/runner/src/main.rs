@@ -1,0 +1,241 @@
+//! `pec-runner`: the functions of template.yaml, run in one process on the local emulators.
+//!
+//! Lambda cannot run here (it needs Docker), so this process plays the part of Lambda's SQS
+//! event source mapping: for every function the bootstrap recorded, it long-polls the function's
+//! queues, hands each batch to the **same handler code** the Lambda runs (same `SqsEvent`, same
+//! `SqsBatchResponse`), deletes what succeeded and makes the failures visible again after
+//! `--retry-after` seconds, so SQS counts the receive and moves a poison message to its DLQ after
+//! the template's maxReceiveCount. Each function gets its own environment, resolved from the
+//! template by `infra/local/bootstrap.py`.
+//!
+//!   eval "$(infra/local/stack.sh env)"; cargo run -p pec-runner -- [--until-idle 5]
+//!
+//! A function in the template that this runner does not know is an error, never skipped.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::Utc;
+use clap::Parser;
+use pec_aws::{AwsClients, ClientSettings, queue};
+
+#[derive(Parser, Debug)]
+#[command(about = "Run the provider's functions locally, polling their SQS queues")]
+struct Args {
+    /// Where infra/local/stack.sh keeps the stack's state (the bootstrap's resources file).
+    #[arg(long, env = "PEC_STACK_STATE_DIR", default_value = ".local/stack")]
+    state_dir: PathBuf,
+    /// The bootstrap's stack name.
+    #[arg(long, default_value = "pec-local")]
+    stack_name: String,
+    /// Exit once every queue has been empty for this many seconds (demos, tests).
+    #[arg(long, value_name = "SECONDS")]
+    until_idle: Option<u64>,
+    /// Seconds before a failed message is offered again (Lambda: the queue's visibility timeout).
+    #[arg(long, default_value_t = 5)]
+    retry_after: i32,
+    /// Run only these functions (logical ids); default: every function of the template.
+    #[arg(long = "only", value_name = "FUNCTION")]
+    only: Vec<String>,
+}
+
+type Handler =
+    Arc<dyn Fn(SqsEvent) -> Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>> + Send + Sync>;
+
+/// Builds the handler of a template function from its environment, exactly as its Lambda
+/// `main` does. Every function crate is registered here.
+async fn handler_for(
+    function: &str,
+    aws: &AwsClients,
+    env: &BTreeMap<String, String>,
+) -> Result<Handler> {
+    let var = |name: &'static str| env.get(name).cloned();
+    match function {
+        "SignFunction" => {
+            let step = Arc::new(
+                pec_sign::from_environment(aws, var)
+                    .await
+                    .with_context(|| format!("starting {function}"))?,
+            );
+            Ok(Arc::new(move |event| {
+                let step = step.clone();
+                Box::pin(async move { step.handle(event, Utc::now()).await })
+            }))
+        }
+        other => bail!(
+            "the runner does not know the template function {other}: register its handler in infra/runner/src/main.rs"
+        ),
+    }
+}
+
+/// When any poller last handled a batch, for `--until-idle`.
+struct Activity {
+    started: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
+    }
+}
+
+/// One function reading one of its queues, as Lambda's event source mapping would.
+struct Poller {
+    function: String,
+    queue_url: String,
+    batch_size: i32,
+    retry_after: i32,
+    handler: Handler,
+    sqs: aws_sdk_sqs::Client,
+    activity: Arc<Activity>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Poller {
+    /// Polls until `stop` is set. A receive in flight is always finished and its batch handled
+    /// and settled: abandoning a long poll could let SQS hand a message to a reader that is
+    /// gone, hiding it for a whole visibility timeout.
+    async fn run(self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let batch = self.batch_size.clamp(1, 10);
+            let event = match queue::receive_event(&self.sqs, &self.queue_url, batch, 1).await {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::error!(function = %self.function, error = %error, "cannot poll; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if event.records.is_empty() {
+                continue;
+            }
+            self.activity.touch();
+            let response = (self.handler)(event.clone()).await;
+            let failed: Vec<String> = response
+                .batch_item_failures
+                .iter()
+                .map(|f| f.item_identifier.clone())
+                .collect();
+            tracing::info!(function = %self.function, received = event.records.len(), failed = failed.len(), "batch handled");
+            if let Err(error) = queue::settle(
+                &self.sqs,
+                &self.queue_url,
+                &event,
+                &failed,
+                self.retry_after,
+            )
+            .await
+            {
+                tracing::error!(function = %self.function, error = %error, "cannot settle the batch; SQS will redeliver it");
+            }
+            self.activity.touch();
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    pec_aws::telemetry::init();
+    let args = Args::parse();
+    let path = args
+        .state_dir
+        .join(format!("{}.resources.json", args.stack_name));
+    let resources: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (run infra/local/stack.sh bootstrap)",
+                path.display()
+            )
+        })?)?;
+    let functions = resources["functions"]
+        .as_object()
+        .context("the resources file lists no functions")?;
+    let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    });
+    let mut pollers = Vec::new();
+    for (function, spec) in functions {
+        if !args.only.is_empty() && !args.only.contains(function) {
+            continue;
+        }
+        let env: BTreeMap<String, String> = spec["environment"]
+            .as_object()
+            .map(|vars| {
+                vars.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let handler = handler_for(function, &aws, &env).await?;
+        for q in spec["queues"].as_array().into_iter().flatten() {
+            let queue_url = q["queue_url"]
+                .as_str()
+                .context("queue without URL")?
+                .to_string();
+            let batch_size = q["batch_size"].as_i64().unwrap_or(10) as i32;
+            eprintln!("pec-runner: {function} <- {queue_url}");
+            pollers.push(tokio::spawn(
+                Poller {
+                    function: function.clone(),
+                    queue_url,
+                    batch_size,
+                    retry_after: args.retry_after,
+                    handler: handler.clone(),
+                    sqs: aws.sqs.clone(),
+                    activity: activity.clone(),
+                    stop: stop.clone(),
+                }
+                .run(),
+            ));
+        }
+    }
+    if pollers.is_empty() {
+        bail!("no function to run");
+    }
+    let idle = args.until_idle.map(Duration::from_secs);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("pec-runner: interrupted; stopping");
+                break;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Some(idle) = idle
+                    && activity.idle_for() >= idle
+                {
+                    eprintln!("pec-runner: every queue idle for {} s; stopping", idle.as_secs());
+                    break;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for p in pollers {
+        // A poller ends after its current receive (<= 1 s wait) and batch.
+        if tokio::time::timeout(Duration::from_secs(120), p)
+            .await
+            .is_err()
+        {
+            eprintln!("pec-runner: a poller did not stop within 120 s");
+        }
+    }
+    Ok(())
+}
