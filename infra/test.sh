@@ -39,6 +39,9 @@ fi
 cargo test -p pec-integration --locked
 tests/emulator-failure.sh
 
+step "the README's main command (demo) on the same emulators"
+infra/demo.sh
+
 if [ -x fuzz/run-short.sh ]; then
   step "fuzzing (short run; see fuzz/README.md for long runs)"
   fuzz/run-short.sh
