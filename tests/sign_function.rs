@@ -15,7 +15,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{TimeZone, Utc};
 use libtest_mimic::Arguments;
 use pec_aws::{AwsClients, KmsSigner, S3Store, queue};
-use pec_integration::{Check, HasStack, Stack, run_checks, unique};
+use pec_integration::{Check, HasStack, Stack, checks, run_checks, unique};
 use pec_sign::{SignStep, s3_objects, testing::sample_message};
 use pec_smime::{
     DevCa, DigestSigner, ProviderCertificateParams, Sha256Digest, SigningIdentity, TrustAnchors,
@@ -205,9 +205,8 @@ async fn put_unsigned(ctx: &Ctx, tag: &str) -> Result<(String, SqsEvent)> {
     Ok((format!("signed/{name}.eml"), event))
 }
 
-/// unsigned/ -> sign queue -> handler -> signed/ -> deliver queue; OpenSSL and our verifier agree.
-async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx>) -> Result<()> {
-    let (signed_key, event) = put_unsigned(&ctx, "accettazione").await?;
+/// Runs the sign step on `event` as Lambda would and settles the batch; every record must succeed.
+async fn handle_and_settle(ctx: &Ctx, event: &SqsEvent) -> Result<()> {
     let response = ctx.step.handle(event.clone(), Utc::now()).await;
     ensure!(
         response.batch_item_failures.is_empty(),
@@ -216,11 +215,18 @@ async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx
     queue::settle(
         &ctx.aws.sqs,
         ctx.stack.output("SignQueueUrl")?,
-        &event,
+        event,
         &[],
         0,
     )
     .await?;
+    Ok(())
+}
+
+/// unsigned/ -> sign queue -> handler -> signed/ -> deliver queue; OpenSSL and our verifier agree.
+async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx>) -> Result<()> {
+    let (signed_key, event) = put_unsigned(&ctx, "accettazione").await?;
+    handle_and_settle(&ctx, &event).await?;
 
     let signed = signed_object(&ctx, &signed_key).await?;
     let v = verify_message(&signed, &ctx.anchors, None, &VerifyOptions::default());
@@ -259,20 +265,8 @@ async fn duplicate_events_make_no_second_signature_or_object(ctx: Arc<Ctx>) -> R
     let (signed_key, event) = put_unsigned(&ctx, "duplicate").await?;
     let before = ctx.step.signer().calls.load(Ordering::SeqCst);
     for _ in 0..3 {
-        let response = ctx.step.handle(event.clone(), Utc::now()).await;
-        ensure!(
-            response.batch_item_failures.is_empty(),
-            "handler failed: {response:?}"
-        );
+        handle_and_settle(&ctx, &event).await?;
     }
-    queue::settle(
-        &ctx.aws.sqs,
-        ctx.stack.output("SignQueueUrl")?,
-        &event,
-        &[],
-        0,
-    )
-    .await?;
     let calls = ctx.step.signer().calls.load(Ordering::SeqCst) - before;
     ensure!(calls == 1, "{calls} KMS Sign calls for one message");
     let versions = ctx
@@ -431,24 +425,11 @@ async fn runner_signs_what_appears_in_unsigned(ctx: Arc<Ctx>) -> Result<()> {
     Ok(())
 }
 
-const CHECKS: &[(&str, Check<Ctx>)] = &[
-    ("runner_signs_what_appears_in_unsigned", |c| {
-        Box::pin(runner_signs_what_appears_in_unsigned(c))
-    }),
-    ("pec_cert_works_on_the_kms_key", |c| {
-        Box::pin(pec_cert_works_on_the_kms_key(c))
-    }),
-    (
-        "unsigned_object_is_signed_through_kms_and_openssl_verifies",
-        |c| {
-            Box::pin(unsigned_object_is_signed_through_kms_and_openssl_verifies(
-                c,
-            ))
-        },
-    ),
-    ("duplicate_events_make_no_second_signature_or_object", |c| {
-        Box::pin(duplicate_events_make_no_second_signature_or_object(c))
-    }),
+const CHECKS: &[(&str, Check<Ctx>)] = checks![
+    runner_signs_what_appears_in_unsigned,
+    pec_cert_works_on_the_kms_key,
+    unsigned_object_is_signed_through_kms_and_openssl_verifies,
+    duplicate_events_make_no_second_signature_or_object,
 ];
 
 fn main() -> ExitCode {

@@ -21,7 +21,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockRetentionMode;
 use libtest_mimic::Arguments;
 use pec_aws::AwsClients;
-use pec_integration::{Check, HasStack, Stack, http_get, run_checks, unique};
+use pec_integration::{Check, HasStack, Stack, checks, http_get, run_checks, unique};
 use rsa::pkcs8::DecodePublicKey;
 use sha2::{Digest, Sha256};
 
@@ -562,31 +562,15 @@ async fn provider_index_is_read_from_s3(ctx: Arc<Ctx>) -> Result<()> {
     Ok(())
 }
 
-const CHECKS: &[(&str, Check<Ctx>)] = &[
-    ("provider_index_is_read_from_s3", |c| {
-        Box::pin(provider_index_is_read_from_s3(c))
-    }),
-    ("object_lock_refuses_delete_and_overwrite", |c| {
-        Box::pin(object_lock_refuses_delete_and_overwrite(c))
-    }),
-    ("kms_sign_digest_verifies_against_public_key", |c| {
-        Box::pin(kms_sign_digest_verifies_against_public_key(c))
-    }),
-    ("ses_send_raw_is_readable_back", |c| {
-        Box::pin(ses_send_raw_is_readable_back(c))
-    }),
-    ("s3_put_announces_object_created_on_ingress_queue", |c| {
-        Box::pin(s3_put_announces_object_created_on_ingress_queue(c))
-    }),
-    ("poison_message_moves_to_dead_letter_queue", |c| {
-        Box::pin(poison_message_moves_to_dead_letter_queue(c))
-    }),
-    ("dynamodb_conditional_write_rejects_duplicate", |c| {
-        Box::pin(dynamodb_conditional_write_rejects_duplicate(c))
-    }),
-    ("local_resources_carry_template_properties", |c| {
-        Box::pin(local_resources_carry_template_properties(c))
-    }),
+const CHECKS: &[(&str, Check<Ctx>)] = checks![
+    provider_index_is_read_from_s3,
+    object_lock_refuses_delete_and_overwrite,
+    kms_sign_digest_verifies_against_public_key,
+    ses_send_raw_is_readable_back,
+    s3_put_announces_object_created_on_ingress_queue,
+    poison_message_moves_to_dead_letter_queue,
+    dynamodb_conditional_write_rejects_duplicate,
+    local_resources_carry_template_properties,
 ];
 
 fn main() -> ExitCode {

@@ -270,6 +270,14 @@ impl HasStack for Stack {
 /// An async check over a shared context.
 pub type Check<C> = fn(Arc<C>) -> Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
+/// `checks![a, b]`: the table of named checks for [`run_checks`], each named after its function.
+#[macro_export]
+macro_rules! checks {
+    ($($check:ident),* $(,)?) => {
+        &[$((stringify!($check), |c| Box::pin($check(c)))),*]
+    };
+}
+
 /// Runs `checks` as libtest trials, `rounds` times each (named `roundN::check` when > 1).
 ///
 /// A check whose emulator died fails at once with the emulator's name and log; a check that
