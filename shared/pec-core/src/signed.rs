@@ -6,7 +6,7 @@
 
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
-use mail_parser::{MimeHeaders, PartType};
+use mail_parser::{HeaderName, MimeHeaders, PartType};
 
 use crate::message::UnsignedMessage;
 
@@ -48,6 +48,16 @@ pub enum SignedError {
         /// How many child parts were found.
         found: usize,
     },
+    /// A header that decides how the message is read appears more than once at the top level.
+    /// Parsers disagree on which copy wins (mail-parser the last, others the first), so
+    /// what one tool verifies could differ from what another displays: refused outright.
+    #[error("the top-level header {name} appears {count} times; a signed PEC object has it once")]
+    RepeatedHeader {
+        /// The header's name.
+        name: &'static str,
+        /// How often it appears.
+        count: usize,
+    },
     /// Neither the `protocol` parameter nor the second part names a PKCS#7 signature.
     #[error(
         "unsupported signature protocol {0:?}: expected application/pkcs7-signature or application/x-pkcs7-signature"
@@ -74,6 +84,13 @@ pub const ACCEPTED_PROTOCOLS: [&str; 2] = [
 /// transfer-decoded detached signature. Never panics; every malformed input is a [`SignedError`].
 pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'_>, SignedError> {
     let layout = signed_layout(raw)?;
+    // RFC 1847: exactly the signed content and the signature. A third part would travel
+    // unsigned beside a valid signature (and a mail client would show it).
+    if layout.children != 2 {
+        return Err(SignedError::MissingParts {
+            found: layout.children,
+        });
+    }
     let signature = layout.signature?;
     Ok(SignedParts {
         content: layout.content,
@@ -88,6 +105,8 @@ pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'_>, SignedError> {
 #[derive(Debug, Clone)]
 pub(crate) struct SignedLayout<'a> {
     pub content: &'a [u8],
+    /// How many children the `multipart/signed` has (RFC 1847: two).
+    pub children: usize,
     pub protocol: String,
     pub micalg: Option<String>,
     pub signature: Result<Vec<u8>, SignedError>,
@@ -96,6 +115,16 @@ pub(crate) struct SignedLayout<'a> {
 pub(crate) fn signed_layout(raw: &[u8]) -> Result<SignedLayout<'_>, SignedError> {
     let message = crate::mime::parse(raw).ok_or(SignedError::Unparseable)?;
     let root = message.parts.first().ok_or(SignedError::Unparseable)?;
+    for (header, name) in [
+        (HeaderName::ContentType, "Content-Type"),
+        (HeaderName::MimeVersion, "MIME-Version"),
+        (HeaderName::ContentTransferEncoding, "Content-Transfer-Encoding"),
+    ] {
+        let count = root.headers.iter().filter(|h| h.name == header).count();
+        if count > 1 {
+            return Err(SignedError::RepeatedHeader { name, count });
+        }
+    }
     let ct = root.content_type();
     let found = ct
         .map(|c| match c.subtype() {
@@ -161,6 +190,7 @@ pub(crate) fn signed_layout(raw: &[u8]) -> Result<SignedLayout<'_>, SignedError>
     };
     Ok(SignedLayout {
         content,
+        children: children.len(),
         protocol,
         micalg,
         signature,

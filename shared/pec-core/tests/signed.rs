@@ -101,3 +101,69 @@ fn truncated_signature_is_an_error_not_a_panic() {
         let _ = split_signed(&text.as_bytes()[..n]);
     }
 }
+
+/// A framed message (real structure, dummy signature) to mutate.
+fn framed() -> Vec<u8> {
+    let m = pec_core::message::UnsignedMessage {
+        headers: vec![
+            ("From".into(), "posta-certificata@pec.example.test".into()),
+            ("X-Ricevuta".into(), "accettazione".into()),
+        ],
+        entity: b"Content-Type: text/plain\r\n\r\nsigned text\r\n".to_vec(),
+    };
+    pec_core::signed::assemble_signed(&m, common::DUMMY_SIGNATURE, "SIG")
+}
+
+#[test]
+fn framed_message_splits() {
+    let raw = framed();
+    let parts = split_signed(&raw).expect("well-formed");
+    assert_eq!(parts.content, b"Content-Type: text/plain\r\n\r\nsigned text\r\n");
+}
+
+// Review finding: mail-parser reads the last Content-Type, other parsers the first, so an
+// attacker could add a header (and a preamble) that another tool would display instead of the
+// signed content, while the signature still verified.
+#[test]
+fn repeated_structural_headers_are_refused() {
+    let raw = framed();
+    let text = String::from_utf8(raw).unwrap();
+    let forged = format!(
+        "Content-Type: multipart/mixed; boundary=\"EVIL\"\r\n{}",
+        text.replacen(
+            "\r\n\r\n--SIG",
+            "\r\n\r\n--EVIL\r\nContent-Type: text/plain\r\n\r\nATTACKER TEXT\r\n--EVIL--\r\n--SIG",
+            1
+        )
+    );
+    assert_eq!(
+        split_signed(forged.as_bytes()).unwrap_err(),
+        SignedError::RepeatedHeader {
+            name: "Content-Type",
+            count: 2
+        }
+    );
+    let twice_mime = format!("MIME-Version: 1.0\r\n{text}");
+    assert!(matches!(
+        split_signed(twice_mime.as_bytes()),
+        Err(SignedError::RepeatedHeader {
+            name: "MIME-Version",
+            ..
+        })
+    ));
+}
+
+// Review finding: a third part after smime.p7s travelled unsigned beside a valid signature.
+#[test]
+fn a_third_part_is_refused() {
+    let text = String::from_utf8(framed()).unwrap();
+    let forged = text.replacen(
+        "\r\n--SIG--",
+        "\r\n--SIG\r\nContent-Type: application/xml; name=\"daticert.xml\"\r\n\r\n<postacert/>\r\n--SIG--",
+        1,
+    );
+    assert_eq!(
+        split_signed(forged.as_bytes()).unwrap_err(),
+        SignedError::MissingParts { found: 3 }
+    );
+}

@@ -191,7 +191,7 @@ const MAX_PATH_LEN: usize = 8;
 const MAX_PATHS: usize = 8;
 /// Certificate signature checks one path search may spend (a hostile message may carry many
 /// certificates with the same names to make the search explode).
-const MAX_SIGNATURE_CHECKS: usize = 256;
+const MAX_SIGNATURE_CHECKS: usize = 32;
 
 /// Every path (up to a small bound) from `leaf` through `intermediates` to one of `anchors`,
 /// leaf first, anchor last. A path ends at the first trust anchor reached.

@@ -7,7 +7,11 @@ use spki::SubjectPublicKeyInfoRef;
 use crate::DigestAlgorithm;
 
 /// Largest RSA modulus accepted (some roots in system bundles are 8192-bit).
-const MAX_RSA_BITS: usize = 16384;
+const MAX_RSA_BITS: usize = 8192;
+/// Smallest RSA modulus accepted for any key that signs (signer, CA): weaker keys are breakable.
+const MIN_RSA_BITS: usize = 2048;
+/// Largest public exponent accepted (65537 in practice); a huge one only makes checks slow.
+const MAX_EXPONENT_BITS: usize = 32;
 
 /// Why an RSA signature check failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +41,22 @@ pub(crate) fn rsa_public_key(spki_der: &[u8]) -> Result<RsaPublicKey, RsaVerifyE
         .as_bytes()
         .ok_or_else(|| RsaVerifyError::BadKey("public key BIT STRING has unused bits".into()))?;
     let pk = rsa::pkcs1::RsaPublicKey::from_der(key_bytes).map_err(RsaVerifyError::Spki)?;
-    RsaPublicKey::new_with_max_size(
-        BigUint::from_bytes_be(pk.modulus.as_bytes()),
-        BigUint::from_bytes_be(pk.public_exponent.as_bytes()),
-        MAX_RSA_BITS,
-    )
-    .map_err(|e| RsaVerifyError::BadKey(e.to_string()))
+    let modulus = BigUint::from_bytes_be(pk.modulus.as_bytes());
+    let exponent = BigUint::from_bytes_be(pk.public_exponent.as_bytes());
+    let bits = modulus.bits();
+    if bits < MIN_RSA_BITS {
+        return Err(RsaVerifyError::BadKey(format!(
+            "RSA key of {bits} bits is below the {MIN_RSA_BITS}-bit minimum"
+        )));
+    }
+    if exponent.bits() > MAX_EXPONENT_BITS {
+        return Err(RsaVerifyError::BadKey(format!(
+            "RSA public exponent of {} bits is larger than {MAX_EXPONENT_BITS} bits",
+            exponent.bits()
+        )));
+    }
+    RsaPublicKey::new_with_max_size(modulus, exponent, MAX_RSA_BITS)
+        .map_err(|e| RsaVerifyError::BadKey(e.to_string()))
 }
 
 /// Checks an RSASSA-PKCS1-v1_5 signature over an already computed digest.
@@ -61,4 +75,27 @@ pub fn verify_pkcs1v15(
     };
     key.verify(scheme, digest, signature)
         .map_err(|_| RsaVerifyError::Mismatch)
+}
+
+#[cfg(all(test, feature = "local-signer"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_keys_are_refused() {
+        let small = openssl::rsa::Rsa::generate(1024).unwrap();
+        let spki = openssl::pkey::PKey::from_rsa(small)
+            .unwrap()
+            .public_key_to_der()
+            .unwrap();
+        let err = rsa_public_key(&spki).unwrap_err().to_string();
+        assert!(err.contains("below the 2048-bit minimum"), "{err}");
+
+        let ok = openssl::rsa::Rsa::generate(2048).unwrap();
+        let spki = openssl::pkey::PKey::from_rsa(ok)
+            .unwrap()
+            .public_key_to_der()
+            .unwrap();
+        assert!(rsa_public_key(&spki).is_ok());
+    }
 }

@@ -226,6 +226,15 @@ fn check_header(name: &str, value: &str) -> Result<(), SignError> {
             _ => {}
         }
     }
+    // Every folded line must carry text: a whitespace-only line reads as a header/body
+    // separator to some parsers (RFC 5322 §3.2.2 forbids it).
+    if value
+        .split("\r\n")
+        .skip(1)
+        .any(|line| line.trim_matches([' ', '\t']).is_empty())
+    {
+        return bad("a folded line must not be whitespace only");
+    }
     Ok(())
 }
 
@@ -307,6 +316,8 @@ mod tests {
     fn header_checks() {
         assert!(check_header("Subject", "ACCETTAZIONE: x").is_ok());
         assert!(check_header("Subject", "long\r\n folded").is_ok());
+        assert!(check_header("Subject", "x\r\n ").is_err());
+        assert!(check_header("Subject", "x\r\n \t\r\n y").is_err());
         assert!(check_header("Subject", "inject\r\nBcc: x").is_err());
         assert!(check_header("Subject", "bare\nlf").is_err());
         assert!(check_header("Subject", "è").is_err());

@@ -473,9 +473,13 @@ fn verify_inner(
                     _ => {}
                 }
             }
-            if content_type != Some(sd.encap_content_info.econtent_type) {
+            // A PEC signature covers MIME data: both the attribute and eContentType must say
+            // id-data, so a signature made for another kind of content cannot be reused here.
+            if content_type != Some(rfc5911::ID_DATA)
+                || sd.encap_content_info.econtent_type != rfc5911::ID_DATA
+            {
                 return Err(malformed(
-                    "content-type signed attribute missing or different from eContentType",
+                    "content type (signed attribute and eContentType) must be id-data",
                 ));
             }
         }
