@@ -43,6 +43,7 @@ struct Ctx {
     bucket: String,
     ca_pem: tempfile::NamedTempFile,
     anchors: TrustAnchors,
+    binaries: Binaries,
 }
 
 impl HasStack for Ctx {
@@ -53,7 +54,7 @@ impl HasStack for Ctx {
 
 /// Dev CA + a provider certificate for the KMS key's public key, uploaded where the sign
 /// function reads its chain (PEC_SIGNING_CHAIN_KEY), exactly as an operator would.
-async fn setup(stack: Stack) -> Result<Ctx> {
+async fn setup(stack: Stack, binaries: Binaries) -> Result<Ctx> {
     let aws = stack.clients().await;
     let bucket = stack.output("EvidenceBucketName")?.to_string();
     let key_id = stack.function_env("SignFunction", "PEC_SIGNING_KEY_ID")?;
@@ -123,6 +124,7 @@ async fn setup(stack: Stack) -> Result<Ctx> {
         bucket,
         ca_pem,
         anchors,
+        binaries,
     })
 }
 
@@ -285,22 +287,35 @@ async fn duplicate_events_make_no_second_signature_or_object(ctx: Arc<Ctx>) -> R
     Ok(())
 }
 
-/// A binary of this workspace, built (or found up to date) first so a test never runs a stale
-/// copy of it.
-fn workspace_binary(package: &str, bin: &str) -> Result<std::path::PathBuf> {
+/// Builds (or finds up to date) the workspace binaries the checks run, in one cargo call before
+/// any check starts, so a test never runs a stale copy and no check's timeout covers a build.
+fn build_binaries() -> Result<Binaries> {
     let exe = std::env::current_exe()?;
-    let path = exe
+    let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .context("test binary has no target dir")?
-        .join(bin);
+        .context("test binary has no target dir")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
+        .args(["build", "-q", "-p", "pec-cli", "-p", "pec-runner", "--bins"])
         .status()?;
-    ensure!(status.success(), "cargo build -p {package} failed");
-    ensure!(path.exists(), "{} was not built", path.display());
-    Ok(path)
+    ensure!(
+        status.success(),
+        "cargo build -p pec-cli -p pec-runner failed"
+    );
+    let binaries = Binaries {
+        pec: dir.join("pec"),
+        runner: dir.join("pec-runner"),
+    };
+    for path in [&binaries.pec, &binaries.runner] {
+        ensure!(path.exists(), "{} was not built", path.display());
+    }
+    Ok(binaries)
+}
+
+struct Binaries {
+    pec: std::path::PathBuf,
+    runner: std::path::PathBuf,
 }
 
 fn run_ok(cmd: &mut Command) -> Result<std::process::Output> {
@@ -316,19 +331,19 @@ fn run_ok(cmd: &mut Command) -> Result<std::process::Output> {
 /// `pec cert issue --kms-key-id` certifies the KMS key; `pec cert csr --kms-key-id` builds a
 /// request signed inside KMS that OpenSSL accepts.
 async fn pec_cert_works_on_the_kms_key(ctx: Arc<Ctx>) -> Result<()> {
-    let pec = workspace_binary("pec-cli", "pec")?;
+    let pec = &ctx.binaries.pec;
     let key_id = ctx
         .stack
         .function_env("SignFunction", "PEC_SIGNING_KEY_ID")?;
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     run_ok(
-        Command::new(&pec)
+        Command::new(pec)
             .args(["cert", "dev-ca", "--out-dir"])
             .arg(d),
     )?;
     run_ok(
-        Command::new(&pec)
+        Command::new(pec)
             .args(["cert", "issue", "--ca-cert"])
             .arg(d.join("ca.pem"))
             .arg("--ca-key")
@@ -361,7 +376,7 @@ async fn pec_cert_works_on_the_kms_key(ctx: Arc<Ctx>) -> Result<()> {
     );
 
     run_ok(
-        Command::new(&pec)
+        Command::new(pec)
             .args(["cert", "csr", "--kms-key-id", key_id])
             .args([
                 "--provider",
@@ -390,7 +405,7 @@ async fn pec_cert_works_on_the_kms_key(ctx: Arc<Ctx>) -> Result<()> {
 /// `pec-runner` (the local stand-in for Lambda's event source mapping) signs what appears under
 /// `unsigned/` with the production handler, then stops when its queues are idle.
 async fn runner_signs_what_appears_in_unsigned(ctx: Arc<Ctx>) -> Result<()> {
-    let runner = workspace_binary("pec-runner", "pec-runner")?;
+    let runner = &ctx.binaries.runner;
     let mut names = Vec::new();
     for i in 0..3 {
         let name = unique(&format!("runner{i}"));
@@ -451,7 +466,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = match runtime.block_on(setup(stack)) {
+    let binaries = match build_binaries() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("sign_function: {e:#}");
+            stack.finish();
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = match runtime.block_on(setup(stack, binaries)) {
         Ok(ctx) => Arc::new(ctx),
         Err(e) => {
             eprintln!("sign_function: set-up failed: {e:#}");
