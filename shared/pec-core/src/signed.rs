@@ -118,7 +118,10 @@ pub(crate) fn signed_layout(raw: &[u8]) -> Result<SignedLayout<'_>, SignedError>
     for (header, name) in [
         (HeaderName::ContentType, "Content-Type"),
         (HeaderName::MimeVersion, "MIME-Version"),
-        (HeaderName::ContentTransferEncoding, "Content-Transfer-Encoding"),
+        (
+            HeaderName::ContentTransferEncoding,
+            "Content-Transfer-Encoding",
+        ),
     ] {
         let count = root.headers.iter().filter(|h| h.name == header).count();
         if count > 1 {
