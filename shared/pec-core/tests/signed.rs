@@ -118,7 +118,10 @@ fn framed() -> Vec<u8> {
 fn framed_message_splits() {
     let raw = framed();
     let parts = split_signed(&raw).expect("well-formed");
-    assert_eq!(parts.content, b"Content-Type: text/plain\r\n\r\nsigned text\r\n");
+    assert_eq!(
+        parts.content,
+        b"Content-Type: text/plain\r\n\r\nsigned text\r\n"
+    );
 }
 
 // Review finding: mail-parser reads the last Content-Type, other parsers the first, so an
