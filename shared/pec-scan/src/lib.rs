@@ -31,7 +31,9 @@ pub use clamd::ClamdEngine;
 pub use engine::{BoxFuture, Detection, Engine, EngineError};
 pub use item::{Item, PartPath, Segment};
 pub use limits::Limits;
-pub use policy::{Decision, EngineKind, OnUnscannable, PolicyBook, ScanPolicy, decide};
+pub use policy::{
+    Decision, EngineKind, OnUnscannable, PolicyBook, PolicyError, ScanPolicy, decide,
+};
 pub use verdict::{Bound, ScanReport, Unscannable, Verdict};
 pub use walk::{Walk, walk};
 pub use yara::YaraEngine;
