@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cert;
 mod inspect;
+mod scan;
 mod verify;
 
 #[derive(Parser)]
@@ -30,6 +31,9 @@ enum Command {
     /// Say what a message is (envelope, receipt or notice kind, anomaly, ordinary mail) and
     /// print its daticert; `--json` for machine-readable output.
     Inspect(inspect::InspectArgs),
+    /// Antivirus: the two engines in series (clamd, then YARA) over every part of a message;
+    /// prints the verdict as JSON, exits 0 clean, 1 infected, 2 unscannable or engine error.
+    Scan(scan::ScanArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,5 +46,6 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Cert(args) => cert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Scan(args) => scan::run(args),
     }
 }
