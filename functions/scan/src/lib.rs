@@ -464,6 +464,46 @@ pub const DEFAULT_POLICY_KEY: &str = "config/antivirus/scan-policy.json";
 /// Default clamd socket (in Lambda, the clamd the function starts listens there).
 pub const DEFAULT_CLAMD_SOCKET: &str = "/tmp/clamd.sock";
 
+/// The tenants' policies and the YARA engine, from the evidence bucket: `PEC_SCAN_POLICY_KEY`
+/// (default [`DEFAULT_POLICY_KEY`]; a missing object means the built-in default for every
+/// tenant, an invalid one is an error) and `PEC_YARA_RULES_KEY` (unset or empty: the built-in
+/// rules; set: the object must exist and compile).
+pub async fn configuration<St: ObjectStore>(
+    store: &St,
+    evidence: &str,
+    var: &impl Fn(&'static str) -> Option<String>,
+) -> Result<(PolicyBook, YaraEngine), SetupError> {
+    let policy_key = var("PEC_SCAN_POLICY_KEY")
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| DEFAULT_POLICY_KEY.to_string());
+    let policies = match store.get(evidence, &policy_key).await? {
+        Some(bytes) => PolicyBook::from_json(&bytes).map_err(|source| SetupError::Policy {
+            bucket: evidence.to_string(),
+            key: policy_key.clone(),
+            source,
+        })?,
+        None => PolicyBook::default(),
+    };
+    let yara = match var("PEC_YARA_RULES_KEY").filter(|k| !k.is_empty()) {
+        Some(key) => {
+            let source =
+                store
+                    .get(evidence, &key)
+                    .await?
+                    .ok_or_else(|| SetupError::MissingRules {
+                        bucket: evidence.to_string(),
+                        key: key.clone(),
+                    })?;
+            YaraEngine::from_source(
+                &format!("s3://{evidence}/{key}"),
+                &String::from_utf8_lossy(&source),
+            )?
+        }
+        None => YaraEngine::builtin()?,
+    };
+    Ok((policies, yara))
+}
+
 /// The production step (S3, clamd on `PEC_CLAMD_SOCKET`, yara-x, EMF metrics) from its
 /// environment: `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_CONSERVATION_BUCKET`,
 /// `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`; optional `PEC_CLAMD_SOCKET`
@@ -486,32 +526,7 @@ pub async fn from_environment(
         &required("PEC_PROVIDER_DOMAIN")?,
     )?;
     let store = S3Store::new(aws.s3.clone());
-    let policy_key = var("PEC_SCAN_POLICY_KEY")
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| DEFAULT_POLICY_KEY.to_string());
-    let policies = match store.get(&buckets.evidence, &policy_key).await? {
-        Some(bytes) => PolicyBook::from_json(&bytes).map_err(|source| SetupError::Policy {
-            bucket: buckets.evidence.clone(),
-            key: policy_key.clone(),
-            source,
-        })?,
-        None => PolicyBook::default(),
-    };
-    let yara = match var("PEC_YARA_RULES_KEY").filter(|k| !k.is_empty()) {
-        Some(key) => {
-            let source = store.get(&buckets.evidence, &key).await?.ok_or_else(|| {
-                SetupError::MissingRules {
-                    bucket: buckets.evidence.clone(),
-                    key: key.clone(),
-                }
-            })?;
-            YaraEngine::from_source(
-                &format!("s3://{}/{key}", buckets.evidence),
-                &String::from_utf8_lossy(&source),
-            )?
-        }
-        None => YaraEngine::builtin()?,
-    };
+    let (policies, yara) = configuration(&store, &buckets.evidence, &var).await?;
     let socket = var("PEC_CLAMD_SOCKET")
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| DEFAULT_CLAMD_SOCKET.to_string());

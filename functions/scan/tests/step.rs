@@ -752,3 +752,65 @@ async fn the_sign_step_signs_the_virus_notice() {
     assert_eq!(v.verdict, SigVerdict::Valid, "{v:?}");
     assert_eq!(classify(&signed).kind, Kind::NonAccettazione);
 }
+
+#[tokio::test]
+async fn configuration_comes_from_the_evidence_bucket() {
+    use pec_scan_step::{DEFAULT_POLICY_KEY, SetupError, configuration};
+    let store = MemoryStore::new();
+    let none = |_: &'static str| None;
+    // Nothing stored: the built-in default policy and rules.
+    let (book, yara) = configuration(&store, EVIDENCE, &none).await.unwrap();
+    assert_eq!(book, PolicyBook::default());
+    assert_eq!(
+        yara.rule_count(),
+        YaraEngine::builtin().unwrap().rule_count()
+    );
+
+    store.insert(
+        EVIDENCE,
+        DEFAULT_POLICY_KEY,
+        br#"{"tenants": {"acme": {"engines": ["yara"], "unscannable": "accept"}}}"#.to_vec(),
+    );
+    store.insert(
+        EVIDENCE,
+        "config/antivirus/yara/custom.yar",
+        b"rule Only_Custom { condition: filename == \"x.bin\" }".to_vec(),
+    );
+    let with_rules = |name: &'static str| {
+        (name == "PEC_YARA_RULES_KEY").then(|| "config/antivirus/yara/custom.yar".to_string())
+    };
+    let (book, yara) = configuration(&store, EVIDENCE, &with_rules).await.unwrap();
+    assert_eq!(book.for_tenant("acme").engines, [EngineKind::Yara]);
+    assert_eq!(book.for_tenant("acme").unscannable, OnUnscannable::Accept);
+    assert_eq!(yara.rule_count(), 1);
+
+    // A named rule file that is missing or broken, or a broken policy: refuse to start.
+    let missing = |name: &'static str| {
+        (name == "PEC_YARA_RULES_KEY").then(|| "config/antivirus/yara/none.yar".to_string())
+    };
+    assert!(matches!(
+        configuration(&store, EVIDENCE, &missing).await,
+        Err(SetupError::MissingRules { .. })
+    ));
+    store.insert(
+        EVIDENCE,
+        "config/antivirus/yara/bad.yar",
+        b"rule {".to_vec(),
+    );
+    let bad = |name: &'static str| {
+        (name == "PEC_YARA_RULES_KEY").then(|| "config/antivirus/yara/bad.yar".to_string())
+    };
+    assert!(matches!(
+        configuration(&store, EVIDENCE, &bad).await,
+        Err(SetupError::Rules(_))
+    ));
+    store.insert(
+        EVIDENCE,
+        DEFAULT_POLICY_KEY,
+        br#"{"default": {"engines": []}}"#.to_vec(),
+    );
+    assert!(matches!(
+        configuration(&store, EVIDENCE, &none).await,
+        Err(SetupError::Policy { .. })
+    ));
+}
