@@ -114,6 +114,23 @@ async fn walk_on_thread(raw: Arc<[u8]>, limits: Limits, deadline: Instant) -> Wa
     if let Err(e) = spawned {
         return internal(format!("cannot start the walker thread: {e}"));
     }
-    rx.await
-        .unwrap_or_else(|_| internal("the walker thread stopped without a result".into()))
+    // The walker checks the clock between parts and chunks, but a single call into the MIME or
+    // zip parser cannot be interrupted: past the deadline the verdict is given without waiting
+    // (the detached thread finishes on its own).
+    match tokio::time::timeout_at(deadline.into(), rx).await {
+        Ok(Ok(walk)) => walk,
+        Ok(Err(_)) => internal("the walker thread stopped without a result".into()),
+        Err(_) => Walk {
+            items: Vec::new(),
+            stopped: Some(Unscannable {
+                bound: Bound::Time,
+                reason: format!(
+                    "time limit of {} ms reached while extracting",
+                    limits.time_limit_ms
+                ),
+                part: None,
+            }),
+            expanded_bytes: 0,
+        },
+    }
 }
