@@ -69,6 +69,22 @@ async fn handler_for(
                 Box::pin(async move { step.handle(event, Utc::now()).await })
             }))
         }
+        "ScanFunction" => {
+            // The local clamd's socket comes from this process (infra/local/clamd.sh), the rest
+            // from the function's template environment.
+            let step = Arc::new(
+                pec_scan_step::from_environment(aws, |name| match name {
+                    "PEC_CLAMD_SOCKET" => std::env::var(name).ok().or_else(|| var(name)),
+                    _ => var(name),
+                })
+                .await
+                .with_context(|| format!("starting {function}"))?,
+            );
+            Ok(Arc::new(move |event| {
+                let step = step.clone();
+                Box::pin(async move { step.handle(event, Utc::now()).await })
+            }))
+        }
         other => bail!(
             "the runner does not know the template function {other}: register its handler in infra/runner/src/main.rs"
         ),
