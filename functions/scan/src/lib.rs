@@ -29,7 +29,7 @@ pub mod quarantine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Months, Utc};
 use pec_aws::{AwsClients, ObjectStore, PutOutcome, S3Store, StoreError};
 use pec_core::build::{BuildError, Provider};
@@ -354,20 +354,12 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
 
     /// One SQS batch: failed records are reported for retry (partial batch response).
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in &event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            match self.handle_record(record, now).await {
-                Ok(handled) => log_handled(&handled),
-                Err(error) => {
-                    tracing::error!(message_id = %id, error = %error, "scan failed; the message will be retried");
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = id;
-                    response.batch_item_failures.push(failure);
-                }
-            }
-        }
-        response
+        pec_aws::queue::partial_batch("scan", &event, |record| async move {
+            self.handle_record(&record, now)
+                .await
+                .map(|handled| log_handled(&handled))
+        })
+        .await
     }
 
     async fn handle_record(

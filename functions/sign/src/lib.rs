@@ -9,7 +9,7 @@
 //! write itself is conditional, so two concurrent duplicates still leave exactly one object.
 
 use aws_lambda_events::event::s3::S3Event;
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use pec_aws::{AwsClients, KmsError, KmsSigner, ObjectStore, PutOutcome, S3Store, StoreError};
 use pec_core::message::{RenderedError, UnsignedMessage};
@@ -149,17 +149,10 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
     /// One SQS batch: every record that fails is reported for retry (partial batch response);
     /// the others are acknowledged.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        for record in &event.records {
-            let id = record.message_id.clone().unwrap_or_default();
-            if let Err(error) = self.handle_record(record, now).await {
-                tracing::error!(message_id = %id, error = %error, "sign failed; the message will be retried");
-                let mut failure = BatchItemFailure::default();
-                failure.item_identifier = id;
-                response.batch_item_failures.push(failure);
-            }
-        }
-        response
+        pec_aws::queue::partial_batch("sign", &event, |record| async move {
+            self.handle_record(&record, now).await
+        })
+        .await
     }
 
     async fn handle_record(

@@ -1,7 +1,7 @@
 //! Polling an SQS queue the way Lambda's event source mapping does, for the local runner and the
 //! integration tests: the handlers get the very `SqsEvent` they get in AWS.
 
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 
 use crate::store::aws_error_chain;
@@ -96,4 +96,25 @@ pub async fn settle(
         })?;
     }
     Ok(())
+}
+
+/// Lambda's partial batch response: runs `handle` on every record of `event` and reports the
+/// ones that failed (logged with `step`) for retry; the others are acknowledged.
+pub async fn partial_batch<F, Fut, E>(step: &str, event: &SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut response = SqsBatchResponse::default();
+    for record in &event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(error) = handle(record.clone()).await {
+            tracing::error!(step, message_id = %id, error = %error, "failed; the message will be retried");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
 }
