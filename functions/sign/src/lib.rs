@@ -8,7 +8,6 @@
 //! Idempotent: when `signed/<name>` already exists the step neither signs again nor writes; the
 //! write itself is conditional, so two concurrent duplicates still leave exactly one object.
 
-use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use pec_aws::{AwsClients, KmsError, KmsSigner, ObjectStore, PutOutcome, S3Store, StoreError};
@@ -177,37 +176,12 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
     }
 }
 
-/// The (bucket, key) pairs an SQS record announces. S3's one-off `s3:TestEvent` announces none.
-/// Keys arrive URL-encoded (`+` for space), as S3 writes them into notifications.
+/// The (bucket, key) pairs an SQS record announces (see [`pec_aws::queue::s3_objects`]).
 pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, StepError> {
-    let id = record.message_id.clone().unwrap_or_default();
-    let not_s3 = |reason: String| StepError::NotAnS3Notification {
-        message_id: id.clone(),
-        reason,
-    };
-    let body = record
-        .body
-        .as_deref()
-        .ok_or_else(|| not_s3("empty body".into()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(body).map_err(|e| not_s3(format!("not JSON: {e}")))?;
-    if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
-        return Ok(Vec::new());
-    }
-    let event: S3Event =
-        serde_json::from_value(value).map_err(|e| not_s3(format!("not an S3 event: {e}")))?;
-    let mut objects = Vec::new();
-    for r in event.records {
-        let (Some(bucket), Some(key)) = (r.s3.bucket.name, r.s3.object.key) else {
-            return Err(not_s3("a record without bucket or key".into()));
-        };
-        let key = percent_encoding::percent_decode_str(&key.replace('+', " "))
-            .decode_utf8()
-            .map_err(|e| not_s3(format!("key is not UTF-8 once decoded: {e}")))?
-            .into_owned();
-        objects.push((bucket, key));
-    }
-    Ok(objects)
+    pec_aws::queue::s3_objects(record).map_err(|e| StepError::NotAnS3Notification {
+        message_id: e.message_id,
+        reason: e.reason,
+    })
 }
 
 /// Why the step cannot start.

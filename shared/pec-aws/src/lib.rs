@@ -10,11 +10,20 @@
 mod config;
 pub mod index;
 pub mod kms;
+pub mod publish;
 pub mod queue;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 
 pub use config::{AwsClients, ClientSettings};
 pub use index::{IndexSourceError, ProviderIndexSource};
 pub use kms::{KmsError, KmsSigner};
+pub use publish::{
+    EventBridgePublisher, EventPublisher, MemoryOutbox, QueueSender, SendError, SqsSender,
+};
+pub use state::{
+    DynamoState, Mailbox, MailboxItem, MailboxWrite, MemoryState, MessageRecord, RecipientOutcome,
+    StateError, StateStore, Tenant,
+};
 pub use store::{MemoryStore, ObjectStore, PutOutcome, S3Store, StoreError};

@@ -187,6 +187,18 @@ impl MemoryStore {
             .cloned()
     }
 
+    /// Every key of `bucket`, sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .lock()
+            .keys()
+            .filter(|(b, _)| b == bucket)
+            .map(|(_, k)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u8>>> {
         // A panic elsewhere while holding the lock cannot leave the map half-written.
         self.objects.lock().unwrap_or_else(|p| p.into_inner())

@@ -177,3 +177,38 @@ mod tests {
         assert!(contains(b"", b""));
     }
 }
+
+/// A deterministic [`IdSource`] seeded by a stable name (an S3 key, a submission id and a
+/// purpose): the same seed always yields the same tokens, so a step that rebuilds a message after
+/// a retry produces it byte for byte again. Tokens: `<tag>-<16 hex of SHA-256(seed)>-<n>`.
+#[derive(Debug, Clone)]
+pub struct SeededIds {
+    prefix: String,
+    next: u32,
+}
+
+impl SeededIds {
+    /// Tokens for `seed`; `tag` (`[A-Za-z0-9]`, short) makes them readable.
+    pub fn new(tag: &str, seed: &str) -> Self {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(seed.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let tag: String = tag
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(16)
+            .collect();
+        Self {
+            prefix: format!("{tag}-{hex}-"),
+            next: 1,
+        }
+    }
+}
+
+impl IdSource for SeededIds {
+    fn next_token(&mut self) -> String {
+        let token = format!("{}{}", self.prefix, self.next);
+        self.next += 1;
+        token
+    }
+}

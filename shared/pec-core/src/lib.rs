@@ -10,6 +10,8 @@
 //! - [`classify`]: what a received message is, with its daticert and anomalies.
 //! - [`signed`]: split a received `multipart/signed` into the signed bytes and the signature.
 //! - [`ids`], [`time`], [`addr`], [`text`]: identifiers, Italian civil time, addresses, bodies.
+//! - [`plan`]: mailbox plans and quotas; [`submission`]: the SMTP envelope the gateway records;
+//!   [`events`]: the provider-log record and the integration event of every emitted message.
 //! - [`policy`]: every fixed string of the rules and every choice made where they are silent.
 //!
 //! Tests, the golden corpus (`UPDATE_GOLDEN=1 cargo test -p pec-core --test golden`
@@ -20,12 +22,15 @@ pub mod build;
 pub mod checks;
 pub mod classify;
 pub mod daticert;
+pub mod events;
 pub mod ids;
 pub mod message;
 mod mime;
 pub mod original;
+pub mod plan;
 pub mod policy;
 pub mod signed;
+pub mod submission;
 pub mod text;
 pub mod time;
 

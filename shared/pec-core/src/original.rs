@@ -103,6 +103,26 @@ pub enum OriginalError {
     BadId(String),
 }
 
+/// Whether `recipient` is a primary (`To`) or a copy (`Cc`) recipient of the message `raw`
+/// (a recipient in neither, or an unreadable message, counts as primary: the fuller receipt).
+pub fn role_of(raw: &[u8], recipient: &str) -> crate::policy::RecipientRole {
+    use crate::policy::RecipientRole;
+    let Some(m) = crate::mime::parse(raw) else {
+        return RecipientRole::Primary;
+    };
+    let in_to = all_addresses(&m, HeaderName::To)
+        .iter()
+        .any(|a| crate::addr::same_address(a, recipient));
+    let in_cc = all_addresses(&m, HeaderName::Cc)
+        .iter()
+        .any(|a| crate::addr::same_address(a, recipient));
+    if in_cc && !in_to {
+        RecipientRole::Copy
+    } else {
+        RecipientRole::Primary
+    }
+}
+
 /// Convert every bare LF (and bare CR) to CRLF: the canonical form that is signed and sent.
 pub fn canonical_crlf(raw: &[u8]) -> Cow<'_, [u8]> {
     let needs = raw.iter().enumerate().any(|(i, &b)| match b {

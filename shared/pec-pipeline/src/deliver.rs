@@ -1,0 +1,326 @@
+//! The delivery point (punto di consegna) for every signed provider message.
+//!
+//! For each `signed/...` object (announced by S3 on the deliver queue):
+//! 1. it is classified and described as a [`PecEvent`], appended to the provider log
+//!    (conditional on the event id) and published on the event bus (at least once: consumers
+//!    deduplicate on `event_id`);
+//! 2. a **transport envelope** is delivered to each SMTP recipient in our domains, one recorded
+//!    outcome per recipient: stored in the mailbox if it exists, is not disabled and the
+//!    envelope fits the quota, else not delivered (unknown user / disabled / full). The outcome
+//!    is handed to `receipts` (receipts queue), which builds the delivery receipt or the
+//!    non-delivery notice;
+//! 3. any **other** provider message (receipts, notices) is stored in the mailboxes of its `To`
+//!    addresses in our domains, quota counted but never enforced (see [`pec_core::plan`]).
+//!
+//! Recipients outside our domains need the outbound relay (not built in this version): they
+//! are logged and recorded as `relay-pending`.
+//!
+//! Idempotent: the outcome and the mailbox item are written in one conditional transaction, the
+//! mailbox object with `If-None-Match`, and a duplicate re-applies the outcome in force (same
+//! object, same receipts request; the receipt itself is written once).
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use pec_aws::{
+    EventPublisher, MailboxItem, MailboxWrite, ObjectStore, QueueSender, RecipientOutcome,
+    SendError, StateError, StateStore, StoreError,
+};
+use pec_core::classify::{self, Kind};
+use pec_core::events::{EventError, PecEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::{Settings, is_ours, keys};
+
+/// A recipient outcome handed to the receipts step (one SQS message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRequest {
+    pub version: u32,
+    /// Submission id.
+    pub message: String,
+    pub outcome: RecipientOutcome,
+}
+
+/// Why a record was not handled (it is retried, then kept in the deliver DLQ).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error("{0}")]
+    NotS3(String),
+    #[error("s3://{bucket}/{key} was announced but does not exist")]
+    Missing { bucket: String, key: String },
+    #[error("no message record for submission {0}")]
+    NoRecord(String),
+}
+
+/// What happened to one signed object (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Delivered {
+    pub event: Option<PecEvent>,
+    /// Mailboxes that hold it now (stored now or before).
+    pub stored_in: Vec<String>,
+    /// Recipient outcomes in force (envelopes).
+    pub outcomes: Vec<RecipientOutcome>,
+    /// Addresses outside our domains (relay pending).
+    pub relay_pending: Vec<String>,
+}
+
+/// The deliver step.
+pub struct Deliver<St, Db, Q, Ev> {
+    pub settings: Settings,
+    pub store: St,
+    pub state: Db,
+    pub queue: Q,
+    pub events: Ev,
+}
+
+impl<St, Db, Q, Ev> Deliver<St, Db, Q, Ev>
+where
+    St: ObjectStore,
+    Db: StateStore,
+    Q: QueueSender,
+    Ev: EventPublisher,
+{
+    pub fn new(settings: Settings, store: St, state: Db, queue: Q, events: Ev) -> Self {
+        Self {
+            settings,
+            store,
+            state,
+            queue,
+            events,
+        }
+    }
+
+    /// One SQS batch (partial batch failures); `now` dates decisions.
+    pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
+        pec_aws::queue::partial_batch("deliver", &event, |record| async move {
+            self.handle_record(&record, now).await
+        })
+        .await
+    }
+
+    async fn handle_record(
+        &self,
+        record: &SqsMessage,
+        now: DateTime<Utc>,
+    ) -> Result<(), DeliverError> {
+        let objects =
+            pec_aws::queue::s3_objects(record).map_err(|e| DeliverError::NotS3(e.to_string()))?;
+        for (bucket, key) in objects {
+            if bucket != self.settings.evidence_bucket || !key.starts_with("signed/") {
+                tracing::warn!(
+                    bucket,
+                    key,
+                    "not a signed/ object of the evidence bucket: ignored"
+                );
+                continue;
+            }
+            let d = self.deliver_object(&key, now).await?;
+            tracing::info!(key, stored_in = ?d.stored_in, relay_pending = ?d.relay_pending,
+                event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
+        }
+        Ok(())
+    }
+
+    /// Delivers one signed object of the evidence bucket.
+    pub async fn deliver_object(
+        &self,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Delivered, DeliverError> {
+        let s = &self.settings;
+        let bytes = self
+            .store
+            .get(&s.evidence_bucket, key)
+            .await?
+            .ok_or_else(|| DeliverError::Missing {
+                bucket: s.evidence_bucket.clone(),
+                key: key.to_string(),
+            })?;
+        let c = classify::classify(&bytes);
+        let event = PecEvent::from_emitted(&c, key, now)?;
+        let mut out = Delivered::default();
+
+        if c.kind == Kind::BustaTrasporto
+            && let Some(id) = keys::message_of(key)
+        {
+            let record = self
+                .state
+                .message(id)
+                .await?
+                .ok_or_else(|| DeliverError::NoRecord(id.to_string()))?;
+            for rcpt in &record.recipients {
+                if !is_ours(s, &self.state, rcpt).await? {
+                    tracing::warn!(recipient = %rcpt, key, "recipient outside our domains: relay pending (outbound relay not built)");
+                    out.relay_pending.push(rcpt.clone());
+                    continue;
+                }
+                let outcome = self
+                    .deliver_envelope(id, rcpt, key, &bytes, &event, now)
+                    .await?;
+                if outcome.status == "delivered" {
+                    out.stored_in.push(rcpt.to_ascii_lowercase());
+                }
+                out.outcomes.push(outcome);
+            }
+        } else {
+            for to in &c.headers.to {
+                if !is_ours(s, &self.state, to).await? {
+                    tracing::warn!(recipient = %to, key, "addressee outside our domains: relay pending (outbound relay not built)");
+                    out.relay_pending.push(to.clone());
+                    continue;
+                }
+                let item = self.item(key, &bytes, &event, now, to);
+                match self.state.store_in_mailbox(to, &item, None, false).await? {
+                    MailboxWrite::Stored | MailboxWrite::Duplicate | MailboxWrite::Decided(_) => {
+                        self.put_object(to, &item, &bytes).await?;
+                        out.stored_in.push(to.to_ascii_lowercase());
+                    }
+                    MailboxWrite::NoMailbox => {
+                        tracing::error!(addressee = %to, key, "the addressee's mailbox does not exist: the signed object stays in the evidence bucket");
+                    }
+                    MailboxWrite::Full { .. } => unreachable_full(to, key),
+                }
+            }
+        }
+
+        self.state.append_log(&event).await?;
+        self.events.publish(&event).await?;
+        out.event = Some(event);
+        Ok(out)
+    }
+
+    fn item(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        event: &PecEvent,
+        now: DateTime<Utc>,
+        mailbox: &str,
+    ) -> MailboxItem {
+        let id = keys::item_id(key);
+        MailboxItem {
+            object_key: keys::mailbox_object(mailbox, &id),
+            id,
+            size: bytes.len() as u64,
+            kind: event.receipt_type.clone(),
+            subject: event.subject.clone().unwrap_or_default(),
+            from: self.settings.provider.address(),
+            identificativo: event.identificativo.clone(),
+            evidence_key: key.to_string(),
+            stored_at: now,
+        }
+    }
+
+    async fn put_object(
+        &self,
+        mailbox: &str,
+        item: &MailboxItem,
+        bytes: &[u8],
+    ) -> Result<(), DeliverError> {
+        let _ = mailbox;
+        self.store
+            .put_if_absent(
+                &self.settings.mailbox_bucket,
+                &item.object_key,
+                bytes.to_vec(),
+                "message/rfc822",
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn deliver_envelope(
+        &self,
+        id: &str,
+        rcpt: &str,
+        key: &str,
+        bytes: &[u8],
+        event: &PecEvent,
+        now: DateTime<Utc>,
+    ) -> Result<RecipientOutcome, DeliverError> {
+        let item = self.item(key, bytes, event, now, rcpt);
+        let not_delivered = |reason: &str| RecipientOutcome {
+            recipient: rcpt.to_ascii_lowercase(),
+            status: "not-delivered".into(),
+            reason: Some(reason.to_string()),
+            at: now,
+            item_id: None,
+        };
+        let outcome = match self.state.recipient(id, rcpt).await? {
+            Some(existing) => existing,
+            None => match self.state.mailbox(rcpt).await? {
+                None => {
+                    self.state
+                        .record_recipient(id, &not_delivered("unknown-user"))
+                        .await?
+                }
+                Some(m) if m.locked => {
+                    self.state
+                        .record_recipient(id, &not_delivered("mailbox-disabled"))
+                        .await?
+                }
+                Some(_) => {
+                    let delivered = RecipientOutcome {
+                        recipient: rcpt.to_ascii_lowercase(),
+                        status: "delivered".into(),
+                        reason: None,
+                        at: now,
+                        item_id: Some(item.id.clone()),
+                    };
+                    match self
+                        .state
+                        .store_in_mailbox(rcpt, &item, Some((id, &delivered)), true)
+                        .await?
+                    {
+                        MailboxWrite::Stored | MailboxWrite::Duplicate => delivered,
+                        MailboxWrite::Decided(existing) => existing,
+                        MailboxWrite::NoMailbox => {
+                            self.state
+                                .record_recipient(id, &not_delivered("unknown-user"))
+                                .await?
+                        }
+                        MailboxWrite::Full { used, quota } => {
+                            tracing::warn!(recipient = %rcpt, used, quota, size = item.size, "mailbox full: not delivered");
+                            self.state
+                                .record_recipient(id, &not_delivered("mailbox-full"))
+                                .await?
+                        }
+                    }
+                }
+            },
+        };
+        if outcome.status == "delivered"
+            && let Some(item_id) = &outcome.item_id
+        {
+            let stored = MailboxItem {
+                object_key: keys::mailbox_object(rcpt, item_id),
+                ..item
+            };
+            self.put_object(rcpt, &stored, bytes).await?;
+        }
+        let request = ReceiptRequest {
+            version: 1,
+            message: id.to_string(),
+            outcome: outcome.clone(),
+        };
+        self.queue
+            .send(
+                &self.settings.receipts_queue_url,
+                serde_json::to_string(&request).unwrap_or_default(),
+            )
+            .await?;
+        Ok(outcome)
+    }
+}
+
+fn unreachable_full(to: &str, key: &str) {
+    // Receipts and notices are stored without quota enforcement: Full cannot happen.
+    tracing::error!(addressee = %to, key, "quota refused a receipt although it is not enforced");
+}

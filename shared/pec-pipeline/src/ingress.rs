@@ -1,0 +1,360 @@
+//! The access point (punto di accesso).
+//!
+//! **Submission** (`submitted/<id>.json` on the raw bucket, written by the gateway after the
+//! message `submitted/<id>.eml`):
+//! 1. the identificativo and the fallback Message-ID are derived from the submission id and
+//!    time (so a retry derives the same ones);
+//! 2. the formal checks run ([`pec_core::checks`]); the authenticated user owns exactly their
+//!    mailbox address;
+//! 3. the message record is created (conditional: a duplicate finds it and re-applies it);
+//! 4. refused → the avviso di non accettazione (every failed check, in Italian) to the user,
+//!    under `unsigned/msg/<id>/non-accettazione.eml`; passed → a scan request (access point)
+//!    on the scan queue.
+//!
+//! **Clean scan** (`scan/clean/submitted/<id>.eml.json` on the evidence bucket): the ricevuta
+//! di accettazione and the busta di trasporto, dated when the scan finished, under
+//! `unsigned/msg/<id>/`. A virus is handled by the scan step (non accettazione per virus).
+//!
+//! Inbound mail (`inbound/...`, the receiving point) is not handled yet: such records fail with
+//! a specific error and end in the ingress DLQ, never silently dropped.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use pec_aws::{MessageRecord, SendError, StateError, StoreError};
+use pec_aws::{ObjectStore, PutOutcome, QueueSender, StateStore};
+use pec_core::build::{self, BuildError, Ctx, NonAcceptance};
+use pec_core::checks::{self, Limits, Submission};
+use pec_core::daticert::TipoDestinatario;
+use pec_core::ids::{self, SeededIds};
+use pec_core::original;
+use pec_core::submission::{self, SubmissionEnvelope};
+
+use crate::{Settings, is_ours, keys};
+
+/// Why a record was not handled (it is retried, then kept in the ingress DLQ).
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{0}")]
+    NotS3(String),
+    #[error("s3://{bucket}/{key} was announced but does not exist")]
+    Missing { bucket: String, key: String },
+    #[error("s3://{bucket}/{key}: {reason}")]
+    BadInput {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "s3://{bucket}/{key}: inbound mail from other providers (the receiving point) is not handled by this version; kept for replay"
+    )]
+    ReceivingPointNotBuilt { bucket: String, key: String },
+    #[error("no message record for submission {0} (its scan hand-off arrived first?)")]
+    NoRecord(String),
+}
+
+/// What a record led to (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngressOutcome {
+    /// Formal checks failed: the non-acceptance notice was written (or already existed).
+    Rejected { id: String, reasons: String },
+    /// Checks passed: scan requested.
+    ScanRequested { id: String },
+    /// Clean: acceptance receipt and transport envelope written (or already there).
+    Accepted { id: String },
+    /// Not ours to handle (another prefix): acknowledged.
+    Ignored { key: String },
+}
+
+/// The ingress step.
+pub struct Ingress<St, Db, Q> {
+    pub settings: Settings,
+    pub store: St,
+    pub state: Db,
+    pub queue: Q,
+    pub limits: Limits,
+}
+
+impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
+    pub fn new(settings: Settings, store: St, state: Db, queue: Q) -> Self {
+        Self {
+            settings,
+            store,
+            state,
+            queue,
+            limits: Limits::default(),
+        }
+    }
+
+    /// One SQS batch (partial batch failures).
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        pec_aws::queue::partial_batch("ingress", &event, |record| async move {
+            self.handle_record(&record).await.map(drop)
+        })
+        .await
+    }
+
+    async fn handle_record(
+        &self,
+        record: &SqsMessage,
+    ) -> Result<Vec<IngressOutcome>, IngressError> {
+        let objects =
+            pec_aws::queue::s3_objects(record).map_err(|e| IngressError::NotS3(e.to_string()))?;
+        let mut out = Vec::new();
+        for (bucket, key) in objects {
+            let outcome = self.handle_object(&bucket, &key).await?;
+            tracing::info!(bucket = %bucket, key = %key, outcome = ?outcome, "ingress");
+            out.push(outcome);
+        }
+        Ok(out)
+    }
+
+    /// Handles one announced object.
+    pub async fn handle_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<IngressOutcome, IngressError> {
+        let s = &self.settings;
+        if bucket == s.raw_bucket && key.starts_with(submission::SUBMITTED_PREFIX) {
+            if key.ends_with(".json") {
+                return self.submission(key).await;
+            }
+            // The message object itself: its envelope (written after it) triggers the work.
+            return Ok(IngressOutcome::Ignored {
+                key: key.to_string(),
+            });
+        }
+        if bucket == s.raw_bucket && key.starts_with("inbound/") {
+            return Err(IngressError::ReceivingPointNotBuilt {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            });
+        }
+        if bucket == s.evidence_bucket && key.starts_with(keys::SCAN_CLEAN_PREFIX) {
+            return self.clean(key).await;
+        }
+        tracing::warn!(
+            bucket,
+            key,
+            "not an object the ingress step handles: ignored"
+        );
+        Ok(IngressOutcome::Ignored {
+            key: key.to_string(),
+        })
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IngressError> {
+        self.store
+            .get(bucket, key)
+            .await?
+            .ok_or_else(|| IngressError::Missing {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })
+    }
+
+    async fn submission(&self, key: &str) -> Result<IngressOutcome, IngressError> {
+        let s = &self.settings;
+        let bad = |reason: String| IngressError::BadInput {
+            bucket: s.raw_bucket.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let envelope = SubmissionEnvelope::from_json(&self.get(&s.raw_bucket, key).await?)
+            .map_err(|e| bad(e.to_string()))?;
+        if submission::id_of_key(key) != Some(envelope.id.as_str()) {
+            return Err(bad(format!(
+                "the envelope's id {} does not match its key",
+                envelope.id
+            )));
+        }
+        let raw_key = envelope.message_key();
+        let raw = self.get(&s.raw_bucket, &raw_key).await?;
+        let domain = &s.provider.domain;
+        let identificativo = ids::identificativo(envelope.received_at, &envelope.id, domain)
+            .map_err(|e| bad(e.to_string()))?;
+        let fallback_msgid =
+            ids::message_id(envelope.received_at, &format!("m-{}", envelope.id), domain)
+                .map_err(|e| bad(e.to_string()))?;
+
+        let mut certified = Vec::new();
+        for r in &envelope.recipients {
+            if is_ours(s, &self.state, r).await? {
+                certified.push(r.to_ascii_lowercase());
+            }
+        }
+        let owned = vec![envelope.user.clone()];
+        let sub = Submission {
+            raw: &raw,
+            reverse_path: &envelope.reverse_path,
+            recipients: &envelope.recipients,
+            owned_addresses: &owned,
+        };
+        let verdict = checks::check_submission(&sub, &self.limits);
+        let tipo_of = tipo_of(&certified);
+        let c = checks::certified_for_refusal(&sub, &identificativo, &tipo_of);
+        let record = MessageRecord {
+            id: envelope.id.clone(),
+            identificativo: identificativo.clone(),
+            fallback_msgid,
+            tenant: envelope.tenant.clone(),
+            user: envelope.user.clone(),
+            raw_key,
+            received_at: envelope.received_at,
+            state: if verdict.is_ok() {
+                "scanning"
+            } else {
+                "rejected"
+            }
+            .to_string(),
+            subject: c.oggetto.clone().unwrap_or_default(),
+            sender: c.mittente.clone(),
+            recipients: envelope.recipients.clone(),
+            certified: certified.clone(),
+            updated_at: envelope.received_at,
+        };
+        let record = self.state.create_message(&record).await?.unwrap_or(record);
+
+        if let Err(errors) = verdict {
+            let reasons = checks::refusal_reason(&errors);
+            let mut ids = SeededIds::new("na", &record.id);
+            let mut ctx = Ctx {
+                provider: &s.provider,
+                now: record.received_at,
+                ids: &mut ids,
+            };
+            let notice = build::non_accettazione(
+                &mut ctx,
+                &c,
+                &NonAcceptance::Formal(reasons.clone()),
+                &record.user,
+            )?;
+            self.put_unsigned(
+                &keys::unsigned(&record.id, keys::NON_ACCEPTANCE),
+                notice.render(),
+            )
+            .await?;
+            return Ok(IngressOutcome::Rejected {
+                id: record.id,
+                reasons,
+            });
+        }
+
+        let request = serde_json::json!({
+            "version": 1,
+            "bucket": s.raw_bucket,
+            "key": record.raw_key,
+            "tenant": record.tenant,
+            "point": "access",
+            "identificativo": record.identificativo,
+            "user": record.user,
+            "reverse_path": envelope.reverse_path,
+            "recipients": envelope.recipients,
+            "certified_recipients": record.certified,
+        });
+        self.queue
+            .send(&s.scan_queue_url, request.to_string())
+            .await?;
+        Ok(IngressOutcome::ScanRequested { id: record.id })
+    }
+
+    async fn clean(&self, key: &str) -> Result<IngressOutcome, IngressError> {
+        let s = &self.settings;
+        let bad = |reason: String| IngressError::BadInput {
+            bucket: s.evidence_bucket.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let Some(id) = keys::message_of_clean(key) else {
+            // A clean hand-off of inbound mail: the receiving point (not built yet).
+            return Err(IngressError::ReceivingPointNotBuilt {
+                bucket: s.evidence_bucket.clone(),
+                key: key.to_string(),
+            });
+        };
+        let hand_off: serde_json::Value =
+            serde_json::from_slice(&self.get(&s.evidence_bucket, key).await?)
+                .map_err(|e| bad(format!("not JSON: {e}")))?;
+        let scanned_at: DateTime<Utc> = hand_off
+            .get("scanned_at")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("no scanned_at".into()))?;
+        let mut record = self
+            .state
+            .message(id)
+            .await?
+            .ok_or_else(|| IngressError::NoRecord(id.to_string()))?;
+        let raw = self.get(&s.raw_bucket, &record.raw_key).await?;
+        let accepted = original::accept(
+            &raw,
+            &record.identificativo,
+            &record.fallback_msgid,
+            &tipo_of(&record.certified),
+        )
+        .map_err(BuildError::from)?;
+
+        let mut ids = SeededIds::new("acc", &record.id);
+        let mut ctx = Ctx {
+            provider: &s.provider,
+            now: scanned_at,
+            ids: &mut ids,
+        };
+        let receipt = build::accettazione(&mut ctx, &accepted.certified)?;
+        let mut ids = SeededIds::new("bt", &record.id);
+        let mut ctx = Ctx {
+            provider: &s.provider,
+            now: scanned_at,
+            ids: &mut ids,
+        };
+        let envelope = build::busta_trasporto(&mut ctx, &accepted)?;
+        // The envelope first: the acceptance receipt is the user's proof that it exists.
+        self.put_unsigned(
+            &keys::unsigned(&record.id, keys::ENVELOPE),
+            envelope.render(),
+        )
+        .await?;
+        self.put_unsigned(
+            &keys::unsigned(&record.id, keys::ACCEPTANCE),
+            receipt.render(),
+        )
+        .await?;
+        if record.state != "accepted" {
+            record.state = "accepted".into();
+            record.updated_at = scanned_at;
+            self.state.update_message(&record).await?;
+        }
+        Ok(IngressOutcome::Accepted { id: record.id })
+    }
+
+    async fn put_unsigned(&self, key: &str, body: Vec<u8>) -> Result<(), IngressError> {
+        match self
+            .store
+            .put_if_absent(&self.settings.evidence_bucket, key, body, "message/rfc822")
+            .await?
+        {
+            PutOutcome::Created => tracing::info!(key, "written for the signer"),
+            PutOutcome::AlreadyExists => tracing::info!(key, "already written: duplicate"),
+        }
+        Ok(())
+    }
+}
+
+/// certificato for the addresses in `certified`, esterno otherwise.
+pub fn tipo_of(certified: &[String]) -> impl Fn(&str) -> TipoDestinatario + '_ {
+    move |a: &str| {
+        if certified.iter().any(|c| c.eq_ignore_ascii_case(a)) {
+            TipoDestinatario::Certificato
+        } else {
+            TipoDestinatario::Esterno
+        }
+    }
+}

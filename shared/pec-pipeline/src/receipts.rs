@@ -1,0 +1,148 @@
+//! The receipts step: one delivery receipt or non-delivery notice per recipient outcome.
+//!
+//! Input: a [`ReceiptRequest`] (receipts queue) from the delivery point. The certified data is
+//! rebuilt from the submitted bytes and the message record exactly as the access point built
+//! it; the receipt is dated with the outcome's time and its ids are seeded by (message,
+//! recipient), so a duplicate request rebuilds the same bytes, and the conditional write keeps
+//! the first: one receipt per recipient, ever.
+//!
+//! - delivered → ricevuta di avvenuta consegna in the form the sender asked for
+//!   (`X-TipoRicevuta`: completa with the original, breve with hashes of the attachments,
+//!   sintetica; `Cc` recipients get sintetica);
+//! - not delivered → avviso di mancata consegna with the NOTA 12 code (5.1.1 unknown user,
+//!   5.2.1 disabled, 5.2.2 full).
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use pec_aws::{ObjectStore, PutOutcome, StateError, StateStore, StoreError};
+use pec_core::build::{self, BuildError, Ctx};
+use pec_core::ids::SeededIds;
+use pec_core::original;
+use pec_core::policy::DeliveryFailure;
+
+pub use crate::deliver::ReceiptRequest;
+use crate::ingress::tipo_of;
+use crate::{Settings, keys};
+
+/// Why a request was not handled (retried, then kept in the receipts DLQ).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("SQS message {message_id} is not a receipt request: {reason}")]
+    BadRequest { message_id: String, reason: String },
+    #[error("no message record for submission {0}")]
+    NoRecord(String),
+    #[error("s3://{bucket}/{key} (the submitted message) does not exist")]
+    Missing { bucket: String, key: String },
+}
+
+/// The receipts step.
+pub struct Receipts<St, Db> {
+    pub settings: Settings,
+    pub store: St,
+    pub state: Db,
+}
+
+impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
+    pub fn new(settings: Settings, store: St, state: Db) -> Self {
+        Self {
+            settings,
+            store,
+            state,
+        }
+    }
+
+    /// One SQS batch (partial batch failures).
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        pec_aws::queue::partial_batch("receipts", &event, |record| async move {
+            self.handle_record(&record).await.map(drop)
+        })
+        .await
+    }
+
+    async fn handle_record(&self, record: &SqsMessage) -> Result<String, ReceiptsError> {
+        let bad = |reason: String| ReceiptsError::BadRequest {
+            message_id: record.message_id.clone().unwrap_or_default(),
+            reason,
+        };
+        let body = record
+            .body
+            .as_deref()
+            .ok_or_else(|| bad("empty body".into()))?;
+        let request: ReceiptRequest = serde_json::from_str(body).map_err(|e| bad(e.to_string()))?;
+        if request.version != 1 {
+            return Err(bad(format!("unsupported version {}", request.version)));
+        }
+        let key = self.build(&request).await?;
+        tracing::info!(key, recipient = %request.outcome.recipient, status = %request.outcome.status, "receipt written for the signer");
+        Ok(key)
+    }
+
+    /// Builds and writes the receipt for `request`; returns its `unsigned/` key.
+    pub async fn build(&self, request: &ReceiptRequest) -> Result<String, ReceiptsError> {
+        let s = &self.settings;
+        let record = self
+            .state
+            .message(&request.message)
+            .await?
+            .ok_or_else(|| ReceiptsError::NoRecord(request.message.clone()))?;
+        let raw = self
+            .store
+            .get(&s.raw_bucket, &record.raw_key)
+            .await?
+            .ok_or_else(|| ReceiptsError::Missing {
+                bucket: s.raw_bucket.clone(),
+                key: record.raw_key.clone(),
+            })?;
+        let accepted = original::accept(
+            &raw,
+            &record.identificativo,
+            &record.fallback_msgid,
+            &tipo_of(&record.certified),
+        )
+        .map_err(BuildError::from)?;
+        let o = &request.outcome;
+        let mut ids = SeededIds::new("rc", &format!("{}/{}", record.id, o.recipient));
+        let mut ctx = Ctx {
+            provider: &s.provider,
+            now: o.at,
+            ids: &mut ids,
+        };
+        let delivered = o.status == "delivered";
+        let message = if delivered {
+            build::avvenuta_consegna(
+                &mut ctx,
+                &accepted.certified,
+                &o.recipient,
+                original::role_of(&raw, &o.recipient),
+                &accepted.postacert,
+            )?
+        } else {
+            let failure = match o.reason.as_deref() {
+                Some("unknown-user") => DeliveryFailure::UnknownUser,
+                Some("mailbox-full") => DeliveryFailure::MailboxFull,
+                Some("mailbox-disabled") => DeliveryFailure::MailboxDisabled,
+                Some("mailbox-refuses") => DeliveryFailure::MailboxRefuses,
+                other => DeliveryFailure::Other {
+                    code: "5.3.0".into(),
+                    text: format!("errore di sistema ({})", other.unwrap_or("sconosciuto")),
+                },
+            };
+            build::mancata_consegna(&mut ctx, &accepted.certified, &o.recipient, &failure)?
+        };
+        let key = keys::unsigned_receipt(&record.id, delivered, &o.recipient);
+        match self
+            .store
+            .put_if_absent(&s.evidence_bucket, &key, message.render(), "message/rfc822")
+            .await?
+        {
+            PutOutcome::Created => {}
+            PutOutcome::AlreadyExists => tracing::info!(key, "receipt already written: duplicate"),
+        }
+        Ok(key)
+    }
+}
