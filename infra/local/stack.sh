@@ -174,6 +174,9 @@ cmd_status() {
 cmd_env() {
   [ -f "$ENV_FILE" ] || pec_die "the local stack is not started (no $ENV_FILE): run infra/local/stack.sh start"
   grep '^export ' "$ENV_FILE"
+  # The resources of the bootstrapped stack (PEC_STATE_TABLE, PEC_RAW_BUCKET, ...), for `pec`.
+  local stack="${PEC_STACK_NAME:-pec-local}"
+  [ ! -f "$PEC_STATE_DIR/$stack.env" ] || grep '^export ' "$PEC_STATE_DIR/$stack.env"
 }
 
 cmd_bootstrap() {

@@ -85,6 +85,36 @@ async fn handler_for(
                 Box::pin(async move { step.handle(event, Utc::now()).await })
             }))
         }
+        "IngressFunction" => {
+            let step = Arc::new(
+                pec_pipeline::wiring::ingress(aws, var)
+                    .with_context(|| format!("starting {function}"))?,
+            );
+            Ok(Arc::new(move |event| {
+                let step = step.clone();
+                Box::pin(async move { step.handle(event).await })
+            }))
+        }
+        "DeliverFunction" => {
+            let step = Arc::new(
+                pec_pipeline::wiring::deliver(aws, var)
+                    .with_context(|| format!("starting {function}"))?,
+            );
+            Ok(Arc::new(move |event| {
+                let step = step.clone();
+                Box::pin(async move { step.handle(event, Utc::now()).await })
+            }))
+        }
+        "ReceiptsFunction" => {
+            let step = Arc::new(
+                pec_pipeline::wiring::receipts(aws, var)
+                    .with_context(|| format!("starting {function}"))?,
+            );
+            Ok(Arc::new(move |event| {
+                let step = step.clone();
+                Box::pin(async move { step.handle(event).await })
+            }))
+        }
         other => bail!(
             "the runner does not know the template function {other}: register its handler in infra/runner/src/main.rs"
         ),

@@ -483,7 +483,7 @@ impl DynamoState {
         }
     }
 
-    fn from_doc<T: for<'de> Deserialize<'de>>(&self, item: &Item) -> Result<T, StateError> {
+    fn decode_doc<T: for<'de> Deserialize<'de>>(&self, item: &Item) -> Result<T, StateError> {
         let doc = item
             .get("doc")
             .and_then(|v| v.as_s().ok())
@@ -559,7 +559,7 @@ impl DynamoState {
     }
 
     fn mailbox_from(&self, item: &Item) -> Result<Mailbox, StateError> {
-        let mut m: Mailbox = self.from_doc(item)?;
+        let mut m: Mailbox = self.decode_doc(item)?;
         m.used_bytes = Self::num(item, "used_bytes");
         m.quota_bytes = Self::num(item, "quota_bytes");
         Ok(m)
@@ -633,7 +633,7 @@ impl StateStore for DynamoState {
     async fn mailbox_items(&self, address: &str) -> Result<Vec<MailboxItem>, StateError> {
         let mut v = Vec::new();
         for item in self.query_prefix(&mbx_pk(address), "ITEM#").await? {
-            v.push(self.from_doc::<MailboxItem>(&item)?);
+            v.push(self.decode_doc::<MailboxItem>(&item)?);
         }
         v.sort_by(|a, b| (a.stored_at, &a.id).cmp(&(b.stored_at, &b.id)));
         Ok(v)
@@ -791,7 +791,7 @@ impl StateStore for DynamoState {
         let Some(raw) = self.get(&pk, &format!("ITEM#{item_id}")).await? else {
             return Ok(None);
         };
-        let item: MailboxItem = self.from_doc(&raw)?;
+        let item: MailboxItem = self.decode_doc(&raw)?;
         let ops = vec![
             TransactWriteItem::builder()
                 .delete(
@@ -851,7 +851,7 @@ impl StateStore for DynamoState {
 
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StateError> {
         match self.get(&format!("MSG#{id}"), "MSG").await? {
-            Some(item) => self.from_doc(&item).map(Some),
+            Some(item) => self.decode_doc(&item).map(Some),
             None => Ok(None),
         }
     }
@@ -888,7 +888,7 @@ impl StateStore for DynamoState {
             )
             .await?
         {
-            Some(item) => self.from_doc(&item).map(Some),
+            Some(item) => self.decode_doc(&item).map(Some),
             None => Ok(None),
         }
     }
@@ -970,7 +970,7 @@ impl StateStore for DynamoState {
         out.items
             .unwrap_or_default()
             .iter()
-            .map(|i| self.from_doc(i))
+            .map(|i| self.decode_doc(i))
             .collect()
     }
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod cert;
 mod inspect;
+mod mailbox;
 mod scan;
 mod verify;
 
@@ -34,6 +35,12 @@ enum Command {
     /// Antivirus: the two engines in series (clamd, then YARA) over every part of a message;
     /// prints the verdict as JSON, exits 0 clean, 1 infected, 2 unscannable or engine error.
     Scan(scan::ScanArgs),
+    /// Tenants and their domains (state table of the deployment in the environment).
+    Tenant(mailbox::TenantArgs),
+    /// Create mailboxes; list, show and delete what they hold.
+    Mailbox(mailbox::MailboxArgs),
+    /// Print the provider log of one day (JSON lines).
+    Log(mailbox::LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,5 +54,8 @@ fn main() -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Tenant(args) => mailbox::run_tenant(args),
+        Command::Mailbox(args) => mailbox::run_mailbox(args),
+        Command::Log(args) => mailbox::run_log(args),
     }
 }

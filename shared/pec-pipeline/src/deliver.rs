@@ -145,6 +145,7 @@ where
             })?;
         let c = classify::classify(&bytes);
         let event = PecEvent::from_emitted(&c, key, now)?;
+        let subject = c.headers.subject.clone().unwrap_or_default();
         let mut out = Delivered::default();
 
         if c.kind == Kind::BustaTrasporto
@@ -162,7 +163,13 @@ where
                     continue;
                 }
                 let outcome = self
-                    .deliver_envelope(id, rcpt, key, &bytes, &event, now)
+                    .deliver_envelope(
+                        id,
+                        rcpt,
+                        self.item(key, &bytes, &event, &subject, now, rcpt),
+                        &bytes,
+                        now,
+                    )
                     .await?;
                 if outcome.status == "delivered" {
                     out.stored_in.push(rcpt.to_ascii_lowercase());
@@ -176,7 +183,7 @@ where
                     out.relay_pending.push(to.clone());
                     continue;
                 }
-                let item = self.item(key, &bytes, &event, now, to);
+                let item = self.item(key, &bytes, &event, &subject, now, to);
                 match self.state.store_in_mailbox(to, &item, None, false).await? {
                     MailboxWrite::Stored | MailboxWrite::Duplicate | MailboxWrite::Decided(_) => {
                         self.put_object(to, &item, &bytes).await?;
@@ -201,6 +208,7 @@ where
         key: &str,
         bytes: &[u8],
         event: &PecEvent,
+        subject: &str,
         now: DateTime<Utc>,
         mailbox: &str,
     ) -> MailboxItem {
@@ -210,7 +218,7 @@ where
             id,
             size: bytes.len() as u64,
             kind: event.receipt_type.clone(),
-            subject: event.subject.clone().unwrap_or_default(),
+            subject: subject.to_string(),
             from: self.settings.provider.address(),
             identificativo: event.identificativo.clone(),
             evidence_key: key.to_string(),
@@ -240,12 +248,10 @@ where
         &self,
         id: &str,
         rcpt: &str,
-        key: &str,
+        item: MailboxItem,
         bytes: &[u8],
-        event: &PecEvent,
         now: DateTime<Utc>,
     ) -> Result<RecipientOutcome, DeliverError> {
-        let item = self.item(key, bytes, event, now, rcpt);
         let not_delivered = |reason: &str| RecipientOutcome {
             recipient: rcpt.to_ascii_lowercase(),
             status: "not-delivered".into(),

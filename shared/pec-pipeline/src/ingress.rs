@@ -225,18 +225,20 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
 
         if let Err(errors) = verdict {
             let reasons = checks::refusal_reason(&errors);
-            let mut ids = SeededIds::new("na", &record.id);
-            let mut ctx = Ctx {
-                provider: &s.provider,
-                now: record.received_at,
-                ids: &mut ids,
+            let notice = {
+                let mut ids = SeededIds::new("na", &record.id);
+                let mut ctx = Ctx {
+                    provider: &s.provider,
+                    now: record.received_at,
+                    ids: &mut ids,
+                };
+                build::non_accettazione(
+                    &mut ctx,
+                    &c,
+                    &NonAcceptance::Formal(reasons.clone()),
+                    &record.user,
+                )?
             };
-            let notice = build::non_accettazione(
-                &mut ctx,
-                &c,
-                &NonAcceptance::Formal(reasons.clone()),
-                &record.user,
-            )?;
             self.put_unsigned(
                 &keys::unsigned(&record.id, keys::NON_ACCEPTANCE),
                 notice.render(),
@@ -302,20 +304,24 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         )
         .map_err(BuildError::from)?;
 
-        let mut ids = SeededIds::new("acc", &record.id);
-        let mut ctx = Ctx {
-            provider: &s.provider,
-            now: scanned_at,
-            ids: &mut ids,
+        let receipt = {
+            let mut ids = SeededIds::new("acc", &record.id);
+            let mut ctx = Ctx {
+                provider: &s.provider,
+                now: scanned_at,
+                ids: &mut ids,
+            };
+            build::accettazione(&mut ctx, &accepted.certified)?
         };
-        let receipt = build::accettazione(&mut ctx, &accepted.certified)?;
-        let mut ids = SeededIds::new("bt", &record.id);
-        let mut ctx = Ctx {
-            provider: &s.provider,
-            now: scanned_at,
-            ids: &mut ids,
+        let envelope = {
+            let mut ids = SeededIds::new("bt", &record.id);
+            let mut ctx = Ctx {
+                provider: &s.provider,
+                now: scanned_at,
+                ids: &mut ids,
+            };
+            build::busta_trasporto(&mut ctx, &accepted)?
         };
-        let envelope = build::busta_trasporto(&mut ctx, &accepted)?;
         // The envelope first: the acceptance receipt is the user's proof that it exists.
         self.put_unsigned(
             &keys::unsigned(&record.id, keys::ENVELOPE),

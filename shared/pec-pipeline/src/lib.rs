@@ -17,6 +17,7 @@ pub mod deliver;
 pub mod ingress;
 pub mod keys;
 pub mod receipts;
+pub mod wiring;
 
 use pec_core::build::Provider;
 
@@ -44,7 +45,7 @@ impl Settings {
     /// From the environment the template gives every function (`PEC_PROVIDER_NAME`,
     /// `PEC_PROVIDER_DOMAIN`, `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_MAILBOX_BUCKET`,
     /// `PEC_SCAN_QUEUE_URL`, `PEC_RECEIPTS_QUEUE_URL`).
-    pub fn from_env(var: impl Fn(&'static str) -> Option<String>) -> Result<Self, SettingsError> {
+    pub fn from_env(var: &impl Fn(&'static str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |name: &'static str| {
             var(name)
                 .filter(|v| !v.is_empty())

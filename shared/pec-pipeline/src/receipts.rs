@@ -106,33 +106,35 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
         )
         .map_err(BuildError::from)?;
         let o = &request.outcome;
-        let mut ids = SeededIds::new("rc", &format!("{}/{}", record.id, o.recipient));
-        let mut ctx = Ctx {
-            provider: &s.provider,
-            now: o.at,
-            ids: &mut ids,
-        };
         let delivered = o.status == "delivered";
-        let message = if delivered {
-            build::avvenuta_consegna(
-                &mut ctx,
-                &accepted.certified,
-                &o.recipient,
-                original::role_of(&raw, &o.recipient),
-                &accepted.postacert,
-            )?
-        } else {
-            let failure = match o.reason.as_deref() {
-                Some("unknown-user") => DeliveryFailure::UnknownUser,
-                Some("mailbox-full") => DeliveryFailure::MailboxFull,
-                Some("mailbox-disabled") => DeliveryFailure::MailboxDisabled,
-                Some("mailbox-refuses") => DeliveryFailure::MailboxRefuses,
-                other => DeliveryFailure::Other {
-                    code: "5.3.0".into(),
-                    text: format!("errore di sistema ({})", other.unwrap_or("sconosciuto")),
-                },
+        let message = {
+            let mut ids = SeededIds::new("rc", &format!("{}/{}", record.id, o.recipient));
+            let mut ctx = Ctx {
+                provider: &s.provider,
+                now: o.at,
+                ids: &mut ids,
             };
-            build::mancata_consegna(&mut ctx, &accepted.certified, &o.recipient, &failure)?
+            if delivered {
+                build::avvenuta_consegna(
+                    &mut ctx,
+                    &accepted.certified,
+                    &o.recipient,
+                    original::role_of(&raw, &o.recipient),
+                    &accepted.postacert,
+                )?
+            } else {
+                let failure = match o.reason.as_deref() {
+                    Some("unknown-user") => DeliveryFailure::UnknownUser,
+                    Some("mailbox-full") => DeliveryFailure::MailboxFull,
+                    Some("mailbox-disabled") => DeliveryFailure::MailboxDisabled,
+                    Some("mailbox-refuses") => DeliveryFailure::MailboxRefuses,
+                    other => DeliveryFailure::Other {
+                        code: "5.3.0".into(),
+                        text: format!("errore di sistema ({})", other.unwrap_or("sconosciuto")),
+                    },
+                };
+                build::mancata_consegna(&mut ctx, &accepted.certified, &o.recipient, &failure)?
+            }
         };
         let key = keys::unsigned_receipt(&record.id, delivered, &o.recipient);
         match self

@@ -1,0 +1,320 @@
+//! `pec tenant`, `pec mailbox`, `pec log`: provisioning and reading the state of a deployment.
+//!
+//! The tables and buckets come from the environment the stack exports (`PEC_STATE_TABLE`,
+//! `PEC_LOG_TABLE`, `PEC_MAILBOX_BUCKET`; locally `eval "$(infra/local/stack.sh env)"`), the
+//! endpoints from `AWS_ENDPOINT_URL*` as for every SDK client.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use chrono::Utc;
+use pec_aws::{
+    AwsClients, ClientSettings, DynamoState, Mailbox, ObjectStore, S3Store, StateStore, Tenant,
+};
+use pec_core::classify::classify;
+use pec_core::plan::{self, Plan};
+use pec_smime::{TrustAnchors, VerifyOptions, verify_message};
+
+#[derive(clap::Args, Debug)]
+pub struct TenantArgs {
+    #[command(subcommand)]
+    pub command: TenantCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create or update a tenant and assign it its domains (custom domains included).
+    Add {
+        /// Tenant id (`[a-z0-9-]`).
+        id: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// A domain whose mailboxes the tenant holds here (repeatable).
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MailboxArgs {
+    #[command(subcommand)]
+    pub command: MailboxCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum MailboxCommand {
+    /// Create a mailbox with its plan and submission password.
+    Create {
+        address: String,
+        #[arg(long)]
+        tenant: String,
+        /// base, standard, pro, plus (1 GB), bronze, silver (2 GB), gold (5 GB).
+        #[arg(long, default_value = "standard")]
+        plan: String,
+        /// Extra whole GB on top of the plan.
+        #[arg(long, default_value_t = 0)]
+        expansions: u32,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Cheap password hash: local demos and tests only.
+        #[arg(long)]
+        fast_hash: bool,
+    },
+    /// List what a mailbox holds, oldest first, with its usage.
+    List {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one stored message: kind, subject, date, signature verdict; `--raw` prints bytes.
+    Show {
+        address: String,
+        /// The item id (from `pec mailbox list`).
+        item: String,
+        /// PEM trust anchors for the signature verdict (the provider's CA).
+        #[arg(long = "anchors", value_name = "PEM")]
+        anchors: Vec<PathBuf>,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Delete a stored message (frees its quota).
+    Delete { address: String, item: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    /// The UTC day, YYYY-MM-DD (default: today).
+    #[arg(long)]
+    pub day: Option<String>,
+}
+
+fn env(name: &str) -> anyhow::Result<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .with_context(|| {
+            format!("{name} is not set (locally: eval \"$(infra/local/stack.sh env)\")")
+        })
+}
+
+async fn clients() -> anyhow::Result<(DynamoState, S3Store)> {
+    let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    Ok((
+        DynamoState::new(
+            aws.dynamodb.clone(),
+            &env("PEC_STATE_TABLE")?,
+            &env("PEC_LOG_TABLE")?,
+        ),
+        S3Store::new(aws.s3.clone()),
+    ))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("pec: {e:#}");
+        ExitCode::from(2)
+    })
+}
+
+pub fn run_tenant(args: TenantArgs) -> ExitCode {
+    exit(runtime().and_then(|rt| {
+        rt.block_on(async {
+            let (state, _) = clients().await?;
+            match args.command {
+                TenantCommand::Add { id, name, domains } => {
+                    state
+                        .put_tenant(&Tenant {
+                            id: id.clone(),
+                            name,
+                        })
+                        .await?;
+                    for d in &domains {
+                        if !pec_core::ids::is_domain(d) {
+                            bail!("{d:?} is not a domain name");
+                        }
+                        state.put_domain(d, &id).await?;
+                    }
+                    println!("tenant {id}: {} domain(s)", domains.len());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    }))
+}
+
+pub fn run_mailbox(args: MailboxArgs) -> ExitCode {
+    exit(runtime().and_then(|rt| rt.block_on(mailbox(args))))
+}
+
+async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
+    let (state, s3) = clients().await?;
+    match args.command {
+        MailboxCommand::Create {
+            address,
+            tenant,
+            plan: plan_name,
+            expansions,
+            password_stdin,
+            fast_hash,
+        } => {
+            if !pec_core::addr::is_addr_spec(&address) {
+                bail!("{address:?} is not a mailbox address");
+            }
+            let plan = Plan::parse(&plan_name).with_context(|| {
+                format!(
+                    "unknown plan {plan_name:?} (base, standard, pro, plus, bronze, silver, gold)"
+                )
+            })?;
+            if !password_stdin {
+                bail!("give the password on standard input with --password-stdin");
+            }
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.len() < 8 {
+                bail!("the password must have at least 8 characters");
+            }
+            let cost = if fast_hash {
+                pec_submit::HashCost::Fast
+            } else {
+                pec_submit::HashCost::Production
+            };
+            let hash = pec_submit::hash_password_with(password, cost)?;
+            let m = Mailbox {
+                address: address.to_ascii_lowercase(),
+                tenant,
+                plan,
+                expansions_gb: expansions,
+                quota_bytes: plan::quota_bytes(plan, expansions)?,
+                used_bytes: 0,
+                password_hash: hash,
+                locked: false,
+                refuse_ordinary: false,
+                created_at: Utc::now(),
+            };
+            if !state.create_mailbox(&m).await? {
+                bail!("mailbox {address} already exists");
+            }
+            println!(
+                "mailbox {} ({}, {} bytes)",
+                m.address,
+                plan.as_str(),
+                m.quota_bytes
+            );
+        }
+        MailboxCommand::List { address, json } => {
+            let m = state
+                .mailbox(&address)
+                .await?
+                .with_context(|| format!("no mailbox {address}"))?;
+            let items = state.mailbox_items(&address).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"mailbox": m.address, "plan": m.plan, "quota_bytes": m.quota_bytes,
+                        "used_bytes": m.used_bytes, "items": items})
+                );
+            } else {
+                println!(
+                    "{}  plan {}  used {} of {} bytes  {} message(s)",
+                    m.address,
+                    m.plan.as_str(),
+                    m.used_bytes,
+                    m.quota_bytes,
+                    items.len()
+                );
+                for i in items {
+                    println!(
+                        "  {}  {}  {:<18} {:>7} B  {}",
+                        i.id,
+                        i.stored_at.format("%Y-%m-%d %H:%M:%S"),
+                        i.kind,
+                        i.size,
+                        i.subject
+                    );
+                }
+            }
+        }
+        MailboxCommand::Show {
+            address,
+            item,
+            anchors,
+            raw,
+        } => {
+            let items = state.mailbox_items(&address).await?;
+            let i = items
+                .iter()
+                .find(|i| i.id == item)
+                .with_context(|| format!("no item {item} in {address}"))?;
+            let bucket = env("PEC_MAILBOX_BUCKET")?;
+            let bytes = s3
+                .get(&bucket, &i.object_key)
+                .await?
+                .with_context(|| format!("s3://{bucket}/{} is missing", i.object_key))?;
+            if raw {
+                use std::io::Write;
+                std::io::stdout().write_all(&bytes)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let c = classify(&bytes);
+            println!("item:     {}", i.id);
+            println!("type:     {}", c.description());
+            println!(
+                "subject:  {}",
+                c.headers.subject.clone().unwrap_or_default()
+            );
+            println!("date:     {}", c.headers.date.clone().unwrap_or_default());
+            println!("from:     {}", c.headers.from.join(", "));
+            if let Some(d) = &c.daticert {
+                println!("identificativo: {}", d.dati.identificativo);
+                if let Some(r) = &d.dati.consegna {
+                    println!("consegna: {r}");
+                }
+                if let Some(e) = &d.dati.errore_esteso {
+                    println!("errore:   {e}");
+                }
+            }
+            if !anchors.is_empty() {
+                let mut ta = TrustAnchors::new();
+                for f in &anchors {
+                    ta.add_pem_bundle(&std::fs::read(f)?)
+                        .with_context(|| format!("trust anchors {}", f.display()))?;
+                }
+                let v = verify_message(&bytes, &ta, None, &VerifyOptions::default());
+                println!("signature: {:?}", v.verdict);
+            }
+        }
+        MailboxCommand::Delete { address, item } => match state.delete_item(&address, &item).await?
+        {
+            Some(i) => println!("deleted {} ({} bytes freed)", i.id, i.size),
+            None => bail!("no item {item} in {address}"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_log(args: LogArgs) -> ExitCode {
+    exit(runtime().and_then(|rt| {
+        rt.block_on(async {
+            let (state, _) = clients().await?;
+            let day = args
+                .day
+                .unwrap_or_else(|| Utc::now().format("%Y-%m-%d").to_string());
+            for e in state.log_day(&day).await? {
+                println!("{}", e.to_json());
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    }))
+}

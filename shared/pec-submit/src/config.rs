@@ -1,0 +1,73 @@
+//! Server configuration.
+
+use std::time::Duration;
+
+use crate::auth::HashCost;
+
+/// Default hard limit on one message: 100 MiB.
+///
+/// The PEC rules (RFC 6109 §3.1.1 as read in `pec-rules.md` §8.1/§8.4) set a 30 MB limit on
+/// *size × number of recipients*; a message over it gets an *avviso di non accettazione* from the
+/// access point's formal checks, which needs the message to be accepted at SMTP time. Only past a
+/// further, provider-chosen hard limit is the rejection left to SMTP. The rules give no figure for
+/// that hard limit, so this crate uses 100 MiB (the largest per-message figure providers
+/// advertise, `pec-rules.md` §8.4): well above 30 MB so that the notice can be produced, and
+/// small enough to bound the memory of a session.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
+
+/// Everything the server needs besides the listener, the TLS configuration and the two traits.
+///
+/// Memory: a session holds at most one message (`max_message_bytes`) in memory, so the worst case
+/// is about `max_sessions × max_message_bytes` (100 MiB × 64 with the defaults).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host name in the greeting, the `EHLO` reply and the `421` replies.
+    pub hostname: String,
+    /// Hard limit on one message, after dot-unstuffing (advertised as `SIZE`).
+    pub max_message_bytes: usize,
+    /// Most `RCPT TO` accepted in one transaction; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Failed `AUTH` attempts after which the session is closed with `421 4.7.0`.
+    pub max_auth_failures: u32,
+    /// Longest command line (and `AUTH` continuation line), CRLF included. RFC 5321 allows 512
+    /// octets for commands; RFC 4954 asks for more for `AUTH` initial responses.
+    pub max_line_bytes: usize,
+    /// Commands after which the session is closed with `421 4.7.0`.
+    pub max_commands: usize,
+    /// Erroneous commands (unknown, out of sequence, syntax) after which the session is closed
+    /// with `421 4.7.0`.
+    pub max_errors: u32,
+    /// How long the server waits for a command line (and for any write to the client).
+    pub command_timeout: Duration,
+    /// How long the server waits for the next chunk of message data after `354`.
+    pub data_timeout: Duration,
+    /// Longest session, from accept to close.
+    pub session_timeout: Duration,
+    /// Concurrent sessions; one more gets `421 4.7.0` and is closed at once.
+    pub max_sessions: usize,
+    /// After the shutdown signal, how long sessions in flight may run before they are cut.
+    pub shutdown_grace: Duration,
+    /// Cost of the dummy hash checked for unknown users. Set it to the cost the mailboxes'
+    /// hashes were made with (see [`HashCost`]) so an unknown user takes as long as a known one.
+    pub dummy_hash_cost: HashCost,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".to_owned(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_recipients: 100,
+            max_auth_failures: 3,
+            max_line_bytes: 2048,
+            max_commands: 1000,
+            max_errors: 10,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            session_timeout: Duration::from_secs(3600),
+            max_sessions: 64,
+            shutdown_grace: Duration::from_secs(30),
+            dummy_hash_cost: HashCost::Production,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The accept loop: concurrent sessions, a bound on their number, graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::session::{self, Shared};
+use crate::{Config, Credentials, Sink};
+
+/// The submission server: configuration, TLS, credentials and sink, ready to [`serve`].
+///
+/// [`serve`]: Server::serve
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server with `tls` for `STARTTLS` (build it with the ring provider, e.g. with
+    /// [`crate::tls_server_config`]), `credentials` for `AUTH` and `sink` for accepted messages.
+    pub fn new(
+        config: Config,
+        tls: Arc<rustls::ServerConfig>,
+        credentials: Arc<dyn Credentials>,
+        sink: Arc<dyn Sink>,
+    ) -> Self {
+        let hash_slots = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                tls: TlsAcceptor::from(tls),
+                credentials,
+                sink,
+                hash_slots: Semaphore::new(hash_slots),
+            }),
+        }
+    }
+
+    /// Accepts connections on `listener` (bound by the caller) and serves each session in its
+    /// own task until `shutdown` completes. Then it stops accepting (the listener is dropped, so
+    /// new connections are refused), tells every session to close at its next command boundary
+    /// (an idle session gets `421 4.3.2` at once; one in `DATA` or in a sink call finishes that
+    /// transaction first), waits up to [`Config::shutdown_grace`] for them, cuts the rest and
+    /// returns.
+    ///
+    /// Over [`Config::max_sessions`], a new connection gets `421 4.7.0` and is closed. Errors of
+    /// `accept` (e.g. out of file descriptors) are logged and retried after a short pause.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let config = &self.shared.config;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(config.max_sessions));
+        let mut sessions = JoinSet::new();
+        let mut next_id: u64 = 0;
+        let shutdown = shutdown;
+        tokio::pin!(shutdown);
+        info!(addr = ?listener.local_addr().ok(), "SMTP submission server listening");
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(done) = sessions.join_next(), if !sessions.is_empty() => log_end(done),
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                            warn!(%peer, "too many sessions, connection refused");
+                            let text = format!(
+                                "421 4.7.0 {} Too many connections, try again later\r\n",
+                                config.hostname
+                            );
+                            // A fresh socket's send buffer is empty: this never blocks.
+                            let _ = tcp.try_write(text.as_bytes());
+                            continue;
+                        };
+                        next_id += 1;
+                        let span = info_span!("smtp", session = next_id, %peer);
+                        let shared = Arc::clone(&self.shared);
+                        let stop = stop_rx.clone();
+                        sessions.spawn(
+                            async move {
+                                let _permit = permit;
+                                session::run(shared, tcp, peer, stop).await;
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        stop_tx.send_replace(true);
+        info!(sessions = sessions.len(), "shutting down");
+        let drain = async {
+            while let Some(done) = sessions.join_next().await {
+                log_end(done);
+            }
+        };
+        if tokio::time::timeout(config.shutdown_grace, drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                sessions = sessions.len(),
+                "grace period over, cutting sessions"
+            );
+            sessions.shutdown().await;
+        }
+        info!("SMTP submission server stopped");
+    }
+}
+
+fn log_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        error!(error = %e, "session panicked");
+    }
+}

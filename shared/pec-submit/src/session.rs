@@ -1,0 +1,929 @@
+//! One SMTP session: the command loop, STARTTLS, AUTH and the mail transaction.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, error, info, warn};
+
+use crate::Config;
+use crate::address::{PathError, is_helo_name, parse_path_arg};
+use crate::auth::{Account, Check, Credentials, check_password, dummy_hash};
+use crate::sink::{Sink, Submission, new_id};
+use crate::wire::{DataDecoder, Line, read_line};
+
+/// What every session shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub tls: TlsAcceptor,
+    pub credentials: Arc<dyn Credentials>,
+    pub sink: Arc<dyn Sink>,
+    /// Bounds concurrent Argon2 checks (each costs CPU and `m_cost` memory).
+    pub hash_slots: Semaphore,
+}
+
+/// The session must end now (connection lost, or a closing reply was already sent).
+struct Stop;
+
+/// What the command loop asks for next.
+enum Next {
+    Continue,
+    Close,
+    StartTls,
+}
+
+/// What reading a client line gave.
+enum Read {
+    Line,
+    TooLong,
+}
+
+struct Transaction {
+    reverse_path: String,
+    recipients: Vec<String>,
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+    deadline: Instant,
+    helo: Option<String>,
+    tls: bool,
+    user: Option<Account>,
+    auth_failures: u32,
+    errors: u32,
+    commands: usize,
+    tx: Option<Transaction>,
+    line: Vec<u8>,
+}
+
+/// Runs one session to its end. Never panics on client input; every error ends the session.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.session_timeout;
+    let mut s = Session {
+        shared,
+        peer,
+        shutdown,
+        deadline,
+        helo: None,
+        tls: false,
+        user: None,
+        auth_failures: 0,
+        errors: 0,
+        commands: 0,
+        tx: None,
+        line: Vec::new(),
+    };
+    let mut io = BufReader::new(tcp);
+    let greeting = format!(
+        "220 {} ESMTP PEC submission service ready",
+        s.shared.config.hostname
+    );
+    if s.send(&mut io, &greeting).await.is_err() {
+        return;
+    }
+    match s.command_loop(&mut io).await {
+        Next::StartTls => {}
+        Next::Close | Next::Continue => {
+            close(io.get_mut(), &s.shared.config).await;
+            return;
+        }
+    }
+    if !io.buffer().is_empty() {
+        // RFC 3207 §5: anything pipelined after STARTTLS came in clear text; it must not be
+        // taken as if it had come over TLS (CVE-2011-0411).
+        warn!(
+            bytes = io.buffer().len(),
+            "discarding data sent after STARTTLS"
+        );
+    }
+    let tcp = io.into_inner();
+    let handshake = timeout(s.shared.config.command_timeout, s.shared.tls.accept(tcp)).await;
+    let tls = match handshake {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            info!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!("TLS handshake timed out");
+            return;
+        }
+    };
+    // RFC 3207 §4.2: forget everything learnt from the client before TLS.
+    s.tls = true;
+    s.helo = None;
+    s.tx = None;
+    let mut io = BufReader::new(tls);
+    s.command_loop(&mut io).await;
+    close(io.get_mut(), &s.shared.config).await;
+}
+
+/// Shuts the write side (a TLS close_notify first), without waiting long for the peer.
+async fn close<S: AsyncWrite + Unpin>(io: &mut S, config: &Config) {
+    let bound = config
+        .command_timeout
+        .min(std::time::Duration::from_secs(5));
+    let _ = timeout(bound, io.shutdown()).await;
+}
+
+fn reply_code_is_client_error(reply: &str) -> bool {
+    ["500", "501", "502", "503", "504", "530", "555"]
+        .iter()
+        .any(|c| reply.starts_with(c))
+}
+
+impl Session {
+    fn host(&self) -> &str {
+        &self.shared.config.hostname
+    }
+
+    /// Writes one reply (lines separated by `\r\n` inside `text`).
+    async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        text: &str,
+    ) -> Result<(), Stop> {
+        let mut out = Vec::with_capacity(text.len() + 2);
+        out.extend_from_slice(text.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let w = io.get_mut();
+        let write = async {
+            w.write_all(&out).await?;
+            w.flush().await
+        };
+        match timeout(self.shared.config.command_timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                Err(Stop)
+            }
+            Err(_) => {
+                info!("write timed out");
+                Err(Stop)
+            }
+        }
+    }
+
+    /// Sends a reply to a command; a client error counts towards `max_errors`, and reaching it
+    /// closes the session with `421`.
+    async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        text: &str,
+    ) -> Result<Next, Stop> {
+        self.send(io, text).await?;
+        if reply_code_is_client_error(text) {
+            self.errors += 1;
+            if self.errors >= self.shared.config.max_errors {
+                info!(errors = self.errors, "too many errors");
+                let bye = format!(
+                    "421 4.7.0 {} Too many errors, closing connection",
+                    self.host()
+                );
+                self.send(io, &bye).await?;
+                return Ok(Next::Close);
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Reads one client line into `self.line`, bounded in size and time. Timeouts and the
+    /// shutdown signal are answered with `421` here.
+    async fn read<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        watch_shutdown: bool,
+    ) -> Result<Read, Stop> {
+        if watch_shutdown && *self.shutdown.borrow() {
+            return self.shutting_down(io).await;
+        }
+        let limit = (Instant::now() + self.shared.config.command_timeout).min(self.deadline);
+        let max = self.shared.config.max_line_bytes;
+        let shutdown = &mut self.shutdown;
+        let line = &mut self.line;
+        let result = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop), if watch_shutdown => None,
+            r = timeout_at(limit, read_line(io, line, max)) => Some(r),
+        };
+        match result {
+            None => self.shutting_down(io).await,
+            Some(Err(_)) => {
+                info!("timeout waiting for the client");
+                let text = format!(
+                    "421 4.4.2 {} Timeout exceeded, closing connection",
+                    self.host()
+                );
+                let _ = self.send(io, &text).await;
+                Err(Stop)
+            }
+            Some(Ok(Ok(Line::Complete))) => Ok(Read::Line),
+            Some(Ok(Ok(Line::TooLong))) => Ok(Read::TooLong),
+            Some(Ok(Ok(Line::Eof))) => {
+                debug!("client closed the connection");
+                Err(Stop)
+            }
+            Some(Ok(Err(e))) => {
+                debug!(error = %e, "read failed");
+                Err(Stop)
+            }
+        }
+    }
+
+    async fn shutting_down<S: AsyncRead + AsyncWrite + Unpin, T>(
+        &mut self,
+        io: &mut BufReader<S>,
+    ) -> Result<T, Stop> {
+        let text = format!(
+            "421 4.3.2 {} Service shutting down, closing connection",
+            self.host()
+        );
+        let _ = self.send(io, &text).await;
+        Err(Stop)
+    }
+
+    async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+    ) -> Next {
+        loop {
+            match self.command(io).await {
+                Ok(Next::Continue) => {}
+                Ok(next) => return next,
+                Err(Stop) => return Next::Close,
+            }
+        }
+    }
+
+    /// Reads and answers one command.
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+    ) -> Result<Next, Stop> {
+        let read = self.read(io, true).await?;
+        self.commands += 1;
+        if self.commands > self.shared.config.max_commands {
+            info!(commands = self.commands, "too many commands");
+            let text = format!(
+                "421 4.7.0 {} Too many commands, closing connection",
+                self.host()
+            );
+            self.send(io, &text).await?;
+            return Ok(Next::Close);
+        }
+        if let Read::TooLong = read {
+            return self.answer(io, "500 5.5.2 Line too long").await;
+        }
+        let line = std::mem::take(&mut self.line);
+        let next = match std::str::from_utf8(&line) {
+            Ok(text) if !text.bytes().any(|b| b.is_ascii_control() && b != b'\t') => {
+                self.dispatch(io, text).await
+            }
+            _ => {
+                self.answer(io, "500 5.5.2 Syntax error, command unrecognized")
+                    .await
+            }
+        };
+        self.line = line;
+        next
+    }
+
+    async fn dispatch<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        text: &str,
+    ) -> Result<Next, Stop> {
+        let (verb, arg) = match text.split_once(' ') {
+            Some((v, a)) => (v, a.trim()),
+            None => (text, ""),
+        };
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" => self.ehlo(io, arg, true).await,
+            "HELO" => self.ehlo(io, arg, false).await,
+            "STARTTLS" => {
+                if self.tls {
+                    self.answer(io, "503 5.5.1 TLS already active").await
+                } else if !arg.is_empty() {
+                    self.answer(io, "501 5.5.4 Syntax: STARTTLS").await
+                } else {
+                    self.send(io, "220 2.0.0 Ready to start TLS").await?;
+                    Ok(Next::StartTls)
+                }
+            }
+            "AUTH" => self.auth(io, arg).await,
+            "MAIL" => self.mail(io, arg).await,
+            "RCPT" => self.rcpt(io, arg).await,
+            "DATA" => self.data(io, arg).await,
+            "RSET" => {
+                if arg.is_empty() {
+                    self.tx = None;
+                    self.answer(io, "250 2.0.0 Ok").await
+                } else {
+                    self.answer(io, "501 5.5.4 Syntax: RSET").await
+                }
+            }
+            "NOOP" => self.answer(io, "250 2.0.0 Ok").await,
+            "QUIT" => {
+                let text = format!("221 2.0.0 {} Bye", self.host());
+                self.send(io, &text).await?;
+                Ok(Next::Close)
+            }
+            "VRFY" => {
+                if arg.is_empty() {
+                    self.answer(io, "501 5.5.4 Syntax: VRFY address").await
+                } else {
+                    self.answer(
+                        io,
+                        "252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery",
+                    )
+                    .await
+                }
+            }
+            "HELP" => {
+                self.answer(
+                    io,
+                    "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT",
+                )
+                .await
+            }
+            "EXPN" | "TURN" | "ETRN" | "ATRN" | "BDAT" | "SEND" | "SOML" | "SAML" => {
+                self.answer(io, "502 5.5.1 Command not implemented").await
+            }
+            _ => {
+                self.answer(io, "500 5.5.2 Syntax error, command unrecognized")
+                    .await
+            }
+        }
+    }
+
+    async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        arg: &str,
+        extended: bool,
+    ) -> Result<Next, Stop> {
+        let name = arg.split(' ').next().unwrap_or_default();
+        if !is_helo_name(name) {
+            let text = if extended {
+                "501 5.5.4 Syntax: EHLO hostname"
+            } else {
+                "501 5.5.4 Syntax: HELO hostname"
+            };
+            return self.answer(io, text).await;
+        }
+        // RFC 5321 §4.1.4: a new EHLO/HELO resets the transaction (not the authentication).
+        self.tx = None;
+        self.helo = Some(name.to_owned());
+        if !extended {
+            let text = format!("250 {}", self.host());
+            return self.answer(io, &text).await;
+        }
+        let mut lines = vec![
+            format!("{} greets {name}", self.host()),
+            format!("SIZE {}", self.shared.config.max_message_bytes),
+            "8BITMIME".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+        ];
+        if self.tls {
+            lines.push("AUTH PLAIN LOGIN".to_owned());
+        } else {
+            lines.push("STARTTLS".to_owned());
+        }
+        let last = lines.len() - 1;
+        let text = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        self.answer(io, &text).await
+    }
+
+    /// Reads one `AUTH` continuation line (after a `334`) and decodes it. `Ok(None)`: the
+    /// exchange failed and was answered.
+    async fn auth_response<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        challenge: &str,
+    ) -> Result<Option<Vec<u8>>, Stop> {
+        self.send(io, challenge).await?;
+        if let Read::TooLong = self.read(io, false).await? {
+            self.answer(io, "500 5.5.6 Authentication exchange line is too long")
+                .await?;
+            return Ok(None);
+        }
+        let line = std::mem::take(&mut self.line);
+        let out = self.decode_b64(io, &line).await;
+        self.line = line;
+        out
+    }
+
+    async fn decode_b64<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        text: &[u8],
+    ) -> Result<Option<Vec<u8>>, Stop> {
+        let text = text.trim_ascii();
+        if text == b"*" {
+            self.answer(io, "501 5.0.0 Authentication cancelled")
+                .await?;
+            return Ok(None);
+        }
+        if text == b"=" {
+            return Ok(Some(Vec::new()));
+        }
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let lenient = &base64::engine::general_purpose::STANDARD_NO_PAD;
+        match b64.decode(text).or_else(|_| lenient.decode(text)) {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => {
+                self.answer(io, "501 5.5.2 Cannot decode Base64 response")
+                    .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        arg: &str,
+    ) -> Result<Next, Stop> {
+        if !self.tls {
+            // RFC 4954 §6; AUTH is not advertised before STARTTLS.
+            return self
+                .answer(
+                    io,
+                    "538 5.7.11 Encryption required for requested authentication mechanism",
+                )
+                .await;
+        }
+        if self.helo.is_none() {
+            return self.answer(io, "503 5.5.1 Send EHLO first").await;
+        }
+        if self.user.is_some() {
+            return self.answer(io, "503 5.5.1 Already authenticated").await;
+        }
+        if self.tx.is_some() {
+            return self
+                .answer(io, "503 5.5.1 AUTH not allowed during a mail transaction")
+                .await;
+        }
+        let (mechanism, initial) = match arg.split_once(' ') {
+            Some((m, i)) => (m, Some(i.trim())),
+            None => (arg, None),
+        };
+        let credentials = match mechanism.to_ascii_uppercase().as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(i) => self.decode_b64(io, i.as_bytes()).await?,
+                    None => self.auth_response(io, "334 ").await?,
+                };
+                let Some(response) = response else {
+                    return Ok(Next::Continue);
+                };
+                parse_plain(&response)
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(i) => self.decode_b64(io, i.as_bytes()).await?,
+                    // "Username:"
+                    None => self.auth_response(io, "334 VXNlcm5hbWU6").await?,
+                };
+                let Some(user) = user else {
+                    return Ok(Next::Continue);
+                };
+                // "Password:"
+                let Some(password) = self.auth_response(io, "334 UGFzc3dvcmQ6").await? else {
+                    return Ok(Next::Continue);
+                };
+                String::from_utf8(user).ok().map(|u| (u, password))
+            }
+            "" => return self.answer(io, "501 5.5.4 Syntax: AUTH mechanism").await,
+            _ => {
+                return self
+                    .answer(io, "504 5.5.4 Unrecognized authentication type")
+                    .await;
+            }
+        };
+        let outcome = match credentials {
+            Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                self.verify(user, password).await
+            }
+            _ => {
+                info!("malformed or empty credentials");
+                Verified::Invalid
+            }
+        };
+        match outcome {
+            Verified::Ok(account) => {
+                info!(user = %account.address, tenant = %account.tenant, "authenticated");
+                self.user = Some(account);
+                self.answer(io, "235 2.7.0 Authentication successful").await
+            }
+            Verified::Temporary => {
+                self.answer(io, "454 4.7.0 Temporary authentication failure")
+                    .await
+            }
+            Verified::Invalid => {
+                self.auth_failures += 1;
+                self.send(io, "535 5.7.8 Authentication credentials invalid")
+                    .await?;
+                if self.auth_failures >= self.shared.config.max_auth_failures {
+                    warn!(
+                        failures = self.auth_failures,
+                        "too many authentication failures"
+                    );
+                    let text = format!(
+                        "421 4.7.0 {} Too many authentication failures, closing connection",
+                        self.host()
+                    );
+                    self.send(io, &text).await?;
+                    return Ok(Next::Close);
+                }
+                Ok(Next::Continue)
+            }
+        }
+    }
+
+    /// Looks the user up and checks the password (Argon2 in a blocking thread). Unknown users
+    /// are checked against a dummy hash, so they take as long as known ones.
+    async fn verify(&self, user: String, password: Vec<u8>) -> Verified {
+        let config = &self.shared.config;
+        let lookup = timeout(
+            config.command_timeout,
+            self.shared.credentials.lookup(&user),
+        )
+        .await;
+        let account = match lookup {
+            Ok(Ok(account)) => account,
+            Ok(Err(e)) => {
+                warn!(user = ?user, error = %e, "credential lookup failed");
+                return Verified::Temporary;
+            }
+            Err(_) => {
+                warn!(user = ?user, "credential lookup timed out");
+                return Verified::Temporary;
+            }
+        };
+        let Ok(_permit) = self.shared.hash_slots.acquire().await else {
+            return Verified::Temporary;
+        };
+        let hash = account.as_ref().map(|a| a.password_hash.clone());
+        let cost = config.dummy_hash_cost;
+        let check = tokio::task::spawn_blocking(move || {
+            let hash = hash.as_deref().unwrap_or_else(|| dummy_hash(cost));
+            check_password(&password, hash)
+        })
+        .await;
+        let check = match check {
+            Ok(c) => c,
+            Err(e) => {
+                error!(error = %e, "password check failed to run");
+                return Verified::Temporary;
+            }
+        };
+        match (account, check) {
+            (None, _) => {
+                info!(user = ?user, "authentication failed: unknown user");
+                Verified::Invalid
+            }
+            (Some(a), Check::BadHash(e)) => {
+                error!(user = %a.address, error = %e, "stored password hash is unusable");
+                Verified::Temporary
+            }
+            (Some(a), Check::Mismatch) => {
+                info!(user = %a.address, locked = a.locked, "authentication failed: wrong password");
+                Verified::Invalid
+            }
+            (Some(a), Check::Match) if a.locked => {
+                warn!(user = %a.address, "authentication refused: mailbox locked");
+                Verified::Invalid
+            }
+            (Some(a), Check::Match) => Verified::Ok(a),
+        }
+    }
+
+    /// Common preconditions of MAIL, RCPT and DATA; `Some(reply)` when one fails.
+    fn transaction_refusal(&self) -> Option<&'static str> {
+        if self.helo.is_none() {
+            Some("503 5.5.1 Send EHLO first")
+        } else if self.user.is_none() {
+            Some("530 5.7.0 Authentication required")
+        } else {
+            None
+        }
+    }
+
+    async fn mail<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        arg: &str,
+    ) -> Result<Next, Stop> {
+        if let Some(refusal) = self.transaction_refusal() {
+            return self.answer(io, refusal).await;
+        }
+        if self.tx.is_some() {
+            return self.answer(io, "503 5.5.1 Sender already specified").await;
+        }
+        let Some(rest) = strip_prefix_ci(arg, "FROM:") else {
+            return self
+                .answer(io, "501 5.5.4 Syntax: MAIL FROM:<address>")
+                .await;
+        };
+        let parsed = match parse_path_arg(rest) {
+            Ok(p) => p,
+            Err(PathError::Syntax) => {
+                return self.answer(io, "501 5.1.7 Bad sender address syntax").await;
+            }
+            Err(PathError::Param) => {
+                return self
+                    .answer(io, "501 5.5.4 Syntax error in parameters")
+                    .await;
+            }
+        };
+        if parsed.path.is_empty() {
+            return self
+                .answer(
+                    io,
+                    "553 5.1.7 Null reverse-path not accepted: a PEC message needs the sender's mailbox",
+                )
+                .await;
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for (key, value) in &parsed.params {
+            let key = key.to_ascii_uppercase();
+            if seen.contains(&key) {
+                return self.answer(io, "501 5.5.4 Duplicate parameter").await;
+            }
+            match (key.as_str(), value) {
+                ("SIZE", Some(v)) => {
+                    let size = (v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| v.parse::<u128>().ok())
+                        .flatten();
+                    let Some(size) = size else {
+                        return self.answer(io, "501 5.5.4 Invalid SIZE parameter").await;
+                    };
+                    if size > self.shared.config.max_message_bytes as u128 {
+                        return self
+                            .answer(
+                                io,
+                                "552 5.3.4 Message size exceeds fixed maximum message size",
+                            )
+                            .await;
+                    }
+                }
+                ("BODY", Some(v))
+                    if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                ("BODY", _) => {
+                    return self.answer(io, "501 5.5.4 Invalid BODY parameter").await;
+                }
+                // RFC 4954 §5: allowed once AUTH is advertised; the value is not used.
+                ("AUTH", Some(_)) => {}
+                _ => {
+                    return self.answer(io, "555 5.5.4 Unsupported parameter").await;
+                }
+            }
+            seen.push(key);
+        }
+        self.tx = Some(Transaction {
+            reverse_path: parsed.path.to_owned(),
+            recipients: Vec::new(),
+        });
+        self.answer(io, "250 2.1.0 Ok").await
+    }
+
+    async fn rcpt<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        arg: &str,
+    ) -> Result<Next, Stop> {
+        if let Some(refusal) = self.transaction_refusal() {
+            return self.answer(io, refusal).await;
+        }
+        let Some(count) = self.tx.as_ref().map(|t| t.recipients.len()) else {
+            return self.answer(io, "503 5.5.1 Need MAIL command").await;
+        };
+        let Some(rest) = strip_prefix_ci(arg, "TO:") else {
+            return self.answer(io, "501 5.5.4 Syntax: RCPT TO:<address>").await;
+        };
+        let parsed = match parse_path_arg(rest) {
+            Ok(p) if !p.path.is_empty() => p,
+            Ok(_) | Err(PathError::Syntax) => {
+                return self
+                    .answer(io, "501 5.1.3 Bad recipient address syntax")
+                    .await;
+            }
+            Err(PathError::Param) => {
+                return self
+                    .answer(io, "501 5.5.4 Syntax error in parameters")
+                    .await;
+            }
+        };
+        if !parsed.params.is_empty() {
+            return self.answer(io, "555 5.5.4 Unsupported parameter").await;
+        }
+        if count >= self.shared.config.max_recipients {
+            return self.answer(io, "452 4.5.3 Too many recipients").await;
+        }
+        let path = parsed.path.to_owned();
+        if let Some(tx) = self.tx.as_mut() {
+            tx.recipients.push(path);
+        }
+        self.answer(io, "250 2.1.5 Ok").await
+    }
+
+    async fn data<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        arg: &str,
+    ) -> Result<Next, Stop> {
+        if !arg.is_empty() {
+            return self.answer(io, "501 5.5.4 Syntax: DATA").await;
+        }
+        if let Some(refusal) = self.transaction_refusal() {
+            return self.answer(io, refusal).await;
+        }
+        match &self.tx {
+            None => return self.answer(io, "503 5.5.1 Need MAIL command").await,
+            Some(tx) if tx.recipients.is_empty() => {
+                return self.answer(io, "503 5.5.1 Need RCPT command").await;
+            }
+            Some(_) => {}
+        }
+        self.send(io, "354 End data with <CR><LF>.<CR><LF>").await?;
+        let mut decoder = DataDecoder::new(self.shared.config.max_message_bytes);
+        loop {
+            let limit = (Instant::now() + self.shared.config.data_timeout).min(self.deadline);
+            let chunk = match timeout_at(limit, io.fill_buf()).await {
+                Ok(Ok([])) => {
+                    debug!("client closed the connection during DATA");
+                    return Err(Stop);
+                }
+                Ok(Ok(chunk)) => chunk,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "read failed during DATA");
+                    return Err(Stop);
+                }
+                Err(_) => {
+                    info!("timeout during DATA");
+                    let text = format!(
+                        "421 4.4.2 {} Timeout exceeded, closing connection",
+                        self.host()
+                    );
+                    let _ = self.send(io, &text).await;
+                    return Err(Stop);
+                }
+            };
+            let len = chunk.len();
+            match decoder.feed(chunk) {
+                Some(n) => {
+                    io.consume(n);
+                    break;
+                }
+                None => io.consume(len),
+            }
+        }
+        let Some(tx) = self.tx.take() else {
+            return Err(Stop);
+        };
+        if decoder.oversized {
+            info!(bytes = decoder.total, "message over the size limit refused");
+            return self
+                .answer(
+                    io,
+                    "552 5.3.4 Message size exceeds fixed maximum message size",
+                )
+                .await;
+        }
+        if decoder.bare_line_end {
+            info!("message with bare CR or LF refused");
+            return self
+                .answer(
+                    io,
+                    "554 5.6.0 Message refused: bare CR or LF (lines must end with CRLF, RFC 5321 section 2.3.8)",
+                )
+                .await;
+        }
+        let (Some(account), Some(helo)) = (self.user.as_ref(), self.helo.as_ref()) else {
+            return Err(Stop);
+        };
+        let received_at = chrono::Utc::now();
+        let submission = Submission {
+            id: new_id(received_at),
+            received_at,
+            reverse_path: tx.reverse_path,
+            recipients: tx.recipients,
+            user: account.address.clone(),
+            tenant: account.tenant.clone(),
+            client_ip: self.peer.ip().to_canonical().to_string(),
+            helo: helo.clone(),
+            tls: self.tls,
+            raw: decoder.raw,
+        };
+        let stored = timeout(
+            self.shared.config.command_timeout,
+            self.shared.sink.store(&submission),
+        )
+        .await;
+        match stored {
+            Ok(Ok(())) => {
+                info!(
+                    id = %submission.id,
+                    user = %submission.user,
+                    recipients = submission.recipients.len(),
+                    bytes = submission.raw.len(),
+                    "message accepted"
+                );
+                let text = format!("250 2.0.0 Ok: queued as {}", submission.id);
+                self.answer(io, &text).await
+            }
+            Ok(Err(e)) => {
+                warn!(id = %submission.id, error = %e, "sink failed, message not accepted");
+                self.answer(
+                    io,
+                    "451 4.3.0 Temporary failure, message not stored: try again later",
+                )
+                .await
+            }
+            Err(_) => {
+                warn!(id = %submission.id, "sink timed out, message not accepted");
+                self.answer(
+                    io,
+                    "451 4.3.0 Temporary failure, message not stored: try again later",
+                )
+                .await
+            }
+        }
+    }
+}
+
+enum Verified {
+    Ok(Account),
+    Invalid,
+    Temporary,
+}
+
+/// `[authzid] NUL authcid NUL passwd` (RFC 4616). An authorization identity other than the
+/// login name is not supported: such a response is invalid.
+fn parse_plain(response: &[u8]) -> Option<(String, Vec<u8>)> {
+    let mut parts = response.split(|&b| b == 0);
+    let authzid = parts.next()?;
+    let authcid = parts.next()?;
+    let passwd = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    if !authzid.is_empty() && authzid != authcid {
+        return None;
+    }
+    let user = String::from_utf8(authcid.to_vec()).ok()?;
+    Some((user, passwd.to_vec()))
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain() {
+        assert_eq!(
+            parse_plain(b"\0u@x.it\0pw"),
+            Some(("u@x.it".to_owned(), b"pw".to_vec()))
+        );
+        assert_eq!(
+            parse_plain(b"u@x.it\0u@x.it\0pw"),
+            Some(("u@x.it".to_owned(), b"pw".to_vec()))
+        );
+        assert_eq!(parse_plain(b"other\0u@x.it\0pw"), None);
+        assert_eq!(parse_plain(b"\0u@x.it"), None);
+        assert_eq!(parse_plain(b"\0u\0p\0q"), None);
+        assert_eq!(parse_plain(b"\0\xff\0p"), None);
+    }
+
+    #[test]
+    fn prefix() {
+        assert_eq!(strip_prefix_ci("from:<a@b>", "FROM:"), Some("<a@b>"));
+        assert_eq!(strip_prefix_ci("FRO", "FROM:"), None);
+        assert_eq!(strip_prefix_ci("FRÖM:", "FROM:"), None);
+    }
+}

@@ -1,0 +1,293 @@
+//! Bounded reading from the client: command lines and the `DATA` stream.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+/// One command line read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A complete line, without its line end (CRLF, or a lone LF, tolerated in commands).
+    Complete,
+    /// The line was longer than the bound: it was read to its end and thrown away.
+    TooLong,
+    /// The client closed the connection (a partial last line is dropped).
+    Eof,
+}
+
+/// Reads one line into `out` (cleared first), keeping at most `max` bytes (line end included).
+/// Never buffers more than `max` bytes, whatever the client sends.
+pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    out.clear();
+    let mut too_long = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if out.len() + take > max {
+                too_long = true;
+                out.clear();
+            } else {
+                out.extend_from_slice(&buf[..take]);
+            }
+        }
+        r.consume(take);
+        if done {
+            if too_long {
+                return Ok(Line::TooLong);
+            }
+            out.pop(); // LF
+            if out.last() == Some(&b'\r') {
+                out.pop();
+            }
+            return Ok(Line::Complete);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line.
+    LineStart,
+    /// A `.` began the line (not yet emitted: it is either stuffing or the end marker).
+    Dot,
+    /// `.` CR at the start of a line: LF ends the data.
+    DotCr,
+    /// Inside a line.
+    Mid,
+    /// After a CR inside a line.
+    Cr,
+}
+
+/// The `DATA` decoder (RFC 5321 §4.1.1.4, §4.5.2): finds the end marker `CRLF.CRLF`, removes
+/// dot-stuffing, keeps at most `max` bytes and notes bare CR / bare LF (RFC 5321 §2.3.8).
+///
+/// Only the exact sequence CR LF `.` CR LF ends the data: `LF.LF` or `CR.CR` are message text
+/// (and make the message invalid), so there is no end-of-data ambiguity to smuggle with.
+#[derive(Debug)]
+pub(crate) struct DataDecoder {
+    state: State,
+    max: usize,
+    /// The unstuffed message, empty once `oversized`.
+    pub raw: Vec<u8>,
+    /// Unstuffed bytes seen, including the ones not kept.
+    pub total: usize,
+    /// More than `max` bytes: `raw` was dropped and nothing more is kept.
+    pub oversized: bool,
+    /// A CR not followed by LF, or an LF not preceded by CR, was seen.
+    pub bare_line_end: bool,
+}
+
+impl DataDecoder {
+    pub fn new(max: usize) -> Self {
+        Self {
+            state: State::LineStart,
+            max,
+            raw: Vec::new(),
+            total: 0,
+            oversized: false,
+            bare_line_end: false,
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        self.total = self.total.saturating_add(bytes.len());
+        if self.oversized {
+            return;
+        }
+        if self.total > self.max {
+            self.oversized = true;
+            self.raw = Vec::new();
+        } else {
+            self.raw.extend_from_slice(bytes);
+        }
+    }
+
+    /// Feeds bytes; returns `Some(n)` when the end marker's last byte is `input[n - 1]` (the
+    /// rest of `input` belongs to the next command), `None` if more data is needed.
+    pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Mid => {
+                    // Fast path: copy up to the next CR or LF at once.
+                    let run = input[i..]
+                        .iter()
+                        .position(|&c| c == b'\r' || c == b'\n')
+                        .unwrap_or(input.len() - i);
+                    if run > 0 {
+                        self.emit(&input[i..i + run]);
+                        i += run;
+                        continue;
+                    }
+                    self.emit(&[b]);
+                    if b == b'\r' {
+                        self.state = State::Cr;
+                    } else {
+                        // A bare LF does not start a line: a "." after it is text, never
+                        // the end marker.
+                        self.bare_line_end = true;
+                    }
+                }
+                State::LineStart => match b {
+                    b'.' => self.state = State::Dot,
+                    b'\r' => {
+                        self.emit(&[b]);
+                        self.state = State::Cr;
+                    }
+                    b'\n' => {
+                        self.emit(&[b]);
+                        self.bare_line_end = true;
+                        self.state = State::Mid;
+                    }
+                    _ => {
+                        self.emit(&[b]);
+                        self.state = State::Mid;
+                    }
+                },
+                State::Dot => match b {
+                    b'\r' => self.state = State::DotCr,
+                    // The leading dot is dropped ("..x" → ".x", ".x" → "x").
+                    b'\n' => {
+                        self.emit(&[b]);
+                        self.bare_line_end = true;
+                        self.state = State::Mid;
+                    }
+                    _ => {
+                        self.emit(&[b]);
+                        self.state = State::Mid;
+                    }
+                },
+                State::DotCr => {
+                    if b == b'\n' {
+                        self.state = State::LineStart;
+                        return Some(i + 1);
+                    }
+                    // "." CR x: the dot was stuffing, the CR is bare.
+                    self.emit(b"\r");
+                    self.bare_line_end = true;
+                    self.state = State::Mid;
+                    continue; // x again, in Mid
+                }
+                State::Cr => {
+                    if b == b'\n' {
+                        self.emit(&[b]);
+                        self.state = State::LineStart;
+                    } else {
+                        self.bare_line_end = true;
+                        self.state = State::Mid;
+                        continue; // b again, in Mid
+                    }
+                }
+            }
+            i += 1;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(chunks: &[&[u8]], max: usize) -> (DataDecoder, Option<Vec<u8>>) {
+        let mut d = DataDecoder::new(max);
+        for (k, c) in chunks.iter().enumerate() {
+            if let Some(n) = d.feed(c) {
+                let mut rest = c[n..].to_vec();
+                for later in &chunks[k + 1..] {
+                    rest.extend_from_slice(later);
+                }
+                return (d, Some(rest));
+            }
+        }
+        (d, None)
+    }
+
+    #[test]
+    fn unstuffing_and_end() {
+        let (d, rest) = decode(&[b"a\r\n..b\r\n.c\r\n\r\n.\r\nQUIT\r\n"], 1000);
+        assert_eq!(d.raw, b"a\r\n.b\r\nc\r\n\r\n");
+        assert_eq!(rest.unwrap(), b"QUIT\r\n");
+        assert!(!d.bare_line_end && !d.oversized);
+    }
+
+    #[test]
+    fn empty_message_and_split_marker() {
+        let (d, rest) = decode(&[b".\r\n"], 10);
+        assert_eq!(d.raw, b"");
+        assert_eq!(rest.unwrap(), b"");
+        // The marker split over every possible chunk boundary.
+        let whole: &[u8] = b"x\r\n..\r\n.\r\n";
+        for cut in 0..whole.len() {
+            let (d, rest) = decode(&[&whole[..cut], &whole[cut..]], 100);
+            assert_eq!(d.raw, b"x\r\n.\r\n", "cut {cut}");
+            assert_eq!(rest.unwrap(), b"", "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn no_smuggling() {
+        // LF.LF and CR.CR and LF.CRLF are not the end.
+        let (d, rest) = decode(&[b"a\n.\nb\r.\rc\n.\r\nd\r\n.\r\n"], 1000);
+        assert_eq!(rest.unwrap(), b"");
+        assert!(d.bare_line_end);
+        assert_eq!(d.raw, b"a\n.\nb\r.\rc\n.\r\nd\r\n");
+        let (d, rest) = decode(&[b"a\r\n.\rx\r\n.\r\n"], 1000);
+        assert!(rest.is_some());
+        assert!(d.bare_line_end);
+        assert_eq!(d.raw, b"a\r\n\rx\r\n");
+    }
+
+    #[test]
+    fn size_bound() {
+        let (d, rest) = decode(&[b"12345\r\n", b"67890\r\n.\r\n"], 8);
+        assert!(rest.is_some());
+        assert!(d.oversized);
+        assert!(d.raw.is_empty());
+        assert_eq!(d.total, 14);
+        let (d, _) = decode(&[b"123456\r\n.\r\n"], 8);
+        assert!(!d.oversized);
+        assert_eq!(d.raw, b"123456\r\n");
+    }
+
+    #[tokio::test]
+    async fn lines() {
+        let input: &[u8] = b"EHLO x\r\nNOOP\n";
+        let mut r = tokio::io::BufReader::with_capacity(4, input);
+        let mut out = Vec::new();
+        assert_eq!(
+            read_line(&mut r, &mut out, 64).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(out, b"EHLO x");
+        assert_eq!(
+            read_line(&mut r, &mut out, 64).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(out, b"NOOP");
+        assert_eq!(read_line(&mut r, &mut out, 64).await.unwrap(), Line::Eof);
+
+        let long = [b"x".repeat(100), b"\r\nQUIT\r\n".to_vec()].concat();
+        let mut r = tokio::io::BufReader::with_capacity(7, &long[..]);
+        assert_eq!(
+            read_line(&mut r, &mut out, 50).await.unwrap(),
+            Line::TooLong
+        );
+        assert!(out.is_empty());
+        assert_eq!(
+            read_line(&mut r, &mut out, 50).await.unwrap(),
+            Line::Complete
+        );
+        assert_eq!(out, b"QUIT");
+    }
+}
