@@ -44,6 +44,61 @@ struct Args {
     /// Run only these functions (logical ids); default: every function of the template.
     #[arg(long = "only", value_name = "FUNCTION")]
     only: Vec<String>,
+    /// Also run the SMTP submission gateway on 127.0.0.1:PORT (0: any free port; the port is
+    /// printed as `pec-runner: smtp 127.0.0.1:<port>`), with a self-signed certificate.
+    #[arg(long, value_name = "PORT")]
+    smtp_port: Option<u16>,
+    /// Write the gateway's certificate (PEM) here, for clients to trust.
+    #[arg(long, value_name = "FILE", requires = "smtp_port")]
+    smtp_cert_out: Option<PathBuf>,
+}
+
+/// The submission gateway over the stack's state table and raw bucket (as a container host
+/// runs it in AWS), until `stop` turns true.
+async fn start_gateway(
+    aws: &AwsClients,
+    env: &BTreeMap<String, String>,
+    port: u16,
+    cert_out: Option<&PathBuf>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let get = |name: &str| {
+        env.get(name)
+            .cloned()
+            .with_context(|| format!("the stack's function environment has no {name}"))
+    };
+    let state = pec_aws::DynamoState::new(
+        aws.dynamodb.clone(),
+        &get("PEC_STATE_TABLE")?,
+        &get("PEC_LOG_TABLE")?,
+    );
+    let sink = pec_submit::aws::RawBucketSink::new(
+        pec_aws::S3Store::new(aws.s3.clone()),
+        &get("PEC_RAW_BUCKET")?,
+    );
+    let tls = pec_submit::dev_tls::localhost().context("gateway certificate")?;
+    if let Some(path) = cert_out {
+        std::fs::write(path, &tls.cert_pem)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let config = pec_submit::Config {
+        hostname: get("PEC_PROVIDER_DOMAIN")?,
+        ..pec_submit::Config::default()
+    };
+    let server = pec_submit::Server::new(
+        config,
+        tls.server_config,
+        Arc::new(pec_submit::aws::StateCredentials::new(state)),
+        Arc::new(sink),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port} for SMTP"))?;
+    eprintln!("pec-runner: smtp {}", listener.local_addr()?);
+    let mut stop = stop;
+    Ok(tokio::spawn(server.serve(listener, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })))
 }
 
 type Handler =
@@ -256,11 +311,31 @@ async fn main() -> Result<()> {
     if pollers.is_empty() {
         bail!("no function to run");
     }
+    let (stop_gateway, gateway_stop) = tokio::sync::watch::channel(false);
+    let gateway = match args.smtp_port {
+        Some(port) => {
+            let env: BTreeMap<String, String> = resources["function_environment"]
+                .as_object()
+                .map(|vars| {
+                    vars.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(start_gateway(&aws, &env, port, args.smtp_cert_out.as_ref(), gateway_stop).await?)
+        }
+        None => None,
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let idle = args.until_idle.map(Duration::from_secs);
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("pec-runner: interrupted; stopping");
+                break;
+            }
+            _ = terminate.recv() => {
+                eprintln!("pec-runner: terminated; stopping");
                 break;
             }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
@@ -274,6 +349,14 @@ async fn main() -> Result<()> {
         }
     }
     stop.store(true, Ordering::SeqCst);
+    let _ = stop_gateway.send(true);
+    if let Some(g) = gateway
+        && tokio::time::timeout(Duration::from_secs(40), g)
+            .await
+            .is_err()
+    {
+        eprintln!("pec-runner: the SMTP gateway did not stop within 40 s");
+    }
     for p in pollers {
         // A poller ends after its current receive (<= 1 s wait) and batch.
         if tokio::time::timeout(Duration::from_secs(120), p)

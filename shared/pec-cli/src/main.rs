@@ -11,6 +11,7 @@ mod cert;
 mod inspect;
 mod mailbox;
 mod scan;
+mod send;
 mod verify;
 
 #[derive(Parser)]
@@ -41,6 +42,9 @@ enum Command {
     Mailbox(mailbox::MailboxArgs),
     /// Print the provider log of one day (JSON lines).
     Log(mailbox::LogArgs),
+    /// Submit a message through the SMTP submission gateway (STARTTLS + AUTH); prints the
+    /// gateway's queue id.
+    Send(send::SendArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +61,6 @@ fn main() -> ExitCode {
         Command::Tenant(args) => mailbox::run_tenant(args),
         Command::Mailbox(args) => mailbox::run_mailbox(args),
         Command::Log(args) => mailbox::run_log(args),
+        Command::Send(args) => send::run(args),
     }
 }

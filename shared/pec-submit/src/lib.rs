@@ -73,6 +73,8 @@
 
 mod address;
 mod auth;
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "client")]
 pub mod client;
 mod config;

@@ -1,0 +1,108 @@
+//! The gateway's production adapters (feature `aws`): accounts from the state table, and the
+//! raw bucket as the sink.
+//!
+//! The sink writes `submitted/<id>.eml` (the bytes as received), then `submitted/<id>.json`
+//! ([`SubmissionEnvelope`]); only the `.json` triggers the access point, so the message is
+//! always in place when ingress reads it. Both writes are conditional: a retried `DATA` that
+//! reaches the sink twice with the same id (it cannot: ids are random) would change nothing.
+
+use pec_aws::{ObjectStore, StateStore};
+use pec_core::submission::{ENVELOPE_VERSION, SubmissionEnvelope};
+
+use crate::{Account, BoxFuture, CredentialError, Credentials, Sink, SinkError, Submission};
+
+/// [`Credentials`] from the state table: the login name is the mailbox address (any case).
+pub struct StateCredentials<Db> {
+    state: Db,
+}
+
+impl<Db: StateStore> StateCredentials<Db> {
+    /// Accounts read from `state`.
+    pub fn new(state: Db) -> Self {
+        Self { state }
+    }
+}
+
+impl<Db: StateStore> Credentials for StateCredentials<Db> {
+    fn lookup<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Account>, CredentialError>> {
+        Box::pin(async move {
+            let address = username.trim().to_ascii_lowercase();
+            if !pec_core::addr::is_addr_spec(&address) {
+                return Ok(None);
+            }
+            let mailbox = self
+                .state
+                .mailbox(&address)
+                .await
+                .map_err(CredentialError::new)?;
+            Ok(mailbox.map(|m| Account {
+                address: m.address,
+                tenant: m.tenant,
+                password_hash: m.password_hash,
+                locked: m.locked,
+            }))
+        })
+    }
+}
+
+/// [`Sink`] on the raw bucket.
+pub struct RawBucketSink<St> {
+    store: St,
+    bucket: String,
+}
+
+impl<St: ObjectStore> RawBucketSink<St> {
+    /// Submissions written to `bucket` through `store`.
+    pub fn new(store: St, bucket: &str) -> Self {
+        Self {
+            store,
+            bucket: bucket.to_string(),
+        }
+    }
+}
+
+/// The envelope recorded for `s`.
+pub fn envelope_of(s: &Submission) -> SubmissionEnvelope {
+    SubmissionEnvelope {
+        version: ENVELOPE_VERSION,
+        id: s.id.clone(),
+        received_at: s.received_at,
+        user: s.user.clone(),
+        tenant: s.tenant.clone(),
+        reverse_path: s.reverse_path.clone(),
+        recipients: s.recipients.clone(),
+        client_ip: s.client_ip.clone(),
+        tls: s.tls,
+    }
+}
+
+impl<St: ObjectStore> Sink for RawBucketSink<St> {
+    fn store<'a>(&'a self, s: &'a Submission) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let envelope = envelope_of(s);
+            self.store
+                .put_if_absent(
+                    &self.bucket,
+                    &envelope.message_key(),
+                    s.raw.clone(),
+                    "message/rfc822",
+                )
+                .await
+                .map_err(SinkError::new)?;
+            self.store
+                .put_if_absent(
+                    &self.bucket,
+                    &envelope.envelope_key(),
+                    envelope.to_json(),
+                    "application/json",
+                )
+                .await
+                .map_err(SinkError::new)?;
+            tracing::info!(id = %s.id, user = %s.user, recipients = s.recipients.len(), bytes = s.raw.len(), "submission stored");
+            Ok(())
+        })
+    }
+}
