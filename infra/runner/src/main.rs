@@ -44,6 +44,14 @@ struct Args {
     /// Run only these functions (logical ids); default: every function of the template.
     #[arg(long = "only", value_name = "FUNCTION")]
     only: Vec<String>,
+    /// Hand every batch to its handler this many times, concurrently (at-least-once delivery:
+    /// the duplicate tests); a record fails if any delivery of it failed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
+    deliver_times: u8,
+    /// Hide received messages for this many seconds instead of the queue's visibility timeout
+    /// (a runner killed mid-batch then gets its messages back sooner: the chaos tests).
+    #[arg(long, value_name = "SECONDS")]
+    visibility_timeout: Option<i32>,
     /// Also run the SMTP submission gateway on 127.0.0.1:PORT (0: any free port; the port is
     /// printed as `pec-runner: smtp 127.0.0.1:<port>`), with a self-signed certificate.
     #[arg(long, value_name = "PORT")]
@@ -201,6 +209,8 @@ struct Poller {
     queue_url: String,
     batch_size: i32,
     retry_after: i32,
+    deliver_times: u8,
+    visibility_timeout: Option<i32>,
     handler: Handler,
     sqs: aws_sdk_sqs::Client,
     activity: Arc<Activity>,
@@ -214,7 +224,15 @@ impl Poller {
     async fn run(self) {
         while !self.stop.load(Ordering::SeqCst) {
             let batch = self.batch_size.clamp(1, 10);
-            let event = match queue::receive_event(&self.sqs, &self.queue_url, batch, 1).await {
+            let event = match queue::receive_event_hidden_for(
+                &self.sqs,
+                &self.queue_url,
+                batch,
+                1,
+                self.visibility_timeout,
+            )
+            .await
+            {
                 Ok(event) => event,
                 Err(error) => {
                     tracing::error!(function = %self.function, error = %error, "cannot poll; retrying in 1 s");
@@ -226,12 +244,30 @@ impl Poller {
                 continue;
             }
             self.activity.touch();
-            let response = (self.handler)(event.clone()).await;
-            let failed: Vec<String> = response
-                .batch_item_failures
-                .iter()
-                .map(|f| f.item_identifier.clone())
+            let deliveries: Vec<_> = (0..self.deliver_times)
+                .map(|_| tokio::spawn((self.handler)(event.clone())))
                 .collect();
+            let mut failed: Vec<String> = Vec::new();
+            for delivery in deliveries {
+                let ids: Vec<String> = match delivery.await {
+                    Ok(response) => response
+                        .batch_item_failures
+                        .into_iter()
+                        .map(|f| f.item_identifier)
+                        .collect(),
+                    // A panicking handler fails the whole batch (Lambda: the invocation fails).
+                    Err(_) => event
+                        .records
+                        .iter()
+                        .filter_map(|r| r.message_id.clone())
+                        .collect(),
+                };
+                for id in ids {
+                    if !failed.contains(&id) {
+                        failed.push(id);
+                    }
+                }
+            }
             tracing::info!(function = %self.function, received = event.records.len(), failed = failed.len(), "batch handled");
             if let Err(error) = queue::settle(
                 &self.sqs,
@@ -299,6 +335,8 @@ async fn main() -> Result<()> {
                     queue_url,
                     batch_size,
                     retry_after: args.retry_after,
+                    deliver_times: args.deliver_times,
+                    visibility_timeout: args.visibility_timeout,
                     handler: handler.clone(),
                     sqs: aws.sqs.clone(),
                     activity: activity.clone(),

@@ -24,11 +24,24 @@ pub async fn receive_event(
     max: i32,
     wait_seconds: i32,
 ) -> Result<SqsEvent, QueueError> {
+    receive_event_hidden_for(client, queue_url, max, wait_seconds, None).await
+}
+
+/// [`receive_event`], hiding the received messages for `visibility_seconds` instead of the
+/// queue's visibility timeout (the local runner's `--visibility-timeout`).
+pub async fn receive_event_hidden_for(
+    client: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    max: i32,
+    wait_seconds: i32,
+    visibility_seconds: Option<i32>,
+) -> Result<SqsEvent, QueueError> {
     let out = client
         .receive_message()
         .queue_url(queue_url)
         .max_number_of_messages(max)
         .wait_time_seconds(wait_seconds)
+        .set_visibility_timeout(visibility_seconds)
         .message_system_attribute_names(MessageSystemAttributeName::All)
         .send()
         .await

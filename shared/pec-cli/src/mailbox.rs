@@ -63,6 +63,9 @@ pub enum MailboxCommand {
         /// Cheap password hash: local demos and tests only.
         #[arg(long)]
         fast_hash: bool,
+        /// Quota in bytes instead of the plan's (special contracts; the quota tests).
+        #[arg(long)]
+        quota_bytes: Option<u64>,
     },
     /// List what a mailbox holds, oldest first, with its usage.
     List {
@@ -167,6 +170,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             expansions,
             password_stdin,
             fast_hash,
+            quota_bytes,
         } => {
             if !pec_core::addr::is_addr_spec(&address) {
                 bail!("{address:?} is not a mailbox address");
@@ -196,7 +200,10 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 tenant,
                 plan,
                 expansions_gb: expansions,
-                quota_bytes: plan::quota_bytes(plan, expansions)?,
+                quota_bytes: match quota_bytes {
+                    Some(q) => q,
+                    None => plan::quota_bytes(plan, expansions)?,
+                },
                 used_bytes: 0,
                 password_hash: hash,
                 locked: false,
