@@ -72,6 +72,12 @@ pub enum MailboxCommand {
         address: String,
         #[arg(long)]
         json: bool,
+        /// Only what concerns this submission id (as printed by `pec send`).
+        #[arg(long)]
+        message: Option<String>,
+        /// Verify each item's signature against these PEM trust anchors (adds a column).
+        #[arg(long = "anchors", value_name = "PEM")]
+        anchors: Vec<PathBuf>,
     },
     /// Show one stored message: kind, subject, date, signature verdict; `--raw` prints bytes.
     Show {
@@ -220,17 +226,52 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 m.quota_bytes
             );
         }
-        MailboxCommand::List { address, json } => {
+        MailboxCommand::List {
+            address,
+            json,
+            message,
+            anchors,
+        } => {
             let m = state
                 .mailbox(&address)
                 .await?
                 .with_context(|| format!("no mailbox {address}"))?;
-            let items = state.mailbox_items(&address).await?;
+            let mut items = state.mailbox_items(&address).await?;
+            if let Some(id) = &message {
+                let mine = [format!("/msg/{id}/"), format!("/submitted/{id}.eml/")];
+                items.retain(|i| mine.iter().any(|m| i.evidence_key.contains(m.as_str())));
+            }
+            let ta = load_anchors(&anchors)?;
+            let bucket = env("PEC_MAILBOX_BUCKET")?;
+            let mut verdicts = Vec::new();
+            for i in &items {
+                verdicts.push(match &ta {
+                    None => None,
+                    Some(ta) => Some(match s3.get(&bucket, &i.object_key).await? {
+                        Some(bytes) => format!(
+                            "{:?}",
+                            verify_message(&bytes, ta, None, &VerifyOptions::default()).verdict
+                        ),
+                        None => "MISSING".to_string(),
+                    }),
+                });
+            }
             if json {
+                let rows: Vec<serde_json::Value> = items
+                    .iter()
+                    .zip(&verdicts)
+                    .map(|(i, v)| {
+                        let mut row = serde_json::to_value(i).unwrap_or_default();
+                        if let (Some(v), Some(obj)) = (v, row.as_object_mut()) {
+                            obj.insert("signature".into(), v.clone().into());
+                        }
+                        row
+                    })
+                    .collect();
                 println!(
                     "{}",
                     serde_json::json!({"mailbox": m.address, "plan": m.plan, "quota_bytes": m.quota_bytes,
-                        "used_bytes": m.used_bytes, "items": items})
+                        "used_bytes": m.used_bytes, "items": rows})
                 );
             } else {
                 println!(
@@ -241,13 +282,14 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                     m.quota_bytes,
                     items.len()
                 );
-                for i in items {
+                for (i, v) in items.iter().zip(&verdicts) {
                     println!(
-                        "  {}  {}  {:<18} {:>7} B  {}",
+                        "  {}  {}  {:<18} {:>7} B  {}{}",
                         i.id,
                         i.stored_at.format("%Y-%m-%d %H:%M:%S"),
                         i.kind,
                         i.size,
+                        v.as_ref().map(|v| format!("{v:<8} ")).unwrap_or_default(),
                         i.subject
                     );
                 }
@@ -292,12 +334,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                     println!("errore:   {e}");
                 }
             }
-            if !anchors.is_empty() {
-                let mut ta = TrustAnchors::new();
-                for f in &anchors {
-                    ta.add_pem_bundle(&std::fs::read(f)?)
-                        .with_context(|| format!("trust anchors {}", f.display()))?;
-                }
+            if let Some(ta) = load_anchors(&anchors)? {
                 let v = verify_message(&bytes, &ta, None, &VerifyOptions::default());
                 println!("signature: {:?}", v.verdict);
             }
@@ -309,6 +346,19 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn load_anchors(files: &[PathBuf]) -> anyhow::Result<Option<TrustAnchors>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let mut ta = TrustAnchors::new();
+    for f in files {
+        let pem = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        ta.add_pem_bundle(&pem)
+            .with_context(|| format!("trust anchors {}", f.display()))?;
+    }
+    Ok(Some(ta))
 }
 
 pub fn run_log(args: LogArgs) -> ExitCode {
