@@ -289,11 +289,12 @@ async fn ses_send_raw_is_readable_back(ctx: Arc<Ctx>) -> Result<()> {
     Ok(())
 }
 
-/// A put into the raw-mail bucket becomes an ObjectCreated record on the ingress queue.
+/// A submission envelope put into the raw-mail bucket (`submitted/<id>.json`, the gateway's
+/// last write) becomes an ObjectCreated record on the ingress queue.
 async fn s3_put_announces_object_created_on_ingress_queue(ctx: Arc<Ctx>) -> Result<()> {
     let bucket = ctx.stack.output("RawMailBucketName")?;
     let queue = ctx.stack.output("IngressQueueUrl")?;
-    let key = unique("submitted/smoke");
+    let key = format!("{}.json", unique("submitted/smoke"));
     ctx.aws
         .s3
         .put_object()
@@ -371,11 +372,51 @@ async fn poison_message_moves_to_dead_letter_queue(ctx: Arc<Ctx>) -> Result<()> 
             .max_number_of_messages(10)
             .send()
             .await?;
-        if got
+        if let Some(m) = got
             .messages()
             .iter()
-            .any(|m| m.body() == Some(marker.as_str()))
+            .find(|m| m.body() == Some(marker.as_str()))
         {
+            // Visible again in the DLQ, then replayed (what `pec dlq replay` does): it is back
+            // in the scan queue and gone from the DLQ.
+            ctx.aws
+                .sqs
+                .change_message_visibility()
+                .queue_url(dlq)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .visibility_timeout(0)
+                .send()
+                .await?;
+            let sources = pec_aws::queue::dead_letter_sources(&ctx.aws.sqs, dlq).await?;
+            ensure!(
+                sources.iter().any(|s| s.ends_with("pec-local-scan")),
+                "the scan DLQ's sources are {sources:?}"
+            );
+            pec_aws::queue::redrive(&ctx.aws.sqs, dlq, queue, 1000).await?;
+            let back = ctx
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(queue)
+                .max_number_of_messages(10)
+                .wait_time_seconds(2)
+                .send()
+                .await?;
+            ensure!(
+                back.messages()
+                    .iter()
+                    .any(|m| m.body() == Some(marker.as_str())),
+                "the replayed message is not back in the scan queue"
+            );
+            for m in back.messages() {
+                ctx.aws
+                    .sqs
+                    .delete_message()
+                    .queue_url(queue)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await?;
+            }
             return Ok(());
         }
         let received = ctx

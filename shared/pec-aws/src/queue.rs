@@ -174,3 +174,74 @@ pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, NotAnS3N
     }
     Ok(objects)
 }
+
+fn queue_error(operation: &'static str, queue_url: &str, e: impl std::error::Error) -> QueueError {
+    QueueError {
+        operation,
+        queue_url: queue_url.to_string(),
+        message: aws_error_chain(&e),
+    }
+}
+
+/// The queues whose redrive policy names `dlq_url` as their dead-letter queue.
+pub async fn dead_letter_sources(
+    client: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+) -> Result<Vec<String>, QueueError> {
+    let out = client
+        .list_dead_letter_source_queues()
+        .queue_url(dlq_url)
+        .send()
+        .await
+        .map_err(|e| queue_error("ListDeadLetterSourceQueues", dlq_url, e))?;
+    Ok(out.queue_urls().to_vec())
+}
+
+/// Moves up to `max` messages from `dlq_url` back to `target_url` (the replay after a fix):
+/// each is sent to the target with its body and attributes, then deleted from the DLQ. A crash
+/// between the two leaves a copy in both, which the idempotent steps absorb; nothing is lost.
+/// Returns how many were moved.
+pub async fn redrive(
+    client: &aws_sdk_sqs::Client,
+    dlq_url: &str,
+    target_url: &str,
+    max: usize,
+) -> Result<usize, QueueError> {
+    let mut moved = 0;
+    while moved < max {
+        let want = (max - moved).min(10) as i32;
+        let out = client
+            .receive_message()
+            .queue_url(dlq_url)
+            .max_number_of_messages(want)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| queue_error("ReceiveMessage", dlq_url, e))?;
+        if out.messages().is_empty() {
+            break;
+        }
+        for m in out.messages() {
+            client
+                .send_message()
+                .queue_url(target_url)
+                .message_body(m.body().unwrap_or_default())
+                .set_message_attributes(m.message_attributes().cloned())
+                .send()
+                .await
+                .map_err(|e| queue_error("SendMessage", target_url, e))?;
+            if let Some(handle) = m.receipt_handle() {
+                client
+                    .delete_message()
+                    .queue_url(dlq_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .map_err(|e| queue_error("DeleteMessage", dlq_url, e))?;
+            }
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cert;
+mod dlq;
 mod inspect;
 mod mailbox;
 mod scan;
@@ -45,6 +46,8 @@ enum Command {
     /// Submit a message through the SMTP submission gateway (STARTTLS + AUTH); prints the
     /// gateway's queue id.
     Send(send::SendArgs),
+    /// Dead-letter queues: replay their messages into the source queue.
+    Dlq(dlq::DlqArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,5 +65,6 @@ fn main() -> ExitCode {
         Command::Mailbox(args) => mailbox::run_mailbox(args),
         Command::Log(args) => mailbox::run_log(args),
         Command::Send(args) => send::run(args),
+        Command::Dlq(args) => dlq::run(args),
     }
 }
