@@ -516,6 +516,22 @@ async fn local_resources_carry_template_properties(ctx: Arc<Ctx>) -> Result<()> 
         rule.mode() == Some(&ObjectLockRetentionMode::Compliance) && rule.years() == Some(10),
         "conservation default retention is {rule:?}"
     );
+    // Quarantined mail leaves the conservation bucket after 30 months (its lock ends then).
+    let life = ctx
+        .aws
+        .s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(ctx.stack.output("ConservationBucketName")?)
+        .send()
+        .await?;
+    ensure!(
+        life.rules().iter().any(|r| {
+            r.filter().and_then(|f| f.prefix()) == Some("quarantine/")
+                && r.expiration().and_then(|e| e.days()) == Some(915)
+        }),
+        "conservation lifecycle rules {:?}",
+        life.rules()
+    );
     let attrs = ctx
         .aws
         .sqs
