@@ -52,6 +52,18 @@ struct Args {
     /// (a runner killed mid-batch then gets its messages back sooner: the chaos tests).
     #[arg(long, value_name = "SECONDS")]
     visibility_timeout: Option<i32>,
+    /// Run the scheduled timers sweep (TimersFunction) every this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    timers_every: u64,
+    /// Shift the timers sweep's clock by this many seconds (demos: see the 12 h / 24 h notices
+    /// without waiting; Lambda always uses the real clock).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
+    clock_offset: i64,
     /// Also run the SMTP submission gateway on 127.0.0.1:PORT (0: any free port; the port is
     /// printed as `pec-runner: smtp 127.0.0.1:<port>`), with a self-signed certificate.
     #[arg(long, value_name = "PORT")]
@@ -321,6 +333,35 @@ async fn main() -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
+        if function == "TimersFunction" {
+            // A scheduled function: no queue, the runner's clock triggers it.
+            let timers = pec_pipeline::wiring::timers(&aws, |name| env.get(name).cloned())
+                .with_context(|| format!("starting {function}"))?;
+            let (every, offset) = (args.timers_every, args.clock_offset);
+            let stop = stop.clone();
+            eprintln!("pec-runner: {function} every {every} s (clock offset {offset} s)");
+            pollers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let now = Utc::now() + chrono::Duration::seconds(offset);
+                    match timers.sweep(now).await {
+                        Ok(emitted) if !emitted.is_empty() => {
+                            tracing::info!(notices = emitted.len(), "timers sweep")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "timers sweep failed; next sweep retries")
+                        }
+                    }
+                    for _ in 0..every.max(1) {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }));
+            continue;
+        }
         let handler = handler_for(function, &aws, &env).await?;
         for q in spec["queues"].as_array().into_iter().flatten() {
             let queue_url = q["queue_url"]

@@ -20,10 +20,11 @@ pub use config::{AwsClients, ClientSettings};
 pub use index::{IndexSourceError, ProviderIndexSource};
 pub use kms::{KmsError, KmsSigner};
 pub use publish::{
-    EventBridgePublisher, EventPublisher, MemoryOutbox, QueueSender, SendError, SqsSender,
+    EventBridgePublisher, EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError,
+    SentMail, SesTransport, SqsSender,
 };
 pub use state::{
-    DynamoState, Mailbox, MailboxItem, MailboxWrite, MemoryState, MessageRecord, RecipientOutcome,
-    StateError, StateStore, Tenant,
+    DynamoState, InboundRecord, Mailbox, MailboxItem, MailboxWrite, MemoryState, MessageRecord,
+    RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant,
 };
 pub use store::{MemoryStore, ObjectStore, PutOutcome, S3Store, StoreError};

@@ -120,6 +120,7 @@ impl EventPublisher for EventBridgePublisher {
 pub struct MemoryOutbox {
     sent: Mutex<Vec<(String, String)>>,
     events: Mutex<Vec<PecEvent>>,
+    mail: Mutex<Vec<SentMail>>,
 }
 
 impl MemoryOutbox {
@@ -178,5 +179,105 @@ impl<T: QueueSender> QueueSender for &T {
 impl<T: EventPublisher> EventPublisher for &T {
     async fn publish(&self, event: &PecEvent) -> Result<(), SendError> {
         (*self).publish(event).await
+    }
+}
+
+/// Sends a message to other mail domains (the outbound relay): SES in AWS, an SMTP relay could
+/// replace it. SES replaces `Message-ID` and `Date` of what it sends: correlation relies on the
+/// daticert identificativo and `X-Riferimento-Message-ID`, never on them.
+pub trait MailTransport: Send + Sync {
+    /// Sends `raw` from `source` to `destinations`; the transport's message id.
+    fn send_raw(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> impl Future<Output = Result<String, SendError>> + Send;
+}
+
+/// [`MailTransport`] on SES v1 `SendRawEmail`.
+#[derive(Clone, Debug)]
+pub struct SesTransport {
+    client: aws_sdk_ses::Client,
+}
+
+impl SesTransport {
+    pub fn new(client: aws_sdk_ses::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl MailTransport for SesTransport {
+    async fn send_raw(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<String, SendError> {
+        let message = aws_sdk_ses::types::RawMessage::builder()
+            .data(aws_sdk_ses::primitives::Blob::new(raw))
+            .build()
+            .map_err(|e| SendError {
+                operation: "SendRawEmail",
+                target: destinations.join(","),
+                message: e.to_string(),
+            })?;
+        let out = self
+            .client
+            .send_raw_email()
+            .source(source)
+            .set_destinations(Some(destinations.to_vec()))
+            .raw_message(message)
+            .send()
+            .await
+            .map_err(|e| SendError {
+                operation: "SendRawEmail",
+                target: destinations.join(","),
+                message: aws_error_chain(&e),
+            })?;
+        Ok(out.message_id().to_string())
+    }
+}
+
+/// One message handed to a [`MemoryOutbox`] transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMail {
+    pub source: String,
+    pub destinations: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+impl MemoryOutbox {
+    /// Removes and returns the mail sent through the transport.
+    pub fn take_mail(&self) -> Vec<SentMail> {
+        std::mem::take(&mut *self.mail.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl MailTransport for MemoryOutbox {
+    async fn send_raw(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<String, SendError> {
+        let mut mail = self.mail.lock().unwrap_or_else(|p| p.into_inner());
+        mail.push(SentMail {
+            source: source.to_string(),
+            destinations: destinations.to_vec(),
+            raw: raw.to_vec(),
+        });
+        Ok(format!("memory-{}", mail.len()))
+    }
+}
+
+impl<T: MailTransport> MailTransport for &T {
+    async fn send_raw(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<String, SendError> {
+        (*self).send_raw(source, destinations, raw).await
     }
 }

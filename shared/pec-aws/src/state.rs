@@ -116,6 +116,86 @@ pub struct RecipientOutcome {
     pub item_id: Option<String>,
 }
 
+/// Inbound mail as the receiving point recorded it (one per `inbound/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundRecord {
+    /// The inbound id (`inbound/<id>.eml`).
+    pub id: String,
+    pub received_at: DateTime<Utc>,
+    /// SMTP source (Return-Path).
+    pub source: String,
+    /// The recipients in our domains.
+    pub recipients: Vec<String>,
+    /// What the receiving point decided: `envelope` (a verified transport envelope),
+    /// `receipt` (a verified receipt/notice about one of our messages), `anomaly` (ordinary
+    /// mail or a PEC object that failed verification), `refused`.
+    pub decision: String,
+    /// The classifier's kind (`busta-trasporto`, `ordinaria`, ...).
+    pub kind: String,
+    /// Why, for anomalies and refusals (the verification verdict and reason).
+    pub reason: Option<String>,
+    /// A security failure (bad signature, signer not listed...): `X-VerificaSicurezza: errore`.
+    pub security_error: bool,
+    /// The PEC identificativo (daticert), when there is one.
+    pub identificativo: Option<String>,
+    /// The sending provider's `mailReceipt` (provider index), for envelopes.
+    pub sender_receipt_address: Option<String>,
+    /// The sending provider's name (provider index).
+    pub sender_provider: Option<String>,
+}
+
+/// A recipient of one of our messages that lives at another provider (or is ordinary mail):
+/// what came back, and the timers (12 h / 24 h) that apply to certified ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRecord {
+    /// Submission id.
+    pub message: String,
+    pub recipient: String,
+    /// A PEC mailbox (certificato): the timers apply. Ordinary (esterno): none.
+    pub certified: bool,
+    pub relayed_at: DateTime<Utc>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub notice12_at: Option<DateTime<Utc>>,
+    pub notice24_at: Option<DateTime<Utc>>,
+}
+
+/// What happened to a relayed recipient (each recorded once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// Presa in carico received.
+    TakenInCharge,
+    /// Avvenuta consegna received.
+    Delivered,
+    /// Mancata consegna received.
+    Failed,
+    /// Our 12 h notice emitted.
+    Notice12,
+    /// Our 24 h notice emitted.
+    Notice24,
+}
+
+impl RelayEvent {
+    fn attribute(self) -> &'static str {
+        match self {
+            RelayEvent::TakenInCharge => "taken_at",
+            RelayEvent::Delivered => "delivered_at",
+            RelayEvent::Failed => "failed_at",
+            RelayEvent::Notice12 => "notice12_at",
+            RelayEvent::Notice24 => "notice24_at",
+        }
+    }
+
+    /// After this, no timer applies any more.
+    fn is_final(self) -> bool {
+        matches!(
+            self,
+            RelayEvent::Delivered | RelayEvent::Failed | RelayEvent::Notice24
+        )
+    }
+}
+
 /// What [`StateStore::store_in_mailbox`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MailboxWrite {
@@ -202,6 +282,57 @@ pub trait StateStore: Send + Sync {
         message_id: &str,
         address: &str,
     ) -> impl Future<Output = Result<Option<RecipientOutcome>, StateError>> + Send;
+    /// The message whose identificativo this is (correlation of what other providers send).
+    fn message_by_identificativo(
+        &self,
+        identificativo: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StateError>> + Send;
+    /// Records inbound mail; the existing record if there is one (nothing changed).
+    fn create_inbound(
+        &self,
+        record: &InboundRecord,
+    ) -> impl Future<Output = Result<Option<InboundRecord>, StateError>> + Send;
+    fn inbound(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<InboundRecord>, StateError>> + Send;
+    /// Records a relayed recipient unless recorded; returns the record in force. Certified
+    /// recipients enter the timer index.
+    fn create_relay(
+        &self,
+        record: &RelayRecord,
+    ) -> impl Future<Output = Result<RelayRecord, StateError>> + Send;
+    fn relay(
+        &self,
+        message_id: &str,
+        recipient: &str,
+    ) -> impl Future<Output = Result<Option<RelayRecord>, StateError>> + Send;
+    /// Records `event` at `at` for a relayed recipient unless already recorded; `true` if
+    /// recorded now. A final event (delivered, failed, 24 h notice) takes it off the timers.
+    fn relay_mark(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        event: RelayEvent,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Certified relayed recipients still on the timers, relayed at or before `before`.
+    fn timers_due(
+        &self,
+        before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<RelayRecord>, StateError>> + Send;
+    /// Records that `key` was sent to `destination` (outbound relay); `false` if it was.
+    fn mark_sent(
+        &self,
+        key: &str,
+        destination: &str,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Whether [`StateStore::mark_sent`] recorded it.
+    fn was_sent(
+        &self,
+        key: &str,
+        destination: &str,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// Appends an event to the provider log; `false` if that event id was already logged.
     fn append_log(&self, event: &PecEvent)
     -> impl Future<Output = Result<bool, StateError>> + Send;
@@ -235,6 +366,9 @@ struct Mem {
     messages: HashMap<String, MessageRecord>,
     recipients: HashMap<(String, String), RecipientOutcome>,
     log: BTreeMap<(String, String), PecEvent>,
+    inbound: HashMap<String, InboundRecord>,
+    relays: BTreeMap<(String, String), RelayRecord>,
+    sent: std::collections::HashSet<(String, String)>,
 }
 
 /// [`StateStore`] in memory, with the same conditional semantics (unit tests). Clones share
@@ -407,6 +541,106 @@ impl StateStore for MemoryState {
         }))
     }
 
+    async fn message_by_identificativo(
+        &self,
+        identificativo: &str,
+    ) -> Result<Option<MessageRecord>, StateError> {
+        Ok(self.with(|m| {
+            m.messages
+                .values()
+                .find(|r| r.identificativo == identificativo)
+                .cloned()
+        }))
+    }
+
+    async fn create_inbound(
+        &self,
+        record: &InboundRecord,
+    ) -> Result<Option<InboundRecord>, StateError> {
+        Ok(self.with(|m| {
+            if let Some(existing) = m.inbound.get(&record.id) {
+                return Some(existing.clone());
+            }
+            m.inbound.insert(record.id.clone(), record.clone());
+            None
+        }))
+    }
+
+    async fn inbound(&self, id: &str) -> Result<Option<InboundRecord>, StateError> {
+        Ok(self.with(|m| m.inbound.get(id).cloned()))
+    }
+
+    async fn create_relay(&self, record: &RelayRecord) -> Result<RelayRecord, StateError> {
+        Ok(self.with(|m| {
+            m.relays
+                .entry((record.message.clone(), norm(&record.recipient)))
+                .or_insert_with(|| record.clone())
+                .clone()
+        }))
+    }
+
+    async fn relay(
+        &self,
+        message_id: &str,
+        recipient: &str,
+    ) -> Result<Option<RelayRecord>, StateError> {
+        Ok(self.with(|m| {
+            m.relays
+                .get(&(message_id.to_string(), norm(recipient)))
+                .cloned()
+        }))
+    }
+
+    async fn relay_mark(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        event: RelayEvent,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        Ok(self.with(|m| {
+            let Some(r) = m.relays.get_mut(&(message_id.to_string(), norm(recipient))) else {
+                return false;
+            };
+            let slot = match event {
+                RelayEvent::TakenInCharge => &mut r.taken_at,
+                RelayEvent::Delivered => &mut r.delivered_at,
+                RelayEvent::Failed => &mut r.failed_at,
+                RelayEvent::Notice12 => &mut r.notice12_at,
+                RelayEvent::Notice24 => &mut r.notice24_at,
+            };
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some(at);
+            true
+        }))
+    }
+
+    async fn timers_due(&self, before: DateTime<Utc>) -> Result<Vec<RelayRecord>, StateError> {
+        Ok(self.with(|m| {
+            m.relays
+                .values()
+                .filter(|r| {
+                    r.certified
+                        && r.relayed_at <= before
+                        && r.delivered_at.is_none()
+                        && r.failed_at.is_none()
+                        && r.notice24_at.is_none()
+                })
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn mark_sent(&self, key: &str, destination: &str) -> Result<bool, StateError> {
+        Ok(self.with(|m| m.sent.insert((key.to_string(), norm(destination)))))
+    }
+
+    async fn was_sent(&self, key: &str, destination: &str) -> Result<bool, StateError> {
+        Ok(self.with(|m| m.sent.contains(&(key.to_string(), norm(destination)))))
+    }
+
     async fn append_log(&self, event: &PecEvent) -> Result<bool, StateError> {
         Ok(self.with(|m| {
             let key = (event.at.format("%Y-%m-%d").to_string(), log_sk(event));
@@ -563,6 +797,22 @@ impl DynamoState {
         m.used_bytes = Self::num(item, "used_bytes");
         m.quota_bytes = Self::num(item, "quota_bytes");
         Ok(m)
+    }
+
+    fn relay_from(&self, item: &Item) -> Result<RelayRecord, StateError> {
+        let mut r: RelayRecord = self.decode_doc(item)?;
+        let at = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        r.taken_at = at("taken_at");
+        r.delivered_at = at("delivered_at");
+        r.failed_at = at("failed_at");
+        r.notice12_at = at("notice12_at");
+        r.notice24_at = at("notice24_at");
+        Ok(r)
     }
 
     fn recipient_item(message_id: &str, outcome: &RecipientOutcome) -> Item {
@@ -891,6 +1141,187 @@ impl StateStore for DynamoState {
             Some(item) => self.decode_doc(&item).map(Some),
             None => Ok(None),
         }
+    }
+
+    async fn message_by_identificativo(
+        &self,
+        identificativo: &str,
+    ) -> Result<Option<MessageRecord>, StateError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(format!("ID#{identificativo}")))
+            .send()
+            .await
+            .map_err(|e| self.err("Query", e))?;
+        match out.items().first() {
+            Some(item) => self.decode_doc(item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_inbound(
+        &self,
+        record: &InboundRecord,
+    ) -> Result<Option<InboundRecord>, StateError> {
+        let item = HashMap::from([
+            ("pk".into(), s(format!("IN#{}", record.id))),
+            ("sk".into(), s("IN")),
+            ("doc".into(), to_doc(record)),
+        ]);
+        if self.put(item, true).await? {
+            return Ok(None);
+        }
+        self.inbound(&record.id).await
+    }
+
+    async fn inbound(&self, id: &str) -> Result<Option<InboundRecord>, StateError> {
+        match self.get(&format!("IN#{id}"), "IN").await? {
+            Some(item) => self.decode_doc(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_relay(&self, record: &RelayRecord) -> Result<RelayRecord, StateError> {
+        let mut item = HashMap::from([
+            ("pk".into(), s(format!("MSG#{}", record.message))),
+            ("sk".into(), s(format!("RELAY#{}", norm(&record.recipient)))),
+            ("doc".into(), to_doc(record)),
+        ]);
+        if record.certified {
+            item.insert("gsi1pk".into(), s("TIMER"));
+            item.insert(
+                "gsi1sk".into(),
+                s(format!(
+                    "{}#{}#{}",
+                    record.relayed_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                    record.message,
+                    norm(&record.recipient)
+                )),
+            );
+        }
+        if self.put(item, true).await? {
+            return Ok(record.clone());
+        }
+        self.relay(&record.message, &record.recipient)
+            .await?
+            .ok_or_else(|| self.corrupt("relay record", "condition failed but no item"))
+    }
+
+    async fn relay(
+        &self,
+        message_id: &str,
+        recipient: &str,
+    ) -> Result<Option<RelayRecord>, StateError> {
+        match self
+            .get(
+                &format!("MSG#{message_id}"),
+                &format!("RELAY#{}", norm(recipient)),
+            )
+            .await?
+        {
+            Some(item) => self.relay_from(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn relay_mark(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        event: RelayEvent,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let attr = event.attribute();
+        let mut expression = format!("SET {attr} = :at");
+        if event.is_final() {
+            expression.push_str(" REMOVE gsi1pk, gsi1sk");
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{message_id}")))
+            .key("sk", s(format!("RELAY#{}", norm(recipient))))
+            .update_expression(expression)
+            .condition_expression(format!(
+                "attribute_exists(pk) AND attribute_not_exists({attr})"
+            ))
+            .expression_attribute_values(":at", s(at.to_rfc3339()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    async fn timers_due(&self, before: DateTime<Utc>) -> Result<Vec<RelayRecord>, StateError> {
+        let mut records = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :pk AND gsi1sk <= :before")
+                .expression_attribute_values(":pk", s("TIMER"))
+                .expression_attribute_values(
+                    ":before",
+                    s(format!("{}#~", before.format("%Y-%m-%dT%H:%M:%S%.3fZ"))),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", e))?;
+            for item in out.items() {
+                // The index is eventually consistent: read the item itself.
+                let (Some(pk), Some(sk)) = (
+                    item.get("pk").and_then(|v| v.as_s().ok()),
+                    item.get("sk").and_then(|v| v.as_s().ok()),
+                ) else {
+                    continue;
+                };
+                if let Some(fresh) = self.get(pk, sk).await? {
+                    let r = self.relay_from(&fresh)?;
+                    if r.delivered_at.is_none() && r.failed_at.is_none() && r.notice24_at.is_none()
+                    {
+                        records.push(r);
+                    }
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn mark_sent(&self, key: &str, destination: &str) -> Result<bool, StateError> {
+        let item = HashMap::from([
+            ("pk".into(), s(format!("SENT#{key}"))),
+            ("sk".into(), s(norm(destination))),
+            ("doc".into(), s("{}")),
+        ]);
+        self.put(item, true).await
+    }
+
+    async fn was_sent(&self, key: &str, destination: &str) -> Result<bool, StateError> {
+        Ok(self
+            .get(&format!("SENT#{key}"), &norm(destination))
+            .await?
+            .is_some())
     }
 
     async fn append_log(&self, event: &PecEvent) -> Result<bool, StateError> {

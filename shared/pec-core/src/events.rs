@@ -36,6 +36,8 @@ pub enum EventType {
     VirusDetected,
     /// Busta di trasporto emitted.
     EnvelopeDispatched,
+    /// Busta di trasporto received from another provider (and verified).
+    EnvelopeReceived,
     /// Ricevuta di presa in carico emitted.
     TakenInCharge,
     /// Ricevuta di avvenuta consegna emitted (one recipient).
@@ -56,6 +58,7 @@ impl EventType {
             EventType::MessageRejected => "pec.message.rejected",
             EventType::VirusDetected => "pec.message.virus-detected",
             EventType::EnvelopeDispatched => "pec.message.envelope-dispatched",
+            EventType::EnvelopeReceived => "pec.message.envelope-received",
             EventType::TakenInCharge => "pec.message.taken-in-charge",
             EventType::MessageDelivered => "pec.message.delivered",
             EventType::MessageNotDelivered => "pec.message.not-delivered",
@@ -129,8 +132,10 @@ pub fn event_id(evidence_key: &str) -> String {
 }
 
 impl PecEvent {
-    /// Describes a message this provider emitted (`c` = its classification), stored at
-    /// `evidence_key`; `observed_at` is used when the daticert time cannot be read.
+    /// Describes a provider message (`c` = its classification: one we emitted, or a receipt
+    /// or envelope another provider sent us), stored at `evidence_key`; `observed_at` is used
+    /// when the daticert time cannot be read. A received envelope is reported as
+    /// [`EventType::EnvelopeReceived`] by the caller.
     pub fn from_emitted(
         c: &Classification<'_>,
         evidence_key: &str,

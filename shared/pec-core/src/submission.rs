@@ -152,3 +152,41 @@ mod tests {
         ));
     }
 }
+
+/// Raw-bucket prefix of mail received from other providers and the outside world.
+pub const INBOUND_PREFIX: &str = "inbound/";
+
+/// What SES receiving (locally: the mail exchange) records beside each inbound message: it
+/// writes `inbound/<id>.eml` (the bytes as received, SES's own headers on top), then this as
+/// `inbound/<id>.json`, which alone triggers the receiving point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundEnvelope {
+    pub version: u32,
+    /// SMTP recipients (of the domains this provider receives for).
+    pub recipients: Vec<String>,
+    /// SMTP `MAIL FROM`.
+    #[serde(default)]
+    pub source: String,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl InboundEnvelope {
+    /// Parses and validates an inbound envelope.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let e: InboundEnvelope =
+            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+        if e.version != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(e.version));
+        }
+        Ok(e)
+    }
+}
+
+/// The inbound id of `inbound/<id>.json` or `inbound/<id>.eml`.
+pub fn inbound_id_of_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(INBOUND_PREFIX)?;
+    let id = rest
+        .strip_suffix(".json")
+        .or_else(|| rest.strip_suffix(".eml"))?;
+    valid_id(id).then_some(id)
+}

@@ -22,11 +22,11 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
 use pec_aws::{
-    EventPublisher, MailboxItem, MailboxWrite, ObjectStore, QueueSender, RecipientOutcome,
-    SendError, StateError, StateStore, StoreError,
+    EventPublisher, MailTransport, MailboxItem, MailboxWrite, ObjectStore, QueueSender,
+    RecipientOutcome, RelayEvent, RelayRecord, SendError, StateError, StateStore, StoreError,
 };
 use pec_core::classify::{self, Kind};
-use pec_core::events::{EventError, PecEvent};
+use pec_core::events::{EventError, EventType, PecEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::{Settings, is_ours, keys};
@@ -35,9 +35,13 @@ use crate::{Settings, is_ours, keys};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptRequest {
     pub version: u32,
-    /// Submission id.
+    /// Submission id (ours), or `in-<inbound id>` for an envelope another provider sent.
     pub message: String,
     pub outcome: RecipientOutcome,
+    /// For an envelope another provider sent: its evidence key (`received/in/<id>/...`), the
+    /// source of the certified data; `None` for our own messages (the message record).
+    #[serde(default)]
+    pub envelope: Option<String>,
 }
 
 /// Why a record was not handled (it is retried, then kept in the deliver DLQ).
@@ -55,7 +59,7 @@ pub enum DeliverError {
     NotS3(String),
     #[error("s3://{bucket}/{key} was announced but does not exist")]
     Missing { bucket: String, key: String },
-    #[error("no message record for submission {0}")]
+    #[error("no record for {0}")]
     NoRecord(String),
 }
 
@@ -67,33 +71,44 @@ pub struct Delivered {
     pub stored_in: Vec<String>,
     /// Recipient outcomes in force (envelopes).
     pub outcomes: Vec<RecipientOutcome>,
-    /// Addresses outside our domains (relay pending).
-    pub relay_pending: Vec<String>,
+    /// Addresses outside our domains it was relayed to (now or before).
+    pub relayed: Vec<String>,
 }
 
 /// The deliver step.
-pub struct Deliver<St, Db, Q, Ev> {
+pub struct Deliver<St, Db, Q, Ev, T> {
     pub settings: Settings,
     pub store: St,
     pub state: Db,
     pub queue: Q,
     pub events: Ev,
+    /// The outbound relay (SES).
+    pub transport: T,
 }
 
-impl<St, Db, Q, Ev> Deliver<St, Db, Q, Ev>
+impl<St, Db, Q, Ev, T> Deliver<St, Db, Q, Ev, T>
 where
     St: ObjectStore,
     Db: StateStore,
     Q: QueueSender,
     Ev: EventPublisher,
+    T: MailTransport,
 {
-    pub fn new(settings: Settings, store: St, state: Db, queue: Q, events: Ev) -> Self {
+    pub fn new(
+        settings: Settings,
+        store: St,
+        state: Db,
+        queue: Q,
+        events: Ev,
+        transport: T,
+    ) -> Self {
         Self {
             settings,
             store,
             state,
             queue,
             events,
+            transport,
         }
     }
 
@@ -113,16 +128,18 @@ where
         let objects =
             pec_aws::queue::s3_objects(record).map_err(|e| DeliverError::NotS3(e.to_string()))?;
         for (bucket, key) in objects {
-            if bucket != self.settings.evidence_bucket || !key.starts_with("signed/") {
+            if bucket != self.settings.evidence_bucket
+                || !(key.starts_with("signed/") || key.starts_with("received/"))
+            {
                 tracing::warn!(
                     bucket,
                     key,
-                    "not a signed/ object of the evidence bucket: ignored"
+                    "not a signed/ or received/ object of the evidence bucket: ignored"
                 );
                 continue;
             }
             let d = self.deliver_object(&key, now).await?;
-            tracing::info!(key, stored_in = ?d.stored_in, relay_pending = ?d.relay_pending,
+            tracing::info!(key, stored_in = ?d.stored_in, relayed = ?d.relayed,
                 event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
         }
         Ok(())
@@ -144,22 +161,25 @@ where
                 key: key.to_string(),
             })?;
         let c = classify::classify(&bytes);
-        let event = PecEvent::from_emitted(&c, key, now)?;
+        let mut event = PecEvent::from_emitted(&c, key, now)?;
         let subject = c.headers.subject.clone().unwrap_or_default();
         let mut out = Delivered::default();
+        let inbound = keys::inbound_of(key);
 
         if c.kind == Kind::BustaTrasporto
+            && key.starts_with("signed/")
             && let Some(id) = keys::message_of(key)
         {
+            // Our envelope: each SMTP recipient of ours gets one outcome; the others are relayed.
             let record = self
                 .state
                 .message(id)
                 .await?
                 .ok_or_else(|| DeliverError::NoRecord(id.to_string()))?;
+            let mut elsewhere = Vec::new();
             for rcpt in &record.recipients {
                 if !is_ours(s, &self.state, rcpt).await? {
-                    tracing::warn!(recipient = %rcpt, key, "recipient outside our domains: relay pending (outbound relay not built)");
-                    out.relay_pending.push(rcpt.clone());
+                    elsewhere.push(rcpt.clone());
                     continue;
                 }
                 let outcome = self
@@ -168,6 +188,7 @@ where
                         rcpt,
                         self.item(key, &bytes, &event, &subject, now, rcpt),
                         &bytes,
+                        None,
                         now,
                     )
                     .await?;
@@ -176,24 +197,100 @@ where
                 }
                 out.outcomes.push(outcome);
             }
-        } else {
-            for to in &c.headers.to {
-                if !is_ours(s, &self.state, to).await? {
-                    tracing::warn!(recipient = %to, key, "addressee outside our domains: relay pending (outbound relay not built)");
-                    out.relay_pending.push(to.clone());
-                    continue;
+            self.relay(key, &bytes, &elsewhere).await?;
+            for rcpt in &elsewhere {
+                self.state
+                    .create_relay(&RelayRecord {
+                        message: id.to_string(),
+                        recipient: rcpt.to_ascii_lowercase(),
+                        certified: record
+                            .certified
+                            .iter()
+                            .any(|c| c.eq_ignore_ascii_case(rcpt)),
+                        relayed_at: now,
+                        taken_at: None,
+                        delivered_at: None,
+                        failed_at: None,
+                        notice12_at: None,
+                        notice24_at: None,
+                    })
+                    .await?;
+            }
+            out.relayed = elsewhere;
+        } else if let Some(inbound_id) = inbound {
+            // What the receiving point accepted (another provider's envelope) or built (the
+            // anomaly envelope): for the recipients of ours it was addressed to.
+            let record = self
+                .state
+                .inbound(inbound_id)
+                .await?
+                .ok_or_else(|| DeliverError::NoRecord(format!("inbound {inbound_id}")))?;
+            if c.kind == Kind::BustaTrasporto {
+                event.event_type = EventType::EnvelopeReceived;
+                let id = format!("in-{inbound_id}");
+                for rcpt in &record.recipients {
+                    let outcome = self
+                        .deliver_envelope(
+                            &id,
+                            rcpt,
+                            self.item(key, &bytes, &event, &subject, now, rcpt),
+                            &bytes,
+                            Some(key),
+                            now,
+                        )
+                        .await?;
+                    if outcome.status == "delivered" {
+                        out.stored_in.push(rcpt.to_ascii_lowercase());
+                    }
+                    out.outcomes.push(outcome);
                 }
-                let item = self.item(key, &bytes, &event, &subject, now, to);
-                match self.state.store_in_mailbox(to, &item, None, false).await? {
-                    MailboxWrite::Stored | MailboxWrite::Duplicate | MailboxWrite::Decided(_) => {
-                        self.put_object(to, &item, &bytes).await?;
+            } else {
+                for rcpt in &record.recipients {
+                    if self
+                        .store_plain(key, &bytes, &event, &subject, now, rcpt)
+                        .await?
+                    {
+                        out.stored_in.push(rcpt.to_ascii_lowercase());
+                    }
+                }
+            }
+        } else {
+            // A receipt from another provider about one of our messages updates that
+            // recipient's status (and stops its timers); a presa in carico is logged only.
+            let received = key.starts_with("received/msg/");
+            if received && let (Some(id), Some(d)) = (keys::message_of(key), c.daticert.as_ref()) {
+                let about: Vec<String> = match c.kind {
+                    Kind::PresaInCarico => d.dati.ricezione.clone(),
+                    _ => d.dati.consegna.clone().into_iter().collect(),
+                };
+                let mark = match c.kind {
+                    Kind::PresaInCarico => Some(RelayEvent::TakenInCharge),
+                    Kind::AvvenutaConsegna => Some(RelayEvent::Delivered),
+                    Kind::ErroreConsegna => Some(RelayEvent::Failed),
+                    _ => None,
+                };
+                if let Some(mark) = mark {
+                    for r in &about {
+                        self.state.relay_mark(id, r, mark, now).await?;
+                    }
+                }
+            }
+            if !(received && c.kind == Kind::PresaInCarico) {
+                let mut elsewhere = Vec::new();
+                for to in &c.headers.to {
+                    if !is_ours(s, &self.state, to).await? {
+                        elsewhere.push(to.clone());
+                        continue;
+                    }
+                    if self
+                        .store_plain(key, &bytes, &event, &subject, now, to)
+                        .await?
+                    {
                         out.stored_in.push(to.to_ascii_lowercase());
                     }
-                    MailboxWrite::NoMailbox => {
-                        tracing::error!(addressee = %to, key, "the addressee's mailbox does not exist: the signed object stays in the evidence bucket");
-                    }
-                    MailboxWrite::Full { .. } => unreachable_full(to, key),
                 }
+                self.relay(key, &bytes, &elsewhere).await?;
+                out.relayed = elsewhere;
             }
         }
 
@@ -201,6 +298,68 @@ where
         self.events.publish(&event).await?;
         out.event = Some(event);
         Ok(out)
+    }
+
+    /// Stores a message in `mailbox` without quota enforcement (receipts, notices, anomaly
+    /// envelopes); `false` if there is no such mailbox (logged: the object stays in the
+    /// evidence bucket).
+    async fn store_plain(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        event: &PecEvent,
+        subject: &str,
+        now: DateTime<Utc>,
+        mailbox: &str,
+    ) -> Result<bool, DeliverError> {
+        let item = self.item(key, bytes, event, subject, now, mailbox);
+        match self
+            .state
+            .store_in_mailbox(mailbox, &item, None, false)
+            .await?
+        {
+            MailboxWrite::NoMailbox => {
+                tracing::error!(addressee = %mailbox, key, "the addressee's mailbox does not exist: the object stays in the evidence bucket");
+                Ok(false)
+            }
+            MailboxWrite::Full { .. } => {
+                tracing::error!(addressee = %mailbox, key, "quota refused a message although it is not enforced");
+                Ok(false)
+            }
+            MailboxWrite::Stored | MailboxWrite::Duplicate | MailboxWrite::Decided(_) => {
+                self.put_object(mailbox, &item, bytes).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sends `bytes` to `addresses` (outside our domains) through the outbound relay: one send
+    /// per domain, recorded after it succeeded, so a duplicate event sends nothing again (a
+    /// crash between the send and the record can repeat one send: the receiving provider's
+    /// idempotency absorbs it).
+    async fn relay(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        addresses: &[String],
+    ) -> Result<(), DeliverError> {
+        let mut by_domain: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for a in addresses {
+            let domain = pec_core::addr::domain_of(a)
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            by_domain.entry(domain).or_default().push(a.clone());
+        }
+        let source = self.settings.provider.address();
+        for (domain, rcpts) in by_domain {
+            if self.state.was_sent(key, &domain).await? {
+                continue;
+            }
+            let id = self.transport.send_raw(&source, &rcpts, bytes).await?;
+            self.state.mark_sent(key, &domain).await?;
+            tracing::info!(key, domain, transport_id = %id, recipients = ?rcpts, "relayed");
+        }
+        Ok(())
     }
 
     fn item(
@@ -250,6 +409,7 @@ where
         rcpt: &str,
         item: MailboxItem,
         bytes: &[u8],
+        envelope: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<RecipientOutcome, DeliverError> {
         let not_delivered = |reason: &str| RecipientOutcome {
@@ -315,6 +475,7 @@ where
             version: 1,
             message: id.to_string(),
             outcome: outcome.clone(),
+            envelope: envelope.map(str::to_string),
         };
         self.queue
             .send(
@@ -324,9 +485,4 @@ where
             .await?;
         Ok(outcome)
     }
-}
-
-fn unreachable_full(to: &str, key: &str) {
-    // Receipts and notices are stored without quota enforcement: Full cannot happen.
-    tracing::error!(addressee = %to, key, "quota refused a receipt although it is not enforced");
 }

@@ -52,12 +52,10 @@ pub enum IngressError {
         key: String,
         reason: String,
     },
-    #[error(
-        "s3://{bucket}/{key}: inbound mail from other providers (the receiving point) is not handled by this version; kept for replay"
-    )]
-    ReceivingPointNotBuilt { bucket: String, key: String },
-    #[error("no message record for submission {0} (its scan hand-off arrived first?)")]
+    #[error("no record for {0} (its scan hand-off arrived first?)")]
     NoRecord(String),
+    #[error(transparent)]
+    Trust(#[from] crate::TrustError),
 }
 
 /// What a record led to (for logs and tests).
@@ -69,7 +67,10 @@ pub enum IngressOutcome {
     ScanRequested { id: String },
     /// Clean: acceptance receipt and transport envelope written (or already there).
     Accepted { id: String },
-    /// Not ours to handle (another prefix): acknowledged.
+    /// A receipt from another provider about one of our messages, handed to the delivery
+    /// point at `key`.
+    Received { id: String, key: String },
+    /// Not ours to handle (another prefix, or inbound mail not delivered): acknowledged.
     Ignored { key: String },
 }
 
@@ -132,9 +133,11 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                 key: key.to_string(),
             });
         }
-        if bucket == s.raw_bucket && key.starts_with("inbound/") {
-            return Err(IngressError::ReceivingPointNotBuilt {
-                bucket: bucket.to_string(),
+        if bucket == s.raw_bucket && key.starts_with(submission::INBOUND_PREFIX) {
+            if key.ends_with(".json") {
+                return self.inbound(key).await;
+            }
+            return Ok(IngressOutcome::Ignored {
                 key: key.to_string(),
             });
         }
@@ -151,7 +154,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         })
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IngressError> {
+    pub(crate) async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IngressError> {
         self.store
             .get(bucket, key)
             .await?
@@ -185,9 +188,13 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             ids::message_id(envelope.received_at, &format!("m-{}", envelope.id), domain)
                 .map_err(|e| bad(e.to_string()))?;
 
+        // certificato: a mailbox of ours, or of a domain in the provider index.
+        let index = crate::load_trust(s, &self.store).await.ok().map(|(i, _)| i);
         let mut certified = Vec::new();
         for r in &envelope.recipients {
-            if is_ours(s, &self.state, r).await? {
+            let pec_elsewhere = pec_core::addr::domain_of(r)
+                .is_some_and(|d| index.as_ref().is_some_and(|i| i.is_pec_domain(d)));
+            if pec_elsewhere || is_ours(s, &self.state, r).await? {
                 certified.push(r.to_ascii_lowercase());
             }
         }
@@ -275,13 +282,6 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             key: key.to_string(),
             reason,
         };
-        let Some(id) = keys::message_of_clean(key) else {
-            // A clean hand-off of inbound mail: the receiving point (not built yet).
-            return Err(IngressError::ReceivingPointNotBuilt {
-                bucket: s.evidence_bucket.clone(),
-                key: key.to_string(),
-            });
-        };
         let hand_off: serde_json::Value =
             serde_json::from_slice(&self.get(&s.evidence_bucket, key).await?)
                 .map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -290,6 +290,14 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .and_then(|v| v.as_str())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad("no scanned_at".into()))?;
+        let Some(id) = keys::message_of_clean(key) else {
+            return match crate::receiving::inbound_of_clean(key) {
+                Some(id) => self.inbound_clean(key, id, scanned_at).await,
+                None => Err(bad(
+                    "not a scan hand-off of submitted/ or inbound/ mail".into()
+                )),
+            };
+        };
         let mut record = self
             .state
             .message(id)

@@ -29,11 +29,13 @@ pub fn unsigned_receipt(id: &str, delivered: bool, recipient: &str) -> String {
     )
 }
 
-/// The submission id of `signed/msg/<id>/...` (or `unsigned/msg/<id>/...`).
+/// The submission id of `signed/msg/<id>/...`, `unsigned/msg/<id>/...` or
+/// `received/msg/<id>/...` (a receipt another provider sent about our message `<id>`).
 pub fn message_of(key: &str) -> Option<&str> {
     let rest = key
         .strip_prefix("signed/msg/")
-        .or_else(|| key.strip_prefix("unsigned/msg/"))?;
+        .or_else(|| key.strip_prefix("unsigned/msg/"))
+        .or_else(|| key.strip_prefix("received/msg/"))?;
     let id = rest.split('/').next()?;
     pec_core::submission::valid_id(id).then_some(id)
 }
@@ -63,4 +65,20 @@ pub fn item_id(evidence_key: &str) -> String {
 /// `mailbox/<address>/<item id>.eml` in the mailbox bucket.
 pub fn mailbox_object(address: &str, item_id: &str) -> String {
     format!("mailbox/{}/{item_id}.eml", address.to_ascii_lowercase())
+}
+
+/// The inbound id of what the receiving point hands the delivery point:
+/// `received/in/<id>/busta-trasporto.eml` (another provider's envelope, as received) and
+/// `signed/in/<id>/anomalia.eml` (our anomaly envelope). The presa in carico
+/// (`signed/in/<id>/presa-in-carico.eml`) goes to its `To` (the sending provider) instead.
+pub fn inbound_of(key: &str) -> Option<&str> {
+    let (rest, name) = if let Some(r) = key.strip_prefix("received/in/") {
+        (r, "busta-trasporto.eml")
+    } else if let Some(r) = key.strip_prefix("signed/in/") {
+        (r, "anomalia.eml")
+    } else {
+        return None;
+    };
+    let (id, file) = rest.split_once('/')?;
+    (file == name && pec_core::submission::valid_id(id)).then_some(id)
 }

@@ -17,6 +17,8 @@ pub mod deliver;
 pub mod ingress;
 pub mod keys;
 pub mod receipts;
+pub mod receiving;
+pub mod timers;
 pub mod wiring;
 
 use pec_core::build::Provider;
@@ -30,7 +32,17 @@ pub struct Settings {
     pub mailbox_bucket: String,
     pub scan_queue_url: String,
     pub receipts_queue_url: String,
+    /// The provider index (IGPEC LDIF) in the evidence bucket.
+    pub provider_index_key: String,
+    /// The accredited roots (PEM) signatures of other providers must chain to, in the
+    /// evidence bucket.
+    pub trust_anchors_key: String,
 }
+
+/// Where the provider index is by default.
+pub const DEFAULT_PROVIDER_INDEX_KEY: &str = "config/provider-index.ldif";
+/// Where the trust anchors are by default.
+pub const DEFAULT_TRUST_ANCHORS_KEY: &str = "config/trust-anchors.pem";
 
 /// A required environment variable is missing or invalid.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +72,59 @@ impl Settings {
             mailbox_bucket: get("PEC_MAILBOX_BUCKET")?,
             scan_queue_url: get("PEC_SCAN_QUEUE_URL")?,
             receipts_queue_url: get("PEC_RECEIPTS_QUEUE_URL")?,
+            provider_index_key: var("PEC_PROVIDER_INDEX_KEY")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| DEFAULT_PROVIDER_INDEX_KEY.to_string()),
+            trust_anchors_key: var("PEC_TRUST_ANCHORS_KEY")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| DEFAULT_TRUST_ANCHORS_KEY.to_string()),
         })
     }
+}
+
+/// The provider index and trust anchors from the evidence bucket (read per use: both are
+/// small; a missing or unreadable one is an error, so the message waits instead of being
+/// judged without them).
+pub async fn load_trust<St: pec_aws::ObjectStore>(
+    settings: &Settings,
+    store: &St,
+) -> Result<(pec_smime::ProviderIndex, pec_smime::TrustAnchors), TrustError> {
+    let b = &settings.evidence_bucket;
+    let missing = |key: &str| TrustError::Missing {
+        bucket: b.clone(),
+        key: key.to_string(),
+    };
+    let ldif = store
+        .get(b, &settings.provider_index_key)
+        .await?
+        .ok_or_else(|| missing(&settings.provider_index_key))?;
+    let index = pec_smime::ProviderIndex::from_ldif(&ldif).map_err(|e| TrustError::Invalid {
+        key: settings.provider_index_key.clone(),
+        reason: e.to_string(),
+    })?;
+    let pem = store
+        .get(b, &settings.trust_anchors_key)
+        .await?
+        .ok_or_else(|| missing(&settings.trust_anchors_key))?;
+    let mut anchors = pec_smime::TrustAnchors::new();
+    anchors
+        .add_pem_bundle(&pem)
+        .map_err(|e| TrustError::Invalid {
+            key: settings.trust_anchors_key.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok((index, anchors))
+}
+
+/// The provider index or the trust anchors cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("s3://{bucket}/{key} is missing: other providers' mail cannot be verified")]
+    Missing { bucket: String, key: String },
+    #[error("{key} is unusable: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] pec_aws::StoreError),
 }
 
 /// Whether `address` is in a domain served here: the provider's own domain or a domain a

@@ -15,8 +15,9 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use pec_aws::{ObjectStore, PutOutcome, StateError, StateStore, StoreError};
 use pec_core::build::{self, BuildError, Ctx};
+use pec_core::classify;
 use pec_core::ids::SeededIds;
-use pec_core::original;
+use pec_core::original::{self, Certified};
 use pec_core::policy::DeliveryFailure;
 
 pub use crate::deliver::ReceiptRequest;
@@ -82,33 +83,42 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
         Ok(key)
     }
 
+    /// The certified data and the original (`postacert.eml`) the receipt is about: from our
+    /// message record and the submitted bytes, or from the envelope another provider sent.
+    async fn certified(
+        &self,
+        request: &ReceiptRequest,
+    ) -> Result<(Certified, Vec<u8>), ReceiptsError> {
+        let s = &self.settings;
+        if let Some(key) = &request.envelope {
+            let bytes = self
+                .store
+                .get(&s.evidence_bucket, key)
+                .await?
+                .ok_or_else(|| ReceiptsError::Missing {
+                    bucket: s.evidence_bucket.clone(),
+                    key: key.clone(),
+                })?;
+            let c = classify::classify(&bytes);
+            let (Some(d), Some(postacert)) = (&c.daticert, &c.postacert) else {
+                return Err(ReceiptsError::BadRequest {
+                    message_id: request.message.clone(),
+                    reason: format!("{key} has no daticert or no postacert.eml"),
+                });
+            };
+            return Ok((Certified::from_daticert(d), postacert.to_vec()));
+        }
+        certified_of_message(s, &self.store, &self.state, &request.message).await
+    }
+
     /// Builds and writes the receipt for `request`; returns its `unsigned/` key.
     pub async fn build(&self, request: &ReceiptRequest) -> Result<String, ReceiptsError> {
         let s = &self.settings;
-        let record = self
-            .state
-            .message(&request.message)
-            .await?
-            .ok_or_else(|| ReceiptsError::NoRecord(request.message.clone()))?;
-        let raw = self
-            .store
-            .get(&s.raw_bucket, &record.raw_key)
-            .await?
-            .ok_or_else(|| ReceiptsError::Missing {
-                bucket: s.raw_bucket.clone(),
-                key: record.raw_key.clone(),
-            })?;
-        let accepted = original::accept(
-            &raw,
-            &record.identificativo,
-            &record.fallback_msgid,
-            &tipo_of(&record.certified),
-        )
-        .map_err(BuildError::from)?;
+        let (certified, postacert) = self.certified(request).await?;
         let o = &request.outcome;
         let delivered = o.status == "delivered";
         let message = {
-            let mut ids = SeededIds::new("rc", &format!("{}/{}", record.id, o.recipient));
+            let mut ids = SeededIds::new("rc", &format!("{}/{}", request.message, o.recipient));
             let mut ctx = Ctx {
                 provider: &s.provider,
                 now: o.at,
@@ -117,10 +127,10 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
             if delivered {
                 build::avvenuta_consegna(
                     &mut ctx,
-                    &accepted.certified,
+                    &certified,
                     &o.recipient,
-                    original::role_of(&raw, &o.recipient),
-                    &accepted.postacert,
+                    original::role_of(&postacert, &o.recipient),
+                    &postacert,
                 )?
             } else {
                 let failure = match o.reason.as_deref() {
@@ -133,10 +143,10 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
                         text: format!("errore di sistema ({})", other.unwrap_or("sconosciuto")),
                     },
                 };
-                build::mancata_consegna(&mut ctx, &accepted.certified, &o.recipient, &failure)?
+                build::mancata_consegna(&mut ctx, &certified, &o.recipient, &failure)?
             }
         };
-        let key = keys::unsigned_receipt(&record.id, delivered, &o.recipient);
+        let key = keys::unsigned_receipt(&request.message, delivered, &o.recipient);
         match self
             .store
             .put_if_absent(&s.evidence_bucket, &key, message.render(), "message/rfc822")
@@ -147,4 +157,33 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
         }
         Ok(key)
     }
+}
+
+/// The certified data and `postacert.eml` of our message `id`, rebuilt from its record and the
+/// submitted bytes exactly as the access point built them.
+pub async fn certified_of_message<St: ObjectStore, Db: StateStore>(
+    s: &Settings,
+    store: &St,
+    state: &Db,
+    id: &str,
+) -> Result<(Certified, Vec<u8>), ReceiptsError> {
+    let record = state
+        .message(id)
+        .await?
+        .ok_or_else(|| ReceiptsError::NoRecord(id.to_string()))?;
+    let raw = store
+        .get(&s.raw_bucket, &record.raw_key)
+        .await?
+        .ok_or_else(|| ReceiptsError::Missing {
+            bucket: s.raw_bucket.clone(),
+            key: record.raw_key.clone(),
+        })?;
+    let accepted = original::accept(
+        &raw,
+        &record.identificativo,
+        &record.fallback_msgid,
+        &tipo_of(&record.certified),
+    )
+    .map_err(BuildError::from)?;
+    Ok((accepted.certified, accepted.postacert))
 }

@@ -2,7 +2,7 @@
 //! used by the Lambda entry points and by the local runner, which passes each function its own
 //! template environment through `var`.
 
-use pec_aws::{AwsClients, DynamoState, EventBridgePublisher, S3Store, SqsSender};
+use pec_aws::{AwsClients, DynamoState, EventBridgePublisher, S3Store, SesTransport, SqsSender};
 
 use crate::deliver::Deliver;
 use crate::ingress::Ingress;
@@ -46,13 +46,17 @@ pub fn ingress(
 pub fn deliver(
     aws: &AwsClients,
     var: impl Fn(&'static str) -> Option<String>,
-) -> Result<Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher>, SettingsError> {
+) -> Result<
+    Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher, SesTransport>,
+    SettingsError,
+> {
     Ok(Deliver::new(
         Settings::from_env(&var)?,
         S3Store::new(aws.s3.clone()),
         state(aws, &var)?,
         SqsSender::new(aws.sqs.clone()),
         EventBridgePublisher::new(aws.events.clone(), &required(&var, "PEC_EVENT_BUS")?),
+        SesTransport::new(aws.ses.clone()),
     ))
 }
 
@@ -62,6 +66,18 @@ pub fn receipts(
     var: impl Fn(&'static str) -> Option<String>,
 ) -> Result<Receipts<S3Store, DynamoState>, SettingsError> {
     Ok(Receipts::new(
+        Settings::from_env(&var)?,
+        S3Store::new(aws.s3.clone()),
+        state(aws, &var)?,
+    ))
+}
+
+/// The timers sweep on AWS.
+pub fn timers(
+    aws: &AwsClients,
+    var: impl Fn(&'static str) -> Option<String>,
+) -> Result<crate::timers::Timers<S3Store, DynamoState>, SettingsError> {
+    Ok(crate::timers::Timers::new(
         Settings::from_env(&var)?,
         S3Store::new(aws.s3.clone()),
         state(aws, &var)?,

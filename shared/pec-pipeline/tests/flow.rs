@@ -39,6 +39,8 @@ fn settings() -> Settings {
         mailbox_bucket: MAILBOXES.into(),
         scan_queue_url: SCAN_Q.into(),
         receipts_queue_url: RECEIPTS_Q.into(),
+        provider_index_key: pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY.into(),
+        trust_anchors_key: pec_pipeline::DEFAULT_TRUST_ANCHORS_KEY.into(),
     }
 }
 
@@ -116,11 +118,14 @@ impl Flow {
         Ingress::new(settings(), &self.store, self.state.clone(), &self.outbox)
     }
 
-    fn deliver(&self) -> Deliver<&MemoryStore, MemoryState, &MemoryOutbox, &MemoryOutbox> {
+    fn deliver(
+        &self,
+    ) -> Deliver<&MemoryStore, MemoryState, &MemoryOutbox, &MemoryOutbox, &MemoryOutbox> {
         Deliver::new(
             settings(),
             &self.store,
             self.state.clone(),
+            &self.outbox,
             &self.outbox,
             &self.outbox,
         )

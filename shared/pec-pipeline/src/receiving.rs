@@ -1,0 +1,323 @@
+//! The receiving point (punto di ricezione): mail from other providers and the outside world.
+//!
+//! **Arrival** (`inbound/<id>.json`, written after `inbound/<id>.eml` by SES receiving or the
+//! local mail exchange): the message is classified and, when it claims to be PEC, verified on
+//! the bytes as received — signature, chain to the accredited roots at the arrival time,
+//! signer listed in the provider index **and** the listed provider being the one that manages
+//! the domain the object speaks for (the sender's for an envelope, the recipient's for a
+//! receipt). The decision is recorded once (`IN#<id>`):
+//! - a verified **transport envelope** → antivirus (receiving point; a virus yields the
+//!   rilevazione virus to the sending provider and the mancata consegna per virus to the
+//!   sender, from the scan step), then, clean, the **presa in carico** to the sending
+//!   provider's `mailReceipt` and the envelope, as received, to `received/in/<id>/` for the
+//!   delivery point;
+//! - a verified **receipt or notice about one of our messages** (matched by the daticert
+//!   identificativo, never by Message-ID, which SES rewrites) → `received/msg/<our id>/<id>.eml`
+//!   for the delivery point (which logs it, updates the recipient's status and stores it in
+//!   the sender's mailbox — a presa in carico is logged, not stored);
+//! - **ordinary mail**, or a PEC object that fails verification → antivirus, then the
+//!   **busta di anomalia** (`X-VerificaSicurezza: errore` for a security failure) to each
+//!   recipient, or nothing for a mailbox that refuses ordinary mail (recorded as refused).
+
+use chrono::{DateTime, Utc};
+use pec_aws::{InboundRecord, ObjectStore, PutOutcome, QueueSender, StateStore};
+use pec_core::build::{self, Ctx};
+use pec_core::classify::{self, Kind};
+use pec_core::ids::SeededIds;
+use pec_core::original::Certified;
+use pec_core::submission::{self, InboundEnvelope};
+use pec_smime::{ProviderIndex, Verdict, Verification, VerifyOptions, verify_message};
+
+use crate::ingress::{Ingress, IngressError, IngressOutcome};
+use crate::{is_ours, keys, load_trust};
+
+/// Decisions recorded in [`InboundRecord::decision`].
+pub const ENVELOPE: &str = "envelope";
+pub const RECEIPT: &str = "receipt";
+pub const ANOMALY: &str = "anomaly";
+pub const REFUSED: &str = "refused";
+pub const NOT_OURS: &str = "not-ours";
+
+/// How far a signature's `signingTime` may be **after** the arrival time (clock skew). Earlier
+/// is fine — mail can be held up for hours (the 24 h rules exist for that), and certificate
+/// validity is judged at the arrival time, not at the time the signer claims.
+pub const MAX_SIGNING_SKEW_MINUTES: i64 = 30;
+
+/// Whether `v` is a valid signature by the provider that manages `address`'s domain.
+fn speaks_for(v: &Verification, index: &ProviderIndex, address: &str) -> Result<(), String> {
+    if v.verdict != Verdict::Valid {
+        return Err(format!(
+            "{:?}: {}",
+            v.verdict,
+            v.reason.clone().unwrap_or_default()
+        ));
+    }
+    let Some(signer) = &v.index.matched else {
+        return Err("the signer is not matched in the provider index".into());
+    };
+    match index.provider_for_address(address) {
+        Some(p) if p.dn == signer.dn => Ok(()),
+        Some(p) => Err(format!(
+            "signed by {} but {address} is managed by {}",
+            signer.provider_name, p.provider_name
+        )),
+        None => Err(format!(
+            "{address} is not in a domain of any listed provider"
+        )),
+    }
+}
+
+impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
+    /// Arrival of `inbound/<id>.json`.
+    pub(crate) async fn inbound(&self, key: &str) -> Result<IngressOutcome, IngressError> {
+        let s = &self.settings;
+        let bad = |reason: String| IngressError::BadInput {
+            bucket: s.raw_bucket.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let id = submission::inbound_id_of_key(key)
+            .ok_or_else(|| bad("not inbound/<id>.json".into()))?
+            .to_string();
+        let env = InboundEnvelope::from_json(&self.get(&s.raw_bucket, key).await?)
+            .map_err(|e| bad(e.to_string()))?;
+        let raw_key = format!("{}{id}.eml", submission::INBOUND_PREFIX);
+        if let Some(existing) = self.state.inbound(&id).await? {
+            // A duplicate: re-apply the recorded decision.
+            return self.apply_inbound(&existing, &raw_key).await;
+        }
+        let raw = self.get(&s.raw_bucket, &raw_key).await?;
+        let mut recipients = Vec::new();
+        for r in &env.recipients {
+            if is_ours(s, &self.state, r).await? {
+                recipients.push(r.to_ascii_lowercase());
+            }
+        }
+        let c = classify::classify(&raw);
+        let mut record = InboundRecord {
+            id: id.clone(),
+            received_at: env.received_at,
+            source: env.source.clone(),
+            recipients,
+            decision: ANOMALY.into(),
+            kind: c.kind.as_str().to_string(),
+            reason: None,
+            security_error: false,
+            identificativo: c.daticert.as_ref().map(|d| d.dati.identificativo.clone()),
+            sender_receipt_address: None,
+            sender_provider: None,
+        };
+        if record.recipients.is_empty() {
+            record.decision = NOT_OURS.into();
+            record.reason = Some("no recipient in our domains".into());
+        } else if c.kind.is_pec() {
+            let (index, anchors) = load_trust(s, &self.store).await?;
+            let options = VerifyOptions {
+                evaluation_time: Some(env.received_at),
+            };
+            let v = verify_message(&raw, &anchors, Some(&index), &options);
+            let skew = v.signing_time.map(|t| (t - env.received_at).num_minutes());
+            let d = c.daticert.as_ref();
+            // Whose word the object is: the sender's provider for an envelope, the
+            // recipient's for a receipt about one of our messages.
+            let speaker = match c.kind {
+                Kind::BustaTrasporto => d.map(|d| d.intestazione.mittente.clone()),
+                _ => d.and_then(|d| {
+                    d.dati
+                        .consegna
+                        .clone()
+                        .or_else(|| d.dati.ricezione.first().cloned())
+                }),
+            };
+            let checked = match (&speaker, skew) {
+                (None, _) => Err("no daticert to take the facts from".to_string()),
+                (_, Some(m)) if m > MAX_SIGNING_SKEW_MINUTES => {
+                    Err(format!("signingTime is {m} minutes from the arrival time"))
+                }
+                (Some(addr), _) => speaks_for(&v, &index, addr),
+            };
+            match checked {
+                Err(reason) => {
+                    record.reason = Some(reason);
+                    record.security_error = true;
+                }
+                Ok(()) if c.kind == Kind::BustaTrasporto => {
+                    record.decision = ENVELOPE.into();
+                    let provider = speaker
+                        .as_deref()
+                        .and_then(|a| index.provider_for_address(a));
+                    record.sender_provider = provider.map(|p| p.provider_name.clone());
+                    record.sender_receipt_address = provider.and_then(|p| p.mail_receipt.clone());
+                    if record.sender_receipt_address.is_none() {
+                        record.decision = ANOMALY.into();
+                        record.security_error = true;
+                        record.reason =
+                            Some("the sending provider has no mailReceipt in the index".into());
+                    }
+                }
+                Ok(()) => {
+                    record.decision = RECEIPT.into();
+                }
+            }
+        } else {
+            // Ordinary mail: a mailbox may refuse it instead of receiving an anomaly envelope.
+            let mut all_refuse = true;
+            for r in &record.recipients {
+                let refuses = self
+                    .state
+                    .mailbox(r)
+                    .await?
+                    .is_some_and(|m| m.refuse_ordinary);
+                all_refuse &= refuses;
+            }
+            if all_refuse {
+                record.decision = REFUSED.into();
+                record.reason = Some("the mailbox does not accept ordinary mail".into());
+            }
+        }
+        let record = self.state.create_inbound(&record).await?.unwrap_or(record);
+        self.apply_inbound(&record, &raw_key).await
+    }
+
+    async fn apply_inbound(
+        &self,
+        record: &InboundRecord,
+        raw_key: &str,
+    ) -> Result<IngressOutcome, IngressError> {
+        let s = &self.settings;
+        match record.decision.as_str() {
+            ENVELOPE | ANOMALY => {
+                let tenant = match record.recipients.first() {
+                    Some(r) => match pec_core::addr::domain_of(r) {
+                        Some(d) => self.state.domain_tenant(d).await?.unwrap_or_default(),
+                        None => String::new(),
+                    },
+                    None => String::new(),
+                };
+                let request = serde_json::json!({
+                    "version": 1,
+                    "bucket": s.raw_bucket,
+                    "key": raw_key,
+                    "tenant": tenant,
+                    "point": "receiving",
+                    "recipients": record.recipients,
+                    "sender_receipt_address": record.sender_receipt_address.clone().unwrap_or_default(),
+                });
+                self.queue
+                    .send(&s.scan_queue_url, request.to_string())
+                    .await?;
+                Ok(IngressOutcome::ScanRequested {
+                    id: record.id.clone(),
+                })
+            }
+            RECEIPT => {
+                let ident = record.identificativo.clone().unwrap_or_default();
+                let Some(ours) = self.state.message_by_identificativo(&ident).await? else {
+                    tracing::warn!(inbound = %record.id, identificativo = %ident, "a receipt about a message we do not know: kept in the raw bucket, not delivered");
+                    return Ok(IngressOutcome::Ignored {
+                        key: raw_key.to_string(),
+                    });
+                };
+                let raw = self.get(&s.raw_bucket, raw_key).await?;
+                let key = format!("received/msg/{}/{}.eml", ours.id, record.id);
+                self.put_evidence(&key, raw).await?;
+                Ok(IngressOutcome::Received {
+                    id: record.id.clone(),
+                    key,
+                })
+            }
+            _ => {
+                tracing::info!(inbound = %record.id, decision = %record.decision, reason = ?record.reason, "inbound mail not delivered");
+                Ok(IngressOutcome::Ignored {
+                    key: raw_key.to_string(),
+                })
+            }
+        }
+    }
+
+    /// The scan step's clean hand-off of inbound mail (`scan/clean/inbound/<id>.eml.json`).
+    pub(crate) async fn inbound_clean(
+        &self,
+        key: &str,
+        id: &str,
+        scanned_at: DateTime<Utc>,
+    ) -> Result<IngressOutcome, IngressError> {
+        let s = &self.settings;
+        let record = self
+            .state
+            .inbound(id)
+            .await?
+            .ok_or_else(|| IngressError::NoRecord(id.to_string()))?;
+        let raw = self
+            .get(
+                &s.raw_bucket,
+                &format!("{}{id}.eml", submission::INBOUND_PREFIX),
+            )
+            .await?;
+        match record.decision.as_str() {
+            ENVELOPE => {
+                let c = classify::classify(&raw);
+                let d = c.daticert.as_ref().ok_or_else(|| IngressError::BadInput {
+                    bucket: s.evidence_bucket.clone(),
+                    key: key.to_string(),
+                    reason: "the verified envelope lost its daticert".into(),
+                })?;
+                let certified = Certified::from_daticert(d);
+                let to = record.sender_receipt_address.clone().unwrap_or_default();
+                let receipt = {
+                    let mut ids = SeededIds::new("pic", id);
+                    let mut ctx = Ctx {
+                        provider: &s.provider,
+                        now: scanned_at,
+                        ids: &mut ids,
+                    };
+                    build::presa_in_carico(&mut ctx, &certified, &record.recipients, &to)?
+                };
+                self.put_evidence(
+                    &format!("unsigned/in/{id}/presa-in-carico.eml"),
+                    receipt.render(),
+                )
+                .await?;
+                self.put_evidence(&format!("received/in/{id}/busta-trasporto.eml"), raw)
+                    .await?;
+            }
+            ANOMALY => {
+                let anomaly = {
+                    let mut ids = SeededIds::new("an", id);
+                    let mut ctx = Ctx {
+                        provider: &s.provider,
+                        now: scanned_at,
+                        ids: &mut ids,
+                    };
+                    build::busta_anomalia(&mut ctx, &raw, record.security_error)?
+                };
+                self.put_evidence(&format!("unsigned/in/{id}/anomalia.eml"), anomaly.render())
+                    .await?;
+            }
+            other => {
+                tracing::warn!(inbound = %id, decision = %other, "clean hand-off for inbound mail that is not delivered: ignored");
+            }
+        }
+        Ok(IngressOutcome::Accepted { id: id.to_string() })
+    }
+
+    pub(crate) async fn put_evidence(&self, key: &str, body: Vec<u8>) -> Result<(), IngressError> {
+        match self
+            .store
+            .put_if_absent(&self.settings.evidence_bucket, key, body, "message/rfc822")
+            .await?
+        {
+            PutOutcome::Created => tracing::info!(key, "written"),
+            PutOutcome::AlreadyExists => tracing::info!(key, "already written: duplicate"),
+        }
+        Ok(())
+    }
+}
+
+/// The inbound id behind `scan/clean/inbound/<id>.eml.json`.
+pub fn inbound_of_clean(key: &str) -> Option<&str> {
+    let raw = key
+        .strip_prefix(keys::SCAN_CLEAN_PREFIX)?
+        .strip_suffix(".json")?;
+    submission::inbound_id_of_key(raw)
+}
