@@ -21,6 +21,7 @@
 //!      `EngineUnavailable` metric is emitted and the SQS message is reported as failed, so it
 //!      waits and is scanned again (after maxReceiveCount it moves to the DLQ, with its alarm).
 
+pub mod clamd_launch;
 pub mod contract;
 pub mod metrics;
 pub mod outcome;

@@ -13,6 +13,23 @@ use pec_aws::{AwsClients, ClientSettings};
 async fn main() -> Result<(), Error> {
     pec_aws::telemetry::init();
     let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    // clamd from the Lambda layer, when the template names it (see clamd_launch).
+    let socket = std::env::var("PEC_CLAMD_SOCKET")
+        .unwrap_or_else(|_| pec_scan_step::DEFAULT_CLAMD_SOCKET.to_string());
+    let _clamd = match pec_scan_step::clamd_launch::ClamdLaunch::from_env(
+        |name| std::env::var(name).ok(),
+        &socket,
+    ) {
+        Some(launch) => {
+            let bucket = std::env::var("PEC_EVIDENCE_BUCKET").unwrap_or_default();
+            Some(
+                launch
+                    .launch(&pec_aws::S3Store::new(aws.s3.clone()), &bucket)
+                    .await?,
+            )
+        }
+        None => None,
+    };
     let step = pec_scan_step::from_environment(&aws, |name| std::env::var(name).ok()).await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
         let step = &step;

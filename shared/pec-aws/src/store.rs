@@ -45,6 +45,13 @@ pub trait ObjectStore: Send + Sync {
         key: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Every key under `prefix`, sorted.
+    fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// Writes `body` under `key` only if nothing is there yet (`If-None-Match: *`).
     fn put_if_absent(
         &self,
@@ -131,6 +138,33 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| store_error("ListObjectsV2", bucket, prefix, e))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token() {
+                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     async fn put_if_absent(
         &self,
         bucket: &str,
@@ -214,6 +248,14 @@ impl ObjectStore for MemoryStore {
         Ok(self.object(bucket, key).is_some())
     }
 
+    async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .keys(bucket)
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect())
+    }
+
     async fn put_if_absent(
         &self,
         bucket: &str,
@@ -247,6 +289,14 @@ impl<T: ObjectStore> ObjectStore for &T {
         key: &str,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         (**self).exists(bucket, key)
+    }
+
+    fn list_keys(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        (**self).list_keys(bucket, prefix)
     }
 
     fn put_if_absent(
