@@ -4,6 +4,10 @@
 //! or starts and bootstraps them itself; [`Stack::finish`] stops only what it started. Every
 //! failure is reported with [`Stack::diagnose`], which says which emulator stopped answering and
 //! shows the end of its log, so a dead emulator is a clear failure, never a hang.
+//!
+//! For end-to-end checks of the pipeline, [`Provisioned`] adds what a deployment needs on top of
+//! the stack (the binaries built once, clamd, the provider certificate for the KMS key, a
+//! tenant) and [`Runner`] runs `pec-runner` as a child process that is always stopped.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -318,6 +322,562 @@ pub fn run_checks<C: HasStack>(
         }
     }
     libtest_mimic::run(args, trials)
+}
+
+// ------------------------------------------------------------------ end-to-end provisioning
+
+/// The workspace binaries the end-to-end checks run.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The `pec` command.
+    pub pec: PathBuf,
+    /// `pec-runner`, the local stand-in for Lambda (and the SMTP gateway's host).
+    pub runner: PathBuf,
+}
+
+impl Binaries {
+    /// Builds (or finds up to date) `pec` and `pec-runner` in one cargo call, before any check
+    /// starts, so no check runs a stale copy and no check's timeout covers a build. They land
+    /// beside the test binary (`target/<profile>/`), wherever `CARGO_TARGET_DIR` points.
+    pub fn build() -> Result<Binaries> {
+        let exe = std::env::current_exe()?;
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .context("the test binary has no target dir")?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "pec-cli", "-p", "pec-runner", "--bins"])
+            .current_dir(repo_root());
+        // Cargo gives this test process its package's variables (CARGO_PKG_NAME, ...). Build
+        // scripts such as ring's watch them (`rerun-if-env-changed`): passed on, they would make
+        // this build and the enclosing `cargo test` rebuild ring and everything above it, in
+        // turn, at every run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+                || name == "CARGO_TARGET_TMPDIR"
+            {
+                cmd.env_remove(name.as_ref());
+            }
+        }
+        let status = cmd.status().context("running cargo build")?;
+        if !status.success() {
+            bail!("cargo build -p pec-cli -p pec-runner failed");
+        }
+        let binaries = Binaries {
+            pec: dir.join("pec"),
+            runner: dir.join("pec-runner"),
+        };
+        for path in [&binaries.pec, &binaries.runner] {
+            if !path.exists() {
+                bail!("{} was not built", path.display());
+            }
+        }
+        Ok(binaries)
+    }
+}
+
+/// This clone's clamd (`infra/local/clamd.sh`, in the stack's state directory), reused or
+/// started; [`Clamd::finish`] stops it only if this run started it.
+#[derive(Debug)]
+pub struct Clamd {
+    /// clamd's unix socket (`PEC_CLAMD_SOCKET` for the scan step).
+    pub socket: PathBuf,
+    state_dir: PathBuf,
+    started_here: bool,
+}
+
+impl Clamd {
+    fn script(state_dir: &Path, command: &str) -> Result<String> {
+        let out = Command::new("bash")
+            .arg(repo_root().join("infra/local/clamd.sh"))
+            .arg(command)
+            .env("PEC_STATE_DIR", state_dir)
+            .output()
+            .with_context(|| format!("running infra/local/clamd.sh {command}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            bail!("infra/local/clamd.sh {command} failed:\n{text}");
+        }
+        Ok(text)
+    }
+
+    /// Reuses the clamd of `stack`'s state directory or starts one (install:
+    /// `infra/local/install.sh clamav`).
+    pub fn ensure(stack: &Stack) -> Result<Clamd> {
+        let state_dir = stack.state_dir.clone();
+        let started_here = Self::script(&state_dir, "status").is_err();
+        if started_here {
+            Self::script(&state_dir, "start").context("starting clamd")?;
+        }
+        let socket = Self::script(&state_dir, "env")?
+            .lines()
+            .find_map(|l| l.strip_prefix("export PEC_CLAMD_SOCKET="))
+            .map(|s| PathBuf::from(unquote(s.trim())))
+            .context("clamd.sh env printed no PEC_CLAMD_SOCKET")?;
+        Ok(Clamd {
+            socket,
+            state_dir,
+            started_here,
+        })
+    }
+
+    /// Stops clamd if this run started it.
+    pub fn finish(self) {
+        if self.started_here {
+            let _ = Self::script(&self.state_dir, "stop");
+        }
+    }
+}
+
+/// The provider's signing certificate, as an operator sets it up once (infra/demo.sh): a
+/// development CA, a provider certificate for the KMS key (`pec cert issue --kms-key-id`), and
+/// the chain uploaded where the sign function reads it (`PEC_SIGNING_CHAIN_KEY`).
+pub struct ProviderPki {
+    dir: tempfile::TempDir,
+    /// The development CA certificate (the trust anchor of every provider signature).
+    pub ca_pem: PathBuf,
+    /// The same CA for `pec_smime::verify_message`.
+    pub anchors: pec_smime::TrustAnchors,
+}
+
+impl ProviderPki {
+    /// Where the CA, key and certificates are (a temporary directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Certifies the stack's signing key and uploads the chain.
+    pub async fn certify(
+        stack: &Stack,
+        aws: &pec_aws::AwsClients,
+        binaries: &Binaries,
+    ) -> Result<ProviderPki> {
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let key_id = stack.function_env("SignFunction", "PEC_SIGNING_KEY_ID")?;
+        let chain_key = stack.function_env("SignFunction", "PEC_SIGNING_CHAIN_KEY")?;
+        let domain = stack.function_env("SignFunction", "PEC_PROVIDER_DOMAIN")?;
+        let provider = stack.function_env("SignFunction", "PEC_PROVIDER_NAME")?;
+        run_output(
+            Command::new(&binaries.pec)
+                .args([
+                    "cert",
+                    "dev-ca",
+                    "--name",
+                    "PEC integration CA",
+                    "--out-dir",
+                ])
+                .arg(d),
+        )?;
+        run_output(
+            Command::new(&binaries.pec)
+                .args(["cert", "issue", "--ca-cert"])
+                .arg(d.join("ca.pem"))
+                .arg("--ca-key")
+                .arg(d.join("ca.key.pem"))
+                .args(["--kms-key-id", key_id, "--provider", provider])
+                .args(["--domain", domain, "--out"])
+                .arg(d.join("provider.pem")),
+        )?;
+        let ca = std::fs::read(d.join("ca.pem"))?;
+        let mut chain = std::fs::read(d.join("provider.pem"))?;
+        chain.extend_from_slice(&ca);
+        aws.s3
+            .put_object()
+            .bucket(stack.output("EvidenceBucketName")?)
+            .key(chain_key)
+            .body(chain.into())
+            .send()
+            .await
+            .context("uploading the provider certificate chain")?;
+        let mut anchors = pec_smime::TrustAnchors::new();
+        anchors.add_pem_bundle(&ca)?;
+        Ok(ProviderPki {
+            ca_pem: d.join("ca.pem"),
+            dir,
+            anchors,
+        })
+    }
+}
+
+/// Runs `cmd` to completion; its standard output, or an error with its standard error.
+pub fn run_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A `pec-runner` child process, its output in two files: `<name>.log` (the functions' JSON
+/// logs, standard output) and `<name>.stderr` (the runner's own lines: what it polls, the SMTP
+/// address, panics). Kept apart because the runner writes its lines unbuffered, piece by
+/// piece, while its pollers log: in one file, a JSON line can land in the middle of one.
+///
+/// Dropping it stops it (SIGTERM, then SIGKILL if it has not stopped within
+/// [`Runner::STOP_GRACE`]), so no check leaves one behind, even when it fails.
+pub struct Runner {
+    child: std::process::Child,
+    /// The functions' logs (standard output).
+    pub log: PathBuf,
+    /// The runner's own lines (standard error).
+    pub stderr: PathBuf,
+    /// The SMTP gateway's address, when started with `--smtp-port`.
+    pub smtp: Option<SocketAddr>,
+}
+
+impl Runner {
+    /// How long a graceful stop may take before the runner is killed.
+    pub const STOP_GRACE: Duration = Duration::from_secs(45);
+
+    /// Starts `pec-runner --state-dir <stack's> ARGS` with `PEC_CLAMD_SOCKET` for the scan
+    /// step, its output in `<dir>/<name>.log` and `<dir>/<name>.stderr`. With `--smtp-port` in
+    /// `args`, waits until the gateway listens and records its address.
+    pub fn start(
+        binaries: &Binaries,
+        stack: &Stack,
+        clamd_socket: Option<&Path>,
+        args: &[&str],
+        dir: &Path,
+        name: &str,
+    ) -> Result<Runner> {
+        let log = dir.join(format!("{name}.log"));
+        let stderr = dir.join(format!("{name}.stderr"));
+        let create = |path: &Path| {
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+        };
+        let mut cmd = Command::new(&binaries.runner);
+        cmd.arg("--state-dir")
+            .arg(&stack.state_dir)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(create(&log)?)
+            .stderr(create(&stderr)?);
+        if let Some(socket) = clamd_socket {
+            cmd.env("PEC_CLAMD_SOCKET", socket);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binaries.runner.display()))?;
+        let mut runner = Runner {
+            child,
+            log,
+            stderr,
+            smtp: None,
+        };
+        if args.contains(&"--smtp-port") {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if let Some(addr) = runner
+                    .messages()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("pec-runner: smtp "))
+                    .and_then(|a| a.trim().parse().ok())
+                {
+                    runner.smtp = Some(addr);
+                    break;
+                }
+                if let Some(status) = runner.child.try_wait()? {
+                    bail!(
+                        "pec-runner exited ({status}) before its gateway listened:\n{}",
+                        indent(&runner.log_tail(30))
+                    );
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!(
+                        "pec-runner printed no smtp address within 60 s:\n{}",
+                        indent(&runner.log_tail(30))
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(runner)
+    }
+
+    /// The runner's own lines so far (standard error).
+    pub fn messages(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.stderr).unwrap_or_default()).into_owned()
+    }
+
+    /// The functions' logs so far (standard output, JSON lines).
+    pub fn logs(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the runner polls `queues` queues (it prints `pec-runner: <function> <-
+    /// <queue>` for each as its poller starts).
+    pub fn wait_polling(&mut self, queues: usize, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let polling = self
+                .messages()
+                .lines()
+                .filter(|l| l.starts_with("pec-runner: ") && l.contains(" <- "))
+                .count();
+            if polling >= queues {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "pec-runner exited ({status}) during start-up:\n{}",
+                    indent(&self.log_tail(30))
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "pec-runner polls {polling} of {queues} queues after {} s:\n{}",
+                    timeout.as_secs(),
+                    indent(&self.log_tail(30))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, no grace (a crash, a Lambda timeout), and reap.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for the graceful stop (SIGKILL after [`Runner::STOP_GRACE`]); the
+    /// exit status, `None` when it had to be killed.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Self::STOP_GRACE;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill_hard();
+        None
+    }
+
+    /// Its standard error and the last `lines` lines of its logs, for a failure message.
+    pub fn log_tail(&self, lines: usize) -> String {
+        format!(
+            "{}:\n{}\n{}:\n{}",
+            self.stderr.display(),
+            tail(&self.stderr, lines),
+            self.log.display(),
+            tail(&self.log, lines)
+        )
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Everything an end-to-end check of the pipeline needs, set up once: the stack, SDK clients,
+/// the binaries, clamd, the provider certificate and a tenant.
+pub struct Provisioned {
+    pub stack: Stack,
+    pub aws: pec_aws::AwsClients,
+    pub binaries: Binaries,
+    pub clamd: Clamd,
+    pub pki: ProviderPki,
+    /// The tenant every mailbox of the run belongs to.
+    pub tenant: String,
+    /// The provider's domain (`PEC_PROVIDER_DOMAIN`): mailboxes there are ours.
+    pub domain: String,
+    /// The state table and provider log, as the steps see them.
+    pub state: pec_aws::DynamoState,
+    /// Where runner logs go: `<state dir>/test-logs/<run name>/`, emptied when a run starts
+    /// and kept after it, for diagnosis.
+    pub log_dir: PathBuf,
+}
+
+impl HasStack for Provisioned {
+    fn stack(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+/// The submission password of every mailbox the checks create.
+pub const MAILBOX_PASSWORD: &str = "integration-secret-1";
+
+impl Provisioned {
+    /// Starts (or reuses) clamd, certifies the signing key and creates `tenant`; `name` names
+    /// the log directory. On failure, whatever this run started (stack, clamd) is stopped.
+    pub async fn new(
+        stack: Stack,
+        binaries: Binaries,
+        name: &str,
+        tenant: &str,
+    ) -> Result<Provisioned> {
+        let clamd = match Clamd::ensure(&stack) {
+            Ok(c) => c,
+            Err(e) => {
+                stack.finish();
+                return Err(e);
+            }
+        };
+        let aws = stack.clients().await;
+        let rest = async {
+            let pki = ProviderPki::certify(&stack, &aws, &binaries).await?;
+            let domain = stack
+                .function_env("IngressFunction", "PEC_PROVIDER_DOMAIN")?
+                .to_string();
+            let state = pec_aws::DynamoState::new(
+                aws.dynamodb.clone(),
+                stack.output("StateTableName")?,
+                stack.output("ProviderLogTableName")?,
+            );
+            let log_dir = stack.state_dir.join("test-logs").join(name);
+            if log_dir.exists() {
+                std::fs::remove_dir_all(&log_dir)
+                    .with_context(|| format!("emptying {}", log_dir.display()))?;
+            }
+            std::fs::create_dir_all(&log_dir)?;
+            Ok::<_, anyhow::Error>((pki, domain, state, log_dir))
+        }
+        .await;
+        let (pki, domain, state, log_dir) = match rest {
+            Ok(v) => v,
+            Err(e) => {
+                clamd.finish();
+                stack.finish();
+                return Err(e);
+            }
+        };
+        let p = Provisioned {
+            stack,
+            aws,
+            binaries,
+            clamd,
+            pki,
+            tenant: tenant.to_string(),
+            domain,
+            state,
+            log_dir,
+        };
+        if let Err(e) = p
+            .pec(
+                &["tenant", "add", tenant, "--name", "Integration tests"],
+                None,
+            )
+            .await
+        {
+            p.finish();
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    /// Runs the `pec` command (in this process's environment: the stack's), `stdin` on its
+    /// standard input; its standard output.
+    pub async fn pec(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new(&self.binaries.pec)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting pec {args:?}"))?;
+        let mut input = child.stdin.take().context("pec stdin")?;
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .await?;
+        drop(input);
+        let out = child.wait_with_output().await?;
+        if !out.status.success() {
+            bail!(
+                "pec {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// An address of our domain that no one has used: `<tag>-<pid>-<nanos>@<domain>` (for a
+    /// given tag, always the same length).
+    pub fn address(&self, tag: &str) -> String {
+        format!("{}@{}", unique(tag), self.domain)
+    }
+
+    /// `pec mailbox create` (standard plan, or `quota_bytes`) with [`MAILBOX_PASSWORD`].
+    pub async fn create_mailbox(&self, address: &str, quota_bytes: Option<u64>) -> Result<()> {
+        let quota = quota_bytes.map(|q| q.to_string());
+        let mut args = vec![
+            "mailbox",
+            "create",
+            address,
+            "--tenant",
+            &self.tenant,
+            "--plan",
+            "standard",
+            "--password-stdin",
+            "--fast-hash",
+        ];
+        if let Some(q) = &quota {
+            args.extend(["--quota-bytes", q]);
+        }
+        self.pec(&args, Some(&format!("{MAILBOX_PASSWORD}\n")))
+            .await
+            .map(drop)
+    }
+
+    /// Starts `pec-runner ARGS` on this stack with clamd; its output in
+    /// `<log_dir>/<name>.{log,stderr}`.
+    pub fn runner(&self, name: &str, args: &[&str]) -> Result<Runner> {
+        Runner::start(
+            &self.binaries,
+            &self.stack,
+            Some(&self.clamd.socket),
+            args,
+            &self.log_dir,
+            name,
+        )
+    }
+
+    /// Stops what this run started (clamd, the emulators).
+    pub fn finish(self) {
+        self.clamd.finish();
+        self.stack.finish();
+    }
 }
 
 /// `GET path` on 127.0.0.1:port over plain HTTP/1.0; returns the body of a 2xx response.

@@ -1385,24 +1385,32 @@ impl StateStore for DynamoState {
     }
 
     async fn log_day(&self, day: &str) -> Result<Vec<PecEvent>, StateError> {
-        let out = self
-            .client
-            .query()
-            .table_name(&self.log_table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("DAY#{day}")))
-            .send()
-            .await
-            .map_err(|e| StateError {
-                operation: "Query",
-                table: self.log_table.clone(),
-                message: aws_error_chain(&e),
-            })?;
-        out.items
-            .unwrap_or_default()
-            .iter()
-            .map(|i| self.decode_doc(i))
-            .collect()
+        let mut events = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.log_table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("DAY#{day}")))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StateError {
+                    operation: "Query",
+                    table: self.log_table.clone(),
+                    message: aws_error_chain(&e),
+                })?;
+            for item in out.items() {
+                events.push(self.decode_doc(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(events)
     }
 }
 
