@@ -241,6 +241,7 @@ class Creator:
         self.kms = boto3.client("kms", region_name=region)
         self.events = boto3.client("events", region_name=region)
         self.sns = boto3.client("sns", region_name=region)
+        self.ses = boto3.client("ses", region_name=region)
 
     # Resource type -> method that creates it (idempotently) and returns its attributes.
     HANDLERS = {
@@ -251,6 +252,7 @@ class Creator:
         "AWS::KMS::Alias": "alias",
         "AWS::Events::EventBus": "event_bus",
         "AWS::SNS::Topic": "topic",
+        "AWS::SES::EmailIdentity": "email_identity",
     }
 
     def handlers(self) -> dict[str, Callable[[str, dict], dict]]:
@@ -407,6 +409,27 @@ class Creator:
             arn = self.events.describe_event_bus(Name=name)["Arn"]
         return {"Ref": name, "Arn": arn, "Name": name}
 
+    def email_identity(self, logical: str, p: dict) -> dict:
+        """A domain (or address) SES may send from. LocalStack's SendRawEmail refuses a Source that
+        is neither a verified address nor in a verified domain; its verification succeeds at once
+        (no DNS). The DKIM tokens stand in for the CNAMEs AWS would ask for."""
+        identity = p["EmailIdentity"]
+        if "@" in identity:
+            self.ses.verify_email_identity(EmailAddress=identity)
+            tokens: list[str] = []
+        else:
+            self.ses.verify_domain_identity(Domain=identity)
+            tokens = self.ses.verify_domain_dkim(Domain=identity)["DkimTokens"]
+        status = self.ses.get_identity_verification_attributes(Identities=[identity])[
+            "VerificationAttributes"].get(identity, {}).get("VerificationStatus")
+        if status != "Success":
+            raise BootstrapError(f"{logical}: SES identity {identity} is not verified ({status})")
+        out: dict[str, Any] = {"Ref": identity}
+        for i, token in enumerate(tokens[:3], start=1):
+            out[f"DkimDNSTokenName{i}"] = f"{token}._domainkey.{identity}"
+            out[f"DkimDNSTokenValue{i}"] = f"{token}.dkim.amazonses.com"
+        return out
+
     def topic(self, logical: str, p: dict) -> dict:
         name = p.get("TopicName") or f"{self.stack}-{logical}"
         arn = self.sns.create_topic(Name=name)["TopicArn"]
@@ -486,6 +509,29 @@ def function_crates(repo: str) -> set[str]:
     return names
 
 
+# Properties that give a resource its account-wide (or region-wide) name.
+NAME_PROPERTIES = ("QueueName", "BucketName", "TableName", "AliasName", "TopicName", "RoleName",
+                   "FunctionName", "LogGroupName", "ScheduleName", "RuleName")
+
+
+def unprefixed_names(original: dict) -> list[str]:
+    """`Logical.Property` of every name that does not include the stack name, so two stacks
+    (e.g. two local providers, pec-local and pec-b) would collide on it."""
+    bad = []
+    for logical, res in sorted(original.get("Resources", {}).items()):
+        props = res.get("Properties", {}) or {}
+        names = [p for p in NAME_PROPERTIES if p in props]
+        if res.get("Type") == "AWS::Events::EventBus" and "Name" in props:
+            names.append("Name")
+        for prop in names:
+            value = props[prop]
+            text = value.get("Fn::Sub") if isinstance(value, dict) else None
+            text = text[0] if isinstance(text, list) else text
+            if not isinstance(text, str) or "${AWS::StackName}" not in text:
+                bad.append(f"{logical}.{prop}")
+    return bad
+
+
 def check_invariants(original: dict, transformed: dict, template_path: str) -> list[str]:
     """The template-level rules of ARCHITECTURE.md; returns what was checked."""
     checked = []
@@ -509,6 +555,11 @@ def check_invariants(original: dict, transformed: dict, template_path: str) -> l
             for name, ev in events.items():
                 if ev.get("Type") == "SQS" and "ReportBatchItemFailures" not in ev["Properties"].get("FunctionResponseTypes", []):
                     raise BootstrapError(f"{logical}.{name}: SQS events must use ReportBatchItemFailures")
+    unprefixed = unprefixed_names(original)
+    if unprefixed:
+        raise BootstrapError("every resource name must contain ${AWS::StackName} (two providers share one "
+                             "account locally): " + ", ".join(unprefixed))
+    checked.append("names: every named resource is prefixed with the stack name")
     crates = function_crates(repo)
     if in_template != crates:
         raise BootstrapError(f"function crates {sorted(crates)} and template functions {sorted(in_template)} differ")

@@ -6,8 +6,10 @@
 #   infra/local/stack.sh stop       stop both and wait until their ports are closed
 #   infra/local/stack.sh status     print state; exit 0 only if both answer
 #   infra/local/stack.sh env        print `export` lines for the SDK (eval "$(... env)")
-#   infra/local/stack.sh bootstrap [--stack-name NAME]
-#                                   create the resources of template.yaml in the emulators
+#   infra/local/stack.sh bootstrap [--stack-name NAME] [--parameter Key=Value ...]
+#                                   create the resources of template.yaml in the emulators (every
+#                                   argument goes to bootstrap.py; one stack per provider, e.g.
+#                                   --stack-name pec-b --parameter ProviderDomain=pec.altro.test)
 #
 # Ports: PEC_LOCALSTACK_PORT / PEC_DYNAMODB_PORT if set (must be free), otherwise free ones are
 # picked. State (pids, logs, ports): $PEC_STATE_DIR (default .local/stack in this clone).
@@ -71,6 +73,10 @@ start_localstack() { # port
   venv="$(pec_venv_dir)"
   [ -x "$venv/bin/python" ] || pec_die "LocalStack is not installed: run infra/local/install.sh"
   rm -rf "$PEC_STATE_DIR/localstack-fs"
+  # Init hooks LocalStack runs in its own process (infra/local/localstack-init/: what each does
+  # and why is written in the file). In host mode they are read from $FILESYSTEM_ROOT/etc/...
+  mkdir -p "$PEC_STATE_DIR/localstack-fs/etc/localstack"
+  cp -R "$PEC_REPO/infra/local/localstack-init" "$PEC_STATE_DIR/localstack-fs/etc/localstack/init"
   # hypercorn honours the host of GATEWAY_LISTEN (the default twisted server binds 0.0.0.0).
   # OVERRIDE_IN_DOCKER=0: host mode. SKIP_SSL_CERT_DOWNLOAD/DISABLE_EVENTS: no calls outside.
   # SQS_ENDPOINT_STRATEGY=path + LOCALSTACK_HOST: queue URLs point at 127.0.0.1, no DNS needed.
@@ -193,5 +199,5 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   bootstrap) shift; cmd_bootstrap "$@" ;;
-  *) echo "usage: $0 start|stop|status|env|bootstrap [--stack-name NAME]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env|bootstrap [--stack-name NAME] [--parameter Key=Value ...]" >&2; exit 2 ;;
 esac

@@ -57,6 +57,17 @@ class TemplateChecks(unittest.TestCase):
         with self.assertRaisesRegex(bootstrap.BootstrapError, "ReportBatchItemFailures"):
             bootstrap.check_invariants(original, self.transformed, TEMPLATE)
 
+    def test_a_name_without_the_stack_name_is_refused(self):
+        original = copy.deepcopy(self.original)
+        original["Resources"]["RawMailBucket"]["Properties"]["BucketName"] = "pec-raw"
+        original["Resources"]["EventBus"]["Properties"]["Name"] = {"Fn::Sub": "pec-events"}
+        with self.assertRaisesRegex(bootstrap.BootstrapError, "EventBus.Name, RawMailBucket.BucketName"):
+            bootstrap.check_invariants(original, self.transformed, TEMPLATE)
+
+    def test_ses_identities_are_created_not_skipped(self):
+        rows = bootstrap.check_coverage(self.transformed, set(bootstrap.Creator.HANDLERS))
+        self.assertIn(("SendingIdentity", "AWS::SES::EmailIdentity", "create"), rows)
+
     def test_unknown_resource_type_is_refused(self):
         transformed = copy.deepcopy(self.transformed)
         transformed["Resources"]["Mystery"] = {"Type": "AWS::Foo::Bar", "Properties": {}}

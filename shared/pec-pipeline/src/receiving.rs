@@ -187,13 +187,19 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         let s = &self.settings;
         match record.decision.as_str() {
             ENVELOPE | ANOMALY => {
-                let tenant = match record.recipients.first() {
-                    Some(r) => match pec_core::addr::domain_of(r) {
-                        Some(d) => self.state.domain_tenant(d).await?.unwrap_or_default(),
-                        None => String::new(),
-                    },
-                    None => String::new(),
-                };
+                // The antivirus policy is per tenant: the first recipient's mailbox's tenant,
+                // else its domain's, else the provider's default policy ("default").
+                let mut tenant = String::new();
+                if let Some(r) = record.recipients.first() {
+                    if let Some(m) = self.state.mailbox(r).await? {
+                        tenant = m.tenant;
+                    } else if let Some(d) = pec_core::addr::domain_of(r) {
+                        tenant = self.state.domain_tenant(d).await?.unwrap_or_default();
+                    }
+                }
+                if tenant.is_empty() {
+                    tenant = "default".into();
+                }
                 let request = serde_json::json!({
                     "version": 1,
                     "bucket": s.raw_bucket,
