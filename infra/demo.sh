@@ -7,7 +7,13 @@
 # Lambda, polling the same SQS queues) with the SMTP submission gateway, and sends four messages
 # through SMTP: a normal one, one to a mailbox that does not exist, one with a forbidden Bcc,
 # one carrying EICAR. For each it prints the receipts and notices that reached the sender's
-# mailbox (type, time, signature verdict, subject), then what the recipient received, then
+# mailbox (type, time, signature verdict, subject), then what the recipient received.
+#
+# Then a second provider (stack pec-b, pec.altro.test) on the same emulators, both certified by
+# one development CA and listed in one provider index, with the mail exchange (pec-exchange)
+# carrying what each sends through SES into the other's inbound: A's user writes to B's user, to
+# an ordinary address and to a B mailbox that does not exist; an ordinary mail arrives at A; a
+# tampered envelope arrives at B. It prints what each mailbox got, with signature verdicts, and
 # stops what it started.
 #
 #   infra/demo.sh            run, then stop the emulators this run started
@@ -21,11 +27,16 @@ keep=0
 started=0
 started_clamd=0
 runner_pid=""
+runner_b_pid=""
+exchange_pid=""
 cleanup() {
-  if [ -n "$runner_pid" ] && kill -0 "$runner_pid" 2>/dev/null; then
-    kill -TERM "$runner_pid" 2>/dev/null || true
-    wait "$runner_pid" 2>/dev/null || true
-  fi
+  local p
+  for p in "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p" 2>/dev/null || true
+      wait "$p" 2>/dev/null || true
+    fi
+  done
   if [ "$keep" = 0 ]; then
     [ "$started_clamd" = 1 ] && infra/local/clamd.sh stop || true
     [ "$started" = 1 ] && infra/local/stack.sh stop || true
@@ -52,22 +63,15 @@ infra/local/stack.sh status
 infra/local/clamd.sh status
 
 echo
-echo "== Provider certificate for the KMS signing key (what an operator does once)"
-resources="$PEC_STATE_DIR/pec-local.resources.json"
-out() { "$(pec_venv_dir)/bin/python" -c "import json,sys; print(json.load(open('$resources'))$1)"; }
-key_id="$(out "['functions']['SignFunction']['environment']['PEC_SIGNING_KEY_ID']")"
-chain_key="$(out "['functions']['SignFunction']['environment']['PEC_SIGNING_CHAIN_KEY']")"
-bucket="$(out "['outputs']['EvidenceBucketName']")"
-cargo build -q -p pec-cli -p pec-runner
+echo "== Two providers (stacks pec-local and pec-b), one development CA, one provider index"
+cargo build -q -p pec-cli -p pec-runner -p pec-exchange
 pec=target/debug/pec
-pki="$PEC_STATE_DIR/demo-pki"
-rm -rf "$pki" && mkdir -p "$pki"
-$pec cert dev-ca --out-dir "$pki" --name "PEC Demo CA" 2>/dev/null
-$pec cert issue --ca-cert "$pki/ca.pem" --ca-key "$pki/ca.key.pem" --kms-key-id "$key_id" \
-  --provider "$PEC_PROVIDER_NAME" --domain "$PEC_PROVIDER_DOMAIN" --out "$pki/provider.pem"
-cat "$pki/provider.pem" "$pki/ca.pem" >"$pki/chain.pem"
-"$(pec_venv_dir)/bin/aws" s3 cp --quiet "$pki/chain.pem" "s3://$bucket/$chain_key"
-openssl x509 -in "$pki/provider.pem" -noout -subject | sed 's/^/  /'
+source infra/local/providers.sh
+pec_providers_bootstrap
+pki="$PEC_STATE_DIR/providers-pki"
+pec_providers_certify "$pec" "$pki"
+b_env() { (source "$PEC_STATE_DIR/pec-b.env" && "$@"); }
+B_DOMAIN="$(b_env bash -c 'echo $PEC_PROVIDER_DOMAIN')"
 
 echo
 echo "== A tenant with two mailboxes"
@@ -81,6 +85,11 @@ $pec tenant add studio-rossi --name "Studio Legale Rossi" | sed 's/^/  /'
 for m in "$sender" "$recipient"; do
   echo "$password" | $pec mailbox create "$m" --tenant studio-rossi --plan standard --password-stdin --fast-hash | sed 's/^/  /'
 done
+remote="luigi.verdi.$run@$B_DOMAIN"
+remote_missing="nessuno.$run@$B_DOMAIN"
+ordinary="amico.$run@ordinaria.test"
+b_env $pec tenant add studio-verdi --name "Studio Verdi" | sed 's/^/  (B) /'
+echo "$password" | b_env $pec mailbox create "$remote" --tenant studio-verdi --plan standard --password-stdin --fast-hash | sed 's/^/  (B) /'
 
 echo
 echo "== Every function (pec-runner) and the SMTP submission gateway"
@@ -98,6 +107,13 @@ for _ in $(seq 1 100); do
 done
 [ -n "$port" ] || { tail -20 "$log"; pec_die "the SMTP gateway did not start"; }
 grep '^pec-runner:' "$log" | sed 's/^/  /'
+log_b="$PEC_STATE_DIR/demo-runner-b.log"
+target/debug/pec-runner --stack-name pec-b >"$log_b" 2>&1 &
+runner_b_pid=$!
+log_x="$PEC_STATE_DIR/demo-exchange.log"
+target/debug/pec-exchange --rewrite-ids >"$log_x" 2>&1 &
+exchange_pid=$!
+echo "  pec-runner --stack-name pec-b (pid $runner_b_pid), pec-exchange --rewrite-ids (pid $exchange_pid)"
 
 echo
 echo "== Four messages submitted over SMTP (STARTTLS + AUTH) as $sender"
@@ -113,7 +129,7 @@ id[virus]="$(send --to "$recipient" --subject "Fattura con allegato" --text "In 
 expect=([normale]=2 [inesistente]=2 [bcc]=1 [virus]=1)
 for s in normale inesistente bcc virus; do printf '  %-12s submission %s\n' "$s" "${id[$s]}"; done
 
-count() { $pec mailbox list "$sender" --json --message "$1" | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
+count() { $pec mailbox list "${2:-$sender}" --json --message "$1" | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
 deadline=$((SECONDS + 180))
 for s in normale inesistente bcc virus; do
   until [ "$(count "${id[$s]}")" -ge "${expect[$s]}" ]; do
@@ -140,6 +156,56 @@ for s in bcc virus; do
   n="$($pec mailbox list "$recipient" --json --message "${id[$s]}" | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')"
   [ "$n" = 0 ] || { echo "  the $s message reached the recipient"; problems=$((problems + 1)); }
 done
+[ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
+
+echo
+echo "== Between providers: A ($PEC_PROVIDER_DOMAIN) and B ($B_DOMAIN) through SES and the exchange"
+id[esterno]="$(send --to "$remote" --to "$ordinary" --to "$remote_missing" --subject "Convocazione assemblea" --text "Si convoca l'assemblea per il giorno 30.")"
+echo "  A -> B user, an ordinary address, a missing B mailbox: submission ${id[esterno]}"
+ordinary_in="$PEC_STATE_DIR/demo-ordinary.eml"
+printf 'From: Un Privato <privato@ordinaria.test>\r\nTo: %s\r\nSubject: Richiesta informazioni\r\nMessage-ID: <%s@ordinaria.test>\r\nDate: %s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBuongiorno, posta ordinaria.\r\n' \
+  "$sender" "$run" "$(date -R)" >"$ordinary_in"
+target/debug/pec-exchange inject --from privato@ordinaria.test --to "$sender" --eml "$ordinary_in" | sed 's/^/  ordinary mail to A: /'
+count_b() { b_env $pec mailbox list "$1" --json | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
+deadline=$((SECONDS + 180))
+until [ "$(count "${id[esterno]}")" -ge 3 ] && [ "$(count_b "$remote")" -ge 1 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || { tail -20 "$log" "$log_b" "$log_x"; pec_die "the exchange between providers did not complete within 180 s"; }
+  sleep 0.5
+done
+# A tampered envelope: the one A sent to the ordinary address, one word changed, handed to B.
+outbox="$PEC_STATE_DIR/exchange/outbox/ordinaria.test"
+original="$(grep -l "Convocazione assemblea" "$outbox"/*.eml 2>/dev/null | head -1 || true)"
+[ -n "$original" ] || pec_die "the envelope for $ordinary is not in $outbox"
+tampered="$PEC_STATE_DIR/demo-tampered.eml"
+sed 's/giorno 30/giorno 31/' "$original" >"$tampered"
+cmp -s "$original" "$tampered" && pec_die "could not tamper with $original"
+target/debug/pec-exchange inject --from "posta-certificata@$PEC_PROVIDER_DOMAIN" --to "$remote" --eml "$tampered" | sed 's/^/  tampered envelope to B: /'
+deadline=$((SECONDS + 120))
+until [ "$(count_b "$remote")" -ge 2 ] && [ "$($pec mailbox list "$sender" --json | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(sum(1 for i in json.load(sys.stdin)["items"] if i["kind"]=="busta-anomalia"))')" -ge 1 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || { tail -20 "$log" "$log_b" "$log_x"; pec_die "the anomalies did not arrive within 120 s"; }
+  sleep 0.5
+done
+
+echo
+echo "-- A's sender ($sender): receipts for ${id[esterno]} (issued by A and by B)"
+listing="$($pec mailbox list "$sender" --message "${id[esterno]}" --anchors "$pki/ca.pem")"
+echo "$listing" | tail -n +2
+problems=$((problems + $(echo "$listing" | tail -n +2 | grep -vc ' Valid ' || true)))
+echo
+echo "-- A's sender: the ordinary mail, wrapped in an anomaly envelope"
+$pec mailbox list "$sender" --anchors "$pki/ca.pem" | grep 'busta-anomalia' || problems=$((problems + 1))
+echo
+echo "-- B's user ($remote): the envelope, and the tampered one as an anomaly"
+listing="$(b_env $pec mailbox list "$remote" --anchors "$pki/ca.pem")"
+echo "$listing" | tail -n +2
+problems=$((problems + $(echo "$listing" | tail -n +2 | grep -vc ' Valid ' || true)))
+flagged=0
+for item in $(echo "$listing" | awk '/busta-anomalia/ {print $1}'); do
+  b_env $pec mailbox show "$remote" "$item" --raw | grep -qi '^X-VerificaSicurezza: errore' && flagged=1
+done
+[ "$flagged" = 1 ] && echo "  (the anomaly carries X-VerificaSicurezza: errore)" || { echo "  the anomaly lacks the security flag"; problems=$((problems + 1)); }
+echo
+echo "-- the ordinary address ($ordinary) got the envelope as plain mail: $original"
 [ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
 echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
