@@ -46,6 +46,7 @@ SKIPPED = {
     "AWS::SES::ReceiptRuleSet": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
     "AWS::SES::ReceiptRule": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
     "AWS::CloudFormation::CustomResource": "custom resources act on real AWS only",
+    "AWS::S3::BucketPolicy": "LocalStack does not enforce resource policies (applied in AWS only)",
 }
 
 
@@ -520,6 +521,8 @@ def unprefixed_names(original: dict) -> list[str]:
     bad = []
     for logical, res in sorted(original.get("Resources", {}).items()):
         props = res.get("Properties", {}) or {}
+        if res.get("Type") in ("AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping"):
+            continue  # their FunctionName refers to a function; it names nothing
         names = [p for p in NAME_PROPERTIES if p in props]
         if res.get("Type") == "AWS::Events::EventBus" and "Name" in props:
             names.append("Name")

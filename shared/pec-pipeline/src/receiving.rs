@@ -19,6 +19,7 @@
 //!   **busta di anomalia** (`X-VerificaSicurezza: errore` for a security failure) to each
 //!   recipient, or nothing for a mailbox that refuses ordinary mail (recorded as refused).
 
+use aws_lambda_events::event::ses::SimpleEmailEvent;
 use chrono::{DateTime, Utc};
 use pec_aws::{InboundRecord, ObjectStore, PutOutcome, QueueSender, StateStore};
 use pec_core::build::{self, Ctx};
@@ -81,7 +82,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .to_string();
         let env = InboundEnvelope::from_json(&self.get(&s.raw_bucket, key).await?)
             .map_err(|e| bad(e.to_string()))?;
-        let raw_key = format!("{}{id}.eml", submission::INBOUND_PREFIX);
+        let raw_key = self.inbound_raw_key(&id).await?;
         if let Some(existing) = self.state.inbound(&id).await? {
             // A duplicate: re-apply the recorded decision.
             return self.apply_inbound(&existing, &raw_key).await;
@@ -254,12 +255,8 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .inbound(id)
             .await?
             .ok_or_else(|| IngressError::NoRecord(id.to_string()))?;
-        let raw = self
-            .get(
-                &s.raw_bucket,
-                &format!("{}{id}.eml", submission::INBOUND_PREFIX),
-            )
-            .await?;
+        let raw_key = self.inbound_raw_key(id).await?;
+        let raw = self.get(&s.raw_bucket, &raw_key).await?;
         match record.decision.as_str() {
             ENVELOPE => {
                 let c = classify::classify(&raw);
@@ -307,6 +304,40 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         Ok(IngressOutcome::Accepted { id: id.to_string() })
     }
 
+    /// The raw object of inbound mail `id`: `inbound/<id>.eml` (the local exchange) or
+    /// `inbound/<id>` (SES receiving's S3 action names it by message id).
+    async fn inbound_raw_key(&self, id: &str) -> Result<String, IngressError> {
+        let s = &self.settings;
+        let eml = format!("{}{id}.eml", submission::INBOUND_PREFIX);
+        if self.store.exists(&s.raw_bucket, &eml).await? {
+            return Ok(eml);
+        }
+        let bare = format!("{}{id}", submission::INBOUND_PREFIX);
+        if self.store.exists(&s.raw_bucket, &bare).await? {
+            return Ok(bare);
+        }
+        Err(IngressError::Missing {
+            bucket: s.raw_bucket.clone(),
+            key: eml,
+        })
+    }
+
+    /// SES receiving's Lambda action (after its S3 action stored the message as
+    /// `inbound/<message id>`): records each message's SMTP envelope as `inbound/<id>.json`,
+    /// which triggers the receiving point. Returns how many were recorded.
+    pub async fn handle_ses(&self, event: &SimpleEmailEvent) -> Result<usize, IngressError> {
+        let mut n = 0;
+        for (id, envelope) in ses_envelopes(event) {
+            let key = format!("{}{id}.json", submission::INBOUND_PREFIX);
+            let body = serde_json::to_vec(&envelope).unwrap_or_default();
+            self.store
+                .put_if_absent(&self.settings.raw_bucket, &key, body, "application/json")
+                .await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub(crate) async fn put_evidence(&self, key: &str, body: Vec<u8>) -> Result<(), IngressError> {
         match self
             .store
@@ -320,10 +351,38 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
     }
 }
 
-/// The inbound id behind `scan/clean/inbound/<id>.eml.json`.
+/// The inbound id behind `scan/clean/inbound/<id>.eml.json` (or `scan/clean/inbound/<id>.json`
+/// for SES's `inbound/<id>`).
 pub fn inbound_of_clean(key: &str) -> Option<&str> {
     let raw = key
         .strip_prefix(keys::SCAN_CLEAN_PREFIX)?
         .strip_suffix(".json")?;
-    submission::inbound_id_of_key(raw)
+    let raw = raw.strip_suffix(".eml").unwrap_or(raw);
+    let id = raw.strip_prefix(submission::INBOUND_PREFIX)?;
+    submission::valid_id(id).then_some(id)
+}
+
+/// The SMTP envelope of each message of an SES receiving event (recipients = the receipt's,
+/// i.e. those this rule accepted; source = the SMTP MAIL FROM).
+pub fn ses_envelopes(event: &SimpleEmailEvent) -> Vec<(String, InboundEnvelope)> {
+    event
+        .records
+        .iter()
+        .filter_map(|r| {
+            let id = r.ses.mail.message_id.clone()?;
+            if !submission::valid_id(&id) {
+                tracing::error!(id, "SES message id is not a valid object name: skipped");
+                return None;
+            }
+            Some((
+                id,
+                InboundEnvelope {
+                    version: 1,
+                    recipients: r.ses.receipt.recipients.clone(),
+                    source: r.ses.mail.source.clone().unwrap_or_default(),
+                    received_at: r.ses.receipt.timestamp,
+                },
+            ))
+        })
+        .collect()
 }

@@ -831,3 +831,35 @@ async fn a_presa_in_carico_alone_stops_the_12h_notice_but_not_the_24h_one() {
     assert_eq!(w.sweep_a(sent_at + Duration::hours(13)).await, 0);
     assert_eq!(w.sweep_a(sent_at + Duration::hours(25)).await, 1);
 }
+
+/// AWS's shape: SES receiving stores `inbound/<message id>` (S3 action), then invokes ingress
+/// (Lambda action), which records the envelope; the receiving point proceeds as usual.
+#[tokio::test]
+async fn ses_receiving_s3_and_lambda_actions_reach_the_receiving_point() {
+    let mut w = World::new().await;
+    let sample = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/ses-receiving.json"),
+    )
+    .unwrap();
+    let event: aws_lambda_events::event::ses::SimpleEmailEvent =
+        serde_json::from_slice(&sample).unwrap();
+    let id = event.records[0].ses.mail.message_id.clone().unwrap();
+    let raw = "X-SES-Spam-Verdict: PASS\r\nX-SES-Virus-Verdict: PASS\r\nFrom: Un Privato <privato@ordinaria.test>\r\nTo: mario.rossi@pec.example.test\r\nSubject: Richiesta informazioni\r\nMessage-ID: <r1@ordinaria.test>\r\nDate: Mon, 23 Nov 2026 10:29:58 +0100\r\n\r\nBuongiorno.\r\n";
+    w.a.store
+        .insert(RAW, &format!("inbound/{id}"), raw.as_bytes().to_vec());
+    assert_eq!(w.a.ingress().handle_ses(&event).await.unwrap(), 1);
+    let envelope =
+        w.a.store
+            .object(RAW, &format!("inbound/{id}.json"))
+            .unwrap();
+    let envelope = pec_core::submission::InboundEnvelope::from_json(&envelope).unwrap();
+    assert_eq!(envelope.recipients, vec![MARIO.to_string()]);
+    assert_eq!(envelope.source, "privato@ordinaria.test");
+    w.run().await;
+    let mario = w.a.inbox(MARIO, &w.anchors).await;
+    assert_eq!(kinds(&mario), vec![Kind::BustaAnomalia], "{mario:#?}");
+    // The SES verdict headers travel inside the anomaly envelope with the original.
+    let item = &w.a.state.mailbox_items(MARIO).await.unwrap()[0];
+    let bytes = w.a.store.object(MAILBOXES, &item.object_key).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("X-SES-Virus-Verdict: PASS"));
+}
