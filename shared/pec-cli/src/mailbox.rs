@@ -66,6 +66,9 @@ pub enum MailboxCommand {
         /// Quota in bytes instead of the plan's (special contracts; the quota tests).
         #[arg(long)]
         quota_bytes: Option<u64>,
+        /// Refuse ordinary (non-PEC) mail instead of receiving it in an anomaly envelope.
+        #[arg(long)]
+        refuse_ordinary: bool,
     },
     /// List what a mailbox holds, oldest first, with its usage.
     List {
@@ -177,6 +180,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             password_stdin,
             fast_hash,
             quota_bytes,
+            refuse_ordinary,
         } => {
             if !pec_core::addr::is_addr_spec(&address) {
                 bail!("{address:?} is not a mailbox address");
@@ -213,7 +217,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 used_bytes: 0,
                 password_hash: hash,
                 locked: false,
-                refuse_ordinary: false,
+                refuse_ordinary,
                 created_at: Utc::now(),
             };
             if !state.create_mailbox(&m).await? {

@@ -863,3 +863,42 @@ async fn ses_receiving_s3_and_lambda_actions_reach_the_receiving_point() {
     let bytes = w.a.store.object(MAILBOXES, &item.object_key).unwrap();
     assert!(String::from_utf8_lossy(&bytes).contains("X-SES-Virus-Verdict: PASS"));
 }
+
+#[tokio::test]
+async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
+    let mut w = World::new().await;
+    let strict = "protocollo@pec.example.test";
+    w.a.state
+        .create_mailbox(&Mailbox {
+            address: strict.into(),
+            tenant: "t".into(),
+            plan: Plan::Standard,
+            expansions_gb: 0,
+            quota_bytes: Plan::Standard.inbox_bytes(),
+            used_bytes: 0,
+            password_hash: String::new(),
+            locked: false,
+            refuse_ordinary: true,
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    let raw = "From: someone@ordinaria.test\r\nTo: protocollo@pec.example.test\r\nSubject: Ciao\r\nMessage-ID: <o2@ordinaria.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nbody\r\n";
+    w.inject(
+        false,
+        raw.as_bytes(),
+        &[strict.to_string()],
+        "someone@ordinaria.test",
+    );
+    w.run().await;
+    assert!(w.a.state.mailbox_items(strict).await.unwrap().is_empty());
+    let record = w.a.state.inbound("in0001").await.unwrap().unwrap();
+    assert_eq!(record.decision, "refused");
+    // PEC mail to the same mailbox is still received.
+    w.submit("s8", &message(strict), &[strict]);
+    w.run().await;
+    assert_eq!(
+        kinds(&w.a.inbox(strict, &w.anchors).await),
+        vec![Kind::BustaTrasporto]
+    );
+}
