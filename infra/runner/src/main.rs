@@ -200,6 +200,8 @@ async fn handler_for(
 struct Activity {
     started: Instant,
     last_ms: AtomicU64,
+    /// Batches being handled right now: never idle while one is in flight, however long.
+    in_flight: AtomicU64,
 }
 
 impl Activity {
@@ -208,7 +210,20 @@ impl Activity {
             .store(self.started.elapsed().as_millis() as u64, Ordering::SeqCst);
     }
 
+    fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+    }
+
+    fn end(&self) {
+        self.touch();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
     fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
         self.started
             .elapsed()
             .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::SeqCst)))
@@ -255,7 +270,7 @@ impl Poller {
             if event.records.is_empty() {
                 continue;
             }
-            self.activity.touch();
+            self.activity.begin();
             let deliveries: Vec<_> = (0..self.deliver_times)
                 .map(|_| tokio::spawn((self.handler)(event.clone())))
                 .collect();
@@ -292,7 +307,7 @@ impl Poller {
             {
                 tracing::error!(function = %self.function, error = %error, "cannot settle the batch; SQS will redeliver it");
             }
-            self.activity.touch();
+            self.activity.end();
         }
     }
 }
@@ -319,6 +334,7 @@ async fn main() -> Result<()> {
     let activity = Arc::new(Activity {
         started: Instant::now(),
         last_ms: AtomicU64::new(0),
+        in_flight: AtomicU64::new(0),
     });
     let mut pollers = Vec::new();
     for (function, spec) in functions {
@@ -406,6 +422,8 @@ async fn main() -> Result<()> {
         None => None,
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // The idle clock starts once every poller (and its handler's set-up) is running.
+    activity.touch();
     let idle = args.until_idle.map(Duration::from_secs);
     loop {
         tokio::select! {
