@@ -124,6 +124,17 @@ async fn start_gateway(
 type Handler =
     Arc<dyn Fn(SqsEvent) -> Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>> + Send + Sync>;
 
+/// A step shared by every batch, handed each event by `call` (what Lambda's `main` does).
+fn handler<S, F, Fut>(step: S, call: F) -> Handler
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, SqsEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = SqsBatchResponse> + Send + 'static,
+{
+    let step = Arc::new(step);
+    Arc::new(move |event| Box::pin(call(step.clone(), event)))
+}
+
 /// Builds the handler of a template function from its environment, exactly as its Lambda
 /// `main` does. Every function crate is registered here.
 async fn handler_for(
@@ -132,64 +143,39 @@ async fn handler_for(
     env: &BTreeMap<String, String>,
 ) -> Result<Handler> {
     let var = |name: &'static str| env.get(name).cloned();
+    let starting = || format!("starting {function}");
     match function {
-        "SignFunction" => {
-            let step = Arc::new(
-                pec_sign::from_environment(aws, var)
-                    .await
-                    .with_context(|| format!("starting {function}"))?,
-            );
-            Ok(Arc::new(move |event| {
-                let step = step.clone();
-                Box::pin(async move { step.handle(event, Utc::now()).await })
-            }))
-        }
+        "SignFunction" => Ok(handler(
+            pec_sign::from_environment(aws, var)
+                .await
+                .with_context(starting)?,
+            |step, event| async move { step.handle(event, Utc::now()).await },
+        )),
         "ScanFunction" => {
             // The local clamd's socket comes from this process (infra/local/clamd.sh), the rest
             // from the function's template environment.
-            let step = Arc::new(
-                pec_scan_step::from_environment(aws, |name| match name {
-                    "PEC_CLAMD_SOCKET" => std::env::var(name).ok().or_else(|| var(name)),
-                    _ => var(name),
-                })
-                .await
-                .with_context(|| format!("starting {function}"))?,
-            );
-            Ok(Arc::new(move |event| {
-                let step = step.clone();
-                Box::pin(async move { step.handle(event, Utc::now()).await })
+            let step = pec_scan_step::from_environment(aws, |name| match name {
+                "PEC_CLAMD_SOCKET" => std::env::var(name).ok().or_else(|| var(name)),
+                _ => var(name),
+            })
+            .await
+            .with_context(starting)?;
+            Ok(handler(step, |step, event| async move {
+                step.handle(event, Utc::now()).await
             }))
         }
-        "IngressFunction" => {
-            let step = Arc::new(
-                pec_pipeline::wiring::ingress(aws, var)
-                    .with_context(|| format!("starting {function}"))?,
-            );
-            Ok(Arc::new(move |event| {
-                let step = step.clone();
-                Box::pin(async move { step.handle(event).await })
-            }))
-        }
-        "DeliverFunction" => {
-            let step = Arc::new(
-                pec_pipeline::wiring::deliver(aws, var)
-                    .with_context(|| format!("starting {function}"))?,
-            );
-            Ok(Arc::new(move |event| {
-                let step = step.clone();
-                Box::pin(async move { step.handle(event, Utc::now()).await })
-            }))
-        }
-        "ReceiptsFunction" => {
-            let step = Arc::new(
-                pec_pipeline::wiring::receipts(aws, var)
-                    .with_context(|| format!("starting {function}"))?,
-            );
-            Ok(Arc::new(move |event| {
-                let step = step.clone();
-                Box::pin(async move { step.handle(event).await })
-            }))
-        }
+        "IngressFunction" => Ok(handler(
+            pec_pipeline::wiring::ingress(aws, var).with_context(starting)?,
+            |step, event| async move { step.handle(event).await },
+        )),
+        "DeliverFunction" => Ok(handler(
+            pec_pipeline::wiring::deliver(aws, var).with_context(starting)?,
+            |step, event| async move { step.handle(event, Utc::now()).await },
+        )),
+        "ReceiptsFunction" => Ok(handler(
+            pec_pipeline::wiring::receipts(aws, var).with_context(starting)?,
+            |step, event| async move { step.handle(event).await },
+        )),
         other => bail!(
             "the runner does not know the template function {other}: register its handler in infra/runner/src/main.rs"
         ),

@@ -327,7 +327,7 @@ where
                 Ok(false)
             }
             MailboxWrite::Stored | MailboxWrite::Duplicate | MailboxWrite::Decided(_) => {
-                self.put_object(mailbox, &item, bytes).await?;
+                self.put_object(&item, bytes).await?;
                 Ok(true)
             }
         }
@@ -385,13 +385,7 @@ where
         }
     }
 
-    async fn put_object(
-        &self,
-        mailbox: &str,
-        item: &MailboxItem,
-        bytes: &[u8],
-    ) -> Result<(), DeliverError> {
-        let _ = mailbox;
+    async fn put_object(&self, item: &MailboxItem, bytes: &[u8]) -> Result<(), DeliverError> {
         self.store
             .put_if_absent(
                 &self.settings.mailbox_bucket,
@@ -469,7 +463,7 @@ where
                 object_key: keys::mailbox_object(rcpt, item_id),
                 ..item
             };
-            self.put_object(rcpt, &stored, bytes).await?;
+            self.put_object(&stored, bytes).await?;
         }
         let request = ReceiptRequest {
             version: 1,

@@ -189,7 +189,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                 .map_err(|e| bad(e.to_string()))?;
 
         // certificato: a mailbox of ours, or of a domain in the provider index.
-        let index = crate::load_trust(s, &self.store).await.ok().map(|(i, _)| i);
+        let index = crate::load_index(s, &self.store).await.ok();
         let mut certified = Vec::new();
         for r in &envelope.recipients {
             let pec_elsewhere = pec_core::addr::domain_of(r)

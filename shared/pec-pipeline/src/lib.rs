@@ -82,35 +82,46 @@ impl Settings {
     }
 }
 
-/// The provider index and trust anchors from the evidence bucket (read per use: both are
-/// small; a missing or unreadable one is an error, so the message waits instead of being
-/// judged without them).
+/// The provider index (IGPEC LDIF) from the evidence bucket (read per use: it is small; a
+/// missing or unreadable one is an error, so the message waits instead of being judged
+/// without it).
+pub async fn load_index<St: pec_aws::ObjectStore>(
+    settings: &Settings,
+    store: &St,
+) -> Result<pec_smime::ProviderIndex, TrustError> {
+    let (b, key) = (&settings.evidence_bucket, &settings.provider_index_key);
+    let ldif = store
+        .get(b, key)
+        .await?
+        .ok_or_else(|| TrustError::Missing {
+            bucket: b.clone(),
+            key: key.clone(),
+        })?;
+    pec_smime::ProviderIndex::from_ldif(&ldif).map_err(|e| TrustError::Invalid {
+        key: key.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// The provider index and the trust anchors from the evidence bucket (see [`load_index`]).
 pub async fn load_trust<St: pec_aws::ObjectStore>(
     settings: &Settings,
     store: &St,
 ) -> Result<(pec_smime::ProviderIndex, pec_smime::TrustAnchors), TrustError> {
-    let b = &settings.evidence_bucket;
-    let missing = |key: &str| TrustError::Missing {
-        bucket: b.clone(),
-        key: key.to_string(),
-    };
-    let ldif = store
-        .get(b, &settings.provider_index_key)
-        .await?
-        .ok_or_else(|| missing(&settings.provider_index_key))?;
-    let index = pec_smime::ProviderIndex::from_ldif(&ldif).map_err(|e| TrustError::Invalid {
-        key: settings.provider_index_key.clone(),
-        reason: e.to_string(),
-    })?;
+    let index = load_index(settings, store).await?;
+    let (b, key) = (&settings.evidence_bucket, &settings.trust_anchors_key);
     let pem = store
-        .get(b, &settings.trust_anchors_key)
+        .get(b, key)
         .await?
-        .ok_or_else(|| missing(&settings.trust_anchors_key))?;
+        .ok_or_else(|| TrustError::Missing {
+            bucket: b.clone(),
+            key: key.clone(),
+        })?;
     let mut anchors = pec_smime::TrustAnchors::new();
     anchors
         .add_pem_bundle(&pem)
         .map_err(|e| TrustError::Invalid {
-            key: settings.trust_anchors_key.clone(),
+            key: key.clone(),
             reason: e.to_string(),
         })?;
     Ok((index, anchors))
