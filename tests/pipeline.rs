@@ -35,13 +35,13 @@ use anyhow::{Context, Result, bail, ensure};
 use libtest_mimic::Arguments;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
-use pec_aws::{MailboxItem, MessageRecord, StateStore};
 use pec_core::classify::{Kind, classify};
 use pec_core::daticert::{Daticert, Errore};
 use pec_core::events::PecEvent;
 use pec_integration::{
     Binaries, Check, MAILBOX_PASSWORD, Provisioned, Runner, Stack, checks, run_checks, unique,
 };
+use pec_ports::{MailboxItem, MessageRecord, StateStore};
 use pec_smime::{Verdict, VerifyOptions, verify_message};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -723,7 +723,11 @@ async fn scenarios(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         rcpt_items[0].item.kind,
         rcpt_items[0].to
     );
-    ensure!(rec.state == "accepted", "(a) message state {}", rec.state);
+    ensure!(
+        rec.state.as_str() == "accepted",
+        "(a) message state {}",
+        rec.state
+    );
 
     // (b) unknown mailbox of our domain: acceptance + non-delivery notice 5.1.1.
     let rec = record(ctx, &id_b).await?;
@@ -771,7 +775,11 @@ async fn scenarios(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         "(c) errore {:?}, errore-esteso {esteso:?}",
         d.errore
     );
-    ensure!(rec.state == "rejected", "(c) message state {}", rec.state);
+    ensure!(
+        rec.state.as_str() == "rejected",
+        "(c) message state {}",
+        rec.state
+    );
     for a in [&rc, &bc] {
         let held = items(ctx, a).await?;
         ensure!(held.is_empty(), "(c) {a} received {held:?}");

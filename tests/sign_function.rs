@@ -16,7 +16,7 @@ use chrono::{TimeZone, Utc};
 use libtest_mimic::Arguments;
 use pec_aws::{AwsClients, KmsSigner, S3Store, queue};
 use pec_integration::{Check, HasStack, Stack, checks, run_checks, unique};
-use pec_sign::{SignStep, s3_objects, testing::sample_message};
+use pec_pipeline::sign::{SignStep, s3_objects, testing::sample_message};
 use pec_smime::{
     DevCa, DigestSigner, ProviderCertificateParams, Sha256Digest, SigningIdentity, TrustAnchors,
     Verdict, VerifyOptions, verify_message,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeZone, Utc};
 use pec_aws::KmsSigner;
 use pec_integration::Stack;
-use pec_sign::testing::sample_message;
+use pec_pipeline::sign::testing::sample_message;
 use pec_smime::{DevCa, DigestSigner, ProviderCertificateParams, SigningIdentity, sign_message};
 
 const ROUNDS: usize = 200;

@@ -237,7 +237,10 @@ impl Stack {
 
     /// SDK clients configured from the environment this harness exported.
     pub async fn clients(&self) -> pec_aws::AwsClients {
-        pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()).await
+        pec_aws::AwsClients::load(
+            &pec_aws::ClientSettings::from_env().expect("SDK settings from the environment"),
+        )
+        .await
     }
 
     /// Stops the emulators if this run started them.

@@ -1,22 +1,8 @@
-//! Lambda entry point of the deliver step (`pec_pipeline::deliver`).
+//! Lambda entry point of the deliver step (`pec_pipeline::deliver`): delivery point, provider log, integration events, outbound relay.
 //!
-//! Environment (template.yaml): as ingress, plus `PEC_EVENT_BUS`.
-
-// The step's future is deep (SDK calls inside the PEC logic): the default limit is too low.
-#![recursion_limit = "256"]
-
-use chrono::Utc;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use pec_aws::{AwsClients, ClientSettings};
+//! The environment it reads is listed on `pec_host::wiring::deliver` (template.yaml sets it).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    pec_aws::telemetry::init();
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
-    let step = pec_pipeline::wiring::deliver(&aws, |name| std::env::var(name).ok())?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
-        let step = &step;
-        async move { Ok::<_, Error>(step.handle(event.payload, Utc::now()).await) }
-    }))
-    .await
+async fn main() -> Result<(), pec_host::Error> {
+    pec_host::run_step(pec_host::wiring::deliver).await
 }

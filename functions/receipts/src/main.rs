@@ -1,21 +1,8 @@
-//! Lambda entry point of the receipts step (`pec_pipeline::receipts`).
+//! Lambda entry point of the receipts step (`pec_pipeline::receipts`): delivery receipts and non-delivery notices.
 //!
-//! Environment (template.yaml): as ingress.
-
-// The step's future is deep (SDK calls inside the PEC logic): the default limit is too low.
-#![recursion_limit = "256"]
-
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use pec_aws::{AwsClients, ClientSettings};
+//! The environment it reads is listed on `pec_host::wiring::receipts` (template.yaml sets it).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    pec_aws::telemetry::init();
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
-    let step = pec_pipeline::wiring::receipts(&aws, |name| std::env::var(name).ok())?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
-        let step = &step;
-        async move { Ok::<_, Error>(step.handle(event.payload).await) }
-    }))
-    .await
+async fn main() -> Result<(), pec_host::Error> {
+    pec_host::run_step(pec_host::wiring::receipts).await
 }

@@ -1,20 +1,8 @@
-//! Lambda entry point of the sign step (see the library docs).
+//! Lambda entry point of the sign step (`pec_pipeline::sign`): `unsigned/` -> `signed/`, the only `kms:Sign` caller.
 //!
-//! Environment (from template.yaml): `PEC_EVIDENCE_BUCKET`, `PEC_SIGNING_KEY_ID`,
-//! `PEC_SIGNING_CHAIN_KEY` (PEM chain, provider certificate first, in the evidence bucket).
-
-use chrono::Utc;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use pec_aws::{AwsClients, ClientSettings};
+//! The environment it reads is listed on `pec_host::wiring::sign` (template.yaml sets it).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    pec_aws::telemetry::init();
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
-    let step = pec_sign::from_environment(&aws, |name| std::env::var(name).ok()).await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<_>| {
-        let step = &step;
-        async move { Ok::<_, Error>(step.handle(event.payload, Utc::now()).await) }
-    }))
-    .await
+async fn main() -> Result<(), pec_host::Error> {
+    pec_host::run_step(pec_host::wiring::sign).await
 }

@@ -1,26 +1,8 @@
-//! Lambda entry point of the timers sweep (`pec_pipeline::timers`), run on a schedule
-//! (EventBridge Scheduler / a schedule rule: the event's content is not used; the clock is).
+//! Lambda entry point of the timers sweep (`pec_pipeline::timers`), run on a schedule: the 12 h / 24 h notices.
 //!
-//! Environment (template.yaml): as ingress.
-
-// The step's future is deep (SDK calls inside the PEC logic): the default limit is too low.
-#![recursion_limit = "256"]
-
-use chrono::Utc;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use pec_aws::{AwsClients, ClientSettings};
+//! The environment it reads is listed on `pec_host::wiring::timers` (template.yaml sets it).
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    pec_aws::telemetry::init();
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
-    let step = pec_pipeline::wiring::timers(&aws, |name| std::env::var(name).ok())?;
-    lambda_runtime::run(service_fn(|_: LambdaEvent<serde_json::Value>| {
-        let step = &step;
-        async move {
-            let emitted = step.sweep(Utc::now()).await?;
-            Ok::<_, Error>(serde_json::json!({ "notices": emitted.len() }))
-        }
-    }))
-    .await
+async fn main() -> Result<(), pec_host::Error> {
+    pec_host::run_step(pec_host::wiring::timers).await
 }

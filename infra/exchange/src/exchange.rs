@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, SecondsFormat, Utc};
-use pec_aws::{ObjectStore, PutOutcome};
+use pec_ports::{ObjectStore, PutOutcome};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -475,7 +475,7 @@ mod tests {
     use super::*;
     use crate::routing::Provider;
     use chrono::TimeZone;
-    use pec_aws::MemoryStore;
+    use pec_ports::MemoryStore;
 
     const SENT: &str = "From: posta-certificata@pec.example.test\r\n\
 To: anna@pec.altro.test, carla@ordinaria.test\r\n\

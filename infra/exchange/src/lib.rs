@@ -10,7 +10,7 @@
 //! ordinary mail (a non-PEC sender, or a real fixture) as inbound mail.
 //!
 //! Pure parts (`headers`, `routing`, parsing in `localstack`) are unit-tested; `exchange` runs
-//! over any `pec_aws::ObjectStore`.
+//! over any `pec_ports::ObjectStore`.
 
 pub mod exchange;
 pub mod headers;

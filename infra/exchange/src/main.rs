@@ -314,7 +314,7 @@ async fn inject(
     // Checked before any write: a bad --from/--to/--id is the caller's mistake.
     let deliveries = match ex.inject(from, to, &raw, id, Utc::now()).await {
         Ok(d) => d,
-        Err(e) if e.downcast_ref::<pec_aws::StoreError>().is_some() => return Err(e),
+        Err(e) if e.downcast_ref::<pec_ports::StoreError>().is_some() => return Err(e),
         Err(e) => return Err(BadInput(format!("{e:#}")).into()),
     };
     for d in &deliveries {
@@ -335,7 +335,7 @@ async fn run_cli(cli: Cli, state_dir: PathBuf) -> Result<()> {
         .into());
     }
     let routes = routes(&cli, &state_dir)?;
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    let aws = AwsClients::load(&ClientSettings::from_env()?).await;
     let dir = cli
         .exchange_dir
         .clone()

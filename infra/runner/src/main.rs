@@ -2,8 +2,9 @@
 //!
 //! Lambda cannot run here (it needs Docker), so this process plays the part of Lambda's SQS
 //! event source mapping: for every function the bootstrap recorded, it long-polls the function's
-//! queues, hands each batch to the **same handler code** the Lambda runs (same `SqsEvent`, same
-//! `SqsBatchResponse`), deletes what succeeded and makes the failures visible again after
+//! queues, hands each batch to the **same step** the Lambda runs, built by the same
+//! `pec_host::wiring` and invoked through the same `Step::invoke` (same `SqsEvent` JSON in, same
+//! `SqsBatchResponse` JSON out), deletes what succeeded and makes the failures visible again after
 //! `--retry-after` seconds, so SQS counts the receive and moves a poison message to its DLQ after
 //! the template's maxReceiveCount. Each function gets its own environment, resolved from the
 //! template by `infra/local/bootstrap.py`.
@@ -13,9 +14,7 @@
 //! A function in the template that this runner does not know is an error, never skipped.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -25,6 +24,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::Utc;
 use clap::Parser;
 use pec_aws::{AwsClients, ClientSettings, queue};
+use pec_host::BoxedStep;
+use pec_ports::Env;
 
 #[derive(Parser, Debug)]
 #[command(about = "Run the provider's functions locally, polling their SQS queues")]
@@ -82,11 +83,8 @@ async fn start_gateway(
     cert_out: Option<&PathBuf>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let get = |name: &str| {
-        env.get(name)
-            .cloned()
-            .with_context(|| format!("the stack's function environment has no {name}"))
-    };
+    let env = Env::from_map(env);
+    let get = |name: &str| env.required(name);
     let state = pec_aws::DynamoState::new(
         aws.dynamodb.clone(),
         &get("PEC_STATE_TABLE")?,
@@ -121,64 +119,55 @@ async fn start_gateway(
     })))
 }
 
-type Handler =
-    Arc<dyn Fn(SqsEvent) -> Pin<Box<dyn Future<Output = SqsBatchResponse> + Send>> + Send + Sync>;
-
-/// A step shared by every batch, handed each event by `call` (what Lambda's `main` does).
-fn handler<S, F, Fut>(step: S, call: F) -> Handler
-where
-    S: Send + Sync + 'static,
-    F: Fn(Arc<S>, SqsEvent) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = SqsBatchResponse> + Send + 'static,
-{
-    let step = Arc::new(step);
-    Arc::new(move |event| Box::pin(call(step.clone(), event)))
-}
-
-/// Builds the handler of a template function from its environment, exactly as its Lambda
-/// `main` does. Every function crate is registered here.
-async fn handler_for(
+/// Builds the step of a template function from its environment, exactly as its Lambda `main`
+/// does ([`pec_host::wiring::by_function`]: every function crate is registered there). The
+/// scan function's clamd socket comes from this process (infra/local/clamd.sh) when it names
+/// one; the rest from the function's template environment.
+async fn step_for(
     function: &str,
     aws: &AwsClients,
     env: &BTreeMap<String, String>,
-) -> Result<Handler> {
-    let var = |name: &'static str| env.get(name).cloned();
-    let starting = || format!("starting {function}");
-    match function {
-        "SignFunction" => Ok(handler(
-            pec_sign::from_environment(aws, var)
-                .await
-                .with_context(starting)?,
-            |step, event| async move { step.handle(event, Utc::now()).await },
-        )),
-        "ScanFunction" => {
-            // The local clamd's socket comes from this process (infra/local/clamd.sh), the rest
-            // from the function's template environment.
-            let step = pec_scan_step::from_environment(aws, |name| match name {
-                "PEC_CLAMD_SOCKET" => std::env::var(name).ok().or_else(|| var(name)),
-                _ => var(name),
-            })
-            .await
-            .with_context(starting)?;
-            Ok(handler(step, |step, event| async move {
-                step.handle(event, Utc::now()).await
-            }))
+) -> Result<BoxedStep> {
+    let env = Env::from_map(env).overlay(Env::from_fn(|name| {
+        (name == "PEC_CLAMD_SOCKET")
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    }));
+    pec_host::wiring::by_function(function, aws.clone(), env)
+        .await
+        .with_context(|| format!("starting {function}"))
+}
+
+/// One SQS batch through a step, as Lambda invokes it: the ids of the records that failed (all
+/// of them when the invocation itself fails).
+async fn invoke_batch(step: BoxedStep, event: SqsEvent) -> Vec<String> {
+    let all = || {
+        event
+            .records
+            .iter()
+            .filter_map(|r| r.message_id.clone())
+            .collect()
+    };
+    let payload = match serde_json::to_value(&event) {
+        Ok(payload) => payload,
+        Err(_) => return all(),
+    };
+    match step.invoke(payload, Utc::now()).await {
+        Ok(response) => match serde_json::from_value::<SqsBatchResponse>(response) {
+            Ok(r) => r
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Err(error) => {
+                tracing::error!(step = step.name(), error = %error, "not a batch response: every record fails");
+                all()
+            }
+        },
+        Err(error) => {
+            tracing::error!(step = step.name(), error = %error, "invocation failed: every record fails");
+            all()
         }
-        "IngressFunction" => Ok(handler(
-            pec_pipeline::wiring::ingress(aws, var).with_context(starting)?,
-            |step, event| async move { step.handle(event).await },
-        )),
-        "DeliverFunction" => Ok(handler(
-            pec_pipeline::wiring::deliver(aws, var).with_context(starting)?,
-            |step, event| async move { step.handle(event, Utc::now()).await },
-        )),
-        "ReceiptsFunction" => Ok(handler(
-            pec_pipeline::wiring::receipts(aws, var).with_context(starting)?,
-            |step, event| async move { step.handle(event).await },
-        )),
-        other => bail!(
-            "the runner does not know the template function {other}: register its handler in infra/runner/src/main.rs"
-        ),
     }
 }
 
@@ -224,7 +213,7 @@ struct Poller {
     retry_after: i32,
     deliver_times: u8,
     visibility_timeout: Option<i32>,
-    handler: Handler,
+    step: BoxedStep,
     sqs: aws_sdk_sqs::Client,
     activity: Arc<Activity>,
     stop: Arc<AtomicBool>,
@@ -258,16 +247,12 @@ impl Poller {
             }
             self.activity.begin();
             let deliveries: Vec<_> = (0..self.deliver_times)
-                .map(|_| tokio::spawn((self.handler)(event.clone())))
+                .map(|_| tokio::spawn(invoke_batch(self.step.clone(), event.clone())))
                 .collect();
             let mut failed: Vec<String> = Vec::new();
             for delivery in deliveries {
                 let ids: Vec<String> = match delivery.await {
-                    Ok(response) => response
-                        .batch_item_failures
-                        .into_iter()
-                        .map(|f| f.item_identifier)
-                        .collect(),
+                    Ok(ids) => ids,
                     // A panicking handler fails the whole batch (Lambda: the invocation fails).
                     Err(_) => event
                         .records
@@ -315,7 +300,7 @@ async fn main() -> Result<()> {
     let functions = resources["functions"]
         .as_object()
         .context("the resources file lists no functions")?;
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    let aws = AwsClients::load(&ClientSettings::from_env()?).await;
     let stop = Arc::new(AtomicBool::new(false));
     let activity = Arc::new(Activity {
         started: Instant::now(),
@@ -337,17 +322,16 @@ async fn main() -> Result<()> {
             .unwrap_or_default();
         if function == "TimersFunction" {
             // A scheduled function: no queue, the runner's clock triggers it.
-            let timers = pec_pipeline::wiring::timers(&aws, |name| env.get(name).cloned())
-                .with_context(|| format!("starting {function}"))?;
+            let timers = step_for(function, &aws, &env).await?;
             let (every, offset) = (args.timers_every, args.clock_offset);
             let stop = stop.clone();
             eprintln!("pec-runner: {function} every {every} s (clock offset {offset} s)");
             pollers.push(tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     let now = Utc::now() + chrono::Duration::seconds(offset);
-                    match timers.sweep(now).await {
-                        Ok(emitted) if !emitted.is_empty() => {
-                            tracing::info!(notices = emitted.len(), "timers sweep")
+                    match timers.invoke(serde_json::json!({}), now).await {
+                        Ok(result) if result["notices"].as_u64().unwrap_or(0) > 0 => {
+                            tracing::info!(notices = %result["notices"], "timers sweep")
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -364,7 +348,7 @@ async fn main() -> Result<()> {
             }));
             continue;
         }
-        let handler = handler_for(function, &aws, &env).await?;
+        let step = step_for(function, &aws, &env).await?;
         for q in spec["queues"].as_array().into_iter().flatten() {
             let queue_url = q["queue_url"]
                 .as_str()
@@ -380,7 +364,7 @@ async fn main() -> Result<()> {
                     retry_after: args.retry_after,
                     deliver_times: args.deliver_times,
                     visibility_timeout: args.visibility_timeout,
-                    handler: handler.clone(),
+                    step: step.clone(),
                     sqs: aws.sqs.clone(),
                     activity: activity.clone(),
                     stop: stop.clone(),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use pec_ports::{ConfigError, Env};
+
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_smithy_http_client::{Builder, tls};
 
@@ -19,30 +21,39 @@ pub struct ClientSettings {
 }
 
 impl ClientSettings {
-    /// Settings from the environment: `PEC_S3_FORCE_PATH_STYLE`, `PEC_AWS_CONNECT_TIMEOUT_MS`,
-    /// `PEC_AWS_OPERATION_TIMEOUT_MS`, `PEC_AWS_MAX_ATTEMPTS`. Unset or unparsable values keep the
-    /// defaults (3 s connect, 30 s per operation, 3 attempts, virtual-host S3).
-    pub fn from_env() -> Self {
+    /// Settings from the process environment (see [`ClientSettings::from_config`]).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_config(&Env::process())
+    }
+
+    /// Settings from `env`: `PEC_S3_FORCE_PATH_STYLE`, `PEC_AWS_CONNECT_TIMEOUT_MS`,
+    /// `PEC_AWS_OPERATION_TIMEOUT_MS`, `PEC_AWS_MAX_ATTEMPTS`. Unset or empty values keep the
+    /// defaults (3 s connect, 30 s per operation, 3 attempts, virtual-host S3); a malformed one
+    /// is an error naming it.
+    pub fn from_config(env: &Env<'_>) -> Result<Self, ConfigError> {
         let default = Self::default();
-        let ms = |name: &str, fallback: Duration| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+        let ms = |name: &str, fallback: Duration| -> Result<Duration, ConfigError> {
+            Ok(env
+                .parse::<u64>(name)?
                 .map(Duration::from_millis)
-                .unwrap_or(fallback)
+                .unwrap_or(fallback))
         };
-        Self {
-            connect_timeout: ms("PEC_AWS_CONNECT_TIMEOUT_MS", default.connect_timeout),
-            operation_timeout: ms("PEC_AWS_OPERATION_TIMEOUT_MS", default.operation_timeout),
-            max_attempts: std::env::var("PEC_AWS_MAX_ATTEMPTS")
-                .ok()
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .filter(|n| *n >= 1)
-                .unwrap_or(default.max_attempts),
-            s3_force_path_style: std::env::var("PEC_S3_FORCE_PATH_STYLE")
-                .map(|v| matches!(v.trim(), "1" | "true" | "yes"))
-                .unwrap_or(false),
+        let max_attempts = env
+            .parse::<u32>("PEC_AWS_MAX_ATTEMPTS")?
+            .unwrap_or(default.max_attempts);
+        if max_attempts == 0 {
+            return Err(ConfigError::Malformed {
+                name: "PEC_AWS_MAX_ATTEMPTS".into(),
+                value: "0".into(),
+                reason: "at least 1 attempt".into(),
+            });
         }
+        Ok(Self {
+            connect_timeout: ms("PEC_AWS_CONNECT_TIMEOUT_MS", default.connect_timeout)?,
+            operation_timeout: ms("PEC_AWS_OPERATION_TIMEOUT_MS", default.operation_timeout)?,
+            max_attempts,
+            s3_force_path_style: env.flag("PEC_S3_FORCE_PATH_STYLE")?,
+        })
     }
 }
 

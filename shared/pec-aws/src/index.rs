@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use pec_smime::ProviderIndex;
 use sha2::{Digest, Sha256};
 
-use crate::store::{ObjectStore, StoreError};
+use pec_ports::store::{ObjectStore, StoreError};
 
 /// Why no index is available.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +127,8 @@ impl<St: ObjectStore> ProviderIndexSource<St> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MemoryStore;
     use chrono::TimeZone;
+    use pec_ports::MemoryStore;
 
     fn ldif(provider: &str, domain: &str) -> Vec<u8> {
         format!(

@@ -1,6 +1,8 @@
-//! The AWS edge of the provider.
+//! The AWS edge of the provider: the `pec-ports` traits implemented on S3, DynamoDB, SQS,
+//! EventBridge, SES and KMS, and how the SDK clients are configured.
 //!
-//! Everything here is plumbing: how the SDK clients are configured, never what a PEC rule says.
+//! Everything here is plumbing, never what a PEC rule says; no step depends on this crate (the
+//! hosts in `pec-host` wire the adapters into the steps).
 //!
 //! **Endpoints are never hard-coded.** The SDK reads `AWS_ENDPOINT_URL` (LocalStack locally) and
 //! the per-service `AWS_ENDPOINT_URL_DYNAMODB` (DynamoDB Local) by itself; in AWS neither is set.
@@ -19,12 +21,6 @@ pub mod telemetry;
 pub use config::{AwsClients, ClientSettings};
 pub use index::{IndexSourceError, ProviderIndexSource};
 pub use kms::{KmsError, KmsSigner};
-pub use publish::{
-    EventBridgePublisher, EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError,
-    SentMail, SesTransport, SqsSender,
-};
-pub use state::{
-    DynamoState, InboundRecord, Mailbox, MailboxItem, MailboxWrite, MemoryState, MessageRecord,
-    RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant,
-};
-pub use store::{MemoryStore, ObjectStore, PutOutcome, S3Store, StoreError};
+pub use publish::{EventBridgePublisher, SesTransport, SqsSender};
+pub use state::DynamoState;
+pub use store::{S3Retained, S3Store};

@@ -192,9 +192,9 @@ fn emit(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// A signer on a KMS key, with the SDK configured from the environment.
-async fn kms_signer(key_id: String) -> pec_aws::KmsSigner {
-    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()).await;
-    pec_aws::KmsSigner::new(aws.kms, key_id)
+async fn kms_signer(key_id: String) -> anyhow::Result<pec_aws::KmsSigner> {
+    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?).await;
+    Ok(pec_aws::KmsSigner::new(aws.kms, key_id))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -256,8 +256,9 @@ fn run_inner(args: CertArgs) -> anyhow::Result<()> {
             let spki = match (public_key, kms_key_id) {
                 (Some(path), _) => public_key_spki_der(&read(&path, "public key")?)
                     .with_context(|| format!("public key {}", path.display()))?,
-                (None, Some(key_id)) => runtime()?
-                    .block_on(async { kms_signer(key_id).await.public_key_spki_der().await })?,
+                (None, Some(key_id)) => runtime()?.block_on(async {
+                    anyhow::Ok(kms_signer(key_id).await?.public_key_spki_der().await?)
+                })?,
                 (None, None) => bail!("give --public-key or --kms-key-id"),
             };
             let nb = start_time(not_before.as_deref())?;
@@ -297,7 +298,7 @@ fn run_inner(args: CertArgs) -> anyhow::Result<()> {
                     runtime()?.block_on(build_provider_csr(&signer, &spki, &provider, &domain))?
                 }
                 (None, Some(key_id)) => runtime()?.block_on(async {
-                    let signer = kms_signer(key_id).await;
+                    let signer = kms_signer(key_id).await?;
                     let spki = signer.public_key_spki_der().await?;
                     anyhow::Ok(build_provider_csr(&signer, &spki, &provider, &domain).await?)
                 })?,

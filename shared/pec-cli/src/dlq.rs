@@ -45,7 +45,7 @@ pub fn run(args: DlqArgs) -> ExitCode {
 
 async fn replay(args: DlqArgs) -> anyhow::Result<()> {
     let DlqCommand::Replay { dlq, to, max } = args.command;
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    let aws = AwsClients::load(&ClientSettings::from_env()?).await;
     let target = match to {
         Some(t) => t,
         None => {

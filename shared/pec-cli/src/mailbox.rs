@@ -10,11 +10,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use chrono::Utc;
-use pec_aws::{
-    AwsClients, ClientSettings, DynamoState, Mailbox, ObjectStore, S3Store, StateStore, Tenant,
-};
+use pec_aws::{AwsClients, ClientSettings, DynamoState, S3Store};
 use pec_core::classify::classify;
 use pec_core::plan::{self, Plan};
+use pec_ports::{Mailbox, ObjectStore, StateStore, Tenant};
 use pec_smime::{TrustAnchors, VerifyOptions, verify_message};
 
 #[derive(clap::Args, Debug)]
@@ -114,7 +113,7 @@ fn env(name: &str) -> anyhow::Result<String> {
 }
 
 async fn clients() -> anyhow::Result<(DynamoState, S3Store)> {
-    let aws = AwsClients::load(&ClientSettings::from_env()).await;
+    let aws = AwsClients::load(&ClientSettings::from_env()?).await;
     Ok((
         DynamoState::new(
             aws.dynamodb.clone(),

@@ -21,28 +21,17 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
-use pec_aws::{
-    EventPublisher, MailTransport, MailboxItem, MailboxWrite, ObjectStore, QueueSender,
-    RecipientOutcome, RelayEvent, RelayRecord, SendError, StateError, StateStore, StoreError,
-};
 use pec_core::classify::{self, Kind};
 use pec_core::events::{EventError, EventType, PecEvent};
-use serde::{Deserialize, Serialize};
+use pec_ports::{
+    DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
+    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, SendError, StateError,
+    StateStore, StoreError,
+};
 
 use crate::{Settings, is_ours, keys};
 
-/// A recipient outcome handed to the receipts step (one SQS message).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReceiptRequest {
-    pub version: u32,
-    /// Submission id (ours), or `in-<inbound id>` for an envelope another provider sent.
-    pub message: String,
-    pub outcome: RecipientOutcome,
-    /// For an envelope another provider sent: its evidence key (`received/in/<id>/...`), the
-    /// source of the certified data; `None` for our own messages (the message record).
-    #[serde(default)]
-    pub envelope: Option<String>,
-}
+pub use pec_ports::contract::ReceiptRequest;
 
 /// Why a record was not handled (it is retried, then kept in the deliver DLQ).
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +103,7 @@ where
 
     /// One SQS batch (partial batch failures); `now` dates decisions.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        pec_aws::queue::partial_batch("deliver", &event, |record| async move {
+        crate::batch::partial_batch("deliver", &event, |record| async move {
             self.handle_record(&record, now).await
         })
         .await
@@ -126,11 +115,9 @@ where
         now: DateTime<Utc>,
     ) -> Result<(), DeliverError> {
         let objects =
-            pec_aws::queue::s3_objects(record).map_err(|e| DeliverError::NotS3(e.to_string()))?;
+            crate::batch::s3_objects(record).map_err(|e| DeliverError::NotS3(e.to_string()))?;
         for (bucket, key) in objects {
-            if bucket != self.settings.evidence_bucket
-                || !(key.starts_with("signed/") || key.starts_with("received/"))
-            {
+            if bucket != self.settings.evidence_bucket || !keys::is_deliverable(&key) {
                 tracing::warn!(
                     bucket,
                     key,
@@ -167,7 +154,7 @@ where
         let inbound = keys::inbound_of(key);
 
         if c.kind == Kind::BustaTrasporto
-            && key.starts_with("signed/")
+            && key.starts_with(keys::SIGNED_PREFIX)
             && let Some(id) = keys::message_of(key)
         {
             // Our envelope: each SMTP recipient of ours gets one outcome; the others are relayed.
@@ -192,7 +179,7 @@ where
                         now,
                     )
                     .await?;
-                if outcome.status == "delivered" {
+                if outcome.status == DeliveryStatus::Delivered {
                     out.stored_in.push(rcpt.to_ascii_lowercase());
                 }
                 out.outcomes.push(outcome);
@@ -239,7 +226,7 @@ where
                             now,
                         )
                         .await?;
-                    if outcome.status == "delivered" {
+                    if outcome.status == DeliveryStatus::Delivered {
                         out.stored_in.push(rcpt.to_ascii_lowercase());
                     }
                     out.outcomes.push(outcome);
@@ -257,7 +244,8 @@ where
         } else {
             // A receipt from another provider about one of our messages updates that
             // recipient's status (and stops its timers); a presa in carico is logged only.
-            let received = key.starts_with("received/msg/");
+            let received =
+                key.starts_with(keys::RECEIVED_PREFIX) && keys::message_of(key).is_some();
             if received && let (Some(id), Some(d)) = (keys::message_of(key), c.daticert.as_ref()) {
                 let about: Vec<String> = match c.kind {
                     Kind::PresaInCarico => d.dati.ricezione.clone(),
@@ -406,10 +394,10 @@ where
         envelope: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<RecipientOutcome, DeliverError> {
-        let not_delivered = |reason: &str| RecipientOutcome {
+        let not_delivered = |reason: NotDelivered| RecipientOutcome {
             recipient: rcpt.to_ascii_lowercase(),
-            status: "not-delivered".into(),
-            reason: Some(reason.to_string()),
+            status: DeliveryStatus::NotDelivered,
+            reason: Some(reason),
             at: now,
             item_id: None,
         };
@@ -418,18 +406,18 @@ where
             None => match self.state.mailbox(rcpt).await? {
                 None => {
                     self.state
-                        .record_recipient(id, &not_delivered("unknown-user"))
+                        .record_recipient(id, &not_delivered(NotDelivered::UnknownUser))
                         .await?
                 }
                 Some(m) if m.locked => {
                     self.state
-                        .record_recipient(id, &not_delivered("mailbox-disabled"))
+                        .record_recipient(id, &not_delivered(NotDelivered::MailboxDisabled))
                         .await?
                 }
                 Some(_) => {
                     let delivered = RecipientOutcome {
                         recipient: rcpt.to_ascii_lowercase(),
-                        status: "delivered".into(),
+                        status: DeliveryStatus::Delivered,
                         reason: None,
                         at: now,
                         item_id: Some(item.id.clone()),
@@ -443,20 +431,20 @@ where
                         MailboxWrite::Decided(existing) => existing,
                         MailboxWrite::NoMailbox => {
                             self.state
-                                .record_recipient(id, &not_delivered("unknown-user"))
+                                .record_recipient(id, &not_delivered(NotDelivered::UnknownUser))
                                 .await?
                         }
                         MailboxWrite::Full { used, quota } => {
                             tracing::warn!(recipient = %rcpt, used, quota, size = item.size, "mailbox full: not delivered");
                             self.state
-                                .record_recipient(id, &not_delivered("mailbox-full"))
+                                .record_recipient(id, &not_delivered(NotDelivered::MailboxFull))
                                 .await?
                         }
                     }
                 }
             },
         };
-        if outcome.status == "delivered"
+        if outcome.status == DeliveryStatus::Delivered
             && let Some(item_id) = &outcome.item_id
         {
             let stored = MailboxItem {

@@ -19,15 +19,16 @@
 //! a specific error and end in the ingress DLQ, never silently dropped.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use chrono::{DateTime, Utc};
-use pec_aws::{MessageRecord, SendError, StateError, StoreError};
-use pec_aws::{ObjectStore, PutOutcome, QueueSender, StateStore};
 use pec_core::build::{self, BuildError, Ctx, NonAcceptance};
 use pec_core::checks::{self, Limits, Submission};
 use pec_core::daticert::TipoDestinatario;
 use pec_core::ids::{self, SeededIds};
 use pec_core::original;
 use pec_core::submission::{self, SubmissionEnvelope};
+use pec_ports::{MessageRecord, MessageState, SendError, StateError, StoreError};
+use pec_ports::{ObjectStore, PutOutcome, QueueSender, StateStore};
+
+use pec_ports::contract::{CONTRACT_VERSION, Point, ScanHandoff, ScanRequest};
 
 use crate::{Settings, is_ours, keys};
 
@@ -96,7 +97,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
 
     /// One SQS batch (partial batch failures).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        pec_aws::queue::partial_batch("ingress", &event, |record| async move {
+        crate::batch::partial_batch("ingress", &event, |record| async move {
             self.handle_record(&record).await.map(drop)
         })
         .await
@@ -107,7 +108,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         record: &SqsMessage,
     ) -> Result<Vec<IngressOutcome>, IngressError> {
         let objects =
-            pec_aws::queue::s3_objects(record).map_err(|e| IngressError::NotS3(e.to_string()))?;
+            crate::batch::s3_objects(record).map_err(|e| IngressError::NotS3(e.to_string()))?;
         let mut out = Vec::new();
         for (bucket, key) in objects {
             let outcome = self.handle_object(&bucket, &key).await?;
@@ -217,11 +218,10 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             raw_key,
             received_at: envelope.received_at,
             state: if verdict.is_ok() {
-                "scanning"
+                MessageState::Scanning
             } else {
-                "rejected"
-            }
-            .to_string(),
+                MessageState::Rejected
+            },
             subject: c.oggetto.clone().unwrap_or_default(),
             sender: c.mittente.clone(),
             recipients: envelope.recipients.clone(),
@@ -257,20 +257,21 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             });
         }
 
-        let request = serde_json::json!({
-            "version": 1,
-            "bucket": s.raw_bucket,
-            "key": record.raw_key,
-            "tenant": record.tenant,
-            "point": "access",
-            "identificativo": record.identificativo,
-            "user": record.user,
-            "reverse_path": envelope.reverse_path,
-            "recipients": envelope.recipients,
-            "certified_recipients": record.certified,
-        });
+        let request = ScanRequest {
+            version: CONTRACT_VERSION,
+            bucket: s.raw_bucket.clone(),
+            key: record.raw_key.clone(),
+            tenant: record.tenant.clone(),
+            point: Point::Access {
+                identificativo: record.identificativo.clone(),
+                user: record.user.clone(),
+                reverse_path: envelope.reverse_path.clone(),
+                recipients: envelope.recipients.clone(),
+                certified_recipients: record.certified.clone(),
+            },
+        };
         self.queue
-            .send(&s.scan_queue_url, request.to_string())
+            .send(&s.scan_queue_url, request.to_json())
             .await?;
         Ok(IngressOutcome::ScanRequested { id: record.id })
     }
@@ -282,16 +283,12 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             key: key.to_string(),
             reason,
         };
-        let hand_off: serde_json::Value =
+        let hand_off: ScanHandoff =
             serde_json::from_slice(&self.get(&s.evidence_bucket, key).await?)
-                .map_err(|e| bad(format!("not JSON: {e}")))?;
-        let scanned_at: DateTime<Utc> = hand_off
-            .get("scanned_at")
-            .and_then(|v| v.as_str())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| bad("no scanned_at".into()))?;
+                .map_err(|e| bad(format!("not a scan hand-off: {e}")))?;
+        let scanned_at = hand_off.scanned_at;
         let Some(id) = keys::message_of_clean(key) else {
-            return match crate::receiving::inbound_of_clean(key) {
+            return match keys::inbound_of_clean(key) {
                 Some(id) => self.inbound_clean(key, id, scanned_at).await,
                 None => Err(bad(
                     "not a scan hand-off of submitted/ or inbound/ mail".into()
@@ -341,8 +338,8 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             receipt.render(),
         )
         .await?;
-        if record.state != "accepted" {
-            record.state = "accepted".into();
+        if record.state != MessageState::Accepted {
+            record.state = MessageState::Accepted;
             record.updated_at = scanned_at;
             self.state.update_message(&record).await?;
         }

@@ -1,27 +1,40 @@
-//! The steps of the pipeline inside one provider (ARCHITECTURE.md, "The pipeline"):
+//! Every step of the pipeline (ARCHITECTURE.md, "The flow"), written against `pec-ports` only:
 //!
 //! - [`ingress`] (access point): a submission's formal checks, identificativo and the
 //!   non-acceptance notice or the scan request; after a clean scan, the acceptance receipt and
-//!   the transport envelope.
+//!   the transport envelope. [`receiving`] (receiving point) is its other half: mail from other
+//!   providers and the outside world.
+//! - [`scan`]: two antivirus engines in series; a pass hands the message back to ingress, a
+//!   virus produces the point's notices and a quarantine copy.
+//! - [`sign`]: `unsigned/` -> `signed/`, the only step that uses the provider key.
 //! - [`deliver`] (delivery point): every signed provider message is logged, published as an
 //!   integration event and stored in the mailboxes it is for (quota enforced for envelopes);
 //!   each recipient of an envelope gets one recorded outcome, handed to `receipts`.
 //! - [`receipts`]: the delivery receipt (in the form the sender asked for) or the non-delivery
 //!   notice for one recipient, handed to `sign`.
+//! - [`timers`]: the 12 h / 24 h notices for recipients at other providers.
 //!
-//! Each step is generic over the `pec-aws` traits (S3, DynamoDB, SQS, EventBridge in Lambda and
-//! on the emulators; memory in unit tests) and idempotent: decisions are recorded with
-//! conditional writes and rebuilt byte for byte (times and ids come from the records).
+//! Each step is generic over the `pec-ports` traits (S3, DynamoDB, SQS, EventBridge in Lambda
+//! and on the emulators, wired by `pec-host`; memory in unit tests) and idempotent: decisions are
+//! recorded with conditional writes and rebuilt byte for byte (times and ids come from the
+//! records). Each implements [`Step`], the one shape every host (Lambda, the local runner)
+//! invokes.
 
+pub mod batch;
 pub mod deliver;
 pub mod ingress;
-pub mod keys;
 pub mod receipts;
 pub mod receiving;
+pub mod scan;
+pub mod sign;
+mod step;
 pub mod timers;
-pub mod wiring;
+
+pub use pec_ports::keys;
+pub use step::{Step, StepFailure};
 
 use pec_core::build::Provider;
+use pec_ports::{ConfigError, Env, ObjectStore, StateError, StateStore, StoreError};
 
 /// What every step needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -39,16 +52,13 @@ pub struct Settings {
     pub trust_anchors_key: String,
 }
 
-/// Where the provider index is by default.
-pub const DEFAULT_PROVIDER_INDEX_KEY: &str = "config/provider-index.ldif";
-/// Where the trust anchors are by default.
-pub const DEFAULT_TRUST_ANCHORS_KEY: &str = "config/trust-anchors.pem";
+pub use pec_ports::keys::{DEFAULT_PROVIDER_INDEX_KEY, DEFAULT_TRUST_ANCHORS_KEY};
 
 /// A required environment variable is missing or invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("invalid provider name or domain: {0}")]
     Provider(String),
 }
@@ -57,27 +67,21 @@ impl Settings {
     /// From the environment the template gives every function (`PEC_PROVIDER_NAME`,
     /// `PEC_PROVIDER_DOMAIN`, `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_MAILBOX_BUCKET`,
     /// `PEC_SCAN_QUEUE_URL`, `PEC_RECEIPTS_QUEUE_URL`).
-    pub fn from_env(var: &impl Fn(&'static str) -> Option<String>) -> Result<Self, SettingsError> {
-        let get = |name: &'static str| {
-            var(name)
-                .filter(|v| !v.is_empty())
-                .ok_or(SettingsError::Missing(name))
-        };
-        let provider = Provider::new(&get("PEC_PROVIDER_NAME")?, &get("PEC_PROVIDER_DOMAIN")?)
-            .map_err(|e| SettingsError::Provider(e.to_string()))?;
+    pub fn from_env(env: &Env<'_>) -> Result<Self, SettingsError> {
+        let provider = Provider::new(
+            &env.required("PEC_PROVIDER_NAME")?,
+            &env.required("PEC_PROVIDER_DOMAIN")?,
+        )
+        .map_err(|e| SettingsError::Provider(e.to_string()))?;
         Ok(Settings {
             provider,
-            raw_bucket: get("PEC_RAW_BUCKET")?,
-            evidence_bucket: get("PEC_EVIDENCE_BUCKET")?,
-            mailbox_bucket: get("PEC_MAILBOX_BUCKET")?,
-            scan_queue_url: get("PEC_SCAN_QUEUE_URL")?,
-            receipts_queue_url: get("PEC_RECEIPTS_QUEUE_URL")?,
-            provider_index_key: var("PEC_PROVIDER_INDEX_KEY")
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| DEFAULT_PROVIDER_INDEX_KEY.to_string()),
-            trust_anchors_key: var("PEC_TRUST_ANCHORS_KEY")
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| DEFAULT_TRUST_ANCHORS_KEY.to_string()),
+            raw_bucket: env.required("PEC_RAW_BUCKET")?,
+            evidence_bucket: env.required("PEC_EVIDENCE_BUCKET")?,
+            mailbox_bucket: env.required("PEC_MAILBOX_BUCKET")?,
+            scan_queue_url: env.required("PEC_SCAN_QUEUE_URL")?,
+            receipts_queue_url: env.required("PEC_RECEIPTS_QUEUE_URL")?,
+            provider_index_key: env.or("PEC_PROVIDER_INDEX_KEY", DEFAULT_PROVIDER_INDEX_KEY),
+            trust_anchors_key: env.or("PEC_TRUST_ANCHORS_KEY", DEFAULT_TRUST_ANCHORS_KEY),
         })
     }
 }
@@ -85,7 +89,7 @@ impl Settings {
 /// The provider index (IGPEC LDIF) from the evidence bucket (read per use: it is small; a
 /// missing or unreadable one is an error, so the message waits instead of being judged
 /// without it).
-pub async fn load_index<St: pec_aws::ObjectStore>(
+pub async fn load_index<St: ObjectStore>(
     settings: &Settings,
     store: &St,
 ) -> Result<pec_smime::ProviderIndex, TrustError> {
@@ -104,7 +108,7 @@ pub async fn load_index<St: pec_aws::ObjectStore>(
 }
 
 /// The provider index and the trust anchors from the evidence bucket (see [`load_index`]).
-pub async fn load_trust<St: pec_aws::ObjectStore>(
+pub async fn load_trust<St: ObjectStore>(
     settings: &Settings,
     store: &St,
 ) -> Result<(pec_smime::ProviderIndex, pec_smime::TrustAnchors), TrustError> {
@@ -135,16 +139,16 @@ pub enum TrustError {
     #[error("{key} is unusable: {reason}")]
     Invalid { key: String, reason: String },
     #[error(transparent)]
-    Store(#[from] pec_aws::StoreError),
+    Store(#[from] StoreError),
 }
 
 /// Whether `address` is in a domain served here: the provider's own domain or a domain a
 /// tenant brought (state table).
-pub async fn is_ours<Db: pec_aws::StateStore>(
+pub async fn is_ours<Db: StateStore>(
     settings: &Settings,
     state: &Db,
     address: &str,
-) -> Result<bool, pec_aws::StateError> {
+) -> Result<bool, StateError> {
     let Some(domain) = pec_core::addr::domain_of(address) else {
         return Ok(false);
     };

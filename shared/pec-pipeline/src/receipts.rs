@@ -13,16 +13,18 @@
 //!   5.2.1 disabled, 5.2.2 full).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use pec_aws::{ObjectStore, PutOutcome, StateError, StateStore, StoreError};
 use pec_core::build::{self, BuildError, Ctx};
 use pec_core::classify;
 use pec_core::ids::SeededIds;
 use pec_core::original::{self, Certified};
 use pec_core::policy::DeliveryFailure;
+use pec_ports::{
+    DeliveryStatus, NotDelivered, ObjectStore, PutOutcome, StateError, StateStore, StoreError,
+};
 
-pub use crate::deliver::ReceiptRequest;
 use crate::ingress::tipo_of;
 use crate::{Settings, keys};
+pub use pec_ports::contract::ReceiptRequest;
 
 /// Why a request was not handled (retried, then kept in the receipts DLQ).
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +61,7 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
 
     /// One SQS batch (partial batch failures).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        pec_aws::queue::partial_batch("receipts", &event, |record| async move {
+        crate::batch::partial_batch("receipts", &event, |record| async move {
             self.handle_record(&record).await.map(drop)
         })
         .await
@@ -116,7 +118,7 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
         let s = &self.settings;
         let (certified, postacert) = self.certified(request).await?;
         let o = &request.outcome;
-        let delivered = o.status == "delivered";
+        let delivered = o.status == DeliveryStatus::Delivered;
         let message = {
             let mut ids = SeededIds::new("rc", &format!("{}/{}", request.message, o.recipient));
             let mut ctx = Ctx {
@@ -133,14 +135,13 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
                     &postacert,
                 )?
             } else {
-                let failure = match o.reason.as_deref() {
-                    Some("unknown-user") => DeliveryFailure::UnknownUser,
-                    Some("mailbox-full") => DeliveryFailure::MailboxFull,
-                    Some("mailbox-disabled") => DeliveryFailure::MailboxDisabled,
-                    Some("mailbox-refuses") => DeliveryFailure::MailboxRefuses,
-                    other => DeliveryFailure::Other {
+                let failure = match o.reason {
+                    Some(NotDelivered::UnknownUser) => DeliveryFailure::UnknownUser,
+                    Some(NotDelivered::MailboxFull) => DeliveryFailure::MailboxFull,
+                    Some(NotDelivered::MailboxDisabled) => DeliveryFailure::MailboxDisabled,
+                    None => DeliveryFailure::Other {
                         code: "5.3.0".into(),
-                        text: format!("errore di sistema ({})", other.unwrap_or("sconosciuto")),
+                        text: "errore di sistema (sconosciuto)".into(),
                     },
                 };
                 build::mancata_consegna(&mut ctx, &certified, &o.recipient, &failure)?

@@ -21,23 +21,21 @@
 
 use aws_lambda_events::event::ses::SimpleEmailEvent;
 use chrono::{DateTime, Utc};
-use pec_aws::{InboundRecord, ObjectStore, PutOutcome, QueueSender, StateStore};
 use pec_core::build::{self, Ctx};
 use pec_core::classify::{self, Kind};
 use pec_core::ids::SeededIds;
 use pec_core::original::Certified;
 use pec_core::submission::{self, InboundEnvelope};
+use pec_ports::{InboundDecision, InboundRecord, ObjectStore, PutOutcome, QueueSender, StateStore};
 use pec_smime::{ProviderIndex, Verdict, Verification, VerifyOptions, verify_message};
+
+use pec_ports::contract::{CONTRACT_VERSION, Point, ScanRequest};
 
 use crate::ingress::{Ingress, IngressError, IngressOutcome};
 use crate::{is_ours, keys, load_trust};
 
-/// Decisions recorded in [`InboundRecord::decision`].
-pub const ENVELOPE: &str = "envelope";
-pub const RECEIPT: &str = "receipt";
-pub const ANOMALY: &str = "anomaly";
-pub const REFUSED: &str = "refused";
-pub const NOT_OURS: &str = "not-ours";
+use InboundDecision::{Anomaly as ANOMALY, Envelope as ENVELOPE, NotOurs as NOT_OURS};
+use InboundDecision::{Receipt as RECEIPT, Refused as REFUSED};
 
 /// How far a signature's `signingTime` may be **after** the arrival time (clock skew). Earlier
 /// is fine — mail can be held up for hours (the 24 h rules exist for that), and certificate
@@ -100,7 +98,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             received_at: env.received_at,
             source: env.source.clone(),
             recipients,
-            decision: ANOMALY.into(),
+            decision: ANOMALY,
             kind: c.kind.as_str().to_string(),
             reason: None,
             security_error: false,
@@ -109,7 +107,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             sender_provider: None,
         };
         if record.recipients.is_empty() {
-            record.decision = NOT_OURS.into();
+            record.decision = NOT_OURS;
             record.reason = Some("no recipient in our domains".into());
         } else if c.kind.is_pec() {
             let (index, anchors) = load_trust(s, &self.store).await?;
@@ -143,21 +141,21 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                     record.security_error = true;
                 }
                 Ok(()) if c.kind == Kind::BustaTrasporto => {
-                    record.decision = ENVELOPE.into();
+                    record.decision = ENVELOPE;
                     let provider = speaker
                         .as_deref()
                         .and_then(|a| index.provider_for_address(a));
                     record.sender_provider = provider.map(|p| p.provider_name.clone());
                     record.sender_receipt_address = provider.and_then(|p| p.mail_receipt.clone());
                     if record.sender_receipt_address.is_none() {
-                        record.decision = ANOMALY.into();
+                        record.decision = ANOMALY;
                         record.security_error = true;
                         record.reason =
                             Some("the sending provider has no mailReceipt in the index".into());
                     }
                 }
                 Ok(()) => {
-                    record.decision = RECEIPT.into();
+                    record.decision = RECEIPT;
                 }
             }
         } else {
@@ -172,7 +170,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                 all_refuse &= refuses;
             }
             if all_refuse {
-                record.decision = REFUSED.into();
+                record.decision = REFUSED;
                 record.reason = Some("the mailbox does not accept ordinary mail".into());
             }
         }
@@ -186,7 +184,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         raw_key: &str,
     ) -> Result<IngressOutcome, IngressError> {
         let s = &self.settings;
-        match record.decision.as_str() {
+        match record.decision {
             ENVELOPE | ANOMALY => {
                 // The antivirus policy is per tenant: the first recipient's mailbox's tenant,
                 // else its domain's, else the provider's default policy ("default").
@@ -201,17 +199,21 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                 if tenant.is_empty() {
                     tenant = "default".into();
                 }
-                let request = serde_json::json!({
-                    "version": 1,
-                    "bucket": s.raw_bucket,
-                    "key": raw_key,
-                    "tenant": tenant,
-                    "point": "receiving",
-                    "recipients": record.recipients,
-                    "sender_receipt_address": record.sender_receipt_address.clone().unwrap_or_default(),
-                });
+                let request = ScanRequest {
+                    version: CONTRACT_VERSION,
+                    bucket: s.raw_bucket.clone(),
+                    key: raw_key.to_string(),
+                    tenant,
+                    point: Point::Receiving {
+                        recipients: record.recipients.clone(),
+                        sender_receipt_address: record
+                            .sender_receipt_address
+                            .clone()
+                            .unwrap_or_default(),
+                    },
+                };
                 self.queue
-                    .send(&s.scan_queue_url, request.to_string())
+                    .send(&s.scan_queue_url, request.to_json())
                     .await?;
                 Ok(IngressOutcome::ScanRequested {
                     id: record.id.clone(),
@@ -226,7 +228,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                     });
                 };
                 let raw = self.get(&s.raw_bucket, raw_key).await?;
-                let key = format!("received/msg/{}/{}.eml", ours.id, record.id);
+                let key = keys::received_receipt(&ours.id, &record.id);
                 self.put_evidence(&key, raw).await?;
                 Ok(IngressOutcome::Received {
                     id: record.id.clone(),
@@ -257,7 +259,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .ok_or_else(|| IngressError::NoRecord(id.to_string()))?;
         let raw_key = self.inbound_raw_key(id).await?;
         let raw = self.get(&s.raw_bucket, &raw_key).await?;
-        match record.decision.as_str() {
+        match record.decision {
             ENVELOPE => {
                 let c = classify::classify(&raw);
                 let d = c.daticert.as_ref().ok_or_else(|| IngressError::BadInput {
@@ -277,12 +279,11 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                     build::presa_in_carico(&mut ctx, &certified, &record.recipients, &to)?
                 };
                 self.put_evidence(
-                    &format!("unsigned/in/{id}/presa-in-carico.eml"),
+                    &keys::unsigned_inbound(id, keys::TAKEN_IN_CHARGE),
                     receipt.render(),
                 )
                 .await?;
-                self.put_evidence(&format!("received/in/{id}/busta-trasporto.eml"), raw)
-                    .await?;
+                self.put_evidence(&keys::received_envelope(id), raw).await?;
             }
             ANOMALY => {
                 let anomaly = {
@@ -294,7 +295,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                     };
                     build::busta_anomalia(&mut ctx, &raw, record.security_error)?
                 };
-                self.put_evidence(&format!("unsigned/in/{id}/anomalia.eml"), anomaly.render())
+                self.put_evidence(&keys::unsigned_inbound(id, keys::ANOMALY), anomaly.render())
                     .await?;
             }
             other => {
@@ -351,16 +352,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
     }
 }
 
-/// The inbound id behind `scan/clean/inbound/<id>.eml.json` (or `scan/clean/inbound/<id>.json`
-/// for SES's `inbound/<id>`).
-pub fn inbound_of_clean(key: &str) -> Option<&str> {
-    let raw = key
-        .strip_prefix(keys::SCAN_CLEAN_PREFIX)?
-        .strip_suffix(".json")?;
-    let raw = raw.strip_suffix(".eml").unwrap_or(raw);
-    let id = raw.strip_prefix(submission::INBOUND_PREFIX)?;
-    submission::valid_id(id).then_some(id)
-}
+pub use pec_ports::keys::inbound_of_clean;
 
 /// The SMTP envelope of each message of an SES receiving event (recipients = the receipt's,
 /// i.e. those this rule accepted; source = the SMTP MAIL FROM).

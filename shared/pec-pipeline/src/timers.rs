@@ -14,10 +14,10 @@
 //! non-delivery receipt takes the recipient off the timers.
 
 use chrono::{DateTime, Duration, Utc};
-use pec_aws::{ObjectStore, PutOutcome, RelayEvent, RelayRecord, StateStore};
 use pec_core::build::{self, Ctx};
 use pec_core::ids::SeededIds;
 use pec_core::policy::TimeoutNotice;
+use pec_ports::{ObjectStore, PutOutcome, RelayEvent, RelayRecord, StateStore};
 
 use crate::Settings;
 use crate::receipts::{ReceiptsError, certified_of_message};
@@ -91,11 +91,7 @@ impl<St: ObjectStore, Db: StateStore> Timers<St, Db> {
             };
             build::mancata_consegna_tempo(&mut ctx, &certified, &r.recipient, which)?
         };
-        let key = format!(
-            "unsigned/msg/{}/{tag}/{}.eml",
-            r.message,
-            r.recipient.to_ascii_lowercase()
-        );
+        let key = crate::keys::unsigned_for_recipient(&r.message, tag, &r.recipient);
         if self
             .store
             .put_if_absent(&s.evidence_bucket, &key, message.render(), "message/rfc822")

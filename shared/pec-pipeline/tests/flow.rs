@@ -3,7 +3,6 @@
 //! emulators in `tests/pipeline.rs` of the integration crate.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use pec_aws::{Mailbox, MemoryOutbox, MemoryState, MemoryStore, StateStore, Tenant};
 use pec_core::build::Provider;
 use pec_core::classify::{Kind, classify};
 use pec_core::events::EventType;
@@ -13,6 +12,7 @@ use pec_pipeline::Settings;
 use pec_pipeline::deliver::{Deliver, ReceiptRequest};
 use pec_pipeline::ingress::{Ingress, IngressOutcome};
 use pec_pipeline::receipts::Receipts;
+use pec_ports::{Mailbox, MemoryOutbox, MemoryState, MemoryStore, StateStore, Tenant};
 use pec_smime::{
     DevCa, LocalSigner, ProviderCertificateParams, SigningIdentity, TrustAnchors, Verdict,
     VerifyOptions, verify_message,
@@ -48,7 +48,7 @@ struct Flow {
     store: MemoryStore,
     state: MemoryState,
     outbox: MemoryOutbox,
-    sign: pec_sign::SignStep<MemoryStore, LocalSigner>,
+    sign: pec_pipeline::sign::SignStep<MemoryStore, LocalSigner>,
     anchors: TrustAnchors,
     /// Every unsigned key seen and signed so far.
     signed: Vec<String>,
@@ -76,7 +76,7 @@ impl Flow {
             store: MemoryStore::new(),
             state: MemoryState::new(),
             outbox: MemoryOutbox::new(),
-            sign: pec_sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE),
+            sign: pec_pipeline::sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE),
             anchors,
             signed: Vec::new(),
         };
@@ -299,7 +299,7 @@ async fn a_normal_message_is_accepted_delivered_and_receipted() {
     assert!(delivered.identificativo.ends_with("@pec.example.test"));
     assert_eq!(f.outbox.events().len(), 3);
     let record = f.state.message("s1").await.unwrap().unwrap();
-    assert_eq!(record.state, "accepted");
+    assert_eq!(record.state.as_str(), "accepted");
 }
 
 #[tokio::test]
@@ -383,7 +383,7 @@ async fn a_bcc_is_refused_with_the_non_acceptance_notice() {
     assert_eq!(e.event_type, EventType::MessageRejected);
     assert_eq!(
         f.state.message("s4").await.unwrap().unwrap().state,
-        "rejected"
+        pec_ports::MessageState::Rejected
     );
 }
 

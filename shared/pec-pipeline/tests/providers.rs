@@ -7,10 +7,6 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use der::Encode;
-use pec_aws::{
-    MailTransport, Mailbox, MemoryOutbox, MemoryState, MemoryStore, RelayEvent, SentMail,
-    StateStore, Tenant,
-};
 use pec_core::build::Provider;
 use pec_core::classify::{Kind, classify};
 use pec_core::events::EventType;
@@ -20,6 +16,10 @@ use pec_pipeline::Settings;
 use pec_pipeline::deliver::{Deliver, ReceiptRequest};
 use pec_pipeline::ingress::Ingress;
 use pec_pipeline::receipts::Receipts;
+use pec_ports::{
+    MailTransport, Mailbox, MemoryOutbox, MemoryState, MemoryStore, RelayEvent, SentMail,
+    StateStore, Tenant,
+};
 use pec_smime::{
     DevCa, LocalSigner, ProviderCertificateParams, ProviderEntry, SigningIdentity, TrustAnchors,
     Verdict, VerifyOptions, verify_message,
@@ -46,7 +46,7 @@ struct Node {
     store: MemoryStore,
     state: MemoryState,
     outbox: MemoryOutbox,
-    sign: pec_sign::SignStep<MemoryStore, LocalSigner>,
+    sign: pec_pipeline::sign::SignStep<MemoryStore, LocalSigner>,
     done: HashSet<String>,
 }
 
@@ -236,7 +236,7 @@ async fn node(
         store: MemoryStore::new(),
         state: MemoryState::new(),
         outbox: MemoryOutbox::new(),
-        sign: pec_sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE),
+        sign: pec_pipeline::sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE),
         done: HashSet::new(),
     };
     n.state
@@ -806,7 +806,7 @@ async fn a_presa_in_carico_alone_stops_the_12h_notice_but_not_the_24h_one() {
     assert!(relay.taken_at.is_some());
     let other = "secondo@pec.altro.test";
     w.a.state
-        .create_relay(&pec_aws::RelayRecord {
+        .create_relay(&pec_ports::RelayRecord {
             message: "s7".into(),
             recipient: other.into(),
             certified: true,
@@ -893,7 +893,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
     w.run().await;
     assert!(w.a.state.mailbox_items(strict).await.unwrap().is_empty());
     let record = w.a.state.inbound("in0001").await.unwrap().unwrap();
-    assert_eq!(record.decision, "refused");
+    assert_eq!(record.decision.as_str(), "refused");
     // PEC mail to the same mailbox is still received.
     w.submit("s8", &message(strict), &[strict]);
     w.run().await;

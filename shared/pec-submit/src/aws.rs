@@ -6,8 +6,8 @@
 //! always in place when ingress reads it. Both writes are conditional: a retried `DATA` that
 //! reaches the sink twice with the same id (it cannot: ids are random) would change nothing.
 
-use pec_aws::{ObjectStore, StateStore};
 use pec_core::submission::{ENVELOPE_VERSION, SubmissionEnvelope};
+use pec_ports::{ObjectStore, StateStore};
 
 use crate::{Account, BoxFuture, CredentialError, Credentials, Sink, SinkError, Submission};
 

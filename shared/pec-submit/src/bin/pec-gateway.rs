@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = PrivateKeyDer::from_pem_file(&args.key)
         .map_err(|e| format!("{}: {e:?}", args.key.display()))?;
     let tls = pec_submit::tls_server_config(chain, key)?;
-    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()).await;
+    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?).await;
     let state = pec_aws::DynamoState::new(
         aws.dynamodb.clone(),
         &env("PEC_STATE_TABLE")?,

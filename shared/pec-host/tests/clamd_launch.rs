@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pec_aws::MemoryStore;
+use pec_host::clamd_launch::{ClamdLaunch, DEFAULT_DEFINITIONS_PREFIX, LaunchError};
+use pec_ports::MemoryStore;
 use pec_scan::{ClamdEngine, Engine, walk};
-use pec_scan_step::clamd_launch::{ClamdLaunch, DEFAULT_DEFINITIONS_PREFIX, LaunchError};
 
 const EVIDENCE: &str = "evidence";
 
@@ -122,11 +122,13 @@ async fn bad_or_missing_definitions_are_refused() {
         Err(LaunchError::BadName(k)) => assert!(k.ends_with("../evil.ndb")),
         other => panic!("{other:?}"),
     }
-    let env = |name: &'static str| match name {
+    let env = pec_ports::Env::from_fn(|name| match name {
         "PEC_CLAMD_BINARY" => Some("/opt/bin/clamd".to_string()),
+        "PEC_CLAMD_WORK_DIR" => Some(String::new()),
         _ => None,
-    };
-    let from_env = ClamdLaunch::from_env(env, "/tmp/clamd.sock").unwrap();
+    });
+    let from_env = ClamdLaunch::from_env(&env, "/tmp/clamd.sock").unwrap();
     assert_eq!(from_env.work_dir, std::path::PathBuf::from("/tmp/clamav"));
-    assert!(ClamdLaunch::from_env(|_| None, "/tmp/clamd.sock").is_none());
+    let unset = pec_ports::Env::from_fn(|name| (name == "PEC_CLAMD_BINARY").then(String::new));
+    assert!(ClamdLaunch::from_env(&unset, "/tmp/clamd.sock").is_none());
 }

@@ -6,19 +6,19 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Months, TimeZone, Utc};
-use pec_aws::MemoryStore;
 use pec_core::UnsignedMessage;
 use pec_core::build::{self, Ctx, Provider};
 use pec_core::classify::{Kind, classify};
 use pec_core::daticert::TipoDestinatario;
 use pec_core::ids::SequentialIds;
+use pec_pipeline::scan::metrics::RecordedMetrics;
+use pec_pipeline::scan::{Buckets, Engines, Point, ScanRequest, ScanStep};
+use pec_ports::MemoryRetained;
+use pec_ports::MemoryStore;
 use pec_scan::testing::{self, Encoding, FakeEngine, Part, eicar, message};
 use pec_scan::{
     ClamdEngine, Decision, EngineKind, OnUnscannable, PolicyBook, ScanPolicy, Verdict, YaraEngine,
 };
-use pec_scan_step::metrics::RecordedMetrics;
-use pec_scan_step::quarantine::MemoryRetained;
-use pec_scan_step::{Buckets, Engines, Point, ScanRequest, ScanStep};
 
 const RAW: &str = "raw";
 const EVIDENCE: &str = "evidence";
@@ -189,7 +189,7 @@ async fn clean_message_is_recorded_and_handed_on() {
         )
         .await;
     assert!(failed(&response).is_empty());
-    let record: pec_scan_step::ScanRecord = serde_json::from_slice(
+    let record: pec_pipeline::scan::ScanRecord = serde_json::from_slice(
         &step
             .store()
             .object(EVIDENCE, "scan/verdict/submitted/2026/a.eml.json")
@@ -208,7 +208,7 @@ async fn clean_message_is_recorded_and_handed_on() {
         .object(EVIDENCE, "scan/clean/submitted/2026/a.eml.json")
         .expect("clean hand-off");
     assert_eq!(
-        serde_json::from_slice::<pec_scan_step::ScanRecord>(&handoff).unwrap(),
+        serde_json::from_slice::<pec_pipeline::scan::ScanRecord>(&handoff).unwrap(),
         record
     );
     assert_eq!(step.store().writes(), 2);
@@ -728,12 +728,12 @@ async fn the_sign_step_signs_the_virus_notice() {
         .await
         .unwrap();
     let identity = SigningIdentity::new(cert, vec![ca.certificate().clone()]).unwrap();
-    let sign = pec_sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE);
+    let sign = pec_pipeline::sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE);
     sign.store().insert(EVIDENCE, key, unsigned);
     let out = sign.sign_object(EVIDENCE, key, now()).await.unwrap();
     assert_eq!(
         out,
-        pec_sign::Outcome::Signed {
+        pec_pipeline::sign::Outcome::Signed {
             signed_key: "signed/scan/submitted/o.eml/non-accettazione-virus.eml".into()
         }
     );
@@ -755,9 +755,9 @@ async fn the_sign_step_signs_the_virus_notice() {
 
 #[tokio::test]
 async fn configuration_comes_from_the_evidence_bucket() {
-    use pec_scan_step::{DEFAULT_POLICY_KEY, SetupError, configuration};
+    use pec_pipeline::scan::{DEFAULT_POLICY_KEY, SetupError, configuration};
     let store = MemoryStore::new();
-    let none = |_: &'static str| None;
+    let none = pec_ports::Env::from_fn(|_| None);
     // Nothing stored: the built-in default policy and rules.
     let (book, yara) = configuration(&store, EVIDENCE, &none).await.unwrap();
     assert_eq!(book, PolicyBook::default());
@@ -776,18 +776,18 @@ async fn configuration_comes_from_the_evidence_bucket() {
         "config/antivirus/yara/custom.yar",
         b"rule Only_Custom { condition: filename == \"x.bin\" }".to_vec(),
     );
-    let with_rules = |name: &'static str| {
+    let with_rules = pec_ports::Env::from_fn(|name| {
         (name == "PEC_YARA_RULES_KEY").then(|| "config/antivirus/yara/custom.yar".to_string())
-    };
+    });
     let (book, yara) = configuration(&store, EVIDENCE, &with_rules).await.unwrap();
     assert_eq!(book.for_tenant("acme").engines, [EngineKind::Yara]);
     assert_eq!(book.for_tenant("acme").unscannable, OnUnscannable::Accept);
     assert_eq!(yara.rule_count(), 1);
 
     // A named rule file that is missing or broken, or a broken policy: refuse to start.
-    let missing = |name: &'static str| {
+    let missing = pec_ports::Env::from_fn(|name| {
         (name == "PEC_YARA_RULES_KEY").then(|| "config/antivirus/yara/none.yar".to_string())
-    };
+    });
     assert!(matches!(
         configuration(&store, EVIDENCE, &missing).await,
         Err(SetupError::MissingRules { .. })
@@ -797,9 +797,9 @@ async fn configuration_comes_from_the_evidence_bucket() {
         "config/antivirus/yara/bad.yar",
         b"rule {".to_vec(),
     );
-    let bad = |name: &'static str| {
+    let bad = pec_ports::Env::from_fn(|name| {
         (name == "PEC_YARA_RULES_KEY").then(|| "config/antivirus/yara/bad.yar".to_string())
-    };
+    });
     assert!(matches!(
         configuration(&store, EVIDENCE, &bad).await,
         Err(SetupError::Rules(_))

@@ -10,14 +10,10 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
-use pec_aws::{AwsClients, KmsError, KmsSigner, ObjectStore, PutOutcome, S3Store, StoreError};
 use pec_core::message::{RenderedError, UnsignedMessage};
+use pec_ports::keys;
+use pec_ports::{ConfigError, Env, ObjectStore, PutOutcome, StoreError};
 use pec_smime::{DigestSigner, SignError, SigningIdentity, sign_message};
-
-/// Where steps put messages to be signed.
-pub const UNSIGNED_PREFIX: &str = "unsigned/";
-/// Where this step puts signed messages.
-pub const SIGNED_PREFIX: &str = "signed/";
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +91,8 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
         key: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, StepError> {
-        let rest = match key.strip_prefix(UNSIGNED_PREFIX) {
-            Some(rest) if bucket == self.bucket && !rest.is_empty() => rest,
+        let signed_key = match keys::signed_of_unsigned(key) {
+            Some(signed_key) if bucket == self.bucket => signed_key,
             _ => {
                 return Ok(Outcome::NotForThisStep {
                     bucket: bucket.to_string(),
@@ -104,7 +100,6 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
                 });
             }
         };
-        let signed_key = format!("{SIGNED_PREFIX}{rest}");
         if self.store.exists(bucket, &signed_key).await? {
             return Ok(Outcome::AlreadySigned { signed_key });
         }
@@ -148,7 +143,7 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
     /// One SQS batch: every record that fails is reported for retry (partial batch response);
     /// the others are acknowledged.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        pec_aws::queue::partial_batch("sign", &event, |record| async move {
+        crate::batch::partial_batch("sign", &event, |record| async move {
             self.handle_record(&record, now).await
         })
         .await
@@ -176,9 +171,9 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
     }
 }
 
-/// The (bucket, key) pairs an SQS record announces (see [`pec_aws::queue::s3_objects`]).
+/// The (bucket, key) pairs an SQS record announces (see [`crate::batch::s3_objects`]).
 pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, StepError> {
-    pec_aws::queue::s3_objects(record).map_err(|e| StepError::NotAnS3Notification {
+    crate::batch::s3_objects(record).map_err(|e| StepError::NotAnS3Notification {
         message_id: e.message_id,
         reason: e.reason,
     })
@@ -187,8 +182,8 @@ pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, StepErro
 /// Why the step cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("environment variable {0} is not set")]
-    MissingVariable(&'static str),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("the signing certificate chain s3://{bucket}/{key} is missing")]
     MissingChain { bucket: String, key: String },
     #[error("the signing certificate chain s3://{bucket}/{key} is unusable: {source}")]
@@ -197,7 +192,7 @@ pub enum SetupError {
         key: String,
         source: SignError,
     },
-    #[error("the certificate in s3://{bucket}/{key} is not for KMS key {key_id}")]
+    #[error("the certificate in s3://{bucket}/{key} is not for the signing key {key_id}")]
     CertificateNotForKey {
         bucket: String,
         key: String,
@@ -205,24 +200,23 @@ pub enum SetupError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Kms(#[from] KmsError),
 }
 
-/// The production step (S3 + KMS) from its environment: `PEC_EVIDENCE_BUCKET`,
-/// `PEC_SIGNING_KEY_ID`, `PEC_SIGNING_CHAIN_KEY`. Used by the Lambda and by the local runner,
-/// which passes each function its own environment through `var`.
+/// The step over `store` and `signer` (S3 and KMS in Lambda) from its environment:
+/// `PEC_EVIDENCE_BUCKET`, `PEC_SIGNING_CHAIN_KEY` (PEM chain, provider certificate first, in the
+/// evidence bucket). `signer_public_key` is the signer's SubjectPublicKeyInfo (DER) and
+/// `key_id` names it in errors.
 ///
 /// Refuses to start with a certificate that is not for the key: every signature would fail.
-pub async fn from_environment(
-    aws: &AwsClients,
-    var: impl Fn(&'static str) -> Option<String>,
-) -> Result<SignStep<S3Store, KmsSigner>, SetupError> {
-    let required = |name: &'static str| var(name).ok_or(SetupError::MissingVariable(name));
-    let bucket = required("PEC_EVIDENCE_BUCKET")?;
-    let key_id = required("PEC_SIGNING_KEY_ID")?;
-    let chain_key = required("PEC_SIGNING_CHAIN_KEY")?;
-    let store = S3Store::new(aws.s3.clone());
+pub async fn configured<St: ObjectStore, Si: DigestSigner>(
+    store: St,
+    signer: Si,
+    signer_public_key: &[u8],
+    key_id: &str,
+    env: &Env<'_>,
+) -> Result<SignStep<St, Si>, SetupError> {
+    let bucket = env.required("PEC_EVIDENCE_BUCKET")?;
+    let chain_key = env.required("PEC_SIGNING_CHAIN_KEY")?;
     let chain = store
         .get(&bucket, &chain_key)
         .await?
@@ -236,12 +230,11 @@ pub async fn from_environment(
             key: chain_key.clone(),
             source,
         })?;
-    let signer = KmsSigner::new(aws.kms.clone(), key_id);
-    if signer.public_key_spki_der().await? != identity.public_key_spki_der() {
+    if signer_public_key != identity.public_key_spki_der() {
         return Err(SetupError::CertificateNotForKey {
             bucket,
             key: chain_key,
-            key_id: signer.key_id().to_string(),
+            key_id: key_id.to_string(),
         });
     }
     Ok(SignStep::new(store, signer, identity, bucket))

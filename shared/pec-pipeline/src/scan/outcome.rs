@@ -10,7 +10,7 @@ use pec_core::ids::IdSource;
 use pec_core::original::Certified;
 use sha2::{Digest, Sha256};
 
-use crate::contract::{Point, ScanRequest};
+use pec_ports::contract::{Point, ScanRequest};
 
 /// The notices to sign and send, by name (`non-accettazione-virus`, `rilevazione-virus`,
 /// `mancata-consegna-virus-<n>`), and a note when no notice can be made.

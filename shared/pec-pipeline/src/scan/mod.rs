@@ -21,28 +21,27 @@
 //!      `EngineUnavailable` metric is emitted and the SQS message is reported as failed, so it
 //!      waits and is scanned again (after maxReceiveCount it moves to the DLQ, with its alarm).
 
-pub mod clamd_launch;
-pub mod contract;
 pub mod metrics;
 pub mod outcome;
-pub mod quarantine;
+mod record;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Months, Utc};
-use pec_aws::{AwsClients, ObjectStore, PutOutcome, S3Store, StoreError};
 use pec_core::build::{BuildError, Provider};
+use pec_ports::contract::{CONTRACT_VERSION, QUARANTINE_MONTHS};
+pub use pec_ports::contract::{Point, ScanRequest};
+use pec_ports::keys;
+use pec_ports::{ConfigError, Env, ObjectStore, PutOutcome, RetainedStore, StoreError};
 use pec_scan::{
     ClamdEngine, Decision, Engine, EngineKind, PolicyBook, PolicyError, Verdict, YaraEngine, decide,
 };
 
-use contract::{CONTRACT_VERSION, Outputs, QUARANTINE_MONTHS};
-pub use contract::{Point, ScanRecord, ScanRequest};
 use metrics::{EmfStdout, Metrics};
 use outcome::{OutcomeError, virus_outcome};
-use quarantine::{RetainedStore, S3Retained};
+pub use record::{Outputs, ScanRecord};
 
 /// The three buckets the step uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +174,7 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
         now: DateTime<Utc>,
     ) -> Result<Handled, StepError> {
         let evidence = &self.buckets.evidence;
-        let record_key = contract::verdict_key(&request.key);
+        let record_key = keys::verdict_key(&request.key);
         if let Some(stored) = self.store.get(evidence, &record_key).await? {
             let record = self.parse_record(&record_key, &stored)?;
             let writes = self.apply(&record).await?;
@@ -289,7 +288,7 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
         let mut plan = Plan::default();
         match &record.decision {
             Decision::Pass { .. } => {
-                plan.outputs.clean = Some(contract::clean_key(key));
+                plan.outputs.clean = Some(keys::clean_key(key));
             }
             Decision::Virus { description } => {
                 let outcome = virus_outcome(
@@ -300,12 +299,12 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
                     record.scanned_at,
                 )?;
                 for (name, message) in outcome.notices {
-                    let notice_key = contract::notice_key(key, &name);
+                    let notice_key = keys::notice_key(key, &name);
                     plan.outputs.notices.push(notice_key.clone());
                     plan.notices.push((notice_key, message.render()));
                 }
                 plan.outputs.note = outcome.note;
-                plan.outputs.quarantine = Some(contract::quarantine_key(key));
+                plan.outputs.quarantine = Some(keys::quarantine_key(key));
                 plan.retain_until = record
                     .scanned_at
                     .checked_add_months(Months::new(QUARANTINE_MONTHS));
@@ -355,7 +354,7 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
 
     /// One SQS batch: failed records are reported for retry (partial batch response).
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        pec_aws::queue::partial_batch("scan", &event, |record| async move {
+        crate::batch::partial_batch("scan", &event, |record| async move {
             self.handle_record(&record, now)
                 .await
                 .map(|handled| log_handled(&handled))
@@ -434,8 +433,8 @@ pub fn parse_request(record: &SqsMessage, raw_bucket: &str) -> Result<ScanReques
 /// The step could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("environment variable {0} is not set")]
-    MissingVariable(&'static str),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("s3://{bucket}/{key}: {source}")]
@@ -453,7 +452,7 @@ pub enum SetupError {
 }
 
 /// Default key, in the evidence bucket, of the tenants' scan policies.
-pub const DEFAULT_POLICY_KEY: &str = "config/antivirus/scan-policy.json";
+pub const DEFAULT_POLICY_KEY: &str = keys::DEFAULT_SCAN_POLICY_KEY;
 /// Default clamd socket (in Lambda, the clamd the function starts listens there).
 pub const DEFAULT_CLAMD_SOCKET: &str = "/tmp/clamd.sock";
 
@@ -464,11 +463,9 @@ pub const DEFAULT_CLAMD_SOCKET: &str = "/tmp/clamd.sock";
 pub async fn configuration<St: ObjectStore>(
     store: &St,
     evidence: &str,
-    var: &impl Fn(&'static str) -> Option<String>,
+    env: &Env<'_>,
 ) -> Result<(PolicyBook, YaraEngine), SetupError> {
-    let policy_key = var("PEC_SCAN_POLICY_KEY")
-        .filter(|k| !k.is_empty())
-        .unwrap_or_else(|| DEFAULT_POLICY_KEY.to_string());
+    let policy_key = env.or("PEC_SCAN_POLICY_KEY", DEFAULT_POLICY_KEY);
     let policies = match store.get(evidence, &policy_key).await? {
         Some(bytes) => PolicyBook::from_json(&bytes).map_err(|source| SetupError::Policy {
             bucket: evidence.to_string(),
@@ -477,7 +474,7 @@ pub async fn configuration<St: ObjectStore>(
         })?,
         None => PolicyBook::default(),
     };
-    let yara = match var("PEC_YARA_RULES_KEY").filter(|k| !k.is_empty()) {
+    let yara = match env.optional("PEC_YARA_RULES_KEY") {
         Some(key) => {
             let source =
                 store
@@ -497,42 +494,33 @@ pub async fn configuration<St: ObjectStore>(
     Ok((policies, yara))
 }
 
-/// The production step (S3, clamd on `PEC_CLAMD_SOCKET`, yara-x, EMF metrics) from its
-/// environment: `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_CONSERVATION_BUCKET`,
-/// `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`; optional `PEC_CLAMD_SOCKET`
-/// ([`DEFAULT_CLAMD_SOCKET`]), `PEC_SCAN_POLICY_KEY` ([`DEFAULT_POLICY_KEY`]; a missing object
-/// means the built-in default policy for every tenant) and `PEC_YARA_RULES_KEY` (a YARA rule
-/// file in the evidence bucket replacing the built-in rules; if set, it must exist and compile).
-/// Used by the Lambda and by the local runner, which passes each function its environment.
-pub async fn from_environment(
-    aws: &AwsClients,
-    var: impl Fn(&'static str) -> Option<String>,
-) -> Result<ScanStep<S3Store, S3Retained, EmfStdout>, SetupError> {
-    let required = |name: &'static str| var(name).ok_or(SetupError::MissingVariable(name));
+/// The production step (clamd on `PEC_CLAMD_SOCKET`, yara-x, EMF metrics) over `store` and
+/// `retained` (S3 in Lambda) from its environment: `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`,
+/// `PEC_CONSERVATION_BUCKET`, `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`; optional
+/// `PEC_CLAMD_SOCKET` ([`DEFAULT_CLAMD_SOCKET`]), `PEC_SCAN_POLICY_KEY` ([`DEFAULT_POLICY_KEY`]; a
+/// missing object means the built-in default policy for every tenant) and `PEC_YARA_RULES_KEY` (a
+/// YARA rule file in the evidence bucket replacing the built-in rules; if set, it must exist and
+/// compile).
+pub async fn configured<St: ObjectStore, Rt: RetainedStore>(
+    store: St,
+    retained: Rt,
+    env: &Env<'_>,
+) -> Result<ScanStep<St, Rt, EmfStdout>, SetupError> {
     let buckets = Buckets {
-        raw: required("PEC_RAW_BUCKET")?,
-        evidence: required("PEC_EVIDENCE_BUCKET")?,
-        conservation: required("PEC_CONSERVATION_BUCKET")?,
+        raw: env.required("PEC_RAW_BUCKET")?,
+        evidence: env.required("PEC_EVIDENCE_BUCKET")?,
+        conservation: env.required("PEC_CONSERVATION_BUCKET")?,
     };
     let provider = Provider::new(
-        &required("PEC_PROVIDER_NAME")?,
-        &required("PEC_PROVIDER_DOMAIN")?,
+        &env.required("PEC_PROVIDER_NAME")?,
+        &env.required("PEC_PROVIDER_DOMAIN")?,
     )?;
-    let store = S3Store::new(aws.s3.clone());
-    let (policies, yara) = configuration(&store, &buckets.evidence, &var).await?;
-    let socket = var("PEC_CLAMD_SOCKET")
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| DEFAULT_CLAMD_SOCKET.to_string());
+    let (policies, yara) = configuration(&store, &buckets.evidence, env).await?;
+    let socket = env.or("PEC_CLAMD_SOCKET", DEFAULT_CLAMD_SOCKET);
     let engines = Engines::new()
         .with(EngineKind::Clamav, Arc::new(ClamdEngine::new(socket)))
         .with(EngineKind::Yara, Arc::new(yara));
     Ok(ScanStep::new(
-        store,
-        S3Retained::new(aws.s3.clone()),
-        EmfStdout,
-        engines,
-        policies,
-        provider,
-        buckets,
+        store, retained, EmfStdout, engines, policies, provider, buckets,
     ))
 }

@@ -1,23 +1,24 @@
-//! The scan step's interface with the rest of the pipeline: what it reads (a [`ScanRequest`] on
-//! the scan queue) and what it writes (the keys below). Documented in ARCHITECTURE.md
-//! ("Antivirus: the scan step's contract").
+//! The typed contracts between steps: what one step hands the next through a queue or an
+//! object. Every one carries references (keys, ids, addresses), never the mail itself.
+//!
+//! - ingress / receiving point -> scan: [`ScanRequest`] (scan queue);
+//! - scan -> ingress: [`ScanHandoff`] (`scan/clean/<raw key>.json`, the scan step's record);
+//! - deliver -> receipts: [`ReceiptRequest`] (receipts queue);
+//! - deliver -> integrators: [`IntegrationEvent`] (EventBridge; the same record is the
+//!   provider-log entry).
 
 use chrono::{DateTime, Utc};
-use pec_scan::{Decision, ScanReport};
 use serde::{Deserialize, Serialize};
 
-/// Version of [`ScanRequest`] and [`ScanRecord`].
-pub const CONTRACT_VERSION: u32 = 1;
+use crate::state::RecipientOutcome;
 
-/// Verdict records (every verdict), in the evidence bucket: `scan/verdict/<raw key>.json`.
-pub const VERDICT_PREFIX: &str = "scan/verdict/";
-/// Clean hand-off (the next step's trigger), in the evidence bucket: `scan/clean/<raw key>.json`.
-pub const CLEAN_PREFIX: &str = "scan/clean/";
-/// Virus notices for the sign step, in the evidence bucket: `unsigned/scan/<raw key>/<notice>.eml`.
-pub const NOTICE_PREFIX: &str = "unsigned/scan/";
-/// Quarantine copies, in the conservation bucket: `quarantine/<raw key>` (Object Lock,
-/// COMPLIANCE, retained 30 months from the scan).
-pub const QUARANTINE_PREFIX: &str = "quarantine/";
+/// An integration event (EventBridge detail) and provider-log record.
+pub use pec_core::events::PecEvent as IntegrationEvent;
+
+/// Version of [`ScanRequest`], [`ScanHandoff`] and the scan step's record.
+pub const CONTRACT_VERSION: u32 = 1;
+/// Version of [`ReceiptRequest`].
+pub const RECEIPT_REQUEST_VERSION: u32 = 1;
 /// Months a quarantined message is retained (DPR 68/2005: 30 months).
 pub const QUARANTINE_MONTHS: u32 = 30;
 
@@ -36,6 +37,13 @@ pub struct ScanRequest {
     /// Where the message is in the PEC flow, with what that point's outcome needs.
     #[serde(flatten)]
     pub point: Point,
+}
+
+impl ScanRequest {
+    /// The queue message body.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// The point of the PEC flow that asks for the scan.
@@ -79,62 +87,27 @@ impl Point {
     }
 }
 
-/// What the step recorded about one message (`scan/verdict/<raw key>.json`; the same document
-/// is the clean hand-off `scan/clean/<raw key>.json`). The first record written wins: a retry or
-/// a duplicate event re-applies the recorded decision instead of scanning again.
+/// The part of the scan step's record the next step reads (`scan/clean/<raw key>.json`): the
+/// request as received and when the verdict was reached (the time reference of the acceptance
+/// receipt). Unknown fields (report, decision, outputs) are the scan step's own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanRecord {
-    /// [`CONTRACT_VERSION`].
+pub struct ScanHandoff {
     pub version: u32,
-    /// The request, as received.
     pub request: ScanRequest,
-    /// When the verdict was reached (also the time reference of the virus notices).
     pub scanned_at: DateTime<Utc>,
-    /// Verdict, engines, parts, bytes, time.
-    pub report: ScanReport,
-    /// What the verdict means under the tenant's policy.
-    pub decision: Decision,
-    /// The keys of the effects: notices and quarantine copy (empty for a pass).
+}
+
+/// A recipient outcome handed to the receipts step (one SQS message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRequest {
+    pub version: u32,
+    /// Submission id (ours), or `in-<inbound id>` for an envelope another provider sent.
+    pub message: String,
+    pub outcome: RecipientOutcome,
+    /// For an envelope another provider sent: its evidence key (`received/in/<id>/...`), the
+    /// source of the certified data; `None` for our own messages (the message record).
     #[serde(default)]
-    pub outputs: Outputs,
-}
-
-/// Where the effects of a decision go.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Outputs {
-    /// Evidence-bucket keys of the unsigned virus notices.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notices: Vec<String>,
-    /// Conservation-bucket key of the quarantine copy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quarantine: Option<String>,
-    /// Evidence-bucket key of the clean hand-off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clean: Option<String>,
-    /// Why no PEC notice could be made (e.g. mail at the receiving point that is not a PEC
-    /// transport envelope: it is quarantined and not delivered, and there is nobody to notify).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-}
-
-/// `scan/verdict/<raw key>.json`.
-pub fn verdict_key(raw_key: &str) -> String {
-    format!("{VERDICT_PREFIX}{raw_key}.json")
-}
-
-/// `scan/clean/<raw key>.json`.
-pub fn clean_key(raw_key: &str) -> String {
-    format!("{CLEAN_PREFIX}{raw_key}.json")
-}
-
-/// `unsigned/scan/<raw key>/<name>.eml`.
-pub fn notice_key(raw_key: &str, name: &str) -> String {
-    format!("{NOTICE_PREFIX}{raw_key}/{name}.eml")
-}
-
-/// `quarantine/<raw key>`.
-pub fn quarantine_key(raw_key: &str) -> String {
-    format!("{QUARANTINE_PREFIX}{raw_key}")
+    pub envelope: Option<String>,
 }
 
 #[cfg(test)]

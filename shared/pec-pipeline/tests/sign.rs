@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, TimeZone, Utc};
-use pec_aws::MemoryStore;
-use pec_sign::{Outcome, SignStep, testing::sample_message};
+use pec_pipeline::sign::{Outcome, SignStep, testing::sample_message};
+use pec_ports::MemoryStore;
 use pec_smime::{
     DevCa, DigestSigner, LocalSigner, ProviderCertificateParams, Sha256Digest, SigningIdentity,
     TrustAnchors, Verdict, VerifyOptions, verify_message,

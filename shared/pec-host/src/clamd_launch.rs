@@ -17,11 +17,12 @@
 
 use std::path::{Path, PathBuf};
 
-use pec_aws::{ObjectStore, StoreError};
+use pec_ports::keys::DEFAULT_CLAMAV_DEFINITIONS_PREFIX;
+use pec_ports::{Env, ObjectStore, StoreError};
 use tokio::process::{Child, Command};
 
 /// Where the definitions are by default (evidence bucket).
-pub const DEFAULT_DEFINITIONS_PREFIX: &str = "config/antivirus/clamav/";
+pub const DEFAULT_DEFINITIONS_PREFIX: &str = DEFAULT_CLAMAV_DEFINITIONS_PREFIX;
 
 /// How to start clamd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,18 +69,13 @@ impl ClamdLaunch {
     /// From the environment: `PEC_CLAMD_BINARY` (unset or empty: `None`, clamd is someone
     /// else's job), `PEC_CLAMD_SOCKET`, `PEC_CLAMD_DEFINITIONS_PREFIX`, `PEC_CLAMD_WORK_DIR`
     /// (default `/tmp/clamav`).
-    pub fn from_env(var: impl Fn(&'static str) -> Option<String>, socket: &str) -> Option<Self> {
-        let binary = var("PEC_CLAMD_BINARY").filter(|b| !b.is_empty())?;
+    pub fn from_env(env: &Env<'_>, socket: &str) -> Option<Self> {
+        let binary = env.optional("PEC_CLAMD_BINARY")?;
         Some(ClamdLaunch {
             binary: binary.into(),
-            work_dir: var("PEC_CLAMD_WORK_DIR")
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| "/tmp/clamav".into())
-                .into(),
+            work_dir: env.or("PEC_CLAMD_WORK_DIR", "/tmp/clamav").into(),
             socket: socket.into(),
-            definitions_prefix: var("PEC_CLAMD_DEFINITIONS_PREFIX")
-                .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| DEFAULT_DEFINITIONS_PREFIX.into()),
+            definitions_prefix: env.or("PEC_CLAMD_DEFINITIONS_PREFIX", DEFAULT_DEFINITIONS_PREFIX),
         })
     }
 

@@ -1,0 +1,179 @@
+//! Each step over the AWS adapters, from its environment. The environment variables each step
+//! reads are listed on its builder; template.yaml sets them, the local runner passes the same.
+
+use pec_aws::{
+    AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Retained, S3Store, SesTransport,
+    SqsSender,
+};
+use pec_pipeline::deliver::Deliver;
+use pec_pipeline::ingress::Ingress;
+use pec_pipeline::receipts::Receipts;
+use pec_pipeline::scan::ScanStep;
+use pec_pipeline::scan::metrics::EmfStdout;
+use pec_pipeline::sign::SignStep;
+use pec_pipeline::timers::Timers;
+use pec_pipeline::{Settings, SettingsError};
+use pec_ports::{ConfigError, Env};
+
+use crate::BoxedStep;
+use crate::clamd_launch::{ClamdLaunch, LaunchError};
+
+/// A step could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Sign(#[from] pec_pipeline::sign::SetupError),
+    #[error(transparent)]
+    Scan(#[from] pec_pipeline::scan::SetupError),
+    #[error(transparent)]
+    Kms(#[from] pec_aws::KmsError),
+    #[error("starting clamd: {0}")]
+    Clamd(#[from] LaunchError),
+    #[error(
+        "the runner does not know the template function {0}: register it in pec_host::wiring::by_function"
+    )]
+    UnknownFunction(String),
+}
+
+fn state(aws: &AwsClients, env: &Env<'_>) -> Result<DynamoState, ConfigError> {
+    Ok(DynamoState::new(
+        aws.dynamodb.clone(),
+        &env.required("PEC_STATE_TABLE")?,
+        &env.required("PEC_LOG_TABLE")?,
+    ))
+}
+
+fn s3(aws: &AwsClients) -> S3Store {
+    S3Store::new(aws.s3.clone())
+}
+
+/// The sign step: `PEC_EVIDENCE_BUCKET`, `PEC_SIGNING_KEY_ID`, `PEC_SIGNING_CHAIN_KEY`. Refuses
+/// to start when the certificate is not for the KMS key.
+pub async fn sign(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<SignStep<S3Store, KmsSigner>, WiringError> {
+    let key_id = env.required("PEC_SIGNING_KEY_ID")?;
+    let signer = KmsSigner::new(aws.kms.clone(), key_id.clone());
+    let public_key = signer.public_key_spki_der().await?;
+    Ok(pec_pipeline::sign::configured(s3(&aws), signer, &public_key, &key_id, &env).await?)
+}
+
+/// The scan step and, when `PEC_CLAMD_BINARY` names it (a Lambda layer), the clamd it starts
+/// (see [`crate::clamd_launch`]): `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`,
+/// `PEC_CONSERVATION_BUCKET`, `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`, `PEC_CLAMD_SOCKET`,
+/// `PEC_SCAN_POLICY_KEY`, `PEC_YARA_RULES_KEY`, `PEC_CLAMD_*`.
+pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError> {
+    let socket = env.or("PEC_CLAMD_SOCKET", pec_pipeline::scan::DEFAULT_CLAMD_SOCKET);
+    let clamd = match ClamdLaunch::from_env(&env, &socket) {
+        Some(launch) => {
+            let bucket = env.required("PEC_EVIDENCE_BUCKET")?;
+            Some(launch.launch(&s3(&aws), &bucket).await?)
+        }
+        None => None,
+    };
+    let step =
+        pec_pipeline::scan::configured(s3(&aws), S3Retained::new(aws.s3.clone()), &env).await?;
+    Ok(ScanHost {
+        step,
+        _clamd: clamd,
+    })
+}
+
+/// The scan step with the clamd it started (alive as long as the step).
+pub struct ScanHost {
+    step: ScanStep<S3Store, S3Retained, EmfStdout>,
+    _clamd: Option<tokio::process::Child>,
+}
+
+impl pec_pipeline::Step for ScanHost {
+    fn name(&self) -> &'static str {
+        self.step.name()
+    }
+    fn invoke(
+        &self,
+        event: serde_json::Value,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, pec_pipeline::StepFailure>> + Send
+    {
+        self.step.invoke(event, now)
+    }
+}
+
+/// The ingress step (access and receiving points): `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`,
+/// `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_MAILBOX_BUCKET`, `PEC_SCAN_QUEUE_URL`,
+/// `PEC_RECEIPTS_QUEUE_URL`, `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_PROVIDER_INDEX_KEY`,
+/// `PEC_TRUST_ANCHORS_KEY`.
+pub async fn ingress(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<Ingress<S3Store, DynamoState, SqsSender>, WiringError> {
+    Ok(Ingress::new(
+        Settings::from_env(&env)?,
+        s3(&aws),
+        state(&aws, &env)?,
+        SqsSender::new(aws.sqs.clone()),
+    ))
+}
+
+/// The deliver step: as ingress, plus `PEC_EVENT_BUS`.
+pub async fn deliver(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher, SesTransport>, WiringError>
+{
+    Ok(Deliver::new(
+        Settings::from_env(&env)?,
+        s3(&aws),
+        state(&aws, &env)?,
+        SqsSender::new(aws.sqs.clone()),
+        EventBridgePublisher::new(aws.events.clone(), &env.required("PEC_EVENT_BUS")?),
+        SesTransport::new(aws.ses.clone()),
+    ))
+}
+
+/// The receipts step: as ingress.
+pub async fn receipts(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<Receipts<S3Store, DynamoState>, WiringError> {
+    Ok(Receipts::new(
+        Settings::from_env(&env)?,
+        s3(&aws),
+        state(&aws, &env)?,
+    ))
+}
+
+/// The timers sweep: as ingress.
+pub async fn timers(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<Timers<S3Store, DynamoState>, WiringError> {
+    Ok(Timers::new(
+        Settings::from_env(&env)?,
+        s3(&aws),
+        state(&aws, &env)?,
+    ))
+}
+
+/// The step of a template function (its logical id), built from `env` exactly as its Lambda
+/// `main` builds it. Every function crate is registered here (the local runner's registry).
+pub async fn by_function(
+    function: &str,
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<BoxedStep, WiringError> {
+    Ok(match function {
+        "SignFunction" => BoxedStep::new(sign(aws, env).await?),
+        "ScanFunction" => BoxedStep::new(scan(aws, env).await?),
+        "IngressFunction" => BoxedStep::new(ingress(aws, env).await?),
+        "DeliverFunction" => BoxedStep::new(deliver(aws, env).await?),
+        "ReceiptsFunction" => BoxedStep::new(receipts(aws, env).await?),
+        "TimersFunction" => BoxedStep::new(timers(aws, env).await?),
+        other => return Err(WiringError::UnknownFunction(other.to_string())),
+    })
+}

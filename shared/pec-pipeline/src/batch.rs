@@ -1,0 +1,67 @@
+//! How a step consumes Lambda's SQS events: the partial batch response and the S3 notifications
+//! an SQS record carries. Pure functions over `aws_lambda_events` types (no SDK).
+
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+
+/// Lambda's partial batch response: runs `handle` on every record of `event` and reports the
+/// ones that failed (logged with `step`) for retry; the others are acknowledged.
+pub async fn partial_batch<F, Fut, E>(step: &str, event: &SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut response = SqsBatchResponse::default();
+    for record in &event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        if let Err(error) = handle(record.clone()).await {
+            tracing::error!(step, message_id = %id, error = %error, "failed; the message will be retried");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// An SQS record that is not an S3 event notification.
+#[derive(Debug, thiserror::Error)]
+#[error("SQS message {message_id} is not an S3 notification: {reason}")]
+pub struct NotAnS3Notification {
+    pub message_id: String,
+    pub reason: String,
+}
+
+/// The (bucket, key) pairs an SQS record announces. S3's one-off `s3:TestEvent` announces none.
+/// Keys arrive URL-encoded (`+` for space), as S3 writes them into notifications.
+pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, NotAnS3Notification> {
+    let id = record.message_id.clone().unwrap_or_default();
+    let not_s3 = |reason: String| NotAnS3Notification {
+        message_id: id.clone(),
+        reason,
+    };
+    let body = record
+        .body
+        .as_deref()
+        .ok_or_else(|| not_s3("empty body".into()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| not_s3(format!("not JSON: {e}")))?;
+    if value.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        return Ok(Vec::new());
+    }
+    let event: S3Event =
+        serde_json::from_value(value).map_err(|e| not_s3(format!("not an S3 event: {e}")))?;
+    let mut objects = Vec::new();
+    for r in event.records {
+        let (Some(bucket), Some(key)) = (r.s3.bucket.name, r.s3.object.key) else {
+            return Err(not_s3("a record without bucket or key".into()));
+        };
+        let key = percent_encoding::percent_decode_str(&key.replace('+', " "))
+            .decode_utf8()
+            .map_err(|e| not_s3(format!("key is not UTF-8 once decoded: {e}")))?
+            .into_owned();
+        objects.push((bucket, key));
+    }
+    Ok(objects)
+}

@@ -1,0 +1,114 @@
+//! The one shape every host invokes a step through: a Lambda event in, a Lambda response out.
+//! `pec_host::run_step` serves it to the Lambda runtime; the local runner calls it with the
+//! events it polls from SQS. Both therefore run exactly the same code.
+
+use std::future::Future;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
+use pec_ports::EventPublisher;
+use pec_ports::{MailTransport, ObjectStore, QueueSender, RetainedStore, StateStore};
+use serde_json::Value;
+
+use crate::deliver::Deliver;
+use crate::ingress::Ingress;
+use crate::receipts::Receipts;
+use crate::scan::ScanStep;
+use crate::scan::metrics::Metrics;
+use crate::sign::SignStep;
+use crate::timers::Timers;
+
+/// An invocation that failed as a whole (Lambda retries it; for SQS, every record).
+pub type StepFailure = Box<dyn std::error::Error + Send + Sync>;
+
+/// A step as a Lambda function: one event (JSON) at `now`, one response (JSON).
+pub trait Step: Send + Sync {
+    /// The step's name (logs, the runner).
+    fn name(&self) -> &'static str;
+
+    /// Handles one invocation.
+    fn invoke(
+        &self,
+        event: Value,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Value, StepFailure>> + Send;
+}
+
+fn sqs(event: Value) -> Result<SqsEvent, StepFailure> {
+    Ok(serde_json::from_value(event)?)
+}
+
+fn batch(response: SqsBatchResponse) -> Result<Value, StepFailure> {
+    Ok(serde_json::to_value(response)?)
+}
+
+impl<St: ObjectStore, Si: pec_smime::DigestSigner> Step for SignStep<St, Si> {
+    fn name(&self) -> &'static str {
+        "sign"
+    }
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?, now).await)
+    }
+}
+
+impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> Step for ScanStep<St, Rt, M> {
+    fn name(&self) -> &'static str {
+        "scan"
+    }
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?, now).await)
+    }
+}
+
+/// Two triggers: the ingress queue (SQS: submissions, inbound envelopes, clean scans) and SES
+/// receiving's Lambda action (after its S3 action stored `inbound/<message id>`), which records
+/// each message's SMTP envelope as `inbound/<id>.json` — that object then arrives on the queue.
+impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Step for Ingress<St, Db, Q> {
+    fn name(&self) -> &'static str {
+        "ingress"
+    }
+    async fn invoke(&self, event: Value, _now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        if event["Records"][0]["eventSource"] == "aws:ses" {
+            let ses = serde_json::from_value(event)?;
+            let n = self.handle_ses(&ses).await?;
+            return Ok(serde_json::json!({ "recorded": n }));
+        }
+        batch(self.handle(sqs(event)?).await)
+    }
+}
+
+impl<St, Db, Q, Ev, Tr> Step for Deliver<St, Db, Q, Ev, Tr>
+where
+    St: ObjectStore,
+    Db: StateStore,
+    Q: QueueSender,
+    Ev: EventPublisher,
+    Tr: MailTransport,
+{
+    fn name(&self) -> &'static str {
+        "deliver"
+    }
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?, now).await)
+    }
+}
+
+impl<St: ObjectStore, Db: StateStore> Step for Receipts<St, Db> {
+    fn name(&self) -> &'static str {
+        "receipts"
+    }
+    async fn invoke(&self, event: Value, _now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?).await)
+    }
+}
+
+/// Run on a schedule: the event's content is not used; the clock is.
+impl<St: ObjectStore, Db: StateStore> Step for Timers<St, Db> {
+    fn name(&self) -> &'static str {
+        "timers"
+    }
+    async fn invoke(&self, _event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        let emitted = self.sweep(now).await?;
+        Ok(serde_json::json!({ "notices": emitted.len() }))
+    }
+}

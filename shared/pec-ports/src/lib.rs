@@ -1,0 +1,29 @@
+//! The seam every step codes against (ARCHITECTURE.md, "Layers").
+//!
+//! Like ripgrep's `grep-matcher`: small, stable, and free of the things that change — no AWS
+//! SDK, no async runtime, no PEC rules (those are `pec-core`'s). Steps (`pec-pipeline`) see only
+//! this crate; `pec-aws` implements the ports on S3, DynamoDB, SQS, EventBridge and SES; the
+//! memory fakes here implement them for unit tests and pass the same conformance suite.
+//!
+//! - [`store`]: objects ([`ObjectStore`], Object Lock writes [`RetainedStore`]);
+//! - [`state`]: the state table and provider log ([`StateStore`]) and its typed records;
+//! - [`publish`]: queue sends, integration events, outbound mail;
+//! - [`keys`]: every object key, formatted and parsed in one place;
+//! - [`contract`]: what one step hands the next;
+//! - [`config`]: the one configuration reader.
+
+pub mod config;
+pub mod contract;
+pub mod keys;
+pub mod publish;
+pub mod state;
+pub mod store;
+
+pub use config::{ConfigError, Env};
+pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
+pub use state::{
+    DeliveryStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,
+    MemoryState, MessageRecord, MessageState, NotDelivered, RecipientOutcome, RelayEvent,
+    RelayRecord, StateError, StateStore, Tenant,
+};
+pub use store::{MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, StoreError};

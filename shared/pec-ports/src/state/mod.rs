@@ -1,0 +1,167 @@
+//! The state table (tenants, domains, mailboxes, messages, per-recipient outcomes) and the
+//! provider log, behind [`StateStore`]: DynamoDB in AWS and on DynamoDB Local
+//! (`pec_aws::DynamoState`), memory in unit tests ([`MemoryState`]). Both pass the same
+//! conformance suite. The item layout and access patterns are in docs/data-model.md.
+//!
+//! Every write a step depends on for idempotency is conditional; the store reports what was
+//! already there instead of failing, so a step that sees a duplicate re-applies the decision in
+//! force and produces nothing new.
+
+mod memory;
+mod records;
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use pec_core::events::PecEvent;
+
+pub use memory::MemoryState;
+pub use records::*;
+
+/// The state operations the steps, the gateway and the `pec` command need.
+pub trait StateStore: Send + Sync {
+    /// Creates or replaces a tenant.
+    fn put_tenant(&self, tenant: &Tenant) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Assigns `domain` to `tenant` (creates or replaces).
+    fn put_domain(
+        &self,
+        domain: &str,
+        tenant: &str,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// The tenant of a domain we serve.
+    fn domain_tenant(
+        &self,
+        domain: &str,
+    ) -> impl Future<Output = Result<Option<String>, StateError>> + Send;
+    /// Creates a mailbox; `false` if the address exists (nothing changed).
+    fn create_mailbox(
+        &self,
+        mailbox: &Mailbox,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    fn mailbox(
+        &self,
+        address: &str,
+    ) -> impl Future<Output = Result<Option<Mailbox>, StateError>> + Send;
+    /// The items of a mailbox, oldest first.
+    fn mailbox_items(
+        &self,
+        address: &str,
+    ) -> impl Future<Output = Result<Vec<MailboxItem>, StateError>> + Send;
+    /// Stores `item` in the mailbox, adding its size to the usage, atomically with the
+    /// recipient outcome `decision` (message id, outcome) when given. With `enforce_quota` the
+    /// item is refused when it does not fit.
+    fn store_in_mailbox(
+        &self,
+        address: &str,
+        item: &MailboxItem,
+        decision: Option<(&str, &RecipientOutcome)>,
+        enforce_quota: bool,
+    ) -> impl Future<Output = Result<MailboxWrite, StateError>> + Send;
+    /// Deletes an item and subtracts its size (atomically); the item deleted, if it existed.
+    fn delete_item(
+        &self,
+        address: &str,
+        item_id: &str,
+    ) -> impl Future<Output = Result<Option<MailboxItem>, StateError>> + Send;
+    /// Records a message; the existing record if there already is one (nothing changed).
+    fn create_message(
+        &self,
+        record: &MessageRecord,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StateError>> + Send;
+    fn message(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StateError>> + Send;
+    /// Replaces the record (state changes; last writer wins, which is fine: states only move
+    /// forward and are rebuilt from the evidence).
+    fn update_message(
+        &self,
+        record: &MessageRecord,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Records a recipient outcome unless one exists; returns the one in force.
+    fn record_recipient(
+        &self,
+        message_id: &str,
+        outcome: &RecipientOutcome,
+    ) -> impl Future<Output = Result<RecipientOutcome, StateError>> + Send;
+    fn recipient(
+        &self,
+        message_id: &str,
+        address: &str,
+    ) -> impl Future<Output = Result<Option<RecipientOutcome>, StateError>> + Send;
+    /// The message whose identificativo this is (correlation of what other providers send).
+    fn message_by_identificativo(
+        &self,
+        identificativo: &str,
+    ) -> impl Future<Output = Result<Option<MessageRecord>, StateError>> + Send;
+    /// Records inbound mail; the existing record if there is one (nothing changed).
+    fn create_inbound(
+        &self,
+        record: &InboundRecord,
+    ) -> impl Future<Output = Result<Option<InboundRecord>, StateError>> + Send;
+    fn inbound(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<InboundRecord>, StateError>> + Send;
+    /// Records a relayed recipient unless recorded; returns the record in force. Certified
+    /// recipients enter the timer index.
+    fn create_relay(
+        &self,
+        record: &RelayRecord,
+    ) -> impl Future<Output = Result<RelayRecord, StateError>> + Send;
+    fn relay(
+        &self,
+        message_id: &str,
+        recipient: &str,
+    ) -> impl Future<Output = Result<Option<RelayRecord>, StateError>> + Send;
+    /// Records `event` at `at` for a relayed recipient unless already recorded; `true` if
+    /// recorded now. A final event (delivered, failed, 24 h notice) takes it off the timers.
+    fn relay_mark(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        event: RelayEvent,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Certified relayed recipients still on the timers, relayed at or before `before`.
+    fn timers_due(
+        &self,
+        before: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<RelayRecord>, StateError>> + Send;
+    /// Records that `key` was sent to `destination` (outbound relay); `false` if it was.
+    fn mark_sent(
+        &self,
+        key: &str,
+        destination: &str,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Whether [`StateStore::mark_sent`] recorded it.
+    fn was_sent(
+        &self,
+        key: &str,
+        destination: &str,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Appends an event to the provider log; `false` if that event id was already logged.
+    fn append_log(&self, event: &PecEvent)
+    -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// The provider log of one UTC day (`YYYY-MM-DD`), in time order.
+    fn log_day(&self, day: &str) -> impl Future<Output = Result<Vec<PecEvent>, StateError>> + Send;
+}
+
+/// Months a provider-log record is kept.
+pub const LOG_RETENTION_MONTHS: u32 = 30;
+
+/// An address or domain as the store keys it (trimmed, lower-case).
+pub fn norm(address: &str) -> String {
+    address.trim().to_ascii_lowercase()
+}
+
+/// The provider-log sort key of an event: its time (UTC, ms) then its id.
+pub fn log_sk(event: &PecEvent) -> String {
+    format!(
+        "{}#{}",
+        event.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        event.event_id
+    )
+}
+
+// ------------------------------------------------------------------------------ memory

@@ -1,0 +1,301 @@
+//! The typed records the state store keeps (wire format: the JSON documents in DynamoDB items,
+//! so serde names are part of the contract).
+
+use chrono::{DateTime, Utc};
+use pec_core::plan::Plan;
+use serde::{Deserialize, Serialize};
+
+/// A state operation failed (network, throttling, a corrupt item...).
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} on {table}: {message}")]
+pub struct StateError {
+    pub operation: &'static str,
+    pub table: String,
+    pub message: String,
+}
+
+/// A tenant (a professional order, a firm) that brings its own domains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+}
+
+/// A PEC mailbox of one of our domains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    /// The address, lower-case.
+    pub address: String,
+    pub tenant: String,
+    pub plan: Plan,
+    /// Whole GiB bought on top of the plan.
+    pub expansions_gb: u32,
+    /// Plan inbox plus expansions.
+    pub quota_bytes: u64,
+    /// Sum of the sizes of the stored items (exact: kept in the same transaction as each
+    /// store and delete).
+    pub used_bytes: u64,
+    /// Argon2id PHC string of the submission password.
+    pub password_hash: String,
+    /// Locked (e.g. by the spam lockout): cannot submit; delivery refuses envelopes.
+    pub locked: bool,
+    /// Refuses ordinary (non-PEC) mail instead of wrapping it in an anomaly envelope.
+    pub refuse_ordinary: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One message stored in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxItem {
+    /// Unique within the mailbox; derived from what was delivered, so a duplicate finds it.
+    pub id: String,
+    /// Where the bytes are (mailbox bucket).
+    pub object_key: String,
+    /// Size in bytes (counts towards the quota).
+    pub size: u64,
+    /// What it is (`busta-trasporto`, `accettazione`, `avvenuta-consegna`, ...).
+    pub kind: String,
+    pub subject: String,
+    pub from: String,
+    /// The identificativo of the message it concerns, when known.
+    pub identificativo: String,
+    /// The evidence key of the signed object.
+    pub evidence_key: String,
+    pub stored_at: DateTime<Utc>,
+}
+
+/// A submitted message as the access point recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The submission id.
+    pub id: String,
+    pub identificativo: String,
+    /// Message-ID given to a message submitted without one.
+    pub fallback_msgid: String,
+    pub tenant: String,
+    /// Authenticated mailbox.
+    pub user: String,
+    /// Raw-bucket key of the submitted bytes.
+    pub raw_key: String,
+    pub received_at: DateTime<Utc>,
+    pub state: MessageState,
+    pub subject: String,
+    pub sender: String,
+    /// SMTP recipients.
+    pub recipients: Vec<String>,
+    /// Recipients that are PEC mailboxes (ours or listed in the provider index).
+    pub certified: Vec<String>,
+    /// When the state last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The delivery point's decision for one recipient of one message (recorded once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientOutcome {
+    pub recipient: String,
+    pub status: DeliveryStatus,
+    /// Why, for [`DeliveryStatus::NotDelivered`].
+    pub reason: Option<NotDelivered>,
+    pub at: DateTime<Utc>,
+    /// The mailbox item (for `delivered`).
+    pub item_id: Option<String>,
+}
+
+/// Inbound mail as the receiving point recorded it (one per `inbound/<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundRecord {
+    /// The inbound id (`inbound/<id>.eml`).
+    pub id: String,
+    pub received_at: DateTime<Utc>,
+    /// SMTP source (Return-Path).
+    pub source: String,
+    /// The recipients in our domains.
+    pub recipients: Vec<String>,
+    /// What the receiving point decided.
+    pub decision: InboundDecision,
+    /// The classifier's kind (`busta-trasporto`, `ordinaria`, ...).
+    pub kind: String,
+    /// Why, for anomalies and refusals (the verification verdict and reason).
+    pub reason: Option<String>,
+    /// A security failure (bad signature, signer not listed...): `X-VerificaSicurezza: errore`.
+    pub security_error: bool,
+    /// The PEC identificativo (daticert), when there is one.
+    pub identificativo: Option<String>,
+    /// The sending provider's `mailReceipt` (provider index), for envelopes.
+    pub sender_receipt_address: Option<String>,
+    /// The sending provider's name (provider index).
+    pub sender_provider: Option<String>,
+}
+
+/// A recipient of one of our messages that lives at another provider (or is ordinary mail):
+/// what came back, and the timers (12 h / 24 h) that apply to certified ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRecord {
+    /// Submission id.
+    pub message: String,
+    pub recipient: String,
+    /// A PEC mailbox (certificato): the timers apply. Ordinary (esterno): none.
+    pub certified: bool,
+    pub relayed_at: DateTime<Utc>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub notice12_at: Option<DateTime<Utc>>,
+    pub notice24_at: Option<DateTime<Utc>>,
+}
+
+/// What happened to a relayed recipient (each recorded once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// Presa in carico received.
+    TakenInCharge,
+    /// Avvenuta consegna received.
+    Delivered,
+    /// Mancata consegna received.
+    Failed,
+    /// Our 12 h notice emitted.
+    Notice12,
+    /// Our 24 h notice emitted.
+    Notice24,
+}
+
+impl RelayEvent {
+    /// The record field (and DynamoDB attribute) the event sets.
+    pub fn attribute(self) -> &'static str {
+        match self {
+            RelayEvent::TakenInCharge => "taken_at",
+            RelayEvent::Delivered => "delivered_at",
+            RelayEvent::Failed => "failed_at",
+            RelayEvent::Notice12 => "notice12_at",
+            RelayEvent::Notice24 => "notice24_at",
+        }
+    }
+
+    /// After this, no timer applies any more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RelayEvent::Delivered | RelayEvent::Failed | RelayEvent::Notice24
+        )
+    }
+}
+
+/// What [`StateStore::store_in_mailbox`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailboxWrite {
+    /// Stored now (and the recipient outcome, if given, recorded).
+    Stored,
+    /// The item was already there (a duplicate): nothing changed.
+    Duplicate,
+    /// The recipient outcome was already decided: nothing changed; this is the one in force.
+    Decided(RecipientOutcome),
+    /// No such mailbox.
+    NoMailbox,
+    /// The item does not fit (only when the quota is enforced).
+    Full { used: u64, quota: u64 },
+}
+
+/// Where a submitted message stands at the access point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MessageState {
+    /// The formal checks passed and the scan was requested (a virus leaves it here: the scan
+    /// step's verdict record and its notice say so).
+    Scanning,
+    /// Refused by the formal checks (avviso di non accettazione).
+    Rejected,
+    /// Clean scan: acceptance receipt and transport envelope issued.
+    Accepted,
+}
+
+/// The delivery point's decision for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryStatus {
+    Delivered,
+    NotDelivered,
+}
+
+/// Why a recipient was not delivered (the non-delivery notice's reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotDelivered {
+    /// No such mailbox.
+    UnknownUser,
+    /// The envelope does not fit in the mailbox.
+    MailboxFull,
+    /// The mailbox is locked or suspended.
+    MailboxDisabled,
+}
+
+/// What the receiving point decided about inbound mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InboundDecision {
+    /// A verified transport envelope of another provider.
+    Envelope,
+    /// A verified receipt or notice about one of our messages.
+    Receipt,
+    /// Ordinary mail, or a PEC object that failed verification: an anomaly envelope.
+    Anomaly,
+    /// Ordinary mail for a mailbox that refuses it.
+    Refused,
+    /// No recipient in our domains.
+    NotOurs,
+}
+
+macro_rules! wire_names {
+    ($($t:ty { $($v:ident = $s:literal),+ $(,)? })+) => {$(
+        impl $t {
+            /// The wire name (JSON, DynamoDB, logs).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),+ }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+wire_names! {
+    MessageState { Scanning = "scanning", Rejected = "rejected", Accepted = "accepted" }
+    DeliveryStatus { Delivered = "delivered", NotDelivered = "not-delivered" }
+    NotDelivered { UnknownUser = "unknown-user", MailboxFull = "mailbox-full", MailboxDisabled = "mailbox-disabled" }
+    InboundDecision { Envelope = "envelope", Receipt = "receipt", Anomaly = "anomaly", Refused = "refused", NotOurs = "not-ours" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The serde names are the wire format (DynamoDB documents): they equal `as_str`.
+    #[test]
+    fn wire_names_are_the_serde_names() {
+        fn check<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(
+            v: T,
+            name: &str,
+        ) {
+            assert_eq!(serde_json::to_value(&v).unwrap(), name);
+            assert_eq!(serde_json::from_value::<T>(name.into()).unwrap(), v);
+        }
+        use InboundDecision as I;
+        use MessageState as M;
+        for v in [M::Scanning, M::Rejected, M::Accepted] {
+            check(v, v.as_str());
+        }
+        for v in [DeliveryStatus::Delivered, DeliveryStatus::NotDelivered] {
+            check(v, v.as_str());
+        }
+        use NotDelivered as N;
+        for v in [N::UnknownUser, N::MailboxFull, N::MailboxDisabled] {
+            check(v, v.as_str());
+        }
+        for v in [I::Envelope, I::Receipt, I::Anomaly, I::Refused, I::NotOurs] {
+            check(v, v.as_str());
+        }
+        assert_eq!(DeliveryStatus::NotDelivered.to_string(), "not-delivered");
+    }
+}
