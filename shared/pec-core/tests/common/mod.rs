@@ -1,29 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-
-/// The folder of real PEC messages beside the repository (`../shared/fixtures/real/`).
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/real");
-
-/// Read a real fixture by file name. Panics (fails the test) with a clear message naming the
-/// folder when it is missing: these tests must never pass silently without their data.
+/// Read a real fixture of `../shared/fixtures/real/` by file name; a missing folder or file
+/// fails the test naming the path (the one loader of `pec-testkit`).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let dir = Path::new(FIXTURES);
-    assert!(
-        dir.is_dir(),
-        "the real-fixture folder {} is missing: these tests need ../shared/fixtures/real/ \
-         beside the repository (see shared/pec-core/README.md)",
-        dir.display()
-    );
-    let path: PathBuf = dir.join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read real fixture {} (in folder {}): {e}",
-            path.display(),
-            dir.display()
-        )
-    })
+    pec_testkit::fixtures::real(name)
 }
 
 /// Convert bare LF line ends to CRLF.
