@@ -6,7 +6,7 @@
 //! bucket as SES receiving writes it (`inbound/<id>.eml` + `.json`, only B's recipient, bytes
 //! preserved under the added SES headers) and in the outbox folder; with `--rewrite-ids` it gets
 //! SES's Message-ID and Date, its body intact and its signature still valid; `inject` lands
-//! ordinary mail (and a real fixture, if ../shared is there) as inbound mail.
+//! ordinary mail (and a real fixture from ../shared, required) as inbound mail.
 //!
 //! Run: `cargo test -p pec-integration --test exchange` (reuses or starts the emulators).
 
@@ -614,14 +614,8 @@ async fn injected_ordinary_mail_lands_as_inbound(ctx: Arc<Ctx>) -> Result<()> {
 
     // A real fixture (read-only reference data beside the repository), with a fixed id:
     // injecting it twice writes once.
-    let fixture = repo_root().join("../shared/fixtures/real/plain-mail.eml");
-    if !fixture.is_file() {
-        eprintln!(
-            "exchange: {} is absent: the fixture part of this check is skipped",
-            fixture.display()
-        );
-        return Ok(());
-    }
+    // Required data: a missing folder fails loudly (never a skip), CI or not.
+    let fixture = pec_testkit::fixtures::real_path("plain-mail.eml");
     let id = format!("fixture-{}", tag.replace('_', "-"));
     let fixture_arg = fixture.display().to_string();
     let args = [

@@ -35,6 +35,18 @@ fn mbx_pk(address: &str) -> String {
     format!("MBX#{}", norm(address))
 }
 
+fn msg_pk(message_id: &str) -> String {
+    format!("MSG#{message_id}")
+}
+
+fn rcpt_sk(address: &str) -> String {
+    format!("RCPT#{}", norm(address))
+}
+
+fn relay_sk(recipient: &str) -> String {
+    format!("RELAY#{}", norm(recipient))
+}
+
 fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
     s(serde_json::to_string(v).unwrap_or_default())
 }
@@ -96,16 +108,42 @@ impl DynamoState {
         Ok(out.item)
     }
 
-    async fn put(&self, item: Item, only_if_new: bool) -> Result<bool, StateError> {
-        let mut req = self
+    /// The item at (`pk`, `sk`), decoded by `decode`.
+    async fn get_with<T>(
+        &self,
+        pk: &str,
+        sk: &str,
+        decode: fn(&Self, &Item) -> Result<T, StateError>,
+    ) -> Result<Option<T>, StateError> {
+        match self.get(pk, sk).await? {
+            Some(item) => decode(self, &item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates or replaces `item`.
+    async fn put(&self, item: Item) -> Result<(), StateError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.err("PutItem", e))
+    }
+
+    /// Puts `item` unless an item with its key exists; `false` if one does (nothing changed).
+    async fn put_new(&self, item: Item) -> Result<bool, StateError> {
+        let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
-        if only_if_new {
-            req = req.condition_expression("attribute_not_exists(pk)");
-        }
-        match req.send().await {
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
             Ok(_) => Ok(true),
             Err(e)
                 if e.as_service_error()
@@ -115,6 +153,35 @@ impl DynamoState {
             }
             Err(e) => Err(self.err("PutItem", e)),
         }
+    }
+
+    /// The put-if-absent idiom: puts `item` unless an item with its key exists. `None` if
+    /// written now; else the item in force, read back (consistently) and decoded by `decode`.
+    async fn put_new_or_existing<T>(
+        &self,
+        item: Item,
+        decode: fn(&Self, &Item) -> Result<T, StateError>,
+    ) -> Result<Option<T>, StateError> {
+        let key = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let (Some(pk), Some(sk)) = (key("pk"), key("sk")) else {
+            return Err(self.corrupt("item", "no pk or sk"));
+        };
+        if self.put_new(item).await? {
+            return Ok(None);
+        }
+        self.existing(&pk, &sk, decode).await.map(Some)
+    }
+
+    /// The item whose conditional write just failed because it exists.
+    async fn existing<T>(
+        &self,
+        pk: &str,
+        sk: &str,
+        decode: fn(&Self, &Item) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.get_with(pk, sk, decode)
+            .await?
+            .ok_or_else(|| self.corrupt(&format!("{pk} {sk}"), "condition failed but no item"))
     }
 
     async fn query_prefix(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Item>, StateError> {
@@ -167,8 +234,8 @@ impl DynamoState {
 
     fn recipient_item(message_id: &str, outcome: &RecipientOutcome) -> Item {
         HashMap::from([
-            ("pk".into(), s(format!("MSG#{message_id}"))),
-            ("sk".into(), s(format!("RCPT#{}", norm(&outcome.recipient)))),
+            ("pk".into(), s(msg_pk(message_id))),
+            ("sk".into(), s(rcpt_sk(&outcome.recipient))),
             ("doc".into(), to_doc(outcome)),
         ])
     }
@@ -188,7 +255,7 @@ impl StateStore for DynamoState {
             ("sk".into(), s("TENANT")),
             ("doc".into(), to_doc(tenant)),
         ]);
-        self.put(item, false).await.map(drop)
+        self.put(item).await
     }
 
     async fn put_domain(&self, domain: &str, tenant: &str) -> Result<(), StateError> {
@@ -200,7 +267,7 @@ impl StateStore for DynamoState {
             ("tenant".into(), s(tenant)),
             ("doc".into(), s("{}")),
         ]);
-        self.put(item, false).await.map(drop)
+        self.put(item).await
     }
 
     async fn domain_tenant(&self, domain: &str) -> Result<Option<String>, StateError> {
@@ -220,14 +287,12 @@ impl StateStore for DynamoState {
             ("quota_bytes".into(), n(mailbox.quota_bytes)),
             ("doc".into(), to_doc(mailbox)),
         ]);
-        self.put(item, true).await
+        self.put_new(item).await
     }
 
     async fn mailbox(&self, address: &str) -> Result<Option<Mailbox>, StateError> {
-        match self.get(&mbx_pk(address), "MBX").await? {
-            Some(item) => self.mailbox_from(&item).map(Some),
-            None => Ok(None),
-        }
+        self.get_with(&mbx_pk(address), "MBX", Self::mailbox_from)
+            .await
     }
 
     async fn mailbox_items(&self, address: &str) -> Result<Vec<MailboxItem>, StateError> {
@@ -300,15 +365,15 @@ impl StateStore for DynamoState {
                 .expression_attribute_values(":size", n(item.size))
                 .expression_attribute_values(":quota", n(mbx.quota_bytes));
             if enforce_quota {
-                if item.size > mbx.quota_bytes {
-                    return Ok(MailboxWrite::Full {
-                        used: mbx.used_bytes,
-                        quota: mbx.quota_bytes,
-                    });
-                }
-                update = update
-                    .condition_expression("quota_bytes = :quota AND used_bytes <= :limit")
-                    .expression_attribute_values(":limit", n(mbx.quota_bytes - item.size));
+                update = match mbx.quota_bytes.checked_sub(item.size) {
+                    Some(limit) => update
+                        .condition_expression("quota_bytes = :quota AND used_bytes <= :limit")
+                        .expression_attribute_values(":limit", n(limit)),
+                    // Larger than the whole quota: a condition that fails, so the transaction
+                    // still reports a decided recipient or a duplicate item before the refusal.
+                    None => update
+                        .condition_expression("quota_bytes = :quota AND attribute_not_exists(pk)"),
+                };
             } else {
                 update =
                     update.condition_expression("attribute_exists(pk) AND quota_bytes = :quota");
@@ -343,10 +408,10 @@ impl StateStore for DynamoState {
             if let (Some(i), Some((id, outcome))) = (decision_index, decision)
                 && Self::cancellation(&reasons, i)
             {
-                let existing = self.recipient(id, &outcome.recipient).await?;
-                return existing.map(MailboxWrite::Decided).ok_or_else(|| {
-                    self.corrupt("recipient outcome", "condition failed but no item")
-                });
+                let existing = self
+                    .existing(&msg_pk(id), &rcpt_sk(&outcome.recipient), Self::decode_doc)
+                    .await?;
+                return Ok(MailboxWrite::Decided(existing));
             }
             if Self::cancellation(&reasons, item_index) {
                 return Ok(MailboxWrite::Duplicate);
@@ -388,10 +453,12 @@ impl StateStore for DynamoState {
         item_id: &str,
     ) -> Result<Option<MailboxItem>, StateError> {
         let pk = mbx_pk(address);
-        let Some(raw) = self.get(&pk, &format!("ITEM#{item_id}")).await? else {
+        let Some(item) = self
+            .get_with::<MailboxItem>(&pk, &format!("ITEM#{item_id}"), Self::decode_doc)
+            .await?
+        else {
             return Ok(None);
         };
-        let item: MailboxItem = self.decode_doc(&raw)?;
         let ops = vec![
             TransactWriteItem::builder()
                 .delete(
@@ -443,21 +510,16 @@ impl StateStore for DynamoState {
         &self,
         record: &MessageRecord,
     ) -> Result<Option<MessageRecord>, StateError> {
-        if self.put(message_item(record), true).await? {
-            return Ok(None);
-        }
-        self.message(&record.id).await
+        self.put_new_or_existing(message_item(record), Self::decode_doc)
+            .await
     }
 
     async fn message(&self, id: &str) -> Result<Option<MessageRecord>, StateError> {
-        match self.get(&format!("MSG#{id}"), "MSG").await? {
-            Some(item) => self.decode_doc(&item).map(Some),
-            None => Ok(None),
-        }
+        self.get_with(&msg_pk(id), "MSG", Self::decode_doc).await
     }
 
     async fn update_message(&self, record: &MessageRecord) -> Result<(), StateError> {
-        self.put(message_item(record), false).await.map(drop)
+        self.put(message_item(record)).await
     }
 
     async fn record_recipient(
@@ -465,15 +527,11 @@ impl StateStore for DynamoState {
         message_id: &str,
         outcome: &RecipientOutcome,
     ) -> Result<RecipientOutcome, StateError> {
-        if self
-            .put(Self::recipient_item(message_id, outcome), true)
+        let item = Self::recipient_item(message_id, outcome);
+        Ok(self
+            .put_new_or_existing(item, Self::decode_doc)
             .await?
-        {
-            return Ok(outcome.clone());
-        }
-        self.recipient(message_id, &outcome.recipient)
-            .await?
-            .ok_or_else(|| self.corrupt("recipient outcome", "condition failed but no item"))
+            .unwrap_or_else(|| outcome.clone()))
     }
 
     async fn recipient(
@@ -481,16 +539,8 @@ impl StateStore for DynamoState {
         message_id: &str,
         address: &str,
     ) -> Result<Option<RecipientOutcome>, StateError> {
-        match self
-            .get(
-                &format!("MSG#{message_id}"),
-                &format!("RCPT#{}", norm(address)),
-            )
-            .await?
-        {
-            Some(item) => self.decode_doc(&item).map(Some),
-            None => Ok(None),
-        }
+        self.get_with(&msg_pk(message_id), &rcpt_sk(address), Self::decode_doc)
+            .await
     }
 
     async fn message_by_identificativo(
@@ -522,23 +572,18 @@ impl StateStore for DynamoState {
             ("sk".into(), s("IN")),
             ("doc".into(), to_doc(record)),
         ]);
-        if self.put(item, true).await? {
-            return Ok(None);
-        }
-        self.inbound(&record.id).await
+        self.put_new_or_existing(item, Self::decode_doc).await
     }
 
     async fn inbound(&self, id: &str) -> Result<Option<InboundRecord>, StateError> {
-        match self.get(&format!("IN#{id}"), "IN").await? {
-            Some(item) => self.decode_doc(&item).map(Some),
-            None => Ok(None),
-        }
+        self.get_with(&format!("IN#{id}"), "IN", Self::decode_doc)
+            .await
     }
 
     async fn create_relay(&self, record: &RelayRecord) -> Result<RelayRecord, StateError> {
         let mut item = HashMap::from([
-            ("pk".into(), s(format!("MSG#{}", record.message))),
-            ("sk".into(), s(format!("RELAY#{}", norm(&record.recipient)))),
+            ("pk".into(), s(msg_pk(&record.message))),
+            ("sk".into(), s(relay_sk(&record.recipient))),
             ("doc".into(), to_doc(record)),
         ]);
         if record.certified {
@@ -553,12 +598,10 @@ impl StateStore for DynamoState {
                 )),
             );
         }
-        if self.put(item, true).await? {
-            return Ok(record.clone());
-        }
-        self.relay(&record.message, &record.recipient)
+        Ok(self
+            .put_new_or_existing(item, Self::relay_from)
             .await?
-            .ok_or_else(|| self.corrupt("relay record", "condition failed but no item"))
+            .unwrap_or_else(|| record.clone()))
     }
 
     async fn relay(
@@ -566,16 +609,8 @@ impl StateStore for DynamoState {
         message_id: &str,
         recipient: &str,
     ) -> Result<Option<RelayRecord>, StateError> {
-        match self
-            .get(
-                &format!("MSG#{message_id}"),
-                &format!("RELAY#{}", norm(recipient)),
-            )
-            .await?
-        {
-            Some(item) => self.relay_from(&item).map(Some),
-            None => Ok(None),
-        }
+        self.get_with(&msg_pk(message_id), &relay_sk(recipient), Self::relay_from)
+            .await
     }
 
     async fn relay_mark(
@@ -594,8 +629,8 @@ impl StateStore for DynamoState {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(format!("MSG#{message_id}")))
-            .key("sk", s(format!("RELAY#{}", norm(recipient))))
+            .key("pk", s(msg_pk(message_id)))
+            .key("sk", s(relay_sk(recipient)))
             .update_expression(expression)
             .condition_expression(format!(
                 "attribute_exists(pk) AND attribute_not_exists({attr})"
@@ -642,12 +677,14 @@ impl StateStore for DynamoState {
                 ) else {
                     continue;
                 };
-                if let Some(fresh) = self.get(pk, sk).await? {
-                    let r = self.relay_from(&fresh)?;
-                    if r.delivered_at.is_none() && r.failed_at.is_none() && r.notice24_at.is_none()
-                    {
-                        records.push(r);
-                    }
+                // The index key has whole milliseconds: the record's own time decides.
+                if let Some(r) = self.get_with(pk, sk, Self::relay_from).await?
+                    && r.relayed_at <= before
+                    && r.delivered_at.is_none()
+                    && r.failed_at.is_none()
+                    && r.notice24_at.is_none()
+                {
+                    records.push(r);
                 }
             }
             match out.last_evaluated_key {
@@ -664,7 +701,7 @@ impl StateStore for DynamoState {
             ("sk".into(), s(norm(destination))),
             ("doc".into(), s("{}")),
         ]);
-        self.put(item, true).await
+        self.put_new(item).await
     }
 
     async fn was_sent(&self, key: &str, destination: &str) -> Result<bool, StateError> {
@@ -766,7 +803,7 @@ impl StateStore for DynamoState {
 
 fn message_item(record: &MessageRecord) -> Item {
     HashMap::from([
-        ("pk".into(), s(format!("MSG#{}", record.id))),
+        ("pk".into(), s(msg_pk(&record.id))),
         ("sk".into(), s("MSG")),
         ("gsi1pk".into(), s(format!("ID#{}", record.identificativo))),
         ("gsi1sk".into(), s("MSG")),

@@ -1,6 +1,6 @@
 //! The `pec verify` and `pec cert` commands, run as a user would.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use chrono::{TimeZone, Utc};
@@ -22,19 +22,10 @@ fn json(out: &Output) -> serde_json::Value {
 }
 
 fn fixture(name: &str) -> String {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/real"
-    ));
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} is missing: these tests need the shared reference fixtures \
-         (../shared/fixtures/real as seen from the repository root)",
-        dir.display()
-    );
-    let p = dir.join(name);
-    assert!(p.is_file(), "fixture {} is missing", p.display());
-    p.to_str().unwrap().to_string()
+    pec_testkit::fixtures::real_path(name)
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 fn openssl(args: &[&str]) -> Output {

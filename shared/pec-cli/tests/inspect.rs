@@ -1,21 +1,10 @@
 //! `pec inspect` on every real fixture prints the expected type.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/real");
-
 fn fixture(name: &str) -> PathBuf {
-    let dir = Path::new(FIXTURES);
-    assert!(
-        dir.is_dir(),
-        "the real-fixture folder {} is missing: this test needs ../shared/fixtures/real/ beside \
-         the repository",
-        dir.display()
-    );
-    let p = dir.join(name);
-    assert!(p.is_file(), "real fixture {} is missing", p.display());
-    p
+    pec_testkit::fixtures::real_path(name)
 }
 
 fn pec() -> Command {

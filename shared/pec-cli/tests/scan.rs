@@ -40,13 +40,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    let dir = repo().join("../shared/fixtures/real");
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} is missing: these tests need ../shared/fixtures/real beside the repository",
-        dir.display()
-    );
-    dir.join(name)
+    pec_testkit::fixtures::real_path(name)
 }
 
 #[test]

@@ -106,38 +106,24 @@ fn chain_order_and_engine_specific_findings(socket: &Path) -> Result<(), Failed>
 }
 
 fn clean_real_fixtures(socket: &Path) -> Result<(), Failed> {
-    let dir = repo().join("../shared/fixtures/real");
-    check(dir.is_dir(), || {
-        format!(
-            "the real-fixture folder {} is missing: these tests need ../shared/fixtures/real/ beside the repository",
-            dir.display()
-        )
-    })?;
+    let samples = pec_testkit::fixtures::real_all();
     let clamav = ClamdEngine::new(socket);
     let yara = YaraEngine::builtin().map_err(|e| e.to_string())?;
     let mut seen = 0;
     runtime().block_on(async {
-        for entry in std::fs::read_dir(&dir).map_err(|e| e.to_string())? {
-            let path = entry.map_err(|e| e.to_string())?.path();
-            if path.extension().is_none_or(|x| x != "eml") {
-                continue;
-            }
-            let raw = std::fs::read(&path).map_err(|e| e.to_string())?;
+        for (name, raw) in &samples {
             for engines in [
                 vec![&clamav as &dyn Engine],
                 vec![&yara as &dyn Engine],
                 vec![&clamav as &dyn Engine, &yara],
             ] {
-                let v = verdict(&raw, &engines).await;
-                check(v == Verdict::Clean, || format!("{}: {v:?}", path.display()))?;
+                let v = verdict(raw, &engines).await;
+                check(v == Verdict::Clean, || format!("{name}: {v:?}"))?;
             }
             seen += 1;
         }
         check(seen >= 6, || {
-            format!(
-                "expected the six real fixtures in {}, found {seen}",
-                dir.display()
-            )
+            format!("expected the six real fixtures, found {seen}")
         })
     })
 }

@@ -1,7 +1,6 @@
 //! Engine 2 alone: the committed YARA rules through yara-x, on generated samples and on the
 //! clean real fixtures.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use pec_scan::testing::{self, Encoding, Part, eicar, message, pe_executable, zip};
@@ -257,33 +256,8 @@ async fn clean_mail_and_the_clamav_only_marker_are_clean_for_yara() {
 
 /// The real PEC fixtures beside the repository (`../shared/fixtures/real/`).
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/real");
-    assert!(
-        dir.is_dir(),
-        "the real-fixture folder {} is missing: these tests need ../shared/fixtures/real/ beside the repository",
-        dir.display()
-    );
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .map(|p| {
-            (
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                std::fs::read(&p).expect("fixture"),
-            )
-        })
-        .collect();
-    out.sort();
-    assert!(
-        out.len() >= 6,
-        "expected the six real fixtures in {}",
-        dir.display()
-    );
+    let out = pec_testkit::fixtures::real_all();
+    assert!(out.len() >= 6, "expected the six real fixtures");
     out
 }
 

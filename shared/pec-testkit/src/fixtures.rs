@@ -39,6 +39,14 @@ pub fn real_dir() -> PathBuf {
     dir
 }
 
+/// The path of one real sample, by file name, checked to exist (for tests that hand the file to
+/// a command).
+pub fn real_path(name: &str) -> PathBuf {
+    let path = real_dir().join(name);
+    assert!(path.is_file(), "the real fixture {} is missing", path.display());
+    path
+}
+
 /// The bytes of one real sample, by file name (`"aruba-2018-accettazione.eml"`).
 pub fn real(name: &str) -> Vec<u8> {
     let path = real_dir().join(name);

@@ -7,6 +7,8 @@
 //! already there instead of failing, so a step that sees a duplicate re-applies the decision in
 //! force and produces nothing new.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
 mod records;
 

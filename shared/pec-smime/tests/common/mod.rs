@@ -1,7 +1,6 @@
 //! Shared test helpers: development PKI, representative entities, fixtures, openssl.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -160,20 +159,9 @@ pub fn sign(pki: &Pki, entity: &[u8]) -> Vec<u8> {
     .expect("signing")
 }
 
-/// Path of a real fixture; panics (fails the test) with a clear message if the folder is absent.
+/// A real fixture's bytes (pec-testkit's loader: a missing folder fails the test loudly).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let dir = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/fixtures/real"
-    ));
-    assert!(
-        dir.is_dir(),
-        "fixture folder {} is missing: these tests need the shared reference fixtures \
-         (../shared/fixtures/real as seen from the repository root)",
-        dir.display()
-    );
-    let path = dir.join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {}: {e}", path.display()))
+    pec_testkit::fixtures::real(name)
 }
 
 /// Runs openssl; fails the test (never skips) when it is not installed.
