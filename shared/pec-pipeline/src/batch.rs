@@ -65,3 +65,23 @@ pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, NotAnS3N
     }
     Ok(objects)
 }
+
+/// A batch of S3 notifications: `handle` runs on every object announced, in order. A record
+/// fails (and is retried) when it is not an S3 notification or when any of its objects fails.
+pub async fn each_object<F, Fut, E>(step: &str, event: &SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    partial_batch(step, event, |record| {
+        let handle = &handle;
+        async move {
+            for (bucket, key) in s3_objects(&record).map_err(|e| e.to_string())? {
+                handle(bucket, key).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        }
+    })
+    .await
+}

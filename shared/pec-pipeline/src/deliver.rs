@@ -19,38 +19,18 @@
 //! mailbox object with `If-None-Match`, and a duplicate re-applies the outcome in force (same
 //! object, same receipts request; the receipt itself is written once).
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use pec_core::classify::{self, Kind};
-use pec_core::events::{EventError, EventType, PecEvent};
+use pec_core::events::{EventType, PecEvent};
 use pec_ports::{
     DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
-    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, SendError, StateError,
-    StateStore, StoreError,
+    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, StateStore,
 };
 
-use crate::{Settings, is_ours, keys};
+use crate::{Settings, StepError, is_ours, keys};
 
 pub use pec_ports::contract::ReceiptRequest;
-
-/// Why a record was not handled (it is retried, then kept in the deliver DLQ).
-#[derive(Debug, thiserror::Error)]
-pub enum DeliverError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Send(#[from] SendError),
-    #[error(transparent)]
-    Event(#[from] EventError),
-    #[error("{0}")]
-    NotS3(String),
-    #[error("s3://{bucket}/{key} was announced but does not exist")]
-    Missing { bucket: String, key: String },
-    #[error("no record for {0}")]
-    NoRecord(String),
-}
 
 /// What happened to one signed object (for logs and tests).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -103,33 +83,21 @@ where
 
     /// One SQS batch (partial batch failures); `now` dates decisions.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        crate::batch::partial_batch("deliver", &event, |record| async move {
-            self.handle_record(&record, now).await
-        })
-        .await
-    }
-
-    async fn handle_record(
-        &self,
-        record: &SqsMessage,
-        now: DateTime<Utc>,
-    ) -> Result<(), DeliverError> {
-        let objects =
-            crate::batch::s3_objects(record).map_err(|e| DeliverError::NotS3(e.to_string()))?;
-        for (bucket, key) in objects {
+        crate::batch::each_object("deliver", &event, |bucket, key| async move {
             if bucket != self.settings.evidence_bucket || !keys::is_deliverable(&key) {
                 tracing::warn!(
                     bucket,
                     key,
                     "not a signed/ or received/ object of the evidence bucket: ignored"
                 );
-                continue;
+                return Ok(());
             }
             let d = self.deliver_object(&key, now).await?;
             tracing::info!(key, stored_in = ?d.stored_in, relayed = ?d.relayed,
                 event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
-        }
-        Ok(())
+            Ok::<(), StepError>(())
+        })
+        .await
     }
 
     /// Delivers one signed object of the evidence bucket.
@@ -137,16 +105,9 @@ where
         &self,
         key: &str,
         now: DateTime<Utc>,
-    ) -> Result<Delivered, DeliverError> {
+    ) -> Result<Delivered, StepError> {
         let s = &self.settings;
-        let bytes = self
-            .store
-            .get(&s.evidence_bucket, key)
-            .await?
-            .ok_or_else(|| DeliverError::Missing {
-                bucket: s.evidence_bucket.clone(),
-                key: key.to_string(),
-            })?;
+        let bytes = crate::error::required(&self.store, &s.evidence_bucket, key).await?;
         let c = classify::classify(&bytes);
         let mut event = PecEvent::from_emitted(&c, key, now)?;
         let subject = c.headers.subject.clone().unwrap_or_default();
@@ -162,7 +123,7 @@ where
                 .state
                 .message(id)
                 .await?
-                .ok_or_else(|| DeliverError::NoRecord(id.to_string()))?;
+                .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
             let mut elsewhere = Vec::new();
             for rcpt in &record.recipients {
                 if !is_ours(s, &self.state, rcpt).await? {
@@ -211,7 +172,7 @@ where
                 .state
                 .inbound(inbound_id)
                 .await?
-                .ok_or_else(|| DeliverError::NoRecord(format!("inbound {inbound_id}")))?;
+                .ok_or_else(|| StepError::NoRecord(format!("inbound {inbound_id}")))?;
             if c.kind == Kind::BustaTrasporto {
                 event.event_type = EventType::EnvelopeReceived;
                 let id = format!("in-{inbound_id}");
@@ -299,7 +260,7 @@ where
         subject: &str,
         now: DateTime<Utc>,
         mailbox: &str,
-    ) -> Result<bool, DeliverError> {
+    ) -> Result<bool, StepError> {
         let item = self.item(key, bytes, event, subject, now, mailbox);
         match self
             .state
@@ -325,12 +286,7 @@ where
     /// per domain, recorded after it succeeded, so a duplicate event sends nothing again (a
     /// crash between the send and the record can repeat one send: the receiving provider's
     /// idempotency absorbs it).
-    async fn relay(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        addresses: &[String],
-    ) -> Result<(), DeliverError> {
+    async fn relay(&self, key: &str, bytes: &[u8], addresses: &[String]) -> Result<(), StepError> {
         let mut by_domain: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for a in addresses {
             let domain = pec_core::addr::domain_of(a)
@@ -373,7 +329,7 @@ where
         }
     }
 
-    async fn put_object(&self, item: &MailboxItem, bytes: &[u8]) -> Result<(), DeliverError> {
+    async fn put_object(&self, item: &MailboxItem, bytes: &[u8]) -> Result<(), StepError> {
         self.store
             .put_if_absent(
                 &self.settings.mailbox_bucket,
@@ -393,7 +349,7 @@ where
         bytes: &[u8],
         envelope: Option<&str>,
         now: DateTime<Utc>,
-    ) -> Result<RecipientOutcome, DeliverError> {
+    ) -> Result<RecipientOutcome, StepError> {
         let not_delivered = |reason: NotDelivered| RecipientOutcome {
             recipient: rcpt.to_ascii_lowercase(),
             status: DeliveryStatus::NotDelivered,

@@ -18,46 +18,18 @@
 //! Inbound mail (`inbound/...`, the receiving point) is not handled yet: such records fail with
 //! a specific error and end in the ingress DLQ, never silently dropped.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use pec_core::build::{self, BuildError, Ctx, NonAcceptance};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use pec_core::build::{self, Ctx, NonAcceptance};
 use pec_core::checks::{self, Limits, Submission};
 use pec_core::daticert::TipoDestinatario;
 use pec_core::ids::{self, SeededIds};
-use pec_core::original;
 use pec_core::submission::{self, SubmissionEnvelope};
-use pec_ports::{MessageRecord, MessageState, SendError, StateError, StoreError};
+use pec_ports::{MessageRecord, MessageState};
 use pec_ports::{ObjectStore, PutOutcome, QueueSender, StateStore};
 
 use pec_ports::contract::{CONTRACT_VERSION, Point, ScanHandoff, ScanRequest};
 
-use crate::{Settings, is_ours, keys};
-
-/// Why a record was not handled (it is retried, then kept in the ingress DLQ).
-#[derive(Debug, thiserror::Error)]
-pub enum IngressError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Send(#[from] SendError),
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error("{0}")]
-    NotS3(String),
-    #[error("s3://{bucket}/{key} was announced but does not exist")]
-    Missing { bucket: String, key: String },
-    #[error("s3://{bucket}/{key}: {reason}")]
-    BadInput {
-        bucket: String,
-        key: String,
-        reason: String,
-    },
-    #[error("no record for {0} (its scan hand-off arrived first?)")]
-    NoRecord(String),
-    #[error(transparent)]
-    Trust(#[from] crate::TrustError),
-}
+use crate::{Settings, StepError, is_ours, keys};
 
 /// What a record led to (for logs and tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,25 +69,12 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
 
     /// One SQS batch (partial batch failures).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        crate::batch::partial_batch("ingress", &event, |record| async move {
-            self.handle_record(&record).await.map(drop)
-        })
-        .await
-    }
-
-    async fn handle_record(
-        &self,
-        record: &SqsMessage,
-    ) -> Result<Vec<IngressOutcome>, IngressError> {
-        let objects =
-            crate::batch::s3_objects(record).map_err(|e| IngressError::NotS3(e.to_string()))?;
-        let mut out = Vec::new();
-        for (bucket, key) in objects {
+        crate::batch::each_object("ingress", &event, |bucket, key| async move {
             let outcome = self.handle_object(&bucket, &key).await?;
             tracing::info!(bucket = %bucket, key = %key, outcome = ?outcome, "ingress");
-            out.push(outcome);
-        }
-        Ok(out)
+            Ok::<(), StepError>(())
+        })
+        .await
     }
 
     /// Handles one announced object.
@@ -123,7 +82,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         &self,
         bucket: &str,
         key: &str,
-    ) -> Result<IngressOutcome, IngressError> {
+    ) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
         if bucket == s.raw_bucket && key.starts_with(submission::SUBMITTED_PREFIX) {
             if key.ends_with(".json") {
@@ -155,19 +114,13 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         })
     }
 
-    pub(crate) async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, IngressError> {
-        self.store
-            .get(bucket, key)
-            .await?
-            .ok_or_else(|| IngressError::Missing {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            })
+    pub(crate) async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StepError> {
+        crate::error::required(&self.store, bucket, key).await
     }
 
-    async fn submission(&self, key: &str) -> Result<IngressOutcome, IngressError> {
+    async fn submission(&self, key: &str) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
-        let bad = |reason: String| IngressError::BadInput {
+        let bad = |reason: String| StepError::BadInput {
             bucket: s.raw_bucket.clone(),
             key: key.to_string(),
             reason,
@@ -246,7 +199,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                     &record.user,
                 )?
             };
-            self.put_unsigned(
+            self.put_evidence(
                 &keys::unsigned(&record.id, keys::NON_ACCEPTANCE),
                 notice.render(),
             )
@@ -276,9 +229,9 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         Ok(IngressOutcome::ScanRequested { id: record.id })
     }
 
-    async fn clean(&self, key: &str) -> Result<IngressOutcome, IngressError> {
+    async fn clean(&self, key: &str) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
-        let bad = |reason: String| IngressError::BadInput {
+        let bad = |reason: String| StepError::BadInput {
             bucket: s.evidence_bucket.clone(),
             key: key.to_string(),
             reason,
@@ -299,15 +252,9 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .state
             .message(id)
             .await?
-            .ok_or_else(|| IngressError::NoRecord(id.to_string()))?;
+            .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
         let raw = self.get(&s.raw_bucket, &record.raw_key).await?;
-        let accepted = original::accept(
-            &raw,
-            &record.identificativo,
-            &record.fallback_msgid,
-            &tipo_of(&record.certified),
-        )
-        .map_err(BuildError::from)?;
+        let accepted = crate::error::accepted(&raw, &record)?;
 
         let receipt = {
             let mut ids = SeededIds::new("acc", &record.id);
@@ -328,12 +275,12 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             build::busta_trasporto(&mut ctx, &accepted)?
         };
         // The envelope first: the acceptance receipt is the user's proof that it exists.
-        self.put_unsigned(
+        self.put_evidence(
             &keys::unsigned(&record.id, keys::ENVELOPE),
             envelope.render(),
         )
         .await?;
-        self.put_unsigned(
+        self.put_evidence(
             &keys::unsigned(&record.id, keys::ACCEPTANCE),
             receipt.render(),
         )
@@ -344,18 +291,6 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             self.state.update_message(&record).await?;
         }
         Ok(IngressOutcome::Accepted { id: record.id })
-    }
-
-    async fn put_unsigned(&self, key: &str, body: Vec<u8>) -> Result<(), IngressError> {
-        match self
-            .store
-            .put_if_absent(&self.settings.evidence_bucket, key, body, "message/rfc822")
-            .await?
-        {
-            PutOutcome::Created => tracing::info!(key, "written for the signer"),
-            PutOutcome::AlreadyExists => tracing::info!(key, "already written: duplicate"),
-        }
-        Ok(())
     }
 }
 

@@ -22,6 +22,7 @@
 
 pub mod batch;
 pub mod deliver;
+mod error;
 pub mod ingress;
 pub mod receipts;
 pub mod receiving;
@@ -30,6 +31,7 @@ pub mod sign;
 mod step;
 pub mod timers;
 
+pub use error::StepError;
 pub use pec_ports::keys;
 pub use step::{Step, StepFailure};
 
@@ -93,18 +95,27 @@ pub async fn load_index<St: ObjectStore>(
     settings: &Settings,
     store: &St,
 ) -> Result<pec_smime::ProviderIndex, TrustError> {
-    let (b, key) = (&settings.evidence_bucket, &settings.provider_index_key);
-    let ldif = store
-        .get(b, key)
-        .await?
-        .ok_or_else(|| TrustError::Missing {
-            bucket: b.clone(),
-            key: key.clone(),
-        })?;
+    let (ldif, key) = trust_object(settings, store, &settings.provider_index_key).await?;
     pec_smime::ProviderIndex::from_ldif(&ldif).map_err(|e| TrustError::Invalid {
         key: key.clone(),
         reason: e.to_string(),
     })
+}
+
+/// A trust configuration object of the evidence bucket, and its key.
+async fn trust_object<'k, St: ObjectStore>(
+    settings: &Settings,
+    store: &St,
+    key: &'k String,
+) -> Result<(Vec<u8>, &'k String), TrustError> {
+    let bytes = store
+        .get(&settings.evidence_bucket, key)
+        .await?
+        .ok_or_else(|| TrustError::Missing {
+            bucket: settings.evidence_bucket.clone(),
+            key: key.clone(),
+        })?;
+    Ok((bytes, key))
 }
 
 /// The provider index and the trust anchors from the evidence bucket (see [`load_index`]).
@@ -113,14 +124,7 @@ pub async fn load_trust<St: ObjectStore>(
     store: &St,
 ) -> Result<(pec_smime::ProviderIndex, pec_smime::TrustAnchors), TrustError> {
     let index = load_index(settings, store).await?;
-    let (b, key) = (&settings.evidence_bucket, &settings.trust_anchors_key);
-    let pem = store
-        .get(b, key)
-        .await?
-        .ok_or_else(|| TrustError::Missing {
-            bucket: b.clone(),
-            key: key.clone(),
-        })?;
+    let (pem, key) = trust_object(settings, store, &settings.trust_anchors_key).await?;
     let mut anchors = pec_smime::TrustAnchors::new();
     anchors
         .add_pem_bundle(&pem)

@@ -13,35 +13,15 @@
 //!   5.2.1 disabled, 5.2.2 full).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use pec_core::build::{self, BuildError, Ctx};
+use pec_core::build::{self, Ctx};
 use pec_core::classify;
 use pec_core::ids::SeededIds;
 use pec_core::original::{self, Certified};
 use pec_core::policy::DeliveryFailure;
-use pec_ports::{
-    DeliveryStatus, NotDelivered, ObjectStore, PutOutcome, StateError, StateStore, StoreError,
-};
+use pec_ports::{DeliveryStatus, NotDelivered, ObjectStore, PutOutcome, StateStore};
 
-use crate::ingress::tipo_of;
-use crate::{Settings, keys};
+use crate::{Settings, StepError, keys};
 pub use pec_ports::contract::ReceiptRequest;
-
-/// Why a request was not handled (retried, then kept in the receipts DLQ).
-#[derive(Debug, thiserror::Error)]
-pub enum ReceiptsError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error("SQS message {message_id} is not a receipt request: {reason}")]
-    BadRequest { message_id: String, reason: String },
-    #[error("no message record for submission {0}")]
-    NoRecord(String),
-    #[error("s3://{bucket}/{key} (the submitted message) does not exist")]
-    Missing { bucket: String, key: String },
-}
 
 /// The receipts step.
 pub struct Receipts<St, Db> {
@@ -67,8 +47,8 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
         .await
     }
 
-    async fn handle_record(&self, record: &SqsMessage) -> Result<String, ReceiptsError> {
-        let bad = |reason: String| ReceiptsError::BadRequest {
+    async fn handle_record(&self, record: &SqsMessage) -> Result<String, StepError> {
+        let bad = |reason: String| StepError::BadRequest {
             message_id: record.message_id.clone().unwrap_or_default(),
             reason,
         };
@@ -87,23 +67,13 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
 
     /// The certified data and the original (`postacert.eml`) the receipt is about: from our
     /// message record and the submitted bytes, or from the envelope another provider sent.
-    async fn certified(
-        &self,
-        request: &ReceiptRequest,
-    ) -> Result<(Certified, Vec<u8>), ReceiptsError> {
+    async fn certified(&self, request: &ReceiptRequest) -> Result<(Certified, Vec<u8>), StepError> {
         let s = &self.settings;
         if let Some(key) = &request.envelope {
-            let bytes = self
-                .store
-                .get(&s.evidence_bucket, key)
-                .await?
-                .ok_or_else(|| ReceiptsError::Missing {
-                    bucket: s.evidence_bucket.clone(),
-                    key: key.clone(),
-                })?;
+            let bytes = crate::error::required(&self.store, &s.evidence_bucket, key).await?;
             let c = classify::classify(&bytes);
             let (Some(d), Some(postacert)) = (&c.daticert, &c.postacert) else {
-                return Err(ReceiptsError::BadRequest {
+                return Err(StepError::BadRequest {
                     message_id: request.message.clone(),
                     reason: format!("{key} has no daticert or no postacert.eml"),
                 });
@@ -114,7 +84,7 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
     }
 
     /// Builds and writes the receipt for `request`; returns its `unsigned/` key.
-    pub async fn build(&self, request: &ReceiptRequest) -> Result<String, ReceiptsError> {
+    pub async fn build(&self, request: &ReceiptRequest) -> Result<String, StepError> {
         let s = &self.settings;
         let (certified, postacert) = self.certified(request).await?;
         let o = &request.outcome;
@@ -167,24 +137,12 @@ pub async fn certified_of_message<St: ObjectStore, Db: StateStore>(
     store: &St,
     state: &Db,
     id: &str,
-) -> Result<(Certified, Vec<u8>), ReceiptsError> {
+) -> Result<(Certified, Vec<u8>), StepError> {
     let record = state
         .message(id)
         .await?
-        .ok_or_else(|| ReceiptsError::NoRecord(id.to_string()))?;
-    let raw = store
-        .get(&s.raw_bucket, &record.raw_key)
-        .await?
-        .ok_or_else(|| ReceiptsError::Missing {
-            bucket: s.raw_bucket.clone(),
-            key: record.raw_key.clone(),
-        })?;
-    let accepted = original::accept(
-        &raw,
-        &record.identificativo,
-        &record.fallback_msgid,
-        &tipo_of(&record.certified),
-    )
-    .map_err(BuildError::from)?;
+        .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
+    let raw = crate::error::required(store, &s.raw_bucket, &record.raw_key).await?;
+    let accepted = crate::error::accepted(&raw, &record)?;
     Ok((accepted.certified, accepted.postacert))
 }

@@ -31,7 +31,8 @@ use pec_smime::{ProviderIndex, Verdict, Verification, VerifyOptions, verify_mess
 
 use pec_ports::contract::{CONTRACT_VERSION, Point, ScanRequest};
 
-use crate::ingress::{Ingress, IngressError, IngressOutcome};
+use crate::StepError;
+use crate::ingress::{Ingress, IngressOutcome};
 use crate::{is_ours, keys, load_trust};
 
 use InboundDecision::{Anomaly as ANOMALY, Envelope as ENVELOPE, NotOurs as NOT_OURS};
@@ -68,9 +69,9 @@ fn speaks_for(v: &Verification, index: &ProviderIndex, address: &str) -> Result<
 
 impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
     /// Arrival of `inbound/<id>.json`.
-    pub(crate) async fn inbound(&self, key: &str) -> Result<IngressOutcome, IngressError> {
+    pub(crate) async fn inbound(&self, key: &str) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
-        let bad = |reason: String| IngressError::BadInput {
+        let bad = |reason: String| StepError::BadInput {
             bucket: s.raw_bucket.clone(),
             key: key.to_string(),
             reason,
@@ -182,7 +183,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         &self,
         record: &InboundRecord,
         raw_key: &str,
-    ) -> Result<IngressOutcome, IngressError> {
+    ) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
         match record.decision {
             ENVELOPE | ANOMALY => {
@@ -250,19 +251,19 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         key: &str,
         id: &str,
         scanned_at: DateTime<Utc>,
-    ) -> Result<IngressOutcome, IngressError> {
+    ) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
         let record = self
             .state
             .inbound(id)
             .await?
-            .ok_or_else(|| IngressError::NoRecord(id.to_string()))?;
+            .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
         let raw_key = self.inbound_raw_key(id).await?;
         let raw = self.get(&s.raw_bucket, &raw_key).await?;
         match record.decision {
             ENVELOPE => {
                 let c = classify::classify(&raw);
-                let d = c.daticert.as_ref().ok_or_else(|| IngressError::BadInput {
+                let d = c.daticert.as_ref().ok_or_else(|| StepError::BadInput {
                     bucket: s.evidence_bucket.clone(),
                     key: key.to_string(),
                     reason: "the verified envelope lost its daticert".into(),
@@ -307,7 +308,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
 
     /// The raw object of inbound mail `id`: `inbound/<id>.eml` (the local exchange) or
     /// `inbound/<id>` (SES receiving's S3 action names it by message id).
-    async fn inbound_raw_key(&self, id: &str) -> Result<String, IngressError> {
+    async fn inbound_raw_key(&self, id: &str) -> Result<String, StepError> {
         let s = &self.settings;
         let eml = format!("{}{id}.eml", submission::INBOUND_PREFIX);
         if self.store.exists(&s.raw_bucket, &eml).await? {
@@ -317,7 +318,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         if self.store.exists(&s.raw_bucket, &bare).await? {
             return Ok(bare);
         }
-        Err(IngressError::Missing {
+        Err(StepError::Missing {
             bucket: s.raw_bucket.clone(),
             key: eml,
         })
@@ -326,7 +327,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
     /// SES receiving's Lambda action (after its S3 action stored the message as
     /// `inbound/<message id>`): records each message's SMTP envelope as `inbound/<id>.json`,
     /// which triggers the receiving point. Returns how many were recorded.
-    pub async fn handle_ses(&self, event: &SimpleEmailEvent) -> Result<usize, IngressError> {
+    pub async fn handle_ses(&self, event: &SimpleEmailEvent) -> Result<usize, StepError> {
         let mut n = 0;
         for (id, envelope) in ses_envelopes(event) {
             let key = format!("{}{id}.json", submission::INBOUND_PREFIX);
@@ -339,7 +340,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         Ok(n)
     }
 
-    pub(crate) async fn put_evidence(&self, key: &str, body: Vec<u8>) -> Result<(), IngressError> {
+    pub(crate) async fn put_evidence(&self, key: &str, body: Vec<u8>) -> Result<(), StepError> {
         match self
             .store
             .put_if_absent(&self.settings.evidence_bucket, key, body, "message/rfc822")

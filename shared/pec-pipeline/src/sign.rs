@@ -143,18 +143,7 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
     /// One SQS batch: every record that fails is reported for retry (partial batch response);
     /// the others are acknowledged.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        crate::batch::partial_batch("sign", &event, |record| async move {
-            self.handle_record(&record, now).await
-        })
-        .await
-    }
-
-    async fn handle_record(
-        &self,
-        record: &SqsMessage,
-        now: DateTime<Utc>,
-    ) -> Result<(), StepError> {
-        for (bucket, key) in s3_objects(record)? {
+        crate::batch::each_object("sign", &event, |bucket, key| async move {
             match self.sign_object(&bucket, &key, now).await? {
                 Outcome::Signed { signed_key } => {
                     tracing::info!(bucket = %bucket, key = %key, signed_key = %signed_key, "signed")
@@ -166,8 +155,9 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
                     tracing::warn!(bucket = %bucket, key = %key, "not an unsigned/ object of the evidence bucket: ignored")
                 }
             }
-        }
-        Ok(())
+            Ok::<(), StepError>(())
+        })
+        .await
     }
 }
 

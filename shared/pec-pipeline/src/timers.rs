@@ -20,7 +20,8 @@ use pec_core::policy::TimeoutNotice;
 use pec_ports::{ObjectStore, PutOutcome, RelayEvent, RelayRecord, StateStore};
 
 use crate::Settings;
-use crate::receipts::{ReceiptsError, certified_of_message};
+use crate::StepError;
+use crate::receipts::certified_of_message;
 
 /// First notice after this long without any receipt.
 pub const FIRST_NOTICE_AFTER: Duration = Duration::hours(12);
@@ -53,7 +54,7 @@ impl<St: ObjectStore, Db: StateStore> Timers<St, Db> {
     }
 
     /// One sweep at `now`: every notice due is emitted (once).
-    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<Emitted>, ReceiptsError> {
+    pub async fn sweep(&self, now: DateTime<Utc>) -> Result<Vec<Emitted>, StepError> {
         let mut out = Vec::new();
         for r in self.state.timers_due(now - FIRST_NOTICE_AFTER).await? {
             let elapsed = now - r.relayed_at;
@@ -75,7 +76,7 @@ impl<St: ObjectStore, Db: StateStore> Timers<St, Db> {
         r: &RelayRecord,
         which: TimeoutNotice,
         now: DateTime<Utc>,
-    ) -> Result<Emitted, ReceiptsError> {
+    ) -> Result<Emitted, StepError> {
         let s = &self.settings;
         let (certified, _) = certified_of_message(s, &self.store, &self.state, &r.message).await?;
         let (tag, event) = match which {

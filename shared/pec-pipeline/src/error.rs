@@ -1,0 +1,67 @@
+//! Why a step could not handle a record. Every variant fails the SQS record: it is retried and,
+//! after the queue's maxReceiveCount, kept in the step's dead-letter queue (with its alarm).
+//! Shared by ingress (and the receiving point), deliver, receipts and timers; sign and scan have
+//! their own (`sign::StepError`, `scan::StepError`).
+
+use pec_core::build::BuildError;
+use pec_core::events::EventError;
+use pec_core::original::{self, Accepted};
+use pec_ports::{MessageRecord, ObjectStore, SendError, StateError, StoreError};
+
+use crate::ingress::tipo_of;
+
+/// A step failed on one record.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Event(#[from] EventError),
+    #[error(transparent)]
+    Trust(#[from] crate::TrustError),
+    #[error("s3://{bucket}/{key} was announced but does not exist")]
+    Missing { bucket: String, key: String },
+    #[error("s3://{bucket}/{key}: {reason}")]
+    BadInput {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("SQS message {message_id} is not a receipt request: {reason}")]
+    BadRequest { message_id: String, reason: String },
+    #[error("no message record for {0} (a hand-off that arrived first is retried)")]
+    NoRecord(String),
+}
+
+/// An object a step was told about (or needs) must exist: its bytes, or [`StepError::Missing`].
+pub(crate) async fn required<St: ObjectStore>(
+    store: &St,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, StepError> {
+    store
+        .get(bucket, key)
+        .await?
+        .ok_or_else(|| StepError::Missing {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+}
+
+/// The accepted original of a recorded submission (the certified data every receipt about it
+/// repeats), rebuilt from the submitted bytes.
+pub(crate) fn accepted(raw: &[u8], record: &MessageRecord) -> Result<Accepted, StepError> {
+    Ok(original::accept(
+        raw,
+        &record.identificativo,
+        &record.fallback_msgid,
+        &tipo_of(&record.certified),
+    )
+    .map_err(BuildError::from)?)
+}
