@@ -25,7 +25,7 @@ use pec_core::daticert::TipoDestinatario;
 use pec_core::ids::{self, SeededIds};
 use pec_core::submission::{self, SubmissionEnvelope};
 use pec_ports::{MessageRecord, MessageState};
-use pec_ports::{ObjectStore, PutOutcome, QueueSender, StateStore};
+use pec_ports::{ObjectStore, QueueSender, StateStore};
 
 use pec_ports::contract::{CONTRACT_VERSION, Point, ScanHandoff, ScanRequest};
 

@@ -21,9 +21,11 @@ pub enum ConfigError {
     },
 }
 
+type Source<'a> = Box<dyn Fn(&str) -> Option<String> + Send + Sync + 'a>;
+
 /// Where configuration values come from: the process environment, a map, or any function.
 pub struct Env<'a> {
-    source: Box<dyn Fn(&str) -> Option<String> + Send + Sync + 'a>,
+    source: Source<'a>,
 }
 
 impl std::fmt::Debug for Env<'_> {

@@ -87,13 +87,16 @@ impl Point {
     }
 }
 
-/// The part of the scan step's record the next step reads (`scan/clean/<raw key>.json`): the
-/// request as received and when the verdict was reached (the time reference of the acceptance
-/// receipt). Unknown fields (report, decision, outputs) are the scan step's own.
+/// The part of the scan step's record the next step reads (`scan/clean/<raw key>.json`): when
+/// the verdict was reached (the time reference of the acceptance receipt). The key names the
+/// message; the other fields (version, request, report, decision, outputs) are the scan step's
+/// own and read tolerantly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanHandoff {
-    pub version: u32,
-    pub request: ScanRequest,
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub request: Option<ScanRequest>,
     pub scanned_at: DateTime<Utc>,
 }
 
