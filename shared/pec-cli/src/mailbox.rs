@@ -104,12 +104,9 @@ pub struct LogArgs {
 }
 
 fn env(name: &str) -> anyhow::Result<String> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .with_context(|| {
-            format!("{name} is not set (locally: eval \"$(infra/local/stack.sh env)\")")
-        })
+    pec_ports::Env::process()
+        .required(name)
+        .context("locally: eval \"$(infra/local/stack.sh env)\"")
 }
 
 async fn clients() -> anyhow::Result<(DynamoState, S3Store)> {

@@ -29,11 +29,8 @@ struct Args {
     key: PathBuf,
 }
 
-fn env(name: &str) -> Result<String, String> {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| format!("environment variable {name} is not set"))
+fn env(name: &str) -> Result<String, pec_ports::ConfigError> {
+    pec_ports::Env::process().required(name)
 }
 
 #[tokio::main]
