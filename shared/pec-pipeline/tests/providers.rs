@@ -1,13 +1,15 @@
 //! Two providers exchanging PEC over memory fakes: each has its own stores, state, signing key
-//! and certificate (one development CA), both are listed in one provider index, and a memory
-//! "mail exchange" carries what one relays into the other's inbound (optionally rewriting
-//! `Message-ID` and `Date` as SES does). The emulator version is in the integration tests.
+//! and certificate (the test PKI of `pec-testkit`: one CA, `pec.example.test` and
+//! `pec.altro.test`), both are listed in one provider index, and a memory "mail exchange"
+//! carries what one relays into the other's inbound (optionally rewriting `Message-ID` and
+//! `Date` as SES does). The scan step runs with fake clean engines. The emulator version is in
+//! the integration tests.
+
+mod common;
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use der::Encode;
-use pec_core::build::Provider;
 use pec_core::classify::{Kind, classify};
 use pec_core::events::EventType;
 use pec_core::plan::Plan;
@@ -20,16 +22,15 @@ use pec_ports::{
     MailTransport, Mailbox, MemoryOutbox, MemoryState, MemoryStore, RelayEvent, SentMail,
     StateStore, Tenant,
 };
-use pec_smime::{
-    DevCa, LocalSigner, ProviderCertificateParams, ProviderEntry, SigningIdentity, TrustAnchors,
-    Verdict, VerifyOptions, verify_message,
-};
+use pec_smime::{LocalSigner, TrustAnchors, Verdict, VerifyOptions, verify_message};
+use pec_testkit::fixtures::real;
+use pec_testkit::pki::{TestPki, TestProvider};
 
-const RAW: &str = "raw";
-const EVIDENCE: &str = "evidence";
-const MAILBOXES: &str = "mailboxes";
-const SCAN_Q: &str = "scan-queue";
-const RECEIPTS_Q: &str = "receipts-queue";
+const RAW: &str = common::RAW;
+const EVIDENCE: &str = common::EVIDENCE;
+const MAILBOXES: &str = common::MAILBOXES;
+const SCAN_Q: &str = common::SCAN_Q;
+const RECEIPTS_Q: &str = common::RECEIPTS_Q;
 
 const A_DOMAIN: &str = "pec.example.test";
 const B_DOMAIN: &str = "pec.altro.test";
@@ -94,14 +95,9 @@ impl Node {
                 progress = true;
             }
             for request in self.outbox.take(SCAN_Q) {
-                // The scan step's clean hand-off (the scan step has its own tests).
-                let r: serde_json::Value = serde_json::from_str(&request).unwrap();
-                let key = format!("scan/clean/{}.json", r["key"].as_str().unwrap());
-                self.store.insert(
-                    EVIDENCE,
-                    &key,
-                    format!("{{\"scanned_at\": \"{}\"}}", now.to_rfc3339()),
-                );
+                // The scan step with engines that find nothing (the scan step has its own
+                // tests): its clean hand-off is ingress's next trigger.
+                common::scan_clean(&self.settings, &self.store, &request, now).await;
                 progress = true;
             }
             let evidence = self.store.keys(EVIDENCE);
@@ -199,54 +195,21 @@ struct World {
     inbound_seq: u32,
 }
 
-async fn node(
-    name: &'static str,
-    provider_name: &str,
-    domain: &str,
-    ca: &DevCa,
-) -> (Node, ProviderEntry) {
-    let t = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
-    let signer = LocalSigner::generate_rsa(2048).unwrap();
-    let params = ProviderCertificateParams::new(provider_name, domain, t(2025), t(2030));
-    let cert = ca
-        .issue_provider_certificate(&params, signer.public_key_spki_der())
-        .await
-        .unwrap();
-    let entry = ProviderEntry::for_certificate(
-        provider_name,
-        "o=postacert",
-        vec![domain.to_string()],
-        Some(format!("posta-certificata@{domain}")),
-        &cert.to_der().unwrap(),
-    );
-    let identity = SigningIdentity::new(cert, vec![ca.certificate().clone()]).unwrap();
-    let settings = Settings {
-        provider: Provider::new(provider_name, domain).unwrap(),
-        raw_bucket: RAW.into(),
-        evidence_bucket: EVIDENCE.into(),
-        mailbox_bucket: MAILBOXES.into(),
-        scan_queue_url: SCAN_Q.into(),
-        receipts_queue_url: RECEIPTS_Q.into(),
-        provider_index_key: pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY.into(),
-        trust_anchors_key: pec_pipeline::DEFAULT_TRUST_ANCHORS_KEY.into(),
-    };
-    let n = Node {
+fn node(name: &'static str, provider: &TestProvider) -> Node {
+    Node {
         name,
-        settings,
+        settings: common::settings_for(provider.core_provider()),
         store: MemoryStore::new(),
         state: MemoryState::new(),
         outbox: MemoryOutbox::new(),
-        sign: pec_pipeline::sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE),
+        sign: pec_pipeline::sign::SignStep::new(
+            MemoryStore::new(),
+            provider.signer.clone(),
+            provider.identity.clone(),
+            EVIDENCE,
+        ),
         done: HashSet::new(),
-    };
-    n.state
-        .put_tenant(&Tenant {
-            id: "t".into(),
-            name: "Tenant".into(),
-        })
-        .await
-        .unwrap();
-    (n, entry)
+    }
 }
 
 async fn mailbox(n: &Node, address: &str) {
@@ -269,15 +232,19 @@ async fn mailbox(n: &Node, address: &str) {
 
 impl World {
     async fn new() -> World {
-        let t = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
-        let ca = DevCa::generate("Test PEC CA", t(2020), t(2040))
-            .await
-            .unwrap();
-        let (a, ea) = node("A", "Example Gestore PEC S.p.A.", A_DOMAIN, &ca).await;
-        let (b, eb) = node("B", "Altro Gestore PEC S.p.A.", B_DOMAIN, &ca).await;
-        let ldif = format!("{}{}", ea.to_ldif(), eb.to_ldif());
-        let pem = ca.certificate_pem().unwrap();
+        let pki = TestPki::load();
+        let a = node("A", &pki.example);
+        let b = node("B", &pki.altro);
+        let ldif = pki.index_ldif();
+        let pem = pki.ca_pem();
         for n in [&a, &b] {
+            n.state
+                .put_tenant(&Tenant {
+                    id: "t".into(),
+                    name: "Tenant".into(),
+                })
+                .await
+                .unwrap();
             n.store.insert(
                 EVIDENCE,
                 pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY,
@@ -291,12 +258,10 @@ impl World {
         }
         mailbox(&a, MARIO).await;
         mailbox(&b, LUIGI).await;
-        let mut anchors = TrustAnchors::new();
-        anchors.add_pem_bundle(pem.as_bytes()).unwrap();
         World {
             a,
             b,
-            anchors,
+            anchors: pki.anchors,
             ordinary: Vec::new(),
             rewrite: false,
             now: t0(),
@@ -615,28 +580,11 @@ async fn a_tampered_envelope_arrives_as_an_anomaly_with_the_security_flag() {
     let _ = RelayEvent::Notice12;
 }
 
-fn fixture(name: &str) -> Option<Vec<u8>> {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/real");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the real fixtures folder {} is missing under CI",
-            dir.display()
-        );
-        eprintln!("SKIPPED: {} is missing", dir.display());
-        return None;
-    }
-    Some(std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
-}
-
 #[tokio::test]
 async fn the_real_fixtures_get_their_stated_outcome_at_the_receiving_point() {
     let mut w = World::new().await;
     // The modified Aruba/Sogei envelope: a failed security check -> anomaly with the flag.
-    let Some(modified) = fixture("aruba-2018-busta-trasporto-modified.eml") else {
-        return;
-    };
+    let modified = real("aruba-2018-busta-trasporto-modified.eml");
     w.inject(
         false,
         &modified,
@@ -650,7 +598,7 @@ async fn the_real_fixtures_get_their_stated_outcome_at_the_receiving_point() {
 
     // Ordinary mail and an ordinary bounce -> anomaly envelopes without the flag.
     for name in ["plain-mail.eml", "dsn-failure.eml"] {
-        let raw = fixture(name).unwrap();
+        let raw = real(name);
         w.inject(false, &raw, &[MARIO.to_string()], "someone@ordinaria.test");
         w.run().await;
     }
@@ -673,7 +621,7 @@ async fn the_real_fixtures_get_their_stated_outcome_at_the_receiving_point() {
         "anon-errore-consegna.eml",
         "aruba-2018-accettazione.eml",
     ] {
-        let raw = fixture(name).unwrap();
+        let raw = real(name);
         w.inject(
             false,
             &raw,

@@ -1,5 +1,6 @@
 //! The scan step over in-memory stores, with fake engines, real yara-x, and the real clamd
-//! adapter pointed at a clamd that is not running.
+//! adapter pointed at a clamd that is not running. The sign step signs its notices with the test
+//! PKI's provider key (`pec-testkit`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -698,10 +699,8 @@ async fn real_yara_through_the_step() {
 
 #[tokio::test]
 async fn the_sign_step_signs_the_virus_notice() {
-    use pec_smime::{
-        DevCa, LocalSigner, ProviderCertificateParams, SigningIdentity, TrustAnchors,
-        Verdict as SigVerdict, VerifyOptions, verify_message,
-    };
+    use pec_smime::{Verdict as SigVerdict, VerifyOptions, verify_message};
+    use pec_testkit::pki::TestPki;
     let (_, _, engines) = fakes();
     let step = step_with(engines, PolicyBook::default());
     step.store()
@@ -712,23 +711,13 @@ async fn the_sign_step_signs_the_virus_notice() {
     let key = "unsigned/scan/submitted/o.eml/non-accettazione-virus.eml";
     let unsigned = step.store().object(EVIDENCE, key).unwrap();
 
-    let t = |y| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap();
-    let ca = DevCa::generate("Test PEC CA", t(2020), t(2040))
-        .await
-        .unwrap();
-    let signer = LocalSigner::generate_rsa(2048).unwrap();
-    let params = ProviderCertificateParams::new(
-        "Example Gestore PEC S.p.A.",
-        "pec.example.test",
-        t(2025),
-        t(2030),
+    let pki = TestPki::load();
+    let sign = pec_pipeline::sign::SignStep::new(
+        MemoryStore::new(),
+        pki.example.signer.clone(),
+        pki.example.identity.clone(),
+        EVIDENCE,
     );
-    let cert = ca
-        .issue_provider_certificate(&params, signer.public_key_spki_der())
-        .await
-        .unwrap();
-    let identity = SigningIdentity::new(cert, vec![ca.certificate().clone()]).unwrap();
-    let sign = pec_pipeline::sign::SignStep::new(MemoryStore::new(), signer, identity, EVIDENCE);
     sign.store().insert(EVIDENCE, key, unsigned);
     let out = sign.sign_object(EVIDENCE, key, now()).await.unwrap();
     assert_eq!(
@@ -744,11 +733,7 @@ async fn the_sign_step_signs_the_virus_notice() {
             "signed/scan/submitted/o.eml/non-accettazione-virus.eml",
         )
         .unwrap();
-    let mut anchors = TrustAnchors::new();
-    anchors
-        .add_pem_bundle(ca.certificate_pem().unwrap().as_bytes())
-        .unwrap();
-    let v = verify_message(&signed, &anchors, None, &VerifyOptions::default());
+    let v = verify_message(&signed, &pki.anchors, None, &VerifyOptions::default());
     assert_eq!(v.verdict, SigVerdict::Valid, "{v:?}");
     assert_eq!(classify(&signed).kind, Kind::NonAccettazione);
 }

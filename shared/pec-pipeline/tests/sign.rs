@@ -1,4 +1,5 @@
-//! The sign step over an in-memory store and a local key: signing, idempotency, bad input.
+//! The sign step over an in-memory store and the test PKI's provider key (`pec-testkit`):
+//! signing, idempotency, bad input.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -7,9 +8,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use pec_pipeline::sign::{Outcome, SignStep, testing::sample_message};
 use pec_ports::MemoryStore;
 use pec_smime::{
-    DevCa, DigestSigner, LocalSigner, ProviderCertificateParams, Sha256Digest, SigningIdentity,
-    TrustAnchors, Verdict, VerifyOptions, verify_message,
+    DigestSigner, LocalSigner, Sha256Digest, TrustAnchors, Verdict, VerifyOptions, verify_message,
 };
+use pec_testkit::pki::TestPki;
 
 const BUCKET: &str = "evidence";
 
@@ -27,10 +28,6 @@ impl DigestSigner for Counting {
     }
 }
 
-fn t(y: i32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).unwrap()
-}
-
 struct Fixture {
     step: SignStep<MemoryStore, Counting>,
     anchors: TrustAnchors,
@@ -43,32 +40,19 @@ impl Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let ca = DevCa::generate("Test PEC CA", t(2020), t(2040))
-        .await
-        .unwrap();
-    let key = LocalSigner::generate_rsa(2048).unwrap();
-    let params = ProviderCertificateParams::new(
-        "Example Gestore PEC S.p.A.",
-        "pec.example.test",
-        t(2025),
-        t(2030),
-    );
-    let cert = ca
-        .issue_provider_certificate(&params, key.public_key_spki_der())
-        .await
-        .unwrap();
-    let identity = SigningIdentity::new(cert, vec![ca.certificate().clone()]).unwrap();
-    let mut anchors = TrustAnchors::new();
-    anchors
-        .add_pem_bundle(ca.certificate_pem().unwrap().as_bytes())
-        .unwrap();
+    let pki = TestPki::load();
     let signer = Counting {
-        inner: key,
+        inner: pki.example.signer.clone(),
         calls: AtomicUsize::new(0),
     };
     Fixture {
-        step: SignStep::new(MemoryStore::new(), signer, identity, BUCKET),
-        anchors,
+        step: SignStep::new(
+            MemoryStore::new(),
+            signer,
+            pki.example.identity.clone(),
+            BUCKET,
+        ),
+        anchors: pki.anchors,
     }
 }
 
