@@ -43,7 +43,11 @@ pub fn real_dir() -> PathBuf {
 /// a command).
 pub fn real_path(name: &str) -> PathBuf {
     let path = real_dir().join(name);
-    assert!(path.is_file(), "the real fixture {} is missing", path.display());
+    assert!(
+        path.is_file(),
+        "the real fixture {} is missing",
+        path.display()
+    );
     path
 }
 
