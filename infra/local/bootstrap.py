@@ -497,6 +497,27 @@ def kms_sign_holders(transformed: dict) -> set[str]:
     return holders
 
 
+def role_allows(original: dict, role: str, action: str, resource_suffix: str) -> bool:
+    """Whether an Allow statement of `role`'s inline policies names `action` on a resource whose
+    (Sub) text ends with `resource_suffix`."""
+    props = original.get("Resources", {}).get(role, {}).get("Properties", {})
+    for policy in props.get("Policies", []):
+        statements = policy.get("PolicyDocument", {}).get("Statement", [])
+        for st in [statements] if isinstance(statements, dict) else statements:
+            actions = st.get("Action", [])
+            actions = [actions] if isinstance(actions, str) else actions
+            if st.get("Effect") != "Allow" or action not in actions:
+                continue
+            resources = st.get("Resource", [])
+            resources = resources if isinstance(resources, list) else [resources]
+            for r in resources:
+                text = r.get("Fn::Sub") if isinstance(r, dict) else r
+                text = text[0] if isinstance(text, list) else text
+                if isinstance(text, str) and text.endswith(resource_suffix):
+                    return True
+    return False
+
+
 def function_crates(repo: str) -> set[str]:
     """Binary names of the crates under functions/ (each packages target/lambda/<bin>/)."""
     names = set()
@@ -546,6 +567,10 @@ def check_invariants(original: dict, transformed: dict, template_path: str) -> l
     if not any(st.get("Effect") == "Deny" and st.get("Action") == "kms:Sign" for st in key_statements):
         raise BootstrapError("one signer: the SigningKey policy must deny kms:Sign to other principals")
     checked.append("one signer: the key policy denies kms:Sign to every other principal")
+    if not role_allows(original, "SignFunctionRole", "s3:GetObject", "/signed/*"):
+        raise BootstrapError("SignFunctionRole must allow s3:GetObject on signed/*: the sign step's "
+                             "idempotency check is a HeadObject there, which S3 authorises as GetObject")
+    checked.append("sign role: can HeadObject (s3:GetObject) the signed/ object it checks")
     repo = os.path.dirname(os.path.abspath(template_path))
     in_template = set()
     for logical, res in original.get("Resources", {}).items():

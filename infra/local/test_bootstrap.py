@@ -42,6 +42,16 @@ class TemplateChecks(unittest.TestCase):
         with self.assertRaisesRegex(bootstrap.BootstrapError, "deny kms:Sign"):
             bootstrap.check_invariants(original, self.transformed, TEMPLATE)
 
+    def test_sign_role_without_head_on_signed_is_refused(self):
+        # Issue 11, defect 4: HeadObject is authorised as s3:GetObject.
+        original = copy.deepcopy(self.original)
+        policies = original["Resources"]["SignFunctionRole"]["Properties"]["Policies"]
+        for p in policies:
+            p["PolicyDocument"]["Statement"] = [
+                st for st in p["PolicyDocument"]["Statement"] if st.get("Sid") != "HeadSignedForIdempotency"]
+        with self.assertRaisesRegex(bootstrap.BootstrapError, "HeadObject"):
+            bootstrap.check_invariants(original, self.transformed, TEMPLATE)
+
     def test_function_without_a_crate_is_refused(self):
         original = copy.deepcopy(self.original)
         fn = copy.deepcopy(original["Resources"]["SignFunction"])
