@@ -177,11 +177,23 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             },
             subject: c.oggetto.clone().unwrap_or_default(),
             sender: c.mittente.clone(),
+            reverse_path: envelope.reverse_path.clone(),
             recipients: envelope.recipients.clone(),
             certified: certified.clone(),
             updated_at: envelope.received_at,
         };
-        let record = self.state.create_message(&record).await?.unwrap_or(record);
+        // A duplicate re-applies the decision in force: the recorded one. The inputs (which can
+        // have been rewritten since) only rebuild its effects and never change it.
+        let (record, verdict) = match self.state.create_message(&record).await? {
+            None => (record, verdict),
+            Some(recorded) => {
+                let refused = recorded.state == MessageState::Rejected;
+                if refused != verdict.is_err() {
+                    return self.decision_in_force(recorded).await;
+                }
+                (recorded, verdict)
+            }
+        };
 
         if let Err(errors) = verdict {
             let reasons = checks::refusal_reason(&errors);
@@ -210,6 +222,12 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             });
         }
 
+        self.request_scan(record).await
+    }
+
+    /// The scan request of a recorded submission, built from the record alone.
+    async fn request_scan(&self, record: MessageRecord) -> Result<IngressOutcome, StepError> {
+        let s = &self.settings;
         let request = ScanRequest {
             version: CONTRACT_VERSION,
             bucket: s.raw_bucket.clone(),
@@ -218,8 +236,8 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             point: Point::Access {
                 identificativo: record.identificativo.clone(),
                 user: record.user.clone(),
-                reverse_path: envelope.reverse_path.clone(),
-                recipients: envelope.recipients.clone(),
+                reverse_path: record.reverse_path.clone(),
+                recipients: record.recipients.clone(),
                 certified_recipients: record.certified.clone(),
             },
         };
@@ -227,6 +245,37 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .send(&s.scan_queue_url, request.to_json())
             .await?;
         Ok(IngressOutcome::ScanRequested { id: record.id })
+    }
+
+    /// A duplicate whose inputs now lead to the other decision (the submission's envelope or
+    /// message was rewritten after the fact): the recorded decision stands. A passed message is
+    /// asked to be scanned again from its record (the scan step re-applies its first verdict); a
+    /// refused one is acknowledged once its notice exists, and otherwise waits in the DLQ (its
+    /// notice cannot be rebuilt from inputs that no longer refuse it).
+    async fn decision_in_force(
+        &self,
+        recorded: MessageRecord,
+    ) -> Result<IngressOutcome, StepError> {
+        let s = &self.settings;
+        tracing::warn!(id = %recorded.id, state = %recorded.state,
+            "the submission's inputs changed after the decision: the recorded decision stands");
+        if recorded.state != MessageState::Rejected {
+            return self.request_scan(recorded).await;
+        }
+        let notice = keys::unsigned(&recorded.id, keys::NON_ACCEPTANCE);
+        if self.store.exists(&s.evidence_bucket, &notice).await? {
+            return Ok(IngressOutcome::Rejected {
+                id: recorded.id,
+                reasons: "as recorded (the submission changed after it was refused)".into(),
+            });
+        }
+        Err(StepError::BadInput {
+            bucket: s.raw_bucket.clone(),
+            key: recorded.raw_key,
+            reason: "refused as recorded, but the submission changed since and its non-acceptance \
+                     notice cannot be rebuilt from it"
+                .into(),
+        })
     }
 
     async fn clean(&self, key: &str) -> Result<IngressOutcome, StepError> {

@@ -294,6 +294,7 @@ fn message(ns: &str, id: &str) -> MessageRecord {
         state: MessageState::Scanning,
         subject: "conformance".into(),
         sender: addr(ns, "sender"),
+        reverse_path: addr(ns, "sender"),
         recipients: vec![addr(ns, "a"), "b@other.example".into()],
         certified: vec![addr(ns, "a")],
         updated_at: at(0),

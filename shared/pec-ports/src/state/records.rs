@@ -81,6 +81,9 @@ pub struct MessageRecord {
     pub state: MessageState,
     pub subject: String,
     pub sender: String,
+    /// SMTP `MAIL FROM` (records written before it was kept read as empty).
+    #[serde(default)]
+    pub reverse_path: String,
     /// SMTP recipients.
     pub recipients: Vec<String>,
     /// Recipients that are PEC mailboxes (ours or listed in the provider index).
