@@ -96,6 +96,56 @@ pub enum FormalError {
     /// The authenticated user does not own the `From` address.
     #[error("l'utente autenticato non è titolare dell'indirizzo mittente {0}")]
     NotOwner(String),
+    /// A header the transport envelope repeats (`To`, `Cc`, `Reply-To`, `Received`) cannot be
+    /// written into a signed envelope as it is.
+    #[error("l'intestazione {name} non può essere riportata nella busta di trasporto: {reason}")]
+    HeaderNotTransportable {
+        /// The header name.
+        name: &'static str,
+        /// Why, in Italian.
+        reason: &'static str,
+    },
+}
+
+/// The top-level headers of the original that the transport envelope repeats (its `Received`,
+/// `Reply-To`, `To` and `Cc`): they must be representable in a signed envelope as they are.
+pub const ENVELOPE_INHERITS: [&str; 4] = ["Received", "Reply-To", "To", "Cc"];
+
+/// Why a raw header value cannot travel in a signed envelope, if it cannot: RFC 5322 wants
+/// ASCII (8-bit text must be RFC 2047-encoded), no control characters, CRLF line ends only as
+/// folds, no whitespace-only folded line, lines of at most 998 octets.
+fn transport_problem(name: &str, value: &[u8]) -> Option<&'static str> {
+    if !value.is_ascii() {
+        return Some("contiene caratteri non ASCII (vanno codificati secondo RFC 2047)");
+    }
+    if value
+        .iter()
+        .any(|&b| b == 0 || (b.is_ascii_control() && !matches!(b, b'\r' | b'\n' | b'\t')))
+    {
+        return Some("contiene caratteri di controllo");
+    }
+    let text = String::from_utf8_lossy(value);
+    let text = text
+        .strip_suffix("\r\n")
+        .or(text.strip_suffix('\n'))
+        .unwrap_or(&text);
+    if text.replace("\r\n", "").contains(['\r', '\n']) {
+        return Some("contiene un ritorno a capo isolato");
+    }
+    let mut lines = text.split("\r\n");
+    let first = lines.next().unwrap_or_default();
+    if name.len() + 1 + first.len() > 998 {
+        return Some("contiene una riga più lunga di 998 caratteri");
+    }
+    for line in lines {
+        if line.trim_matches([' ', '\t']).is_empty() {
+            return Some("contiene una riga di continuazione vuota");
+        }
+        if line.len() > 998 {
+            return Some("contiene una riga più lunga di 998 caratteri");
+        }
+    }
+    None
 }
 
 /// Run every formal check; `Ok(())` when the message may be accepted, else every failure in a
@@ -183,6 +233,21 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
             recipients: n,
             limit: limits.max_total_bytes,
         });
+    }
+
+    // The headers the envelope repeats can be signed as they are.
+    if let Some(part) = m.parts.first() {
+        for name in ENVELOPE_INHERITS {
+            let problem = part
+                .headers
+                .iter()
+                .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
+                .filter_map(|h| s.raw.get(h.offset_start as usize..h.offset_end as usize))
+                .find_map(|value| transport_problem(name, value));
+            if let Some(reason) = problem {
+                errors.push(FormalError::HeaderNotTransportable { name, reason });
+            }
+        }
     }
 
     // The authenticated user owns the From address.
@@ -303,6 +368,62 @@ mod tests {
         assert_eq!(
             check_submission(&sub(OK, "m@pec.example.it", &r, &o), &Limits::default()),
             Ok(())
+        );
+    }
+
+    /// Issue 11, defect 1: headers the envelope repeats must be signable as they are, or the
+    /// message is refused here (never accepted with an envelope the signer refuses).
+    #[test]
+    fn headers_the_envelope_repeats_must_be_transportable() {
+        let owned = v(&["m@pec.example.it"]);
+        let rcpt = v(&["a@pec.example.it"]);
+        let errors = |raw: &[u8]| {
+            check_submission(
+                &sub(raw, "m@pec.example.it", &rcpt, &owned),
+                &Limits::default(),
+            )
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| match e {
+                FormalError::HeaderNotTransportable { name, reason } => Some((name, reason)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+        };
+        let with = |header: &[u8]| {
+            let mut raw = b"From: Mario <m@pec.example.it>\r\n".to_vec();
+            raw.extend_from_slice(header);
+            raw.extend_from_slice(b"Subject: x\r\n\r\nbody\r\n");
+            raw
+        };
+        // UTF-8 and Latin-1 bytes in To; a whitespace-only continuation line; a 1,000-octet line.
+        let utf8 = with("To: \"Ànna\" <a@pec.example.it>\r\n".as_bytes());
+        assert_eq!(errors(&utf8)[0].0, "To", "{:?}", errors(&utf8));
+        let latin1 = with(b"To: \"\xc0nna\" <a@pec.example.it>\r\n");
+        assert_eq!(errors(&latin1)[0].0, "To");
+        let blank_fold = with(b"To: a@pec.example.it,\r\n \r\n a@pec.example.it\r\n");
+        assert_eq!(
+            errors(&blank_fold),
+            [("To", "contiene una riga di continuazione vuota")]
+        );
+        let long = format!(
+            "To: a@pec.example.it\r\nReply-To: \"{}\" <m@pec.example.it>\r\n",
+            "x".repeat(1000)
+        );
+        assert_eq!(errors(&with(long.as_bytes()))[0].0, "Reply-To");
+        let received = with(b"To: a@pec.example.it\r\nReceived: from \xe9vil by x\r\n");
+        assert_eq!(errors(&received)[0].0, "Received");
+        // RFC 2047-encoded text and ordinary folding are fine.
+        let fine = with(b"To: =?utf-8?q?=C3=80nna?= <a@pec.example.it>,\r\n\ta@pec.example.it\r\n");
+        assert_eq!(errors(&fine), []);
+        assert!(
+            FormalError::HeaderNotTransportable {
+                name: "To",
+                reason: "x"
+            }
+            .to_string()
+            .starts_with("l'intestazione To non può essere riportata nella busta di trasporto")
         );
     }
 

@@ -165,6 +165,53 @@ async fn a_bcc_is_refused_with_the_non_acceptance_notice() {
     );
 }
 
+/// Issue 11, defect 1: a `To` with raw 8-bit bytes, or folded with a whitespace-only line, used
+/// to get an acceptance receipt while its envelope (which repeats `To`) could never be signed.
+/// Now it is refused by the formal checks, with the reason, and nothing is accepted.
+#[tokio::test]
+async fn a_to_header_the_envelope_cannot_carry_is_refused_not_accepted() {
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("h1", format!("\"Ànna\" <{ANNA}>").into_bytes()),
+        (
+            "h2",
+            [&b"\"\xc0nna\" <"[..], ANNA.as_bytes(), b">"].concat(),
+        ),
+        ("h3", format!("{ANNA},\r\n \r\n {ANNA}").into_bytes()),
+    ];
+    for (id, to) in cases {
+        let mut f = Flow::new().await;
+        let mut raw = format!("From: Mario Rossi <{MARIO}>\r\nTo: ").into_bytes();
+        raw.extend_from_slice(&to);
+        raw.extend_from_slice(
+            b"\r\nSubject: Diffida\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nTesto.\r\n",
+        );
+        f.submit_envelope(&common::envelope(id, MARIO, MARIO, &[ANNA]), &raw);
+        let o = f.run(id, 1).await;
+        match &o {
+            IngressOutcome::Rejected { reasons, .. } => assert!(
+                reasons.contains(
+                    "l'intestazione To non può essere riportata nella busta di trasporto"
+                ),
+                "{id}: {reasons}"
+            ),
+            other => panic!("{id}: {other:?}"),
+        }
+        assert_eq!(
+            kinds(&f.inbox(MARIO).await),
+            vec![Kind::NonAccettazione],
+            "{id}"
+        );
+        assert!(f.inbox(ANNA).await.is_empty(), "{id}");
+        assert!(
+            !f.store
+                .keys(EVIDENCE)
+                .iter()
+                .any(|k| k.ends_with("accettazione.eml") && !k.ends_with("non-accettazione.eml")),
+            "{id}: no acceptance"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_full_mailbox_refuses_the_envelope_and_usage_is_exact_after_deletes() {
     let mut f = Flow::new().await;
