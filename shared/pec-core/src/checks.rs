@@ -4,7 +4,7 @@
 //! Each failure is a [`FormalError`] whose `Display` is the Italian human reason written into
 //! the avviso di non accettazione ([`refusal_reason`] joins several).
 
-use mail_parser::HeaderName;
+use mail_parser::{HeaderName, MimeHeaders};
 
 use crate::addr::{is_addr_spec, same_address};
 use crate::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
@@ -96,6 +96,11 @@ pub enum FormalError {
     /// The authenticated user does not own the `From` address.
     #[error("l'utente autenticato non è titolare dell'indirizzo mittente {0}")]
     NotOwner(String),
+    /// A multipart of the message has no closing delimiter.
+    #[error(
+        "la struttura MIME del messaggio non è terminata: la parte multipart con delimitatore {0:?} non ha il delimitatore di chiusura"
+    )]
+    UnterminatedMultipart(String),
     /// A header the transport envelope repeats (`To`, `Cc`, `Reply-To`, `Received`) cannot be
     /// written into a signed envelope as it is.
     #[error("l'intestazione {name} non può essere riportata nella busta di trasporto: {reason}")]
@@ -105,6 +110,29 @@ pub enum FormalError {
         /// Why, in Italian.
         reason: &'static str,
     },
+}
+
+/// Whether `body` holds the closing delimiter `--<boundary>--` at the start of a line.
+fn closes(body: &[u8], boundary: &str) -> bool {
+    let close = format!("--{boundary}--");
+    let close = close.as_bytes();
+    body.windows(close.len())
+        .enumerate()
+        .any(|(i, w)| w == close && (i == 0 || body[i - 1] == b'\n'))
+}
+
+/// The boundary of the first multipart of `m` whose closing delimiter is missing. An open
+/// multipart inside our envelope swallows the envelope's own boundaries for MIME parsers (ours
+/// and other providers'), so the signed envelope would read as tampered.
+fn unterminated_multipart(m: &mail_parser::Message<'_>, raw: &[u8]) -> Option<String> {
+    m.parts.iter().find_map(|p| {
+        if !matches!(p.body, mail_parser::PartType::Multipart(_)) {
+            return None;
+        }
+        let boundary = p.content_type()?.attribute("boundary")?.to_string();
+        let body = raw.get(p.offset_body as usize..(p.offset_end as usize).min(raw.len()))?;
+        (!closes(body, &boundary)).then_some(boundary)
+    })
 }
 
 /// The top-level headers of the original that the transport envelope repeats (its `Received`,
@@ -248,6 +276,11 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
                 errors.push(FormalError::HeaderNotTransportable { name, reason });
             }
         }
+    }
+
+    // Every multipart closes (see `unterminated_multipart`).
+    if let Some(boundary) = unterminated_multipart(&m, s.raw) {
+        errors.push(FormalError::UnterminatedMultipart(boundary));
     }
 
     // The authenticated user owns the From address.
@@ -424,6 +457,32 @@ mod tests {
             }
             .to_string()
             .starts_with("l'intestazione To non può essere riportata nella busta di trasporto")
+        );
+    }
+
+    #[test]
+    fn every_multipart_must_close() {
+        let owned = v(&["m@pec.example.it"]);
+        let rcpt = v(&["a@pec.example.it"]);
+        let check = |body: &str| {
+            let raw = format!(
+                "From: m@pec.example.it\r\nTo: a@pec.example.it\r\nMIME-Version: 1.0\r\n\
+                 Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n{body}"
+            );
+            check_submission(
+                &sub(raw.as_bytes(), "m@pec.example.it", &rcpt, &owned),
+                &Limits::default(),
+            )
+        };
+        assert_eq!(check("--b\r\n\r\nx\r\n--b--\r\n"), Ok(()));
+        assert_eq!(
+            check("--b\r\n\r\nx\r\n"),
+            Err(vec![FormalError::UnterminatedMultipart("b".into())])
+        );
+        // The closing delimiter counts only at the start of a line.
+        assert_eq!(
+            check("--b\r\n\r\nsee --b-- here\r\n"),
+            Err(vec![FormalError::UnterminatedMultipart("b".into())])
         );
     }
 

@@ -212,6 +212,44 @@ async fn a_to_header_the_envelope_cannot_carry_is_refused_not_accepted() {
     }
 }
 
+/// Issue 11, defect 2: a message whose multipart never closes, wrapped in our envelope, made the
+/// envelope's own multipart/signed unreadable to MIME parsers (the open inner part swallows the
+/// outer boundaries): our verifier, and other providers', judged our envelope tampered. Such a
+/// message is refused by the formal checks, and what is accepted verifies.
+#[tokio::test]
+async fn an_unterminated_multipart_is_refused_and_what_is_accepted_verifies() {
+    let broken = |id: &str, close: bool| {
+        format!(
+            "From: Mario Rossi <{MARIO}>\r\nTo: {ANNA}\r\nSubject: Struttura {id}\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"interno\"\r\n\r\n\
+             --interno\r\nContent-Type: multipart/alternative; boundary=\"annidato\"\r\n\r\n\
+             --annidato\r\nContent-Type: text/plain\r\n\r\ntesto\r\n{}\
+             --interno\r\nContent-Type: text/plain\r\n\r\nallegato\r\n{}",
+            if close { "--annidato--\r\n" } else { "" },
+            if close { "--interno--\r\n" } else { "" },
+        )
+    };
+    let mut f = Flow::new().await;
+    f.submit("u1", &broken("u1", false), &[ANNA]);
+    match f.run("u1", 1).await {
+        IngressOutcome::Rejected { reasons, .. } => {
+            assert!(reasons.contains("struttura MIME"), "{reasons}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(kinds(&f.inbox(MARIO).await), vec![Kind::NonAccettazione]);
+    assert!(f.inbox(ANNA).await.is_empty());
+
+    // The same message, terminated: accepted, and the envelope verifies (inbox asserts Valid).
+    let mut f = Flow::new().await;
+    f.submit("u2", &broken("u2", true), &[ANNA]);
+    assert_eq!(
+        f.run("u2", 1).await,
+        IngressOutcome::ScanRequested { id: "u2".into() }
+    );
+    assert_eq!(kinds(&f.inbox(ANNA).await), vec![Kind::BustaTrasporto]);
+}
+
 #[tokio::test]
 async fn a_full_mailbox_refuses_the_envelope_and_usage_is_exact_after_deletes() {
     let mut f = Flow::new().await;
