@@ -38,9 +38,14 @@ enum Next {
 }
 
 /// What reading a client line gave.
+/// The answer to a command line that ends with a lone LF (never executed: a client and a relay
+/// that disagree on line ends can be made to run smuggled commands).
+const BARE_LF: &str = "500 5.5.2 Syntax error: command lines must end with CRLF (bare LF refused, RFC 5321 section 2.3.8)";
+
 enum Read {
     Line,
     TooLong,
+    BareLf,
 }
 
 struct Transaction {
@@ -232,6 +237,7 @@ impl Session {
             }
             Some(Ok(Ok(Line::Complete))) => Ok(Read::Line),
             Some(Ok(Ok(Line::TooLong))) => Ok(Read::TooLong),
+            Some(Ok(Ok(Line::BareLf))) => Ok(Read::BareLf),
             Some(Ok(Ok(Line::Eof))) => {
                 debug!("client closed the connection");
                 Err(Stop)
@@ -284,8 +290,10 @@ impl Session {
             self.send(io, &text).await?;
             return Ok(Next::Close);
         }
-        if let Read::TooLong = read {
-            return self.answer(io, "500 5.5.2 Line too long").await;
+        match read {
+            Read::TooLong => return self.answer(io, "500 5.5.2 Line too long").await,
+            Read::BareLf => return self.answer(io, BARE_LF).await,
+            Read::Line => {}
         }
         let line = std::mem::take(&mut self.line);
         let next = match std::str::from_utf8(&line) {
@@ -420,10 +428,17 @@ impl Session {
         challenge: &str,
     ) -> Result<Option<Vec<u8>>, Stop> {
         self.send(io, challenge).await?;
-        if let Read::TooLong = self.read(io, false).await? {
-            self.answer(io, "500 5.5.6 Authentication exchange line is too long")
-                .await?;
-            return Ok(None);
+        match self.read(io, false).await? {
+            Read::TooLong => {
+                self.answer(io, "500 5.5.6 Authentication exchange line is too long")
+                    .await?;
+                return Ok(None);
+            }
+            Read::BareLf => {
+                self.answer(io, BARE_LF).await?;
+                return Ok(None);
+            }
+            Read::Line => {}
         }
         let line = std::mem::take(&mut self.line);
         let out = self.decode_b64(io, &line).await;
@@ -806,6 +821,15 @@ impl Session {
                 .answer(
                     io,
                     "552 5.3.4 Message size exceeds fixed maximum message size",
+                )
+                .await;
+        }
+        if decoder.long_line {
+            info!("message with a line over 998 octets refused");
+            return self
+                .answer(
+                    io,
+                    "554 5.6.0 Message refused: a line is longer than 998 characters (RFC 5322 section 2.1.1); fold long headers and encode long body lines",
                 )
                 .await;
         }

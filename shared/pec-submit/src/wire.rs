@@ -1,14 +1,20 @@
 //! Bounded reading from the client: command lines and the `DATA` stream.
 
+/// The longest line RFC 5322 §2.1.1 allows, CRLF excluded.
+pub(crate) const MAX_TEXT_LINE: usize = 998;
+
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-/// One command line read.
+/// One command line read (a `Complete` line ended with CRLF).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Line {
-    /// A complete line, without its line end (CRLF, or a lone LF, tolerated in commands).
+    /// A complete line, without its CRLF.
     Complete,
     /// The line was longer than the bound: it was read to its end and thrown away.
     TooLong,
+    /// The line ended with a lone LF (RFC 5321 §2.3.8: commands end with CRLF); it was read to
+    /// its end and is refused, never executed.
+    BareLf,
     /// The client closed the connection (a partial last line is dropped).
     Eof,
 }
@@ -45,8 +51,9 @@ pub(crate) async fn read_line<R: AsyncBufRead + Unpin>(
                 return Ok(Line::TooLong);
             }
             out.pop(); // LF
-            if out.last() == Some(&b'\r') {
-                out.pop();
+            if out.pop() != Some(b'\r') {
+                out.clear();
+                return Ok(Line::BareLf);
             }
             return Ok(Line::Complete);
         }
@@ -84,6 +91,10 @@ pub(crate) struct DataDecoder {
     pub oversized: bool,
     /// A CR not followed by LF, or an LF not preceded by CR, was seen.
     pub bare_line_end: bool,
+    /// A line longer than [`MAX_TEXT_LINE`] octets (CRLF excluded) was seen.
+    pub long_line: bool,
+    /// Octets of the current line so far (CR excluded).
+    line_len: usize,
 }
 
 impl DataDecoder {
@@ -95,10 +106,20 @@ impl DataDecoder {
             total: 0,
             oversized: false,
             bare_line_end: false,
+            long_line: false,
+            line_len: 0,
         }
     }
 
     fn emit(&mut self, bytes: &[u8]) {
+        match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(last) => self.line_len = bytes.len() - last - 1,
+            None if bytes == b"\r" => {}
+            None => self.line_len = self.line_len.saturating_add(bytes.len()),
+        }
+        if self.line_len > MAX_TEXT_LINE {
+            self.long_line = true;
+        }
         self.total = self.total.saturating_add(bytes.len());
         if self.oversized {
             return;
@@ -270,11 +291,9 @@ mod tests {
             Line::Complete
         );
         assert_eq!(out, b"EHLO x");
-        assert_eq!(
-            read_line(&mut r, &mut out, 64).await.unwrap(),
-            Line::Complete
-        );
-        assert_eq!(out, b"NOOP");
+        // Issue 11: a lone LF no longer ends a command (it used to be tolerated).
+        assert_eq!(read_line(&mut r, &mut out, 64).await.unwrap(), Line::BareLf);
+        assert!(out.is_empty());
         assert_eq!(read_line(&mut r, &mut out, 64).await.unwrap(), Line::Eof);
 
         let long = [b"x".repeat(100), b"\r\nQUIT\r\n".to_vec()].concat();
@@ -289,5 +308,21 @@ mod tests {
             Line::Complete
         );
         assert_eq!(out, b"QUIT");
+    }
+
+    #[test]
+    fn lines_over_998_octets_are_noted() {
+        let ok = format!("{}\r\n{}\r\n.\r\n", "a".repeat(998), "b".repeat(10));
+        let (d, _) = decode(&[ok.as_bytes()], 1 << 20);
+        assert!(!d.long_line);
+        let long = format!("x\r\n{}\r\n.\r\n", "a".repeat(999));
+        for cut in [1, 500, 1003] {
+            let (a, b) = long.as_bytes().split_at(cut);
+            let (d, _) = decode(&[a, b], 1 << 20);
+            assert!(d.long_line, "cut {cut}");
+        }
+        // Dot-stuffing is not counted: "." + 998 octets is a 998-octet line.
+        let stuffed = format!(".{}\r\n.\r\n", ".".repeat(998));
+        assert!(!decode(&[stuffed.as_bytes()], 1 << 20).0.long_line);
     }
 }

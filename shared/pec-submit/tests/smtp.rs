@@ -617,10 +617,15 @@ async fn data_over_the_limit_is_552_nothing_stored_session_goes_on() {
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(server.sink.stored().len(), 1);
 
-    // Exactly at the limit is accepted.
+    // Exactly at the limit is accepted (in lines of at most 998 octets: longer ones are
+    // refused on their own, see lines_over_998_octets_are_refused).
     let mut exact = b"Subject: exact\r\n\r\n".to_vec();
+    while MAX_BYTES - exact.len() > 1000 {
+        exact.extend_from_slice(format!("{}\r\n", "y".repeat(998)).as_bytes());
+    }
     exact.resize(MAX_BYTES - 2, b'y');
     exact.extend_from_slice(b"\r\n");
+    assert_eq!(exact.len(), MAX_BYTES);
     let mut wire = exact.clone();
     wire.extend_from_slice(b".\r\n");
     c.expect(&format!("MAIL FROM:<{USER}>"), 250).await;
@@ -628,6 +633,47 @@ async fn data_over_the_limit_is_552_nothing_stored_session_goes_on() {
     let r = c.data(&wire).await;
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(server.sink.stored()[1].raw, exact);
+    server.shutdown().await;
+}
+
+/// Issue 11: header (or body) lines over 998 octets would be copied into envelopes that SES and
+/// other MTAs refuse: refused at DATA with the reason, nothing stored, the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_over_998_octets_are_refused() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.logged_in().await;
+    for (subject_len, code) in [
+        (999 - "Subject: ".len(), 554),
+        (998 - "Subject: ".len(), 250),
+    ] {
+        c.expect(&format!("MAIL FROM:<{USER}>"), 250).await;
+        c.expect("RCPT TO:<a@pec.other.it>", 250).await;
+        let wire = format!("Subject: {}\r\n\r\nok\r\n.\r\n", "s".repeat(subject_len));
+        let r = c.data(wire.as_bytes()).await;
+        assert_eq!(r.code, code, "{r:?}");
+        if code == 554 {
+            assert!(r.text.contains("longer than 998 characters"), "{r:?}");
+        }
+    }
+    assert_eq!(server.sink.stored().len(), 1);
+    server.shutdown().await;
+}
+
+/// Issue 11: a command ending with a lone LF is refused, never executed (before, it was
+/// tolerated), in every state: before and after AUTH, and as an AUTH continuation line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_ending_with_a_bare_lf_are_refused() {
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.logged_in().await;
+    c.write(b"NOOP\n").await;
+    let r = c.reply().await.expect("a reply");
+    assert_eq!(r.code, 500, "{r:?}");
+    assert!(r.text.contains("bare LF"), "{r:?}");
+    c.write(format!("MAIL FROM:<{USER}>\n").as_bytes()).await;
+    assert_eq!(c.reply().await.expect("a reply").code, 500);
+    // Nothing was started by the refused MAIL: a RCPT has no transaction.
+    c.expect("RCPT TO:<a@pec.other.it>", 503).await;
+    c.expect("NOOP", 250).await;
     server.shutdown().await;
 }
 
