@@ -10,16 +10,19 @@
 //! - [`publish`]: queue sends, integration events, outbound mail;
 //! - [`keys`]: every object key, formatted and parsed in one place;
 //! - [`contract`]: what one step hands the next;
-//! - [`config`]: the one configuration reader.
+//! - [`config`]: the one configuration reader;
+//! - [`login`]: failed-login throttling for every way a person logs in.
 
 pub mod config;
 pub mod contract;
 pub mod keys;
+pub mod login;
 pub mod publish;
 pub mod state;
 pub mod store;
 
 pub use config::{ConfigError, Env};
+pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy};
 pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
 pub use state::{
     DeliveryStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,

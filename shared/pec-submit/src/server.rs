@@ -45,8 +45,21 @@ impl Server {
                 credentials,
                 sink,
                 hash_slots: Semaphore::new(hash_slots),
+                throttle: Arc::new(pec_ports::MemoryThrottle::new(
+                    pec_ports::ThrottlePolicy::default(),
+                )),
             }),
         }
+    }
+
+    /// Uses `throttle` for the failed-login lockout (default: [`pec_ports::MemoryThrottle`] with
+    /// [`pec_ports::ThrottlePolicy::default`]: 10 failures per account or 30 per source address
+    /// within 15 minutes lock for 15 minutes). Call before [`Server::serve`].
+    pub fn with_login_throttle(mut self, throttle: Arc<dyn pec_ports::LoginThrottle>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.throttle = throttle;
+        }
+        self
     }
 
     /// Accepts connections on `listener` (bound by the caller) and serves each session in its

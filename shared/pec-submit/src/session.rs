@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub sink: Arc<dyn Sink>,
     /// Bounds concurrent Argon2 checks (each costs CPU and `m_cost` memory).
     pub hash_slots: Semaphore,
+    /// Failed-login lockout per account and per source address (shared by every session).
+    pub throttle: Arc<dyn pec_ports::LoginThrottle>,
 }
 
 /// The session must end now (connection lost, or a closing reply was already sent).
@@ -534,9 +536,30 @@ impl Session {
                     .await;
             }
         };
+        let source = self.peer.ip().to_canonical().to_string();
         let outcome = match credentials {
             Some((user, password)) if !user.is_empty() && !password.is_empty() => {
-                self.verify(user, password).await
+                let throttle = &self.shared.throttle;
+                if let pec_ports::LoginVerdict::Locked { until } =
+                    throttle.allowed(&user, &source, chrono::Utc::now())
+                {
+                    // Not even the right password: counted per login name and per source, for
+                    // unknown names too, so this says nothing about whether a mailbox exists.
+                    info!(user = ?user, source = %source, until = %until, "login locked out");
+                    return self
+                        .answer(
+                            io,
+                            "454 4.7.0 Too many failed logins for this account or from this address; try again later",
+                        )
+                        .await;
+                }
+                let outcome = self.verify(user.clone(), password).await;
+                match &outcome {
+                    Verified::Ok(_) => throttle.succeeded(&user, &source, chrono::Utc::now()),
+                    Verified::Invalid => throttle.failed(&user, &source, chrono::Utc::now()),
+                    Verified::Temporary => {}
+                }
+                outcome
             }
             _ => {
                 info!("malformed or empty credentials");

@@ -677,6 +677,67 @@ async fn commands_ending_with_a_bare_lf_are_refused() {
     server.shutdown().await;
 }
 
+/// One AUTH PLAIN attempt in a fresh session; the reply code.
+async fn auth_once(server: &TestServer, user: &str, password: &str) -> u16 {
+    let mut c = server.raw().await;
+    c.expect("EHLO client.test", 250).await;
+    let mut c = c.starttls(&server.tls).await;
+    c.expect("EHLO client.test", 250).await;
+    c.cmd(&format!("AUTH PLAIN {}", plain(user, password)))
+        .await
+        .code
+}
+
+/// Issue 11: 90 wrong passwords over 30 sessions, then the right one, used to work. Now 10
+/// failures lock the login name for 15 minutes (the right password included), across
+/// sessions; unknown names lock the same way (no enumeration); 30 failures lock the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_the_account_and_the_source() {
+    let server = TestServer::start(|_| {}).await;
+    for _ in 0..10 {
+        assert_eq!(auth_once(&server, USER, "wrong").await, 535);
+    }
+    assert_eq!(
+        auth_once(&server, USER, PASSWORD).await,
+        454,
+        "locked, right password or not"
+    );
+    for _ in 0..10 {
+        assert_eq!(auth_once(&server, "nobody@pec.example.it", "x").await, 535);
+    }
+    assert_eq!(
+        auth_once(&server, "nobody@pec.example.it", "x").await,
+        454,
+        "same as a mailbox"
+    );
+    server.shutdown().await;
+
+    // Another server: 30 failures from this address on 30 names lock the address.
+    let server = TestServer::start(|_| {}).await;
+    for i in 0..30 {
+        assert_eq!(
+            auth_once(&server, &format!("u{i}@pec.example.it"), "x").await,
+            535
+        );
+    }
+    assert_eq!(
+        auth_once(&server, USER, PASSWORD).await,
+        454,
+        "the source is locked"
+    );
+    server.shutdown().await;
+
+    // A success forgets the account's failures.
+    let server = TestServer::start(|_| {}).await;
+    for _ in 0..9 {
+        assert_eq!(auth_once(&server, USER, "wrong").await, 535);
+    }
+    assert_eq!(auth_once(&server, USER, PASSWORD).await, 235);
+    assert_eq!(auth_once(&server, USER, "wrong").await, 535);
+    assert_eq!(auth_once(&server, USER, PASSWORD).await, 235);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_failure_is_451_and_transient_for_the_client() {
     let server = TestServer::start(|_| {}).await;
