@@ -128,11 +128,14 @@ async fn step_for(
     aws: &AwsClients,
     env: &BTreeMap<String, String>,
 ) -> Result<BoxedStep> {
-    let env = Env::from_map(env).overlay(Env::from_fn(|name| {
-        (name == "PEC_CLAMD_SOCKET")
-            .then(|| std::env::var(name).ok())
-            .flatten()
-    }));
+    // Locally clamd is infra/local/clamd.sh's: the runner never launches the Lambda layer's.
+    let env = Env::from_map(env)
+        .overlay(Env::from_fn(|name| {
+            (name == "PEC_CLAMD_SOCKET")
+                .then(|| std::env::var(name).ok())
+                .flatten()
+        }))
+        .without("PEC_CLAMD_BINARY");
     pec_host::wiring::by_function(function, aws.clone(), env)
         .await
         .with_context(|| format!("starting {function}"))

@@ -124,14 +124,17 @@ fn closes(body: &[u8], boundary: &str) -> bool {
 /// The boundary of the first multipart of `m` whose closing delimiter is missing. An open
 /// multipart inside our envelope swallows the envelope's own boundaries for MIME parsers (ours
 /// and other providers'), so the signed envelope would read as tampered.
+/// Attached messages (`message/rfc822`) are searched too, to any depth the parser went (their
+/// parts' offsets are into the same `raw`).
 fn unterminated_multipart(m: &mail_parser::Message<'_>, raw: &[u8]) -> Option<String> {
-    m.parts.iter().find_map(|p| {
-        if !matches!(p.body, mail_parser::PartType::Multipart(_)) {
-            return None;
+    m.parts.iter().find_map(|p| match &p.body {
+        mail_parser::PartType::Multipart(_) => {
+            let boundary = p.content_type()?.attribute("boundary")?.to_string();
+            let body = raw.get(p.offset_body as usize..(p.offset_end as usize).min(raw.len()))?;
+            (!closes(body, &boundary)).then_some(boundary)
         }
-        let boundary = p.content_type()?.attribute("boundary")?.to_string();
-        let body = raw.get(p.offset_body as usize..(p.offset_end as usize).min(raw.len()))?;
-        (!closes(body, &boundary)).then_some(boundary)
+        mail_parser::PartType::Message(inner) => unterminated_multipart(inner, raw),
+        _ => None,
     })
 }
 
@@ -161,8 +164,12 @@ fn transport_problem(name: &str, value: &[u8]) -> Option<&'static str> {
         return Some("contiene un ritorno a capo isolato");
     }
     let mut lines = text.split("\r\n");
-    let first = lines.next().unwrap_or_default();
-    if name.len() + 1 + first.len() > 998 {
+    // The envelope writes `Name: value` with the value's leading blanks trimmed.
+    let first = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches([' ', '\t']);
+    if name.len() + 2 + first.len() > 998 {
         return Some("contiene una riga più lunga di 998 caratteri");
     }
     for line in lines {
@@ -478,6 +485,19 @@ mod tests {
         assert_eq!(
             check("--b\r\n\r\nx\r\n"),
             Err(vec![FormalError::UnterminatedMultipart("b".into())])
+        );
+        // An attached message whose multipart never closes is found too.
+        let attached = "--b\r\nContent-Type: message/rfc822\r\n\r\n\
+             From: x@example.com\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"inner\"\r\n\r\n\
+             --inner\r\n\r\ntesto\r\n\r\n--b--\r\n";
+        assert_eq!(
+            check(attached),
+            Err(vec![FormalError::UnterminatedMultipart("inner".into())])
+        );
+        assert_eq!(
+            check(&attached.replace("testo\r\n\r\n--b--", "testo\r\n--inner--\r\n\r\n--b--")),
+            Ok(())
         );
         // The closing delimiter counts only at the start of a line.
         assert_eq!(

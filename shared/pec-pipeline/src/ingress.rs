@@ -186,7 +186,11 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
         // have been rewritten since) only rebuild its effects and never change it.
         let (record, verdict) = match self.state.create_message(&record).await? {
             None => (record, verdict),
-            Some(recorded) => {
+            Some(mut recorded) => {
+                // Records written before the reverse path was kept carry none.
+                if recorded.reverse_path.is_empty() {
+                    recorded.reverse_path = envelope.reverse_path.clone();
+                }
                 let refused = recorded.state == MessageState::Rejected;
                 if refused != verdict.is_err() {
                     return self.decision_in_force(recorded).await;

@@ -107,6 +107,11 @@ impl<'a> Env<'a> {
         }
     }
 
+    /// This environment with `name` unset.
+    pub fn without(self, name: &'a str) -> Env<'a> {
+        Env::from_fn(move |n| if n == name { None } else { self.optional(n) })
+    }
+
     /// This environment with `overrides` taking precedence where they have a value.
     pub fn overlay(self, overrides: Env<'a>) -> Env<'a> {
         Env::from_fn(move |name| overrides.optional(name).or_else(|| self.optional(name)))
@@ -159,6 +164,9 @@ mod tests {
         let over = env(&[("A", "over"), ("B", "")]);
         let e = Env::from_map(&base).overlay(Env::from_map(&over));
         assert_eq!(e.required("A").unwrap(), "over");
+        assert_eq!(e.required("B").unwrap(), "base");
+        let e = e.without("A");
+        assert_eq!(e.optional("A"), None);
         assert_eq!(e.required("B").unwrap(), "base");
     }
 }

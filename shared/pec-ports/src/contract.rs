@@ -93,10 +93,6 @@ impl Point {
 /// own and read tolerantly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanHandoff {
-    #[serde(default)]
-    pub version: Option<u32>,
-    #[serde(default)]
-    pub request: Option<ScanRequest>,
     pub scanned_at: DateTime<Utc>,
 }
 

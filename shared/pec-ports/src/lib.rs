@@ -22,7 +22,7 @@ pub mod state;
 pub mod store;
 
 pub use config::{ConfigError, Env};
-pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy};
+pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, source_key};
 pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
 pub use state::{
     DeliveryStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,

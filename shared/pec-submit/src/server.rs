@@ -53,13 +53,15 @@ impl Server {
     }
 
     /// Uses `throttle` for the failed-login lockout (default: [`pec_ports::MemoryThrottle`] with
-    /// [`pec_ports::ThrottlePolicy::default`]: 10 failures per account or 30 per source address
-    /// within 15 minutes lock for 15 minutes). Call before [`Server::serve`].
-    pub fn with_login_throttle(mut self, throttle: Arc<dyn pec_ports::LoginThrottle>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.throttle = throttle;
+    /// [`pec_ports::ThrottlePolicy::default`]).
+    pub fn with_login_throttle(self, throttle: Arc<dyn pec_ports::LoginThrottle>) -> Self {
+        // `serve` takes the server by value, so nothing else holds `shared` yet.
+        let mut shared = Arc::try_unwrap(self.shared)
+            .unwrap_or_else(|_| unreachable!("a Server's state is shared only once it serves"));
+        shared.throttle = throttle;
+        Self {
+            shared: Arc::new(shared),
         }
-        self
     }
 
     /// Accepts connections on `listener` (bound by the caller) and serves each session in its

@@ -540,18 +540,24 @@ impl Session {
         let outcome = match credentials {
             Some((user, password)) if !user.is_empty() && !password.is_empty() => {
                 let throttle = &self.shared.throttle;
-                if let pec_ports::LoginVerdict::Locked { until } =
-                    throttle.allowed(&user, &source, chrono::Utc::now())
-                {
-                    // Not even the right password: counted per login name and per source, for
-                    // unknown names too, so this says nothing about whether a mailbox exists.
-                    info!(user = ?user, source = %source, until = %until, "login locked out");
-                    return self
-                        .answer(
-                            io,
-                            "454 4.7.0 Too many failed logins for this account or from this address; try again later",
-                        )
-                        .await;
+                match throttle.allowed(&user, &source, chrono::Utc::now()) {
+                    pec_ports::LoginVerdict::Locked { until } => {
+                        // Not even the right password: counted per login name and source and
+                        // per source, for unknown names too, so this says nothing about
+                        // whether a mailbox exists.
+                        info!(user = ?user, source = %source, until = %until, "login locked out");
+                        return self
+                            .answer(
+                                io,
+                                "454 4.7.0 Too many failed logins for this account or from this address; try again later",
+                            )
+                            .await;
+                    }
+                    pec_ports::LoginVerdict::Slowed { delay } => {
+                        info!(user = ?user, source = %source, "login slowed: failures from several sources");
+                        tokio::time::sleep(delay.to_std().unwrap_or_default()).await;
+                    }
+                    pec_ports::LoginVerdict::Allowed => {}
                 }
                 let outcome = self.verify(user.clone(), password).await;
                 match &outcome {

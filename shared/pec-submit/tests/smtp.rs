@@ -689,8 +689,10 @@ async fn auth_once(server: &TestServer, user: &str, password: &str) -> u16 {
 }
 
 /// Issue 11: 90 wrong passwords over 30 sessions, then the right one, used to work. Now 10
-/// failures lock the login name for 15 minutes (the right password included), across
-/// sessions; unknown names lock the same way (no enumeration); 30 failures lock the source.
+/// failures for a login name from one address lock that name from that address for 15 minutes
+/// (the right password included), across sessions; unknown names lock the same way (no
+/// enumeration); 30 failures lock the address. (From other addresses the name is only slowed:
+/// pec_ports::login's tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_logins_lock_the_account_and_the_source() {
     let server = TestServer::start(|_| {}).await;
