@@ -151,10 +151,15 @@ fn per_conto_di(name: &str, provider: &Provider) -> (String, String) {
 }
 
 /// Raw header values inherited from a message (CRLF-canonical, folded as they were).
+/// The values of a header the envelope repeats, as they are. A value that cannot travel in a
+/// signed envelope (8-bit text, broken folding, an overlong line: see
+/// `checks::transport_problem`) is left out: the access point refuses such submissions, so this
+/// only happens in anomaly envelopes of mail from outside, whose original is attached whole.
 fn inherited(m: &mail_parser::Message<'_>, raw: &[u8], name: &str) -> Vec<String> {
     raw_values(m, raw, name)
         .into_iter()
         .filter(|v| !v.is_empty())
+        .filter(|v| crate::checks::transport_problem(name, v.as_bytes()).is_none())
         .map(str::to_string)
         .collect()
 }

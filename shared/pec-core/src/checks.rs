@@ -145,7 +145,7 @@ pub const ENVELOPE_INHERITS: [&str; 4] = ["Received", "Reply-To", "To", "Cc"];
 /// Why a raw header value cannot travel in a signed envelope, if it cannot: RFC 5322 wants
 /// ASCII (8-bit text must be RFC 2047-encoded), no control characters, CRLF line ends only as
 /// folds, no whitespace-only folded line, lines of at most 998 octets.
-fn transport_problem(name: &str, value: &[u8]) -> Option<&'static str> {
+pub(crate) fn transport_problem(name: &str, value: &[u8]) -> Option<&'static str> {
     if !value.is_ascii() {
         return Some("contiene caratteri non ASCII (vanno codificati secondo RFC 2047)");
     }

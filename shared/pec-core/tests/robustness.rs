@@ -60,3 +60,47 @@ fn hostile_shapes() {
         let _ = daticert::parse(raw);
     }
 }
+
+/// Mail from outside with headers no signed envelope can carry (raw 8-bit text, a
+/// whitespace-only folded line, a 1,000-octet line): its anomaly envelope leaves those values
+/// out (the original travels whole inside), so the signer never refuses it (issue 11, the
+/// receiving-point side of defect 1).
+#[test]
+fn an_anomaly_envelope_is_always_signable() {
+    use chrono::TimeZone;
+    use pec_core::build::{self, Ctx, Provider};
+    use pec_core::ids::SequentialIds;
+    use pec_core::message::UnsignedMessage;
+
+    let provider = Provider::new("Example Gestore PEC S.p.A.", "pec.example.test").unwrap();
+    let mut ids = SequentialIds::new("t");
+    let mut ctx = Ctx {
+        provider: &provider,
+        now: chrono::Utc
+            .with_ymd_and_hms(2026, 11, 23, 9, 30, 0)
+            .unwrap(),
+        ids: &mut ids,
+    };
+    let mut raw = "From: amico@ordinaria.test\r\nTo: \"Ànna\" <anna@pec.example.test>\r\n\
+                   Cc: anna@pec.example.test,\r\n \r\n anna@pec.example.test\r\n"
+        .as_bytes()
+        .to_vec();
+    raw.extend_from_slice(format!("Reply-To: \"{}\" <a@x.test>\r\n", "x".repeat(1000)).as_bytes());
+    raw.extend_from_slice(b"Received: from mx by \xe9vil\r\nSubject: ciao\r\n\r\ntesto\r\n");
+    let anomaly = build::busta_anomalia(&mut ctx, &raw, false).unwrap();
+    for (name, value) in &anomaly.headers {
+        assert!(value.is_ascii(), "{name}: {value:?}");
+        assert!(
+            !["To", "Cc", "Received"].contains(&name.as_str()),
+            "{name}: {value:?}"
+        );
+        if name == "Reply-To" {
+            assert_eq!(
+                value, "amico@ordinaria.test",
+                "the sender instead of the unusable value"
+            );
+        }
+    }
+    let back = UnsignedMessage::from_rendered(&anomaly.render()).unwrap();
+    assert_eq!(back, anomaly);
+}
