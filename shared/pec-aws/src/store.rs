@@ -33,6 +33,36 @@ fn store_error(
     }
 }
 
+/// A PutObject of `body` that only creates (`If-None-Match: *`), with a SHA-256 checksum.
+fn conditional_put(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .if_none_match("*")
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .body(ByteStream::from(body))
+}
+
+/// Sends a [`conditional_put`]: an existing key is [`PutOutcome::AlreadyExists`], not an error.
+async fn send_conditional(
+    put: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    operation: &'static str,
+    bucket: &str,
+    key: &str,
+) -> Result<PutOutcome, StoreError> {
+    match put.send().await {
+        Ok(_) => Ok(PutOutcome::Created),
+        Err(e) if e.code() == Some("PreconditionFailed") => Ok(PutOutcome::AlreadyExists),
+        Err(e) => Err(store_error(operation, bucket, key, e)),
+    }
+}
+
 /// An error with its causes, one line (SDK errors hide the useful part in `source()`).
 pub fn aws_error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
@@ -117,22 +147,8 @@ impl ObjectStore for S3Store {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<PutOutcome, StoreError> {
-        let result = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .if_none_match("*")
-            .content_type(content_type)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .body(ByteStream::from(body))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(e) if e.code() == Some("PreconditionFailed") => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(store_error("PutObject", bucket, key, e)),
-        }
+        let put = conditional_put(&self.client, bucket, key, body).content_type(content_type);
+        send_conditional(put, "PutObject", bucket, key).await
     }
 }
 
@@ -157,28 +173,10 @@ impl RetainedStore for S3Retained {
         body: Vec<u8>,
         retain_until: DateTime<Utc>,
     ) -> Result<PutOutcome, StoreError> {
-        let result = self
-            .client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .if_none_match("*")
+        let put = conditional_put(&self.client, bucket, key, body)
             .content_type("message/rfc822")
             .object_lock_mode(ObjectLockMode::Compliance)
-            .object_lock_retain_until_date(S3DateTime::from_secs(retain_until.timestamp()))
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .body(ByteStream::from(body))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(PutOutcome::Created),
-            Err(e) if e.code() == Some("PreconditionFailed") => Ok(PutOutcome::AlreadyExists),
-            Err(e) => Err(StoreError {
-                operation: "PutObject (Object Lock)",
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                message: aws_error_chain(&e),
-            }),
-        }
+            .object_lock_retain_until_date(S3DateTime::from_secs(retain_until.timestamp()));
+        send_conditional(put, "PutObject (Object Lock)", bucket, key).await
     }
 }

@@ -5,10 +5,7 @@
 
 use pec_core::build::BuildError;
 use pec_core::events::EventError;
-use pec_core::original::{self, Accepted};
-use pec_ports::{MessageRecord, ObjectStore, SendError, StateError, StoreError};
-
-use crate::ingress::tipo_of;
+use pec_ports::{ObjectStore, SendError, StateError, StoreError};
 
 /// A step failed on one record.
 #[derive(Debug, thiserror::Error)]
@@ -52,16 +49,4 @@ pub(crate) async fn required<St: ObjectStore>(
             bucket: bucket.to_string(),
             key: key.to_string(),
         })
-}
-
-/// The accepted original of a recorded submission (the certified data every receipt about it
-/// repeats), rebuilt from the submitted bytes.
-pub(crate) fn accepted(raw: &[u8], record: &MessageRecord) -> Result<Accepted, StepError> {
-    Ok(original::accept(
-        raw,
-        &record.identificativo,
-        &record.fallback_msgid,
-        &tipo_of(&record.certified),
-    )
-    .map_err(BuildError::from)?)
 }

@@ -307,7 +307,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .await?
             .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
         let raw = self.get(&s.raw_bucket, &record.raw_key).await?;
-        let accepted = crate::error::accepted(&raw, &record)?;
+        let accepted = accepted(&raw, &record)?;
 
         let receipt = {
             let mut ids = SeededIds::new("acc", &record.id);
@@ -356,4 +356,19 @@ pub fn tipo_of(certified: &[String]) -> impl Fn(&str) -> TipoDestinatario + '_ {
             TipoDestinatario::Esterno
         }
     }
+}
+
+/// The accepted original of a recorded submission (the certified data every receipt about it
+/// repeats), rebuilt from the submitted bytes.
+pub(crate) fn accepted(
+    raw: &[u8],
+    record: &MessageRecord,
+) -> Result<pec_core::original::Accepted, StepError> {
+    Ok(pec_core::original::accept(
+        raw,
+        &record.identificativo,
+        &record.fallback_msgid,
+        &tipo_of(&record.certified),
+    )
+    .map_err(pec_core::build::BuildError::from)?)
 }
