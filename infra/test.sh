@@ -14,6 +14,9 @@ started_stack=0
 cleanup() { [ "$started_stack" = 1 ] && infra/local/stack.sh stop || true; }
 trap cleanup EXIT
 
+# A one-shot run gains nothing from incremental compilation caches (several GB on disk).
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 step "install (idempotent)"
 infra/local/install.sh all
 VENV="$(pec_venv_dir)"
