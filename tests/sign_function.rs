@@ -14,9 +14,10 @@ use anyhow::{Context, Result, bail, ensure};
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{TimeZone, Utc};
 use libtest_mimic::Arguments;
-use pec_aws::{AwsClients, KmsSigner, S3Store, queue};
+use pec_aws::{AwsClients, DynamoState, KmsSigner, S3Store, queue};
 use pec_integration::{Check, HasStack, Stack, checks, run_checks, unique};
-use pec_pipeline::sign::{SignStep, s3_objects, testing::sample_message};
+use pec_pipeline::sign::testing::{acceptance_key, sample_message, seed_accepted};
+use pec_pipeline::sign::{SignStep, s3_objects};
 use pec_smime::{
     DevCa, DigestSigner, ProviderCertificateParams, Sha256Digest, SigningIdentity, TrustAnchors,
     Verdict, VerifyOptions, verify_message,
@@ -39,7 +40,7 @@ impl DigestSigner for CountingKms {
 struct Ctx {
     stack: Stack,
     aws: AwsClients,
-    step: SignStep<S3Store, CountingKms>,
+    step: SignStep<S3Store, CountingKms, DynamoState>,
     bucket: String,
     ca_pem: tempfile::NamedTempFile,
     anchors: TrustAnchors,
@@ -108,8 +109,14 @@ async fn setup(stack: Stack, binaries: Binaries) -> Result<Ctx> {
     std::io::Write::write_all(&mut ca_pem, ca.certificate_pem()?.as_bytes())?;
     let mut anchors = TrustAnchors::new();
     anchors.add_pem_bundle(ca.certificate_pem()?.as_bytes())?;
+    let state = DynamoState::new(
+        aws.dynamodb.clone(),
+        stack.output("StateTableName")?,
+        stack.output("ProviderLogTableName")?,
+    );
     let step = SignStep::new(
         S3Store::new(aws.s3.clone()),
+        state,
         CountingKms {
             inner: kms,
             calls: AtomicUsize::new(0),
@@ -189,22 +196,30 @@ async fn signed_object(ctx: &Ctx, key: &str) -> Result<Vec<u8>> {
         .to_vec())
 }
 
-/// Puts a sample provider message under `unsigned/`; returns the key its signed form will have
-/// and the sign-queue event that announces it.
-async fn put_unsigned(ctx: &Ctx, tag: &str) -> Result<(String, SqsEvent)> {
-    let name = unique(tag);
-    let unsigned_key = format!("unsigned/{name}.eml");
+/// Records message `name` as accepted (the facts the signer checks) and puts its sample
+/// acceptance where ingress would; returns the `unsigned/` key.
+async fn put_acceptance(ctx: &Ctx, name: &str) -> Result<String> {
+    seed_accepted(ctx.step.state(), name).await?;
+    let unsigned_key = acceptance_key(name);
     ctx.aws
         .s3
         .put_object()
         .bucket(&ctx.bucket)
         .key(&unsigned_key)
-        .body(sample_message(&name).render().into())
+        .body(sample_message(name).render().into())
         .send()
         .await?;
+    Ok(unsigned_key)
+}
+
+/// Puts a sample acceptance under `unsigned/`; returns the key its signed form will have and the
+/// sign-queue event that announces it.
+async fn put_unsigned(ctx: &Ctx, tag: &str) -> Result<(String, SqsEvent)> {
+    let name = unique(tag);
+    let unsigned_key = put_acceptance(ctx, &name).await?;
     let event =
         wait_for_notification(ctx, ctx.stack.output("SignQueueUrl")?, &unsigned_key).await?;
-    Ok((format!("signed/{name}.eml"), event))
+    Ok((format!("signed/msg/{name}/accettazione.eml"), event))
 }
 
 /// Runs the sign step on `event` as Lambda would and settles the batch; every record must succeed.
@@ -409,14 +424,7 @@ async fn runner_signs_what_appears_in_unsigned(ctx: Arc<Ctx>) -> Result<()> {
     let mut names = Vec::new();
     for i in 0..3 {
         let name = unique(&format!("runner{i}"));
-        ctx.aws
-            .s3
-            .put_object()
-            .bucket(&ctx.bucket)
-            .key(format!("unsigned/{name}.eml"))
-            .body(sample_message(&name).render().into())
-            .send()
-            .await?;
+        put_acceptance(&ctx, &name).await?;
         names.push(name);
     }
     let out = tokio::process::Command::new(runner)
@@ -433,7 +441,7 @@ async fn runner_signs_what_appears_in_unsigned(ctx: Arc<Ctx>) -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     for name in names {
-        let signed = signed_object(&ctx, &format!("signed/{name}.eml")).await?;
+        let signed = signed_object(&ctx, &format!("signed/msg/{name}/accettazione.eml")).await?;
         let v = verify_message(&signed, &ctx.anchors, None, &VerifyOptions::default());
         ensure!(v.verdict == Verdict::Valid, "{name}: {v:?}");
     }

@@ -77,6 +77,22 @@ impl Kind {
         !matches!(self, Kind::Ordinaria)
     }
 
+    /// The kind a provider message declares in its own headers (values trimmed and compared
+    /// without case): `X-Ricevuta` for a receipt or notice, else `X-Trasporto`
+    /// (`posta-certificata`, `errore`) for an envelope. `None` when both or neither are given, or
+    /// the value is unknown.
+    pub fn declared(x_ricevuta: Option<&str>, x_trasporto: Option<&str>) -> Option<Kind> {
+        match (x_ricevuta, x_trasporto) {
+            (Some(r), None) => Kind::from_x_ricevuta(&r.trim().to_ascii_lowercase()),
+            (None, Some(t)) => match t.trim().to_ascii_lowercase().as_str() {
+                "posta-certificata" => Some(Kind::BustaTrasporto),
+                "errore" => Some(Kind::BustaAnomalia),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     fn from_x_ricevuta(v: &str) -> Option<Kind> {
         Some(match v {
             "accettazione" => Kind::Accettazione,

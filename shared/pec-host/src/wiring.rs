@@ -51,16 +51,18 @@ fn s3(aws: &AwsClients) -> S3Store {
     S3Store::new(aws.s3.clone())
 }
 
-/// The sign step: `PEC_EVIDENCE_BUCKET`, `PEC_SIGNING_KEY_ID`, `PEC_SIGNING_CHAIN_KEY`. Refuses
+/// The sign step: `PEC_EVIDENCE_BUCKET`, `PEC_SIGNING_KEY_ID`, `PEC_SIGNING_CHAIN_KEY`, and the
+/// state table it checks facts against (`PEC_STATE_TABLE`, `PEC_LOG_TABLE`; read only). Refuses
 /// to start when the certificate is not for the KMS key.
 pub async fn sign(
     aws: AwsClients,
     env: Env<'_>,
-) -> Result<SignStep<S3Store, KmsSigner>, WiringError> {
+) -> Result<SignStep<S3Store, KmsSigner, DynamoState>, WiringError> {
     let key_id = env.required("PEC_SIGNING_KEY_ID")?;
     let signer = KmsSigner::new(aws.kms.clone(), key_id.clone());
     let public_key = signer.public_key_spki_der().await?;
-    Ok(pec_pipeline::sign::configured(s3(&aws), signer, &public_key, &key_id, &env).await?)
+    let state = state(&aws, &env)?;
+    Ok(pec_pipeline::sign::configured(s3(&aws), state, signer, &public_key, &key_id, &env).await?)
 }
 
 /// The scan step and, when `PEC_CLAMD_BINARY` names it (a Lambda layer), the clamd it starts

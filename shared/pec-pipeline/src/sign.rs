@@ -7,12 +7,32 @@
 //!
 //! Idempotent: when `signed/<name>` already exists the step neither signs again nor writes; the
 //! write itself is conditional, so two concurrent duplicates still leave exactly one object.
+//!
+//! **The signer trusts no writer.** Five steps write under `unsigned/` (ingress, receiving,
+//! receipts, timers, scan), one of which handles hostile attachments. Before signing, the step
+//! checks that
+//! 1. the key is one a step writes ([`keys::parse_unsigned`]) and the message declares exactly
+//!    the kind that key admits (`X-Ricevuta` / `X-Trasporto`): the scan step's prefix cannot
+//!    yield an acceptance, the timers' cannot yield a delivery receipt;
+//! 2. the recorded state says so: an acceptance or envelope only for a message recorded as
+//!    accepted, a non-acceptance only for a refused one, each addressed to the recorded sender;
+//!    a delivery receipt or non-delivery notice only for the outcome recorded for that recipient;
+//!    a timeout notice only for a relayed recipient; a presa in carico or anomaly envelope only
+//!    for the receiving point's recorded decision; a virus notice only for a recorded virus
+//!    verdict that lists it.
+//!
+//! Anything else is refused ([`StepError::Refused`]): retried, then kept in the dead-letter
+//! queue with its alarm, never signed.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
+use pec_core::classify::Kind;
 use pec_core::message::{RenderedError, UnsignedMessage};
-use pec_ports::keys;
-use pec_ports::{ConfigError, Env, ObjectStore, PutOutcome, StoreError};
+use pec_ports::keys::{self, UnsignedKey};
+use pec_ports::{
+    ConfigError, DeliveryStatus, Env, InboundDecision, MessageState, ObjectStore, PutOutcome,
+    StateError, StateStore, StoreError,
+};
 use pec_smime::{DigestSigner, SignError, SigningIdentity, sign_message};
 
 /// What happened to one object.
@@ -32,6 +52,14 @@ pub enum Outcome {
 pub enum StepError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("s3://{bucket}/{key} was refused, not signed: {reason}")]
+    Refused {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
     #[error("s3://{bucket}/{key} was announced but does not exist")]
     Missing { bucket: String, key: String },
     #[error("s3://{bucket}/{key} is not an unsigned provider message: {source}")]
@@ -50,28 +78,38 @@ pub enum StepError {
     NotAnS3Notification { message_id: String, reason: String },
 }
 
-/// The step, over any object store and signer (S3 + KMS in Lambda, memory + local key in tests).
-pub struct SignStep<St, Si> {
+/// The step, over any object store, state store and signer (S3 + DynamoDB + KMS in Lambda,
+/// memory fakes + local key in tests).
+pub struct SignStep<St, Si, Db> {
     store: St,
+    state: Db,
     signer: Si,
     identity: SigningIdentity,
     bucket: String,
 }
 
-impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
-    /// `bucket` is the evidence bucket; `identity` the provider certificate and its chain.
+impl<St: ObjectStore, Si: DigestSigner, Db: StateStore> SignStep<St, Si, Db> {
+    /// `bucket` is the evidence bucket; `identity` the provider certificate and its chain;
+    /// `state` the state table the facts are checked against (read only).
     pub fn new(
         store: St,
+        state: Db,
         signer: Si,
         identity: SigningIdentity,
         bucket: impl Into<String>,
     ) -> Self {
         Self {
             store,
+            state,
             signer,
             identity,
             bucket: bucket.into(),
         }
+    }
+
+    /// The state store (tests seed the facts).
+    pub fn state(&self) -> &Db {
+        &self.state
     }
 
     /// The store (tests read what the step wrote).
@@ -117,6 +155,13 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
                 key: key.to_string(),
                 source,
             })?;
+        if let Err(reason) = self.admissible(key, &unsigned).await? {
+            return Err(StepError::Refused {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                reason,
+            });
+        }
         let signed = sign_message(
             &self.signer,
             &self.identity,
@@ -138,6 +183,136 @@ impl<St: ObjectStore, Si: DigestSigner> SignStep<St, Si> {
             PutOutcome::Created => Ok(Outcome::Signed { signed_key }),
             PutOutcome::AlreadyExists => Ok(Outcome::AlreadySigned { signed_key }),
         }
+    }
+
+    /// `Ok(Err(reason))` when `unsigned` must not be signed under `key` (module docs).
+    async fn admissible(
+        &self,
+        key: &str,
+        unsigned: &UnsignedMessage,
+    ) -> Result<Result<(), String>, StepError> {
+        let Some(parsed) = keys::parse_unsigned(key) else {
+            return Ok(Err("no step writes this key".into()));
+        };
+        let header = |name: &str| -> Result<Option<&str>, String> {
+            let mut values = unsigned
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str());
+            let first = values.next();
+            match values.next() {
+                Some(_) => Err(format!("{name} appears more than once")),
+                None => Ok(first),
+            }
+        };
+        let declared = match (header("X-Ricevuta"), header("X-Trasporto")) {
+            (Ok(r), Ok(t)) => Kind::declared(r, t),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        if declared != Some(parsed.kind()) {
+            return Ok(Err(format!(
+                "the key admits a {} but the message declares {}",
+                parsed.kind().as_str(),
+                declared.map_or("no known kind", |k| k.as_str())
+            )));
+        }
+        let to = header("To").ok().flatten().unwrap_or_default();
+        let addressed_to = |address: &str| {
+            to.to_ascii_lowercase()
+                .contains(&address.to_ascii_lowercase())
+        };
+        Ok(match parsed {
+            UnsignedKey::Submission { id, kind } => match self.state.message(id).await? {
+                None => Err(format!("no message {id} is recorded")),
+                Some(record) => {
+                    let wanted = match kind {
+                        Kind::NonAccettazione => MessageState::Rejected,
+                        _ => MessageState::Accepted,
+                    };
+                    if record.state != wanted {
+                        Err(format!(
+                            "message {id} is recorded as {}, not {}",
+                            record.state, wanted
+                        ))
+                    } else if kind != Kind::BustaTrasporto && !addressed_to(&record.user) {
+                        Err(format!(
+                            "the {} is not addressed to the recorded sender",
+                            kind.as_str()
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+            },
+            UnsignedKey::Recipient {
+                id,
+                recipient,
+                kind: Kind::PreavvisoErroreConsegna,
+                ..
+            } => match self.state.relay(id, recipient).await? {
+                Some(relay) if relay.certified => Ok(()),
+                Some(_) => Err(format!(
+                    "{recipient} of {id} is not a PEC mailbox: no timeout notice applies"
+                )),
+                None => Err(format!("{recipient} of {id} was never relayed")),
+            },
+            UnsignedKey::Recipient {
+                id,
+                recipient,
+                kind,
+                ..
+            } => {
+                let wanted = if kind == Kind::AvvenutaConsegna {
+                    DeliveryStatus::Delivered
+                } else {
+                    DeliveryStatus::NotDelivered
+                };
+                match self.state.recipient(id, recipient).await? {
+                    Some(o) if o.status == wanted => Ok(()),
+                    Some(o) => Err(format!(
+                        "{recipient} of {id} is recorded as {}, not {wanted}",
+                        o.status
+                    )),
+                    None => Err(format!("no outcome is recorded for {recipient} of {id}")),
+                }
+            }
+            UnsignedKey::Inbound { id, kind } => {
+                let wanted = if kind == Kind::PresaInCarico {
+                    InboundDecision::Envelope
+                } else {
+                    InboundDecision::Anomaly
+                };
+                match self.state.inbound(id).await? {
+                    Some(r) if r.decision == wanted => Ok(()),
+                    Some(r) => Err(format!(
+                        "inbound {id} was decided as {}, not {wanted}",
+                        r.decision
+                    )),
+                    None => Err(format!("no inbound message {id} is recorded")),
+                }
+            }
+            UnsignedKey::ScanNotice { raw_key, .. } => {
+                let verdict = keys::verdict_key(raw_key);
+                match self.store.get(&self.bucket, &verdict).await? {
+                    None => Err(format!("no scan verdict {verdict} is recorded")),
+                    Some(bytes) => {
+                        match serde_json::from_slice::<crate::scan::ScanRecord>(&bytes) {
+                            Err(e) => Err(format!("the scan verdict {verdict} is unreadable: {e}")),
+                            Ok(record) if !record.outputs.notices.iter().any(|n| n == key) => Err(
+                                format!("the scan verdict {verdict} does not list this notice"),
+                            ),
+                            Ok(record)
+                                if !matches!(record.decision, pec_scan::Decision::Virus { .. }) =>
+                            {
+                                Err(format!("the scan verdict {verdict} is not a virus"))
+                            }
+                            Ok(_) => Ok(()),
+                        }
+                    }
+                }
+            }
+        })
     }
 
     /// One SQS batch: every record that fails is reported for retry (partial batch response);
@@ -198,13 +373,14 @@ pub enum SetupError {
 /// `key_id` names it in errors.
 ///
 /// Refuses to start with a certificate that is not for the key: every signature would fail.
-pub async fn configured<St: ObjectStore, Si: DigestSigner>(
+pub async fn configured<St: ObjectStore, Si: DigestSigner, Db: StateStore>(
     store: St,
+    state: Db,
     signer: Si,
     signer_public_key: &[u8],
     key_id: &str,
     env: &Env<'_>,
-) -> Result<SignStep<St, Si>, SetupError> {
+) -> Result<SignStep<St, Si, Db>, SetupError> {
     let bucket = env.required("PEC_EVIDENCE_BUCKET")?;
     let chain_key = env.required("PEC_SIGNING_CHAIN_KEY")?;
     let chain = store
@@ -227,16 +403,62 @@ pub async fn configured<St: ObjectStore, Si: DigestSigner>(
             key_id: key_id.to_string(),
         });
     }
-    Ok(SignStep::new(store, signer, identity, bucket))
+    Ok(SignStep::new(store, state, signer, identity, bucket))
 }
 
 /// Inputs shared by this crate's tests and the integration tests (feature `testing`).
 #[cfg(any(test, feature = "testing"))]
 pub mod testing {
+    use chrono::{TimeZone, Utc};
     use pec_core::message::UnsignedMessage;
+    use pec_ports::{MessageRecord, MessageState, StateError, StateStore, keys};
+
+    /// The sender every sample message is addressed to (its `To`).
+    pub const SENDER: &str = "mittente@pec.example.test";
+
+    /// The `unsigned/` key of the acceptance of message `id`: where [`sample_message`] may be
+    /// signed once [`seed_accepted`] recorded the message.
+    pub fn acceptance_key(id: &str) -> String {
+        keys::unsigned(id, keys::ACCEPTANCE)
+    }
+
+    /// Records message `id` as accepted, sent by [`SENDER`] to one recipient: the facts the
+    /// sign step checks before signing an acceptance (or envelope) of it.
+    pub async fn seed_accepted<Db: StateStore>(state: &Db, id: &str) -> Result<(), StateError> {
+        let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+        let record = MessageRecord {
+            id: id.to_string(),
+            identificativo: format!("opec-{id}@pec.example.test"),
+            fallback_msgid: format!("<{id}@pec.example.test>"),
+            tenant: "studio".into(),
+            user: SENDER.into(),
+            raw_key: format!("submitted/{id}.eml"),
+            received_at: at,
+            state: MessageState::Accepted,
+            subject: "prova".into(),
+            sender: SENDER.into(),
+            reverse_path: SENDER.into(),
+            recipients: vec!["destinatario@pec.example.test".into()],
+            certified: vec!["destinatario@pec.example.test".into()],
+            updated_at: at,
+        };
+        state.create_message(&record).await.map(|_| ())
+    }
+
+    /// [`sample_message`] declaring `x_ricevuta` instead of an acceptance.
+    pub fn sample_receipt(tag: &str, x_ricevuta: &str) -> UnsignedMessage {
+        let mut m = sample_message(tag);
+        for (name, value) in &mut m.headers {
+            if name == "X-Ricevuta" {
+                *value = x_ricevuta.to_string();
+            }
+        }
+        m
+    }
 
     /// A small provider message in the shape the builders produce: top-level headers, then a
-    /// `multipart/mixed` entity with a text part and a daticert-like XML part.
+    /// `multipart/mixed` entity with a text part and a daticert-like XML part. It is an
+    /// acceptance addressed to [`SENDER`].
     pub fn sample_message(tag: &str) -> UnsignedMessage {
         let entity = format!(
             "Content-Type: multipart/mixed; boundary=\"b-{tag}\"\r\n\r\n\

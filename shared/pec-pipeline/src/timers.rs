@@ -80,8 +80,8 @@ impl<St: ObjectStore, Db: StateStore> Timers<St, Db> {
         let s = &self.settings;
         let (certified, _) = certified_of_message(s, &self.store, &self.state, &r.message).await?;
         let (tag, event) = match which {
-            TimeoutNotice::Hours12 => ("timeout-12h", RelayEvent::Notice12),
-            TimeoutNotice::Hours24 => ("timeout-24h", RelayEvent::Notice24),
+            TimeoutNotice::Hours12 => (crate::keys::TIMEOUT_12H_TAG, RelayEvent::Notice12),
+            TimeoutNotice::Hours24 => (crate::keys::TIMEOUT_24H_TAG, RelayEvent::Notice24),
         };
         let message = {
             let mut ids = SeededIds::new("tm", &format!("{}/{}/{tag}", r.message, r.recipient));

@@ -47,7 +47,7 @@ struct Node {
     store: MemoryStore,
     state: MemoryState,
     outbox: MemoryOutbox,
-    sign: pec_pipeline::sign::SignStep<MemoryStore, LocalSigner>,
+    sign: pec_pipeline::sign::SignStep<MemoryStore, LocalSigner, MemoryState>,
     done: HashSet<String>,
 }
 
@@ -196,14 +196,16 @@ struct World {
 }
 
 fn node(name: &'static str, provider: &TestProvider) -> Node {
+    let state = MemoryState::new();
     Node {
         name,
         settings: common::settings_for(provider.core_provider()),
         store: MemoryStore::new(),
-        state: MemoryState::new(),
+        state: state.clone(),
         outbox: MemoryOutbox::new(),
         sign: pec_pipeline::sign::SignStep::new(
             MemoryStore::new(),
+            state,
             provider.signer.clone(),
             provider.identity.clone(),
             EVIDENCE,

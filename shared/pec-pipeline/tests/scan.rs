@@ -714,11 +714,19 @@ async fn the_sign_step_signs_the_virus_notice() {
     let pki = TestPki::load();
     let sign = pec_pipeline::sign::SignStep::new(
         MemoryStore::new(),
+        pec_ports::MemoryState::new(),
         pki.example.signer.clone(),
         pki.example.identity.clone(),
         EVIDENCE,
     );
     sign.store().insert(EVIDENCE, key, unsigned);
+    // The signer checks the notice against the recorded virus verdict.
+    let verdict = "scan/verdict/submitted/o.eml.json";
+    sign.store().insert(
+        EVIDENCE,
+        verdict,
+        step.store().object(EVIDENCE, verdict).unwrap(),
+    );
     let out = sign.sign_object(EVIDENCE, key, now()).await.unwrap();
     assert_eq!(
         out,

@@ -5,8 +5,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, TimeZone, Utc};
-use pec_pipeline::sign::{Outcome, SignStep, testing::sample_message};
-use pec_ports::MemoryStore;
+use pec_pipeline::sign::testing::{acceptance_key, sample_message, sample_receipt, seed_accepted};
+use pec_pipeline::sign::{Outcome, SignStep, StepError};
+use pec_ports::{
+    DeliveryStatus, InboundDecision, InboundRecord, MemoryState, MemoryStore, RecipientOutcome,
+    StateStore, keys,
+};
 use pec_smime::{
     DigestSigner, LocalSigner, Sha256Digest, TrustAnchors, Verdict, VerifyOptions, verify_message,
 };
@@ -29,13 +33,23 @@ impl DigestSigner for Counting {
 }
 
 struct Fixture {
-    step: SignStep<MemoryStore, Counting>,
+    step: SignStep<MemoryStore, Counting, MemoryState>,
     anchors: TrustAnchors,
 }
 
 impl Fixture {
     fn store(&self) -> &MemoryStore {
         self.step.store()
+    }
+
+    /// Records message `id` as accepted and puts its sample acceptance where ingress would;
+    /// returns the `unsigned/` key.
+    async fn accepted(&self, id: &str) -> String {
+        seed_accepted(self.step.state(), id).await.unwrap();
+        let key = acceptance_key(id);
+        self.store()
+            .insert(BUCKET, &key, sample_message(id).render());
+        key
     }
 }
 
@@ -48,6 +62,7 @@ async fn fixture() -> Fixture {
     Fixture {
         step: SignStep::new(
             MemoryStore::new(),
+            MemoryState::new(),
             signer,
             pki.example.identity.clone(),
             BUCKET,
@@ -88,22 +103,17 @@ fn batch(records: Vec<SqsMessage>) -> SqsEvent {
 #[tokio::test]
 async fn signs_unsigned_object_into_signed_prefix_and_it_verifies() {
     let f = fixture().await;
-    f.store()
-        .insert(BUCKET, "unsigned/2026/a.eml", sample_message("a").render());
-    let out = f
-        .step
-        .sign_object(BUCKET, "unsigned/2026/a.eml", now())
-        .await
-        .unwrap();
+    let key = f.accepted("a").await;
+    let out = f.step.sign_object(BUCKET, &key, now()).await.unwrap();
     assert_eq!(
         out,
         Outcome::Signed {
-            signed_key: "signed/2026/a.eml".into()
+            signed_key: "signed/msg/a/accettazione.eml".into()
         }
     );
     let signed = f
         .store()
-        .object(BUCKET, "signed/2026/a.eml")
+        .object(BUCKET, "signed/msg/a/accettazione.eml")
         .expect("signed object");
     let v = verify_message(&signed, &f.anchors, None, &VerifyOptions::default());
     assert_eq!(v.verdict, Verdict::Valid, "{v:?}");
@@ -115,9 +125,8 @@ async fn signs_unsigned_object_into_signed_prefix_and_it_verifies() {
 #[tokio::test]
 async fn duplicate_event_signs_once_and_writes_once() {
     let f = fixture().await;
-    f.store()
-        .insert(BUCKET, "unsigned/b.eml", sample_message("b").render());
-    let event = || batch(vec![notification("m1", BUCKET, "unsigned/b.eml")]);
+    let key = f.accepted("b").await;
+    let event = || batch(vec![notification("m1", BUCKET, &key)]);
     for _ in 0..3 {
         let response = f.step.handle(event(), now()).await;
         assert!(response.batch_item_failures.is_empty());
@@ -133,13 +142,11 @@ async fn duplicate_event_signs_once_and_writes_once() {
 #[tokio::test]
 async fn bad_records_are_reported_for_retry_and_good_ones_acknowledged() {
     let f = fixture().await;
+    let ok = f.accepted("ok").await;
+    seed_accepted(f.step.state(), "garbage").await.unwrap();
+    let garbage = acceptance_key("garbage");
     f.store()
-        .insert(BUCKET, "unsigned/ok.eml", sample_message("ok").render());
-    f.store().insert(
-        BUCKET,
-        "unsigned/garbage.eml",
-        b"not a provider message".to_vec(),
-    );
+        .insert(BUCKET, &garbage, b"not a provider message".to_vec());
     let mut not_json = SqsMessage::default();
     not_json.message_id = Some("m-notjson".into());
     not_json.body = Some("{{".into());
@@ -147,9 +154,9 @@ async fn bad_records_are_reported_for_retry_and_good_ones_acknowledged() {
         .step
         .handle(
             batch(vec![
-                notification("m-ok", BUCKET, "unsigned/ok.eml"),
-                notification("m-garbage", BUCKET, "unsigned/garbage.eml"),
-                notification("m-missing", BUCKET, "unsigned/missing.eml"),
+                notification("m-ok", BUCKET, &ok),
+                notification("m-garbage", BUCKET, &garbage),
+                notification("m-missing", BUCKET, &acceptance_key("missing")),
                 not_json,
             ]),
             now(),
@@ -161,8 +168,16 @@ async fn bad_records_are_reported_for_retry_and_good_ones_acknowledged() {
         .map(|f| f.item_identifier.as_str())
         .collect();
     assert_eq!(failed, ["m-garbage", "m-missing", "m-notjson"]);
-    assert!(f.store().object(BUCKET, "signed/ok.eml").is_some());
-    assert!(f.store().object(BUCKET, "signed/garbage.eml").is_none());
+    assert!(
+        f.store()
+            .object(BUCKET, "signed/msg/ok/accettazione.eml")
+            .is_some()
+    );
+    assert!(
+        f.store()
+            .object(BUCKET, "signed/msg/garbage/accettazione.eml")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -191,10 +206,18 @@ async fn test_events_and_foreign_keys_are_acknowledged_without_signing() {
 #[tokio::test]
 async fn url_encoded_keys_are_decoded() {
     let f = fixture().await;
+    // A delivery receipt for a recipient whose address has a '+': S3 announces it encoded.
+    let recipient = "anna+studio@pec.example.test";
+    f.step
+        .state()
+        .record_recipient("c", &delivered(recipient))
+        .await
+        .unwrap();
+    let key = keys::unsigned_receipt("c", true, recipient);
     f.store().insert(
         BUCKET,
-        "unsigned/with space+plus.eml",
-        sample_message("c").render(),
+        &key,
+        sample_receipt("c", "avvenuta-consegna").render(),
     );
     let response = f
         .step
@@ -202,7 +225,7 @@ async fn url_encoded_keys_are_decoded() {
             batch(vec![notification(
                 "m",
                 BUCKET,
-                "unsigned/with+space%2Bplus.eml",
+                "unsigned/msg/c/consegna/anna%2Bstudio%40pec.example.test.eml",
             )]),
             now(),
         )
@@ -210,7 +233,169 @@ async fn url_encoded_keys_are_decoded() {
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert!(
         f.store()
-            .object(BUCKET, "signed/with space+plus.eml")
+            .object(
+                BUCKET,
+                "signed/msg/c/consegna/anna+studio@pec.example.test.eml"
+            )
             .is_some()
     );
+}
+
+fn delivered(recipient: &str) -> RecipientOutcome {
+    RecipientOutcome {
+        recipient: recipient.into(),
+        status: DeliveryStatus::Delivered,
+        reason: None,
+        at: now(),
+        item_id: Some("item".into()),
+    }
+}
+
+/// Signs `message` under `key`; the refusal's reason, or panics if it was signed.
+async fn refused(f: &Fixture, key: &str, message: Vec<u8>) -> String {
+    f.store().insert(BUCKET, key, message);
+    match f.step.sign_object(BUCKET, key, now()).await {
+        Err(StepError::Refused { reason, .. }) => {
+            assert_eq!(f.step.signer().calls.load(Ordering::SeqCst), 0);
+            reason
+        }
+        other => panic!("{key} was not refused: {other:?}"),
+    }
+}
+
+/// Issue 11: a compromised writer (the scan function handles hostile attachments) must not get
+/// just anything signed. Keys no step writes, a kind its key does not admit, and facts the state
+/// does not record are all refused, and nothing is signed.
+#[tokio::test]
+async fn the_signer_refuses_what_no_writer_may_produce() {
+    let f = fixture().await;
+    let acceptance = || sample_message("x").render();
+
+    // Keys no step writes.
+    let r = refused(&f, "unsigned/2026/a.eml", acceptance()).await;
+    assert!(r.contains("no step writes"), "{r}");
+
+    // The scan step's prefix cannot yield an acceptance, nor the receipts' a different kind.
+    seed_accepted(f.step.state(), "x").await.unwrap();
+    let r = refused(
+        &f,
+        "unsigned/scan/submitted/x.eml/non-accettazione-virus.eml",
+        acceptance(),
+    )
+    .await;
+    assert!(r.contains("admits a non-accettazione"), "{r}");
+    let r = refused(
+        &f,
+        &keys::unsigned_receipt("x", true, "destinatario@pec.example.test"),
+        acceptance(),
+    )
+    .await;
+    assert!(r.contains("admits a avvenuta-consegna"), "{r}");
+    // Both PEC headers, or neither: no declared kind.
+    let mut both = sample_message("x");
+    both.headers
+        .push(("X-Trasporto".into(), "posta-certificata".into()));
+    let r = refused(&f, &acceptance_key("x"), both.render()).await;
+    assert!(r.contains("declares no known kind"), "{r}");
+    let mut twice = sample_message("x");
+    twice
+        .headers
+        .push(("x-ricevuta".into(), "accettazione".into()));
+    let r = refused(&f, &acceptance_key("x"), twice.render()).await;
+    assert!(r.contains("more than once"), "{r}");
+
+    // The facts: no record, the wrong state, the wrong addressee.
+    let r = refused(&f, &acceptance_key("nobody"), acceptance()).await;
+    assert!(r.contains("no message nobody is recorded"), "{r}");
+    let r = refused(
+        &f,
+        &keys::unsigned("x", keys::NON_ACCEPTANCE),
+        sample_receipt("x", "non-accettazione").render(),
+    )
+    .await;
+    assert!(r.contains("recorded as accepted, not rejected"), "{r}");
+    let mut elsewhere = sample_message("x");
+    for (n, v) in &mut elsewhere.headers {
+        if n == "To" {
+            *v = "complice@altro.example".into();
+        }
+    }
+    let r = refused(&f, &acceptance_key("x"), elsewhere.render()).await;
+    assert!(r.contains("not addressed to the recorded sender"), "{r}");
+
+    // A delivery receipt for a recipient with no recorded outcome, or another outcome.
+    let r = refused(
+        &f,
+        &keys::unsigned_receipt("x", true, "destinatario@pec.example.test"),
+        sample_receipt("x", "avvenuta-consegna").render(),
+    )
+    .await;
+    assert!(r.contains("no outcome is recorded"), "{r}");
+    f.step
+        .state()
+        .record_recipient("x", &delivered("destinatario@pec.example.test"))
+        .await
+        .unwrap();
+    let r = refused(
+        &f,
+        &keys::unsigned_receipt("x", false, "destinatario@pec.example.test"),
+        sample_receipt("x", "errore-consegna").render(),
+    )
+    .await;
+    assert!(
+        r.contains("recorded as delivered, not not-delivered"),
+        "{r}"
+    );
+
+    // A timeout notice for a recipient never relayed.
+    let r = refused(
+        &f,
+        &keys::unsigned_for_recipient("x", keys::TIMEOUT_12H_TAG, "destinatario@pec.example.test"),
+        sample_receipt("x", "preavviso-errore-consegna").render(),
+    )
+    .await;
+    assert!(r.contains("never relayed"), "{r}");
+
+    // A presa in carico for inbound mail the receiving point judged an anomaly.
+    f.step
+        .state()
+        .create_inbound(&InboundRecord {
+            id: "in1".into(),
+            received_at: now(),
+            source: "posta-certificata@altro.example".into(),
+            recipients: vec![],
+            decision: InboundDecision::Anomaly,
+            kind: "ordinaria".into(),
+            reason: None,
+            security_error: false,
+            identificativo: None,
+            sender_receipt_address: None,
+            sender_provider: None,
+        })
+        .await
+        .unwrap();
+    let r = refused(
+        &f,
+        &keys::unsigned_inbound("in1", keys::TAKEN_IN_CHARGE),
+        sample_receipt("x", "presa-in-carico").render(),
+    )
+    .await;
+    assert!(r.contains("decided as anomaly, not envelope"), "{r}");
+
+    // A virus notice with no recorded virus verdict.
+    let r = refused(
+        &f,
+        "unsigned/scan/submitted/x.eml/non-accettazione-virus.eml",
+        sample_receipt("x", "non-accettazione").render(),
+    )
+    .await;
+    assert!(r.contains("no scan verdict"), "{r}");
+
+    assert_eq!(f.store().writes(), 0, "nothing signed, nothing written");
+    // And the genuine acceptance still signs.
+    let key = f.accepted("x").await;
+    assert!(matches!(
+        f.step.sign_object(BUCKET, &key, now()).await,
+        Ok(Outcome::Signed { .. })
+    ));
 }

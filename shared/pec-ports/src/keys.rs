@@ -16,6 +16,7 @@
 //!
 //! Every `fn` that formats a key has its parser here, and the tests check they round-trip.
 
+use pec_core::classify::Kind;
 pub use pec_core::submission::{INBOUND_PREFIX, SUBMITTED_PREFIX};
 use pec_core::submission::{id_of_key, valid_id};
 
@@ -60,9 +61,9 @@ pub fn unsigned(id: &str, name: &str) -> String {
 /// `unsigned/msg/<id>/consegna/<recipient>.eml` or `.../mancata-consegna/<recipient>.eml`.
 pub fn unsigned_receipt(id: &str, delivered: bool, recipient: &str) -> String {
     let dir = if delivered {
-        "consegna"
+        DELIVERED_TAG
     } else {
-        "mancata-consegna"
+        NOT_DELIVERED_TAG
     };
     unsigned_for_recipient(id, dir, recipient)
 }
@@ -96,6 +97,130 @@ pub fn received_receipt(message: &str, inbound: &str) -> String {
 pub fn signed_of_unsigned(key: &str) -> Option<String> {
     let rest = key.strip_prefix(UNSIGNED_PREFIX)?;
     (!rest.is_empty()).then(|| format!("{SIGNED_PREFIX}{rest}"))
+}
+
+/// Tags of the notices about one recipient (`unsigned/msg/<id>/<tag>/<recipient>.eml`).
+pub const DELIVERED_TAG: &str = "consegna";
+pub const NOT_DELIVERED_TAG: &str = "mancata-consegna";
+pub const TIMEOUT_12H_TAG: &str = "timeout-12h";
+pub const TIMEOUT_24H_TAG: &str = "timeout-24h";
+
+/// Names of the scan step's virus notices (`unsigned/scan/<raw key>/<name>.eml`).
+pub const VIRUS_NON_ACCEPTANCE: &str = "non-accettazione-virus";
+pub const VIRUS_DETECTED: &str = "rilevazione-virus";
+/// Followed by `-<n>`, one per recipient.
+pub const VIRUS_NOT_DELIVERED: &str = "mancata-consegna-virus";
+
+/// What an `unsigned/` key says its object is. Each writer owns its keys (and its role may
+/// write only those), and each key admits exactly one kind of provider message
+/// ([`UnsignedKey::kind`]): the sign step refuses a message of any other kind, so a writer
+/// cannot get a receipt signed that it has no business producing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnsignedKey<'a> {
+    /// `unsigned/msg/<id>/{accettazione,busta-trasporto,non-accettazione}.eml` (ingress).
+    Submission { id: &'a str, kind: Kind },
+    /// `unsigned/msg/<id>/<tag>/<recipient>.eml` (receipts: consegna, mancata-consegna;
+    /// timers: timeout-12h, timeout-24h). `<id>` is a submission or, for the receipts we issue
+    /// as the recipient's provider, an inbound id.
+    Recipient {
+        id: &'a str,
+        tag: &'a str,
+        recipient: &'a str,
+        kind: Kind,
+    },
+    /// `unsigned/in/<id>/{presa-in-carico,anomalia}.eml` (the receiving point).
+    Inbound { id: &'a str, kind: Kind },
+    /// `unsigned/scan/<raw key>/<notice>.eml` (the scan step's virus notices).
+    ScanNotice {
+        raw_key: &'a str,
+        name: &'a str,
+        kind: Kind,
+    },
+}
+
+impl UnsignedKey<'_> {
+    /// The one kind of provider message this key may hold.
+    pub fn kind(&self) -> Kind {
+        match *self {
+            UnsignedKey::Submission { kind, .. }
+            | UnsignedKey::Recipient { kind, .. }
+            | UnsignedKey::Inbound { kind, .. }
+            | UnsignedKey::ScanNotice { kind, .. } => kind,
+        }
+    }
+}
+
+/// Parses an `unsigned/` key; `None` for any key no step of ours writes.
+pub fn parse_unsigned(key: &str) -> Option<UnsignedKey<'_>> {
+    let rest = key.strip_prefix(UNSIGNED_PREFIX)?;
+    if let Some(rest) = rest.strip_prefix("msg/") {
+        let (id, rest) = rest.split_once('/')?;
+        if !valid_id(id) {
+            return None;
+        }
+        if let Some((tag, file)) = rest.split_once('/') {
+            let recipient = file.strip_suffix(".eml")?;
+            let kind = match tag {
+                DELIVERED_TAG => Kind::AvvenutaConsegna,
+                NOT_DELIVERED_TAG => Kind::ErroreConsegna,
+                TIMEOUT_12H_TAG | TIMEOUT_24H_TAG => Kind::PreavvisoErroreConsegna,
+                _ => return None,
+            };
+            let plausible = recipient.contains('@')
+                && !recipient.contains('/')
+                && recipient == recipient.to_ascii_lowercase();
+            return plausible.then_some(UnsignedKey::Recipient {
+                id,
+                tag,
+                recipient,
+                kind,
+            });
+        }
+        let kind = match rest {
+            ACCEPTANCE => Kind::Accettazione,
+            ENVELOPE => Kind::BustaTrasporto,
+            NON_ACCEPTANCE => Kind::NonAccettazione,
+            _ => return None,
+        };
+        return Some(UnsignedKey::Submission { id, kind });
+    }
+    if let Some(rest) = rest.strip_prefix("in/") {
+        let (id, name) = rest.split_once('/')?;
+        let kind = match name {
+            TAKEN_IN_CHARGE => Kind::PresaInCarico,
+            ANOMALY => Kind::BustaAnomalia,
+            _ => return None,
+        };
+        return valid_id(id).then_some(UnsignedKey::Inbound { id, kind });
+    }
+    let rest = rest.strip_prefix("scan/")?;
+    let (raw_key, file) = rest.rsplit_once('/')?;
+    let name = file.strip_suffix(".eml")?;
+    let raw_id = |prefix: &str| {
+        raw_key
+            .strip_prefix(prefix)
+            .map(|r| r.strip_suffix(".eml").unwrap_or(r))
+            .is_some_and(valid_id)
+    };
+    let kind = if name == VIRUS_NON_ACCEPTANCE && raw_id(SUBMITTED_PREFIX) {
+        Kind::NonAccettazione
+    } else if name == VIRUS_DETECTED && raw_id(INBOUND_PREFIX) {
+        Kind::RilevazioneVirus
+    } else if name
+        .strip_prefix(VIRUS_NOT_DELIVERED)
+        .and_then(|n| n.strip_prefix('-'))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        && raw_id(INBOUND_PREFIX)
+    {
+        Kind::ErroreConsegna
+    } else {
+        return None;
+    };
+    Some(UnsignedKey::ScanNotice {
+        raw_key,
+        name,
+        kind,
+    })
 }
 
 /// Whether the delivery point handles this evidence key (signed or received messages).
@@ -259,6 +384,74 @@ mod tests {
             mailbox_object("Mario@PEC.example.test", &id),
             format!("mailbox/mario@pec.example.test/{id}.eml")
         );
+    }
+
+    #[test]
+    fn every_unsigned_key_a_step_writes_admits_one_kind() {
+        let r = "anna@pec.example.test";
+        let cases = [
+            (unsigned(ID, ACCEPTANCE), Kind::Accettazione),
+            (unsigned(ID, ENVELOPE), Kind::BustaTrasporto),
+            (unsigned(ID, NON_ACCEPTANCE), Kind::NonAccettazione),
+            (unsigned_receipt(ID, true, r), Kind::AvvenutaConsegna),
+            (unsigned_receipt(ID, false, r), Kind::ErroreConsegna),
+            (
+                unsigned_for_recipient(ID, TIMEOUT_12H_TAG, r),
+                Kind::PreavvisoErroreConsegna,
+            ),
+            (
+                unsigned_for_recipient(ID, TIMEOUT_24H_TAG, r),
+                Kind::PreavvisoErroreConsegna,
+            ),
+            (unsigned_inbound(ID, TAKEN_IN_CHARGE), Kind::PresaInCarico),
+            (unsigned_inbound(ID, ANOMALY), Kind::BustaAnomalia),
+            (
+                notice_key(&format!("submitted/{ID}.eml"), VIRUS_NON_ACCEPTANCE),
+                Kind::NonAccettazione,
+            ),
+            (
+                notice_key(&format!("inbound/{ID}.eml"), VIRUS_DETECTED),
+                Kind::RilevazioneVirus,
+            ),
+            (
+                notice_key(&format!("inbound/{ID}"), "mancata-consegna-virus-2"),
+                Kind::ErroreConsegna,
+            ),
+        ];
+        for (key, kind) in cases {
+            let parsed = parse_unsigned(&key).unwrap_or_else(|| panic!("{key} not parsed"));
+            assert_eq!(parsed.kind(), kind, "{key}");
+        }
+        match parse_unsigned(&unsigned_receipt(ID, true, r)) {
+            Some(UnsignedKey::Recipient { id, recipient, .. }) => {
+                assert_eq!((id, recipient), (ID, r))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unsigned_keys_no_step_writes_are_refused() {
+        for key in [
+            "unsigned/a.eml".to_string(),
+            "unsigned/2026/a.eml".to_string(),
+            format!("unsigned/msg/{ID}/other.eml"),
+            format!("unsigned/msg/{ID}/consegna/not-an-address.eml"),
+            format!("unsigned/msg/{ID}/consegna/Anna@PEC.example.test.eml"),
+            format!("unsigned/msg/{ID}/consegna/a@b/c.eml"),
+            format!("unsigned/msg/{ID}/regalo/anna@pec.example.test.eml"),
+            format!("unsigned/msg/../{ACCEPTANCE}"),
+            format!("unsigned/in/{ID}/{ACCEPTANCE}"),
+            // A virus notice's kind must match the point: no acceptance-side notice for
+            // inbound mail and no receiving-side notice for a submission.
+            notice_key(&format!("inbound/{ID}.eml"), VIRUS_NON_ACCEPTANCE),
+            notice_key(&format!("submitted/{ID}.eml"), VIRUS_DETECTED),
+            notice_key(&format!("submitted/{ID}.eml"), "accettazione"),
+            notice_key(&format!("inbound/{ID}.eml"), "mancata-consegna-virus-"),
+            notice_key("elsewhere/x.eml", VIRUS_DETECTED),
+        ] {
+            assert_eq!(parse_unsigned(&key), None, "{key}");
+        }
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn virus_outcome(
                 }
             };
             let certified = certified_for_refusal(&submission, identificativo, &tipo_of);
-            let name = "non-accettazione-virus";
+            let name = pec_ports::keys::VIRUS_NON_ACCEPTANCE;
             let mut ids = NoticeIds::new(&request.key, "na");
             let mut ctx = Ctx {
                 provider,
@@ -137,7 +137,7 @@ pub fn virus_outcome(
             };
             let certified = Certified::from_daticert(daticert);
             let mut notices = Vec::new();
-            let name = "rilevazione-virus";
+            let name = pec_ports::keys::VIRUS_DETECTED;
             let mut ids = NoticeIds::new(&request.key, "rv");
             let mut ctx = Ctx {
                 provider,
@@ -156,7 +156,7 @@ pub fn virus_outcome(
                 .map_err(fail(name))?,
             ));
             for (n, recipient) in recipients.iter().enumerate() {
-                let name = format!("mancata-consegna-virus-{}", n + 1);
+                let name = format!("{}-{}", pec_ports::keys::VIRUS_NOT_DELIVERED, n + 1);
                 let mut ids = NoticeIds::new(&request.key, &format!("mc{}", n + 1));
                 let mut ctx = Ctx {
                     provider,

@@ -171,7 +171,7 @@ pub struct Flow {
     pub store: MemoryStore,
     pub state: MemoryState,
     pub outbox: MemoryOutbox,
-    pub sign: pec_pipeline::sign::SignStep<MemoryStore, LocalSigner>,
+    pub sign: pec_pipeline::sign::SignStep<MemoryStore, LocalSigner, MemoryState>,
     pub anchors: TrustAnchors,
     /// Every message signed so far, in signing order.
     pub signed: Vec<Signed>,
@@ -181,8 +181,10 @@ impl Flow {
     /// The provider with its tenant and no mailbox.
     pub async fn empty() -> Flow {
         let pki = TestPki::load();
+        let state = MemoryState::new();
         let sign = pec_pipeline::sign::SignStep::new(
             MemoryStore::new(),
+            state.clone(),
             pki.example.signer.clone(),
             pki.example.identity.clone(),
             EVIDENCE,
@@ -192,7 +194,7 @@ impl Flow {
             anchors: pki.anchors.clone(),
             pki,
             store: MemoryStore::new(),
-            state: MemoryState::new(),
+            state,
             outbox: MemoryOutbox::new(),
             sign,
             signed: Vec::new(),
