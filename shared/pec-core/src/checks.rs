@@ -96,6 +96,12 @@ pub enum FormalError {
     /// The authenticated user does not own the `From` address.
     #[error("l'utente autenticato non è titolare dell'indirizzo mittente {0}")]
     NotOwner(String),
+    /// A `Sender` header names an address the authenticated user does not own: the message
+    /// would claim to be sent on someone else's behalf.
+    #[error(
+        "l'intestazione Sender indica {0}, indirizzo di cui l'utente autenticato non è titolare"
+    )]
+    SenderNotOwned(String),
     /// A multipart of the message has no closing delimiter.
     #[error(
         "la struttura MIME del messaggio non è terminata: la parte multipart con delimitatore {0:?} non ha il delimitatore di chiusura"
@@ -297,6 +303,14 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
         errors.push(FormalError::NotOwner(f.clone()));
     }
 
+    // A Sender names only addresses the user owns (RFC 5322 §3.6.2: the agent responsible
+    // for the transmission; in PEC that is the authenticated mailbox).
+    for a in all_addresses(&m, HeaderName::Sender) {
+        if !s.owned_addresses.iter().any(|o| same_address(o, &a)) {
+            errors.push(FormalError::SenderNotOwned(a));
+        }
+    }
+
     if errors.is_empty() {
         Ok(())
     } else {
@@ -408,6 +422,30 @@ mod tests {
         assert_eq!(
             check_submission(&sub(OK, "m@pec.example.it", &r, &o), &Limits::default()),
             Ok(())
+        );
+    }
+
+    /// Issue 11: a `Sender` naming another mailbox (another tenant's, say) would make the
+    /// message claim to be sent on its behalf; the user's own address is fine.
+    #[test]
+    fn a_sender_header_names_only_the_users_addresses() {
+        let r = v(&["a@pec.example.it"]);
+        let o = v(&["m@pec.example.it"]);
+        let check = |sender: &str| {
+            let raw = format!(
+                "From: Mario <m@pec.example.it>\r\nSender: {sender}\r\nTo: a@pec.example.it\r\nSubject: x\r\n\r\nbody\r\n"
+            );
+            check_submission(
+                &sub(raw.as_bytes(), "m@pec.example.it", &r, &o),
+                &Limits::default(),
+            )
+        };
+        assert_eq!(check("<M@PEC.example.it>"), Ok(()));
+        assert_eq!(
+            check("Ufficio <protocollo@altro-ente.example.it>"),
+            Err(vec![FormalError::SenderNotOwned(
+                "protocollo@altro-ente.example.it".into()
+            )])
         );
     }
 

@@ -34,6 +34,15 @@ pub enum StepError {
     BadRequest { message_id: String, reason: String },
     #[error("no message record for {0} (a hand-off that arrived first is retried)")]
     NoRecord(String),
+    #[error(
+        "s3://{bucket}/{key} changed after the formal checks judged it (SHA-256 {found}, recorded {recorded}): nothing is built from it"
+    )]
+    Changed {
+        bucket: String,
+        key: String,
+        recorded: String,
+        found: String,
+    },
 }
 
 /// An object a step was told about (or needs) must exist: its bytes, or [`StepError::Missing`].

@@ -178,6 +178,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             subject: c.oggetto.clone().unwrap_or_default(),
             sender: c.mittente.clone(),
             reverse_path: envelope.reverse_path.clone(),
+            raw_sha256: sha256_hex(&raw),
             recipients: envelope.recipients.clone(),
             certified: certified.clone(),
             updated_at: envelope.received_at,
@@ -307,7 +308,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             .await?
             .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
         let raw = self.get(&s.raw_bucket, &record.raw_key).await?;
-        let accepted = accepted(&raw, &record)?;
+        let accepted = accepted(&s.raw_bucket, &raw, &record)?;
 
         let receipt = {
             let mut ids = SeededIds::new("acc", &record.id);
@@ -360,10 +361,24 @@ pub fn tipo_of(certified: &[String]) -> impl Fn(&str) -> TipoDestinatario + '_ {
 
 /// The accepted original of a recorded submission (the certified data every receipt about it
 /// repeats), rebuilt from the submitted bytes.
+///
+/// The bytes must be the ones the formal checks judged ([`MessageRecord::raw_sha256`]): the raw
+/// bucket is read by key, and a rewritten object is refused ([`StepError::Changed`]), never
+/// enveloped or quoted in a receipt.
 pub(crate) fn accepted(
+    raw_bucket: &str,
     raw: &[u8],
     record: &MessageRecord,
 ) -> Result<pec_core::original::Accepted, StepError> {
+    let found = sha256_hex(raw);
+    if !record.raw_sha256.is_empty() && found != record.raw_sha256 {
+        return Err(StepError::Changed {
+            bucket: raw_bucket.to_string(),
+            key: record.raw_key.clone(),
+            recorded: record.raw_sha256.clone(),
+            found,
+        });
+    }
     Ok(pec_core::original::accept(
         raw,
         &record.identificativo,
@@ -371,4 +386,13 @@ pub(crate) fn accepted(
         &tipo_of(&record.certified),
     )
     .map_err(pec_core::build::BuildError::from)?)
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

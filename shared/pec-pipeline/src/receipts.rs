@@ -143,6 +143,6 @@ pub async fn certified_of_message<St: ObjectStore, Db: StateStore>(
         .await?
         .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
     let raw = crate::error::required(store, &s.raw_bucket, &record.raw_key).await?;
-    let accepted = crate::ingress::accepted(&raw, &record)?;
+    let accepted = crate::ingress::accepted(&s.raw_bucket, &raw, &record)?;
     Ok((accepted.certified, accepted.postacert))
 }

@@ -441,6 +441,7 @@ pub mod testing {
             recipients: vec!["destinatario@pec.example.test".into()],
             certified: vec!["destinatario@pec.example.test".into()],
             updated_at: at,
+            raw_sha256: String::new(),
         };
         state.create_message(&record).await.map(|_| ())
     }

@@ -114,3 +114,42 @@ async fn a_recorded_refusal_without_its_notice_waits_rather_than_flipping() {
     assert!(f.outbox.take(SCAN_Q).is_empty());
     assert!(unsigned(&f, "d3").is_empty());
 }
+
+/// Issue 11: the raw message is read by key, so it could be rewritten between the formal checks
+/// and the acceptance (or a later receipt). The record keeps the SHA-256 of the bytes judged;
+/// different bytes are refused (retried, then the DLQ and its alarm): no acceptance, no envelope
+/// carrying a message nobody checked.
+#[tokio::test]
+async fn a_message_rewritten_after_the_formal_checks_is_never_enveloped() {
+    let f = Flow::new().await;
+    let passed = envelope("d4", MARIO, MARIO, &[ANNA]);
+    f.submit_envelope(&passed, message().as_bytes());
+    assert_eq!(
+        ingress(&f, "d4").await.unwrap(),
+        IngressOutcome::ScanRequested { id: "d4".into() }
+    );
+    let request: ScanRequest = serde_json::from_str(&f.outbox.take(SCAN_Q)[0]).unwrap();
+    let record = f.state.message("d4").await.unwrap().unwrap();
+    assert_eq!(record.raw_sha256.len(), 64);
+    // The message is swapped for another after the checks and before the acceptance.
+    let swapped = message().replace("Testo della diffida.", "Tutt'altro testo.");
+    f.store
+        .insert(RAW, &passed.message_key(), swapped.into_bytes());
+    common::scan_clean(&f.settings, &f.store, &request, common::scanned_at()).await;
+    let clean = "scan/clean/submitted/d4.eml.json";
+    match f.ingress().handle_object(EVIDENCE, clean).await {
+        Err(e @ StepError::Changed { .. }) => {
+            assert!(
+                e.to_string().contains("changed after the formal checks"),
+                "{e}"
+            )
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    assert!(unsigned(&f, "d4").is_empty(), "no acceptance, no envelope");
+    // Put back as judged, the retry goes through.
+    f.store
+        .insert(RAW, &passed.message_key(), message().into_bytes());
+    f.ingress().handle_object(EVIDENCE, clean).await.unwrap();
+    assert_eq!(unsigned(&f, "d4").len(), 2, "{:?}", unsigned(&f, "d4"));
+}

@@ -87,7 +87,7 @@ impl<St: ObjectStore> Sink for RawBucketSink<St> {
                 .put_if_absent(
                     &self.bucket,
                     &envelope.message_key(),
-                    s.raw.clone(),
+                    s.stored(),
                     "message/rfc822",
                 )
                 .await

@@ -84,6 +84,7 @@ mod server;
 mod session;
 mod sink;
 mod tls;
+pub mod trace;
 mod wire;
 
 use std::future::Future;

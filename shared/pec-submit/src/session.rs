@@ -871,21 +871,34 @@ impl Session {
                 )
                 .await;
         }
+        let domain = crate::trace::trace_domain(self.host());
+        if let Some(line) = crate::trace::forged_received(&decoder.raw, &domain) {
+            info!(line = %line, "message with a trace field naming our servers refused");
+            let text = format!(
+                "554 5.7.1 Message refused: a Received field names our servers ({domain}) but was not written by them; remove it"
+            );
+            return self.answer(io, &text).await;
+        }
         let (Some(account), Some(helo)) = (self.user.as_ref(), self.helo.as_ref()) else {
             return Err(Stop);
         };
         let received_at = chrono::Utc::now();
+        let id = new_id(received_at);
+        let client_ip = self.peer.ip().to_canonical().to_string();
+        let trace =
+            crate::trace::received_field(helo, &client_ip, self.host(), self.tls, &id, received_at);
         let submission = Submission {
-            id: new_id(received_at),
+            id,
             received_at,
             reverse_path: tx.reverse_path,
             recipients: tx.recipients,
             user: account.address.clone(),
             tenant: account.tenant.clone(),
-            client_ip: self.peer.ip().to_canonical().to_string(),
+            client_ip,
             helo: helo.clone(),
             tls: self.tls,
             raw: decoder.raw,
+            trace,
         };
         let stored = timeout(
             self.shared.config.command_timeout,

@@ -28,10 +28,23 @@ pub struct Submission {
     pub helo: String,
     /// Whether the message came over TLS (always true today: `AUTH` requires `STARTTLS`).
     pub tls: bool,
-    /// The message exactly as received after dot-unstuffing: CRLF line ends, nothing prepended
-    /// (no `Received:`), ending with the CRLF that precedes the final `.` (SMTP cannot carry a
-    /// message without a final line end: a client adds it).
+    /// The message exactly as received after dot-unstuffing: CRLF line ends, nothing prepended,
+    /// ending with the CRLF that precedes the final `.` (SMTP cannot carry a message without a
+    /// final line end: a client adds it).
     pub raw: Vec<u8>,
+    /// The gateway's own `Received:` field (CRLF-terminated, [`crate::trace::received_field`]):
+    /// what is stored is `trace` followed by `raw` ([`Submission::stored`]).
+    pub trace: String,
+}
+
+impl Submission {
+    /// The bytes kept for the access point: our trace field, then the message as received.
+    pub fn stored(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.trace.len() + self.raw.len());
+        bytes.extend_from_slice(self.trace.as_bytes());
+        bytes.extend_from_slice(&self.raw);
+        bytes
+    }
 }
 
 impl std::fmt::Debug for Submission {

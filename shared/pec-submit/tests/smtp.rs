@@ -659,6 +659,46 @@ async fn lines_over_998_octets_are_refused() {
     server.shutdown().await;
 }
 
+/// Issue 11: every stored submission starts with the gateway's own trace field (RFC 5321 §4.4),
+/// so a client's `Received` lines sit below ours; a client line claiming our servers handled the
+/// message (`by mx.<our domain>`) is refused at DATA and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_trace_field_comes_first_and_forged_ones_are_refused() {
+    // The test gateway is `gateway.test`: our trace domain is gateway.test.
+    let server = TestServer::start(|_| {}).await;
+    let mut c = server.logged_in().await;
+    let own = "Received: from laptop ([10.0.0.2])\r\n\tby relay.studio.example with ESMTP;\r\n\tFri, 4 Dec 2026 10:00:00 +0100\r\n";
+    let forged = "Received: from x ([10.0.0.2])\r\n\tby mx.gateway.test with ESMTPS;\r\n\tFri, 4 Dec 2026 10:00:00 +0100\r\n";
+    for (trace, code) in [(forged, 554), (own, 250)] {
+        c.expect(&format!("MAIL FROM:<{USER}>"), 250).await;
+        c.expect("RCPT TO:<a@pec.other.it>", 250).await;
+        let wire = format!("{trace}Subject: t\r\n\r\nok\r\n.\r\n");
+        let r = c.data(wire.as_bytes()).await;
+        assert_eq!(r.code, code, "{r:?}");
+        if code == 554 {
+            assert!(
+                r.text.contains("5.7.1") && r.text.contains("gateway.test"),
+                "{r:?}"
+            );
+        }
+    }
+    let stored = server.sink.stored();
+    assert_eq!(stored.len(), 1);
+    let s = &stored[0];
+    assert!(
+        s.trace.starts_with("Received: from ")
+            && s.trace.contains("\r\n\tby gateway.test with ESMTPSA id ")
+            && s.trace.contains(&s.id)
+            && s.trace.ends_with("\r\n"),
+        "{:?}",
+        s.trace
+    );
+    let bytes = s.stored();
+    assert!(bytes.starts_with(s.trace.as_bytes()));
+    assert!(bytes.ends_with(&s.raw) && s.raw.starts_with(b"Received: from laptop"));
+    server.shutdown().await;
+}
+
 /// Issue 11: a command ending with a lone LF is refused, never executed (before, it was
 /// tolerated), in every state: before and after AUTH, and as an AUTH continuation line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

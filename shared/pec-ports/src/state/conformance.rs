@@ -298,6 +298,7 @@ fn message(ns: &str, id: &str) -> MessageRecord {
         recipients: vec![addr(ns, "a"), "b@other.example".into()],
         certified: vec![addr(ns, "a")],
         updated_at: at(0),
+        raw_sha256: format!("{:064x}", id.len()),
     }
 }
 

@@ -90,6 +90,11 @@ pub struct MessageRecord {
     pub certified: Vec<String>,
     /// When the state last changed.
     pub updated_at: DateTime<Utc>,
+    /// SHA-256 (lower-case hex) of the submitted bytes the formal checks judged: every later
+    /// read of `raw_key` (acceptance, envelope, receipts, timeout notices) must find the same
+    /// bytes. Empty in records written before it was kept.
+    #[serde(default)]
+    pub raw_sha256: String,
 }
 
 /// The delivery point's decision for one recipient of one message (recorded once).
