@@ -118,26 +118,40 @@ pub enum FormalError {
     },
 }
 
-/// Whether `body` holds the closing delimiter `--<boundary>--` at the start of a line.
-fn closes(body: &[u8], boundary: &str) -> bool {
+/// Whether `raw[start..end]` holds the closing delimiter `--<boundary>--` at the start of a
+/// line.
+fn closes(raw: &[u8], start: usize, end: usize, boundary: &str) -> bool {
     let close = format!("--{boundary}--");
     let close = close.as_bytes();
+    let Some(body) = raw.get(start..end) else {
+        return false;
+    };
     body.windows(close.len())
         .enumerate()
-        .any(|(i, w)| w == close && (i == 0 || body[i - 1] == b'\n'))
+        .any(|(i, w)| w == close && (start + i == 0 || raw[start + i - 1] == b'\n'))
 }
 
-/// The boundary of the first multipart of `m` whose closing delimiter is missing. An open
-/// multipart inside our envelope swallows the envelope's own boundaries for MIME parsers (ours
-/// and other providers'), so the signed envelope would read as tampered.
+/// The boundary of the innermost (last) multipart of `m` whose closing delimiter is missing. An
+/// open multipart inside our envelope swallows the envelope's own boundaries for MIME parsers
+/// (ours and other providers'), so the signed envelope would read as tampered.
 /// Attached messages (`message/rfc822`) are searched too, to any depth the parser went (their
 /// parts' offsets are into the same `raw`).
+/// The closing delimiter must follow the multipart's last part: one inside a part belongs to a
+/// nested multipart (a nested multipart that reuses its parent's boundary, closing only itself,
+/// used to pass for closing the parent too).
 fn unterminated_multipart(m: &mail_parser::Message<'_>, raw: &[u8]) -> Option<String> {
-    m.parts.iter().find_map(|p| match &p.body {
-        mail_parser::PartType::Multipart(_) => {
+    // The innermost open multipart is the one that swallowed what follows it (its parents'
+    // delimiters): it is the one named.
+    m.parts.iter().rev().find_map(|p| match &p.body {
+        mail_parser::PartType::Multipart(children) => {
             let boundary = p.content_type()?.attribute("boundary")?.to_string();
-            let body = raw.get(p.offset_body as usize..(p.offset_end as usize).min(raw.len()))?;
-            (!closes(body, &boundary)).then_some(boundary)
+            let end = (p.offset_end as usize).min(raw.len());
+            let start = children
+                .last()
+                .and_then(|&c| m.parts.get(c as usize))
+                .map_or(p.offset_body, |last| last.offset_end.max(p.offset_body))
+                as usize;
+            (!closes(raw, start.min(end), end, &boundary)).then_some(boundary)
         }
         mail_parser::PartType::Message(inner) => unterminated_multipart(inner, raw),
         _ => None,
@@ -197,7 +211,13 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
     let n = s.recipients.len() as u64;
     let too_large = size.saturating_mul(n.max(1)) > limits.max_total_bytes;
 
-    let Some(m) = crate::mime::parse(s.raw) else {
+    // Judge the bytes the acceptance and the envelope are built from: with its line ends made
+    // CRLF (a bare CR read as text here is a line break there, e.g. `From: "\r" <a@b>` passed
+    // the checks and then had no From when the acceptance was built: issue 11, found by
+    // tests/invariant.rs in pec-pipeline).
+    let canonical = original::canonical_crlf(s.raw);
+    let raw: &[u8] = &canonical;
+    let Some(m) = crate::mime::parse(raw) else {
         errors.push(FormalError::Unparseable);
         if too_large {
             errors.push(FormalError::TooLarge {
@@ -283,7 +303,7 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
                 .headers
                 .iter()
                 .filter(|h| h.name.as_str().eq_ignore_ascii_case(name))
-                .filter_map(|h| s.raw.get(h.offset_start as usize..h.offset_end as usize))
+                .filter_map(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
                 .find_map(|value| transport_problem(name, value));
             if let Some(reason) = problem {
                 errors.push(FormalError::HeaderNotTransportable { name, reason });
@@ -292,7 +312,7 @@ pub fn check_submission(s: &Submission<'_>, limits: &Limits) -> Result<(), Vec<F
     }
 
     // Every multipart closes (see `unterminated_multipart`).
-    if let Some(boundary) = unterminated_multipart(&m, s.raw) {
+    if let Some(boundary) = unterminated_multipart(&m, raw) {
         errors.push(FormalError::UnterminatedMultipart(boundary));
     }
 
@@ -537,10 +557,42 @@ mod tests {
             check(&attached.replace("testo\r\n\r\n--b--", "testo\r\n--inner--\r\n\r\n--b--")),
             Ok(())
         );
+        // A nested multipart that reuses the boundary and closes only itself does not close
+        // its parent (issue 11, found by tests/invariant.rs in pec-pipeline).
+        let reused = "--b\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\n\r\ninner\r\n--b--\r\n\r\n--b\r\n\r\nallegato\r\n";
+        assert_eq!(
+            check(reused),
+            Err(vec![FormalError::UnterminatedMultipart("b".into())])
+        );
+        assert_eq!(check(&format!("{reused}--b--\r\n")), Ok(()));
         // The closing delimiter counts only at the start of a line.
         assert_eq!(
             check("--b\r\n\r\nsee --b-- here\r\n"),
             Err(vec![FormalError::UnterminatedMultipart("b".into())])
+        );
+    }
+
+    #[test]
+    fn a_bare_cr_is_judged_as_the_acceptance_reads_it() {
+        let owned = v(&["m@pec.example.it"]);
+        let rcpt = v(&["a@pec.example.it"]);
+        // Read raw, the From is valid; with its line ends made CRLF (what the acceptance and
+        // the envelope are built from) it has none.
+        let raw = b"From: \"\r\" <m@pec.example.it>\r\nTo: a@pec.example.it\r\n\r\nx\r\n";
+        let verdict = check_submission(
+            &sub(raw, "m@pec.example.it", &rcpt, &owned),
+            &Limits::default(),
+        );
+        assert!(verdict.is_err(), "{verdict:?}");
+        // A bare LF alone is a line end like CRLF.
+        let raw = b"From: m@pec.example.it\nTo: a@pec.example.it\n\nx\n";
+        assert_eq!(
+            check_submission(
+                &sub(raw, "m@pec.example.it", &rcpt, &owned),
+                &Limits::default()
+            ),
+            Ok(())
         );
     }
 
