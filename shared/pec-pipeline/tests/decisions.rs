@@ -128,7 +128,7 @@ async fn a_message_rewritten_after_the_formal_checks_is_never_enveloped() {
         ingress(&f, "d4").await.unwrap(),
         IngressOutcome::ScanRequested { id: "d4".into() }
     );
-    let request: ScanRequest = serde_json::from_str(&f.outbox.take(SCAN_Q)[0]).unwrap();
+    let request = f.outbox.take(SCAN_Q).remove(0);
     let record = f.state.message("d4").await.unwrap().unwrap();
     assert_eq!(record.raw_sha256.len(), 64);
     // The message is swapped for another after the checks and before the acceptance.
