@@ -270,6 +270,40 @@ async fn unsigned_object_is_signed_through_kms_and_openssl_verifies(ctx: Arc<Ctx
         "openssl accepted a tampered message"
     );
 
+    // Locked for 30 months (Object Lock, COMPLIANCE): the version cannot be deleted.
+    let head = ctx
+        .aws
+        .s3
+        .head_object()
+        .bucket(&ctx.bucket)
+        .key(&signed_key)
+        .send()
+        .await?;
+    ensure!(
+        head.object_lock_mode() == Some(&aws_sdk_s3::types::ObjectLockMode::Compliance),
+        "the signed object is not locked: {:?}",
+        head.object_lock_mode()
+    );
+    let until = head
+        .object_lock_retain_until_date()
+        .context("no retain-until date")?
+        .secs();
+    let months = (until - Utc::now().timestamp()) as f64 / (30.44 * 86_400.0);
+    ensure!(
+        (29.5..30.5).contains(&months),
+        "locked for {months:.1} months, not 30"
+    );
+    let deleted = ctx
+        .aws
+        .s3
+        .delete_object()
+        .bucket(&ctx.bucket)
+        .key(&signed_key)
+        .version_id(head.version_id().context("no version id")?)
+        .send()
+        .await;
+    ensure!(deleted.is_err(), "a locked signed version was deleted");
+
     // The signed object is announced to the next step.
     wait_for_notification(&ctx, ctx.stack.output("DeliverQueueUrl")?, &signed_key)
         .await

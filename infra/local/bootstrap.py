@@ -289,7 +289,8 @@ class Creator:
         if "VersioningConfiguration" in p:
             self.s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": p["VersioningConfiguration"]["Status"]})
         olc = p.get("ObjectLockConfiguration")
-        if olc:
+        # Object Lock without a default rule (the evidence bucket): writers lock each object.
+        if olc and olc.get("Rule"):
             retention = dict(olc["Rule"]["DefaultRetention"])
             for unit in ("Days", "Years"):
                 if unit in retention:

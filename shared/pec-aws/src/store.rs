@@ -165,6 +165,21 @@ impl S3Retained {
     }
 }
 
+/// A conditional PutObject of a message locked in COMPLIANCE mode until `retain_until`.
+async fn put_locked(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    retain_until: DateTime<Utc>,
+) -> Result<PutOutcome, StoreError> {
+    let put = conditional_put(client, bucket, key, body)
+        .content_type("message/rfc822")
+        .object_lock_mode(ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(S3DateTime::from_secs(retain_until.timestamp()));
+    send_conditional(put, "PutObject (Object Lock)", bucket, key).await
+}
+
 impl RetainedStore for S3Retained {
     async fn put_retained(
         &self,
@@ -173,10 +188,19 @@ impl RetainedStore for S3Retained {
         body: Vec<u8>,
         retain_until: DateTime<Utc>,
     ) -> Result<PutOutcome, StoreError> {
-        let put = conditional_put(&self.client, bucket, key, body)
-            .content_type("message/rfc822")
-            .object_lock_mode(ObjectLockMode::Compliance)
-            .object_lock_retain_until_date(S3DateTime::from_secs(retain_until.timestamp()));
-        send_conditional(put, "PutObject (Object Lock)", bucket, key).await
+        put_locked(&self.client, bucket, key, body, retain_until).await
+    }
+}
+
+/// The evidence bucket has Object Lock too: the sign step locks what it signs.
+impl RetainedStore for S3Store {
+    async fn put_retained(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<PutOutcome, StoreError> {
+        put_locked(&self.client, bucket, key, body, retain_until).await
     }
 }

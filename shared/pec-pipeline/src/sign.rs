@@ -23,6 +23,11 @@
 //!
 //! Anything else is refused ([`StepError::Refused`]): retried, then kept in the dead-letter
 //! queue with its alarm, never signed.
+//!
+//! **What is signed cannot be destroyed.** The signed object is written under S3 Object Lock in
+//! COMPLIANCE mode until the signing time plus [`SIGNED_RETENTION_MONTHS`] (the 30 months the
+//! rules set for the provider's evidence): nobody, root included, can delete or overwrite that
+//! version before then.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
@@ -31,9 +36,13 @@ use pec_core::message::{RenderedError, UnsignedMessage};
 use pec_ports::keys::{self, UnsignedKey};
 use pec_ports::{
     ConfigError, DeliveryStatus, Env, InboundDecision, MessageState, ObjectStore, PutOutcome,
-    StateError, StateStore, StoreError,
+    RetainedStore, StateError, StateStore, StoreError,
 };
 use pec_smime::{DigestSigner, SignError, SigningIdentity, sign_message};
+
+/// How long a signed provider message stays locked: 30 months (the rules' retention of the
+/// provider log and its evidence, pec-rules.md).
+pub const SIGNED_RETENTION_MONTHS: u32 = 30;
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +97,7 @@ pub struct SignStep<St, Si, Db> {
     bucket: String,
 }
 
-impl<St: ObjectStore, Si: DigestSigner, Db: StateStore> SignStep<St, Si, Db> {
+impl<St: ObjectStore + RetainedStore, Si: DigestSigner, Db: StateStore> SignStep<St, Si, Db> {
     /// `bucket` is the evidence bucket; `identity` the provider certificate and its chain;
     /// `state` the state table the facts are checked against (read only).
     pub fn new(
@@ -175,9 +184,12 @@ impl<St: ObjectStore, Si: DigestSigner, Db: StateStore> SignStep<St, Si, Db> {
             key: key.to_string(),
             source,
         })?;
+        let retain_until = now
+            .checked_add_months(chrono::Months::new(SIGNED_RETENTION_MONTHS))
+            .unwrap_or(now);
         match self
             .store
-            .put_if_absent(bucket, &signed_key, signed, "message/rfc822")
+            .put_retained(bucket, &signed_key, signed, retain_until)
             .await?
         {
             PutOutcome::Created => Ok(Outcome::Signed { signed_key }),
@@ -373,7 +385,7 @@ pub enum SetupError {
 /// `key_id` names it in errors.
 ///
 /// Refuses to start with a certificate that is not for the key: every signature would fail.
-pub async fn configured<St: ObjectStore, Si: DigestSigner, Db: StateStore>(
+pub async fn configured<St: ObjectStore + RetainedStore, Si: DigestSigner, Db: StateStore>(
     store: St,
     state: Db,
     signer: Si,

@@ -42,7 +42,9 @@ fn batch(response: SqsBatchResponse) -> Result<Value, StepFailure> {
     Ok(serde_json::to_value(response)?)
 }
 
-impl<St: ObjectStore, Si: pec_smime::DigestSigner, Db: StateStore> Step for SignStep<St, Si, Db> {
+impl<St: ObjectStore + RetainedStore, Si: pec_smime::DigestSigner, Db: StateStore> Step
+    for SignStep<St, Si, Db>
+{
     fn name(&self) -> &'static str {
         "sign"
     }

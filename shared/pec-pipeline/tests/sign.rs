@@ -115,6 +115,12 @@ async fn signs_unsigned_object_into_signed_prefix_and_it_verifies() {
         .store()
         .object(BUCKET, "signed/msg/a/accettazione.eml")
         .expect("signed object");
+    // Locked (S3 Object Lock, COMPLIANCE) for the 30 months the rules keep evidence.
+    assert_eq!(
+        f.store()
+            .retained_until(BUCKET, "signed/msg/a/accettazione.eml"),
+        now().checked_add_months(chrono::Months::new(30))
+    );
     let v = verify_message(&signed, &f.anchors, None, &VerifyOptions::default());
     assert_eq!(v.verdict, Verdict::Valid, "{v:?}");
     let text = String::from_utf8_lossy(&signed);

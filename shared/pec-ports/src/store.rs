@@ -62,9 +62,12 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// [`ObjectStore`] in memory, for unit tests: counts writes so tests can assert idempotency.
+/// Also a [`RetainedStore`] (the evidence bucket is both): it keeps each locked object's
+/// retain-until date ([`MemoryStore::retained_until`]).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<(String, String), Vec<u8>>>,
+    retention: Mutex<HashMap<(String, String), DateTime<Utc>>>,
     writes: AtomicUsize,
 }
 
@@ -101,6 +104,15 @@ impl MemoryStore {
             .collect();
         keys.sort();
         keys
+    }
+
+    /// The retain-until date an object was locked with through [`RetainedStore::put_retained`].
+    pub fn retained_until(&self, bucket: &str, key: &str) -> Option<DateTime<Utc>> {
+        self.retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(bucket.to_string(), key.to_string()))
+            .copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Vec<u8>>> {
@@ -204,6 +216,27 @@ impl<T: RetainedStore> RetainedStore for &T {
         retain_until: DateTime<Utc>,
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send {
         (**self).put_retained(bucket, key, body, retain_until)
+    }
+}
+
+impl RetainedStore for MemoryStore {
+    async fn put_retained(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        retain_until: DateTime<Utc>,
+    ) -> Result<PutOutcome, StoreError> {
+        let outcome = self
+            .put_if_absent(bucket, key, body, "message/rfc822")
+            .await?;
+        if outcome == PutOutcome::Created {
+            self.retention
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((bucket.to_string(), key.to_string()), retain_until);
+        }
+        Ok(outcome)
     }
 }
 
