@@ -25,7 +25,7 @@ use pec_core::daticert::TipoDestinatario;
 use pec_core::ids::{self, SeededIds};
 use pec_core::submission::{self, SubmissionEnvelope};
 use pec_ports::{MessageRecord, MessageState};
-use pec_ports::{ObjectStore, QueueSender, StateStore};
+use pec_ports::{ObjectStore, QueueSender, RetainedStore, StateStore};
 
 use pec_ports::contract::{CONTRACT_VERSION, Point, ScanHandoff, ScanRequest};
 
@@ -56,7 +56,7 @@ pub struct Ingress<St, Db, Q> {
     pub limits: Limits,
 }
 
-impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
+impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
     pub fn new(settings: Settings, store: St, state: Db, queue: Q) -> Self {
         Self {
             settings,

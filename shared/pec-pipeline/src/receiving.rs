@@ -26,7 +26,9 @@ use pec_core::classify::{self, Kind};
 use pec_core::ids::SeededIds;
 use pec_core::original::Certified;
 use pec_core::submission::{self, InboundEnvelope};
-use pec_ports::{InboundDecision, InboundRecord, ObjectStore, PutOutcome, QueueSender, StateStore};
+use pec_ports::{
+    InboundDecision, InboundRecord, ObjectStore, PutOutcome, QueueSender, RetainedStore, StateStore,
+};
 use pec_smime::{ProviderIndex, Verdict, Verification, VerifyOptions, verify_message};
 
 use pec_ports::contract::{CONTRACT_VERSION, Point, ScanRequest};
@@ -67,7 +69,7 @@ fn speaks_for(v: &Verification, index: &ProviderIndex, address: &str) -> Result<
     }
 }
 
-impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
+impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
     /// Arrival of `inbound/<id>.json`.
     pub(crate) async fn inbound(&self, key: &str) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
@@ -230,7 +232,7 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                 };
                 let raw = self.get(&s.raw_bucket, raw_key).await?;
                 let key = keys::received_receipt(&ours.id, &record.id);
-                self.put_evidence(&key, raw).await?;
+                self.put_received(&key, raw, record.received_at).await?;
                 Ok(IngressOutcome::Received {
                     id: record.id.clone(),
                     key,
@@ -284,7 +286,8 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
                     receipt.render(),
                 )
                 .await?;
-                self.put_evidence(&keys::received_envelope(id), raw).await?;
+                self.put_received(&keys::received_envelope(id), raw, record.received_at)
+                    .await?;
             }
             ANOMALY => {
                 let anomaly = {
@@ -338,6 +341,28 @@ impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Ingress<St, Db, Q> {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// What another provider sent us, kept as received: evidence, locked like what we sign
+    /// (COMPLIANCE, `received_at` + [`crate::sign::SIGNED_RETENTION_MONTHS`]).
+    async fn put_received(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        received_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StepError> {
+        let until = received_at
+            .checked_add_months(chrono::Months::new(crate::sign::SIGNED_RETENTION_MONTHS))
+            .unwrap_or(received_at);
+        match self
+            .store
+            .put_retained(&self.settings.evidence_bucket, key, body, until)
+            .await?
+        {
+            PutOutcome::Created => tracing::info!(key, "written, locked"),
+            PutOutcome::AlreadyExists => tracing::info!(key, "already written: duplicate"),
+        }
+        Ok(())
     }
 
     pub(crate) async fn put_evidence(&self, key: &str, body: Vec<u8>) -> Result<(), StepError> {

@@ -65,7 +65,7 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> Step for ScanStep<St, Rt, M
 /// Two triggers: the ingress queue (SQS: submissions, inbound envelopes, clean scans) and SES
 /// receiving's Lambda action (after its S3 action stored `inbound/<message id>`), which records
 /// each message's SMTP envelope as `inbound/<id>.json` — that object then arrives on the queue.
-impl<St: ObjectStore, Db: StateStore, Q: QueueSender> Step for Ingress<St, Db, Q> {
+impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Step for Ingress<St, Db, Q> {
     fn name(&self) -> &'static str {
         "ingress"
     }

@@ -428,6 +428,28 @@ async fn across(rewrite: bool) {
     assert_eq!(consegna.consegna.as_deref(), Some(LUIGI));
     assert!(record.certified.contains(&LUIGI.to_string()));
 
+    // What each side received from the other is evidence, locked 30 months like what it signs.
+    for (node, prefix) in [(&w.b, "received/in/"), (&w.a, "received/msg/s1/")] {
+        let received: Vec<String> = node
+            .store
+            .keys(EVIDENCE)
+            .into_iter()
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        assert!(
+            !received.is_empty(),
+            "{} kept nothing under {prefix}",
+            node.name
+        );
+        for key in received {
+            let until = node.store.retained_until(EVIDENCE, &key);
+            assert!(
+                until.is_some_and(|u| u > w.now + Duration::days(29 * 30)),
+                "{key} is not locked: {until:?}"
+            );
+        }
+    }
+
     // The presa in carico reached A's provider address: logged, not stored; both receipts
     // are on the recipient's record, which is off the timers.
     let relay = w.a.state.relay("s1", LUIGI).await.unwrap().unwrap();
