@@ -96,7 +96,11 @@ impl Intercept for CallRecorder {
             .map(|m| m.service().to_string())
             .unwrap_or_default();
         let request = context.request();
-        let resource = resource_of(&service, request.uri(), request.body().bytes());
+        let mut resource = resource_of(&service, request.uri(), request.body().bytes());
+        // A write with an Object Lock retention also needs s3:PutObjectRetention.
+        if service == "S3" && request.headers().contains_key("x-amz-object-lock-mode") {
+            resource.insert("object_lock_retention".into(), json!(true));
+        }
         cfg.interceptor_state().store_put(Resource(resource));
         Ok(())
     }
