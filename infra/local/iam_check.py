@@ -19,7 +19,10 @@ call: function, stack, service, operation, HTTP status and the resource parts
 4. fails listing every permission (Allow statement x action x resource) that no request used,
    except those in UNEXERCISED, each with the reason it cannot be exercised locally.
 
-    iam_check.py --template template.yaml --state-dir .local/stack --log calls.jsonl [--log ...]
+    iam_check.py --template template.yaml --run CALLS.jsonl STATE_DIR [--run ...]
+
+(infra/test.sh records the integration tests and the demo, each with a copy of the stacks'
+resources files taken right after it: a stack restarted in between has new KMS key ids.)
 
 Exit 0 when every call is allowed and every permission is used; 1 otherwise (2: bad input).
 """
@@ -237,12 +240,13 @@ def _ctx(**values: list[str] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(sorted((k.replace("__", ":"), tuple(v)) for k, v in values.items() if v is not None))
 
 
-def requests_for(call: dict, stack: Stack) -> list[Request]:
+def requests_for(call: dict, stack: Stack, stack_key: str | None = None) -> list[Request]:
     fn, service, op = call["function"], call["service"], call["operation"]
     why = f"{service} {op} " + " ".join(
         str(call[k]) for k in ("bucket", "key", "prefix", "TableName", "IndexName", "QueueUrl", "KeyId", "source")
         if call.get(k))
-    req = lambda action, resource, context=(): Request(fn, stack.name, action, resource, context, why.strip())  # noqa: E731
+    stack_key = stack_key or stack.name
+    req = lambda action, resource, context=(): Request(fn, stack_key, action, resource, context, why.strip())  # noqa: E731
     if service == "S3":
         bucket = stack.find("BucketName", call["bucket"])["Arn"]
         if op in S3_OBJECT:
@@ -296,9 +300,9 @@ def query_partition_key(call: dict) -> str | None:
     return value.get("S")
 
 
-def event_source_requests(stack: Stack) -> list[Request]:
+def event_source_requests(stack: Stack, key: str | None = None) -> list[Request]:
     """What Lambda's SQS event source mapping does with each function's role."""
-    return [Request(fn, stack.name, action, arn, (), f"Lambda event source mapping of {fn}")
+    return [Request(fn, key or stack.name, action, arn, (), f"Lambda event source mapping of {fn}")
             for fn, arns in stack.queues.items() for arn in arns
             for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")]
 
@@ -325,8 +329,8 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
     unexercised = UNEXERCISED if unexercised is None else unexercised
     report = Report()
     requests: list[Request] = []
-    for stack in stacks.values():
-        requests += event_source_requests(stack)
+    for key, stack in stacks.items():
+        requests += event_source_requests(stack, key)
     for call in calls:
         stack = stacks.get(call.get("stack") or "")
         if stack is None:
@@ -334,7 +338,7 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
         if call["function"] not in stack.roles:
             raise CheckError(f"call recorded for {call['function']}, which is not a function of the template")
         report.functions.add(call["function"])
-        requests += requests_for(call, stack)
+        requests += requests_for(call, stack, call["stack"])
     unique = sorted(set(requests), key=lambda r: (r.stack, r.function, r.action, r.resource, r.context))
     report.checked = len(unique)
     for r in unique:
@@ -343,17 +347,17 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
     # Every permission must serve a request: each Allow statement's action x resource, alone.
     # The roles come from one template, so a permission used in any stack is used.
     used: dict[tuple[str, str, str, str], bool] = {}
-    for stack in stacks.values():
+    for key, stack in stacks.items():
         for fn, statements in sorted(stack.roles.items()):
-            mine = [r for r in unique if r.function == fn and r.stack == stack.name]
+            mine = [r for r in unique if r.function == fn and r.stack == key]
             for st in statements:
                 if st.get("Effect") != "Allow" or "Action" not in st or "Resource" not in st:
                     continue
                 for action in _as_list(st["Action"]):
                     for resource in _as_list(st["Resource"]):
                         single = {**st, "Action": action, "Resource": resource}
-                        key = (fn, st.get("Sid", "?"), action, resource.replace(stack.name, "${AWS::StackName}"))
-                        used[key] = used.get(key, False) or any(evaluator.allowed([single], r) for r in mine)
+                        perm = (fn, st.get("Sid", "?"), action, resource.replace(stack.name, "${AWS::StackName}"))
+                        used[perm] = used.get(perm, False) or any(evaluator.allowed([single], r) for r in mine)
     for (fn, sid, action, pattern), was_used in sorted(used.items()):
         if was_used:
             continue
@@ -382,29 +386,39 @@ def read_calls(paths: list[str]) -> list[dict]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--template", required=True)
-    ap.add_argument("--state-dir", required=True)
-    ap.add_argument("--log", action="append", required=True, help="a call log (PEC_AWS_CALL_LOG)")
+    ap.add_argument("--run", nargs=2, action="append", required=True, metavar=("LOG", "STATE_DIR"),
+                    help="a call log (PEC_AWS_CALL_LOG) and the state dir whose <stack>.resources.json "
+                         "files describe the stacks it ran against (a copy taken right after the run)")
     ap.add_argument("--require-function", action="append", default=None,
-                    help="fail unless the log has calls of this function (default: every template function)")
+                    help="fail unless the logs have calls of this function (default: every template function)")
     args = ap.parse_args(argv)
     try:
-        calls = read_calls(args.log)
+        stacks: dict[str, Stack] = {}
+        calls: list[dict] = []
+        for i, (log, state_dir) in enumerate(args.run):
+            run_calls = read_calls([log])
+            for name in sorted({c.get("stack") or "" for c in run_calls}):
+                stacks[f"{name}@{i}"] = load_stack(args.template, state_dir, name)
+            calls += [{**c, "stack": f"{c.get('stack')}@{i}"} for c in run_calls]
         if not calls:
-            raise CheckError(f"no call recorded in {', '.join(args.log)}")
-        stacks = {name: load_stack(args.template, args.state_dir, name)
-                  for name in sorted({c.get("stack") or "" for c in calls})}
+            raise CheckError("no call recorded in " + ", ".join(log for log, _ in args.run))
         report = check(stacks, calls)
-    except (CheckError, bootstrap.BootstrapError) as e:
+    except (CheckError, bootstrap.BootstrapError, OSError) as e:
         print(f"iam_check: error: {e}", file=sys.stderr)
         return 2
     every = set().union(*(s.roles for s in stacks.values()))
     required = set(args.require_function) if args.require_function else every
     silent = sorted(required - report.functions)
-    print(f"iam_check: {len(calls)} calls of {len(report.functions)} functions in stacks "
-          f"{', '.join(stacks)}: {report.checked} distinct IAM requests")
+    print(f"iam_check: {len(calls)} calls of {len(report.functions)} functions in {len(args.run)} runs "
+          f"(stacks {', '.join(sorted({s.name for s in stacks.values()}))}): {report.checked} distinct IAM requests")
+    shown = set()
     for r in report.denied:
+        key = (r.function, r.action, r.resource.replace(stacks[r.stack].name, "${AWS::StackName}"))
+        if key in shown:
+            continue  # one line per permission missing, with the first call that needed it
+        shown.add(key)
         ctx = f" with {r.context_dict()}" if r.context else ""
-        print(f"DENIED  {r.stack} {r.function}: {r.action} on {r.resource}{ctx}  <- {r.why}")
+        print(f"DENIED  {r.function}: {r.action} on {r.resource}{ctx}  <- {r.why}")
     for line in report.unused:
         print(f"UNUSED  {line}")
     for line in report.excused:
@@ -414,7 +428,7 @@ def main(argv: list[str]) -> int:
     if report.ok and not silent:
         print("iam_check: every call is allowed by its function's role, every permission is used")
         return 0
-    print(f"iam_check: {len(report.denied)} denied, {len(report.unused)} unused, "
+    print(f"iam_check: {len(shown)} permissions missing, {len(report.unused)} unused, "
           f"{len(silent)} functions without calls", file=sys.stderr)
     return 1
 
