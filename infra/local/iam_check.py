@@ -46,12 +46,35 @@ class CheckError(Exception):
     """The input cannot be checked (unknown resource, operation or condition operator)."""
 
 
-# Permissions a role needs in AWS that no local run can exercise, as (function, Sid, action):
-# each with the reason. Keep this short: anything else unused is removed from the template.
-UNEXERCISED: dict[tuple[str, str, str], str] = {
-    ("IngressFunction", "RecordSesEnvelopes", "s3:PutObject"):
+# Permissions a role needs in AWS that no local run exercises, as (function, Sid, action,
+# resource as reported), each with the reason. Keep it short: anything else unused is removed
+# from the template, and each entry here is a call the check cannot see denied.
+UNEXERCISED: dict[tuple[str, str, str, str], str] = {
+    ("IngressFunction", "RecordSesEnvelopes", "s3:PutObject",
+     "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}/inbound/*.json"):
         "SES receiving invokes ingress with the SMTP envelope (Lambda action), which it records as "
-        "inbound/<id>.json; SES receipt rules never execute locally (pec-exchange writes that object)",
+        "inbound/<id>.json; receipt rules never run locally (pec-exchange writes that object)",
+    ("IngressFunction", "SeeWhetherObjectsExist", "s3:ListBucket",
+     "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}"):
+        "SES receiving stores inbound/<message id> without .eml, so in AWS the receiving point's "
+        "first HeadObject (inbound/<id>.eml) is a 404; locally pec-exchange always writes the .eml",
+    ("IngressFunction", "HeadRecordedNonAcceptance", "s3:GetObject",
+     "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/unsigned/msg/*/non-accettazione.eml"):
+        "only a duplicate submission event after a recorded refusal checks the notice (issue 11 "
+        "defect 3); its regression tests run over the memory store, not on the emulators",
+    ("TimersFunction", "ReadSubmissions", "s3:GetObject",
+     "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}/submitted/*"):
+        "the 12 h / 24 h notices need a certified relay left without receipts; no run on the "
+        "emulators leaves one (the timers are tested with an advanced clock over the memory fakes)",
+    ("TimersFunction", "RelayedRecipientsAndMessages", "dynamodb:GetItem",
+     "arn:aws:dynamodb:ddblocal:${AWS::AccountId}:table/${AWS::StackName}-state"):
+        "as TimersFunction ReadSubmissions: no due timer in any run on the emulators",
+    ("TimersFunction", "RelayedRecipientsAndMessages", "dynamodb:UpdateItem",
+     "arn:aws:dynamodb:ddblocal:${AWS::AccountId}:table/${AWS::StackName}-state"):
+        "as TimersFunction ReadSubmissions: no due timer in any run on the emulators",
+    ("TimersFunction", "WriteNoticesForTheSigner", "s3:PutObject",
+     "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/unsigned/msg/*"):
+        "as TimersFunction ReadSubmissions: no due timer in any run on the emulators",
 }
 
 
@@ -173,6 +196,11 @@ class Stack:
     resources: dict[str, dict]  # logical id -> attributes (bootstrap's "physical")
     roles: dict[str, list[dict]] = field(default_factory=dict)  # function -> its statements
     queues: dict[str, list[str]] = field(default_factory=dict)  # function -> SQS event queue ARNs
+
+    def generic(self, arn: str) -> str:
+        """An ARN of this stack as the template writes it (stack, account and region as names)."""
+        return (arn.replace(self.name, "${AWS::StackName}").replace(ACCOUNT, "${AWS::AccountId}")
+                .replace(self.region, "${AWS::Region}"))
 
     def find(self, attr: str, value: str) -> dict:
         for attrs in self.resources.values():
@@ -315,16 +343,17 @@ class Report:
     denied: list[Request] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
     excused: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
     checked: int = 0
     functions: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
-        return not self.denied and not self.unused
+        return not self.denied and not self.unused and not self.stale
 
 
 def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | None = None,
-          unexercised: dict[tuple[str, str, str], str] | None = None) -> Report:
+          unexercised: dict[tuple[str, str, str, str], str] | None = None) -> Report:
     evaluator = evaluator or Evaluator()
     unexercised = UNEXERCISED if unexercised is None else unexercised
     report = Report()
@@ -356,13 +385,17 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
                 for action in _as_list(st["Action"]):
                     for resource in _as_list(st["Resource"]):
                         single = {**st, "Action": action, "Resource": resource}
-                        perm = (fn, st.get("Sid", "?"), action, resource.replace(stack.name, "${AWS::StackName}"))
+                        perm = (fn, st.get("Sid", "?"), action, stack.generic(resource))
                         used[perm] = used.get(perm, False) or any(evaluator.allowed([single], r) for r in mine)
+    # An allow-list entry for a permission that is used, or that the template no longer has, is
+    # stale: it would hide the next permission of that name.
+    report.stale = sorted(f"{fn} {sid}: {action} on {pattern}" for (fn, sid, action, pattern) in unexercised
+                          if used.get((fn, sid, action, pattern), True))
     for (fn, sid, action, pattern), was_used in sorted(used.items()):
         if was_used:
             continue
         line = f"{fn} {sid}: {action} on {pattern}"
-        reason = unexercised.get((fn, sid, action))
+        reason = unexercised.get((fn, sid, action, pattern))
         if reason:
             report.excused.append(f"{line} (not exercised locally: {reason})")
         else:
@@ -413,7 +446,7 @@ def main(argv: list[str]) -> int:
           f"(stacks {', '.join(sorted({s.name for s in stacks.values()}))}): {report.checked} distinct IAM requests")
     shown = set()
     for r in report.denied:
-        key = (r.function, r.action, r.resource.replace(stacks[r.stack].name, "${AWS::StackName}"))
+        key = (r.function, r.action, stacks[r.stack].generic(r.resource))
         if key in shown:
             continue  # one line per permission missing, with the first call that needed it
         shown.add(key)
@@ -421,6 +454,8 @@ def main(argv: list[str]) -> int:
         print(f"DENIED  {r.function}: {r.action} on {r.resource}{ctx}  <- {r.why}")
     for line in report.unused:
         print(f"UNUSED  {line}")
+    for line in report.stale:
+        print(f"STALE  UNEXERCISED entry for a permission that is used or gone: {line}")
     for line in report.excused:
         print(f"allowed, unused: {line}")
     for fn in silent:
@@ -429,7 +464,8 @@ def main(argv: list[str]) -> int:
         print("iam_check: every call is allowed by its function's role, every permission is used")
         return 0
     print(f"iam_check: {len(shown)} permissions missing, {len(report.unused)} unused, "
-          f"{len(silent)} functions without calls", file=sys.stderr)
+          f"{len(report.stale)} stale allow-list entries, {len(silent)} functions without calls",
+          file=sys.stderr)
     return 1
 
 

@@ -134,12 +134,19 @@ class IamCheck(unittest.TestCase):
         stack = self.stack(original)
         report = iam_check.check({STACK: stack}, self.sign_calls(stack), self.evaluator, unexercised={})
         unused = [line for line in report.unused if line.startswith("SignFunction ")]
-        self.assertEqual(unused, ["SignFunction Extra: s3:DeleteObject on "
-                                  "arn:aws:s3:::${AWS::StackName}-evidence-000000000000-eu-south-1/signed/*"])
+        pattern = "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/signed/*"
+        self.assertEqual(unused, [f"SignFunction Extra: s3:DeleteObject on {pattern}"])
         excused = iam_check.check({STACK: stack}, self.sign_calls(stack), self.evaluator,
-                                  unexercised={("SignFunction", "Extra", "s3:DeleteObject"): "a reason"})
+                                  unexercised={("SignFunction", "Extra", "s3:DeleteObject", pattern): "a reason"})
         self.assertFalse(any(line.startswith("SignFunction ") for line in excused.unused))
         self.assertTrue(any("a reason" in line for line in excused.excused))
+        self.assertEqual(excused.stale, [])
+        # An allow-list entry for a permission the calls use (or the template lacks) is stale.
+        stale = iam_check.check({STACK: stack}, self.sign_calls(stack), self.evaluator, unexercised={
+            ("SignFunction", "WriteSigned", "s3:PutObject", pattern): "used after all",
+            ("SignFunction", "Gone", "s3:GetObject", pattern): "not in the template"})
+        self.assertEqual(len(stale.stale), 2)
+        self.assertFalse(stale.ok)
 
     def test_the_event_source_mapping_needs_its_queue(self):
         original = copy.deepcopy(self.original)
