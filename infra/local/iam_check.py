@@ -16,8 +16,9 @@ call: function, stack, service, operation, HTTP status and the resource parts
    events: locally the runner polls instead, with clients of its own);
 3. evaluates each request against the role with a policy evaluator (moto's, see Evaluator) and
    fails listing every denied request;
-4. fails listing every permission (Allow statement x action x resource) that no request used,
-   except those in UNEXERCISED, each with the reason it cannot be exercised locally.
+4. fails listing every permission (Allow statement x action x resource, and each value a
+   condition lists, e.g. each dynamodb:LeadingKeys prefix) that no request used, except those in
+   UNEXERCISED, each with the reason it cannot be exercised locally.
 
     iam_check.py --template template.yaml --run CALLS.jsonl STATE_DIR [--run ...]
 
@@ -387,6 +388,18 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
                         single = {**st, "Action": action, "Resource": resource}
                         perm = (fn, st.get("Sid", "?"), action, stack.generic(resource))
                         used[perm] = used.get(perm, False) or any(evaluator.allowed([single], r) for r in mine)
+                        # Each value a condition lists must serve a request too (e.g. each
+                        # dynamodb:LeadingKeys prefix), tried alone in place of the list.
+                        for operator, tests in (st.get("Condition") or {}).items():
+                            for ckey, values in tests.items():
+                                if not isinstance(values, list) or len(values) < 2:
+                                    continue
+                                for value in values:
+                                    narrowed = {**st["Condition"], operator: {**tests, ckey: [value]}}
+                                    one = {**single, "Condition": narrowed}
+                                    vperm = (perm[0], perm[1], perm[2], f"{perm[3]} when {ckey} {value}")
+                                    used[vperm] = used.get(vperm, False) or any(
+                                        evaluator.allowed([one], r) for r in mine)
     # An allow-list entry for a permission that is used, or that the template no longer has, is
     # stale: it would hide the next permission of that name.
     report.stale = sorted(f"{fn} {sid}: {action} on {pattern}" for (fn, sid, action, pattern) in unexercised

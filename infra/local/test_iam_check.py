@@ -168,6 +168,36 @@ class IamCheck(unittest.TestCase):
         self.assertIn(("ReceiptsFunction", "dynamodb:PutItem", stack.resources["StateTable"]["Arn"]), denied)
         self.assertIn(("ReceiptsFunction", "dynamodb:PutItem", stack.resources["ProviderLogTable"]["Arn"]), denied)
 
+    def test_leading_keys_limit_each_role_to_its_items(self):
+        """Issue: roles could write any item of the state table (mailbox items included)."""
+        stack = self.stack()
+        state = stack.resources["StateTable"]["TableName"]
+        put = lambda fn, pk: {"function": fn, "stack": STACK, "service": "DynamoDB", "operation": "PutItem",  # noqa: E731
+                              "status": 200, "TableName": state, "pk": pk}
+        arn = stack.resources["StateTable"]["Arn"]
+        self.assertEqual(self.denied(stack, [put("IngressFunction", "MSG#1")]), [])
+        self.assertIn(("IngressFunction", "dynamodb:PutItem", arn),
+                      self.denied(stack, [put("IngressFunction", "MBX#mario@pec.example.test")]))
+        self.assertIn(("DeliverFunction", "dynamodb:PutItem", arn),
+                      self.denied(stack, [put("DeliverFunction", "TENANT#t")]))
+        query = {"function": "TimersFunction", "stack": STACK, "service": "DynamoDB", "operation": "Query",
+                 "status": 200, "TableName": state, "IndexName": "gsi1",
+                 "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk <= :before",
+                 "ExpressionAttributeValues": {":pk": {"S": "TIMER"}, ":before": {"S": "2026"}}}
+        self.assertEqual(iam_check.requests_for(query, stack)[0].context_dict(),
+                         {"dynamodb:LeadingKeys": ["TIMER"]})
+
+    def test_each_leading_key_prefix_must_be_used(self):
+        stack = self.stack()
+        state = stack.resources["StateTable"]["TableName"]
+        calls = [{"function": "IngressFunction", "stack": STACK, "service": "DynamoDB", "operation": "PutItem",
+                  "status": 200, "TableName": state, "pk": "MSG#1"}]
+        unused = iam_check.check({STACK: stack}, calls, self.evaluator, unexercised={}).unused
+        self.assertTrue(any(line.startswith("IngressFunction RecordMessagesAndInboundMail: dynamodb:PutItem")
+                            and line.endswith("when dynamodb:LeadingKeys IN#*") for line in unused), unused)
+        self.assertFalse(any(line.endswith("when dynamodb:LeadingKeys MSG#*") and "RecordMessages" in line
+                             for line in unused))
+
     def test_a_call_to_a_resource_outside_the_template_is_an_error(self):
         stack = self.stack()
         call = {"function": "SignFunction", "stack": STACK, "service": "S3", "operation": "GetObject",
