@@ -31,7 +31,6 @@ Exit 0 when every call is allowed and every permission is used; 1 otherwise (2: 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
 import re
@@ -272,7 +271,7 @@ def _ctx(**values: list[str] | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
 def requests_for(call: dict, stack: Stack, stack_key: str | None = None) -> list[Request]:
     fn, service, op = call["function"], call["service"], call["operation"]
     why = f"{service} {op} " + " ".join(
-        str(call[k]) for k in ("bucket", "key", "prefix", "TableName", "IndexName", "QueueUrl", "KeyId", "source")
+        str(call[k]) for k in ("bucket", "key", "prefix", "TableName", "IndexName", "pk", "QueueUrl", "KeyId", "source")
         if call.get(k))
     stack_key = stack_key or stack.name
     req = lambda action, resource, context=(): Request(fn, stack_key, action, resource, context, why.strip())  # noqa: E731
@@ -368,7 +367,10 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
         if call["function"] not in stack.roles:
             raise CheckError(f"call recorded for {call['function']}, which is not a function of the template")
         report.functions.add(call["function"])
-        requests += requests_for(call, stack, call["stack"])
+        try:
+            requests += requests_for(call, stack, call["stack"])
+        except KeyError as e:
+            raise CheckError(f"the call lacks {e} (its request never reached the wire?): {call}") from None
     unique = sorted(set(requests), key=lambda r: (r.stack, r.function, r.action, r.resource, r.context))
     report.checked = len(unique)
     for r in unique:
