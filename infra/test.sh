@@ -2,7 +2,8 @@
 # Runs every test of the project on a fresh machine or a warm one: installs what is missing
 # (idempotently), checks formatting, lints, the template, then unit, golden and CLI tests, then the
 # integration tests on the local emulators (started here and stopped at the end if this run started
-# them), the emulator-failure check, a short fuzz run and the function packaging.
+# them), the emulator-failure check, the demo, the offline IAM check of every AWS call those runs
+# made (infra/local/iam_check.py), a short fuzz run and the function packaging.
 #
 #   infra/test.sh            (CI runs exactly this through .ci/run)
 set -euo pipefail
@@ -39,11 +40,23 @@ if ! infra/local/stack.sh status >/dev/null 2>&1; then
   infra/local/stack.sh start
   started_stack=1
 fi
-cargo test -p pec-integration --locked
+# Every AWS call the functions make in the integration tests and in the demo is recorded
+# (PEC_AWS_CALL_LOG, shared/pec-aws/src/call_log.rs) for the IAM check below, each run with a
+# copy of the stacks' resources files as they were (a restarted stack has new KMS key ids).
+iam_dir="$PEC_STATE_DIR/iam-calls"
+rm -rf "$iam_dir" && mkdir -p "$iam_dir/integration" "$iam_dir/demo"
+PEC_AWS_CALL_LOG="$iam_dir/integration/calls.jsonl" cargo test -p pec-integration --locked
+cp "$PEC_STATE_DIR"/*.resources.json "$iam_dir/integration/"
 tests/emulator-failure.sh
 
 step "the README's main command (demo) on the same emulators"
-infra/demo.sh
+PEC_AWS_CALL_LOG="$iam_dir/demo/calls.jsonl" infra/demo.sh
+cp "$PEC_STATE_DIR"/*.resources.json "$iam_dir/demo/"
+
+step "IAM, offline: every recorded call against its function's role in template.yaml"
+"$VENV/bin/python" infra/local/iam_check.py --template template.yaml \
+  --run "$iam_dir/integration/calls.jsonl" "$iam_dir/integration" \
+  --run "$iam_dir/demo/calls.jsonl" "$iam_dir/demo"
 
 if [ -x fuzz/run-short.sh ]; then
   step "fuzzing (short run; see fuzz/README.md for long runs)"

@@ -662,7 +662,7 @@ def main(argv: list[str]) -> int:
     os.makedirs(args.state_dir, exist_ok=True)
     base = os.path.join(args.state_dir, args.stack_name)
     with open(base + ".resources.json", "w", encoding="utf-8") as f:
-        json.dump({"stack": args.stack_name, "region": region, "outputs": outputs,
+        json.dump({"stack": args.stack_name, "region": region, "parameters": params, "outputs": outputs,
                    "resources": resolver.physical, "function_environment": fn_env,
                    "functions": functions}, f, indent=2, sort_keys=True)
     with open(base + ".env", "w", encoding="utf-8") as f:

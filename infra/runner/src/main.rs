@@ -303,7 +303,10 @@ async fn main() -> Result<()> {
     let functions = resources["functions"]
         .as_object()
         .context("the resources file lists no functions")?;
-    let aws = AwsClients::load(&ClientSettings::from_env()?).await;
+    let mut settings = ClientSettings::from_env()?;
+    // Calls recorded for the IAM check (PEC_AWS_CALL_LOG) name the stack they were made in.
+    settings.call_log_stack = Some(args.stack_name.clone());
+    let aws = AwsClients::load(&settings).await;
     let stop = Arc::new(AtomicBool::new(false));
     let activity = Arc::new(Activity {
         started: Instant::now(),

@@ -164,11 +164,15 @@ pub async fn timers(
 
 /// The step of a template function (its logical id), built from `env` exactly as its Lambda
 /// `main` builds it. Every function crate is registered here (the local runner's registry).
+/// Its clients are the function's own ([`AwsClients::for_function`]): with `PEC_AWS_CALL_LOG`
+/// set, every AWS call it makes is recorded under its name for the IAM check
+/// (`infra/local/iam_check.py`).
 pub async fn by_function(
     function: &str,
     aws: AwsClients,
     env: Env<'_>,
 ) -> Result<BoxedStep, WiringError> {
+    let aws = aws.for_function(function);
     Ok(match function {
         "SignFunction" => BoxedStep::new(sign(aws, env).await?),
         "ScanFunction" => BoxedStep::new(scan(aws, env).await?),

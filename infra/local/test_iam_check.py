@@ -1,0 +1,247 @@
+"""Tests of the offline IAM check (iam_check.py): a call the role does not allow fails, and so
+does a permission no call uses; the evaluator keeps IAM's semantics where moto's shortcuts don't.
+
+Run: <venv>/bin/python -m unittest discover -s infra/local -p 'test_*.py'  (infra/test.sh does).
+"""
+
+import copy
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import bootstrap  # noqa: E402
+import iam_check  # noqa: E402
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+TEMPLATE = os.path.join(REPO, "template.yaml")
+STACK = "pec-test"
+REGION = "eu-south-1"
+
+
+class OfflineCreator:
+    """bootstrap.Creator's attributes for each resource, without emulators: the names the
+    template gives, ARNs built as AWS (and the emulators) build them."""
+
+    def __init__(self) -> None:
+        self.keys = 0
+
+    def queue(self, logical, p):
+        name = p.get("QueueName") or f"{STACK}-{logical}"
+        url = f"http://sqs.local/{bootstrap.ACCOUNT}/{name}"
+        return {"Ref": url, "Arn": f"arn:aws:sqs:{REGION}:{bootstrap.ACCOUNT}:{name}", "QueueName": name, "QueueUrl": url}
+
+    def bucket(self, logical, p):
+        name = p.get("BucketName") or f"{STACK}-{logical}".lower()
+        return {"Ref": name, "Arn": f"arn:aws:s3:::{name}", "BucketName": name}
+
+    def table(self, logical, p):
+        name = p.get("TableName") or f"{STACK}-{logical}"
+        return {"Ref": name, "Arn": f"arn:aws:dynamodb:{REGION}:{bootstrap.ACCOUNT}:table/{name}", "TableName": name}
+
+    def key(self, logical, p):
+        self.keys += 1
+        key_id = f"0000000{self.keys}-0000-0000-0000-000000000000"
+        return {"Ref": key_id, "Arn": f"arn:aws:kms:{REGION}:{bootstrap.ACCOUNT}:key/{key_id}", "KeyId": key_id}
+
+    def alias(self, logical, p):
+        return {"Ref": p["AliasName"]}
+
+    def event_bus(self, logical, p):
+        return {"Ref": p["Name"], "Arn": f"arn:aws:events:{REGION}:{bootstrap.ACCOUNT}:event-bus/{p['Name']}", "Name": p["Name"]}
+
+    def email_identity(self, logical, p):
+        return {"Ref": p["EmailIdentity"]}
+
+    def topic(self, logical, p):
+        arn = f"arn:aws:sns:{REGION}:{bootstrap.ACCOUNT}:{STACK}-{logical}"
+        return {"Ref": arn, "TopicArn": arn}
+
+
+def offline_stack(original: dict, transformed: dict) -> iam_check.Stack:
+    params = bootstrap.parameters_from(original, {})
+    resolver = bootstrap.Resolver(STACK, REGION, params)
+    creator = OfflineCreator()
+    resources = transformed["Resources"]
+    for logical in bootstrap.creation_order(resources):
+        method = bootstrap.Creator.HANDLERS.get(resources[logical]["Type"])
+        if method:
+            props = resolver.resolve(resources[logical].get("Properties", {}))
+            resolver.physical[logical] = getattr(creator, method)(logical, props)
+    return iam_check.stack_from_template(original, resolver, STACK, REGION)
+
+
+def role_statements(original: dict, role: str) -> list:
+    return original["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+class IamCheck(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.original, cls.transformed = bootstrap.load_template(TEMPLATE, {})
+        cls.evaluator = iam_check.Evaluator()
+
+    def stack(self, original=None) -> iam_check.Stack:
+        return offline_stack(original or self.original, self.transformed)
+
+    def sign_calls(self, stack: iam_check.Stack) -> list:
+        evidence = stack.resources["EvidenceBucket"]["BucketName"]
+        key_id = stack.resources["SigningKey"]["KeyId"]
+        call = lambda **kw: {"function": "SignFunction", "stack": STACK, "status": 200, **kw}  # noqa: E731
+        return [
+            call(service="KMS", operation="GetPublicKey", KeyId=key_id),
+            call(service="S3", operation="GetObject", bucket=evidence, key="config/provider-chain.pem"),
+            call(service="S3", operation="GetObject", bucket=evidence, key="unsigned/msg/1/accettazione.eml"),
+            call(service="S3", operation="HeadObject", bucket=evidence, key="signed/msg/1/accettazione.eml", status=404),
+            call(service="S3", operation="HeadObject", bucket=evidence, key="signed/msg/1/accettazione.eml"),
+            call(service="KMS", operation="Sign", KeyId=key_id),
+            call(service="S3", operation="PutObject", bucket=evidence, key="signed/msg/1/accettazione.eml"),
+        ]
+
+    def denied(self, stack, calls) -> list:
+        return [(r.function, r.action, r.resource) for r in iam_check.check({STACK: stack}, calls, self.evaluator).denied]
+
+    def test_the_sign_steps_calls_are_allowed_by_its_role(self):
+        stack = self.stack()
+        self.assertEqual(self.denied(stack, self.sign_calls(stack)), [])
+
+    def test_sign_role_without_get_object_on_signed_fails_the_head_object(self):
+        """The past defect: HeadObject on signed/<key> is authorised as s3:GetObject."""
+        original = copy.deepcopy(self.original)
+        statements = role_statements(original, "SignFunctionRole")
+        statements[:] = [st for st in statements if st["Sid"] != "HeadSignedForIdempotency"]
+        stack = self.stack(original)
+        evidence = stack.resources["EvidenceBucket"]["Arn"]
+        self.assertIn(("SignFunction", "s3:GetObject", f"{evidence}/signed/msg/1/accettazione.eml"),
+                      self.denied(stack, self.sign_calls(stack)))
+
+    def test_a_404_needs_list_bucket_and_a_prefix_condition_does_not_give_it(self):
+        """HeadObject of a missing key is a 404 only with s3:ListBucket on the bucket; the
+        request carries no s3:prefix, so a ListBucket conditioned on a prefix does not count."""
+        original = copy.deepcopy(self.original)
+        for st in role_statements(original, "SignFunctionRole"):
+            if st["Action"] == "s3:ListBucket":
+                st["Condition"] = {"StringLike": {"s3:prefix": "signed/*"}}
+        stack = self.stack(original)
+        evidence = stack.resources["EvidenceBucket"]["Arn"]
+        self.assertEqual(self.denied(stack, self.sign_calls(stack)), [("SignFunction", "s3:ListBucket", evidence)])
+
+    def test_a_permission_no_call_uses_fails(self):
+        original = copy.deepcopy(self.original)
+        role_statements(original, "SignFunctionRole").append(
+            {"Sid": "Extra", "Effect": "Allow", "Action": "s3:DeleteObject",
+             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${EvidenceBucket}/signed/*"}})
+        stack = self.stack(original)
+        report = iam_check.check({STACK: stack}, self.sign_calls(stack), self.evaluator, unexercised={})
+        unused = [line for line in report.unused if line.startswith("SignFunction ")]
+        pattern = "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/signed/*"
+        self.assertEqual(unused, [f"SignFunction Extra: s3:DeleteObject on {pattern}"])
+        excused = iam_check.check({STACK: stack}, self.sign_calls(stack), self.evaluator,
+                                  unexercised={("SignFunction", "Extra", "s3:DeleteObject", pattern): "a reason"})
+        self.assertFalse(any(line.startswith("SignFunction ") for line in excused.unused))
+        self.assertTrue(any("a reason" in line for line in excused.excused))
+        self.assertEqual(excused.stale, [])
+        # An allow-list entry for a permission the calls use (or the template lacks) is stale.
+        stale = iam_check.check({STACK: stack}, self.sign_calls(stack), self.evaluator, unexercised={
+            ("SignFunction", "WriteSigned", "s3:PutObject", pattern): "used after all",
+            ("SignFunction", "Gone", "s3:GetObject", pattern): "not in the template"})
+        self.assertEqual(len(stale.stale), 2)
+        self.assertFalse(stale.ok)
+
+    def test_the_event_source_mapping_needs_its_queue(self):
+        original = copy.deepcopy(self.original)
+        statements = role_statements(original, "SignFunctionRole")
+        statements[:] = [st for st in statements if st["Sid"] != "ConsumeTheSignQueue"]
+        stack = self.stack(original)
+        denied = {action for fn, action, _ in self.denied(stack, self.sign_calls(stack)) if fn == "SignFunction"}
+        self.assertEqual(denied, {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"})
+
+    def test_transactions_are_authorised_item_by_item(self):
+        stack = self.stack()
+        state = stack.resources["StateTable"]["TableName"]
+        log = stack.resources["ProviderLogTable"]["TableName"]
+        calls = [{"function": "ReceiptsFunction", "stack": STACK, "service": "DynamoDB",
+                  "operation": "TransactWriteItems", "status": 200,
+                  "TransactItems": [{"kind": "Put", "TableName": state, "pk": "MSG#1"},
+                                    {"kind": "Put", "TableName": log, "pk": "DAY#1"}]}]
+        denied = self.denied(stack, calls)
+        self.assertIn(("ReceiptsFunction", "dynamodb:PutItem", stack.resources["StateTable"]["Arn"]), denied)
+        self.assertIn(("ReceiptsFunction", "dynamodb:PutItem", stack.resources["ProviderLogTable"]["Arn"]), denied)
+
+    def test_leading_keys_limit_each_role_to_its_items(self):
+        """Issue: roles could write any item of the state table (mailbox items included)."""
+        stack = self.stack()
+        state = stack.resources["StateTable"]["TableName"]
+        put = lambda fn, pk: {"function": fn, "stack": STACK, "service": "DynamoDB", "operation": "PutItem",  # noqa: E731
+                              "status": 200, "TableName": state, "pk": pk}
+        arn = stack.resources["StateTable"]["Arn"]
+        self.assertEqual(self.denied(stack, [put("IngressFunction", "MSG#1")]), [])
+        self.assertIn(("IngressFunction", "dynamodb:PutItem", arn),
+                      self.denied(stack, [put("IngressFunction", "MBX#mario@pec.example.test")]))
+        self.assertIn(("DeliverFunction", "dynamodb:PutItem", arn),
+                      self.denied(stack, [put("DeliverFunction", "TENANT#t")]))
+        query = {"function": "TimersFunction", "stack": STACK, "service": "DynamoDB", "operation": "Query",
+                 "status": 200, "TableName": state, "IndexName": "gsi1",
+                 "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk <= :before",
+                 "ExpressionAttributeValues": {":pk": {"S": "TIMER"}, ":before": {"S": "2026"}}}
+        self.assertEqual(iam_check.requests_for(query, stack)[0].context_dict(),
+                         {"dynamodb:LeadingKeys": ["TIMER"]})
+
+    def test_each_leading_key_prefix_must_be_used(self):
+        stack = self.stack()
+        state = stack.resources["StateTable"]["TableName"]
+        calls = [{"function": "IngressFunction", "stack": STACK, "service": "DynamoDB", "operation": "PutItem",
+                  "status": 200, "TableName": state, "pk": "MSG#1"}]
+        unused = iam_check.check({STACK: stack}, calls, self.evaluator, unexercised={}).unused
+        self.assertTrue(any(line.startswith("IngressFunction RecordMessagesAndInboundMail: dynamodb:PutItem")
+                            and line.endswith("when dynamodb:LeadingKeys IN#*") for line in unused), unused)
+        self.assertFalse(any(line.endswith("when dynamodb:LeadingKeys MSG#*") and "RecordMessages" in line
+                             for line in unused))
+
+    def test_a_call_to_a_resource_outside_the_template_is_an_error(self):
+        stack = self.stack()
+        call = {"function": "SignFunction", "stack": STACK, "service": "S3", "operation": "GetObject",
+                "status": 200, "bucket": "someone-elses-bucket", "key": "x"}
+        with self.assertRaisesRegex(iam_check.CheckError, "someone-elses-bucket"):
+            iam_check.check({STACK: stack}, [call], self.evaluator)
+        call = {**call, "service": "S3", "operation": "RestoreObject", "bucket": stack.resources["EvidenceBucket"]["BucketName"]}
+        with self.assertRaisesRegex(iam_check.CheckError, "no IAM mapping"):
+            iam_check.check({STACK: stack}, [call], self.evaluator)
+
+
+class Evaluator(unittest.TestCase):
+    def allowed(self, statement, action, resource, **context):
+        request = iam_check.Request("F", "s", action, resource,
+                                    tuple((k.replace("__", ":"), tuple(v)) for k, v in context.items()))
+        return iam_check.Evaluator().allowed([statement], request)
+
+    def test_wildcards_are_iams_not_regular_expressions(self):
+        st = {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/a.b?"}
+        self.assertTrue(self.allowed(st, "s3:GetObject", "arn:aws:s3:::b/a.bc"))
+        self.assertFalse(self.allowed(st, "s3:GetObject", "arn:aws:s3:::b/aXbc"))
+        self.assertFalse(self.allowed(st, "s3:GetObject", "arn:aws:s3:::b/a.b"))
+        self.assertTrue(self.allowed({**st, "Action": "S3:getobject"}, "s3:GetObject", "arn:aws:s3:::b/a.bc"))
+
+    def test_explicit_deny_wins(self):
+        allow = {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}
+        deny = {"Effect": "Deny", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::b/*"}
+        request = iam_check.Request("F", "s", "s3:PutObject", "arn:aws:s3:::b/k")
+        self.assertFalse(iam_check.Evaluator().allowed([allow, deny], request))
+        self.assertTrue(iam_check.Evaluator().allowed([allow], request))
+
+    def test_conditions_are_strict(self):
+        st = {"Effect": "Allow", "Action": "ses:SendRawEmail", "Resource": "*",
+              "Condition": {"StringEquals": {"ses:FromAddress": "posta-certificata@d"}}}
+        self.assertTrue(self.allowed(st, "ses:SendRawEmail", "x", ses__FromAddress=["posta-certificata@d"]))
+        self.assertFalse(self.allowed(st, "ses:SendRawEmail", "x", ses__FromAddress=["other@d"]))
+        self.assertFalse(self.allowed(st, "ses:SendRawEmail", "x"), "a missing key fails StringEquals")
+        leading = {"Effect": "Allow", "Action": "dynamodb:GetItem", "Resource": "*",
+                   "Condition": {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["MSG#*", "DOM#*"]}}}
+        self.assertTrue(self.allowed(leading, "dynamodb:GetItem", "t", dynamodb__LeadingKeys=["MSG#1"]))
+        self.assertFalse(self.allowed(leading, "dynamodb:GetItem", "t", dynamodb__LeadingKeys=["BOX#a"]))
+        with self.assertRaisesRegex(iam_check.CheckError, "NumericLessThan"):
+            self.allowed({**st, "Condition": {"NumericLessThan": {"k": "1"}}}, "ses:SendRawEmail", "x")
+
+
+if __name__ == "__main__":
+    unittest.main()
