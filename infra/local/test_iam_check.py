@@ -85,7 +85,10 @@ class IamCheck(unittest.TestCase):
         return offline_stack(original or self.original, self.transformed)
 
     def sign_calls(self, stack: iam_check.Stack) -> list:
+        """Every call the sign step makes: its set-up, the idempotency check, the facts it checks
+        (message and inbound records, a virus verdict), the signature, the locked write."""
         evidence = stack.resources["EvidenceBucket"]["BucketName"]
+        state = stack.resources["StateTable"]["TableName"]
         key_id = stack.resources["SigningKey"]["KeyId"]
         call = lambda **kw: {"function": "SignFunction", "stack": STACK, "status": 200, **kw}  # noqa: E731
         return [
@@ -94,9 +97,26 @@ class IamCheck(unittest.TestCase):
             call(service="S3", operation="GetObject", bucket=evidence, key="unsigned/msg/1/accettazione.eml"),
             call(service="S3", operation="HeadObject", bucket=evidence, key="signed/msg/1/accettazione.eml", status=404),
             call(service="S3", operation="HeadObject", bucket=evidence, key="signed/msg/1/accettazione.eml"),
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk="MSG#1"),
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk="IN#2"),
+            call(service="S3", operation="GetObject", bucket=evidence, key="scan/verdict/submitted/3.eml.json"),
             call(service="KMS", operation="Sign", KeyId=key_id),
-            call(service="S3", operation="PutObject", bucket=evidence, key="signed/msg/1/accettazione.eml"),
+            call(service="S3", operation="PutObject", bucket=evidence, key="signed/msg/1/accettazione.eml",
+                 object_lock_retention=True),
         ]
+
+    def test_the_signer_cannot_read_mailboxes_or_write_facts(self):
+        """The sign role reads message and inbound records only (LeadingKeys), and writes none."""
+        stack = self.stack()
+        state = stack.resources["StateTable"]["TableName"]
+        arn = stack.resources["StateTable"]["Arn"]
+        call = lambda **kw: {"function": "SignFunction", "stack": STACK, "status": 200, **kw}  # noqa: E731
+        calls = [
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk="MBX#mario@pec.example.test"),
+            call(service="DynamoDB", operation="PutItem", TableName=state, pk="MSG#1"),
+        ]
+        self.assertEqual(self.denied(stack, calls),
+                         [("SignFunction", "dynamodb:GetItem", arn), ("SignFunction", "dynamodb:PutItem", arn)])
 
     def denied(self, stack, calls) -> list:
         return [(r.function, r.action, r.resource) for r in iam_check.check({STACK: stack}, calls, self.evaluator).denied]
