@@ -169,7 +169,7 @@ target/debug/pec-exchange inject --from privato@ordinaria.test --to "$sender" --
 count_b() { b_env $pec mailbox list "$1" --json | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
 deadline=$((SECONDS + 180))
 until [ "$(count "${id[esterno]}")" -ge 3 ] && [ "$(count_b "$remote")" -ge 1 ]; do
-  [ "$SECONDS" -lt "$deadline" ] || { tail -20 "$log" "$log_b" "$log_x"; pec_die "the exchange between providers did not complete within 180 s"; }
+  [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$log" "$log_b" "$log_x"; pec_die "the exchange between providers did not complete within 180 s"; }
   sleep 0.5
 done
 # A tampered envelope: the one A sent to the ordinary address, one word changed, handed to B.
@@ -182,7 +182,7 @@ cmp -s "$original" "$tampered" && pec_die "could not tamper with $original"
 target/debug/pec-exchange inject --from "posta-certificata@$PEC_PROVIDER_DOMAIN" --to "$remote" --eml "$tampered" | sed 's/^/  tampered envelope to B: /'
 deadline=$((SECONDS + 120))
 until [ "$(count_b "$remote")" -ge 2 ] && [ "$($pec mailbox list "$sender" --json | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(sum(1 for i in json.load(sys.stdin)["items"] if i["kind"]=="busta-anomalia"))')" -ge 1 ]; do
-  [ "$SECONDS" -lt "$deadline" ] || { tail -20 "$log" "$log_b" "$log_x"; pec_die "the anomalies did not arrive within 120 s"; }
+  [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$log" "$log_b" "$log_x"; pec_die "the anomalies did not arrive within 120 s"; }
   sleep 0.5
 done
 

@@ -155,7 +155,10 @@ pub fn parse_unsigned(key: &str) -> Option<UnsignedKey<'_>> {
     let rest = key.strip_prefix(UNSIGNED_PREFIX)?;
     if let Some(rest) = rest.strip_prefix("msg/") {
         let (id, rest) = rest.split_once('/')?;
-        if !valid_id(id) {
+        // Receipts we issue as the recipient's provider are about `in-<inbound id>`, and an
+        // inbound id may itself be 64 characters long.
+        let receipt_id = valid_id(id) || id.strip_prefix("in-").is_some_and(valid_id);
+        if !receipt_id {
             return None;
         }
         if let Some((tag, file)) = rest.split_once('/') {
@@ -175,6 +178,9 @@ pub fn parse_unsigned(key: &str) -> Option<UnsignedKey<'_>> {
                 recipient,
                 kind,
             });
+        }
+        if !valid_id(id) {
+            return None;
         }
         let kind = match rest {
             ACCEPTANCE => Kind::Accettazione,
@@ -422,6 +428,19 @@ mod tests {
             let parsed = parse_unsigned(&key).unwrap_or_else(|| panic!("{key} not parsed"));
             assert_eq!(parsed.kind(), kind, "{key}");
         }
+        // The receipts we issue for another provider's envelope: `in-` + an inbound id of up to
+        // 64 characters (SES message ids are long).
+        let long = "a".repeat(64);
+        let inbound = format!("in-{long}");
+        assert!(matches!(
+            parse_unsigned(&unsigned_receipt(&inbound, false, r)),
+            Some(UnsignedKey::Recipient { id, .. }) if id == inbound
+        ));
+        assert_eq!(parse_unsigned(&unsigned(&inbound, ACCEPTANCE)), None);
+        assert_eq!(
+            parse_unsigned(&unsigned_receipt(&format!("in-{long}a"), true, r)),
+            None
+        );
         match parse_unsigned(&unsigned_receipt(ID, true, r)) {
             Some(UnsignedKey::Recipient { id, recipient, .. }) => {
                 assert_eq!((id, recipient), (ID, r))
