@@ -441,3 +441,34 @@ async fn hostile_input_gets_bad_or_no_and_the_server_survives() {
     assert!(last(&lines).starts_with("z1 OK"), "{lines:?}");
     assert_eq!(t.store.messages(ANNA, "INBOX").await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_non_synchronizing_literal_is_dropped_with_bounded_memory() {
+    let t = start().await;
+    let mut raw = connect_tls(&t).await;
+    let lines = raw
+        .command("l1", &format!("LOGIN {MARIO} \"{PASSWORD}\""))
+        .await;
+    assert!(last(&lines).starts_with("l1 OK"), "{lines:?}");
+    // LITERAL+ cannot be refused before it is sent: the server reads it without keeping more
+    // than max_command_bytes (1 MiB + 64 KiB here), then answers BAD and goes on.
+    let size = 3 * 1024 * 1024;
+    raw.send(format!("x1 APPEND Drafts {{{size}+}}\r\n").as_bytes())
+        .await;
+    let chunk = vec![b'a'; 64 * 1024];
+    for _ in 0..size / chunk.len() {
+        raw.io.get_mut().write_all(&chunk).await.unwrap();
+    }
+    raw.send(b"\r\n").await;
+    let line = raw.line().await;
+    assert!(line.starts_with("x1 BAD"), "{line}");
+    let lines = raw.command("x2", "NOOP").await;
+    assert!(last(&lines).starts_with("x2 OK"), "{lines:?}");
+    assert_eq!(
+        t.store.quota(MARIO).await.unwrap().used as usize,
+        FIRST.len() + SECOND.len()
+    );
+    let mut other = connect_tls(&t).await;
+    let lines = other.command("z1", "NOOP").await;
+    assert!(last(&lines).starts_with("z1 OK"), "{lines:?}");
+}
