@@ -11,18 +11,21 @@
 //! - [`keys`]: every object key, formatted and parsed in one place;
 //! - [`contract`]: what one step hands the next;
 //! - [`config`]: the one configuration reader;
-//! - [`login`]: failed-login throttling for every way a person logs in.
+//! - [`login`]: failed-login throttling for every way a person logs in;
+//! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]).
 
 pub mod config;
 pub mod contract;
 pub mod keys;
 pub mod login;
+pub mod mailstore;
 pub mod publish;
 pub mod state;
 pub mod store;
 
 pub use config::{ConfigError, Env};
 pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, source_key};
+pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};
 pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
 pub use state::{
     DeliveryStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,

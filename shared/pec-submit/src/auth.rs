@@ -94,17 +94,20 @@ pub fn hash_password_with(password: &str, cost: HashCost) -> Result<String, Pass
         .map_err(|e| PasswordError(e.to_string()))
 }
 
-/// Outcome of checking a password against a stored hash.
+/// Outcome of checking a password against a stored hash ([`check_password`]).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Check {
+pub enum Check {
+    /// The password is the one hashed.
     Match,
+    /// It is not.
     Mismatch,
     /// The stored string is not a usable Argon2 PHC string.
     BadHash(String),
 }
 
 /// Checks `password` against a PHC string (blocking; the parameters come from the string).
-pub(crate) fn check_password(password: &[u8], phc: &str) -> Check {
+/// Every login path (SMTP here, IMAP in `pec-imap`) checks passwords with it.
+pub fn check_password(password: &[u8], phc: &str) -> Check {
     let parsed = match PasswordHash::new(phc) {
         Ok(p) => p,
         Err(e) => return Check::BadHash(e.to_string()),
@@ -118,7 +121,7 @@ pub(crate) fn check_password(password: &[u8], phc: &str) -> Check {
 
 /// A hash of a random password, checked for unknown users so that they cost the same time as
 /// known ones (no user enumeration by timing). Made once per cost, lazily (blocking).
-pub(crate) fn dummy_hash(cost: HashCost) -> &'static str {
+pub fn dummy_hash(cost: HashCost) -> &'static str {
     static PRODUCTION: OnceLock<String> = OnceLock::new();
     static FAST: OnceLock<String> = OnceLock::new();
     let cell = match cost {

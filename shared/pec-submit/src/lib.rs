@@ -91,8 +91,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use auth::{
-    Account, CredentialError, Credentials, HashCost, PasswordError, hash_password,
-    hash_password_with,
+    Account, Check as PasswordCheck, CredentialError, Credentials, HashCost, PasswordError,
+    check_password, dummy_hash, hash_password, hash_password_with,
 };
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES};
 pub use server::Server;
