@@ -24,4 +24,4 @@ pub use index::{IndexSourceError, ProviderIndexSource};
 pub use kms::{KmsError, KmsSigner};
 pub use publish::{EventBridgePublisher, SesTransport, SqsSender};
 pub use state::DynamoState;
-pub use store::{S3Retained, S3Store};
+pub use store::S3Store;

@@ -1,5 +1,5 @@
-//! The object-store ports on S3: [`S3Store`] (conditional writes) and [`S3Retained`] (writes
-//! under Object Lock, COMPLIANCE).
+//! The object-store ports on S3: [`S3Store`] is both the [`ObjectStore`] (conditional writes)
+//! and the [`RetainedStore`] (conditional writes under Object Lock, COMPLIANCE).
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
@@ -152,47 +152,9 @@ impl ObjectStore for S3Store {
     }
 }
 
-/// [`RetainedStore`] on S3 (the conservation bucket has Object Lock enabled).
-#[derive(Debug, Clone)]
-pub struct S3Retained {
-    client: aws_sdk_s3::Client,
-}
-
-impl S3Retained {
-    /// Over this client.
-    pub fn new(client: aws_sdk_s3::Client) -> Self {
-        Self { client }
-    }
-}
-
-/// A conditional PutObject of a message locked in COMPLIANCE mode until `retain_until`.
-async fn put_locked(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    body: Vec<u8>,
-    retain_until: DateTime<Utc>,
-) -> Result<PutOutcome, StoreError> {
-    let put = conditional_put(client, bucket, key, body)
-        .content_type("message/rfc822")
-        .object_lock_mode(ObjectLockMode::Compliance)
-        .object_lock_retain_until_date(S3DateTime::from_secs(retain_until.timestamp()));
-    send_conditional(put, "PutObject (Object Lock)", bucket, key).await
-}
-
-impl RetainedStore for S3Retained {
-    async fn put_retained(
-        &self,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-        retain_until: DateTime<Utc>,
-    ) -> Result<PutOutcome, StoreError> {
-        put_locked(&self.client, bucket, key, body, retain_until).await
-    }
-}
-
-/// The evidence bucket has Object Lock too: the sign step locks what it signs.
+/// A conditional PutObject of a message locked in COMPLIANCE mode until `retain_until`, in a
+/// bucket with Object Lock enabled (the conservation bucket: quarantine copies; the evidence
+/// bucket: what the sign step signs and what other providers send us).
 impl RetainedStore for S3Store {
     async fn put_retained(
         &self,
@@ -201,6 +163,10 @@ impl RetainedStore for S3Store {
         body: Vec<u8>,
         retain_until: DateTime<Utc>,
     ) -> Result<PutOutcome, StoreError> {
-        put_locked(&self.client, bucket, key, body, retain_until).await
+        let put = conditional_put(&self.client, bucket, key, body)
+            .content_type("message/rfc822")
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(S3DateTime::from_secs(retain_until.timestamp()));
+        send_conditional(put, "PutObject (Object Lock)", bucket, key).await
     }
 }

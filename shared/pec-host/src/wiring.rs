@@ -2,8 +2,7 @@
 //! reads are listed on its builder; template.yaml sets them, the local runner passes the same.
 
 use pec_aws::{
-    AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Retained, S3Store, SesTransport,
-    SqsSender,
+    AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Store, SesTransport, SqsSender,
 };
 use pec_pipeline::deliver::Deliver;
 use pec_pipeline::ingress::Ingress;
@@ -78,8 +77,7 @@ pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError
         }
         None => None,
     };
-    let step =
-        pec_pipeline::scan::configured(s3(&aws), S3Retained::new(aws.s3.clone()), &env).await?;
+    let step = pec_pipeline::scan::configured(s3(&aws), s3(&aws), &env).await?;
     Ok(ScanHost {
         step,
         _clamd: clamd,
@@ -88,7 +86,7 @@ pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError
 
 /// The scan step with the clamd it started (alive as long as the step).
 pub struct ScanHost {
-    step: ScanStep<S3Store, S3Retained, EmfStdout>,
+    step: ScanStep<S3Store, S3Store, EmfStdout>,
     _clamd: Option<tokio::process::Child>,
 }
 

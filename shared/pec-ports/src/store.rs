@@ -1,5 +1,5 @@
-//! Object storage behind small traits: S3 in AWS and on the emulators (`pec_aws::S3Store`,
-//! `pec_aws::S3Retained`), memory in unit tests ([`MemoryStore`], [`MemoryRetained`]).
+//! Object storage behind small traits: S3 in AWS and on the emulators (`pec_aws::S3Store`, both
+//! ports), memory in unit tests ([`MemoryStore`], both ports; [`MemoryRetained`]).
 
 use std::collections::HashMap;
 use std::future::Future;
