@@ -175,7 +175,7 @@ where
                 .ok_or_else(|| StepError::NoRecord(format!("inbound {inbound_id}")))?;
             if c.kind == Kind::BustaTrasporto {
                 event.event_type = EventType::EnvelopeReceived;
-                let id = format!("in-{inbound_id}");
+                let id = keys::inbound_message(inbound_id);
                 for rcpt in &record.recipients {
                     let outcome = self
                         .deliver_envelope(

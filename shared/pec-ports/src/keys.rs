@@ -99,6 +99,19 @@ pub fn signed_of_unsigned(key: &str) -> Option<String> {
     (!rest.is_empty()).then(|| format!("{SIGNED_PREFIX}{rest}"))
 }
 
+/// The message id the delivery point gives an envelope another provider sent us (inbound
+/// `<id>`): `in-<id>`. Its recipient outcomes and the receipts we issue about them are filed
+/// under it (`MSG#in-<id>`, `unsigned/msg/in-<id>/...`).
+pub fn inbound_message(inbound_id: &str) -> String {
+    format!("in-{inbound_id}")
+}
+
+/// Whether `id` names a message receipts are issued about: a submission id or an
+/// [`inbound_message`] id (which may exceed the 64 characters of an id, by its prefix).
+fn receipt_subject(id: &str) -> bool {
+    valid_id(id) || id.strip_prefix("in-").is_some_and(valid_id)
+}
+
 /// Tags of the notices about one recipient (`unsigned/msg/<id>/<tag>/<recipient>.eml`).
 pub const DELIVERED_TAG: &str = "consegna";
 pub const NOT_DELIVERED_TAG: &str = "mancata-consegna";
@@ -155,10 +168,7 @@ pub fn parse_unsigned(key: &str) -> Option<UnsignedKey<'_>> {
     let rest = key.strip_prefix(UNSIGNED_PREFIX)?;
     if let Some(rest) = rest.strip_prefix("msg/") {
         let (id, rest) = rest.split_once('/')?;
-        // Receipts we issue as the recipient's provider are about `in-<inbound id>`, and an
-        // inbound id may itself be 64 characters long.
-        let receipt_id = valid_id(id) || id.strip_prefix("in-").is_some_and(valid_id);
-        if !receipt_id {
+        if !receipt_subject(id) {
             return None;
         }
         if let Some((tag, file)) = rest.split_once('/') {
@@ -431,7 +441,7 @@ mod tests {
         // The receipts we issue for another provider's envelope: `in-` + an inbound id of up to
         // 64 characters (SES message ids are long).
         let long = "a".repeat(64);
-        let inbound = format!("in-{long}");
+        let inbound = inbound_message(&long);
         assert!(matches!(
             parse_unsigned(&unsigned_receipt(&inbound, false, r)),
             Some(UnsignedKey::Recipient { id, .. }) if id == inbound
