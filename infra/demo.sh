@@ -96,7 +96,7 @@ echo "== Every function (pec-runner) and the SMTP submission gateway"
 log="$PEC_STATE_DIR/demo-runner.log"
 cert="$PEC_STATE_DIR/demo-smtp.pem"
 rm -f "$cert"
-target/debug/pec-runner --smtp-port 0 --smtp-cert-out "$cert" >"$log" 2>&1 &
+target/debug/pec-runner --smtp-port 0 --imap-port 0 --smtp-cert-out "$cert" >"$log" 2>&1 &
 runner_pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -106,6 +106,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$port" ] || { tail -20 "$log"; pec_die "the SMTP gateway did not start"; }
+imap_port="$(sed -n 's/^pec-runner: imaps 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")"
+[ -n "$imap_port" ] || { tail -20 "$log"; pec_die "the IMAP server did not start"; }
 grep '^pec-runner:' "$log" | sed 's/^/  /'
 log_b="$PEC_STATE_DIR/demo-runner-b.log"
 target/debug/pec-runner --stack-name pec-b >"$log_b" 2>&1 &
@@ -157,6 +159,13 @@ for s in bcc virus; do
   [ "$n" = 0 ] || { echo "  the $s message reached the recipient"; problems=$((problems + 1)); }
 done
 [ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
+
+echo
+echo "== What their mail programs see over IMAP (Python's imaplib over IMAPS, port $imap_port)"
+peek() { "$(pec_venv_dir)/bin/python" infra/local/imap_peek.py --port "$imap_port" --ca "$cert" --password "$password" "$@"; }
+peek --user "$sender" --folders INBOX Sent | sed 's/^/  /'
+peek --user "$recipient" --folders INBOX | sed 's/^/  /'
+echo "  (Thunderbird: IMAP 127.0.0.1:$imap_port SSL/TLS, SMTP 127.0.0.1:$port STARTTLS, normal password; see README)"
 
 echo
 echo "== Between providers: A ($PEC_PROVIDER_DOMAIN) and B ($B_DOMAIN) through SES and the exchange"

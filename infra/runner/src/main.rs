@@ -69,54 +69,51 @@ struct Args {
     /// printed as `pec-runner: smtp 127.0.0.1:<port>`), with a self-signed certificate.
     #[arg(long, value_name = "PORT")]
     smtp_port: Option<u16>,
-    /// Write the gateway's certificate (PEM) here, for clients to trust.
-    #[arg(long, value_name = "FILE", requires = "smtp_port")]
+    /// Also serve IMAP over implicit TLS on 127.0.0.1:PORT (0: any free port; printed as
+    /// `pec-runner: imaps 127.0.0.1:<port>`), over the stack's mailboxes.
+    #[arg(long, value_name = "PORT")]
+    imap_port: Option<u16>,
+    /// Write the edge service's self-signed certificate (PEM) here, for clients to trust.
+    #[arg(long, value_name = "FILE")]
     smtp_cert_out: Option<PathBuf>,
 }
 
-/// The submission gateway over the stack's state table and raw bucket (as a container host
-/// runs it in AWS), until `stop` turns true.
-async fn start_gateway(
+/// The edge service (SMTP submission and, when asked, IMAP over implicit TLS) over the
+/// stack's state table, raw and mailbox buckets, as the container runs it in AWS
+/// (`pec_edge::serve`), until `stop` turns true.
+async fn start_edge(
     aws: &AwsClients,
     env: &BTreeMap<String, String>,
-    port: u16,
-    cert_out: Option<&PathBuf>,
+    args: &Args,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let env = Env::from_map(env);
-    let get = |name: &str| env.required(name);
-    let state = pec_aws::DynamoState::new(
-        aws.dynamodb.clone(),
-        &get("PEC_STATE_TABLE")?,
-        &get("PEC_LOG_TABLE")?,
-    );
-    let sink = pec_submit::aws::RawBucketSink::new(
-        pec_aws::S3Store::new(aws.s3.clone()),
-        &get("PEC_RAW_BUCKET")?,
-    );
-    let tls = pec_submit::dev_tls::localhost().context("gateway certificate")?;
-    if let Some(path) = cert_out {
+    let settings = pec_edge::Settings::from_env(&Env::from_map(env))?;
+    let tls = pec_submit::dev_tls::localhost().context("edge certificate")?;
+    if let Some(path) = &args.smtp_cert_out {
         std::fs::write(path, &tls.cert_pem)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    let config = pec_submit::Config {
-        hostname: get("PEC_PROVIDER_DOMAIN")?,
-        ..pec_submit::Config::default()
+    async fn bind(port: Option<u16>, what: &str) -> Result<Option<tokio::net::TcpListener>> {
+        let Some(port) = port else { return Ok(None) };
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port} for {what}"))?;
+        eprintln!("pec-runner: {what} {}", listener.local_addr()?);
+        Ok(Some(listener))
+    }
+    let listeners = pec_edge::Listeners {
+        submission: bind(args.smtp_port, "smtp").await?,
+        imaps: bind(args.imap_port, "imaps").await?,
+        imap: None,
     };
-    let server = pec_submit::Server::new(
-        config,
-        tls.server_config,
-        Arc::new(pec_submit::aws::StateCredentials::new(state)),
-        Arc::new(sink),
-    );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{port} for SMTP"))?;
-    eprintln!("pec-runner: smtp {}", listener.local_addr()?);
+    let aws = aws.clone();
     let mut stop = stop;
-    Ok(tokio::spawn(server.serve(listener, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    })))
+    Ok(tokio::spawn(async move {
+        pec_edge::serve(&aws, &settings, tls.server_config, listeners, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    }))
 }
 
 /// Builds the step of a template function from its environment, exactly as its Lambda `main`
@@ -383,8 +380,8 @@ async fn main() -> Result<()> {
         bail!("no function to run");
     }
     let (stop_gateway, gateway_stop) = tokio::sync::watch::channel(false);
-    let gateway = match args.smtp_port {
-        Some(port) => {
+    let gateway = match args.smtp_port.or(args.imap_port) {
+        Some(_) => {
             let env: BTreeMap<String, String> = resources["function_environment"]
                 .as_object()
                 .map(|vars| {
@@ -393,7 +390,7 @@ async fn main() -> Result<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Some(start_gateway(&aws, &env, port, args.smtp_cert_out.as_ref(), gateway_stop).await?)
+            Some(start_edge(&aws, &env, &args, gateway_stop).await?)
         }
         None => None,
     };

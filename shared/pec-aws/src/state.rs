@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Months, Utc};
 use pec_core::events::PecEvent;
+use pec_ports::mailstore::{Flags, INBOX, Origin};
 use pec_ports::state::{
     InboundRecord, LOG_RETENTION_MONTHS, Mailbox, MailboxItem, MailboxWrite, MessageRecord,
     RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant, log_sk, norm,
@@ -23,15 +24,15 @@ pub struct DynamoState {
     log_table: String,
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: u64) -> AttributeValue {
+pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn mbx_pk(address: &str) -> String {
+pub(crate) fn mbx_pk(address: &str) -> String {
     format!("MBX#{}", norm(address))
 }
 
@@ -51,7 +52,7 @@ fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
     s(serde_json::to_string(v).unwrap_or_default())
 }
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 impl DynamoState {
     /// Over `table` (state) and `log_table` (provider log).
@@ -312,8 +313,16 @@ impl StateStore for DynamoState {
         enforce_quota: bool,
     ) -> Result<MailboxWrite, StateError> {
         let pk = mbx_pk(address);
-        // Two attempts: a concurrent plan change between the read and the write is re-read.
-        for _ in 0..2 {
+        // Retried: a concurrent plan change between the read and the write is re-read, and so
+        // is a concurrent write to the INBOX folder (its next UID).
+        for _ in 0..crate::mailstore::ATTEMPTS {
+            let inbox = crate::mailstore::read_folder(&self.client, &self.table, address, INBOX)
+                .await
+                .map_err(|message| StateError {
+                    operation: "GetItem",
+                    table: self.table.clone(),
+                    message,
+                })?;
             let Some(mbx) = self.mailbox(address).await? else {
                 if let Some((id, outcome)) = decision
                     && let Some(existing) = self.recipient(id, &outcome.recipient).await?
@@ -361,7 +370,9 @@ impl StateStore for DynamoState {
                 .table_name(&self.table)
                 .key("pk", s(&pk))
                 .key("sk", s("MBX"))
-                .update_expression("ADD used_bytes :size")
+                .update_expression("ADD used_bytes :size, #c :one")
+                .expression_attribute_names("#c", "changes")
+                .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":size", n(item.size))
                 .expression_attribute_values(":quota", n(mbx.quota_bytes));
             if enforce_quota {
@@ -384,6 +395,24 @@ impl StateStore for DynamoState {
                     .build(),
             );
             let mbx_index = ops.len() - 1;
+            // The message in INBOX, with the folder's next UID (IMAP and POP3 read it there).
+            let (folder_op, uid, _) =
+                crate::mailstore::take_uids(&self.table, address, INBOX, inbox.as_ref(), 1);
+            ops.push(folder_op);
+            let folder_index = ops.len() - 1;
+            ops.push(
+                crate::mailstore::Entry {
+                    folder: INBOX,
+                    uid,
+                    size: item.size,
+                    flags: &Flags::new(),
+                    internal_date: item.stored_at,
+                    origin: Origin::Delivered,
+                    object_key: &item.object_key,
+                    item_id: Some(&item.id),
+                }
+                .put(&self.table, address),
+            );
             let result = self
                 .client
                 .transact_write_items()
@@ -415,6 +444,9 @@ impl StateStore for DynamoState {
             }
             if Self::cancellation(&reasons, item_index) {
                 return Ok(MailboxWrite::Duplicate);
+            }
+            if Self::cancellation(&reasons, folder_index) {
+                continue;
             }
             if Self::cancellation(&reasons, mbx_index) {
                 let now = self.mailbox(address).await?;
@@ -459,35 +491,55 @@ impl StateStore for DynamoState {
         else {
             return Ok(None);
         };
-        let ops = vec![
+        // The item's folder entries (INBOX, or wherever IMAP moved or copied it) go with it,
+        // and they are what the quota counts: an item already expunged frees nothing twice.
+        let entries: Vec<Item> = self
+            .query_prefix(&pk, "UID#")
+            .await?
+            .into_iter()
+            .filter(|e| e.get("item_id").and_then(|v| v.as_s().ok()) == Some(&item.id))
+            .take(90)
+            .collect();
+        let freeing: u64 = entries.iter().map(|e| Self::num(e, "size")).sum();
+        let delete = |sk: AttributeValue| {
             TransactWriteItem::builder()
                 .delete(
                     aws_sdk_dynamodb::types::Delete::builder()
                         .table_name(&self.table)
                         .key("pk", s(&pk))
-                        .key("sk", s(format!("ITEM#{item_id}")))
+                        .key("sk", sk)
                         .condition_expression("attribute_exists(pk)")
                         .build()
                         .expect("table, key set"),
                 )
-                .build(),
+                .build()
+        };
+        let mut ops = vec![
+            delete(s(format!("ITEM#{item_id}"))),
             TransactWriteItem::builder()
                 .update(
                     Update::builder()
                         .table_name(&self.table)
                         .key("pk", s(&pk))
                         .key("sk", s("MBX"))
-                        .update_expression("ADD used_bytes :minus")
+                        .update_expression("ADD used_bytes :minus, #c :one")
+                        .expression_attribute_names("#c", "changes")
                         .expression_attribute_values(
                             ":minus",
-                            AttributeValue::N(format!("-{}", item.size)),
+                            AttributeValue::N(format!("-{freeing}")),
                         )
+                        .expression_attribute_values(":one", n(1))
                         .condition_expression("attribute_exists(pk)")
                         .build()
                         .expect("table, key, expression set"),
                 )
                 .build(),
         ];
+        for e in &entries {
+            if let Some(sk) = e.get("sk") {
+                ops.push(delete(sk.clone()));
+            }
+        }
         match self
             .client
             .transact_write_items()

@@ -304,6 +304,16 @@ pub fn item_id(evidence_key: &str) -> String {
     d.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The item id of a message its owner wrote into the mailbox (IMAP APPEND): `a-` and the
+/// first 12 bytes of the SHA-256 of its bytes, in hex. Never an [`item_id`] (those have no
+/// `-`); the same bytes appended twice share one object.
+pub fn appended_item_id(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(bytes);
+    let hex: String = d.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("a-{hex}")
+}
+
 /// `mailbox/<address>/<item id>.eml` in the mailbox bucket.
 pub fn mailbox_object(address: &str, item_id: &str) -> String {
     format!("mailbox/{}/{item_id}.eml", address.to_ascii_lowercase())

@@ -1,0 +1,198 @@
+//! The edge service: what people and their mail programs connect to, in one process.
+//!
+//! | Protocol | Port (AWS) | TLS | Crate |
+//! |---|---|---|---|
+//! | SMTP submission | 587 | `STARTTLS`, AUTH only after it | `pec-submit` |
+//! | IMAP | 993 / 143 | implicit / `STARTTLS`, login only after TLS | `pec-imap` |
+//! | POP3 | 995 | implicit (`STLS` on a clear port when one is given) | `pec-pop3` |
+//!
+//! Every protocol logs people in through the same [`StateCredentials`] (the mailbox item's
+//! Argon2id hash, its `locked` flag) and one [`LoginThrottle`], so failed logins over SMTP and
+//! IMAP count together. Mailboxes are [`DynamoMailStore`]: the folders and UIDs the delivery
+//! step writes in the same transaction as the message, bodies from the mailbox bucket.
+//!
+//! **Sent.** Every message a user submits over SMTP is filed in their `Sent` folder (`\Seen`),
+//! as it was stored for the access point (our `Received:` field first), once the raw bucket
+//! holds it: people expect their program's Sent folder to show what they sent, and most mail
+//! programs do not file a copy themselves when the server says it does. Filing never fails a
+//! submission: a full mailbox or an unavailable store is logged and the message goes on.
+//!
+//! **IDLE.** Deliveries happen in another process (the deliver Lambda), so IDLE sessions poll
+//! their mailbox's change counter (`changes` on the mailbox item, bumped by every write) each
+//! [`pec_imap::Config::idle_poll`] (1 s): a delivery reaches an idle client within about 1 s.
+//!
+//! **Shutdown.** On the shutdown signal every listener stops accepting, sessions are told to end
+//! at their next command boundary (SMTP finishes a `DATA` in progress) and are cut after their
+//! grace period: ECS's SIGTERM then a stop timeout, an NLB target deregistration delay.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store};
+use pec_ports::mailstore::{Flags, MailStore, Origin, SEEN};
+use pec_ports::{ConfigError, Env, LoginThrottle, MemoryThrottle, ThrottlePolicy};
+use pec_submit::aws::{RawBucketSink, StateCredentials};
+use pec_submit::{BoxFuture, Sink, SinkError, Submission};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub use pec_imap::Security;
+
+/// The folder submitted messages are filed in.
+pub const SENT: &str = "Sent";
+
+/// What the edge service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `PEC_PROVIDER_DOMAIN`: the greeting name of every protocol.
+    pub hostname: String,
+    /// `PEC_STATE_TABLE`.
+    pub state_table: String,
+    /// `PEC_LOG_TABLE`.
+    pub log_table: String,
+    /// `PEC_RAW_BUCKET`: where submissions go.
+    pub raw_bucket: String,
+    /// `PEC_MAILBOX_BUCKET`: where delivered and appended messages are.
+    pub mailbox_bucket: String,
+}
+
+impl Settings {
+    /// From `env`; errors name the missing variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            hostname: env.required("PEC_PROVIDER_DOMAIN")?,
+            state_table: env.required("PEC_STATE_TABLE")?,
+            log_table: env.required("PEC_LOG_TABLE")?,
+            raw_bucket: env.required("PEC_RAW_BUCKET")?,
+            mailbox_bucket: env.required("PEC_MAILBOX_BUCKET")?,
+        })
+    }
+}
+
+/// The bound listeners; a protocol without one is not served.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// SMTP submission with `STARTTLS` (587).
+    pub submission: Option<TcpListener>,
+    /// IMAP over implicit TLS (993).
+    pub imaps: Option<TcpListener>,
+    /// IMAP with `STARTTLS` (143).
+    pub imap: Option<TcpListener>,
+}
+
+/// The mail store the edge serves.
+pub type EdgeMailStore = DynamoMailStore<S3Store>;
+
+/// A [`Sink`] that keeps the submission with `inner` (the raw bucket), then files it in the
+/// user's [`SENT`] folder.
+pub struct FileInSent<S, M> {
+    inner: S,
+    mail: Arc<M>,
+}
+
+impl<S: Sink, M: MailStore> FileInSent<S, M> {
+    /// Files into `mail` what `inner` kept.
+    pub fn new(inner: S, mail: Arc<M>) -> Self {
+        FileInSent { inner, mail }
+    }
+}
+
+impl<S: Sink, M: MailStore + 'static> Sink for FileInSent<S, M> {
+    fn store<'a>(&'a self, submission: &'a Submission) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            self.inner.store(submission).await?;
+            let flags: Flags = [SEEN.to_owned()].into_iter().collect();
+            match self
+                .mail
+                .append(
+                    &submission.user,
+                    SENT,
+                    submission.stored(),
+                    flags,
+                    submission.received_at,
+                    Origin::Appended,
+                )
+                .await
+            {
+                Ok(a) => info!(id = %submission.id, uid = a.uid, "filed in Sent"),
+                Err(e) => warn!(id = %submission.id, error = %e, "not filed in Sent"),
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Serves every listener in `listeners` until `shutdown` completes, then drains them all.
+pub async fn serve(
+    aws: &AwsClients,
+    settings: &Settings,
+    tls: Arc<rustls::ServerConfig>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) {
+    let state = DynamoState::new(
+        aws.dynamodb.clone(),
+        &settings.state_table,
+        &settings.log_table,
+    );
+    let mail: Arc<EdgeMailStore> = Arc::new(DynamoMailStore::new(
+        aws.dynamodb.clone(),
+        &settings.state_table,
+        S3Store::new(aws.s3.clone()),
+        &settings.mailbox_bucket,
+    ));
+    let credentials = Arc::new(StateCredentials::new(state));
+    let throttle: Arc<dyn LoginThrottle> = Arc::new(MemoryThrottle::new(ThrottlePolicy::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.submission {
+        let sink = FileInSent::new(
+            RawBucketSink::new(S3Store::new(aws.s3.clone()), &settings.raw_bucket),
+            Arc::clone(&mail),
+        );
+        let config = pec_submit::Config {
+            hostname: settings.hostname.clone(),
+            ..pec_submit::Config::default()
+        };
+        let server = pec_submit::Server::new(
+            config,
+            Arc::clone(&tls),
+            credentials.clone(),
+            Arc::new(sink),
+        )
+        .with_login_throttle(Arc::clone(&throttle));
+        tasks.spawn(server.serve(listener, stopped()));
+    }
+    let imap = pec_imap::Server::new(
+        pec_imap::Config {
+            hostname: settings.hostname.clone(),
+            ..pec_imap::Config::default()
+        },
+        Arc::clone(&tls),
+        credentials.clone(),
+        Arc::clone(&throttle),
+        Arc::clone(&mail),
+        pec_imap::Notifier::new(),
+    );
+    if let Some(listener) = listeners.imaps {
+        tasks.spawn(
+            imap.clone()
+                .serve(listener, Security::ImplicitTls, stopped()),
+        );
+    }
+    if let Some(listener) = listeners.imap {
+        tasks.spawn(imap.clone().serve(listener, Security::StartTls, stopped()));
+    }
+    shutdown.await;
+    info!("edge: shutting down");
+    stop_tx.send_replace(true);
+    while tasks.join_next().await.is_some() {}
+    info!("edge: stopped");
+}
