@@ -8,6 +8,8 @@
 //! after every change (the IMAP server's IDLE notifier). Stores shared between processes
 //! (DynamoDB) expose [`MailStore::change_counter`] for polling instead.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
 
 use std::collections::BTreeSet;

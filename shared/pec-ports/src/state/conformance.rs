@@ -181,7 +181,7 @@ impl<T> Op<T> for Result<T, StateError> {
 }
 
 /// Both futures to completion, polled together (no runtime needed).
-async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+pub(crate) async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let (mut a, mut b) = (pin!(a), pin!(b));
     let (mut ra, mut rb) = (None, None);
     poll_fn(|cx| {
