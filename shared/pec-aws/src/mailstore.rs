@@ -815,7 +815,11 @@ impl<O: ObjectStore> MailStore for DynamoMailStore<O> {
     ) -> Result<Option<Vec<u8>>, MailStoreError> {
         let folder = canonical(folder);
         let Some(item) = self.get(&mbx_pk(address), &entry_sk(folder, uid)).await? else {
-            return Ok(None);
+            // No such UID in a folder that exists; no such folder (or mailbox) is an error.
+            return match self.folder(address, folder).await? {
+                Some(_) => Ok(None),
+                None => Err(MailStoreError::NoFolder(folder.to_owned())),
+            };
         };
         let entry = stored_from(&item).ok_or_else(|| self.corrupt("message entry"))?;
         self.objects
