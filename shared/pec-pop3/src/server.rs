@@ -1,0 +1,148 @@
+//! The accept loop: implicit TLS or STLS, a bound on sessions, graceful shutdown.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pec_ports::mailstore::MailStore;
+use pec_submit::Credentials;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::Config;
+use crate::session::{self, Shared};
+
+/// How a listener's connections get TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// TLS from the first byte (POP3S, port 995).
+    ImplicitTls,
+    /// Clear text until `STLS` (port 110); no login before it.
+    StartTls,
+}
+
+/// The POP3 server: configuration, TLS, credentials and store, ready to
+/// [`serve`](Server::serve) one or more listeners.
+///
+/// Clones share everything, the maildrop locks included: serve every listener of a process
+/// from clones of one `Server`, so that a mailbox open over POP3S cannot be opened over STLS
+/// at the same time.
+pub struct Server<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Server<S> {
+    fn clone(&self) -> Self {
+        Server {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Server<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: MailStore + 'static> Server<S> {
+    /// A server over `store`, logging people in with `credentials` (the SMTP gateway's store)
+    /// and `throttle` (shared with every login path).
+    pub fn new(
+        config: Config,
+        tls: Arc<rustls::ServerConfig>,
+        credentials: Arc<dyn Credentials>,
+        throttle: Arc<dyn pec_ports::LoginThrottle>,
+        store: Arc<S>,
+    ) -> Self {
+        let hash_slots = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let sessions = Arc::new(Semaphore::new(config.max_sessions));
+        Server {
+            shared: Arc::new(Shared {
+                config,
+                tls: TlsAcceptor::from(tls),
+                credentials,
+                throttle,
+                store,
+                hash_slots: Semaphore::new(hash_slots),
+                sessions,
+                locks: Arc::new(Mutex::new(HashSet::new())),
+            }),
+        }
+    }
+
+    /// Accepts connections on `listener` until `shutdown` completes, then stops accepting,
+    /// tells sessions to end (`-ERR [SYS/TEMP]` at their next wait, nothing deleted), waits up
+    /// to [`Config::shutdown_grace`] and cuts the rest.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        security: Security,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut sessions = JoinSet::new();
+        let mut next_id: u64 = 0;
+        tokio::pin!(shutdown);
+        info!(addr = ?listener.local_addr().ok(), ?security, "POP3 server listening");
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(done) = sessions.join_next(), if !sessions.is_empty() => log_end(done),
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        let permit = Arc::clone(&self.shared.sessions).try_acquire_owned();
+                        next_id += 1;
+                        let span = info_span!("pop3", session = next_id, %peer);
+                        let shared = Arc::clone(&self.shared);
+                        let stop = stop_rx.clone();
+                        sessions.spawn(
+                            async move {
+                                match permit {
+                                    Ok(_permit) => session::run(shared, tcp, peer, security, stop).await,
+                                    Err(_) => session::refuse(shared, tcp, security).await,
+                                }
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        stop_tx.send_replace(true);
+        let grace = self.shared.config.shutdown_grace;
+        let drain = async {
+            while let Some(done) = sessions.join_next().await {
+                log_end(done);
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            warn!(
+                sessions = sessions.len(),
+                "grace period over, cutting sessions"
+            );
+            sessions.shutdown().await;
+        }
+        info!("POP3 server stopped");
+    }
+}
+
+fn log_end(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        error!(error = %e, "session panicked");
+    }
+}
