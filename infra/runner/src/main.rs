@@ -73,6 +73,10 @@ struct Args {
     /// `pec-runner: imaps 127.0.0.1:<port>`), over the stack's mailboxes.
     #[arg(long, value_name = "PORT")]
     imap_port: Option<u16>,
+    /// Also serve POP3 over implicit TLS on 127.0.0.1:PORT (printed as `pec-runner: pop3s
+    /// 127.0.0.1:<port>`).
+    #[arg(long, value_name = "PORT")]
+    pop3_port: Option<u16>,
     /// Write the edge service's self-signed certificate (PEM) here, for clients to trust.
     #[arg(long, value_name = "FILE")]
     smtp_cert_out: Option<PathBuf>,
@@ -105,6 +109,8 @@ async fn start_edge(
         submission: bind(args.smtp_port, "smtp").await?,
         imaps: bind(args.imap_port, "imaps").await?,
         imap: None,
+        pop3s: bind(args.pop3_port, "pop3s").await?,
+        pop3: None,
     };
     let aws = aws.clone();
     let mut stop = stop;
@@ -380,7 +386,7 @@ async fn main() -> Result<()> {
         bail!("no function to run");
     }
     let (stop_gateway, gateway_stop) = tokio::sync::watch::channel(false);
-    let gateway = match args.smtp_port.or(args.imap_port) {
+    let gateway = match args.smtp_port.or(args.imap_port).or(args.pop3_port) {
         Some(_) => {
             let env: BTreeMap<String, String> = resources["function_environment"]
                 .as_object()

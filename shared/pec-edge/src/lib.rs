@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | SMTP submission | 587 | `STARTTLS`, AUTH only after it | `pec-submit` |
 //! | IMAP | 993 / 143 | implicit / `STARTTLS`, login only after TLS | `pec-imap` |
-//! | POP3 | 995 | implicit (`STLS` on a clear port when one is given) | `pec-pop3` |
+//! | POP3 | 995 / 110 | implicit / `STLS`, login only after TLS | `pec-pop3` |
 //!
 //! Every protocol logs people in through the same [`StateCredentials`] (the mailbox item's
 //! Argon2id hash, its `locked` flag) and one [`LoginThrottle`], so failed logins over SMTP and
@@ -79,6 +79,10 @@ pub struct Listeners {
     pub imaps: Option<TcpListener>,
     /// IMAP with `STARTTLS` (143).
     pub imap: Option<TcpListener>,
+    /// POP3 over implicit TLS (995).
+    pub pop3s: Option<TcpListener>,
+    /// POP3 with `STLS` (110).
+    pub pop3: Option<TcpListener>,
 }
 
 /// The mail store the edge serves.
@@ -189,6 +193,29 @@ pub async fn serve(
     }
     if let Some(listener) = listeners.imap {
         tasks.spawn(imap.clone().serve(listener, Security::StartTls, stopped()));
+    }
+    // One POP3 server for both listeners: its maildrop lock is shared between them.
+    let pop3 = pec_pop3::Server::new(
+        pec_pop3::Config {
+            hostname: settings.hostname.clone(),
+            ..pec_pop3::Config::default()
+        },
+        Arc::clone(&tls),
+        credentials.clone(),
+        Arc::clone(&throttle),
+        Arc::clone(&mail),
+    );
+    if let Some(listener) = listeners.pop3s {
+        tasks.spawn(
+            pop3.clone()
+                .serve(listener, pec_pop3::Security::ImplicitTls, stopped()),
+        );
+    }
+    if let Some(listener) = listeners.pop3 {
+        tasks.spawn(
+            pop3.clone()
+                .serve(listener, pec_pop3::Security::StartTls, stopped()),
+        );
     }
     shutdown.await;
     info!("edge: shutting down");

@@ -1,6 +1,6 @@
-//! `pec-edge`: the edge service (SMTP submission, IMAP) as a container's process.
+//! `pec-edge`: the edge service (SMTP submission, IMAP, POP3) as a container's process.
 //!
-//!   pec-edge --submission 0.0.0.0:587 --imaps 0.0.0.0:993 --imap 0.0.0.0:143
+//!   pec-edge --submission 0.0.0.0:587 --imaps 0.0.0.0:993 --imap 0.0.0.0:143 --pop3s 0.0.0.0:995
 //!
 //! The TLS certificate chain (leaf first) and key come as PEM either in files (`--cert`,
 //! `--key`) or in the variables `PEC_EDGE_TLS_CERT` and `PEC_EDGE_TLS_KEY` (how ECS passes a
@@ -16,7 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Parser, Debug)]
-#[command(about = "The PEC edge service: SMTP submission, IMAP")]
+#[command(about = "The PEC edge service: SMTP submission, IMAP, POP3")]
 struct Args {
     /// SMTP submission (STARTTLS) address.
     #[arg(long, env = "PEC_EDGE_SUBMISSION")]
@@ -27,6 +27,12 @@ struct Args {
     /// IMAP with STARTTLS address.
     #[arg(long, env = "PEC_EDGE_IMAP")]
     imap: Option<SocketAddr>,
+    /// POP3 over implicit TLS address.
+    #[arg(long, env = "PEC_EDGE_POP3S")]
+    pop3s: Option<SocketAddr>,
+    /// POP3 with STLS address.
+    #[arg(long, env = "PEC_EDGE_POP3")]
+    pop3: Option<SocketAddr>,
     /// Certificate chain file (PEM, leaf first); else `PEC_EDGE_TLS_CERT` holds the PEM.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -91,9 +97,18 @@ async fn main() -> Result<(), Error> {
         submission: bind(args.submission, "smtp submission").await?,
         imaps: bind(args.imaps, "imaps").await?,
         imap: bind(args.imap, "imap").await?,
+        pop3s: bind(args.pop3s, "pop3s").await?,
+        pop3: bind(args.pop3, "pop3").await?,
     };
-    if listeners.submission.is_none() && listeners.imaps.is_none() && listeners.imap.is_none() {
-        return Err("nothing to serve: give --submission, --imaps or --imap".into());
+    if listeners.submission.is_none()
+        && listeners.imaps.is_none()
+        && listeners.imap.is_none()
+        && listeners.pop3s.is_none()
+        && listeners.pop3.is_none()
+    {
+        return Err(
+            "nothing to serve: give --submission, --imaps, --imap, --pop3s or --pop3".into(),
+        );
     }
     let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?).await;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
