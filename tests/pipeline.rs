@@ -35,12 +35,14 @@ use anyhow::{Context, Result, bail, ensure};
 use libtest_mimic::Arguments;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
+use pec_aws::{DynamoMailStore, S3Store};
 use pec_core::classify::{Kind, classify};
 use pec_core::daticert::{Daticert, Errore};
 use pec_core::events::PecEvent;
 use pec_integration::{
     Binaries, Check, MAILBOX_PASSWORD, Provisioned, Runner, Stack, checks, run_checks, unique,
 };
+use pec_ports::mailstore::{INBOX, MailStore, Origin};
 use pec_ports::{MailboxItem, MessageRecord, StateStore};
 use pec_smime::{Verdict, VerifyOptions, verify_message};
 use rustls::pki_types::CertificateDer;
@@ -428,24 +430,47 @@ fn all_to(items: &[Checked], sender: &str) -> Result<()> {
     Ok(())
 }
 
-fn sum_sizes(items: &[MailboxItem]) -> u64 {
-    items.iter().map(|i| i.size).sum()
+/// The mailbox as its owner's IMAP and POP3 clients see it (the edge service's store).
+fn mail_store(ctx: &Ctx) -> Result<DynamoMailStore<S3Store>> {
+    Ok(DynamoMailStore::new(
+        ctx.aws.dynamodb.clone(),
+        ctx.stack.output("StateTableName")?,
+        S3Store::new(ctx.aws.s3.clone()),
+        ctx.stack.output("MailboxBucketName")?,
+    ))
 }
 
-/// used_bytes of the mailbox equals the sum of its items' sizes.
+/// used_bytes of the mailbox equals the sum of the sizes of the messages in its folders (what
+/// an IMAP client sees: delivered items in INBOX, submissions filed in Sent), and every
+/// delivered item is in INBOX, once, with its size.
 async fn usage_matches_items(ctx: &Ctx, address: &str) -> Result<()> {
     let m = ctx
         .state
         .mailbox(address)
         .await?
         .with_context(|| format!("no mailbox {address}"))?;
+    let store = mail_store(ctx)?;
+    let (mut total, mut delivered) = (0, Vec::new());
+    for folder in store.folders(address).await? {
+        for meta in store.messages(address, &folder.name).await? {
+            total += meta.size;
+            if folder.name == INBOX && meta.origin == Origin::Delivered {
+                delivered.push(meta.size);
+            }
+        }
+    }
     let items = items(ctx, address).await?;
     ensure!(
-        m.used_bytes == sum_sizes(&items),
-        "{address}: used_bytes {} but its {} items add up to {}",
+        m.used_bytes == total,
+        "{address}: used_bytes {} but its folders' messages add up to {total}",
         m.used_bytes,
-        items.len(),
-        sum_sizes(&items)
+    );
+    let mut sizes: Vec<u64> = items.iter().map(|i| i.size).collect();
+    sizes.sort_unstable();
+    delivered.sort_unstable();
+    ensure!(
+        sizes == delivered,
+        "{address}: delivered items of sizes {sizes:?}, INBOX holds delivered messages of sizes {delivered:?}"
     );
     Ok(())
 }
@@ -1530,8 +1555,418 @@ async fn outcome(ctx: &Ctx, sender: &str, id: &str, kind: Kind) -> Result<Checke
     }
 }
 
+/// A port the runner printed (`pec-runner: <what> 127.0.0.1:<port>`).
+fn runner_port(runner: &Runner, what: &str) -> Result<u16> {
+    let prefix = format!("pec-runner: {what} ");
+    runner
+        .messages()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .with_context(|| format!("the runner printed no {what} address"))
+}
+
+/// A program the check drives, which `infra/local/install.sh mailclients` installs.
+fn program(name: &str) -> Result<()> {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ensure!(
+        found,
+        "{name} is not installed: run infra/local/install.sh mailclients (the README's test command does)"
+    );
+    Ok(())
+}
+
+/// Runs `cmd`, failing with its output unless it succeeds.
+fn run_ok(cmd: &mut std::process::Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success(),
+        "{what} failed ({}):\n{text}",
+        out.status
+    );
+    Ok(text)
+}
+
+/// Every file under `dir` (recursively) with its bytes, inode and modification time.
+fn files(
+    dir: &std::path::Path,
+) -> Result<BTreeMap<PathBuf, (Vec<u8>, u64, std::time::SystemTime)>> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let meta = e.metadata()?;
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if !e.file_name().to_string_lossy().starts_with('.') {
+                out.insert(
+                    e.path(),
+                    (std::fs::read(e.path())?, meta.ino(), meta.modified()?),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// mbsync (isync) pulling every folder of `user` into the Maildir `dir`; its output.
+fn mbsync(dir: &std::path::Path, port: u16, cert: &std::path::Path, user: &str) -> Result<String> {
+    let config = dir.with_extension("mbsyncrc");
+    std::fs::write(
+        &config,
+        format!(
+            "IMAPAccount pec\nHost 127.0.0.1\nPort {port}\nUser {user}\nPass {MAILBOX_PASSWORD}\n\
+             SSLType IMAPS\nCertificateFile {}\nAuthMechs LOGIN\n\n\
+             IMAPStore far\nAccount pec\n\n\
+             MaildirStore near\nPath {dir}/\nInbox {dir}/INBOX\nSubFolders Verbatim\n\n\
+             Channel pec\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync Pull\nExpunge Near\nSyncState *\n",
+            cert.display(),
+            dir = dir.display()
+        ),
+    )?;
+    std::fs::create_dir_all(dir)?;
+    run_ok(
+        std::process::Command::new("mbsync")
+            .arg("-c")
+            .arg(&config)
+            .arg("-V")
+            .arg("-a"),
+        "mbsync",
+    )
+}
+
+/// The Maildir files of `folder` under `dir`, as bytes.
+fn maildir(
+    all: &BTreeMap<PathBuf, (Vec<u8>, u64, std::time::SystemTime)>,
+    dir: &std::path::Path,
+    folder: &str,
+) -> Vec<Vec<u8>> {
+    let root = dir.join(folder);
+    let mut v: Vec<Vec<u8>> = all
+        .iter()
+        .filter(|(p, _)| p.starts_with(&root))
+        .map(|(_, (b, _, _))| without_tuid(b))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A Maildir file without the `X-TUID:` field isync 1.4 adds to the header of each message it
+/// copies (its own bookkeeping, to find the message again; it changes nothing else).
+fn without_tuid(file: &[u8]) -> Vec<u8> {
+    let header_end = file
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .unwrap_or(file.len());
+    let mut at = 0;
+    while at < header_end {
+        let end = file[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(file.len(), |i| at + i + 1);
+        if file[at..end].starts_with(b"X-TUID: ") {
+            return [&file[..at], &file[end..]].concat();
+        }
+        at = end;
+    }
+    file.to_vec()
+}
+
+/// Messages as mbsync writes them into a Maildir: exactly the bytes served, with each CRLF
+/// as LF (Maildir files use the local line end; isync converts, and has no option not to).
+fn as_maildir(messages: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = messages.iter().map(|m| lf(m)).collect();
+    v.sort();
+    v
+}
+
+/// `got` and `want` hold the same messages, byte for byte; else where they differ first.
+fn same_messages(got: &[Vec<u8>], want: &[Vec<u8>]) -> Result<()> {
+    ensure!(
+        got.len() == want.len(),
+        "{} message(s), {} expected",
+        got.len(),
+        want.len()
+    );
+    for (g, w) in got.iter().zip(want) {
+        if g != w {
+            let at = g.iter().zip(w).take_while(|(a, b)| a == b).count();
+            let show = |b: &[u8]| {
+                String::from_utf8_lossy(&b[at.saturating_sub(40)..(at + 40).min(b.len())])
+                    .into_owned()
+            };
+            bail!(
+                "a message of {} bytes differs from the expected one of {} at byte {at}: {:?} instead of {:?}",
+                g.len(),
+                w.len(),
+                show(g),
+                show(w)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of every delivered item of `address`, as stored in the mailbox bucket.
+async fn stored_objects(ctx: &Ctx, address: &str) -> Result<Vec<Vec<u8>>> {
+    let bucket = ctx.stack.output("MailboxBucketName")?;
+    let mut v = Vec::new();
+    for item in items(ctx, address).await? {
+        v.push(get_object(ctx, bucket, &item.object_key).await?);
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// fetchmail over POP3S with UIDL, keeping the messages on the server, each delivered to a file
+/// in `dir`; the files it wrote this time.
+fn fetchmail(
+    home: &std::path::Path,
+    dir: &std::path::Path,
+    port: u16,
+    cert: &std::path::Path,
+    user: &str,
+) -> Result<Vec<Vec<u8>>> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    let rc = home.join(".fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set no bouncemail\npoll localhost via 127.0.0.1 service {port} protocol POP3 uidl\n  \
+             user \"{user}\" password \"{MAILBOX_PASSWORD}\" ssl sslcertfile \"{}\" sslcertck sslcommonname localhost keep\n  \
+             mda \"/bin/sh -c 'cat > $(mktemp {}/m.XXXXXXXX)'\"\n",
+            cert.display(),
+            dir.display()
+        ),
+    )?;
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600))?;
+    let before: BTreeSet<PathBuf> = files(dir)?.into_keys().collect();
+    let out = std::process::Command::new("fetchmail")
+        .env("HOME", home)
+        .args(["-f"])
+        .arg(&rc)
+        .args(["--nodetach", "-v"])
+        .output()
+        .context("running fetchmail")?;
+    // 0: messages fetched, 1: none waiting.
+    ensure!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "fetchmail failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut new: Vec<Vec<u8>> = files(dir)?
+        .into_iter()
+        .filter(|(p, _)| !before.contains(p))
+        .map(|(_, (b, _, _))| b)
+        .collect();
+    new.sort();
+    Ok(new)
+}
+
+/// A message as fetchmail hands it to its MDA, back in the form it was served: fetchmail adds
+/// its own `Received:` field on top and delivers LF line ends.
+fn unfetchmailed(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split('\n').peekable();
+    if lines.peek().is_some_and(|l| l.starts_with("Received: ")) {
+        lines.next();
+        while lines.peek().is_some_and(|l| l.starts_with([' ', '\t'])) {
+            lines.next();
+        }
+    }
+    lines.collect::<Vec<_>>().join("\n").into_bytes()
+}
+
+fn lf(bytes: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(bytes)
+        .replace("\r\n", "\n")
+        .into_bytes()
+}
+
+/// Mailbox access with real clients nobody here wrote, on the emulators: mbsync (isync) syncs
+/// both mailboxes over IMAPS and every file equals the stored object byte for byte; the
+/// sender's Sent holds the submission; a second sync after a new delivery and a delete made by
+/// another client (Python's imaplib) transfers only the difference; fetchmail over POP3S with
+/// UIDL downloads every message once, then only the new one.
+async fn mailbox_access_with_real_clients(ctx: Arc<Ctx>) -> Result<()> {
+    program("mbsync")?;
+    program("fetchmail")?;
+    let mut gw = gateway(&ctx, "access", &["--imap-port", "0", "--pop3-port", "0"]).await?;
+    let result = access(&ctx, &gw).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn access(ctx: &Ctx, gw: &Gateway) -> Result<()> {
+    let imap = runner_port(&gw.runner, "imaps")?;
+    let pop3 = runner_port(&gw.runner, "pop3s")?;
+    let (s, r) = (ctx.address("as"), ctx.address("ar"));
+    ctx.create_mailbox(&s, None).await?;
+    ctx.create_mailbox(&r, None).await?;
+    let raw = message(&s, &[&r], &[], "Accesso alla casella", "Prima busta.")?;
+    submit(gw, &s, &[&r], &raw).await?;
+    wait_for_items(ctx, &[(&s, 2), (&r, 1)], Duration::from_secs(40)).await?;
+    wait_drained(ctx, &gw.baseline, Duration::from_secs(20)).await?;
+
+    let tmp = tempfile::tempdir()?;
+    // The recipient: INBOX holds the envelope, byte for byte.
+    let rdir = tmp.path().join("r");
+    mbsync(&rdir, imap, &gw.cert_pem, &r)?;
+    let first = files(&rdir)?;
+    same_messages(
+        &maildir(&first, &rdir, "INBOX"),
+        &as_maildir(stored_objects(ctx, &r).await?),
+    )
+    .with_context(|| format!("mbsync's INBOX of {r} against the stored objects"))?;
+    // The sender: INBOX holds the two receipts, Sent the submission as stored.
+    let sdir = tmp.path().join("s");
+    mbsync(&sdir, imap, &gw.cert_pem, &s)?;
+    let sfiles = files(&sdir)?;
+    same_messages(
+        &maildir(&sfiles, &sdir, "INBOX"),
+        &as_maildir(stored_objects(ctx, &s).await?),
+    )
+    .with_context(|| format!("mbsync's INBOX of {s} against the stored objects"))?;
+    let sent = maildir(&sfiles, &sdir, "Sent");
+    ensure!(
+        sent.len() == 1
+            && sent[0].starts_with(b"Received: ")
+            && sent[0].ends_with(&lf(&[&raw[..], b"\r\n"].concat())),
+        "{s}'s Sent holds {} message(s), not the submission after our Received field: {:?}, submitted {:?}",
+        sent.len(),
+        sent.iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&raw)
+    );
+
+    // Another delivery, and a delete by another client (Python's imaplib: STORE \Deleted,
+    // EXPUNGE); then only the difference moves.
+    let raw2 = message(
+        &s,
+        &[&r],
+        &[],
+        "Accesso alla casella, seconda",
+        "Seconda busta.",
+    )?;
+    submit(gw, &s, &[&r], &raw2).await?;
+    wait_for_items(ctx, &[(&r, 2)], Duration::from_secs(40)).await?;
+    let first_object = stored_objects(ctx, &r).await?;
+    let script = format!(
+        "import imaplib,ssl\nc=ssl.create_default_context(cafile={cert:?})\nc.check_hostname=False\n\
+         m=imaplib.IMAP4_SSL('127.0.0.1',{imap},ssl_context=c)\nm.login({r:?},{pw:?})\nm.select('INBOX')\n\
+         t,d=m.uid('STORE','1','+FLAGS','(\\\\Deleted)')\nassert t=='OK',d\nt,d=m.expunge()\nassert t=='OK',d\nm.logout()\n",
+        cert = gw.cert_pem.display().to_string(),
+        pw = MAILBOX_PASSWORD,
+    );
+    run_ok(
+        std::process::Command::new("python3").args(["-c", &script]),
+        "imaplib delete",
+    )?;
+    mbsync(&rdir, imap, &gw.cert_pem, &r)?;
+    let second = files(&rdir)?;
+    let inbox2 = maildir(&second, &rdir, "INBOX");
+    let store = mail_store(ctx)?;
+    let left = store.messages(&r, INBOX).await?;
+    ensure!(
+        left.len() == 1 && left[0].uid == 2,
+        "after the delete {r}'s INBOX holds {left:?}"
+    );
+    let want = store
+        .read(&r, INBOX, 2)
+        .await?
+        .context("uid 2 unreadable")?;
+    ensure!(
+        inbox2 == vec![lf(&want)],
+        "after the second sync the Maildir INBOX is not exactly the new message"
+    );
+    let kept = first.keys().filter(|p| second.contains_key(*p)).count();
+    ensure!(
+        first_object.len() == 2 && kept == 0,
+        "expected the deleted message's file to go and nothing else to stay ({kept} kept)"
+    );
+    // The sender's second sync transfers nothing old: same files, same inodes, same times.
+    let sent_again = {
+        mbsync(&sdir, imap, &gw.cert_pem, &s)?;
+        files(&sdir)?
+    };
+    for (path, (_, ino, mtime)) in &sfiles {
+        let (_, ino2, mtime2) = sent_again
+            .get(path)
+            .with_context(|| format!("{} went away on the second sync", path.display()))?;
+        ensure!(
+            ino == ino2 && mtime == mtime2,
+            "{} was rewritten by the second sync",
+            path.display()
+        );
+    }
+
+    // fetchmail over POP3S with UIDL: the one message, then nothing, then only the new one.
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home)?;
+    let fdir = tmp.path().join("fetched");
+    let got = fetchmail(&home, &fdir, pop3, &gw.cert_pem, &r)?;
+    ensure!(
+        got.iter().map(|b| unfetchmailed(b)).collect::<Vec<_>>() == vec![lf(&want)],
+        "fetchmail got {} message(s), not {r}'s one message",
+        got.len()
+    );
+    ensure!(
+        fetchmail(&home, &fdir, pop3, &gw.cert_pem, &r)?.is_empty(),
+        "fetchmail fetched again what UIDL said it had"
+    );
+    let raw3 = message(
+        &s,
+        &[&r],
+        &[],
+        "Accesso alla casella, terza",
+        "Terza busta.",
+    )?;
+    submit(gw, &s, &[&r], &raw3).await?;
+    wait_for_items(ctx, &[(&r, 3)], Duration::from_secs(40)).await?;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while store.messages(&r, INBOX).await?.len() < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the third message did not reach {r}'s INBOX"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let third = store
+        .read(&r, INBOX, 3)
+        .await?
+        .context("uid 3 unreadable")?;
+    let got = fetchmail(&home, &fdir, pop3, &gw.cert_pem, &r)?;
+    ensure!(
+        got.iter().map(|b| unfetchmailed(b)).collect::<Vec<_>>() == vec![lf(&third)],
+        "the second fetchmail got {} message(s), not only the new one",
+        got.len()
+    );
+    wait_drained(ctx, &gw.baseline, Duration::from_secs(20)).await?;
+    usage_matches_items(ctx, &s).await?;
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
+    mailbox_access_with_real_clients,
     events_reach_the_event_bus,
     every_message_delivered_three_times,
     chaos_runner_killed_at_random_points,
