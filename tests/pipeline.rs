@@ -1596,10 +1596,11 @@ fn run_ok(cmd: &mut std::process::Command, what: &str) -> Result<String> {
     Ok(text)
 }
 
+/// Files by path: bytes, inode, modification time.
+type Files = BTreeMap<PathBuf, (Vec<u8>, u64, std::time::SystemTime)>;
+
 /// Every file under `dir` (recursively) with its bytes, inode and modification time.
-fn files(
-    dir: &std::path::Path,
-) -> Result<BTreeMap<PathBuf, (Vec<u8>, u64, std::time::SystemTime)>> {
+fn files(dir: &std::path::Path) -> Result<Files> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     if !dir.exists() {
@@ -1650,11 +1651,7 @@ fn mbsync(dir: &std::path::Path, port: u16, cert: &std::path::Path, user: &str) 
 }
 
 /// The Maildir files of `folder` under `dir`, as bytes.
-fn maildir(
-    all: &BTreeMap<PathBuf, (Vec<u8>, u64, std::time::SystemTime)>,
-    dir: &std::path::Path,
-    folder: &str,
-) -> Vec<Vec<u8>> {
+fn maildir(all: &Files, dir: &std::path::Path, folder: &str) -> Vec<Vec<u8>> {
     let root = dir.join(folder);
     let mut v: Vec<Vec<u8>> = all
         .iter()
