@@ -1691,6 +1691,74 @@ fn as_maildir(messages: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v
 }
 
+/// A Python imaplib client of `user` in IDLE on INBOX (the command written by hand: imaplib
+/// before Python 3.14 has no idle()), reporting when it hears `EXISTS`.
+struct IdleWatcher {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+fn idle_watcher(port: u16, cert: &std::path::Path, user: &str) -> Result<IdleWatcher> {
+    use std::io::BufRead;
+    let script = format!(
+        "import imaplib,ssl,sys,time\nc=ssl.create_default_context(cafile={cert:?})\nc.check_hostname=False\n\
+         m=imaplib.IMAP4_SSL('127.0.0.1',{port},ssl_context=c)\nm.login({user:?},{pw:?})\nm.select('INBOX')\n\
+         m.send(b'I1 IDLE\\r\\n')\nl=m.readline()\nassert l.startswith(b'+'),l\nprint('idling',flush=True)\n\
+         while True:\n    l=m.readline()\n    if not l: sys.exit('connection closed')\n    \
+         if b'EXISTS' in l:\n        print('exists %.6f' % time.time(),flush=True)\n        break\n\
+         m.send(b'DONE\\r\\n')\nm.readline()\nm.logout()\n",
+        cert = cert.display().to_string(),
+        pw = MAILBOX_PASSWORD,
+    );
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("starting the IDLE client")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(Duration::from_secs(20))
+        .context("the IDLE client did not start idling within 20 s")?;
+    ensure!(first == "idling", "the IDLE client said {first:?}");
+    Ok(IdleWatcher { child, lines })
+}
+
+impl IdleWatcher {
+    /// When the client heard `EXISTS` (its wall clock).
+    fn exists(&mut self, within: Duration) -> Result<std::time::SystemTime> {
+        let line = self.lines.recv_timeout(within).with_context(|| {
+            format!(
+                "the IDLE client heard nothing within {} s",
+                within.as_secs()
+            )
+        })?;
+        let secs: f64 = line
+            .strip_prefix("exists ")
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("the IDLE client said {line:?}"))?;
+        Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs))
+    }
+}
+
+impl Drop for IdleWatcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `got` and `want` hold the same messages, byte for byte; else where they differ first.
 fn same_messages(got: &[Vec<u8>], want: &[Vec<u8>]) -> Result<()> {
     ensure!(
@@ -1801,7 +1869,8 @@ fn lf(bytes: &[u8]) -> Vec<u8> {
 /// both mailboxes over IMAPS and every file equals the stored object byte for byte; the
 /// sender's Sent holds the submission; a second sync after a new delivery and a delete made by
 /// another client (Python's imaplib) transfers only the difference; fetchmail over POP3S with
-/// UIDL downloads every message once, then only the new one.
+/// UIDL downloads every message once, then only the new one; an IDLE client hears of a
+/// delivery within 2 s of its commit.
 async fn mailbox_access_with_real_clients(ctx: Arc<Ctx>) -> Result<()> {
     program("mbsync")?;
     program("fetchmail")?;
@@ -1936,9 +2005,31 @@ async fn access(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         "Accesso alla casella, terza",
         "Terza busta.",
     )?;
+    // A client in IDLE (Python's imaplib, the command sent by hand) hears of the delivery
+    // within 2 s of its commit.
+    let mut idle = idle_watcher(imap, &gw.cert_pem, &r)?;
     submit(gw, &s, &[&r], &raw3).await?;
-    wait_for_items(ctx, &[(&r, 3)], Duration::from_secs(40)).await?;
     let deadline = Instant::now() + Duration::from_secs(40);
+    while store.messages(&r, INBOX).await?.len() < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "the third message did not reach {r}'s INBOX"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let committed = std::time::SystemTime::now();
+    let heard = idle.exists(Duration::from_secs(10))?;
+    let late = heard.duration_since(committed).unwrap_or(Duration::ZERO);
+    eprintln!(
+        "  IDLE: EXISTS heard {:.2} s after the delivery was seen committed",
+        late.as_secs_f64()
+    );
+    ensure!(
+        late <= Duration::from_secs(2),
+        "the IDLE client heard of the delivery {:.2} s after it was committed",
+        late.as_secs_f64()
+    );
+    wait_for_items(ctx, &[(&r, 3)], Duration::from_secs(40)).await?;
     while store.messages(&r, INBOX).await?.len() < 2 {
         ensure!(
             Instant::now() < deadline,
