@@ -5,6 +5,10 @@ The template goes through the real SAM transform (samtranslator), then every res
 in LocalStack or DynamoDB Local with the properties the template gives it. A resource type this
 script does not know is an error, never silently ignored, so the local stack cannot drift from
 what AWS gets. Types that cannot or need not exist locally are listed in SKIPPED with the reason.
+A resource (or output) whose Condition is false with the given parameters is not created, as in
+AWS; its type must still be one this script knows. E.g. the edge service (condition HasEdge,
+false while EdgeImageUri is empty, as it is locally) creates nothing here: locally pec-runner
+hosts the same code (--smtp-port, --imap-port, --pop3-port).
 
     bootstrap.py --template template.yaml --state-dir .local/stack [--stack-name pec-local]
                  [--parameter Key=Value ...] [--check]
@@ -32,6 +36,8 @@ from typing import Any, Callable
 ACCOUNT = "000000000000"
 PARTITION = "aws"
 
+EDGE_LOCALLY = "the edge service runs in pec-runner locally (--smtp-port, --imap-port, --pop3-port), not on ECS"
+
 SKIPPED = {
     "AWS::SQS::QueuePolicy": "LocalStack does not enforce resource policies (applied in AWS only)",
     "AWS::CloudWatch::Alarm": "CloudWatch is not emulated here; tests read dead-letter queue depth directly",
@@ -47,6 +53,17 @@ SKIPPED = {
     "AWS::SES::ReceiptRule": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
     "AWS::CloudFormation::CustomResource": "custom resources act on real AWS only",
     "AWS::S3::BucketPolicy": "LocalStack does not enforce resource policies (applied in AWS only)",
+    # The edge service (pec-edge): a container on ECS Fargate behind a network load balancer in
+    # AWS; locally pec-runner hosts the same code (--smtp-port, --imap-port, --pop3-port).
+    "AWS::ECS::Cluster": EDGE_LOCALLY,
+    "AWS::ECS::TaskDefinition": EDGE_LOCALLY,
+    "AWS::ECS::Service": EDGE_LOCALLY,
+    "AWS::EC2::SecurityGroup": EDGE_LOCALLY,
+    "AWS::ElasticLoadBalancingV2::LoadBalancer": EDGE_LOCALLY,
+    "AWS::ElasticLoadBalancingV2::TargetGroup": EDGE_LOCALLY,
+    "AWS::ElasticLoadBalancingV2::Listener": EDGE_LOCALLY,
+    "AWS::ApplicationAutoScaling::ScalableTarget": EDGE_LOCALLY,
+    "AWS::ApplicationAutoScaling::ScalingPolicy": EDGE_LOCALLY,
 }
 
 
@@ -117,6 +134,7 @@ class Resolver:
         }
         self.params = params
         self.physical: dict[str, dict[str, Any]] = {}
+        self.conditions: dict[str, bool] = {}
 
     def ref(self, name: str) -> Any:
         if name in self.pseudo:
@@ -167,6 +185,11 @@ class Resolver:
             if key == "Fn::Join":
                 sep, items = arg
                 return sep.join(str(i) for i in self.resolve(items))
+            if key == "Fn::If":
+                name, if_true, if_false = arg
+                if name not in self.conditions:
+                    raise BootstrapError(f"Fn::If {name}: not a condition of the template")
+                return self.resolve(if_true if self.conditions[name] else if_false)
             if key.startswith("Fn::"):
                 raise BootstrapError(f"{key} is not supported by the local bootstrap; extend bootstrap.py")
         out = {}
@@ -178,6 +201,46 @@ class Resolver:
 
 
 _NO_VALUE = object()
+
+
+def evaluate_conditions(template: dict, resolver: Resolver) -> dict[str, bool]:
+    """The template's Conditions, evaluated with the resolver's parameters (Fn::Equals, Fn::Not,
+    Fn::And, Fn::Or, Condition; Ref/Sub/Join inside Fn::Equals). Also stored in the resolver,
+    for Fn::If. Any other function is an error, never a guess."""
+    definitions = template.get("Conditions", {}) or {}
+    values: dict[str, bool] = {}
+
+    def condition(name: str, path: tuple[str, ...]) -> bool:
+        if name in values:
+            return values[name]
+        if name not in definitions:
+            raise BootstrapError(f"condition {name} is not defined in Conditions")
+        if name in path:
+            raise BootstrapError("condition cycle: " + " -> ".join(path + (name,)))
+        values[name] = evaluate(definitions[name], path + (name,))
+        return values[name]
+
+    def evaluate(expr: Any, path: tuple[str, ...]) -> bool:
+        if not isinstance(expr, dict) or len(expr) != 1:
+            raise BootstrapError(f"condition {path[-1]}: {expr!r} is not a condition function")
+        (fn, arg), = expr.items()
+        if fn == "Condition":
+            return condition(arg, path)
+        if fn == "Fn::Equals":
+            left, right = (resolver.resolve(a) for a in arg)
+            return str(left) == str(right)
+        if fn == "Fn::Not":
+            return not evaluate(arg[0], path)
+        if fn == "Fn::And":
+            return all(evaluate(a, path) for a in arg)
+        if fn == "Fn::Or":
+            return any(evaluate(a, path) for a in arg)
+        raise BootstrapError(f"condition {path[-1]}: {fn} is not supported by the local bootstrap; extend bootstrap.py")
+
+    for name in definitions:
+        condition(name, ())
+    resolver.conditions = dict(values)
+    return values
 
 
 def references(value: Any) -> set[str]:
@@ -456,21 +519,56 @@ def parameters_from(template: dict, overrides: dict[str, str]) -> dict[str, Any]
     return params
 
 
-def check_coverage(transformed: dict, handled: set[str]) -> list[tuple[str, str, str]]:
-    """(logical id, type, action) for every resource; raises on a type nobody handles."""
+def check_coverage(transformed: dict, handled: set[str],
+                   conditions: dict[str, bool] | None = None) -> list[tuple[str, str, str]]:
+    """(logical id, type, action) for every resource; raises on a type nobody handles (even under
+    a false condition: a type this script does not know is a decision nobody made). A resource
+    whose Condition is false in `conditions` (default: the conditions with the template's
+    default parameters) is skipped for that reason."""
     rows = []
+    if conditions is None:
+        defaults = Resolver("pec-local", os.environ.get("AWS_DEFAULT_REGION", "eu-south-1"),
+                            parameters_from(transformed, {}))
+        conditions = evaluate_conditions(transformed, defaults)
     for logical, res in sorted(transformed.get("Resources", {}).items()):
         rtype = res["Type"]
-        if rtype in handled:
-            rows.append((logical, rtype, "create"))
-        elif rtype in SKIPPED:
-            rows.append((logical, rtype, "skip: " + SKIPPED[rtype]))
-        else:
+        if rtype not in handled and rtype not in SKIPPED:
             raise BootstrapError(
                 f"resource {logical} has type {rtype}, which bootstrap.py neither creates nor skips: "
                 "add a creator (or a SKIPPED entry with the reason) so local and AWS stay the same"
             )
+        condition = res.get("Condition")
+        if condition is not None and condition not in conditions:
+            raise BootstrapError(f"resource {logical}: condition {condition} is not defined in Conditions")
+        if condition is not None and not conditions[condition]:
+            rows.append((logical, rtype, f"skip: condition {condition} is false"))
+        elif rtype in handled:
+            rows.append((logical, rtype, "create"))
+        else:
+            rows.append((logical, rtype, "skip: " + SKIPPED[rtype]))
     return rows
+
+
+def to_create(transformed: dict, handled: set[str], conditions: dict[str, bool]) -> list[str]:
+    """The logical ids the bootstrap creates, dependencies first."""
+    creates = {logical for logical, _, action in check_coverage(transformed, handled, conditions)
+               if action == "create"}
+    return [logical for logical in creation_order(transformed["Resources"]) if logical in creates]
+
+
+def outputs_to_write(original: dict, conditions: dict[str, bool], created: set[str]) -> dict[str, dict]:
+    """The outputs the local stack has: not those under a false condition, nor those naming a
+    resource that is not created locally (e.g. the edge's load balancer when EdgeImageUri is set)."""
+    resources = set(original.get("Resources", {}))
+    out = {}
+    for name, output in original.get("Outputs", {}).items():
+        condition = output.get("Condition")
+        if condition is not None and not conditions.get(condition, False):
+            continue
+        if (references(output.get("Value")) & resources) - created:
+            continue
+        out[name] = output
+    return out
 
 
 def kms_sign_holders(transformed: dict) -> set[str]:
@@ -534,7 +632,8 @@ def function_crates(repo: str) -> set[str]:
 
 # Properties that give a resource its account-wide (or region-wide) name.
 NAME_PROPERTIES = ("QueueName", "BucketName", "TableName", "AliasName", "TopicName", "RoleName",
-                   "FunctionName", "LogGroupName", "ScheduleName", "RuleName")
+                   "FunctionName", "LogGroupName", "ScheduleName", "RuleName", "ClusterName",
+                   "ServiceName", "Family")
 
 
 def unprefixed_names(original: dict) -> list[str]:
@@ -612,11 +711,16 @@ def main(argv: list[str]) -> int:
     overrides = dict(kv.split("=", 1) for kv in args.parameter)
     original, transformed = load_template(args.template, overrides)
     params = parameters_from(original, overrides)
-    rows = check_coverage(transformed, set(Creator.HANDLERS))
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "eu-south-1"
+    resolver = Resolver(args.stack_name, region, params)
+    conditions = evaluate_conditions(transformed, resolver)
+    rows = check_coverage(transformed, set(Creator.HANDLERS), conditions)
     if args.check:
         print(f"SAM transform: ok ({len(rows)} resources after the transform)")
         for line in check_invariants(original, transformed, args.template):
             print(f"invariant ok: {line}")
+        for name, value in sorted(conditions.items()):
+            print(f"condition {name}: {str(value).lower()}")
         for logical, rtype, action in rows:
             print(f"  {logical:34} {rtype:28} {action}")
         return 0
@@ -626,21 +730,18 @@ def main(argv: list[str]) -> int:
     if not os.environ.get("AWS_ENDPOINT_URL") or not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
         raise BootstrapError("AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_DYNAMODB must point at the emulators "
                              "(eval \"$(infra/local/stack.sh env)\"); refusing to touch a real account")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "eu-south-1"
-    resolver = Resolver(args.stack_name, region, params)
     creator = Creator(args.stack_name, region)
     handlers = creator.handlers()
     resources = transformed["Resources"]
     created = 0
-    for logical in creation_order(resources):
+    for logical in to_create(transformed, set(handlers), conditions):
         res = resources[logical]
-        if res["Type"] not in handlers:
-            continue
         props = resolver.resolve(res.get("Properties", {}))
         resolver.physical[logical] = handlers[res["Type"]](logical, props)
         created += 1
 
-    outputs = {name: resolver.resolve(o["Value"]) for name, o in original.get("Outputs", {}).items()}
+    outputs = {name: resolver.resolve(o["Value"])
+               for name, o in outputs_to_write(original, conditions, set(resolver.physical)).items()}
     fn_env = resolver.resolve(original.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
     # Each function's environment exactly as Lambda merges it (Globals, then the function's own).
     functions = {}

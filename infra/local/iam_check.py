@@ -3,9 +3,14 @@
 
 The functions run locally (pec-runner) with PEC_AWS_CALL_LOG set record one JSON line per AWS
 call: function, stack, service, operation, HTTP status and the resource parts
-(shared/pec-aws/src/call_log.rs). This script
+(shared/pec-aws/src/call_log.rs). "Function" is the template logical id of the principal: a
+Lambda function (AWS::Serverless::Function, whose role is its Role), or a service that is not a
+Lambda, the edge service (AWS::ECS::Service EdgeService, whose role is its task definition's
+TaskRoleArn, EdgeTaskRole): the runner hosts the edge locally and records its calls under that
+name. The edge's resources are under the condition HasEdge, false locally; its role is rendered
+all the same, since the role is what the edge's calls are checked against. This script
 
-1. renders each function's role (its inline policies in template.yaml) for each stack in the
+1. renders each principal's role (its inline policies in template.yaml) for each stack in the
    log, resolving !Sub / !GetAtt / !Ref to the physical names the local stack has
    (<state-dir>/<stack>.resources.json, written by bootstrap.py);
 2. turns every recorded call into the IAM requests AWS authorises it as (REQUESTS below: e.g.
@@ -204,7 +209,7 @@ class Stack:
     name: str
     region: str
     resources: dict[str, dict]  # logical id -> attributes (bootstrap's "physical")
-    roles: dict[str, list[dict]] = field(default_factory=dict)  # function -> its statements
+    roles: dict[str, list[dict]] = field(default_factory=dict)  # principal -> its role's statements
     queues: dict[str, list[str]] = field(default_factory=dict)  # function -> SQS event queue ARNs
 
     def generic(self, arn: str) -> str:
@@ -238,22 +243,44 @@ def load_stack(template: str, state_dir: str, name: str) -> Stack:
     return stack_from_template(original, resolver, name, data["region"])
 
 
+def _role_of(resources: dict, logical: str, value: Any, what: str) -> str:
+    """The logical id of the AWS::IAM::Role that `value` (a !GetAtt <role>.Arn) names."""
+    att = value.get("Fn::GetAtt") if isinstance(value, dict) else None
+    role = att.split(".")[0] if isinstance(att, str) else (att or [None])[0]
+    if role not in resources or resources[role].get("Type") != "AWS::IAM::Role":
+        raise CheckError(f"{logical}: its {what} must be !GetAtt <an AWS::IAM::Role of the template>.Arn")
+    return role
+
+
+def principals(resources: dict) -> dict[str, str]:
+    """Principal (the name its calls are recorded under) -> the logical id of its role: every
+    Lambda function (its Role), and every ECS service (its task definition's TaskRoleArn),
+    whatever their Condition."""
+    out = {}
+    for logical, res in resources.items():
+        props = res.get("Properties", {}) or {}
+        if res.get("Type") == "AWS::Serverless::Function":
+            out[logical] = _role_of(resources, logical, props.get("Role"), "Role")
+        elif res.get("Type") == "AWS::ECS::Service":
+            ref = props.get("TaskDefinition")
+            task = ref.get("Ref") if isinstance(ref, dict) else None
+            if task not in resources or resources[task].get("Type") != "AWS::ECS::TaskDefinition":
+                raise CheckError(f"{logical}: its TaskDefinition must be !Ref <an AWS::ECS::TaskDefinition of the template>")
+            out[logical] = _role_of(resources, task, resources[task]["Properties"].get("TaskRoleArn"), "TaskRoleArn")
+    return out
+
+
 def stack_from_template(original: dict, resolver: bootstrap.Resolver, name: str, region: str) -> Stack:
     stack = Stack(name, region, resolver.physical)
     resources = original.get("Resources", {})
-    for logical, res in resources.items():
-        if res.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = res["Properties"]
-        role = props.get("Role", {}).get("Fn::GetAtt")
-        role = role.split(".")[0] if isinstance(role, str) else (role or [None])[0]
-        if role not in resources or resources[role].get("Type") != "AWS::IAM::Role":
-            raise CheckError(f"{logical}: its Role must be !GetAtt <an AWS::IAM::Role of the template>.Arn")
+    for logical, role in principals(resources).items():
+        props = resources[logical]["Properties"]
         statements = []
         for policy in resources[role]["Properties"].get("Policies", []):
             for st in statements_of(resolver.resolve(policy["PolicyDocument"])):
                 statements.append({**st, "_policy": policy["PolicyName"]})
         stack.roles[logical] = statements
+        # Lambda's SQS event source mappings (an ECS service has none).
         stack.queues[logical] = [resolver.resolve(ev["Properties"]["Queue"])
                                  for ev in props.get("Events", {}).values() if ev.get("Type") == "SQS"]
     return stack
@@ -375,7 +402,7 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
         if stack is None:
             raise CheckError(f"call recorded for unknown stack {call.get('stack')!r}: {call}")
         if call["function"] not in stack.roles:
-            raise CheckError(f"call recorded for {call['function']}, which is not a function of the template")
+            raise CheckError(f"call recorded for {call['function']}, which is not a function (or ECS service) of the template")
         report.functions.add(call["function"])
         try:
             requests += requests_for(call, stack, call["stack"])

@@ -84,6 +84,74 @@ class TemplateChecks(unittest.TestCase):
         with self.assertRaisesRegex(bootstrap.BootstrapError, "neither creates nor skips"):
             bootstrap.check_coverage(transformed, set(bootstrap.Creator.HANDLERS))
 
+    def edge_plan(self, overrides):
+        original, transformed = bootstrap.load_template(TEMPLATE, overrides)
+        params = bootstrap.parameters_from(original, overrides)
+        resolver = bootstrap.Resolver("pec-test", "eu-south-1", params)
+        conditions = bootstrap.evaluate_conditions(transformed, resolver)
+        handled = set(bootstrap.Creator.HANDLERS)
+        rows = bootstrap.check_coverage(transformed, handled, conditions)
+        created = bootstrap.to_create(transformed, handled, conditions)
+        outputs = bootstrap.outputs_to_write(original, conditions, set(created))
+        edge = {logical for logical, res in original["Resources"].items() if res.get("Condition") == "HasEdge"}
+        return conditions, rows, created, outputs, edge
+
+    def test_the_edge_service_is_ignored_locally_without_an_image(self):
+        """EdgeImageUri empty (the default, and every local stack): HasEdge is false and none of
+        the edge's resources or outputs exists; the functions' resources are created as before."""
+        conditions, rows, created, outputs, edge = self.edge_plan({})
+        self.assertFalse(conditions["HasEdge"])
+        self.assertGreaterEqual(len(edge), 10)
+        self.assertTrue({"EdgeService", "EdgeTaskRole", "EdgeLoadBalancer"} <= edge)
+        for logical, _, action in rows:
+            if logical in edge:
+                self.assertEqual(action, "skip: condition HasEdge is false", logical)
+        self.assertFalse(edge & set(created))
+        self.assertTrue({"StateTable", "RawMailBucket", "MailboxBucket", "IngressQueue"} <= set(created))
+        self.assertNotIn("EdgeLoadBalancerDnsName", outputs)
+        self.assertIn("StateTableName", outputs)
+
+    def test_with_an_image_the_edge_still_creates_nothing_locally(self):
+        """EdgeImageUri given: ECS, the load balancer and auto scaling are skipped by type (the
+        runner hosts the edge), and the output naming the load balancer is left out."""
+        conditions, rows, created, outputs, edge = self.edge_plan(
+            {"EdgeImageUri": "000000000000.dkr.ecr.eu-south-1.amazonaws.com/pec-edge:1"})
+        self.assertTrue(conditions["HasEdge"])
+        actions = {logical: action for logical, _, action in rows if logical in edge}
+        self.assertEqual(actions["EdgeService"], "skip: " + bootstrap.EDGE_LOCALLY)
+        self.assertFalse(any(a == "create" for a in actions.values()), actions)
+        self.assertFalse(edge & set(created))
+        self.assertNotIn("EdgeLoadBalancerDnsName", outputs)
+
+    def test_the_edge_listens_on_587_993_143_995_and_not_465(self):
+        """The submission gateway serves no implicit TLS yet: no 465 listener, target or port."""
+        resources = self.original["Resources"]
+        listeners = {r["Properties"]["Port"] for r in resources.values()
+                     if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"}
+        self.assertEqual(listeners, {587, 993, 143, 995})
+        container = resources["EdgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+        self.assertEqual({m["ContainerPort"] for m in container["PortMappings"]}, {587, 993, 143, 995})
+        service = resources["EdgeService"]["Properties"]
+        self.assertEqual({lb["ContainerPort"] for lb in service["LoadBalancers"]}, {587, 993, 143, 995})
+
+    def test_a_conditional_resource_of_an_unknown_type_is_still_refused(self):
+        transformed = copy.deepcopy(self.transformed)
+        transformed["Resources"]["Mystery"] = {"Type": "AWS::Foo::Bar", "Condition": "HasEdge", "Properties": {}}
+        with self.assertRaisesRegex(bootstrap.BootstrapError, "neither creates nor skips"):
+            bootstrap.check_coverage(transformed, set(bootstrap.Creator.HANDLERS))
+
+    def test_conditions_and_fn_if(self):
+        template = {"Conditions": {
+            "A": {"Fn::Equals": [{"Ref": "P"}, ""]},
+            "B": {"Fn::Not": [{"Condition": "A"}]},
+            "C": {"Fn::Or": [{"Condition": "A"}, {"Fn::And": [{"Condition": "B"}, {"Fn::Equals": ["x", "y"]}]}]},
+        }}
+        resolver = bootstrap.Resolver("s", "r", {"P": "set"})
+        self.assertEqual(bootstrap.evaluate_conditions(template, resolver), {"A": False, "B": True, "C": False})
+        self.assertEqual(resolver.resolve({"Fn::If": ["B", "yes", "no"]}), "yes")
+        with self.assertRaisesRegex(bootstrap.BootstrapError, "Fn::Select"):
+            bootstrap.evaluate_conditions({"Conditions": {"D": {"Fn::Select": [0, ["a"]]}}}, resolver)
+
     def test_creation_order_puts_dependencies_first(self):
         order = bootstrap.creation_order(self.transformed["Resources"])
         self.assertLess(order.index("IngressQueue"), order.index("RawMailBucket"))

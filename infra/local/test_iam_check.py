@@ -218,6 +218,72 @@ class IamCheck(unittest.TestCase):
         self.assertFalse(any(line.endswith("when dynamodb:LeadingKeys MSG#*") and "RecordMessages" in line
                              for line in unused))
 
+    def edge_calls(self, stack: iam_check.Stack) -> list:
+        """What the edge service does (recorded as EdgeService): a login, IMAP LIST/SELECT/FETCH,
+        default folders, STORE, an APPEND or Sent filing (a transaction), EXPUNGE (a transaction
+        with deletions), the submission's two objects."""
+        state = stack.resources["StateTable"]["TableName"]
+        mailbox = stack.resources["MailboxBucket"]["BucketName"]
+        raw = stack.resources["RawMailBucket"]["BucketName"]
+        pk = "MBX#mario@pec.example.test"
+        call = lambda **kw: {"function": "EdgeService", "stack": STACK, "status": 200, **kw}  # noqa: E731
+        query = {"KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+                 "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": "FOLDER#"}}}
+        return [
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk=pk),
+            call(service="DynamoDB", operation="Query", TableName=state, **query),
+            call(service="DynamoDB", operation="PutItem", TableName=state, pk=pk),
+            call(service="DynamoDB", operation="UpdateItem", TableName=state, pk=pk),
+            call(service="DynamoDB", operation="TransactWriteItems", TransactItems=[
+                {"kind": "Update", "TableName": state, "pk": pk}, {"kind": "Put", "TableName": state, "pk": pk}]),
+            call(service="DynamoDB", operation="TransactWriteItems", TransactItems=[
+                {"kind": "Update", "TableName": state, "pk": pk}, {"kind": "Delete", "TableName": state, "pk": pk}]),
+            call(service="S3", operation="GetObject", bucket=mailbox, key="mailbox/mario@pec.example.test/1.eml"),
+            call(service="S3", operation="PutObject", bucket=mailbox, key="mailbox/mario@pec.example.test/a-1.eml"),
+            call(service="S3", operation="PutObject", bucket=raw, key="submitted/1.eml"),
+            call(service="S3", operation="PutObject", bucket=raw, key="submitted/1.json"),
+        ]
+
+    def test_the_edge_service_is_checked_against_its_task_role(self):
+        """The edge is an ECS service, not a Lambda: its calls are checked against its task
+        definition's TaskRoleArn (EdgeTaskRole), rendered although HasEdge is false locally.
+        Its calls are allowed, and they use every permission of the role."""
+        stack = self.stack()
+        self.assertEqual(iam_check.principals(self.original["Resources"])["EdgeService"], "EdgeTaskRole")
+        self.assertIn("EdgeService", stack.roles)
+        self.assertEqual(stack.queues["EdgeService"], [])
+        report = iam_check.check({STACK: stack}, self.edge_calls(stack), self.evaluator, unexercised={})
+        self.assertEqual([r for r in report.denied if r.function == "EdgeService"], [])
+        self.assertEqual([line for line in report.unused if line.startswith("EdgeService ")], [])
+
+    def test_the_edge_cannot_reach_evidence_other_items_or_the_signing_key(self):
+        stack = self.stack()
+        evidence = stack.resources["EvidenceBucket"]
+        raw = stack.resources["RawMailBucket"]
+        mailbox = stack.resources["MailboxBucket"]
+        state = stack.resources["StateTable"]
+        key_id = stack.resources["SigningKey"]["KeyId"]
+        call = lambda **kw: {"function": "EdgeService", "stack": STACK, "status": 200, **kw}  # noqa: E731
+        calls = [
+            call(service="S3", operation="GetObject", bucket=evidence["BucketName"], key="signed/msg/1/accettazione.eml"),
+            call(service="S3", operation="GetObject", bucket=raw["BucketName"], key="submitted/1.eml"),
+            call(service="S3", operation="PutObject", bucket=raw["BucketName"], key="inbound/1.json"),
+            call(service="S3", operation="DeleteObject", bucket=mailbox["BucketName"], key="mailbox/a/1.eml"),
+            call(service="DynamoDB", operation="GetItem", TableName=state["TableName"], pk="MSG#1"),
+            call(service="DynamoDB", operation="TransactWriteItems", TransactItems=[
+                {"kind": "Put", "TableName": state["TableName"], "pk": "TENANT#t"}]),
+            call(service="KMS", operation="Sign", KeyId=key_id),
+        ]
+        self.assertEqual(self.denied(stack, calls), [
+            ("EdgeService", "dynamodb:GetItem", state["Arn"]),
+            ("EdgeService", "dynamodb:PutItem", state["Arn"]),
+            ("EdgeService", "kms:Sign", stack.resources["SigningKey"]["Arn"]),
+            ("EdgeService", "s3:DeleteObject", f"{mailbox['Arn']}/mailbox/a/1.eml"),
+            ("EdgeService", "s3:GetObject", f"{evidence['Arn']}/signed/msg/1/accettazione.eml"),
+            ("EdgeService", "s3:GetObject", f"{raw['Arn']}/submitted/1.eml"),
+            ("EdgeService", "s3:PutObject", f"{raw['Arn']}/inbound/1.json"),
+        ])
+
     def test_a_call_to_a_resource_outside_the_template_is_an_error(self):
         stack = self.stack()
         call = {"function": "SignFunction", "stack": STACK, "service": "S3", "operation": "GetObject",

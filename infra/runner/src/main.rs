@@ -82,9 +82,11 @@ struct Args {
     smtp_cert_out: Option<PathBuf>,
 }
 
-/// The edge service (SMTP submission and, when asked, IMAP over implicit TLS) over the
+/// The edge service (SMTP submission and, when asked, IMAP and POP3 over implicit TLS) over the
 /// stack's state table, raw and mailbox buckets, as the container runs it in AWS
-/// (`pec_edge::serve`), until `stop` turns true.
+/// (`pec_edge::serve`), until `stop` turns true. Its clients are the edge's own
+/// ([`AwsClients::for_function`] with the template's `EdgeService`), so with `PEC_AWS_CALL_LOG`
+/// its calls are recorded for the IAM check against `EdgeTaskRole`, as the functions' are.
 async fn start_edge(
     aws: &AwsClients,
     env: &BTreeMap<String, String>,
@@ -112,7 +114,7 @@ async fn start_edge(
         pop3s: bind(args.pop3_port, "pop3s").await?,
         pop3: None,
     };
-    let aws = aws.clone();
+    let aws = aws.for_function(pec_edge::TEMPLATE_ID);
     let mut stop = stop;
     Ok(tokio::spawn(async move {
         pec_edge::serve(&aws, &settings, tls.server_config, listeners, async move {

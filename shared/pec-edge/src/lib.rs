@@ -42,6 +42,12 @@ pub use pec_imap::Security;
 /// The folder submitted messages are filed in.
 pub const SENT: &str = "Sent";
 
+/// The edge service's logical id in `template.yaml` (its `AWS::ECS::Service`): its AWS clients
+/// are built with [`AwsClients::for_function`] under this name, so with `PEC_AWS_CALL_LOG` their
+/// calls are recorded and `infra/local/iam_check.py` checks them against the service's task
+/// role (`EdgeTaskRole`).
+pub const TEMPLATE_ID: &str = "EdgeService";
+
 /// What the edge service reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {

@@ -110,7 +110,9 @@ async fn main() -> Result<(), Error> {
             "nothing to serve: give --submission, --imaps, --imap, --pop3s or --pop3".into(),
         );
     }
-    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?).await;
+    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?)
+        .await
+        .for_function(pec_edge::TEMPLATE_ID);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     pec_edge::serve(&aws, &settings, tls, listeners, async move {
         tokio::select! {
