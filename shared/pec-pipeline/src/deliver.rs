@@ -262,6 +262,10 @@ where
         mailbox: &str,
     ) -> Result<bool, StepError> {
         let item = self.item(key, bytes, event, subject, now, mailbox);
+        // The bytes first: a message listed in a folder (IMAP, POP3) always has them.
+        if self.state.mailbox(mailbox).await?.is_some() {
+            self.put_object(&item, bytes).await?;
+        }
         match self
             .state
             .store_in_mailbox(mailbox, &item, None, false)
@@ -276,6 +280,7 @@ where
                 Ok(false)
             }
             MailboxWrite::Stored | MailboxWrite::Duplicate | MailboxWrite::Decided(_) => {
+                // Written above, unless the mailbox appeared since (then now: idempotent).
                 self.put_object(&item, bytes).await?;
                 Ok(true)
             }
@@ -357,6 +362,7 @@ where
             at: now,
             item_id: None,
         };
+        let mut written = false;
         let outcome = match self.state.recipient(id, rcpt).await? {
             Some(existing) => existing,
             None => match self.state.mailbox(rcpt).await? {
@@ -370,7 +376,13 @@ where
                         .record_recipient(id, &not_delivered(NotDelivered::MailboxDisabled))
                         .await?
                 }
-                Some(_) => {
+                Some(m) => {
+                    // The bytes first, when the envelope fits: a message listed in a folder
+                    // (IMAP, POP3) always has them. One that does not fit writes nothing.
+                    if pec_core::plan::envelope_fits(m.used_bytes, item.size, m.quota_bytes) {
+                        self.put_object(&item, bytes).await?;
+                        written = true;
+                    }
                     let delivered = RecipientOutcome {
                         recipient: rcpt.to_ascii_lowercase(),
                         status: DeliveryStatus::Delivered,
@@ -402,6 +414,7 @@ where
         };
         if outcome.status == DeliveryStatus::Delivered
             && let Some(item_id) = &outcome.item_id
+            && !(written && *item_id == item.id)
         {
             let stored = MailboxItem {
                 object_key: keys::mailbox_object(rcpt, item_id),
