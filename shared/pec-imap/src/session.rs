@@ -31,7 +31,7 @@ use pec_submit::{Account, Credentials, PasswordCheck, check_password, dummy_hash
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, broadcast, watch};
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
@@ -67,24 +67,39 @@ pub(crate) async fn run<S: MailStore + 'static>(
     security: Security,
     stop: watch::Receiver<bool>,
 ) {
-    let mut session = Session {
-        changes: shared.notifier.subscribe(),
-        shared,
-        peer,
-        stop,
-        tls: false,
-        user: None,
-        selected: None,
-        auth_tag: None,
-        idle_tag: None,
-        auth_failures: 0,
-        errors: 0,
-        closing: false,
-    };
-    let handshake = session.shared.config.login_timeout;
+    let acceptor = shared.tls.clone();
+    let handshake = shared.config.login_timeout;
+    let tls = |tcp| async move { timeout(handshake, acceptor.accept(tcp)).await.ok()?.ok() };
+    course(Session::new(shared, peer, stop), tcp, security, tls).await;
+}
+
+/// The fuzz targets' session (feature `fuzzing`): [`run`] with the identity for the TLS
+/// handshake, so that every byte the client writes reaches the protocol as sent.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn run_plain<S: MailStore + 'static, IO: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared<S>>,
+    io: IO,
+    peer: SocketAddr,
+    security: Security,
+    stop: watch::Receiver<bool>,
+) {
+    let identity = |io| async move { Some(io) };
+    course(Session::new(shared, peer, stop), io, security, identity).await;
+}
+
+/// A session's course over `io`: `upgrade` is the TLS handshake (at once for
+/// [`Security::ImplicitTls`], after `STARTTLS` for [`Security::StartTls`]); `None` ends it.
+async fn course<S, IO, T, F, Fut>(mut session: Session<S>, io: IO, security: Security, upgrade: F)
+where
+    S: MailStore + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(IO) -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     match security {
         Security::ImplicitTls => {
-            let Ok(Ok(tls)) = timeout(handshake, session.shared.tls.accept(tcp)).await else {
+            let Some(tls) = upgrade(io).await else {
                 info!("TLS handshake failed or timed out");
                 return;
             };
@@ -92,8 +107,8 @@ pub(crate) async fn run<S: MailStore + 'static>(
             let _ = session.drive(tls, true).await;
         }
         Security::StartTls => {
-            if let Ok(Some(tcp)) = session.drive(tcp, true).await {
-                let Ok(Ok(tls)) = timeout(handshake, session.shared.tls.accept(tcp)).await else {
+            if let Ok(Some(io)) = session.drive(io, true).await {
+                let Some(tls) = upgrade(io).await else {
                     info!("STARTTLS handshake failed or timed out");
                     return;
                 };
@@ -227,6 +242,23 @@ struct Session<S> {
 }
 
 impl<S: MailStore + 'static> Session<S> {
+    fn new(shared: Arc<Shared<S>>, peer: SocketAddr, stop: watch::Receiver<bool>) -> Self {
+        Session {
+            changes: shared.notifier.subscribe(),
+            shared,
+            peer,
+            stop,
+            tls: false,
+            user: None,
+            selected: None,
+            auth_tag: None,
+            idle_tag: None,
+            auth_failures: 0,
+            errors: 0,
+            closing: false,
+        }
+    }
+
     fn capabilities(&self) -> Vec1<Capability<'static>> {
         let mut caps = vec![Capability::Imap4Rev1];
         if self.tls {
@@ -289,6 +321,10 @@ impl<S: MailStore + 'static> Session<S> {
         );
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_counter = None;
+        // When the server began waiting for the client (`None` while it has input to work
+        // on): the login and idle timeouts count from here, so that IDLE's wake-ups (a poll
+        // tick, any mailbox's change notification) do not restart them.
+        let mut silent_since: Option<tokio::time::Instant> = None;
         loop {
             match flow.next() {
                 Ok(Event::GreetingSent { .. }) => discard_greeting = false,
@@ -367,10 +403,14 @@ impl<S: MailStore + 'static> Session<S> {
                     };
                     let idling = self.idle_tag.is_some();
                     let polling = idling && self.shared.config.idle_poll.is_some();
+                    let since = *silent_since.get_or_insert_with(tokio::time::Instant::now);
                     tokio::select! {
-                        read = timeout(wait, io.read(&mut buf)) => match read {
+                        read = timeout_at(since + wait, io.read(&mut buf)) => match read {
                             Ok(Ok(0)) | Ok(Err(_)) => return Err(Stop),
-                            Ok(Ok(n)) => flow.enqueue_input(&buf[..n]),
+                            Ok(Ok(n)) => {
+                                silent_since = None;
+                                flow.enqueue_input(&buf[..n]);
+                            }
                             Err(_) => {
                                 info!("idle timeout");
                                 self.bye(&mut flow, "Autologout: idle for too long");
@@ -1378,5 +1418,132 @@ trait IntoStaticGreeting {
 impl IntoStaticGreeting for Greeting<'_> {
     fn into_static_greeting(self) -> Greeting<'static> {
         imap_next::imap_types::IntoStatic::into_static(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use pec_ports::mailstore::MemoryMailStore;
+    use pec_ports::{MemoryThrottle, ThrottlePolicy};
+    use pec_submit::{BoxFuture, CredentialError, HashCost, hash_password_with};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const MARIO: &str = "mario.rossi@pec.example.it";
+    const ANNA: &str = "anna.bianchi@pec.example.it";
+    const PASSWORD: &str = "correct horse battery staple";
+
+    struct Accounts(HashMap<String, Account>);
+
+    impl Credentials for Accounts {
+        fn lookup<'a>(
+            &'a self,
+            username: &'a str,
+        ) -> BoxFuture<'a, Result<Option<Account>, CredentialError>> {
+            Box::pin(async move { Ok(self.0.get(username).cloned()) })
+        }
+    }
+
+    fn shared(
+        config: Config,
+        store: Arc<MemoryMailStore>,
+        notifier: Notifier,
+    ) -> Arc<Shared<MemoryMailStore>> {
+        let tls = pec_submit::dev_tls::localhost().expect("dev certificate");
+        let account = Account {
+            address: MARIO.to_owned(),
+            tenant: "t1".to_owned(),
+            password_hash: hash_password_with(PASSWORD, HashCost::Fast).expect("hash"),
+            locked: false,
+        };
+        Arc::new(Shared {
+            config,
+            tls: TlsAcceptor::from(tls.server_config),
+            credentials: Arc::new(Accounts(HashMap::from([(MARIO.to_owned(), account)]))),
+            throttle: Arc::new(MemoryThrottle::new(ThrottlePolicy::default())),
+            store,
+            notifier,
+            hash_slots: Semaphore::new(1),
+            sessions: Arc::new(Semaphore::new(1)),
+        })
+    }
+
+    /// Found by the `imap_session` fuzz target: IDLE's wake-ups (the store poll every
+    /// `idle_poll`, any mailbox's change notification) restarted the idle timeout, so an
+    /// IDLE session that never said anything again was never logged out.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_idle_session_ends_at_the_idle_timeout() {
+        let notifier = Notifier::new();
+        let store = Arc::new(MemoryMailStore::new());
+        store.set_listener(Arc::new(notifier.clone()));
+        store.create_mailbox(MARIO, 1024 * 1024);
+        store.create_mailbox(ANNA, 1024 * 1024);
+        let config = Config {
+            dummy_hash_cost: HashCost::Fast,
+            idle_timeout: Duration::from_secs(60),
+            idle_poll: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let shared = shared(config, Arc::clone(&store), notifier);
+        let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+        let peer = SocketAddr::from(([192, 0, 2, 1], 993));
+        let (_stop_tx, stop) = watch::channel(false);
+        let session = Session::new(shared, peer, stop);
+        let identity = |io| async move { Some(io) };
+        let server = tokio::spawn(course(session, server_io, Security::ImplicitTls, identity));
+        // Another mailbox changes every 5 s (notifications that are not this session's).
+        let other = Arc::clone(&store);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = other
+                    .append(
+                        ANNA,
+                        INBOX,
+                        b"Subject: x\r\n\r\nx\r\n".to_vec(),
+                        Flags::new(),
+                        chrono::Utc::now(),
+                        Origin::Delivered,
+                    )
+                    .await;
+            }
+        });
+
+        let mut client = BufReader::new(client_io);
+        let mut line = String::new();
+        let mut until = async |client: &mut BufReader<tokio::io::DuplexStream>, prefix: &str| {
+            loop {
+                line.clear();
+                let n = client.read_line(&mut line).await.expect("read");
+                assert!(n > 0, "closed while waiting for {prefix:?}");
+                if line.starts_with(prefix) {
+                    return line.clone();
+                }
+            }
+        };
+        until(&mut client, "* OK").await;
+        let login = format!("a LOGIN {MARIO} \"{PASSWORD}\"\r\nb SELECT INBOX\r\nc IDLE\r\n");
+        client
+            .get_mut()
+            .write_all(login.as_bytes())
+            .await
+            .expect("write");
+        until(&mut client, "+ ").await;
+        let idling = Instant::now();
+        let bye = tokio::time::timeout(Duration::from_secs(600), until(&mut client, "* BYE"))
+            .await
+            .expect("logged out within 10 minutes of silence");
+        let silent = idling.elapsed();
+        assert!(bye.contains("idle"), "{bye}");
+        assert!(
+            silent >= Duration::from_secs(60) && silent < Duration::from_secs(62),
+            "logged out after {silent:?} of silence"
+        );
+        server.await.expect("session ends");
     }
 }

@@ -139,6 +139,29 @@ impl<S: MailStore + 'static> Server<S> {
     }
 }
 
+/// Test-only seam for the fuzz targets (`fuzz/fuzz_targets/pop3_session.rs`).
+#[cfg(feature = "fuzzing")]
+impl<S: MailStore + 'static> Server<S> {
+    /// **Fuzzing only; never enable feature `fuzzing` in a server people use.** Runs one
+    /// session over `io` exactly as [`Server::serve`] runs one over a connection, except that
+    /// the TLS handshake is the identity: with [`Security::ImplicitTls`] the stream counts as
+    /// TLS from the first byte, with [`Security::StartTls`] it is clear text until `STLS` and
+    /// counts as TLS after it (the bytes the client wrote after the command and the server had
+    /// already read are dropped, as over TCP). The peer is `192.0.2.1` (for the login
+    /// throttle); the maildrop locks are this server's; the server is never told to shut
+    /// down. Returns when the session ends.
+    #[doc(hidden)]
+    pub async fn run_plain_for_fuzzing<IO>(&self, io: IO, security: Security)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let peer = std::net::SocketAddr::from(([192, 0, 2, 1], 110));
+        // Kept until the session ends: a dropped sender reads as the shutdown signal.
+        let (_stop_tx, stop) = watch::channel(false);
+        session::run_plain(Arc::clone(&self.shared), io, peer, security, stop).await;
+    }
+}
+
 fn log_end(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()

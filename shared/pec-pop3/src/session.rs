@@ -96,23 +96,39 @@ pub(crate) async fn run<S: MailStore + 'static>(
     security: Security,
     stop: watch::Receiver<bool>,
 ) {
-    let mut session = Session {
-        shared,
-        peer,
-        stop,
-        tls: false,
-        pending_user: None,
-        sasl: false,
-        user: None,
-        maildrop: None,
-        lock: None,
-        auth_failures: 0,
-        errors: 0,
-    };
-    let handshake = session.shared.config.login_timeout;
+    let acceptor = shared.tls.clone();
+    let handshake = shared.config.login_timeout;
+    let tls = |tcp| async move { timeout(handshake, acceptor.accept(tcp)).await.ok()?.ok() };
+    course(Session::new(shared, peer, stop), tcp, security, tls).await;
+}
+
+/// The fuzz targets' session (feature `fuzzing`): [`run`] with the identity for the TLS
+/// handshake, so that every byte the client writes reaches the protocol as sent.
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn run_plain<S: MailStore + 'static, IO: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared<S>>,
+    io: IO,
+    peer: SocketAddr,
+    security: Security,
+    stop: watch::Receiver<bool>,
+) {
+    let identity = |io| async move { Some(io) };
+    course(Session::new(shared, peer, stop), io, security, identity).await;
+}
+
+/// A session's course over `io`: `upgrade` is the TLS handshake (at once for
+/// [`Security::ImplicitTls`], after `STLS` for [`Security::StartTls`]); `None` ends it.
+async fn course<S, IO, T, F, Fut>(mut session: Session<S>, io: IO, security: Security, upgrade: F)
+where
+    S: MailStore + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(IO) -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     match security {
         Security::ImplicitTls => {
-            let Ok(Ok(tls)) = timeout(handshake, session.shared.tls.accept(tcp)).await else {
+            let Some(tls) = upgrade(io).await else {
                 info!("TLS handshake failed or timed out");
                 return;
             };
@@ -120,8 +136,8 @@ pub(crate) async fn run<S: MailStore + 'static>(
             let _ = session.drive(tls, true).await;
         }
         Security::StartTls => {
-            if let Ok(Some(tcp)) = session.drive(tcp, true).await {
-                let Ok(Ok(tls)) = timeout(handshake, session.shared.tls.accept(tcp)).await else {
+            if let Ok(Some(io)) = session.drive(io, true).await {
+                let Some(tls) = upgrade(io).await else {
                     info!("STLS handshake failed or timed out");
                     return;
                 };
@@ -281,6 +297,22 @@ struct Session<S> {
 }
 
 impl<S: MailStore + 'static> Session<S> {
+    fn new(shared: Arc<Shared<S>>, peer: SocketAddr, stop: watch::Receiver<bool>) -> Self {
+        Session {
+            shared,
+            peer,
+            stop,
+            tls: false,
+            pending_user: None,
+            sasl: false,
+            user: None,
+            maildrop: None,
+            lock: None,
+            auth_failures: 0,
+            errors: 0,
+        }
+    }
+
     /// Runs the protocol over `io` until the session ends (`Ok(None)`) or STLS asks for the
     /// TLS handshake (`Ok(Some(io))`; nothing read past the STLS line is kept).
     async fn drive<IO: AsyncRead + AsyncWrite + Unpin>(
