@@ -3,7 +3,8 @@
 # (idempotently), checks formatting, lints, the template, then unit, golden and CLI tests, then the
 # integration tests on the local emulators (started here and stopped at the end if this run started
 # them), the emulator-failure check, the demo, the offline IAM check of every AWS call those runs
-# made (infra/local/iam_check.py), a short fuzz run and the function packaging.
+# made (infra/local/iam_check.py), a short fuzz run, the function packaging and the edge
+# service's image (built without Docker, run under bubblewrap on the emulators).
 #
 #   infra/test.sh            (CI runs exactly this through .ci/run)
 set -euo pipefail
@@ -65,5 +66,8 @@ fi
 
 step "package every function"
 infra/package.sh
+
+step "the edge service's image (mmdebstrap + buildah, run under bubblewrap on the emulators)"
+infra/image/test.sh
 
 step "all tests passed"

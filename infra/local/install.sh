@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav|mailclients]...  (default: all)
+#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav|mailclients|image]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -13,6 +13,8 @@
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
 # mailclients  real mail programs the mailbox-access tests drive: isync (mbsync, IMAP) and
 #          fetchmail (POP3), Debian's packages.
+# image    what builds and runs the edge service's OCI image without Docker: mmdebstrap,
+#          buildah, umoci, bubblewrap (Debian's packages).
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
 #          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
 #          project's own signatures (infra/antivirus/clamav/).
@@ -122,6 +124,14 @@ install_mailclients() {
   pec_log "mail clients: ok ($(mbsync --version 2>&1 | head -1); fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^ ,+]*\).*/\1/p'))"
 }
 
+install_image() {
+  apt_install mmdebstrap buildah umoci bubblewrap uidmap
+  for c in mmdebstrap buildah bwrap; do
+    command -v "$c" >/dev/null || pec_die "$c is still missing after installing its package"
+  done
+  pec_log "image tools: ok (mmdebstrap $(mmdebstrap --version | awk '{print $2}'), $(buildah --version | awk '{print $1, $3}'))"
+}
+
 install_clamav() {
   apt_install clamav-daemon
   command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] \
@@ -133,13 +143,14 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav; install_mailclients ;;
+    all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_image ;;
+    image) install_image ;;
     mailclients) install_mailclients ;;
     system) install_system ;;
     python) install_python ;;
     dynamodb) install_dynamodb ;;
     fuzz) install_fuzz ;;
     clamav) install_clamav ;;
-    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav|mailclients)" ;;
+    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav|mailclients|image)" ;;
   esac
 done
