@@ -12,7 +12,9 @@
 #          and our loopback launcher compiled against it.
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
 # mailclients  real mail programs the mailbox-access tests drive: isync (mbsync, IMAP) and
-#          fetchmail (POP3), Debian's packages.
+#          fetchmail (POP3), and the IMAP server benches/imap.sh compares ours with: Dovecot
+#          (dovecot-imapd), Debian's packages. The bench runs its own Dovecot instance; where
+#          systemd runs, the system service this install would start is disabled again.
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
 #          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
 #          project's own signatures (infra/antivirus/clamav/).
@@ -116,10 +118,20 @@ install_fuzz() {
 }
 
 install_mailclients() {
-  apt_install isync fetchmail
+  local had_dovecot=1
+  dpkg -s dovecot-imapd >/dev/null 2>&1 || had_dovecot=0
+  apt_install isync fetchmail dovecot-imapd
   command -v mbsync >/dev/null || pec_die "mbsync is still missing after installing isync"
   command -v fetchmail >/dev/null || pec_die "fetchmail is still missing after installing fetchmail"
-  pec_log "mail clients: ok ($(mbsync --version 2>&1 | head -1); fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^ ,+]*\).*/\1/p'))"
+  command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] \
+    || pec_die "dovecot is still missing after installing dovecot-imapd"
+  if [ "$had_dovecot" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    # Installing the package starts a system IMAP server on every interface; the benchmark
+    # starts its own on loopback, so switch the system one off again (only if we installed it).
+    as_root systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true
+    pec_log "dovecot: the system service the package started is disabled (benches/imap.sh runs its own)"
+  fi
+  pec_log "mail clients: ok ($(mbsync --version 2>&1 | head -1); fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^ ,+]*\).*/\1/p'); Dovecot $("$(command -v dovecot || echo /usr/sbin/dovecot)" --version | sed 's/ (.*//'))"
 }
 
 install_clamav() {
