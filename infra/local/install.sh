@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav|mailclients|image]...  (default: all)
+#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav|mailclients|image|dovecot]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -13,6 +13,9 @@
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
 # mailclients  real mail programs the mailbox-access tests drive: isync (mbsync, IMAP) and
 #          fetchmail (POP3), Debian's packages.
+# dovecot  the IMAP server benches/imap.sh compares ours with (dovecot-imapd, Debian's package;
+#          not in `all`: only the bench needs it). The bench runs its own Dovecot instance; where
+#          systemd runs, the system service this install would start is disabled again.
 # image    what builds and runs the edge service's OCI image without Docker: mmdebstrap,
 #          buildah, umoci, bubblewrap (Debian's packages).
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
@@ -124,6 +127,21 @@ install_mailclients() {
   pec_log "mail clients: ok ($(mbsync --version 2>&1 | head -1); fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^ ,+]*\).*/\1/p'))"
 }
 
+install_dovecot() {
+  local had_dovecot=1
+  dpkg -s dovecot-imapd >/dev/null 2>&1 || had_dovecot=0
+  apt_install dovecot-imapd
+  command -v dovecot >/dev/null || [ -x /usr/sbin/dovecot ] \
+    || pec_die "dovecot is still missing after installing dovecot-imapd"
+  if [ "$had_dovecot" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    # Installing the package starts a system IMAP server on every interface; the benchmark
+    # starts its own on loopback, so switch the system one off again (only if we installed it).
+    as_root systemctl disable --now dovecot.service dovecot.socket >/dev/null 2>&1 || true
+    pec_log "dovecot: the system service the package started is disabled (benches/imap.sh runs its own)"
+  fi
+  pec_log "dovecot: ok ($("$(command -v dovecot || echo /usr/sbin/dovecot)" --version | sed 's/ (.*//'))"
+}
+
 install_image() {
   apt_install mmdebstrap buildah umoci bubblewrap uidmap
   for c in mmdebstrap buildah bwrap; do
@@ -146,11 +164,12 @@ for part in "${parts[@]}"; do
     all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_image ;;
     image) install_image ;;
     mailclients) install_mailclients ;;
+    dovecot) install_dovecot ;;
     system) install_system ;;
     python) install_python ;;
     dynamodb) install_dynamodb ;;
     fuzz) install_fuzz ;;
     clamav) install_clamav ;;
-    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav|mailclients|image)" ;;
+    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav|mailclients|image|dovecot)" ;;
   esac
 done

@@ -77,6 +77,10 @@ struct Args {
     /// 127.0.0.1:<port>`).
     #[arg(long, value_name = "PORT")]
     pop3_port: Option<u16>,
+    /// At most this many IMAP sessions at once (default 256, as the edge container without
+    /// `PEC_EDGE_IMAP_MAX_SESSIONS`); benches/imap.sh holds 500 idle connections.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    imap_max_sessions: Option<u32>,
     /// Write the edge service's self-signed certificate (PEM) here, for clients to trust.
     #[arg(long, value_name = "FILE")]
     smtp_cert_out: Option<PathBuf>,
@@ -93,7 +97,10 @@ async fn start_edge(
     args: &Args,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let settings = pec_edge::Settings::from_env(&Env::from_map(env))?;
+    let mut settings = pec_edge::Settings::from_env(&Env::from_map(env))?;
+    if let Some(n) = args.imap_max_sessions {
+        settings.imap_max_sessions = n as usize;
+    }
     let tls = pec_submit::dev_tls::localhost().context("edge certificate")?;
     if let Some(path) = &args.smtp_cert_out {
         std::fs::write(path, &tls.cert_pem)

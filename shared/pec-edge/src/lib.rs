@@ -61,6 +61,10 @@ pub struct Settings {
     pub raw_bucket: String,
     /// `PEC_MAILBOX_BUCKET`: where delivered and appended messages are.
     pub mailbox_bucket: String,
+    /// `PEC_EDGE_IMAP_MAX_SESSIONS` (optional): concurrent IMAP sessions of this process, both
+    /// listeners together; one more gets `BYE` at once. Default [`pec_imap::Config`]'s (256).
+    /// What a session costs in memory: `benches/imap.sh`.
+    pub imap_max_sessions: usize,
 }
 
 impl Settings {
@@ -72,6 +76,17 @@ impl Settings {
             log_table: env.required("PEC_LOG_TABLE")?,
             raw_bucket: env.required("PEC_RAW_BUCKET")?,
             mailbox_bucket: env.required("PEC_MAILBOX_BUCKET")?,
+            imap_max_sessions: match env.parse::<usize>("PEC_EDGE_IMAP_MAX_SESSIONS")? {
+                Some(0) => {
+                    return Err(ConfigError::Malformed {
+                        name: "PEC_EDGE_IMAP_MAX_SESSIONS".into(),
+                        value: "0".into(),
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                Some(n) => n,
+                None => pec_imap::Config::default().max_sessions,
+            },
         })
     }
 }
@@ -183,6 +198,7 @@ pub async fn serve(
     let imap = pec_imap::Server::new(
         pec_imap::Config {
             hostname: settings.hostname.clone(),
+            max_sessions: settings.imap_max_sessions,
             ..pec_imap::Config::default()
         },
         Arc::clone(&tls),
@@ -228,4 +244,37 @@ pub async fn serve(
     stop_tx.send_replace(true);
     while tasks.join_next().await.is_some() {}
     info!("edge: stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn settings(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut map: BTreeMap<String, String> = [
+            "PEC_PROVIDER_DOMAIN",
+            "PEC_STATE_TABLE",
+            "PEC_LOG_TABLE",
+            "PEC_RAW_BUCKET",
+            "PEC_MAILBOX_BUCKET",
+        ]
+        .into_iter()
+        .map(|k| (k.to_owned(), "x".to_owned()))
+        .collect();
+        map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::from_env(&Env::from_map(&map))
+    }
+
+    #[test]
+    fn imap_session_cap_defaults_to_the_imap_servers_and_is_configurable() {
+        assert_eq!(settings(&[]).unwrap().imap_max_sessions, 256);
+        let s = settings(&[("PEC_EDGE_IMAP_MAX_SESSIONS", "2000")]).unwrap();
+        assert_eq!(s.imap_max_sessions, 2000);
+        for bad in ["0", "-1", "many"] {
+            let e = settings(&[("PEC_EDGE_IMAP_MAX_SESSIONS", bad)]).unwrap_err();
+            assert!(e.to_string().contains("PEC_EDGE_IMAP_MAX_SESSIONS"), "{e}");
+        }
+    }
 }

@@ -5,8 +5,8 @@
 //! The TLS certificate chain (leaf first) and key come as PEM either in files (`--cert`,
 //! `--key`) or in the variables `PEC_EDGE_TLS_CERT` and `PEC_EDGE_TLS_KEY` (how ECS passes a
 //! Secrets Manager secret to a container). Environment: `PEC_PROVIDER_DOMAIN`,
-//! `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_RAW_BUCKET`, `PEC_MAILBOX_BUCKET` and the SDK's
-//! region/credential variables. Stops on SIGTERM or SIGINT, draining every session.
+//! `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_RAW_BUCKET`, `PEC_MAILBOX_BUCKET`, optionally
+//! `PEC_EDGE_IMAP_MAX_SESSIONS` (default 256), and the SDK's region/credential variables. Stops on SIGTERM or SIGINT, draining every session.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -96,6 +96,10 @@ pub(crate) async fn run<S: MailStore + 'static>(
     security: Security,
     stop: watch::Receiver<bool>,
 ) {
+    // Every answer is written as soon as it is complete: without this, Nagle's algorithm holds a
+    // small write (the greeting after TLS 1.3's session tickets, the lines of a response written
+    // one by one) until the client's delayed ACK, about 40 ms each time.
+    let _ = tcp.set_nodelay(true);
     let acceptor = shared.tls.clone();
     let handshake = shared.config.login_timeout;
     let tls = |tcp| async move { timeout(handshake, acceptor.accept(tcp)).await.ok()?.ok() };
