@@ -9,6 +9,7 @@
 //! The only local-only switch is `PEC_S3_FORCE_PATH_STYLE=1`, because LocalStack serves buckets
 //! by path rather than by virtual host.
 
+pub mod access;
 pub mod call_log;
 mod config;
 pub mod index;

@@ -19,8 +19,8 @@ use crate::store::aws_error_chain;
 /// [`StateStore`] on DynamoDB: the state table and the provider-log table.
 #[derive(Clone, Debug)]
 pub struct DynamoState {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
+    pub(crate) client: aws_sdk_dynamodb::Client,
+    pub(crate) table: String,
     log_table: String,
 }
 
@@ -48,7 +48,7 @@ fn relay_sk(recipient: &str) -> String {
     format!("RELAY#{}", norm(recipient))
 }
 
-fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
+pub(crate) fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
     s(serde_json::to_string(v).unwrap_or_default())
 }
 
@@ -64,7 +64,7 @@ impl DynamoState {
         }
     }
 
-    fn err(&self, operation: &'static str, e: impl std::error::Error) -> StateError {
+    pub(crate) fn err(&self, operation: &'static str, e: impl std::error::Error) -> StateError {
         StateError {
             operation,
             table: self.table.clone(),
@@ -80,7 +80,10 @@ impl DynamoState {
         }
     }
 
-    fn decode_doc<T: for<'de> Deserialize<'de>>(&self, item: &Item) -> Result<T, StateError> {
+    pub(crate) fn decode_doc<T: for<'de> Deserialize<'de>>(
+        &self,
+        item: &Item,
+    ) -> Result<T, StateError> {
         let doc = item
             .get("doc")
             .and_then(|v| v.as_s().ok())
@@ -95,7 +98,7 @@ impl DynamoState {
             .unwrap_or(0)
     }
 
-    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StateError> {
+    pub(crate) async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StateError> {
         let out = self
             .client
             .get_item()
@@ -123,7 +126,7 @@ impl DynamoState {
     }
 
     /// Creates or replaces `item`.
-    async fn put(&self, item: Item) -> Result<(), StateError> {
+    pub(crate) async fn put(&self, item: Item) -> Result<(), StateError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -135,7 +138,7 @@ impl DynamoState {
     }
 
     /// Puts `item` unless an item with its key exists; `false` if one does (nothing changed).
-    async fn put_new(&self, item: Item) -> Result<bool, StateError> {
+    pub(crate) async fn put_new(&self, item: Item) -> Result<bool, StateError> {
         let result = self
             .client
             .put_item()

@@ -14,6 +14,7 @@
 //! - [`login`]: failed-login throttling for every way a person logs in;
 //! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]).
 
+pub mod access;
 pub mod config;
 pub mod contract;
 pub mod keys;
@@ -23,6 +24,9 @@ pub mod publish;
 pub mod state;
 pub mod store;
 
+pub use access::{
+    AccessStore, ApiKey, IdempotencyRecord, MemoryAccess, Scope, Session, SessionKind,
+};
 pub use config::{ConfigError, Env};
 pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, source_key};
 pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};

@@ -96,7 +96,7 @@ pub use auth::{
 };
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES};
 pub use server::Server;
-pub use sink::{Sink, SinkError, Submission};
+pub use sink::{Sink, SinkError, Submission, new_id};
 pub use tls::tls_server_config;
 
 /// A boxed `Send` future, so that [`Credentials`] and [`Sink`] can be trait objects.

@@ -83,8 +83,8 @@ pub trait Sink: Send + Sync {
     fn store<'a>(&'a self, submission: &'a Submission) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
-/// A new submission id (see [`Submission::id`]).
-pub(crate) fn new_id(now: DateTime<Utc>) -> String {
+/// A new submission id (see [`Submission::id`]); the HTTP API's submissions use it too.
+pub fn new_id(now: DateTime<Utc>) -> String {
     let mut rnd = [0u8; 8];
     if getrandom::fill(&mut rnd).is_err() {
         // No OS randomness: fall back to the clock's nanoseconds and a process counter, still

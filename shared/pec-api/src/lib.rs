@@ -1,0 +1,239 @@
+//! The integration API: one HTTP application for integrators and mailbox users.
+//!
+//! [`router`] is an axum `Router` written against the ports only ([`Backend`]: the state
+//! store with the API's own records, the object store, the mail store), so the `api` Lambda
+//! (`functions/api`, through API Gateway's HTTP API and `lambda_http`), the local runner
+//! (`pec-runner --api-port`) and the unit tests (memory fakes) serve the same routes.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/auth/login`, `/refresh`, `/logout` | mailbox users: bearer + refresh tokens |
+//! | `POST /v1/messages` | send a PEC (JSON or `message/rfc822`), `Idempotency-Key` |
+//! | `GET /v1/messages/{id}` | state per recipient and the evidence list |
+//! | `GET /v1/messages/{id}/evidence/{name}` | one receipt: the signed `.eml`, or JSON |
+//! | `GET /v1/mailboxes/{address}[/folders[/{folder}/messages[/{uid}[/raw]]]]` | mailboxes |
+//! | `GET /v1/openapi.json` | this API's OpenAPI 3.1 document |
+//!
+//! **Who may do what.** A bearer token is either a mailbox session (`pat_…`, from
+//! `/v1/auth/login`: that mailbox only) or a tenant API key (`pec_<id>_<secret>`, made with
+//! `pec apikey create`: the tenant's mailboxes, within its scopes). Anything of another tenant
+//! or another mailbox answers `404`, exactly as if it did not exist.
+//!
+//! **Submissions** enter the pipeline exactly as SMTP ones do: `submitted/<id>.eml` (our
+//! `Received:` field, then the message) and `submitted/<id>.json` in the raw bucket; the access
+//! point cannot tell them apart except by that trace field.
+//!
+//! Errors are RFC 9457 problem documents (`application/problem+json`), see [`problem`].
+
+pub mod auth;
+pub mod mailbox;
+pub mod messages;
+pub mod openapi;
+pub mod problem;
+pub mod send;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use pec_ports::{
+    AccessStore, ConfigError, Env, LoginThrottle, MailStore, MemoryThrottle, ObjectStore,
+    StateStore, ThrottlePolicy,
+};
+
+pub use problem::Problem;
+
+/// The API function's logical id in `template.yaml`: its AWS clients are built with this name,
+/// so the IAM check attributes its calls to its role.
+pub const TEMPLATE_ID: &str = "ApiFunction";
+
+/// The stores the API works on.
+pub trait Backend: Send + Sync + 'static {
+    type State: StateStore + 'static;
+    type Access: AccessStore + 'static;
+    type Objects: ObjectStore + 'static;
+    type Mail: MailStore + 'static;
+    fn state(&self) -> &Self::State;
+    fn access(&self) -> &Self::Access;
+    fn objects(&self) -> &Self::Objects;
+    fn mail(&self) -> &Self::Mail;
+}
+
+/// The four stores as one [`Backend`] (in AWS, `state` and `access` are the same table).
+pub struct Stores<S, A, O, M> {
+    pub state: S,
+    pub access: A,
+    pub objects: O,
+    pub mail: M,
+}
+
+impl<S, A, O, M> Backend for Stores<S, A, O, M>
+where
+    S: StateStore + 'static,
+    A: AccessStore + 'static,
+    O: ObjectStore + 'static,
+    M: MailStore + 'static,
+{
+    type State = S;
+    type Access = A;
+    type Objects = O;
+    type Mail = M;
+    fn state(&self) -> &S {
+        &self.state
+    }
+    fn access(&self) -> &A {
+        &self.access
+    }
+    fn objects(&self) -> &O {
+        &self.objects
+    }
+    fn mail(&self) -> &M {
+        &self.mail
+    }
+}
+
+/// What the API reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `PEC_PROVIDER_DOMAIN`: names our trace fields and Message-IDs.
+    pub hostname: String,
+    /// `PEC_RAW_BUCKET`: where submissions go.
+    pub raw_bucket: String,
+    /// `PEC_EVIDENCE_BUCKET`: receipts and notices.
+    pub evidence_bucket: String,
+    /// `PEC_PROVIDER_INDEX_KEY` / `PEC_TRUST_ANCHORS_KEY` in the evidence bucket: what a
+    /// receipt's signature is verified against in its JSON form.
+    pub provider_index_key: String,
+    pub trust_anchors_key: String,
+    /// Lifetime of a bearer token (15 minutes) and of a refresh token (7 days).
+    pub access_ttl: chrono::Duration,
+    pub refresh_ttl: chrono::Duration,
+    /// How long an `Idempotency-Key` is remembered (24 hours).
+    pub idempotency_ttl: chrono::Duration,
+    /// The largest message accepted, in octets (the PEC limit, 100 MiB). A JSON request may be
+    /// a third larger (base64).
+    pub max_message_bytes: usize,
+    /// The cost of the hash an unknown login name is checked against (it must cost what a
+    /// real mailbox's check costs: production; tests use the fast one).
+    pub login_cost: pec_submit::HashCost,
+}
+
+impl Settings {
+    /// From `env`; errors name the missing variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            hostname: env.required("PEC_PROVIDER_DOMAIN")?,
+            raw_bucket: env.required("PEC_RAW_BUCKET")?,
+            evidence_bucket: env.required("PEC_EVIDENCE_BUCKET")?,
+            provider_index_key: env.or(
+                "PEC_PROVIDER_INDEX_KEY",
+                pec_ports::keys::DEFAULT_PROVIDER_INDEX_KEY,
+            ),
+            trust_anchors_key: env.or(
+                "PEC_TRUST_ANCHORS_KEY",
+                pec_ports::keys::DEFAULT_TRUST_ANCHORS_KEY,
+            ),
+            ..Settings::local("")
+        })
+    }
+
+    /// Defaults around `hostname`, for tests: buckets `raw`, `evidence`.
+    pub fn local(hostname: &str) -> Self {
+        Settings {
+            hostname: hostname.to_string(),
+            raw_bucket: "raw".into(),
+            evidence_bucket: "evidence".into(),
+            provider_index_key: pec_ports::keys::DEFAULT_PROVIDER_INDEX_KEY.into(),
+            trust_anchors_key: pec_ports::keys::DEFAULT_TRUST_ANCHORS_KEY.into(),
+            access_ttl: chrono::Duration::minutes(15),
+            refresh_ttl: chrono::Duration::days(7),
+            idempotency_ttl: chrono::Duration::hours(24),
+            max_message_bytes: 100 * 1024 * 1024,
+            login_cost: pec_submit::HashCost::Production,
+        }
+    }
+}
+
+/// The application: stores, settings, login throttle, clock.
+pub struct App<B> {
+    pub backend: B,
+    pub settings: Settings,
+    pub throttle: Arc<dyn LoginThrottle>,
+    pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+impl<B: Backend> App<B> {
+    /// With the default login throttle (in this process) and the system clock.
+    pub fn new(backend: B, settings: Settings) -> Self {
+        App {
+            backend,
+            settings,
+            throttle: Arc::new(MemoryThrottle::new(ThrottlePolicy::default())),
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+}
+
+/// Every route of the API over `app`.
+pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
+    // Bodies are read through `send::body`, which applies the real limit with a problem
+    // document; axum's own default (2 MB) would answer first, in plain text.
+    let body_limit = app.settings.max_message_bytes / 3 * 4 + 64 * 1024;
+    Router::new()
+        .route("/v1/auth/login", post(auth::login::<B>))
+        .route("/v1/auth/refresh", post(auth::refresh::<B>))
+        .route("/v1/auth/logout", post(auth::logout::<B>))
+        .route("/v1/messages", post(send::send::<B>))
+        .route("/v1/messages/{id}", get(messages::status::<B>))
+        .route(
+            "/v1/messages/{id}/evidence/{*name}",
+            get(messages::evidence::<B>),
+        )
+        .route("/v1/mailboxes/{address}", get(mailbox::mailbox::<B>))
+        .route(
+            "/v1/mailboxes/{address}/folders",
+            get(mailbox::folders::<B>),
+        )
+        .route(
+            "/v1/mailboxes/{address}/folders/{folder}/messages",
+            get(mailbox::list::<B>),
+        )
+        .route(
+            "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}",
+            get(mailbox::message::<B>),
+        )
+        .route(
+            "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/raw",
+            get(mailbox::raw::<B>),
+        )
+        .route("/v1/openapi.json", get(openapi::document))
+        .fallback(problem::no_route)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
+/// 32 random bytes, base64url without padding (43 characters).
+pub(crate) fn random_token() -> Result<String, Problem> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Problem::unavailable(format!("no randomness: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Lower-case hex SHA-256.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,434 @@
+//! Mailboxes over HTTP: the same folders, UIDs and flags IMAP shows (the [`MailStore`]), so a
+//! message read here is the message a mail program reads.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use pec_ports::MailStore;
+use pec_ports::access::Scope;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::{mailbox_of, principal};
+use crate::{App, Backend, Problem};
+
+/// A mailbox, its plan and its quota.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MailboxInfo {
+    pub address: String,
+    pub tenant: String,
+    /// The plan (`base`, `standard`, `pro`, ...).
+    pub plan: String,
+    /// Octets allowed (plan plus expansions) and in use (every folder).
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    /// Locked or suspended: cannot send or receive.
+    pub locked: bool,
+}
+
+/// One folder.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Folder {
+    pub name: String,
+    /// `sent`, `drafts`, `junk`, `trash` for the special folders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub special_use: Option<String>,
+    pub messages: u32,
+    pub unseen: u32,
+    /// UIDs are valid as long as this does not change (as in IMAP).
+    pub uid_validity: u32,
+    pub uid_next: u32,
+}
+
+/// One message in a listing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageSummary {
+    pub uid: u32,
+    pub size: u64,
+    /// IMAP flags (`\Seen`, `\Flagged`, ...) and keywords.
+    pub flags: Vec<String>,
+    /// When it entered the mailbox.
+    pub received_at: DateTime<Utc>,
+    /// `delivered` by the provider, or `appended` by the owner (Sent, drafts).
+    pub origin: String,
+    /// The PEC kind (`posta-certificata` for a transport envelope, `accettazione`,
+    /// `avvenuta-consegna`, ..., `ordinaria`).
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The PEC identificativo the message is or is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identificativo: Option<String>,
+    /// `/v1/mailboxes/{address}/folders/{folder}/messages/{uid}`.
+    pub href: String,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub messages: Vec<MessageSummary>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Paging and filters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// From a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// At most this many (1 to 100, default 25).
+    pub limit: Option<u32>,
+}
+
+fn special(s: Option<pec_ports::mailstore::SpecialUse>) -> Option<String> {
+    s.map(|u| format!("{u:?}").to_ascii_lowercase())
+}
+
+/// A mailbox's plan and quota.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}", tag = "mailboxes", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The mailbox address")),
+    responses(
+        (status = 200, description = "The mailbox", body = MailboxInfo),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox (or not yours)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn mailbox<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path(address): Path<String>,
+) -> Result<Json<MailboxInfo>, Problem> {
+    let who = principal(&app, &headers).await?;
+    who.require(Scope::Read)?;
+    let m = mailbox_of(&app, &who, &address).await?;
+    let quota = app.backend.mail().quota(&m.address).await?;
+    Ok(Json(MailboxInfo {
+        plan: serde_json::to_value(m.plan)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        address: m.address,
+        tenant: m.tenant,
+        quota_bytes: quota.limit,
+        used_bytes: quota.used,
+        locked: m.locked,
+    }))
+}
+
+/// The mailbox's folders.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/folders", tag = "mailboxes", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The mailbox address")),
+    responses(
+        (status = 200, description = "The folders", body = [Folder]),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox (or not yours)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn folders<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path(address): Path<String>,
+) -> Result<Json<Vec<Folder>>, Problem> {
+    let who = principal(&app, &headers).await?;
+    who.require(Scope::Read)?;
+    let m = mailbox_of(&app, &who, &address).await?;
+    let folders = app.backend.mail().folders(&m.address).await?;
+    Ok(Json(
+        folders
+            .into_iter()
+            .map(|f| Folder {
+                name: f.name,
+                special_use: special(f.special_use),
+                messages: f.messages,
+                unseen: f.unseen,
+                uid_validity: f.uid_validity,
+                uid_next: f.uid_next,
+            })
+            .collect(),
+    ))
+}
+
+/// A cursor: `<uid validity>.<uid>` (the next page starts below that UID).
+fn parse_cursor(c: &str, validity: u32) -> Result<u32, Problem> {
+    let bad = || {
+        Problem::bad_request(
+            "bad-cursor",
+            "the cursor is not one this API gave, or the folder was recreated since",
+        )
+    };
+    let (v, uid) = c.split_once('.').ok_or_else(bad)?;
+    if v.parse::<u32>().ok() != Some(validity) {
+        return Err(bad());
+    }
+    uid.parse().map_err(|_| bad())
+}
+
+/// A folder's messages, newest first, with their PEC kind, subject and sender.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/folders/{folder}/messages", tag = "mailboxes", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The mailbox address"),
+        ("folder" = String, Path, description = "The folder name (`INBOX`, `Sent`, ...)"),
+        ListQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = MessagePage),
+        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox or folder", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path((address, folder)): Path<(String, String)>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MessagePage>, Problem> {
+    let who = principal(&app, &headers).await?;
+    who.require(Scope::Read)?;
+    let Query(q) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
+    let limit = match q.limit {
+        None => 25,
+        Some(n @ 1..=100) => n as usize,
+        Some(n) => {
+            return Err(Problem::bad_request(
+                "bad-limit",
+                format!("limit {n}: between 1 and 100"),
+            ));
+        }
+    };
+    let m = mailbox_of(&app, &who, &address).await?;
+    let mail = app.backend.mail();
+    let info = mail
+        .folder(&m.address, &folder)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no folder {folder:?}")))?;
+    let below = match &q.cursor {
+        Some(c) => parse_cursor(c, info.uid_validity)?,
+        None => u32::MAX,
+    };
+    let mut all = mail.messages(&m.address, &folder).await?;
+    all.retain(|x| x.uid < below);
+    all.reverse();
+    let more = all.len() > limit;
+    all.truncate(limit);
+    let mut messages = Vec::with_capacity(all.len());
+    for meta in &all {
+        let bytes = mail
+            .read(&m.address, &folder, meta.uid)
+            .await?
+            .unwrap_or_default();
+        let c = pec_core::classify::classify(&bytes);
+        messages.push(MessageSummary {
+            uid: meta.uid,
+            size: meta.size,
+            flags: meta.flags.iter().cloned().collect(),
+            received_at: meta.internal_date,
+            origin: match meta.origin {
+                pec_ports::mailstore::Origin::Delivered => "delivered",
+                pec_ports::mailstore::Origin::Appended => "appended",
+            }
+            .into(),
+            kind: c.kind.as_str().into(),
+            subject: c.headers.subject.clone(),
+            from: c.headers.from.first().cloned(),
+            identificativo: c.daticert.as_ref().map(|d| d.dati.identificativo.clone()),
+            href: format!(
+                "/v1/mailboxes/{}/folders/{}/messages/{}",
+                m.address,
+                encode_segment(&folder),
+                meta.uid
+            ),
+        });
+    }
+    let next_cursor = more
+        .then(|| {
+            all.last()
+                .map(|x| format!("{}.{}", info.uid_validity, x.uid))
+        })
+        .flatten();
+    Ok(Json(MessagePage {
+        messages,
+        next_cursor,
+    }))
+}
+
+/// Percent-encodes a path segment (folder names may hold `/`, spaces, anything).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One message as data: its PEC kind, headers, certification data and the original's parts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageData {
+    pub uid: u32,
+    pub kind: String,
+    /// In Italian, e.g. "busta di trasporto".
+    pub description: String,
+    #[schema(value_type = Object)]
+    pub headers: serde_json::Value,
+    /// The certification data, when the message carries a `daticert.xml`.
+    #[schema(value_type = Object)]
+    pub daticert: serde_json::Value,
+    /// The parts of the original message (`postacert.eml` in an envelope, or the message
+    /// itself): text, HTML and attachments by name, type and size.
+    pub parts: Vec<Part>,
+    pub flags: Vec<String>,
+    /// `…/raw`: the bytes exactly as stored (`message/rfc822`).
+    pub raw_href: String,
+}
+
+/// One part of the original.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Part {
+    pub content_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    pub size: usize,
+    /// The text, for text parts of at most 1 MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+fn parse_uid(uid: &str) -> Result<u32, Problem> {
+    uid.parse::<u32>()
+        .ok()
+        .filter(|u| *u > 0)
+        .ok_or_else(|| Problem::not_found(format!("no message with UID {uid:?}")))
+}
+
+async fn read<B: Backend>(
+    app: &App<B>,
+    headers: &HeaderMap,
+    address: &str,
+    folder: &str,
+    uid: &str,
+) -> Result<(String, u32, Vec<u8>), Problem> {
+    let who = principal(app, headers).await?;
+    who.require(Scope::Read)?;
+    let m = mailbox_of(app, &who, address).await?;
+    let uid = parse_uid(uid)?;
+    let bytes = app
+        .backend
+        .mail()
+        .read(&m.address, folder, uid)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no message with UID {uid} in {folder:?}")))?;
+    Ok((m.address, uid, bytes))
+}
+
+/// One message as data.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}", tag = "mailboxes", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The mailbox address"),
+        ("folder" = String, Path, description = "The folder name"),
+        ("uid" = u32, Path, description = "The message UID")),
+    responses(
+        (status = 200, description = "The message", body = MessageData),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox, folder or message", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn message<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path((address, folder, uid)): Path<(String, String, String)>,
+) -> Result<Json<MessageData>, Problem> {
+    let (address, uid, bytes) = read(&app, &headers, &address, &folder, &uid).await?;
+    let c = pec_core::classify::classify(&bytes);
+    let original: &[u8] = c.postacert.as_deref().unwrap_or(&bytes);
+    let mut parts = Vec::new();
+    if let Some(msg) = mail_parser::MessageParser::default().parse(original) {
+        for part in msg.parts.iter() {
+            if matches!(
+                part.body,
+                mail_parser::PartType::Multipart(_) | mail_parser::PartType::Message(_)
+            ) && !part.is_message()
+            {
+                continue;
+            }
+            use mail_parser::MimeHeaders;
+            let ct = part
+                .content_type()
+                .map(|t| match t.subtype() {
+                    Some(s) => format!("{}/{}", t.ctype(), s),
+                    None => t.ctype().to_string(),
+                })
+                .unwrap_or_else(|| "text/plain".into())
+                .to_ascii_lowercase();
+            let size = part.contents().len();
+            let text = match &part.body {
+                mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t)
+                    if size <= 1024 * 1024 =>
+                {
+                    Some(t.to_string())
+                }
+                _ => None,
+            };
+            parts.push(Part {
+                content_type: ct,
+                filename: part.attachment_name().map(str::to_string),
+                size,
+                text,
+            });
+        }
+    }
+    let flags = app
+        .backend
+        .mail()
+        .messages(&address, &folder)
+        .await?
+        .into_iter()
+        .find(|x| x.uid == uid)
+        .map(|x| x.flags.into_iter().collect())
+        .unwrap_or_default();
+    Ok(Json(MessageData {
+        uid,
+        kind: c.kind.as_str().into(),
+        description: c.description().into(),
+        headers: serde_json::to_value(&c.headers).unwrap_or_default(),
+        daticert: serde_json::to_value(&c.daticert).unwrap_or_default(),
+        parts,
+        flags,
+        raw_href: format!(
+            "/v1/mailboxes/{address}/folders/{}/messages/{uid}/raw",
+            encode_segment(&folder)
+        ),
+    }))
+}
+
+/// One message's bytes exactly as stored.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/raw", tag = "mailboxes", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The mailbox address"),
+        ("folder" = String, Path, description = "The folder name"),
+        ("uid" = u32, Path, description = "The message UID")),
+    responses(
+        (status = 200, description = "The message", content_type = "message/rfc822", body = String),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox, folder or message", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn raw<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path((address, folder, uid)): Path<(String, String, String)>,
+) -> Result<Response, Problem> {
+    let (_, _, bytes) = read(&app, &headers, &address, &folder, &uid).await?;
+    let mut response = bytes.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("message/rfc822"),
+    );
+    Ok(response)
+}

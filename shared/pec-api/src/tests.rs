@@ -1,0 +1,853 @@
+//! Handler tests over the memory fakes: the router called as a tower service, as API Gateway
+//! and the runner call it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use chrono::{TimeZone, Utc};
+use http_body_util::BodyExt;
+use pec_core::plan::Plan;
+use pec_ports::access::{AccessStore, Scope};
+use pec_ports::{
+    Mailbox, MemoryAccess, MemoryMailStore, MemoryState, MemoryStore, ObjectStore, StateStore,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::{App, Settings, Stores, router};
+
+type Mem = Stores<MemoryState, MemoryAccess, MemoryStore, MemoryMailStore>;
+
+struct World {
+    app: Arc<App<Mem>>,
+    /// API keys: tenant A with every scope, tenant A read-only, tenant B with every scope.
+    key_a: String,
+    key_a_read: String,
+    key_b: String,
+}
+
+const A1: &str = "uno@a.pec.test";
+const A2: &str = "due@a.pec.test";
+const B1: &str = "uno@b.pec.test";
+const LOCKED: &str = "bloccata@a.pec.test";
+
+async fn world() -> World {
+    let now = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
+    let stores = Stores {
+        state: MemoryState::new(),
+        access: MemoryAccess::new(),
+        objects: MemoryStore::new(),
+        mail: MemoryMailStore::new(),
+    };
+    let hash = pec_submit::hash_password_with("segreta", pec_submit::HashCost::Fast).unwrap();
+    for (address, tenant, locked) in [
+        (A1, "a", false),
+        (A2, "a", false),
+        (B1, "b", false),
+        (LOCKED, "a", true),
+    ] {
+        stores
+            .state
+            .create_mailbox(&Mailbox {
+                address: address.into(),
+                tenant: tenant.into(),
+                plan: Plan::Base,
+                expansions_gb: 0,
+                quota_bytes: 1 << 30,
+                used_bytes: 0,
+                password_hash: hash.clone(),
+                locked,
+                refuse_ordinary: false,
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        stores.mail.create_mailbox(address, 1 << 30);
+    }
+    let mut keys = Vec::new();
+    for (tenant, scopes) in [
+        ("a", Scope::ALL.to_vec()),
+        ("a", vec![Scope::Read]),
+        ("b", Scope::ALL.to_vec()),
+    ] {
+        let (shown, key) = crate::auth::new_api_key(tenant, "test", scopes, now).unwrap();
+        stores.access.put_api_key(&key).await.unwrap();
+        keys.push(shown);
+    }
+    let mut settings = Settings::local("pec.test");
+    settings.login_cost = pec_submit::HashCost::Fast;
+    settings.max_message_bytes = 64 * 1024;
+    let mut app = App::new(stores, settings);
+    app.clock = Arc::new(move || now);
+    World {
+        app: Arc::new(app),
+        key_a: keys[0].clone(),
+        key_a_read: keys[1].clone(),
+        key_b: keys[2].clone(),
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    /// A problem document with this type slug.
+    fn problem(&self, status: StatusCode, slug: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.content_type, "application/problem+json");
+        assert_eq!(
+            self.json()["type"],
+            format!("urn:pec:problem:{slug}"),
+            "{}",
+            self.json()
+        );
+        assert_eq!(self.json()["status"], status.as_u16());
+    }
+}
+
+async fn call(
+    w: &World,
+    method: Method,
+    uri: &str,
+    auth: Option<&str>,
+    ct: Option<&str>,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> Answer {
+    let mut r = Request::builder().method(method).uri(uri);
+    if let Some(a) = auth {
+        r = r.header("authorization", format!("Bearer {a}"));
+    }
+    if let Some(c) = ct {
+        r = r.header("content-type", c);
+    }
+    for (k, v) in extra {
+        r = r.header(*k, *v);
+    }
+    let response = router(Arc::clone(&w.app))
+        .oneshot(r.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Answer {
+        status,
+        content_type,
+        body,
+    }
+}
+
+async fn get(w: &World, uri: &str, auth: &str) -> Answer {
+    call(w, Method::GET, uri, Some(auth), None, Vec::new(), &[]).await
+}
+
+async fn post_json(w: &World, uri: &str, auth: Option<&str>, body: Value) -> Answer {
+    call(
+        w,
+        Method::POST,
+        uri,
+        auth,
+        Some("application/json"),
+        serde_json::to_vec(&body).unwrap(),
+        &[],
+    )
+    .await
+}
+
+async fn login(w: &World, address: &str) -> Value {
+    let a = post_json(
+        w,
+        "/v1/auth/login",
+        None,
+        json!({"address": address, "password": "segreta"}),
+    )
+    .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    a.json()
+}
+
+fn simple(from: &str) -> Value {
+    json!({"from": from, "to": ["dest@altro.test"], "subject": "Prova", "text": "Testo"})
+}
+
+#[tokio::test]
+async fn login_refresh_logout() {
+    let w = world().await;
+    let t = login(&w, "UNO@a.pec.test").await;
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["expires_in"], 900);
+    let access = t["access_token"].as_str().unwrap();
+    assert!(access.starts_with("pat_") && access.len() == 47);
+    assert_eq!(
+        get(&w, &format!("/v1/mailboxes/{A1}"), access).await.status,
+        StatusCode::OK
+    );
+
+    // Refresh: a new pair; the old refresh token and the old access token stop working.
+    let refresh = t["refresh_token"].as_str().unwrap();
+    let r = post_json(
+        &w,
+        "/v1/auth/refresh",
+        None,
+        json!({"refresh_token": refresh}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    post_json(
+        &w,
+        "/v1/auth/refresh",
+        None,
+        json!({"refresh_token": refresh}),
+    )
+    .await
+    .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    get(&w, &format!("/v1/mailboxes/{A1}"), access)
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // Logout revokes the access token and its refresh token.
+    let access2 = r.json()["access_token"].as_str().unwrap().to_string();
+    let refresh2 = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let out = call(
+        &w,
+        Method::POST,
+        "/v1/auth/logout",
+        Some(&access2),
+        None,
+        vec![],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    get(&w, &format!("/v1/mailboxes/{A1}"), &access2)
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    post_json(
+        &w,
+        "/v1/auth/refresh",
+        None,
+        json!({"refresh_token": refresh2}),
+    )
+    .await
+    .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn bad_logins() {
+    let w = world().await;
+    let wrong = post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": A1, "password": "no"}),
+    )
+    .await;
+    wrong.problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    let unknown = post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": "chi@a.pec.test", "password": "segreta"}),
+    )
+    .await;
+    // Unknown and wrong look the same.
+    assert_eq!(unknown.body, wrong.body);
+    post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": LOCKED, "password": "segreta"}),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "mailbox-locked");
+    post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": A1, "password": "segreta", "otp": 1}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    call(
+        &w,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some("application/json"),
+        b"{\"address\":".to_vec(),
+        &[],
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST, "malformed-json");
+    call(
+        &w,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some("text/plain"),
+        b"x".to_vec(),
+        &[],
+    )
+    .await
+    .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    // Ten failures from one source lock the pair.
+    for _ in 0..10 {
+        post_json(
+            &w,
+            "/v1/auth/login",
+            None,
+            json!({"address": A2, "password": "no"}),
+        )
+        .await;
+    }
+    let locked = post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": A2, "password": "segreta"}),
+    )
+    .await;
+    locked.problem(StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+    assert!(locked.json()["retry_after"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn credentials_are_checked() {
+    let w = world().await;
+    let url = format!("/v1/mailboxes/{A1}");
+    call(&w, Method::GET, &url, None, None, vec![], &[])
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    for bad in [
+        "pat_nope",
+        "pec_0123456789abcdef_nope",
+        "pec_short_x",
+        "basic",
+        &w.key_a[..w.key_a.len() - 1],
+    ] {
+        get(&w, &url, bad)
+            .await
+            .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_eq!(get(&w, &url, &w.key_a).await.status, StatusCode::OK);
+    // A revoked key stops working.
+    let id = &w.key_a[4..20];
+    assert!(
+        w.app
+            .backend
+            .access
+            .revoke_api_key("a", id, Utc::now())
+            .await
+            .unwrap()
+    );
+    get(&w, &url, &w.key_a)
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    // Another tenant cannot revoke it.
+    let id_b = &w.key_b[4..20];
+    assert!(
+        !w.app
+            .backend
+            .access
+            .revoke_api_key("a", id_b, Utc::now())
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn send_json_enters_the_raw_bucket_like_smtp() {
+    let w = world().await;
+    let t = login(&w, A1).await;
+    let token = t["access_token"].as_str().unwrap();
+    let a = post_json(&w, "/v1/messages", Some(token), json!({
+        "to": ["Dest@Altro.test"], "cc": ["copia@altro.test"], "subject": "Fattura è pronta",
+        "text": "In allegato.", "receipt": "breve",
+        "attachments": [{"filename": "f.pdf", "content_type": "application/pdf", "content": "JVBERi0xLjcKJeLjz9M="}]
+    })).await;
+    assert_eq!(
+        a.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        a.json()["recipients"],
+        json!(["dest@altro.test", "copia@altro.test"])
+    );
+    let objects = &w.app.backend.objects;
+    let env = objects
+        .get("raw", &format!("submitted/{id}.json"))
+        .await
+        .unwrap()
+        .unwrap();
+    let env = pec_core::submission::SubmissionEnvelope::from_json(&env).unwrap();
+    assert_eq!(
+        (
+            env.user.as_str(),
+            env.tenant.as_str(),
+            env.reverse_path.as_str()
+        ),
+        (A1, "a", A1)
+    );
+    let eml = objects
+        .get("raw", &format!("submitted/{id}.eml"))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&eml);
+    assert!(
+        text.starts_with("Received: from [unknown]\r\n\tby pec.test with HTTPS id "),
+        "{text}"
+    );
+    assert!(text.contains("X-TipoRicevuta: breve\r\n"), "{text}");
+    assert!(
+        text.contains(&format!("Message-ID: <{id}@pec.test>")),
+        "{text}"
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&eml[..])
+        .unwrap();
+    assert_eq!(parsed.subject(), Some("Fattura è pronta"));
+    assert_eq!(
+        parsed.attachment(0).unwrap().contents(),
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3"
+    );
+    // Its status before the access point has seen it.
+    let s = get(&w, &format!("/v1/messages/{id}"), token).await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(s.json()["state"], "submitted");
+    assert_eq!(s.json()["recipients"][0]["state"], "pending");
+}
+
+#[tokio::test]
+async fn send_raw_and_idempotency() {
+    let w = world().await;
+    let raw =
+        format!("From: Uno <{A1}>\nTo: x@altro.test\nSubject: grezzo\n\ncorpo\n").into_bytes();
+    let send = |key: &'static str, body: Vec<u8>| {
+        let w = &w;
+        async move {
+            call(
+                w,
+                Method::POST,
+                "/v1/messages",
+                Some(&w.key_a),
+                Some("message/rfc822"),
+                body,
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = send("k-1", raw.clone()).await;
+    assert_eq!(
+        first.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.json()["replayed"], false);
+    let again = send("k-1", raw.clone()).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    assert_eq!(again.json()["replayed"], true);
+    let mut other = raw.clone();
+    other.extend_from_slice(b"altro\n");
+    send("k-1", other)
+        .await
+        .problem(StatusCode::CONFLICT, "idempotency-key-reused");
+    // One submission announced for the key.
+    let envelopes = w
+        .app
+        .backend
+        .objects
+        .list_keys("raw", "submitted/")
+        .await
+        .unwrap();
+    assert_eq!(
+        envelopes.iter().filter(|k| k.ends_with(".json")).count(),
+        1,
+        "{envelopes:?}"
+    );
+    // The same key of another tenant is another key.
+    let b = call(
+        &w,
+        Method::POST,
+        "/v1/messages",
+        Some(&w.key_b),
+        Some("message/rfc822"),
+        format!("From: {B1}\r\nTo: x@altro.test\r\nSubject: s\r\n\r\nb\r\n").into_bytes(),
+        &[("idempotency-key", "k-1")],
+    )
+    .await;
+    assert_eq!(b.status, StatusCode::ACCEPTED);
+    assert_ne!(b.json()["id"], first.json()["id"]);
+}
+
+#[tokio::test]
+async fn bad_submissions_are_refused_precisely_and_leave_nothing() {
+    let w = world().await;
+    let k = w.key_a.clone();
+    let post = |body: Value| {
+        let w = &w;
+        let k = k.clone();
+        async move { post_json(w, "/v1/messages", Some(&k), body).await }
+    };
+    let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
+        (
+            json!({"to": ["x@y.it"], "subject": "s", "text": "t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/from",
+        ),
+        (
+            json!({"from": A1, "to": ["not an address"], "subject": "s", "text": "t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/to/0",
+        ),
+        (
+            json!({"from": A1, "to": [], "subject": "s", "text": "t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/to",
+        ),
+        (
+            json!({"from": A1, "to": ["x@y.it"], "subject": "a\r\nBcc: spia@z.it", "text": "t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/subject",
+        ),
+        (
+            json!({"from": A1, "from_name": "Uno\nBcc: x@z.it", "to": ["x@y.it"], "subject": "s", "text": "t"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/from_name",
+        ),
+        (
+            json!({"from": A1, "to": ["x@y.it"], "subject": "s", "text": "t", "bcc": ["x@z.it"]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/",
+        ),
+        (
+            json!({"from": A1, "to": ["x@y.it"], "subject": "s", "attachments": [{"filename": "a.pdf", "content_type": "application/pdf", "content": "TVqQAAM="}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/attachments/0/content_type",
+        ),
+        (
+            json!({"from": A1, "to": ["x@y.it"], "subject": "s", "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content": "%%%"}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/attachments/0/content",
+        ),
+        (
+            json!({"from": A1, "to": ["x@y.it"], "subject": "s", "attachments": [{"filename": "../a.txt", "content_type": "text", "content": ""}]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-request",
+            "/attachments/0/filename",
+        ),
+        (
+            json!({"from": B1, "to": ["x@y.it"], "subject": "s", "text": "t"}),
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "",
+        ),
+        (
+            json!({"from": LOCKED, "to": ["x@y.it"], "subject": "s", "text": "t"}),
+            StatusCode::FORBIDDEN,
+            "mailbox-locked",
+            "",
+        ),
+        (
+            json!({"from": A1, "to": ["x@y.it"], "subject": "s", "text": "x".repeat(70 * 1024)}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            "",
+        ),
+    ];
+    for (body, status, slug, pointer) in cases {
+        let a = post(body.clone()).await;
+        a.problem(status, slug);
+        if !pointer.is_empty() {
+            let pointers: Vec<String> = a.json()["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["pointer"].as_str().unwrap().to_string())
+                .collect();
+            assert!(
+                pointers.iter().any(|p| p.starts_with(pointer)),
+                "{body}: {pointers:?}"
+            );
+        }
+    }
+    let forged = format!(
+        "Received: from x by mx.pec.test; Thu, 1 Jan 2026 00:00:00 +0000\r\nFrom: {A1}\r\nTo: x@y.it\r\nSubject: s\r\n\r\nb\r\n"
+    );
+    call(
+        &w,
+        Method::POST,
+        "/v1/messages",
+        Some(&k),
+        Some("message/rfc822"),
+        forged.into_bytes(),
+        &[],
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    // A read-only key cannot send.
+    post_json(&w, "/v1/messages", Some(&w.key_a_read), simple(A1))
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    call(
+        &w,
+        Method::POST,
+        "/v1/messages",
+        Some(&k),
+        Some("text/csv"),
+        b"a,b".to_vec(),
+        &[],
+    )
+    .await
+    .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    assert!(
+        w.app
+            .backend
+            .objects
+            .list_keys("raw", "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_mailbox_user_sends_only_as_themselves() {
+    let w = world().await;
+    let t = login(&w, A1).await;
+    let token = t["access_token"].as_str().unwrap();
+    post_json(&w, "/v1/messages", Some(token), simple(A2))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(
+        post_json(&w, "/v1/messages", Some(token), simple(A1))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+}
+
+/// Every route, with another tenant's key and another mailbox's token: 404, as if absent.
+#[tokio::test]
+async fn isolation_on_every_route() {
+    let w = world().await;
+    let sent = post_json(&w, "/v1/messages", Some(&w.key_a), simple(A1)).await;
+    let id = sent.json()["id"].as_str().unwrap().to_string();
+    // Evidence for it, and a message in A1's INBOX.
+    w.app
+        .backend
+        .objects
+        .put_if_absent(
+            "evidence",
+            &format!("signed/msg/{id}/accettazione.eml"),
+            b"x".to_vec(),
+            "message/rfc822",
+        )
+        .await
+        .unwrap();
+    use pec_ports::MailStore;
+    w.app
+        .backend
+        .mail
+        .append(
+            A1,
+            "INBOX",
+            b"Subject: s\r\n\r\nb\r\n".to_vec(),
+            Default::default(),
+            Utc::now(),
+            pec_ports::mailstore::Origin::Delivered,
+        )
+        .await
+        .unwrap();
+    let routes = [
+        format!("/v1/messages/{id}"),
+        format!("/v1/messages/{id}/evidence/accettazione.eml"),
+        format!("/v1/mailboxes/{A1}"),
+        format!("/v1/mailboxes/{A1}/folders"),
+        format!("/v1/mailboxes/{A1}/folders/INBOX/messages"),
+        format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1"),
+        format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1/raw"),
+    ];
+    let other_user = login(&w, A2).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let owner = login(&w, A1).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for route in &routes {
+        assert_eq!(
+            get(&w, route, &w.key_a).await.status,
+            StatusCode::OK,
+            "{route}"
+        );
+        assert_eq!(
+            get(&w, route, &w.key_a_read).await.status,
+            StatusCode::OK,
+            "{route}"
+        );
+        assert_eq!(
+            get(&w, route, &owner).await.status,
+            StatusCode::OK,
+            "{route}"
+        );
+        get(&w, route, &w.key_b)
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+        get(&w, route, &other_user)
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    let missing = get(
+        &w,
+        "/v1/messages/20261205T100000000Z-0000000000000000",
+        &w.key_a,
+    )
+    .await;
+    let foreign = get(&w, &format!("/v1/messages/{id}"), &w.key_b).await;
+    assert_eq!(missing.json()["title"], foreign.json()["title"]);
+}
+
+#[tokio::test]
+async fn mailbox_listing_pages_newest_first() {
+    let w = world().await;
+    use pec_ports::MailStore;
+    for i in 1..=5 {
+        let m = format!("From: m{i}@x.it\r\nSubject: numero {i}\r\n\r\nb\r\n");
+        w.app
+            .backend
+            .mail
+            .append(
+                A1,
+                "INBOX",
+                m.into_bytes(),
+                Default::default(),
+                Utc::now(),
+                pec_ports::mailstore::Origin::Delivered,
+            )
+            .await
+            .unwrap();
+    }
+    let base = format!("/v1/mailboxes/{A1}/folders/INBOX/messages");
+    let p1 = get(&w, &format!("{base}?limit=2"), &w.key_a).await.json();
+    let subjects = |p: &Value| {
+        p["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["subject"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(subjects(&p1), ["numero 5", "numero 4"]);
+    let c = p1["next_cursor"].as_str().unwrap();
+    let p2 = get(&w, &format!("{base}?limit=2&cursor={c}"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(subjects(&p2), ["numero 3", "numero 2"]);
+    let c = p2["next_cursor"].as_str().unwrap();
+    let p3 = get(&w, &format!("{base}?limit=2&cursor={c}"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(subjects(&p3), ["numero 1"]);
+    assert!(p3.get("next_cursor").is_none());
+    get(&w, &format!("{base}?cursor=zzz"), &w.key_a)
+        .await
+        .problem(StatusCode::BAD_REQUEST, "bad-cursor");
+    get(&w, &format!("{base}?limit=0"), &w.key_a)
+        .await
+        .problem(StatusCode::BAD_REQUEST, "bad-limit");
+    get(
+        &w,
+        &format!("/v1/mailboxes/{A1}/folders/Nope/messages"),
+        &w.key_a,
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    let raw = get(&w, &format!("{base}/3/raw"), &w.key_a).await;
+    assert_eq!(raw.content_type, "message/rfc822");
+    assert_eq!(raw.body, b"From: m3@x.it\r\nSubject: numero 3\r\n\r\nb\r\n");
+    let info = get(&w, &format!("/v1/mailboxes/{A1}"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(info["plan"], "base");
+    assert!(info["used_bytes"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let w = world().await;
+    get(&w, "/v2/nothing", &w.key_a)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    call(
+        &w,
+        Method::DELETE,
+        "/v1/messages",
+        Some(&w.key_a),
+        None,
+        vec![],
+        &[],
+    )
+    .await
+    .problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+}
+
+/// The committed OpenAPI document is the one the code generates.
+#[test]
+fn openapi_document_is_committed() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let generated = crate::openapi::document_json();
+    if std::env::var_os("PEC_UPDATE_OPENAPI").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/openapi.json differs from the code's document: run PEC_UPDATE_OPENAPI=1 cargo test -p pec-api openapi and commit it"
+    );
+    let doc: Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+}
