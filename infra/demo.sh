@@ -96,7 +96,7 @@ echo "== Every function (pec-runner) and the SMTP submission gateway"
 log="$PEC_STATE_DIR/demo-runner.log"
 cert="$PEC_STATE_DIR/demo-smtp.pem"
 rm -f "$cert"
-target/debug/pec-runner --smtp-port 0 --imap-port 0 --smtp-cert-out "$cert" >"$log" 2>&1 &
+target/debug/pec-runner --smtp-port 0 --imap-port 0 --api-port 0 --smtp-cert-out "$cert" >"$log" 2>&1 &
 runner_pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -108,6 +108,13 @@ done
 [ -n "$port" ] || { tail -20 "$log"; pec_die "the SMTP gateway did not start"; }
 imap_port="$(sed -n 's/^pec-runner: imaps 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")"
 [ -n "$imap_port" ] || { tail -20 "$log"; pec_die "the IMAP server did not start"; }
+api_port=""
+for _ in $(seq 1 100); do
+  api_port="$(sed -n 's/^pec-runner: api 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")"
+  [ -n "$api_port" ] && break
+  sleep 0.1
+done
+[ -n "$api_port" ] || { tail -20 "$log"; pec_die "the API did not start"; }
 grep '^pec-runner:' "$log" | sed 's/^/  /'
 log_b="$PEC_STATE_DIR/demo-runner-b.log"
 target/debug/pec-runner --stack-name pec-b >"$log_b" 2>&1 &
@@ -166,6 +173,44 @@ peek() { "$(pec_venv_dir)/bin/python" infra/local/imap_peek.py --port "$imap_por
 peek --user "$sender" --folders INBOX Sent | sed 's/^/  /'
 peek --user "$recipient" --folders INBOX | sed 's/^/  /'
 echo "  (Thunderbird: IMAP 127.0.0.1:$imap_port SSL/TLS, SMTP 127.0.0.1:$port STARTTLS, normal password; see README)"
+
+echo
+echo "== The integration API (http://127.0.0.1:$api_port/v1, docs/integrators.md): send, follow, download"
+api="http://127.0.0.1:$api_port"
+py="$(pec_venv_dir)/bin/python"
+key="$($pec apikey create --tenant studio-rossi --name "gestionale demo" --scopes send,read 2>/dev/null)"
+echo "  pec apikey create --tenant studio-rossi --scopes send,read -> ${key:0:21}… (shown once)"
+body="$(printf '{"from":"%s","to":["%s"],"subject":"Inviata dal gestionale","text":"Documento allegato.","receipt":"completa"}' "$sender" "$recipient")"
+sent="$(curl -sS -X POST "$api/v1/messages" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$run" --data-binary "$body")"
+api_id="$(echo "$sent" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["id"])')" || pec_die "POST /v1/messages: $sent"
+echo "  POST /v1/messages -> 202, submission $api_id"
+deadline=$((SECONDS + 120))
+while :; do
+  status="$(curl -sS "$api/v1/messages/$api_id" -H "Authorization: Bearer $key")"
+  state="$(echo "$status" | "$py" -c 'import json,sys; d=json.load(sys.stdin); print(d["recipients"][0]["state"])')"
+  href="$(echo "$status" | "$py" -c 'import json,sys; d=json.load(sys.stdin); print(next((e["href"] for e in d["evidence"] if e["kind"]=="avvenuta-consegna"), ""))')"
+  [ "$state" = delivered ] && [ -n "$href" ] && break
+  [ "$SECONDS" -lt "$deadline" ] || pec_die "the API message was not delivered within 120 s: $status"
+  sleep 0.5
+done
+echo "$status" | "$py" -c "$(cat <<'PY'
+import json, sys
+d = json.load(sys.stdin)
+print("  GET /v1/messages/%s: %s, identificativo %s" % (d["id"], d["state"], d["identificativo"]))
+for r in d["recipients"]:
+    print("    %s: %s (final: %s)" % (r["address"], r["state"], str(r["final"]).lower()))
+for e in d["evidence"]:
+    print("    evidence %-18s %s" % (e["kind"], e["href"]))
+PY
+)"
+receipt="$PEC_STATE_DIR/demo-api-receipt.eml"
+curl -sS -o "$receipt" "$api$href" -H "Authorization: Bearer $key"
+if openssl smime -verify -purpose smimesign -CAfile "$pki/ca.pem" -in "$receipt" -out /dev/null 2>/dev/null; then
+  echo "  the downloaded delivery receipt verifies with openssl smime -verify against the demo CA"
+else
+  problems=$((problems + 1)); echo "  the downloaded delivery receipt does NOT verify"
+fi
+[ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
 
 echo
 echo "== Between providers: A ($PEC_PROVIDER_DOMAIN) and B ($B_DOMAIN) through SES and the exchange"

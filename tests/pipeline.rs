@@ -1871,6 +1871,323 @@ fn lf(bytes: &[u8]) -> Vec<u8> {
 /// another client (Python's imaplib) transfers only the difference; fetchmail over POP3S with
 /// UIDL downloads every message once, then only the new one; an IDLE client hears of a
 /// delivery within 2 s of its commit.
+/// `curl` against the runner's API: (status, body). `args` are curl's (method, headers, data).
+fn curl(port: u16, path: &str, args: &[&str]) -> Result<(u16, Vec<u8>)> {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .context("running curl")?;
+    ensure!(
+        out.status.success(),
+        "curl {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = out.stdout;
+    let cut = text
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .context("curl printed no status")?;
+    let status = std::str::from_utf8(&text[cut + 1..])?.trim().parse()?;
+    Ok((status, text[..cut].to_vec()))
+}
+
+fn curl_json(port: u16, path: &str, args: &[&str], want: u16) -> Result<serde_json::Value> {
+    let (status, body) = curl(port, path, args)?;
+    ensure!(
+        status == want,
+        "{path}: HTTP {status}, expected {want}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// The integration API on the runner (issue #14): log in with the mailbox password, send a PEC
+/// as JSON (twice with one Idempotency-Key: one submission), follow it to `delivered` with a
+/// tenant API key, download the delivery receipt (OpenSSL verifies it; its JSON form names its
+/// kind and hash), read the recipient's INBOX as data and raw, and find every route closed to
+/// another tenant's key; logout revokes the token.
+async fn integration_api(ctx: Arc<Ctx>) -> Result<()> {
+    program("curl")?;
+    let mut gw = gateway(&ctx, "api", &["--api-port", "0"]).await?;
+    let result = api_scene(&ctx, &gw).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn api_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
+    // The runner prints the API's address after the gateway's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        match runner_port(&gw.runner, "api") {
+            Ok(p) => break p,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let (s, r) = (ctx.address("hs"), ctx.address("hr"));
+    ctx.create_mailbox(&s, None).await?;
+    ctx.create_mailbox(&r, None).await?;
+    let key = ctx
+        .pec(
+            &[
+                "apikey",
+                "create",
+                "--tenant",
+                &ctx.tenant,
+                "--name",
+                "it",
+                "--scopes",
+                "send,read",
+            ],
+            None,
+        )
+        .await?
+        .trim()
+        .to_string();
+    let other_tenant = unique("other");
+    let foreign = ctx
+        .pec(
+            &[
+                "apikey",
+                "create",
+                "--tenant",
+                &other_tenant,
+                "--name",
+                "it",
+                "--scopes",
+                "send,read",
+            ],
+            None,
+        )
+        .await?
+        .trim()
+        .to_string();
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let json = "Content-Type: application/json";
+
+    let login = serde_json::json!({"address": s, "password": MAILBOX_PASSWORD}).to_string();
+    let tokens = curl_json(
+        port,
+        "/v1/auth/login",
+        &["-X", "POST", "-H", json, "--data-binary", &login],
+        200,
+    )?;
+    let token = tokens["access_token"]
+        .as_str()
+        .context("no access_token")?
+        .to_string();
+    let bad = serde_json::json!({"address": s, "password": "wrong"}).to_string();
+    curl_json(
+        port,
+        "/v1/auth/login",
+        &["-X", "POST", "-H", json, "--data-binary", &bad],
+        401,
+    )?;
+
+    let send = serde_json::json!({
+        "to": [r], "subject": "Inviata con l'API", "text": "Corpo del messaggio.",
+        "attachments": [{"filename": "nota.txt", "content_type": "text/plain", "content": "bm90YQ=="}]
+    })
+    .to_string();
+    let args = [
+        "-X",
+        "POST",
+        "-H",
+        json,
+        "-H",
+        &bearer(&token),
+        "-H",
+        "Idempotency-Key: it-1",
+        "--data-binary",
+        &send,
+    ];
+    let first = curl_json(port, "/v1/messages", &args, 202)?;
+    let again = curl_json(port, "/v1/messages", &args, 202)?;
+    let id = first["id"].as_str().context("no id")?.to_string();
+    ensure!(
+        again["id"] == first["id"] && again["replayed"] == true,
+        "a retry made another submission: {again}"
+    );
+
+    // Followed with the tenant's key until delivered.
+    let status_path = format!("/v1/messages/{id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let st = curl_json(port, &status_path, &["-H", &bearer(&key)], 200)?;
+        if st["recipients"][0]["state"] == "delivered"
+            && st["evidence"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|x| x["kind"] == "avvenuta-consegna"))
+        {
+            break st;
+        }
+        ensure!(Instant::now() < deadline, "not delivered in 60 s: {st}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        status["state"] == "accepted" && status["recipients"][0]["final"] == true,
+        "{status}"
+    );
+    ensure!(
+        status["identificativo"]
+            .as_str()
+            .is_some_and(|i| !i.is_empty()),
+        "{status}"
+    );
+    let kinds: Vec<&str> = status["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in ["accettazione", "busta-trasporto", "avvenuta-consegna"] {
+        ensure!(kinds.contains(&k), "no {k} in the evidence: {kinds:?}");
+    }
+    // Only one submission for the idempotency key.
+    let raw_bucket = ctx.stack.output("RawMailBucketName")?;
+    let aws = ctx.stack.clients().await;
+    let listed = aws
+        .s3
+        .list_objects_v2()
+        .bucket(raw_bucket)
+        .prefix("submitted/")
+        .send()
+        .await?;
+    let ours = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .filter(|k| k.ends_with(".json"))
+        .filter(|k| k.contains(&id[..20]))
+        .count();
+    ensure!(ours == 1, "{ours} envelopes submitted around {id}");
+
+    // The delivery receipt: the signed bytes verify with OpenSSL; the JSON names them.
+    let receipt = status["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "avvenuta-consegna")
+        .unwrap();
+    let href = receipt["href"].as_str().unwrap();
+    let (code, eml) = curl(port, href, &["-H", &bearer(&key)])?;
+    ensure!(code == 200, "{href}: HTTP {code}");
+    let (ok, why) = openssl_verifies(ctx, &eml).await?;
+    ensure!(ok, "the downloaded delivery receipt does not verify: {why}");
+    let data = curl_json(
+        port,
+        &format!("{href}?format=json"),
+        &["-H", &bearer(&key)],
+        200,
+    )?;
+    ensure!(data["kind"] == "avvenuta-consegna", "{data}");
+    ensure!(
+        data["sha256"] == pec_api_sha256(&eml),
+        "the JSON hash is not the download's: {data}"
+    );
+    ensure!(
+        data["daticert"]["dati"]["identificativo"] == status["identificativo"],
+        "{data}"
+    );
+    ensure!(data["signature"]["verdict"].is_string(), "{data}");
+
+    // The recipient reads the envelope over HTTP: the same bytes as stored.
+    let rlogin = serde_json::json!({"address": r, "password": MAILBOX_PASSWORD}).to_string();
+    let rt = curl_json(
+        port,
+        "/v1/auth/login",
+        &["-X", "POST", "-H", json, "--data-binary", &rlogin],
+        200,
+    )?;
+    let rtoken = rt["access_token"].as_str().unwrap().to_string();
+    let page = curl_json(
+        port,
+        &format!("/v1/mailboxes/{r}/folders/INBOX/messages"),
+        &["-H", &bearer(&rtoken)],
+        200,
+    )?;
+    let first_msg = &page["messages"][0];
+    ensure!(
+        first_msg["kind"] == "posta-certificata" || first_msg["kind"] == "busta-trasporto",
+        "{page}"
+    );
+    let one = curl_json(
+        port,
+        first_msg["href"].as_str().unwrap(),
+        &["-H", &bearer(&rtoken)],
+        200,
+    )?;
+    ensure!(
+        one["parts"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x["filename"] == "nota.txt")),
+        "{one}"
+    );
+    let (code, raw) = curl(
+        port,
+        one["raw_href"].as_str().unwrap(),
+        &["-H", &bearer(&rtoken)],
+    )?;
+    ensure!(
+        code == 200 && stored_objects(ctx, &r).await?.contains(&raw),
+        "the raw download is not the stored envelope"
+    );
+    curl_json(
+        port,
+        &format!("/v1/mailboxes/{r}"),
+        &["-H", &bearer(&key)],
+        200,
+    )?;
+    curl_json(
+        port,
+        &format!("/v1/mailboxes/{r}/folders"),
+        &["-H", &bearer(&key)],
+        200,
+    )?;
+
+    // Another tenant's key and another mailbox's token see nothing.
+    for path in [
+        status_path.clone(),
+        href.to_string(),
+        format!("/v1/mailboxes/{r}"),
+        format!("/v1/mailboxes/{r}/folders/INBOX/messages"),
+    ] {
+        curl_json(port, &path, &["-H", &bearer(&foreign)], 404)?;
+    }
+    curl_json(
+        port,
+        &format!("/v1/mailboxes/{r}"),
+        &["-H", &bearer(&token)],
+        404,
+    )?;
+
+    // Refresh, then logout revokes.
+    let refresh = serde_json::json!({"refresh_token": tokens["refresh_token"]}).to_string();
+    let fresh = curl_json(
+        port,
+        "/v1/auth/refresh",
+        &["-X", "POST", "-H", json, "--data-binary", &refresh],
+        200,
+    )?;
+    let t2 = fresh["access_token"].as_str().unwrap().to_string();
+    curl_json(port, &status_path, &["-H", &bearer(&token)], 401)?;
+    let (code, _) = curl(port, "/v1/auth/logout", &["-X", "POST", "-H", &bearer(&t2)])?;
+    ensure!(code == 204, "logout: HTTP {code}");
+    curl_json(port, &status_path, &["-H", &bearer(&t2)], 401)?;
+    wait_drained(ctx, &gw.baseline, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+fn pec_api_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 async fn mailbox_access_with_real_clients(ctx: Arc<Ctx>) -> Result<()> {
     program("mbsync")?;
     program("fetchmail")?;
@@ -2055,6 +2372,7 @@ async fn access(ctx: &Ctx, gw: &Gateway) -> Result<()> {
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     mailbox_access_with_real_clients,
+    integration_api,
     events_reach_the_event_bus,
     every_message_delivered_three_times,
     chaos_runner_killed_at_random_points,

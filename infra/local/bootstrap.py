@@ -36,6 +36,7 @@ from typing import Any, Callable
 ACCOUNT = "000000000000"
 PARTITION = "aws"
 
+API_LOCALLY = "pec-runner hosts the api function's router on a local port (--api-port); API Gateway is not emulated"
 EDGE_LOCALLY = "the edge service runs in pec-runner locally (--smtp-port, --imap-port, --pop3-port), not on ECS"
 
 SKIPPED = {
@@ -55,6 +56,10 @@ SKIPPED = {
     "AWS::S3::BucketPolicy": "LocalStack does not enforce resource policies (applied in AWS only)",
     # The edge service (pec-edge): a container on ECS Fargate behind a network load balancer in
     # AWS; locally pec-runner hosts the same code (--smtp-port, --imap-port, --pop3-port).
+    # The integration API: API Gateway's HTTP API in AWS (the SAM HttpApi event); locally the
+    # runner serves the same router (--api-port).
+    "AWS::ApiGatewayV2::Api": API_LOCALLY,
+    "AWS::ApiGatewayV2::Stage": API_LOCALLY,
     "AWS::ECS::Cluster": EDGE_LOCALLY,
     "AWS::ECS::TaskDefinition": EDGE_LOCALLY,
     "AWS::ECS::Service": EDGE_LOCALLY,

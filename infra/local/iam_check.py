@@ -85,6 +85,15 @@ UNEXERCISED: dict[tuple[str, str, str, str], str] = {
     ("TimersFunction", "WriteNoticesForTheSigner", "s3:PutObject",
      "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/unsigned/msg/*"):
         "as TimersFunction ReadSubmissions: no due timer in any run on the emulators",
+    ("ApiFunction", "ReadEvidence", "s3:GetObject",
+     "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/received/msg/*"):
+        "the API's check on the emulators follows a message to a mailbox of ours; receipts of "
+        "other providers are listed and read by the same code, tested over the memory store "
+        "(pec-api evidence_of_other_providers_and_viruses)",
+    ("ApiFunction", "ReadEvidence", "s3:GetObject",
+     "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/signed/scan/*"):
+        "as ApiFunction ReadEvidence received/msg/*: virus notices are read through the API only "
+        "in pec-api's tests over the memory store",
 }
 # Entries of UNEXERCISED that some runs exercise and others do not (not stale when used).
 ORDER_DEPENDENT = {

@@ -84,6 +84,41 @@ struct Args {
     /// Write the edge service's self-signed certificate (PEM) here, for clients to trust.
     #[arg(long, value_name = "FILE")]
     smtp_cert_out: Option<PathBuf>,
+    /// Also serve the integration API (the api function's router, `pec_api`) over plain HTTP on
+    /// 127.0.0.1:PORT (0: any free port; printed as `pec-runner: api 127.0.0.1:<port>`).
+    #[arg(long, value_name = "PORT")]
+    api_port: Option<u16>,
+}
+
+/// The api function's router over the stack, served on 127.0.0.1 as API Gateway would invoke
+/// it, until `stop` turns true. Its clients are the function's own (`ApiFunction`), so its
+/// calls are checked against its role by the IAM check.
+async fn start_api(
+    aws: &AwsClients,
+    env: &BTreeMap<String, String>,
+    port: u16,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let aws = aws.for_function(pec_api::TEMPLATE_ID);
+    let app =
+        pec_api::aws::app(&aws, &Env::from_map(env)).context("the api function's environment")?;
+    let router = pec_api::with_peer_address(pec_api::router(app));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{port} for the API"))?;
+    eprintln!("pec-runner: api {}", listener.local_addr()?);
+    let mut stop = stop;
+    Ok(tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            eprintln!("pec-runner: the API server stopped: {e}");
+        }
+    }))
 }
 
 /// The edge service (SMTP submission and, when asked, IMAP and POP3 over implicit TLS) over the
@@ -326,6 +361,7 @@ async fn main() -> Result<()> {
         in_flight: AtomicU64::new(0),
     });
     let mut pollers = Vec::new();
+    let mut api_env = None;
     for (function, spec) in functions {
         if !args.only.is_empty() && !args.only.contains(function) {
             continue;
@@ -338,6 +374,11 @@ async fn main() -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
+        if function == pec_api::TEMPLATE_ID {
+            // An HTTP function: served below when --api-port asks for it.
+            api_env = Some(env);
+            continue;
+        }
         if function == "TimersFunction" {
             // A scheduled function: no queue, the runner's clock triggers it.
             let timers = step_for(function, &aws, &env).await?;
@@ -405,9 +446,14 @@ async fn main() -> Result<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            Some(start_edge(&aws, &env, &args, gateway_stop).await?)
+            Some(start_edge(&aws, &env, &args, gateway_stop.clone()).await?)
         }
         None => None,
+    };
+    let api = match (args.api_port, &api_env) {
+        (Some(port), Some(env)) => Some(start_api(&aws, env, port, gateway_stop.clone()).await?),
+        (Some(_), None) => bail!("--api-port: the template has no {}", pec_api::TEMPLATE_ID),
+        _ => None,
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     // The idle clock starts once every poller (and its handler's set-up) is running.
@@ -435,6 +481,13 @@ async fn main() -> Result<()> {
     }
     stop.store(true, Ordering::SeqCst);
     let _ = stop_gateway.send(true);
+    if let Some(a) = api
+        && tokio::time::timeout(Duration::from_secs(40), a)
+            .await
+            .is_err()
+    {
+        eprintln!("pec-runner: the API did not stop within 40 s");
+    }
     if let Some(g) = gateway
         && tokio::time::timeout(Duration::from_secs(40), g)
             .await

@@ -237,3 +237,58 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// The router over the deployment's DynamoDB table and S3 buckets (feature `aws`): what the
+/// api Lambda and the local runner serve.
+#[cfg(feature = "aws")]
+pub mod aws {
+    use std::sync::Arc;
+
+    use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store};
+    use pec_ports::{ConfigError, Env};
+
+    use crate::{App, Settings, Stores};
+
+    /// The API's stores in AWS.
+    pub type AwsStores = Stores<DynamoState, DynamoState, S3Store, DynamoMailStore<S3Store>>;
+
+    /// The application over `aws` (clients built for [`crate::TEMPLATE_ID`]), configured from
+    /// `env` (`PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_MAILBOX_BUCKET` and [`Settings`]).
+    pub fn app(aws: &AwsClients, env: &Env) -> Result<Arc<App<AwsStores>>, ConfigError> {
+        let settings = Settings::from_env(env)?;
+        let table = env.required("PEC_STATE_TABLE")?;
+        let log_table = env.required("PEC_LOG_TABLE")?;
+        let mailbox_bucket = env.required("PEC_MAILBOX_BUCKET")?;
+        let state = DynamoState::new(aws.dynamodb.clone(), &table, &log_table);
+        let stores = Stores {
+            access: state.clone(),
+            state,
+            objects: S3Store::new(aws.s3.clone()),
+            mail: DynamoMailStore::new(
+                aws.dynamodb.clone(),
+                &table,
+                S3Store::new(aws.s3.clone()),
+                &mailbox_bucket,
+            ),
+        };
+        Ok(Arc::new(App::new(stores, settings)))
+    }
+}
+
+/// Sets [`auth::ClientIp`] from the TCP peer (`axum::serve` with
+/// `into_make_service_with_connect_info::<SocketAddr>()`): the local runner's host.
+pub fn with_peer_address(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
+            if let Some(axum::extract::ConnectInfo(addr)) = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .cloned()
+            {
+                req.extensions_mut()
+                    .insert(auth::ClientIp(addr.ip().to_canonical().to_string()));
+            }
+            next.run(req).await
+        },
+    ))
+}

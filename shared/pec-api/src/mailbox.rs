@@ -55,7 +55,7 @@ pub struct MessageSummary {
     pub received_at: DateTime<Utc>,
     /// `delivered` by the provider, or `appended` by the owner (Sent, drafts).
     pub origin: String,
-    /// The PEC kind (`posta-certificata` for a transport envelope, `accettazione`,
+    /// The PEC kind (`busta-trasporto` for a transport envelope, `accettazione`,
     /// `avvenuta-consegna`, ..., `ordinaria`).
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -851,3 +851,101 @@ fn openapi_document_is_committed() {
     let doc: Value = serde_json::from_str(&generated).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
 }
+
+/// Receipts another provider sent and virus notices are listed with their kinds and
+/// downloadable; a virus makes every recipient final.
+#[tokio::test]
+async fn evidence_of_other_providers_and_viruses() {
+    let w = world().await;
+    let put = |key: String| {
+        let w = &w;
+        async move {
+            w.app
+                .backend
+                .objects
+                .put_if_absent(
+                    "evidence",
+                    &key,
+                    b"Subject: r\r\n\r\nx\r\n".to_vec(),
+                    "message/rfc822",
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let a = post_json(&w, "/v1/messages", Some(&w.key_a), simple(A1)).await;
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    put(format!("received/msg/{id}/in-1.eml")).await;
+    put(format!("signed/msg/{id}/consegna/dest@altro.test.eml")).await;
+    let s = get(&w, &format!("/v1/messages/{id}"), &w.key_a)
+        .await
+        .json();
+    let ev = s["evidence"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = ev
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+        .collect();
+    assert!(
+        kinds.contains(&("received/in-1.eml", "received")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("consegna/dest@altro.test.eml", "avvenuta-consegna")),
+        "{kinds:?}"
+    );
+    let one = ev
+        .iter()
+        .find(|e| e["kind"] == "avvenuta-consegna")
+        .unwrap();
+    assert_eq!(one["recipient"], "dest@altro.test");
+    let dl = get(
+        &w,
+        &format!("/v1/messages/{id}/evidence/received/in-1.eml"),
+        &w.key_a,
+    )
+    .await;
+    assert_eq!(dl.status, StatusCode::OK);
+    assert_eq!(dl.content_type, "message/rfc822");
+    get(
+        &w,
+        &format!("/v1/messages/{id}/evidence/received/in-2.eml"),
+        &w.key_a,
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    get(
+        &w,
+        &format!("/v1/messages/{id}/evidence/received/in-1.eml?format=pdf"),
+        &w.key_a,
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST, "unknown-format");
+    // A virus notice.
+    put(format!(
+        "signed/scan/submitted/{id}.eml/non-accettazione-virus.eml"
+    ))
+    .await;
+    let s = get(&w, &format!("/v1/messages/{id}"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(s["state"], "virus");
+    assert_eq!(s["recipients"][0]["state"], "virus");
+    assert_eq!(s["recipients"][0]["final"], true);
+    let v = get(
+        &w,
+        &format!("/v1/messages/{id}/evidence/scan/non-accettazione-virus.eml"),
+        &w.key_a,
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::OK);
+    // As JSON: the trust configuration is missing here, so the signature is not checked.
+    let j = get(
+        &w,
+        &format!("/v1/messages/{id}/evidence/scan/non-accettazione-virus.eml?format=json"),
+        &w.key_a,
+    )
+    .await
+    .json();
+    assert_eq!(j["signature"]["verdict"], "not-checked");
+    assert_eq!(j["sha256"].as_str().unwrap().len(), 64);
+}

@@ -109,7 +109,7 @@ fn env(name: &str) -> anyhow::Result<String> {
         .context("locally: eval \"$(infra/local/stack.sh env)\"")
 }
 
-async fn clients() -> anyhow::Result<(DynamoState, S3Store)> {
+pub(crate) async fn clients() -> anyhow::Result<(DynamoState, S3Store)> {
     let aws = AwsClients::load(&ClientSettings::from_env()?).await;
     Ok((
         DynamoState::new(
@@ -121,14 +121,14 @@ async fn clients() -> anyhow::Result<(DynamoState, S3Store)> {
     ))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")
 }
 
-fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+pub(crate) fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
         eprintln!("pec: {e:#}");
         ExitCode::from(2)

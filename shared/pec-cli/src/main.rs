@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod apikey;
 mod cert;
 mod dlq;
 mod inspect;
@@ -48,6 +49,8 @@ enum Command {
     Send(send::SendArgs),
     /// Dead-letter queues: replay their messages into the source queue.
     Dlq(dlq::DlqArgs),
+    /// A tenant's API keys for the integration API (created keys are printed once).
+    Apikey(apikey::ApiKeyArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Tenant(args) => mailbox::run_tenant(args),
+        Command::Apikey(args) => apikey::run(args),
         Command::Mailbox(args) => mailbox::run_mailbox(args),
         Command::Log(args) => mailbox::run_log(args),
         Command::Send(args) => send::run(args),
