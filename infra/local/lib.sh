@@ -21,6 +21,8 @@ pec_sha12() { sha256sum "$1" | cut -c1-12; }
 # The venv built from requirements.lock; its name changes with the lock, so an edit reinstalls.
 pec_venv_dir() { echo "$PEC_CACHE_DIR/venv-localstack-$LOCALSTACK_VERSION-$(pec_sha12 "$PEC_REPO/infra/local/requirements.lock")"; }
 
+pec_apitest_venv_dir() { echo "$PEC_CACHE_DIR/venv-apitest-$(pec_sha12 "$PEC_REPO/infra/local/api-requirements.lock")"; }
+
 pec_dynamodb_dir() { echo "$PEC_CACHE_DIR/dynamodb-local-npm-$DYNAMODB_LOCAL_NPM_VERSION"; }
 pec_dynamodb_launcher_dir() {
   echo "$(pec_dynamodb_dir)/launcher-$(pec_sha12 "$PEC_REPO/infra/local/dynamodb/LoopbackDynamoDBLocal.java")"

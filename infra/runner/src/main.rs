@@ -363,9 +363,6 @@ async fn main() -> Result<()> {
     let mut pollers = Vec::new();
     let mut api_env = None;
     for (function, spec) in functions {
-        if !args.only.is_empty() && !args.only.contains(function) {
-            continue;
-        }
         let env: BTreeMap<String, String> = spec["environment"]
             .as_object()
             .map(|vars| {
@@ -375,8 +372,12 @@ async fn main() -> Result<()> {
             })
             .unwrap_or_default();
         if function == pec_api::TEMPLATE_ID {
-            // An HTTP function: served below when --api-port asks for it.
+            // An HTTP function: served below when --api-port asks for it (whatever --only
+            // says: it polls no queue).
             api_env = Some(env);
+            continue;
+        }
+        if !args.only.is_empty() && !args.only.contains(function) {
             continue;
         }
         if function == "TimersFunction" {

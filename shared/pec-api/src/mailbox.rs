@@ -80,10 +80,13 @@ pub struct MessagePage {
 
 /// Paging and filters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^[0-9]+\\.[0-9]+$")]
     pub cursor: Option<String>,
     /// At most this many (1 to 100, default 25).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 

@@ -287,8 +287,10 @@ pub async fn status<B: Backend>(
 
 /// `?format=json` asks for the data instead of the bytes.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Format {
     /// `eml` (default: the signed message as `message/rfc822`) or `json`.
+    #[param(pattern = "^(eml|json)$")]
     pub format: Option<String>,
 }
 
@@ -333,8 +335,8 @@ pub struct SignatureVerdict {
         ("name" = String, Path, description = "An evidence name from the message's `evidence` list"),
         Format),
     responses(
-        (status = 200, description = "The signed message exactly as issued or received", content_type = "message/rfc822", body = String),
-        (status = 200, description = "With format=json: the receipt as data", body = EvidenceData),
+        (status = 200, description = "The signed message exactly as issued or received (`message/rfc822`), or with format=json the receipt as data",
+            content((String = "message/rfc822"), (EvidenceData = "application/json"))),
         (status = 400, description = "Unknown format", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
@@ -344,10 +346,11 @@ pub async fn evidence<B: Backend>(
     State(app): State<Arc<App<B>>>,
     headers: HeaderMap,
     Path((id, name)): Path<(String, String)>,
-    Query(format): Query<Format>,
+    format: Result<Query<Format>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let who = principal(&app, &headers).await?;
     who.require(Scope::Read)?;
+    let Query(format) = format.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
     let json = match format.format.as_deref() {
         None | Some("eml") => false,
         Some("json") => true,

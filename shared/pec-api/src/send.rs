@@ -120,10 +120,13 @@ pub struct SendRequest {
     /// A display name for the sender.
     pub from_name: Option<String>,
     /// Recipients (PEC or ordinary addresses).
-    #[schema(example = json!(["destinatario@pec.altro.it"]))]
+    #[schema(example = json!(["destinatario@pec.altro.it"]), min_items = 1, max_items = 500)]
     pub to: Vec<String>,
     #[serde(default)]
+    #[schema(max_items = 499)]
     pub cc: Vec<String>,
+    /// One line, without control characters.
+    #[schema(min_length = 1, max_length = 900)]
     pub subject: String,
     /// Plain-text body.
     pub text: Option<String>,
@@ -456,7 +459,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 
 /// Submit a PEC.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the same submission (24 hours)")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry return the same submission (24 hours)")),
     request_body(content(
         (SendRequest = "application/json"),
         (String = "message/rfc822", example = "From: ufficio@pec.example.it\r\nTo: x@pec.altro.it\r\nSubject: Prova\r\n\r\nTesto\r\n"),
