@@ -20,6 +20,7 @@ pub mod queue;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 
 pub use config::{AwsClients, ClientSettings};
 pub use index::{IndexSourceError, ProviderIndexSource};

@@ -33,6 +33,27 @@ impl QueueSender for SqsSender {
                 message: aws_error_chain(&e),
             })
     }
+
+    async fn send_delayed(
+        &self,
+        queue_url: &str,
+        body: String,
+        delay: u32,
+    ) -> Result<(), SendError> {
+        self.client
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .delay_seconds(delay.min(900) as i32)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| SendError {
+                operation: "SendMessage",
+                target: queue_url.to_string(),
+                message: aws_error_chain(&e),
+            })
+    }
 }
 
 /// [`EventPublisher`] on an EventBridge bus: source [`EVENT_SOURCE`], detail-type from the

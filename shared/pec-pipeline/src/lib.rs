@@ -30,6 +30,7 @@ pub mod scan;
 pub mod sign;
 mod step;
 pub mod timers;
+pub mod webhooks;
 
 pub use error::StepError;
 pub use pec_ports::keys;

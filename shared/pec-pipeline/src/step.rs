@@ -17,6 +17,8 @@ use crate::scan::ScanStep;
 use crate::scan::metrics::Metrics;
 use crate::sign::SignStep;
 use crate::timers::Timers;
+use crate::webhooks::Webhooks;
+use pec_ports::webhooks::{WebhookClient, WebhookStore};
 
 /// An invocation that failed as a whole (Lambda retries it; for SQS, every record).
 pub type StepFailure = Box<dyn std::error::Error + Send + Sync>;
@@ -112,5 +114,20 @@ impl<St: ObjectStore, Db: StateStore> Step for Timers<St, Db> {
     async fn invoke(&self, _event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
         let emitted = self.sweep(now).await?;
         Ok(serde_json::json!({ "notices": emitted.len() }))
+    }
+}
+
+impl<Db, W, C, Q> Step for Webhooks<Db, W, C, Q>
+where
+    Db: StateStore,
+    W: WebhookStore,
+    C: WebhookClient,
+    Q: QueueSender,
+{
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?, now).await)
     }
 }

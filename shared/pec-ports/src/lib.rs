@@ -23,6 +23,7 @@ pub mod mailstore;
 pub mod publish;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use access::{
     AccessStore, ApiKey, IdempotencyRecord, MemoryAccess, Scope, Session, SessionKind,

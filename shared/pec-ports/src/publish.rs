@@ -24,6 +24,13 @@ pub trait QueueSender: Send + Sync {
         queue_url: &str,
         body: String,
     ) -> impl Future<Output = Result<(), SendError>> + Send;
+    /// Sends a message that becomes visible after `delay_seconds` (at most 900, SQS's limit).
+    fn send_delayed(
+        &self,
+        queue_url: &str,
+        body: String,
+        delay_seconds: u32,
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
 /// Publishes integration events.
@@ -74,6 +81,15 @@ impl QueueSender for MemoryOutbox {
             .push((queue_url.to_string(), body));
         Ok(())
     }
+    /// Recorded like [`QueueSender::send`] (the delay is not kept).
+    async fn send_delayed(
+        &self,
+        queue_url: &str,
+        body: String,
+        _delay: u32,
+    ) -> Result<(), SendError> {
+        self.send(queue_url, body).await
+    }
 }
 
 impl EventPublisher for MemoryOutbox {
@@ -89,6 +105,14 @@ impl EventPublisher for MemoryOutbox {
 impl<T: QueueSender> QueueSender for &T {
     async fn send(&self, queue_url: &str, body: String) -> Result<(), SendError> {
         (*self).send(queue_url, body).await
+    }
+    async fn send_delayed(
+        &self,
+        queue_url: &str,
+        body: String,
+        delay: u32,
+    ) -> Result<(), SendError> {
+        (*self).send_delayed(queue_url, body, delay).await
     }
 }
 

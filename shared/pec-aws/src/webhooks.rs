@@ -1,0 +1,472 @@
+//! Webhooks in AWS: [`WebhookStore`] on the state table, and [`HttpsWebhooks`], the client that
+//! posts deliveries.
+//!
+//! | item | pk | sk | other |
+//! |---|---|---|---|
+//! | subscription | `WHSUB#<id>` | `WHSUB` | doc (tenant, URL, events, secret); gsi1 `TENANT#<t>` / `WHSUB#<id>` |
+//! | delivery | `WHDLV#<id>` | `WHDLV` | doc (event, payload), `status`, `attempts`, `started_at`, `next_attempt_at`, `log` (list of JSON attempts); gsi1 `WHSUB#<sub>` / `<created>#<id>` |
+//!
+//! **No request forgery.** The client resolves the endpoint's name itself and connects only to
+//! the addresses it checked ([`pec_ports::webhooks::is_internal`] refuses loopback, private,
+//! link-local and the other internal ranges unless private targets are allowed, which only the
+//! local profile does), so a name that resolves differently later (DNS rebinding) cannot reach
+//! inside. Redirects are not followed; each POST has 10 seconds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use chrono::{DateTime, Utc};
+use pec_ports::StateError;
+use pec_ports::webhooks::{
+    Attempt, Delivery, DeliveryStatus, Post, Subscription, WebhookClient, WebhookStore, is_internal,
+};
+
+use crate::DynamoState;
+use crate::state::{Item, n, s, to_doc};
+
+fn sub_pk(id: &str) -> String {
+    format!("WHSUB#{id}")
+}
+
+fn dlv_pk(id: &str) -> String {
+    format!("WHDLV#{id}")
+}
+
+fn status_str(st: DeliveryStatus) -> &'static str {
+    match st {
+        DeliveryStatus::Pending => "pending",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Parked => "parked",
+    }
+}
+
+impl DynamoState {
+    fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
+        e.code() == Some("ConditionalCheckFailedException")
+    }
+
+    fn decode_delivery(&self, item: &Item) -> Result<Delivery, StateError> {
+        let mut d: Delivery = self.decode_doc(item)?;
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let time = |k: &str| {
+            text(k)
+                .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        if let Some(a) = item.get("attempts").and_then(|v| v.as_n().ok()) {
+            d.attempts = a.parse().unwrap_or(d.attempts);
+        }
+        d.status = match text("status").as_deref() {
+            Some("delivered") => DeliveryStatus::Delivered,
+            Some("parked") => DeliveryStatus::Parked,
+            _ => DeliveryStatus::Pending,
+        };
+        d.started_at = time("started_at");
+        d.next_attempt_at = time("next_attempt_at");
+        if let Some(log) = item.get("log").and_then(|v| v.as_l().ok()) {
+            d.log = log
+                .iter()
+                .filter_map(|v| v.as_s().ok())
+                .filter_map(|j| serde_json::from_str(j).ok())
+                .collect();
+        }
+        Ok(d)
+    }
+}
+
+impl WebhookStore for DynamoState {
+    async fn put_subscription(&self, sub: &Subscription) -> Result<(), StateError> {
+        let item = HashMap::from([
+            ("pk".into(), s(sub_pk(&sub.id))),
+            ("sk".into(), s("WHSUB")),
+            ("doc".into(), to_doc(sub)),
+            ("gsi1pk".into(), s(format!("TENANT#{}", sub.tenant))),
+            ("gsi1sk".into(), s(sub_pk(&sub.id))),
+        ]);
+        if self.put_new(item).await? {
+            Ok(())
+        } else {
+            Err(StateError {
+                operation: "PutItem",
+                table: self.table.clone(),
+                message: format!("subscription {} exists", sub.id),
+            })
+        }
+    }
+
+    async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StateError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk AND begins_with(gsi1sk, :p)")
+            .expression_attribute_values(":pk", s(format!("TENANT#{tenant}")))
+            .expression_attribute_values(":p", s("WHSUB#"))
+            .send()
+            .await
+            .map_err(|e| self.err("Query", e))?;
+        let mut v = Vec::new();
+        for item in out.items() {
+            v.push(self.decode_doc::<Subscription>(item)?);
+        }
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StateError> {
+        match self.get(&sub_pk(id), "WHSUB").await? {
+            Some(item) => self.decode_doc(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<bool, StateError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(sub_pk(id)))
+            .key("sk", s("WHSUB"))
+            .condition_expression("gsi1pk = :t")
+            .expression_attribute_values(":t", s(format!("TENANT#{tenant}")))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(false),
+            Err(e) => Err(self.err("DeleteItem", e)),
+        }
+    }
+
+    async fn create_delivery(&self, d: &Delivery) -> Result<Delivery, StateError> {
+        let mut item = HashMap::from([
+            ("pk".into(), s(dlv_pk(&d.id))),
+            ("sk".into(), s("WHDLV")),
+            ("doc".into(), to_doc(d)),
+            ("status".into(), s(status_str(d.status))),
+            ("attempts".into(), n(u64::from(d.attempts))),
+            ("log".into(), AttributeValue::L(Vec::new())),
+            ("gsi1pk".into(), s(sub_pk(&d.subscription))),
+            (
+                "gsi1sk".into(),
+                s(format!("{}#{}", d.created_at.to_rfc3339(), d.id)),
+            ),
+        ]);
+        if let Some(t) = d.next_attempt_at {
+            item.insert("next_attempt_at".into(), s(t.to_rfc3339()));
+        }
+        if self.put_new(item).await? {
+            return Ok(d.clone());
+        }
+        self.delivery(&d.id).await?.ok_or_else(|| StateError {
+            operation: "GetItem",
+            table: self.table.clone(),
+            message: format!("delivery {} vanished", d.id),
+        })
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StateError> {
+        match self.get(&dlv_pk(id), "WHDLV").await? {
+            Some(item) => self.decode_delivery(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn start_attempt(
+        &self,
+        id: &str,
+        attempt: u32,
+        now: DateTime<Utc>,
+        stale: DateTime<Utc>,
+    ) -> Result<Option<Delivery>, StateError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dlv_pk(id)))
+            .key("sk", s("WHDLV"))
+            .update_expression("SET attempts = :n, started_at = :now")
+            .condition_expression(
+                "#st = :pending AND (attempts = :prev OR (attempts = :n AND started_at < :stale))",
+            )
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":n", n(u64::from(attempt)))
+            .expression_attribute_values(":prev", n(u64::from(attempt.saturating_sub(1))))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":stale", s(stale.to_rfc3339()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match out.attributes {
+                Some(item) => self.decode_delivery(&item).map(Some),
+                None => Ok(None),
+            },
+            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(None),
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StateError> {
+        let entry = AttributeValue::L(vec![s(serde_json::to_string(attempt).unwrap_or_default())]);
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dlv_pk(id)))
+            .key("sk", s("WHDLV"))
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(status_str(status)))
+            .expression_attribute_values(":a", entry)
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
+        let expression = match next_attempt_at {
+            Some(t) => {
+                update = update.expression_attribute_values(":next", s(t.to_rfc3339()));
+                "SET #st = :st, next_attempt_at = :next, log = list_append(if_not_exists(log, :empty), :a) REMOVE started_at"
+            }
+            None => {
+                "SET #st = :st, log = list_append(if_not_exists(log, :empty), :a) REMOVE started_at, next_attempt_at"
+            }
+        };
+        update
+            .update_expression(expression)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.err("UpdateItem", e))
+    }
+
+    async fn replay(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Delivery>, StateError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(dlv_pk(id)))
+            .key("sk", s("WHDLV"))
+            .update_expression("SET #st = :pending, attempts = :zero, next_attempt_at = :now")
+            .condition_expression("#st = :parked")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":pending", s("pending"))
+            .expression_attribute_values(":parked", s("parked"))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(out) => match out.attributes {
+                Some(item) => self.decode_delivery(&item).map(Some),
+                None => Ok(None),
+            },
+            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(None),
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    async fn deliveries(
+        &self,
+        subscription: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StateError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s(sub_pk(subscription)))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .send()
+            .await
+            .map_err(|e| self.err("Query", e))?;
+        // The index holds the items' attributes, but read each through the table for the
+        // counters' consistent values.
+        let mut v = Vec::new();
+        for item in out.items() {
+            v.push(self.decode_delivery(item)?);
+        }
+        Ok(v)
+    }
+}
+
+/// Posts deliveries over HTTPS (and HTTP where private targets are allowed: locally).
+#[derive(Clone)]
+pub struct HttpsWebhooks {
+    allow_private: bool,
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<
+            hyper_util::client::legacy::connect::HttpConnector<CheckedResolver>,
+        >,
+        http_body_util::Full<bytes::Bytes>,
+    >,
+}
+
+/// Resolves names and keeps only the addresses a webhook may reach.
+#[derive(Clone)]
+pub struct CheckedResolver {
+    allow_private: bool,
+}
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for CheckedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allow = self.allow_private;
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let ok: Vec<SocketAddr> = all
+                .iter()
+                .copied()
+                .filter(|a| allow || !is_internal(a.ip()))
+                .collect();
+            if ok.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} resolves only to internal addresses ({all:?}): refused",
+                        name.as_str()
+                    ),
+                ));
+            }
+            Ok(ok.into_iter())
+        })
+    }
+}
+
+impl HttpsWebhooks {
+    /// A client; `allow_private` lets deliveries reach loopback and private addresses over
+    /// plain HTTP too (the local profile only).
+    pub fn new(allow_private: bool) -> Result<Self, std::io::Error> {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+            CheckedResolver { allow_private },
+        );
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_native_roots()?;
+        let https = if allow_private {
+            builder.https_or_http().enable_http1().wrap_connector(http)
+        } else {
+            builder.https_only().enable_http1().wrap_connector(http)
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        Ok(HttpsWebhooks {
+            allow_private,
+            client,
+        })
+    }
+
+    /// Whether `url` may be subscribed: `https://` (or `http://` where private targets are
+    /// allowed), with a host; literal internal addresses are refused at once.
+    pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if allow_private => {}
+            _ => return Err("the URL must be https://".into()),
+        }
+        let host = uri.host().ok_or("the URL has no host")?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<std::net::IpAddr>()
+            && !allow_private
+            && is_internal(ip)
+        {
+            return Err(format!("{ip} is an internal address"));
+        }
+        if !allow_private
+            && (host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost"))
+        {
+            return Err("localhost is not reachable from here".into());
+        }
+        Ok(())
+    }
+}
+
+impl WebhookClient for HttpsWebhooks {
+    async fn post(&self, post: &Post) -> Result<u16, String> {
+        Self::check_url(&post.url, self.allow_private)?;
+        let mut req = http::Request::post(&post.url);
+        for (k, v) in &post.headers {
+            req = req.header(k, v);
+        }
+        let req = req
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                post.body.clone(),
+            )))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+            Ok(Err(e)) => {
+                use std::error::Error;
+                let mut msg = e.to_string();
+                let mut src = e.source();
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                Err(msg)
+            }
+            Err(_) => Err("no answer within 10 s".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(HttpsWebhooks::check_url("https://erp.example.it/pec", false).is_ok());
+        for bad in [
+            "http://erp.example.it/",
+            "https://127.0.0.1/x",
+            "https://[::1]/",
+            "https://169.254.169.254/latest",
+            "https://localhost/",
+            "ftp://x/",
+            "nope",
+        ] {
+            assert!(HttpsWebhooks::check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(HttpsWebhooks::check_url("http://127.0.0.1:8080/hook", true).is_ok());
+    }
+
+    #[tokio::test]
+    async fn internal_names_are_refused_at_connection() {
+        let c = HttpsWebhooks::new(false).unwrap();
+        let e = c
+            .post(&Post {
+                url: "https://localtest.me/".into(),
+                headers: vec![],
+                body: vec![],
+            })
+            .await;
+        // localtest.me resolves to 127.0.0.1 where DNS answers; without DNS the lookup fails.
+        assert!(e.is_err(), "{e:?}");
+    }
+}

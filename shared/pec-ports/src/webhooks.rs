@@ -1,0 +1,432 @@
+//! Webhooks: a tenant's subscriptions, the deliveries made for them, how a delivery is signed
+//! (the Standard Webhooks convention) and when it is retried.
+//!
+//! Every integration event (`pec_core::events::PecEvent`) is offered to the subscriptions of
+//! the tenants it concerns (the tenants of its sender and recipients that are our mailboxes).
+//! One event and one subscription make one [`Delivery`], whose id is derived from both
+//! ([`delivery_id`]): a duplicate event finds it and sends nothing again. A delivery is tried
+//! on the [`BACKOFF`] schedule (over 24 hours), then parked; a parked delivery can be replayed.
+//!
+//! `pec_aws` keeps these in the state table (`WHSUB#`, `WHDLV#` items, docs/data-model.md) and
+//! posts over HTTPS; [`MemoryWebhooks`] and [`MemoryHooks`] are the unit tests' fakes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::StateError;
+
+/// A tenant's subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// `wh_<16 hex>`.
+    pub id: String,
+    pub tenant: String,
+    /// Where deliveries are posted (`https://…`; `http://` only where private targets are
+    /// allowed, i.e. locally).
+    pub url: String,
+    /// Event types (`pec.message.delivered`, ...) or `*` for all.
+    pub events: Vec<String>,
+    /// The signing secret, `whsec_<base64>` (shown to the tenant at creation).
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Subscription {
+    /// Whether it wants events of `detail_type`.
+    pub fn wants(&self, detail_type: &str) -> bool {
+        self.events.iter().any(|e| e == "*" || e == detail_type)
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryStatus {
+    /// Not delivered yet; another attempt is scheduled (or running).
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Every attempt of the schedule failed: kept for replay.
+    Parked,
+}
+
+/// One attempt's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    /// The HTTP status, when the endpoint answered.
+    pub status: Option<u16>,
+    /// Why it failed (connection, TLS, timeout, refused address...).
+    pub error: Option<String>,
+    /// Milliseconds until the answer.
+    pub duration_ms: u64,
+}
+
+/// One event for one subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// [`delivery_id`]: the `webhook-id` header, the same on every attempt.
+    pub id: String,
+    pub subscription: String,
+    pub tenant: String,
+    pub event_id: String,
+    pub event_type: String,
+    /// The JSON body posted (the same bytes on every attempt).
+    pub payload: String,
+    pub status: DeliveryStatus,
+    /// Attempts started (the number of the one running, while one runs).
+    pub attempts: u32,
+    /// Outcomes, oldest first.
+    pub log: Vec<Attempt>,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// When the running attempt started (a crash leaves it set; see [`WebhookStore::start_attempt`]).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Delays before attempts 2, 3, ...: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (the first is
+/// immediate): the last attempt comes 27 h 35 min after the first.
+pub const BACKOFF: [i64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
+
+/// The delay before attempt `next` (2-based), `None` when the schedule is over.
+pub fn backoff(next: u32) -> Option<Duration> {
+    let i = usize::try_from(next.checked_sub(2)?).ok()?;
+    BACKOFF.get(i).map(|s| Duration::seconds(*s))
+}
+
+/// An attempt that started this long ago without an outcome is taken as crashed.
+pub const STALE_ATTEMPT: i64 = 300;
+
+/// The delivery id of `event_id` for `subscription`: `msg_<32 hex>`.
+pub fn delivery_id(event_id: &str, subscription: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{event_id}\n{subscription}").as_bytes());
+    let hex: String = h[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
+/// The Standard Webhooks signature header value: `v1,<base64 HMAC-SHA256>` of
+/// `<id>.<timestamp>.<body>` under the secret (the base64 after `whsec_`). `None` for a secret
+/// that is not `whsec_<base64>`.
+pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+    use base64::Engine;
+    use hmac::Mac;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let key = engine.decode(secret.strip_prefix("whsec_")?).ok()?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).ok()?;
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    Some(format!("v1,{}", engine.encode(mac.finalize().into_bytes())))
+}
+
+/// Addresses a webhook may never reach outside the local profile: loopback, private,
+/// link-local (cloud metadata), unique-local, CGNAT, unspecified, multicast, documentation.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || s[0] == 0x2001 && s[1] == 0x0db8
+        }
+    }
+}
+
+/// The webhook state port.
+pub trait WebhookStore: Send + Sync {
+    /// Stores a new subscription (ids are unique).
+    fn put_subscription(
+        &self,
+        s: &Subscription,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// The tenant's subscriptions, oldest first.
+    fn subscriptions(
+        &self,
+        tenant: &str,
+    ) -> impl Future<Output = Result<Vec<Subscription>, StateError>> + Send;
+    fn subscription(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Subscription>, StateError>> + Send;
+    /// Deletes the tenant's subscription; whether it existed.
+    fn delete_subscription(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Records `d` unless a delivery with its id exists; the one in force.
+    fn create_delivery(
+        &self,
+        d: &Delivery,
+    ) -> impl Future<Output = Result<Delivery, StateError>> + Send;
+    fn delivery(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Delivery>, StateError>> + Send;
+    /// Starts attempt `n` (1-based) of a pending delivery: only if `n - 1` attempts were
+    /// started, or attempt `n` started before `stale` without an outcome (its runner crashed).
+    /// The delivery with `attempts = n`, or `None` when another runner has it or it is not
+    /// pending (a duplicate: nothing to do).
+    fn start_attempt(
+        &self,
+        id: &str,
+        n: u32,
+        now: DateTime<Utc>,
+        stale: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Delivery>, StateError>> + Send;
+    /// Records the outcome of the running attempt and the new status.
+    fn finish_attempt(
+        &self,
+        id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// A parked delivery made pending again with a new round of attempts (attempts back to 0);
+    /// `None` unless it was parked.
+    fn replay(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Delivery>, StateError>> + Send;
+    /// The subscription's deliveries, newest first, at most `limit`.
+    fn deliveries(
+        &self,
+        subscription: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery>, StateError>> + Send;
+}
+
+/// One POST to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Post {
+    pub url: String,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`, `content-type`, `user-agent`.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Posting a delivery: the HTTP status, or why there was none.
+pub trait WebhookClient: Send + Sync {
+    fn post(&self, post: &Post) -> impl Future<Output = Result<u16, String>> + Send;
+}
+
+/// [`WebhookStore`] in memory.
+#[derive(Debug, Default)]
+pub struct MemoryWebhooks {
+    subs: Mutex<Vec<Subscription>>,
+    deliveries: Mutex<HashMap<String, Delivery>>,
+}
+
+impl MemoryWebhooks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl WebhookStore for MemoryWebhooks {
+    async fn put_subscription(&self, s: &Subscription) -> Result<(), StateError> {
+        let mut subs = lock(&self.subs);
+        if subs.iter().any(|x| x.id == s.id) {
+            return Err(StateError {
+                operation: "put",
+                table: "memory".into(),
+                message: "subscription exists".into(),
+            });
+        }
+        subs.push(s.clone());
+        Ok(())
+    }
+
+    async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StateError> {
+        let mut v: Vec<_> = lock(&self.subs)
+            .iter()
+            .filter(|s| s.tenant == tenant)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(v)
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StateError> {
+        Ok(lock(&self.subs).iter().find(|s| s.id == id).cloned())
+    }
+
+    async fn delete_subscription(&self, tenant: &str, id: &str) -> Result<bool, StateError> {
+        let mut subs = lock(&self.subs);
+        let before = subs.len();
+        subs.retain(|s| !(s.id == id && s.tenant == tenant));
+        Ok(subs.len() != before)
+    }
+
+    async fn create_delivery(&self, d: &Delivery) -> Result<Delivery, StateError> {
+        Ok(lock(&self.deliveries)
+            .entry(d.id.clone())
+            .or_insert_with(|| d.clone())
+            .clone())
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StateError> {
+        Ok(lock(&self.deliveries).get(id).cloned())
+    }
+
+    async fn start_attempt(
+        &self,
+        id: &str,
+        n: u32,
+        now: DateTime<Utc>,
+        stale: DateTime<Utc>,
+    ) -> Result<Option<Delivery>, StateError> {
+        let mut all = lock(&self.deliveries);
+        let Some(d) = all.get_mut(id) else {
+            return Ok(None);
+        };
+        let fresh = d.attempts + 1 == n;
+        let crashed = d.attempts == n && d.started_at.is_some_and(|t| t < stale);
+        if d.status != DeliveryStatus::Pending || !(fresh || crashed) {
+            return Ok(None);
+        }
+        d.attempts = n;
+        d.started_at = Some(now);
+        Ok(Some(d.clone()))
+    }
+
+    async fn finish_attempt(
+        &self,
+        id: &str,
+        attempt: &Attempt,
+        status: DeliveryStatus,
+        next_attempt_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StateError> {
+        if let Some(d) = lock(&self.deliveries).get_mut(id) {
+            d.log.push(attempt.clone());
+            d.status = status;
+            d.next_attempt_at = next_attempt_at;
+            d.started_at = None;
+        }
+        Ok(())
+    }
+
+    async fn replay(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Delivery>, StateError> {
+        let mut all = lock(&self.deliveries);
+        match all.get_mut(id) {
+            Some(d) if d.status == DeliveryStatus::Parked => {
+                d.status = DeliveryStatus::Pending;
+                d.attempts = 0;
+                d.next_attempt_at = Some(now);
+                Ok(Some(d.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn deliveries(
+        &self,
+        subscription: &str,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StateError> {
+        let mut v: Vec<_> = lock(&self.deliveries)
+            .values()
+            .filter(|d| d.subscription == subscription)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        v.truncate(limit);
+        Ok(v)
+    }
+}
+
+/// [`WebhookClient`] that records posts and answers from a script (unit tests).
+#[derive(Debug, Default)]
+pub struct MemoryHooks {
+    pub posts: Mutex<Vec<Post>>,
+    /// Answers in order; when empty, 200.
+    pub answers: Mutex<std::collections::VecDeque<Result<u16, String>>>,
+}
+
+impl WebhookClient for MemoryHooks {
+    async fn post(&self, post: &Post) -> Result<u16, String> {
+        lock(&self.posts).push(post.clone());
+        lock(&self.answers).pop_front().unwrap_or(Ok(200))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the Standard Webhooks specification (standard-webhooks/spec).
+    #[test]
+    fn signature_matches_the_specification_example() {
+        let sig = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(
+            sig.as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+        assert_eq!(sign("nope", "a", 1, b""), None);
+    }
+
+    #[test]
+    fn the_schedule_spans_more_than_a_day() {
+        let total: i64 = (2..=8).map(|n| backoff(n).unwrap().num_seconds()).sum();
+        assert!(total > 24 * 3600, "{total}");
+        assert_eq!(backoff(1), None);
+        assert_eq!(backoff(9), None);
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_internal(a.parse().unwrap()), "{a}");
+        }
+        for a in ["93.184.216.34", "2606:2800:220:1::1"] {
+            assert!(!is_internal(a.parse().unwrap()), "{a}");
+        }
+    }
+}
