@@ -43,10 +43,6 @@ fn status_str(st: DeliveryStatus) -> &'static str {
 }
 
 impl DynamoState {
-    fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(e: &E) -> bool {
-        e.code() == Some("ConditionalCheckFailedException")
-    }
-
     fn decode_delivery(&self, item: &Item) -> Result<Delivery, StateError> {
         let mut d: Delivery = self.decode_doc(item)?;
         let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
@@ -136,7 +132,12 @@ impl WebhookStore for DynamoState {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(self.err("DeleteItem", e)),
         }
     }
@@ -206,7 +207,12 @@ impl WebhookStore for DynamoState {
                 Some(item) => self.decode_delivery(&item).map(Some),
                 None => Ok(None),
             },
-            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(self.err("UpdateItem", e)),
         }
     }
@@ -268,7 +274,12 @@ impl WebhookStore for DynamoState {
                 Some(item) => self.decode_delivery(&item).map(Some),
                 None => Ok(None),
             },
-            Err(e) if e.as_service_error().is_some_and(Self::is_condition_failure) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(self.err("UpdateItem", e)),
         }
     }
@@ -290,8 +301,7 @@ impl WebhookStore for DynamoState {
             .send()
             .await
             .map_err(|e| self.err("Query", e))?;
-        // The index holds the items' attributes, but read each through the table for the
-        // counters' consistent values.
+        // The index projects every attribute: the log reads from it (eventually consistent).
         let mut v = Vec::new();
         for item in out.items() {
             v.push(self.decode_delivery(item)?);
