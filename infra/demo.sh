@@ -29,9 +29,10 @@ started_clamd=0
 runner_pid=""
 runner_b_pid=""
 exchange_pid=""
+receiver_pid=""
 cleanup() {
   local p
-  for p in "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
+  for p in "$receiver_pid" "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
       kill -TERM "$p" 2>/dev/null || true
       wait "$p" 2>/dev/null || true
@@ -44,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-infra/local/install.sh system python dynamodb clamav
+infra/local/install.sh system python apitest dynamodb clamav
 if ! infra/local/stack.sh status >/dev/null 2>&1; then
   infra/local/stack.sh start
   started=1
@@ -178,8 +179,26 @@ echo
 echo "== The integration API (http://127.0.0.1:$api_port/v1, docs/integrators.md): send, follow, download"
 api="http://127.0.0.1:$api_port"
 py="$(pec_venv_dir)/bin/python"
-key="$($pec apikey create --tenant studio-rossi --name "gestionale demo" --scopes send,read 2>/dev/null)"
-echo "  pec apikey create --tenant studio-rossi --scopes send,read -> ${key:0:21}… (shown once)"
+key="$($pec apikey create --tenant studio-rossi --name "gestionale demo" --scopes send,read,webhooks 2>/dev/null)"
+echo "  pec apikey create --tenant studio-rossi --scopes send,read,webhooks -> ${key:0:21}… (shown once)"
+# A webhook endpoint of the firm's software: tests/webhook_receiver.py verifies each delivery with
+# the Standard Webhooks reference library.
+hooks_dir="$PEC_STATE_DIR/demo-webhooks"
+rm -rf "$hooks_dir"; mkdir -p "$hooks_dir"; echo '{}' >"$hooks_dir/endpoints.json"
+"$(pec_apitest_venv_dir)/bin/python" tests/webhook_receiver.py "$hooks_dir" >"$hooks_dir/stdout" 2>"$hooks_dir/stderr" &
+receiver_pid=$!
+hook_port=""
+for _ in $(seq 1 100); do
+  hook_port="$(sed -n 's/^webhook-receiver: 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$hooks_dir/stdout")"
+  [ -n "$hook_port" ] && break
+  sleep 0.1
+done
+[ -n "$hook_port" ] || pec_die "the webhook receiver did not start: $(cat "$hooks_dir/stderr")"
+made="$(curl -sS -X POST "$api/v1/webhooks" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+  --data-binary "{\"url\":\"http://127.0.0.1:$hook_port/pec\",\"events\":[\"*\"]}")"
+hook_id="$(echo "$made" | "$py" -c 'import json,sys; d=json.load(sys.stdin); print(d["id"])')" || pec_die "POST /v1/webhooks: $made"
+echo "$made" | "$py" -c 'import json,sys; d=json.load(sys.stdin); json.dump({"/pec": {"secret": d["secret"], "mode": "ok"}}, open(sys.argv[1], "w"))' "$hooks_dir/endpoints.json"
+echo "  POST /v1/webhooks -> 201, $hook_id for http://127.0.0.1:$hook_port/pec, every event (secret whsec_… shown once)"
 body="$(printf '{"from":"%s","to":["%s"],"subject":"Inviata dal gestionale","text":"Documento allegato.","receipt":"completa"}' "$sender" "$recipient")"
 sent="$(curl -sS -X POST "$api/v1/messages" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$run" --data-binary "$body")"
 api_id="$(echo "$sent" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["id"])')" || pec_die "POST /v1/messages: $sent"
@@ -203,6 +222,24 @@ for e in d["evidence"]:
     print("    evidence %-18s %s" % (e["kind"], e["href"]))
 PY
 )"
+deadline=$((SECONDS + 30))
+delivered_hooks() { grep -c 'pec.message.delivered' "$hooks_dir/received.jsonl" 2>/dev/null || true; }
+until [ "$(delivered_hooks)" -ge 1 ] 2>/dev/null; do
+  [ "$SECONDS" -lt "$deadline" ] || pec_die "no delivered event reached the webhook within 30 s"
+  sleep 0.25
+done
+"$py" - "$hooks_dir/received.jsonl" <<'PY' || problems=$((problems + 1))
+import json, sys
+ok = True
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    body = json.loads(r["body"])
+    ok &= r["verified"]
+    print("  webhook %-34s webhook-id %s: %s, answered %s" % (
+        body["type"], r["id"][:16] + "…", "signature verified" if r["verified"] else "BAD SIGNATURE " + str(r["error"]), r["answered"]))
+sys.exit(0 if ok else 1)
+PY
+curl -sS -X DELETE "$api/v1/webhooks/$hook_id" -H "Authorization: Bearer $key" -o /dev/null -w "  DELETE /v1/webhooks/$hook_id -> %{http_code}\n"
 receipt="$PEC_STATE_DIR/demo-api-receipt.eml"
 curl -sS -o "$receipt" "$api$href" -H "Authorization: Bearer $key"
 if openssl smime -verify -purpose smimesign -CAfile "$pki/ca.pem" -in "$receipt" -out /dev/null 2>/dev/null; then

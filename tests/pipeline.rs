@@ -2510,11 +2510,453 @@ async fn access(ctx: &Ctx, gw: &Gateway) -> Result<()> {
     Ok(())
 }
 
+/// The webhook receiver (tests/webhook_receiver.py, verifying with the Standard Webhooks
+/// reference library); killed when dropped.
+struct Receiver {
+    child: std::process::Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Receiver {
+    fn start(venv: &std::path::Path, dir: &std::path::Path) -> Result<Receiver> {
+        use std::io::BufRead;
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("endpoints.json"), "{}")?;
+        let mut child = std::process::Command::new(venv.join("bin/python"))
+            .arg(repo_root().join("tests/webhook_receiver.py"))
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("receiver.stderr"))?)
+            .spawn()
+            .context("starting tests/webhook_receiver.py")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().context("no receiver stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let port = line
+            .trim()
+            .strip_prefix("webhook-receiver: ")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| a.port());
+        let Some(port) = port else {
+            let _ = child.kill();
+            bail!(
+                "the webhook receiver did not start ({line:?}): {}",
+                std::fs::read_to_string(dir.join("receiver.stderr")).unwrap_or_default()
+            );
+        };
+        Ok(Receiver {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn endpoints(&self, endpoints: &serde_json::Value) -> Result<()> {
+        // Written whole, then renamed: the receiver never reads half a file.
+        let tmp = self.dir.join("endpoints.json.tmp");
+        std::fs::write(&tmp, endpoints.to_string())?;
+        std::fs::rename(tmp, self.dir.join("endpoints.json"))?;
+        Ok(())
+    }
+
+    /// Every request received so far.
+    fn received(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.dir.join("received.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).context("a received.jsonl line"))
+            .collect()
+    }
+
+    fn on(&self, path: &str) -> Result<Vec<serde_json::Value>> {
+        Ok(self
+            .received()?
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .collect())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Webhooks end to end (issue #14): three subscriptions made through the API, one message sent;
+/// its three events (accepted, envelope dispatched, delivered) reach the receiver signed (the Standard Webhooks reference library verifies every
+/// one), each once; a 500 is retried and delivered; an endpoint that stays down is retried on
+/// the schedule (the local profile's 1, 2, 3 s), parked and announced on the parked queue,
+/// then replayed through the API once it is up, with the same webhook-id. Every queue message is
+/// handled twice at once (at-least-once delivery), and still each attempt is one POST. Another tenant's key
+/// finds none of it; a mailbox session may not manage webhooks.
+async fn webhooks_end_to_end(ctx: Arc<Ctx>) -> Result<()> {
+    program("curl")?;
+    let venv = apitest_venv()?;
+    let receiver = Receiver::start(&venv, &ctx.log_dir.join(unique("webhooks")))?;
+    // Every batch handled twice at once: a duplicate event or attempt request never POSTs again.
+    let mut gw = gateway(
+        &ctx,
+        "webhooks",
+        &["--api-port", "0", "--deliver-times", "2"],
+    )
+    .await?;
+    let result = webhooks_scene(&ctx, &gw, &receiver).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn webhooks_scene(ctx: &Ctx, gw: &Gateway, rx: &Receiver) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let port = loop {
+        match runner_port(&gw.runner, "api") {
+            Ok(p) => break p,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    // A tenant of its own: only this check's messages reach its subscriptions.
+    let tenant = unique("hooks");
+    ctx.pec(
+        &["tenant", "add", &tenant, "--name", "Webhooks check"],
+        None,
+    )
+    .await?;
+    let (s, r) = (ctx.address("ws"), ctx.address("wr"));
+    for m in [&s, &r] {
+        let args = [
+            "mailbox",
+            "create",
+            m,
+            "--tenant",
+            &tenant,
+            "--plan",
+            "standard",
+            "--password-stdin",
+            "--fast-hash",
+        ];
+        ctx.pec(&args, Some(&format!("{MAILBOX_PASSWORD}\n")))
+            .await?;
+    }
+    let apikey = |tenant: String, scopes: &'static str| async move {
+        let args = [
+            "apikey", "create", "--tenant", &tenant, "--name", "hooks", "--scopes", scopes,
+        ];
+        ctx.pec(&args, None).await.map(|k| k.trim().to_string())
+    };
+    let key = apikey(tenant.clone(), "send,read,webhooks").await?;
+    let foreign = apikey(unique("other"), "send,read,webhooks").await?;
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let json = "Content-Type: application/json";
+    let post = |path: &str, body: serde_json::Value, who: &str, want: u16| {
+        curl_json(
+            port,
+            path,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                json,
+                "-H",
+                &bearer(who),
+                "--data-binary",
+                &body.to_string(),
+            ],
+            want,
+        )
+    };
+
+    // Refused: a mailbox session, a bad URL.
+    let login = serde_json::json!({"address": s, "password": MAILBOX_PASSWORD});
+    let tokens = curl_json(
+        port,
+        "/v1/auth/login",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            json,
+            "--data-binary",
+            &login.to_string(),
+        ],
+        200,
+    )?;
+    let session = tokens["access_token"].as_str().context("no token")?;
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", rx.port);
+    post(
+        "/v1/webhooks",
+        serde_json::json!({"url": url("/ok")}),
+        session,
+        403,
+    )?;
+    let bad = post(
+        "/v1/webhooks",
+        serde_json::json!({"url": "ftp://x/"}),
+        &key,
+        422,
+    )?;
+    ensure!(bad["errors"][0]["pointer"] == "/url", "{bad}");
+
+    // Three endpoints: all events; deliveries only, flaky; acceptances only, down.
+    let mut subs = BTreeMap::new();
+    let mut endpoints = serde_json::Map::new();
+    for (path, events, mode) in [
+        ("/ok", serde_json::json!(["*"]), "ok"),
+        (
+            "/flaky",
+            serde_json::json!(["pec.message.delivered"]),
+            "flaky",
+        ),
+        ("/down", serde_json::json!(["pec.message.accepted"]), "down"),
+    ] {
+        let made = post(
+            "/v1/webhooks",
+            serde_json::json!({"url": url(path), "events": events}),
+            &key,
+            201,
+        )?;
+        let secret = made["secret"].as_str().context("no secret")?;
+        endpoints.insert(
+            path.into(),
+            serde_json::json!({"secret": secret, "mode": mode}),
+        );
+        subs.insert(path, made["id"].as_str().context("no id")?.to_string());
+    }
+    rx.endpoints(&serde_json::Value::Object(endpoints.clone()))?;
+    let listed = curl_json(port, "/v1/webhooks", &["-H", &bearer(&key)], 200)?;
+    ensure!(
+        listed["webhooks"].as_array().map(Vec::len) == Some(3)
+            && listed["webhooks"][0].get("secret").is_none(),
+        "{listed}"
+    );
+
+    // One message.
+    let send =
+        serde_json::json!({"from": s, "to": [r], "subject": "Con webhook", "text": "Corpo."});
+    let sent = post("/v1/messages", send, &key, 202)?;
+    let id = sent["id"].as_str().context("no id")?.to_string();
+
+    // /ok: the acceptance and the delivery, each once, every request verified.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rx.on("/ok")?;
+        let types: BTreeSet<String> = got
+            .iter()
+            .filter_map(|g| serde_json::from_str::<serde_json::Value>(g["body"].as_str()?).ok())
+            .filter_map(|b| b["type"].as_str().map(String::from))
+            .collect();
+        if types.contains("pec.message.accepted") && types.contains("pec.message.delivered") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "/ok did not get both events in 60 s: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // /down: 1 + 3 attempts, then parked.
+    let deliveries = |sub: &str| {
+        curl_json(
+            port,
+            &format!("/v1/webhooks/{sub}/deliveries"),
+            &["-H", &bearer(&key)],
+            200,
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (parked, flaky) = loop {
+        let down = deliveries(&subs["/down"])?;
+        let flaky = deliveries(&subs["/flaky"])?;
+        if down["deliveries"][0]["status"] == "parked"
+            && flaky["deliveries"][0]["status"] == "delivered"
+        {
+            break (
+                down["deliveries"][0].clone(),
+                flaky["deliveries"][0].clone(),
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not parked and delivered in 60 s: {down} {flaky}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let statuses = |d: &serde_json::Value| -> Vec<u64> {
+        d["log"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|a| a["status"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    ensure!(
+        parked["attempts"] == 4 && statuses(&parked) == [503, 503, 503, 503],
+        "{parked}"
+    );
+    ensure!(
+        flaky["attempts"] == 2 && statuses(&flaky) == [500, 204],
+        "{flaky}"
+    );
+    let got = rx.received()?;
+    ensure!(
+        got.iter().all(|g| g["verified"] == true),
+        "a delivery failed the Standard Webhooks verification: {got:?}"
+    );
+    // A message delivered inside this provider: accepted, its transport envelope, delivered.
+    for (path, want) in [("/ok", 3), ("/flaky", 2), ("/down", 4)] {
+        let on: Vec<&serde_json::Value> = got.iter().filter(|g| g["path"] == path).collect();
+        ensure!(
+            on.len() == want,
+            "{path}: {} requests, expected {want}: {on:?}",
+            on.len()
+        );
+    }
+    let ok_ids: BTreeSet<&str> = got
+        .iter()
+        .filter(|g| g["path"] == "/ok")
+        .filter_map(|g| g["id"].as_str())
+        .collect();
+    ensure!(ok_ids.len() == 3, "an event reached /ok twice: {got:?}");
+    let down_ids: BTreeSet<&str> = got
+        .iter()
+        .filter(|g| g["path"] == "/down")
+        .filter_map(|g| g["id"].as_str())
+        .collect();
+    ensure!(
+        down_ids.len() == 1 && down_ids.contains(parked["id"].as_str().unwrap_or_default()),
+        "every retry carries the delivery's id as webhook-id: {down_ids:?} {parked}"
+    );
+    let status = curl_json(
+        port,
+        &format!("/v1/messages/{id}"),
+        &["-H", &bearer(&key)],
+        200,
+    )?;
+    for g in &got {
+        let body: serde_json::Value = serde_json::from_str(g["body"].as_str().unwrap_or("null"))?;
+        ensure!(
+            body["data"]["identificativo"] == status["identificativo"]
+                && body["data"]["sender"].as_str().map(str::to_ascii_lowercase) == Some(s.clone()),
+            "a payload of another message: {body} (message {status})"
+        );
+    }
+    // The parked delivery is announced for the operator's alarm.
+    let parked_queue = ctx.stack.output("WebhookParkedQueueUrl")?;
+    let mut announced = false;
+    let until = Instant::now() + Duration::from_secs(10);
+    while !announced && Instant::now() < until {
+        let out = ctx
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(parked_queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for m in out.messages() {
+            if m.body()
+                .is_some_and(|b| b.contains(parked["id"].as_str().unwrap_or("?")))
+            {
+                announced = true;
+                ctx.aws
+                    .sqs
+                    .delete_message()
+                    .queue_url(parked_queue)
+                    .set_receipt_handle(m.receipt_handle().map(String::from))
+                    .send()
+                    .await?;
+            }
+        }
+    }
+    ensure!(
+        announced,
+        "the parked delivery was not announced on the parked queue"
+    );
+
+    // Another tenant finds none of it.
+    let foreign_h = bearer(&foreign);
+    let parked_id = parked["id"].as_str().context("no delivery id")?;
+    let replay = format!(
+        "/v1/webhooks/{}/deliveries/{parked_id}/replay",
+        subs["/down"]
+    );
+    curl_json(
+        port,
+        &format!("/v1/webhooks/{}", subs["/ok"]),
+        &["-H", &foreign_h],
+        404,
+    )?;
+    curl_json(
+        port,
+        &format!("/v1/webhooks/{}/deliveries", subs["/down"]),
+        &["-H", &foreign_h],
+        404,
+    )?;
+    post(&replay, serde_json::json!({}), &foreign, 404)?;
+    curl_json(
+        port,
+        &format!("/v1/webhooks/{}", subs["/ok"]),
+        &["-X", "DELETE", "-H", &foreign_h],
+        404,
+    )?;
+
+    // The endpoint is back: replayed, delivered with the same webhook-id.
+    endpoints.insert(
+        "/down".into(),
+        serde_json::json!({"secret": endpoints["/down"]["secret"], "mode": "ok"}),
+    );
+    rx.endpoints(&serde_json::Value::Object(endpoints))?;
+    post(&replay, serde_json::json!({}), &key, 202)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = deliveries(&subs["/down"])?;
+        if d["deliveries"][0]["status"] == "delivered" {
+            ensure!(
+                statuses(&d["deliveries"][0]) == [503, 503, 503, 503, 204],
+                "{d}"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the replay was not delivered in 30 s: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let last = rx.on("/down")?;
+    ensure!(
+        last.len() == 5 && last[4]["answered"] == 204 && last[4]["id"] == parked["id"],
+        "{last:?}"
+    );
+    post(&replay, serde_json::json!({}), &key, 409)?;
+
+    // Unsubscribed.
+    for sub in subs.values() {
+        curl(
+            port,
+            &format!("/v1/webhooks/{sub}"),
+            &["-X", "DELETE", "-H", &bearer(&key)],
+        )
+        .and_then(|(st, _)| {
+            ensure!(st == 204, "DELETE /v1/webhooks/{sub}: HTTP {st}");
+            Ok(())
+        })?;
+    }
+    let listed = curl_json(port, "/v1/webhooks", &["-H", &bearer(&key)], 200)?;
+    ensure!(
+        listed["webhooks"].as_array().is_some_and(Vec::is_empty),
+        "{listed}"
+    );
+    wait_drained(ctx, &gw.baseline, Duration::from_secs(20)).await?;
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     mailbox_access_with_real_clients,
     integration_api,
     api_contract,
+    webhooks_end_to_end,
     events_reach_the_event_bus,
     every_message_delivered_three_times,
     chaos_runner_killed_at_random_points,

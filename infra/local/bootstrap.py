@@ -39,6 +39,14 @@ PARTITION = "aws"
 API_LOCALLY = "pec-runner hosts the api function's router on a local port (--api-port); API Gateway is not emulated"
 EDGE_LOCALLY = "the edge service runs in pec-runner locally (--smtp-port, --imap-port, --pop3-port), not on ECS"
 
+SCHEDULE_LOCALLY = "schedules are driven by the local runner's injectable clock"
+
+# Parameters every local stack gets (the emulators only: main refuses a real account), unless
+# --parameter says otherwise: webhook receivers in tests and the demo listen on 127.0.0.1, and
+# webhook retries come after 1, 2 and 3 seconds (AWS: 5 s to 10 h, 27.6 h in all) so that a
+# parked delivery and its replay can be seen in a test.
+LOCAL_PROFILE = {"WebhookPrivateTargets": "allow", "WebhookRetrySchedule": "1,2,3"}
+
 SKIPPED = {
     "AWS::SQS::QueuePolicy": "LocalStack does not enforce resource policies (applied in AWS only)",
     "AWS::CloudWatch::Alarm": "CloudWatch is not emulated here; tests read dead-letter queue depth directly",
@@ -48,7 +56,6 @@ SKIPPED = {
     "AWS::IAM::Role": "IAM is not enforced locally",
     "AWS::IAM::Policy": "IAM is not enforced locally",
     "AWS::Logs::LogGroup": "local functions log to the runner's output",
-    "AWS::Events::Rule": "schedules are driven by the local runner's injectable clock",
     "AWS::Scheduler::Schedule": "schedules are driven by the local runner's injectable clock",
     "AWS::SES::ReceiptRuleSet": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
     "AWS::SES::ReceiptRule": "SES receipt rules never execute in LocalStack; inbound mail is written to S3 directly",
@@ -320,6 +327,7 @@ class Creator:
         "AWS::KMS::Key": "key",
         "AWS::KMS::Alias": "alias",
         "AWS::Events::EventBus": "event_bus",
+        "AWS::Events::Rule": "rule",
         "AWS::SNS::Topic": "topic",
         "AWS::SES::EmailIdentity": "email_identity",
     }
@@ -479,6 +487,18 @@ class Creator:
             arn = self.events.describe_event_bus(Name=name)["Arn"]
         return {"Ref": name, "Arn": arn, "Name": name}
 
+    def rule(self, logical: str, p: dict) -> dict:
+        """An event-pattern rule on a bus, with its targets (LocalStack delivers to SQS targets).
+        Schedule rules never reach here: check_coverage skips them (the runner's clock)."""
+        name = p.get("Name") or f"{self.stack}-{logical}"
+        bus = p.get("EventBusName", "default")
+        arn = self.events.put_rule(Name=name, EventBusName=bus, EventPattern=json.dumps(p["EventPattern"]),
+                                   State=p.get("State", "ENABLED"))["RuleArn"]
+        targets = [{"Id": t["Id"], "Arn": t["Arn"]} for t in p.get("Targets", [])]
+        if targets:
+            self.events.put_targets(Rule=name, EventBusName=bus, Targets=targets)
+        return {"Ref": name, "Arn": arn}
+
     def email_identity(self, logical: str, p: dict) -> dict:
         """A domain (or address) SES may send from. LocalStack's SendRawEmail refuses a Source that
         is neither a verified address nor in a verified domain; its verification succeeds at once
@@ -547,6 +567,8 @@ def check_coverage(transformed: dict, handled: set[str],
             raise BootstrapError(f"resource {logical}: condition {condition} is not defined in Conditions")
         if condition is not None and not conditions[condition]:
             rows.append((logical, rtype, f"skip: condition {condition} is false"))
+        elif rtype == "AWS::Events::Rule" and "ScheduleExpression" in res.get("Properties", {}):
+            rows.append((logical, rtype, "skip: " + SCHEDULE_LOCALLY))
         elif rtype in handled:
             rows.append((logical, rtype, "create"))
         else:
@@ -629,7 +651,8 @@ def function_crates(repo: str) -> set[str]:
     for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
         manifest = os.path.join(base, entry, "Cargo.toml")
         if os.path.isfile(manifest):
-            text = open(manifest, encoding="utf-8").read()
+            with open(manifest, encoding="utf-8") as f:
+                text = f.read()
             bins = re.findall(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', text)
             names.update(bins or re.findall(r'^name\s*=\s*"([^"]+)"', text, re.M)[:1])
     return names
@@ -735,6 +758,11 @@ def main(argv: list[str]) -> int:
     if not os.environ.get("AWS_ENDPOINT_URL") or not os.environ.get("AWS_ENDPOINT_URL_DYNAMODB"):
         raise BootstrapError("AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_DYNAMODB must point at the emulators "
                              "(eval \"$(infra/local/stack.sh env)\"); refusing to touch a real account")
+    # The local profile, then the command line (re-resolved: the check above used the defaults).
+    overrides = {**{k: v for k, v in LOCAL_PROFILE.items() if k in original.get("Parameters", {})}, **overrides}
+    params = parameters_from(original, overrides)
+    resolver = Resolver(args.stack_name, region, params)
+    conditions = evaluate_conditions(transformed, resolver)
     creator = Creator(args.stack_name, region)
     handlers = creator.handlers()
     resources = transformed["Resources"]

@@ -50,6 +50,12 @@ class OfflineCreator:
     def event_bus(self, logical, p):
         return {"Ref": p["Name"], "Arn": f"arn:aws:events:{REGION}:{bootstrap.ACCOUNT}:event-bus/{p['Name']}", "Name": p["Name"]}
 
+    def rule(self, logical, p):
+        name = p.get("Name") or f"{STACK}-{logical}"
+        bus = p.get("EventBusName", "default")
+        path = name if bus == "default" else f"{bus}/{name}"
+        return {"Ref": name, "Arn": f"arn:aws:events:{REGION}:{bootstrap.ACCOUNT}:rule/{path}"}
+
     def email_identity(self, logical, p):
         return {"Ref": p["EmailIdentity"]}
 
@@ -63,7 +69,8 @@ def offline_stack(original: dict, transformed: dict) -> iam_check.Stack:
     resolver = bootstrap.Resolver(STACK, REGION, params)
     creator = OfflineCreator()
     resources = transformed["Resources"]
-    for logical in bootstrap.creation_order(resources):
+    conditions = bootstrap.evaluate_conditions(transformed, resolver)
+    for logical in bootstrap.to_create(transformed, set(bootstrap.Creator.HANDLERS), conditions):
         method = bootstrap.Creator.HANDLERS.get(resources[logical]["Type"])
         if method:
             props = resolver.resolve(resources[logical].get("Properties", {}))

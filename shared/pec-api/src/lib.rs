@@ -12,6 +12,8 @@
 //! | `GET /v1/messages/{id}` | state per recipient and the evidence list |
 //! | `GET /v1/messages/{id}/evidence/{name}` | one receipt: the signed `.eml`, or JSON |
 //! | `GET /v1/mailboxes/{address}[/folders[/{folder}/messages[/{uid}[/raw]]]]` | mailboxes |
+//! | `POST/GET /v1/webhooks`, `GET/DELETE /v1/webhooks/{id}` | webhook subscriptions |
+//! | `GET /v1/webhooks/{id}/deliveries`, `POST .../deliveries/{d}/replay` | delivery log, replay |
 //! | `GET /v1/openapi.json` | this API's OpenAPI 3.1 document |
 //!
 //! **Who may do what.** A bearer token is either a mailbox session (`pat_…`, from
@@ -31,12 +33,15 @@ pub mod messages;
 pub mod openapi;
 pub mod problem;
 pub mod send;
+pub mod webhooks;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use pec_ports::QueueSender;
+use pec_ports::webhooks::WebhookStore;
 use pec_ports::{
     AccessStore, ConfigError, Env, LoginThrottle, MailStore, MemoryThrottle, ObjectStore,
     StateStore, ThrottlePolicy,
@@ -54,31 +59,42 @@ pub trait Backend: Send + Sync + 'static {
     type Access: AccessStore + 'static;
     type Objects: ObjectStore + 'static;
     type Mail: MailStore + 'static;
+    type Hooks: WebhookStore + 'static;
+    type Queue: QueueSender + 'static;
     fn state(&self) -> &Self::State;
     fn access(&self) -> &Self::Access;
     fn objects(&self) -> &Self::Objects;
     fn mail(&self) -> &Self::Mail;
+    fn hooks(&self) -> &Self::Hooks;
+    /// Where webhook replays are queued.
+    fn queue(&self) -> &Self::Queue;
 }
 
-/// The four stores as one [`Backend`] (in AWS, `state` and `access` are the same table).
-pub struct Stores<S, A, O, M> {
+/// The stores as one [`Backend`] (in AWS, `state`, `access` and `hooks` are the same table).
+pub struct Stores<S, A, O, M, W, Q> {
     pub state: S,
     pub access: A,
     pub objects: O,
     pub mail: M,
+    pub hooks: W,
+    pub queue: Q,
 }
 
-impl<S, A, O, M> Backend for Stores<S, A, O, M>
+impl<S, A, O, M, W, Q> Backend for Stores<S, A, O, M, W, Q>
 where
     S: StateStore + 'static,
     A: AccessStore + 'static,
     O: ObjectStore + 'static,
     M: MailStore + 'static,
+    W: WebhookStore + 'static,
+    Q: QueueSender + 'static,
 {
     type State = S;
     type Access = A;
     type Objects = O;
     type Mail = M;
+    type Hooks = W;
+    type Queue = Q;
     fn state(&self) -> &S {
         &self.state
     }
@@ -90,6 +106,12 @@ where
     }
     fn mail(&self) -> &M {
         &self.mail
+    }
+    fn hooks(&self) -> &W {
+        &self.hooks
+    }
+    fn queue(&self) -> &Q {
+        &self.queue
     }
 }
 
@@ -117,6 +139,11 @@ pub struct Settings {
     /// The cost of the hash an unknown login name is checked against (it must cost what a
     /// real mailbox's check costs: production; tests use the fast one).
     pub login_cost: pec_submit::HashCost,
+    /// `PEC_WEBHOOK_QUEUE_URL`: where a replayed webhook delivery's first attempt is queued.
+    pub webhook_queue_url: String,
+    /// `PEC_WEBHOOK_PRIVATE_TARGETS=allow`: webhook URLs may be `http://` and on internal
+    /// addresses (the local profile only).
+    pub webhook_private_targets: bool,
 }
 
 impl Settings {
@@ -134,6 +161,8 @@ impl Settings {
                 "PEC_TRUST_ANCHORS_KEY",
                 pec_ports::keys::DEFAULT_TRUST_ANCHORS_KEY,
             ),
+            webhook_queue_url: env.required("PEC_WEBHOOK_QUEUE_URL")?,
+            webhook_private_targets: env.or("PEC_WEBHOOK_PRIVATE_TARGETS", "refuse") == "allow",
             ..Settings::local("")
         })
     }
@@ -151,6 +180,8 @@ impl Settings {
             idempotency_ttl: chrono::Duration::hours(24),
             max_message_bytes: 100 * 1024 * 1024,
             login_cost: pec_submit::HashCost::Production,
+            webhook_queue_url: "webhooks".into(),
+            webhook_private_targets: false,
         }
     }
 }
@@ -211,6 +242,22 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/raw",
             get(mailbox::raw::<B>),
         )
+        .route(
+            "/v1/webhooks",
+            post(webhooks::create::<B>).get(webhooks::list::<B>),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_one::<B>).delete(webhooks::delete::<B>),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries",
+            get(webhooks::deliveries::<B>),
+        )
+        .route(
+            "/v1/webhooks/{id}/deliveries/{delivery}/replay",
+            post(webhooks::replay::<B>),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -244,13 +291,14 @@ mod tests;
 pub mod aws {
     use std::sync::Arc;
 
-    use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store};
+    use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store, SqsSender};
     use pec_ports::{ConfigError, Env};
 
     use crate::{App, Settings, Stores};
 
     /// The API's stores in AWS.
-    pub type AwsStores = Stores<DynamoState, DynamoState, S3Store, DynamoMailStore<S3Store>>;
+    pub type AwsStores =
+        Stores<DynamoState, DynamoState, S3Store, DynamoMailStore<S3Store>, DynamoState, SqsSender>;
 
     /// The application over `aws` (clients built for [`crate::TEMPLATE_ID`]), configured from
     /// `env` (`PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_MAILBOX_BUCKET` and [`Settings`]).
@@ -262,6 +310,8 @@ pub mod aws {
         let state = DynamoState::new(aws.dynamodb.clone(), &table, &log_table);
         let stores = Stores {
             access: state.clone(),
+            hooks: state.clone(),
+            queue: SqsSender::new(aws.sqs.clone()),
             state,
             objects: S3Store::new(aws.s3.clone()),
             mail: DynamoMailStore::new(

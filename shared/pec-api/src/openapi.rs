@@ -26,12 +26,19 @@ use utoipa::{Modify, OpenApi};
         crate::mailbox::list,
         crate::mailbox::message,
         crate::mailbox::raw,
+        crate::webhooks::create,
+        crate::webhooks::list,
+        crate::webhooks::get_one,
+        crate::webhooks::delete,
+        crate::webhooks::deliveries,
+        crate::webhooks::replay,
     ),
     modifiers(&Bearer),
     tags(
         (name = "auth", description = "Mailbox sessions"),
         (name = "messages", description = "Sending and following PEC"),
         (name = "mailboxes", description = "Reading mailboxes"),
+        (name = "webhooks", description = "Signed event deliveries (Standard Webhooks) to the tenant's endpoints"),
     )
 )]
 pub struct ApiDoc;

@@ -9,15 +9,18 @@ use chrono::{TimeZone, Utc};
 use http_body_util::BodyExt;
 use pec_core::plan::Plan;
 use pec_ports::access::{AccessStore, Scope};
+use pec_ports::webhooks::MemoryWebhooks;
 use pec_ports::{
-    Mailbox, MemoryAccess, MemoryMailStore, MemoryState, MemoryStore, ObjectStore, StateStore,
+    Mailbox, MemoryAccess, MemoryMailStore, MemoryOutbox, MemoryState, MemoryStore, ObjectStore,
+    StateStore,
 };
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::{App, Settings, Stores, router};
 
-type Mem = Stores<MemoryState, MemoryAccess, MemoryStore, MemoryMailStore>;
+type Mem =
+    Stores<MemoryState, MemoryAccess, MemoryStore, MemoryMailStore, MemoryWebhooks, MemoryOutbox>;
 
 struct World {
     app: Arc<App<Mem>>,
@@ -39,6 +42,8 @@ async fn world() -> World {
         access: MemoryAccess::new(),
         objects: MemoryStore::new(),
         mail: MemoryMailStore::new(),
+        hooks: MemoryWebhooks::new(),
+        queue: MemoryOutbox::default(),
     };
     let hash = pec_submit::hash_password_with("segreta", pec_submit::HashCost::Fast).unwrap();
     for (address, tenant, locked) in [
@@ -948,4 +953,202 @@ async fn evidence_of_other_providers_and_viruses() {
     .json();
     assert_eq!(j["signature"]["verdict"], "not-checked");
     assert_eq!(j["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test]
+async fn webhooks_subscribe_list_log_replay_and_delete() {
+    use pec_ports::webhooks::{Delivery, DeliveryStatus, WebhookStore};
+    let w = world().await;
+    // Only a tenant key with the webhooks scope manages them.
+    let s = login(&w, A1).await;
+    let token = s["access_token"].as_str().unwrap();
+    let hook = json!({"url": "https://erp.example.it/pec"});
+    post_json(&w, "/v1/webhooks", Some(token), hook.clone())
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    post_json(&w, "/v1/webhooks", Some(&w.key_a_read), hook.clone())
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    // Bad URLs and event types, each named.
+    for (body, pointer) in [
+        (json!({"url": "http://erp.example.it/pec"}), "/url"),
+        (json!({"url": "https://127.0.0.1/x"}), "/url"),
+        (json!({"url": "https://169.254.169.254/latest"}), "/url"),
+        (json!({"url": "https://user:pw@erp.example.it/"}), "/url"),
+        (
+            json!({"url": "https://erp.example.it/", "events": []}),
+            "/events",
+        ),
+        (
+            json!({"url": "https://erp.example.it/", "events": ["pec.message.delivered", "pec.nope"]}),
+            "/events/1",
+        ),
+    ] {
+        let a = post_json(&w, "/v1/webhooks", Some(&w.key_a), body.clone()).await;
+        a.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+        assert_eq!(a.json()["errors"][0]["pointer"], pointer, "{body}");
+    }
+    // Created: the secret once, then never again.
+    let a = post_json(
+        &w,
+        "/v1/webhooks",
+        Some(&w.key_a),
+        json!({"url": "https://erp.example.it/pec", "events": ["pec.message.delivered", "pec.message.delivered"]}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.json());
+    let created = a.json();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("wh_"));
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(created["events"], json!(["pec.message.delivered"]));
+    let listed = get(&w, "/v1/webhooks", &w.key_a).await.json();
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1);
+    assert!(listed["webhooks"][0].get("secret").is_none());
+    let one = get(&w, &format!("/v1/webhooks/{id}"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(one["url"], "https://erp.example.it/pec");
+    assert!(one.get("secret").is_none());
+    // Another tenant sees nothing of it.
+    assert!(
+        get(&w, "/v1/webhooks", &w.key_b).await.json()["webhooks"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    for uri in [
+        format!("/v1/webhooks/{id}"),
+        format!("/v1/webhooks/{id}/deliveries"),
+    ] {
+        get(&w, &uri, &w.key_b)
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    call(
+        &w,
+        Method::DELETE,
+        &format!("/v1/webhooks/{id}"),
+        Some(&w.key_b),
+        None,
+        vec![],
+        &[],
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    // A parked delivery is listed with its attempts and replayed once.
+    let hooks = &w.app.backend.hooks;
+    let now = (w.app.clock)();
+    let parked = Delivery {
+        id: "msg_0123".into(),
+        subscription: id.clone(),
+        tenant: "a".into(),
+        event_id: "ev1".into(),
+        event_type: "pec.message.delivered".into(),
+        payload: "{}".into(),
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        log: vec![],
+        next_attempt_at: Some(now),
+        created_at: now,
+        started_at: None,
+    };
+    hooks.create_delivery(&parked).await.unwrap();
+    hooks
+        .start_attempt("msg_0123", 1, now, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = pec_ports::webhooks::Attempt {
+        at: now,
+        status: Some(503),
+        error: Some("HTTP 503".into()),
+        duration_ms: 12,
+    };
+    hooks
+        .finish_attempt("msg_0123", &failed, DeliveryStatus::Parked, None)
+        .await
+        .unwrap();
+    let log = get(&w, &format!("/v1/webhooks/{id}/deliveries"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(log["deliveries"][0]["status"], "parked");
+    assert_eq!(log["deliveries"][0]["log"][0]["status"], 503);
+    get(
+        &w,
+        &format!("/v1/webhooks/{id}/deliveries?limit=0"),
+        &w.key_a,
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST, "bad-limit");
+    let replay = format!("/v1/webhooks/{id}/deliveries/msg_0123/replay");
+    post_json(&w, &replay, Some(&w.key_b), json!({}))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let a = post_json(&w, &replay, Some(&w.key_a), json!({})).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json());
+    assert_eq!(a.json()["status"], "pending");
+    let queued = w.app.backend.queue.take("webhooks");
+    assert_eq!(queued.len(), 1);
+    assert!(
+        queued[0].contains("\"delivery\":\"msg_0123\""),
+        "{queued:?}"
+    );
+    // Once delivered it is no longer replayable.
+    hooks
+        .start_attempt("msg_0123", 1, now, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let ok = pec_ports::webhooks::Attempt {
+        at: now,
+        status: Some(204),
+        error: None,
+        duration_ms: 3,
+    };
+    hooks
+        .finish_attempt("msg_0123", &ok, DeliveryStatus::Delivered, None)
+        .await
+        .unwrap();
+    post_json(&w, &replay, Some(&w.key_a), json!({}))
+        .await
+        .problem(StatusCode::CONFLICT, "not-parked");
+    // Deleted: gone.
+    let a = call(
+        &w,
+        Method::DELETE,
+        &format!("/v1/webhooks/{id}"),
+        Some(&w.key_a),
+        None,
+        vec![],
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    get(&w, &format!("/v1/webhooks/{id}"), &w.key_a)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+}
+
+#[tokio::test]
+async fn webhooks_are_limited_per_tenant() {
+    let w = world().await;
+    for _ in 0..crate::webhooks::MAX_SUBSCRIPTIONS {
+        let a = post_json(
+            &w,
+            "/v1/webhooks",
+            Some(&w.key_b),
+            json!({"url": "https://x.example/h"}),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED);
+    }
+    post_json(
+        &w,
+        "/v1/webhooks",
+        Some(&w.key_b),
+        json!({"url": "https://x.example/h"}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "too-many-webhooks");
 }

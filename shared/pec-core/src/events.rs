@@ -51,6 +51,20 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every kind, in the order of the PEC flow.
+    pub const ALL: [EventType; 10] = [
+        EventType::MessageAccepted,
+        EventType::MessageRejected,
+        EventType::VirusDetected,
+        EventType::EnvelopeDispatched,
+        EventType::EnvelopeReceived,
+        EventType::TakenInCharge,
+        EventType::MessageDelivered,
+        EventType::MessageNotDelivered,
+        EventType::DeliveryTimeout,
+        EventType::AnomalyDelivered,
+    ];
+
     /// The EventBridge `DetailType`.
     pub fn detail_type(self) -> &'static str {
         match self {

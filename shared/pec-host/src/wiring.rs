@@ -1,6 +1,7 @@
 //! Each step over the AWS adapters, from its environment. The environment variables each step
 //! reads are listed on its builder; template.yaml sets them, the local runner passes the same.
 
+use pec_aws::webhooks::HttpsWebhooks;
 use pec_aws::{
     AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Store, SesTransport, SqsSender,
 };
@@ -11,6 +12,7 @@ use pec_pipeline::scan::ScanStep;
 use pec_pipeline::scan::metrics::EmfStdout;
 use pec_pipeline::sign::SignStep;
 use pec_pipeline::timers::Timers;
+use pec_pipeline::webhooks::Webhooks;
 use pec_pipeline::{Settings, SettingsError};
 use pec_ports::{ConfigError, Env};
 
@@ -32,6 +34,8 @@ pub enum WiringError {
     Kms(#[from] pec_aws::KmsError),
     #[error("starting clamd: {0}")]
     Clamd(#[from] LaunchError),
+    #[error("the webhook client: {0}")]
+    Webhooks(std::io::Error),
     #[error(
         "the runner does not know the template function {0}: register it in pec_host::wiring::by_function"
     )]
@@ -160,6 +164,39 @@ pub async fn timers(
     ))
 }
 
+/// The webhooks step: `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (mailboxes, subscriptions,
+/// deliveries), `PEC_WEBHOOK_QUEUE_URL` (retries go back on it), `PEC_WEBHOOK_PARKED_QUEUE_URL`
+/// (deliveries that exhausted the schedule), `PEC_WEBHOOK_PRIVATE_TARGETS` (`allow` lets
+/// endpoints on loopback and private addresses, over plain HTTP too: the local profile only;
+/// anything else refuses them), `PEC_WEBHOOK_RETRY_SCHEDULE` (seconds before each retry,
+/// comma-separated; default `pec_ports::webhooks::BACKOFF`).
+pub async fn webhooks(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<Webhooks<DynamoState, DynamoState, HttpsWebhooks, SqsSender>, WiringError> {
+    let allow_private = env.or("PEC_WEBHOOK_PRIVATE_TARGETS", "refuse") == "allow";
+    let schedule = match env.optional("PEC_WEBHOOK_RETRY_SCHEDULE") {
+        None => pec_ports::webhooks::BACKOFF.to_vec(),
+        Some(value) => pec_ports::webhooks::parse_schedule(&value).map_err(|reason| {
+            ConfigError::Malformed {
+                name: "PEC_WEBHOOK_RETRY_SCHEDULE".into(),
+                value,
+                reason,
+            }
+        })?,
+    };
+    let state = state(&aws, &env)?;
+    Ok(Webhooks {
+        schedule,
+        hooks: state.clone(),
+        state,
+        client: HttpsWebhooks::new(allow_private).map_err(WiringError::Webhooks)?,
+        queue: SqsSender::new(aws.sqs.clone()),
+        queue_url: env.required("PEC_WEBHOOK_QUEUE_URL")?,
+        parked_queue_url: env.required("PEC_WEBHOOK_PARKED_QUEUE_URL")?,
+    })
+}
+
 /// The step of a template function (its logical id), built from `env` exactly as its Lambda
 /// `main` builds it. Every function crate is registered here (the local runner's registry).
 /// Its clients are the function's own ([`AwsClients::for_function`]): with `PEC_AWS_CALL_LOG`
@@ -178,6 +215,7 @@ pub async fn by_function(
         "DeliverFunction" => BoxedStep::new(deliver(aws, env).await?),
         "ReceiptsFunction" => BoxedStep::new(receipts(aws, env).await?),
         "TimersFunction" => BoxedStep::new(timers(aws, env).await?),
+        "WebhooksFunction" => BoxedStep::new(webhooks(aws, env).await?),
         other => return Err(WiringError::UnknownFunction(other.to_string())),
     })
 }

@@ -22,27 +22,13 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
 use pec_core::events::{EVENT_SOURCE, PecEvent};
 use pec_ports::webhooks::{
-    Attempt, Delivery, DeliveryStatus, Post, STALE_ATTEMPT, WebhookClient, WebhookStore, backoff,
-    delivery_id, sign,
+    Attempt, Delivery, DeliveryStatus, Post, STALE_ATTEMPT, WebhookClient, WebhookStore,
+    backoff_in, delivery_id, sign,
 };
+pub use pec_ports::webhooks::{AttemptRequest, attempt_message};
 use pec_ports::{QueueSender, StateStore};
-use serde::{Deserialize, Serialize};
 
 use crate::StepError;
-
-/// An attempt request on the webhook queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttemptRequest {
-    pub delivery: String,
-    /// 1-based.
-    pub attempt: u32,
-    pub not_before: DateTime<Utc>,
-}
-
-/// The queue message form of [`AttemptRequest`].
-pub fn attempt_message(r: &AttemptRequest) -> String {
-    serde_json::json!({ "webhook_attempt": r }).to_string()
-}
 
 /// What the step needs.
 pub struct Webhooks<Db, W, C, Q> {
@@ -54,6 +40,8 @@ pub struct Webhooks<Db, W, C, Q> {
     pub queue_url: String,
     /// Where parked deliveries are announced (a dead-letter queue with an alarm).
     pub parked_queue_url: String,
+    /// Seconds before each retry ([`pec_ports::webhooks::BACKOFF`] unless configured).
+    pub schedule: Vec<i64>,
 }
 
 impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks<Db, W, C, Q> {
@@ -217,7 +205,7 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
                 .await?;
             return Ok(());
         }
-        let retry = sub.as_ref().and(backoff(n + 1));
+        let retry = sub.as_ref().and(backoff_in(&self.schedule, n + 1));
         match retry {
             Some(delay) => {
                 let next = AttemptRequest {
@@ -261,7 +249,7 @@ mod tests {
     use chrono::TimeZone;
     use pec_core::events::{EventType, Recipient};
     use pec_core::plan::Plan;
-    use pec_ports::webhooks::{MemoryHooks, MemoryWebhooks, Subscription};
+    use pec_ports::webhooks::{MemoryHooks, MemoryWebhooks, Subscription, backoff};
     use pec_ports::{Mailbox, MemoryOutbox, MemoryState};
 
     const Q: &str = "q";
@@ -315,6 +303,7 @@ mod tests {
             queue: MemoryOutbox::default(),
             queue_url: Q.into(),
             parked_queue_url: PARKED.into(),
+            schedule: pec_ports::webhooks::BACKOFF.to_vec(),
         }
     }
 

@@ -94,10 +94,49 @@ pub struct Delivery {
 /// immediate): the last attempt comes 27 h 35 min after the first.
 pub const BACKOFF: [i64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
-/// The delay before attempt `next` (2-based), `None` when the schedule is over.
+/// The delay before attempt `next` (2-based) on [`BACKOFF`], `None` when the schedule is over.
 pub fn backoff(next: u32) -> Option<Duration> {
+    backoff_in(&BACKOFF, next)
+}
+
+/// The delay before attempt `next` (2-based) on `schedule` (seconds between attempts).
+pub fn backoff_in(schedule: &[i64], next: u32) -> Option<Duration> {
     let i = usize::try_from(next.checked_sub(2)?).ok()?;
-    BACKOFF.get(i).map(|s| Duration::seconds(*s))
+    schedule.get(i).map(|s| Duration::seconds(*s))
+}
+
+/// A retry schedule from its configuration form, seconds separated by commas
+/// (`5,300,1800,...`): 1 to 20 delays, each from 1 second to 24 hours.
+pub fn parse_schedule(text: &str) -> Result<Vec<i64>, String> {
+    let delays: Vec<i64> = text
+        .split(',')
+        .map(|d| {
+            d.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .ok_or_else(|| format!("{d:?} is not a delay of 1 to 86400 seconds"))
+        })
+        .collect::<Result<_, _>>()?;
+    if delays.len() > 20 {
+        return Err(format!("{} retries: at most 20", delays.len()));
+    }
+    Ok(delays)
+}
+
+/// An attempt request on the webhook queue: the webhooks step enqueues one for each retry,
+/// the API for a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRequest {
+    pub delivery: String,
+    /// 1-based.
+    pub attempt: u32,
+    pub not_before: DateTime<Utc>,
+}
+
+/// The queue message form of [`AttemptRequest`]: `{"webhook_attempt": {...}}`.
+pub fn attempt_message(r: &AttemptRequest) -> String {
+    serde_json::json!({ "webhook_attempt": r }).to_string()
 }
 
 /// An attempt that started this long ago without an outcome is taken as crashed.
@@ -123,6 +162,40 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Option<Strin
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
     Some(format!("v1,{}", engine.encode(mac.finalize().into_bytes())))
+}
+
+/// Whether `url` may be subscribed: `https://` (or `http://` where private targets are
+/// allowed), with a host; literal internal addresses and `localhost` are refused at once (names
+/// are checked again, resolved, at every connection: `pec_aws::webhooks`).
+pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
+    if url.len() > 2048 {
+        return Err("the URL is longer than 2048 characters".into());
+    }
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if allow_private => {}
+        _ => return Err("the URL must be https://".into()),
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or("the URL has no host")?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("the URL must not carry credentials".into());
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>()
+        && !allow_private
+        && is_internal(ip)
+    {
+        return Err(format!("{ip} is an internal address"));
+    }
+    let lower = host.to_ascii_lowercase();
+    if !allow_private && (lower == "localhost" || lower.ends_with(".localhost")) {
+        return Err("localhost is not reachable from here".into());
+    }
+    Ok(())
 }
 
 /// Addresses a webhook may never reach outside the local profile: loopback, private,
@@ -383,6 +456,46 @@ impl WebhookClient for MemoryHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_that_may_be_subscribed() {
+        assert!(check_url("https://erp.example.it/pec", false).is_ok());
+        for bad in [
+            "http://erp.example.it/",
+            "https://127.0.0.1/x",
+            "https://10.1.2.3/x",
+            "https://[::1]/",
+            "https://[fd00::1]/",
+            "https://169.254.169.254/latest",
+            "https://100.64.0.1/",
+            "https://localhost/",
+            "https://a.localhost/",
+            "https://user:pw@erp.example.it/",
+            "ftp://x/",
+            "nope",
+            "",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url(&format!("https://e.it/{}", "a".repeat(2100)), false).is_err());
+        assert!(check_url("http://127.0.0.1:8080/hook", true).is_ok());
+    }
+
+    #[test]
+    fn retry_schedules() {
+        assert_eq!(parse_schedule("5,300, 1800"), Ok(vec![5, 300, 1800]));
+        for bad in ["", "0", "5,,6", "-1", "86401", "x"] {
+            assert!(parse_schedule(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_schedule(&vec!["1"; 21].join(",")).is_err());
+        // The default: 8 attempts over 27.6 hours.
+        assert_eq!(backoff(1), None);
+        assert_eq!(backoff(2), Some(Duration::seconds(5)));
+        assert_eq!(backoff(9), None);
+        assert_eq!(BACKOFF.iter().sum::<i64>(), 99_305);
+        assert_eq!(backoff_in(&[1, 2], 3), Some(Duration::seconds(2)));
+        assert_eq!(backoff_in(&[1, 2], 4), None);
+    }
 
     /// The example of the Standard Webhooks specification (standard-webhooks/spec).
     #[test]
