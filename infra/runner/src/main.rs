@@ -88,6 +88,10 @@ struct Args {
     /// 127.0.0.1:PORT (0: any free port; printed as `pec-runner: api 127.0.0.1:<port>`).
     #[arg(long, value_name = "PORT")]
     api_port: Option<u16>,
+    /// Override the API's per-credential rate limit (the template's ApiRequestsPerMinute): the
+    /// contract check sends thousands of requests a minute with one key.
+    #[arg(long, value_name = "N")]
+    api_requests_per_minute: Option<u32>,
 }
 
 /// The api function's router over the stack, served on 127.0.0.1 as API Gateway would invoke
@@ -452,7 +456,13 @@ async fn main() -> Result<()> {
         None => None,
     };
     let api = match (args.api_port, &api_env) {
-        (Some(port), Some(env)) => Some(start_api(&aws, env, port, gateway_stop.clone()).await?),
+        (Some(port), Some(env)) => {
+            let mut env = env.clone();
+            if let Some(n) = args.api_requests_per_minute {
+                env.insert("PEC_API_REQUESTS_PER_MINUTE".into(), n.to_string());
+            }
+            Some(start_api(&aws, &env, port, gateway_stop.clone()).await?)
+        }
         (Some(_), None) => bail!("--api-port: the template has no {}", pec_api::TEMPLATE_ID),
         _ => None,
     };

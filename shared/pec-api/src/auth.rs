@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use pec_ports::access::{AccessStore, ApiKey, Scope, Session, SessionKind, secret_hash};
 use pec_ports::{LoginVerdict, Mailbox, StateStore};
 use pec_submit::{PasswordCheck as Check, check_password, dummy_hash};
@@ -108,11 +108,45 @@ pub(crate) async fn mailbox_of<B: Backend>(
         .ok_or_else(|| Problem::not_found(format!("no mailbox {address:?}")))
 }
 
-/// Authenticates the request's `Authorization: Bearer …`.
+/// Authenticates the request's `Authorization: Bearer …` and counts it against the caller's
+/// rate limit ([`crate::Settings::requests_per_minute`]: `429` with `Retry-After` beyond).
 pub async fn principal<B: Backend>(
     app: &App<B>,
     headers: &HeaderMap,
 ) -> Result<Principal, Problem> {
+    let who = authenticate(app, headers).await?;
+    let now = app.now();
+    let caller = match &who {
+        Principal::Key { id, .. } => format!("key/{id}"),
+        Principal::Mailbox { address, .. } => format!("mailbox/{address}"),
+    };
+    let window = now
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap_or(now);
+    let limit = app.settings.requests_per_minute;
+    let counted = app
+        .backend
+        .access()
+        .count_request(
+            &caller,
+            window,
+            limit,
+            window + chrono::Duration::minutes(2),
+        )
+        .await?;
+    if !counted {
+        let wait = (window + chrono::Duration::minutes(1) - now)
+            .num_seconds()
+            .max(1) as u64;
+        return Err(Problem::too_many(
+            format!("more than {limit} requests in a minute with this credential"),
+            wait,
+        ));
+    }
+    Ok(who)
+}
+
+async fn authenticate<B: Backend>(app: &App<B>, headers: &HeaderMap) -> Result<Principal, Problem> {
     let value = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| Problem::unauthorized("send Authorization: Bearer <token or API key>"))?;

@@ -53,6 +53,9 @@ pub use problem::Problem;
 /// so the IAM check attributes its calls to its role.
 pub const TEMPLATE_ID: &str = "ApiFunction";
 
+/// Requests per minute per API key or mailbox, unless configured.
+pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 600;
+
 /// The stores the API works on.
 pub trait Backend: Send + Sync + 'static {
     type State: StateStore + 'static;
@@ -139,6 +142,9 @@ pub struct Settings {
     /// The cost of the hash an unknown login name is checked against (it must cost what a
     /// real mailbox's check costs: production; tests use the fast one).
     pub login_cost: pec_submit::HashCost,
+    /// `PEC_API_REQUESTS_PER_MINUTE`: requests each API key (and each mailbox's sessions) may
+    /// make per minute, counted across every API instance; beyond, `429` with `Retry-After`.
+    pub requests_per_minute: u32,
     /// `PEC_WEBHOOK_QUEUE_URL`: where a replayed webhook delivery's first attempt is queued.
     pub webhook_queue_url: String,
     /// `PEC_WEBHOOK_PRIVATE_TARGETS=allow`: webhook URLs may be `http://` and on internal
@@ -162,6 +168,9 @@ impl Settings {
                 pec_ports::keys::DEFAULT_TRUST_ANCHORS_KEY,
             ),
             webhook_queue_url: env.required("PEC_WEBHOOK_QUEUE_URL")?,
+            requests_per_minute: env
+                .parse("PEC_API_REQUESTS_PER_MINUTE")?
+                .unwrap_or(DEFAULT_REQUESTS_PER_MINUTE),
             webhook_private_targets: env.or("PEC_WEBHOOK_PRIVATE_TARGETS", "refuse") == "allow",
             ..Settings::local("")
         })
@@ -181,6 +190,7 @@ impl Settings {
             max_message_bytes: 100 * 1024 * 1024,
             login_cost: pec_submit::HashCost::Production,
             webhook_queue_url: "webhooks".into(),
+            requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
             webhook_private_targets: false,
         }
     }

@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use pec_core::classify::Kind;
 use pec_ports::MailStore;
 use pec_ports::access::Scope;
 use serde::{Deserialize, Serialize};
@@ -88,7 +89,29 @@ pub struct ListQuery {
     /// At most this many (1 to 100, default 25).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    /// Only messages whose From address contains this (case-insensitive).
+    #[param(max_length = 320)]
+    pub from: Option<String>,
+    /// Only messages whose subject contains this (case-insensitive).
+    #[param(max_length = 900)]
+    pub subject: Option<String>,
+    /// Only the messages of this PEC identificativo (receipts, envelopes and notices of one
+    /// message share it).
+    #[param(max_length = 1000)]
+    pub identificativo: Option<String>,
+    /// Only this PEC kind (`busta-trasporto`, `accettazione`, `avvenuta-consegna`, ...,
+    /// `ordinaria`).
+    pub kind: Option<String>,
+    /// Only messages received at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only messages received before this time (RFC 3339).
+    pub before: Option<DateTime<Utc>>,
 }
+
+/// At most this many messages are examined for one page when content filters (`from`,
+/// `subject`, `identificativo`, `kind`) are given; the page then ends early with a
+/// `next_cursor` to go on from.
+pub const SEARCH_SCAN: usize = 500;
 
 fn special(s: Option<pec_ports::mailstore::SpecialUse>) -> Option<String> {
     s.map(|u| format!("{u:?}").to_ascii_lowercase())
@@ -102,6 +125,7 @@ fn special(s: Option<pec_ports::mailstore::SpecialUse>) -> Option<String> {
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn mailbox<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -133,6 +157,7 @@ pub async fn mailbox<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn folders<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -173,17 +198,20 @@ fn parse_cursor(c: &str, validity: u32) -> Result<u32, Problem> {
     uid.parse().map_err(|_| bad())
 }
 
-/// A folder's messages, newest first, with their PEC kind, subject and sender.
+/// A folder's messages, newest first, with their PEC kind, subject and sender; filtered by
+/// sender, subject, identificativo, kind and date. A filtered page examines at most 500
+/// messages: it may hold fewer than `limit` and still have a `next_cursor`.
 #[utoipa::path(get, path = "/v1/mailboxes/{address}/folders/{folder}/messages", tag = "mailboxes", security(("bearer" = [])),
     params(("address" = String, Path, description = "The mailbox address"),
         ("folder" = String, Path, description = "The folder name (`INBOX`, `Sent`, ...)"),
         ListQuery),
     responses(
         (status = 200, description = "A page of messages", body = MessagePage),
-        (status = 400, description = "Bad cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad cursor, limit or filter", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox or folder", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -214,18 +242,68 @@ pub async fn list<B: Backend>(
         Some(c) => parse_cursor(c, info.uid_validity)?,
         None => u32::MAX,
     };
+    if let Some(kind) = &q.kind
+        && !Kind::ALL.iter().any(|k| k.as_str() == kind)
+    {
+        let all: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(Problem::bad_request(
+            "bad-query",
+            format!("kind {kind:?}: one of {}", all.join(", ")),
+        ));
+    }
+    for (name, value, max) in [
+        ("from", &q.from, 320),
+        ("subject", &q.subject, 900),
+        ("identificativo", &q.identificativo, 1000),
+    ] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > max) {
+            return Err(Problem::bad_request(
+                "bad-query",
+                format!("{name}: at most {max} characters"),
+            ));
+        }
+    }
+    let lower = |s: &Option<String>| s.as_ref().map(|v| v.to_lowercase());
+    let (from, subject) = (lower(&q.from), lower(&q.subject));
+    let searching =
+        from.is_some() || subject.is_some() || q.identificativo.is_some() || q.kind.is_some();
     let mut all = mail.messages(&m.address, &folder).await?;
-    all.retain(|x| x.uid < below);
+    all.retain(|x| {
+        x.uid < below
+            && q.since.is_none_or(|t| x.internal_date >= t)
+            && q.before.is_none_or(|t| x.internal_date < t)
+    });
     all.reverse();
-    let more = all.len() > limit;
-    all.truncate(limit);
-    let mut messages = Vec::with_capacity(all.len());
+    let mut messages = Vec::new();
+    // The last UID examined, and whether older candidates remain after it.
+    let mut last = None;
+    let mut scanned = 0;
     for meta in &all {
+        if messages.len() == limit || (searching && scanned == SEARCH_SCAN) {
+            break;
+        }
+        scanned += 1;
+        last = Some(meta.uid);
         let bytes = mail
             .read(&m.address, &folder, meta.uid)
             .await?
             .unwrap_or_default();
         let c = pec_core::classify::classify(&bytes);
+        let sender = c.headers.from.first().cloned();
+        let identificativo = c.daticert.as_ref().map(|d| d.dati.identificativo.clone());
+        let contains = |have: &Option<String>, want: &Option<String>| match want {
+            None => true,
+            Some(w) => have.as_ref().is_some_and(|h| h.to_lowercase().contains(w)),
+        };
+        if !contains(&sender, &from)
+            || !contains(&c.headers.subject, &subject)
+            || q.identificativo
+                .as_ref()
+                .is_some_and(|i| identificativo.as_ref() != Some(i))
+            || q.kind.as_ref().is_some_and(|k| k != c.kind.as_str())
+        {
+            continue;
+        }
         messages.push(MessageSummary {
             uid: meta.uid,
             size: meta.size,
@@ -238,8 +316,8 @@ pub async fn list<B: Backend>(
             .into(),
             kind: c.kind.as_str().into(),
             subject: c.headers.subject.clone(),
-            from: c.headers.from.first().cloned(),
-            identificativo: c.daticert.as_ref().map(|d| d.dati.identificativo.clone()),
+            from: sender,
+            identificativo,
             href: format!(
                 "/v1/mailboxes/{}/folders/{}/messages/{}",
                 m.address,
@@ -248,11 +326,9 @@ pub async fn list<B: Backend>(
             ),
         });
     }
+    let more = scanned < all.len();
     let next_cursor = more
-        .then(|| {
-            all.last()
-                .map(|x| format!("{}.{}", info.uid_validity, x.uid))
-        })
+        .then(|| last.map(|uid| format!("{}.{}", info.uid_validity, uid)))
         .flatten();
     Ok(Json(MessagePage {
         messages,
@@ -342,6 +418,7 @@ async fn read<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, folder or message", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn message<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -421,6 +498,7 @@ pub async fn message<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, folder or message", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn raw<B: Backend>(
     State(app): State<Arc<App<B>>>,

@@ -176,6 +176,7 @@ async fn visible<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such message (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn status<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -341,6 +342,7 @@ pub struct SignatureVerdict {
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such evidence (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn evidence<B: Backend>(
     State(app): State<Arc<App<B>>>,

@@ -475,6 +475,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         (status = 413, description = "Over the size limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor message/rfc822", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn send<B: Backend>(
     State(app): State<Arc<App<B>>>,

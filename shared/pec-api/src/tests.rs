@@ -36,6 +36,10 @@ const B1: &str = "uno@b.pec.test";
 const LOCKED: &str = "bloccata@a.pec.test";
 
 async fn world() -> World {
+    world_with(crate::DEFAULT_REQUESTS_PER_MINUTE).await
+}
+
+async fn world_with(requests_per_minute: u32) -> World {
     let now = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
     let stores = Stores {
         state: MemoryState::new(),
@@ -83,6 +87,7 @@ async fn world() -> World {
     let mut settings = Settings::local("pec.test");
     settings.login_cost = pec_submit::HashCost::Fast;
     settings.max_message_bytes = 64 * 1024;
+    settings.requests_per_minute = requests_per_minute;
     let mut app = App::new(stores, settings);
     app.clock = Arc::new(move || now);
     World {
@@ -1151,4 +1156,120 @@ async fn webhooks_are_limited_per_tenant() {
     )
     .await
     .problem(StatusCode::CONFLICT, "too-many-webhooks");
+}
+
+#[tokio::test]
+async fn each_credential_has_its_own_rate_limit() {
+    let w = world_with(3).await;
+    let uri = format!("/v1/mailboxes/{A1}");
+    for _ in 0..3 {
+        assert_eq!(get(&w, &uri, &w.key_a).await.status, StatusCode::OK);
+    }
+    let a = get(&w, &uri, &w.key_a).await;
+    a.problem(StatusCode::TOO_MANY_REQUESTS, "rate-limited");
+    // The clock stands at 10:00:00: the window ends in 60 s.
+    assert_eq!(a.json()["retry_after"], 60);
+    // Another key, and a mailbox session, count on their own.
+    assert_eq!(get(&w, &uri, &w.key_a_read).await.status, StatusCode::OK);
+    let s = login(&w, A1).await;
+    let token = s["access_token"].as_str().unwrap().to_string();
+    assert_eq!(get(&w, &uri, &token).await.status, StatusCode::OK);
+    // Unauthenticated requests are not counted against anyone (and fail first).
+    call(
+        &w,
+        Method::GET,
+        &uri,
+        Some("pec_0123456789abcdef_nope"),
+        None,
+        vec![],
+        &[],
+    )
+    .await
+    .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+#[tokio::test]
+async fn mailbox_search_filters_and_pages_through_what_it_examined() {
+    let w = world().await;
+    use pec_ports::MailStore;
+    let t0 = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+    for i in 1..=(crate::mailbox::SEARCH_SCAN as u32 + 20) {
+        let from = if i % 100 == 7 {
+            "Studio.Rossi@pec.it"
+        } else {
+            "altri@x.it"
+        };
+        let m = format!("From: {from}\r\nSubject: Fattura {i}\r\n\r\nb\r\n");
+        w.app
+            .backend
+            .mail
+            .append(
+                A1,
+                "INBOX",
+                m.into_bytes(),
+                Default::default(),
+                t0 + chrono::Duration::hours(i64::from(i)),
+                pec_ports::mailstore::Origin::Delivered,
+            )
+            .await
+            .unwrap();
+    }
+    let base = format!("/v1/mailboxes/{A1}/folders/INBOX/messages");
+    let uids = |p: &Value| {
+        p["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["uid"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    // Sender, case-insensitive: 507, 407, 307, 207, 107, 7 - but one page examines at most 500
+    // messages (520 down to 21), then gives a cursor to go on from.
+    let p = get(&w, &format!("{base}?from=studio.rossi&limit=100"), &w.key_a)
+        .await
+        .json();
+    assert_eq!(uids(&p), [507, 407, 307, 207, 107]);
+    let c = p["next_cursor"].as_str().unwrap().to_string();
+    assert!(c.ends_with(".21"), "{c}");
+    let p = get(
+        &w,
+        &format!("{base}?from=studio.rossi&cursor={c}"),
+        &w.key_a,
+    )
+    .await
+    .json();
+    assert_eq!(uids(&p), [7]);
+    assert!(p.get("next_cursor").is_none());
+    // Subject and a date range (received 1 Dec 09:00 + uid hours).
+    let since = (t0 + chrono::Duration::hours(10)).to_rfc3339();
+    let before = (t0 + chrono::Duration::hours(13)).to_rfc3339();
+    let q = format!(
+        "{base}?subject=FATTURA%201&since={}&before={}",
+        since.replace('+', "%2B"),
+        before.replace('+', "%2B")
+    );
+    assert_eq!(uids(&get(&w, &q, &w.key_a).await.json()), [12, 11, 10]);
+    // Kind: these are all ordinary mail.
+    let p = get(&w, &format!("{base}?kind=accettazione"), &w.key_a)
+        .await
+        .json();
+    assert!(uids(&p).is_empty());
+    assert!(p["next_cursor"].is_string());
+    assert_eq!(
+        uids(
+            &get(&w, &format!("{base}?kind=ordinaria&limit=2"), &w.key_a)
+                .await
+                .json()
+        ),
+        [520, 519]
+    );
+    get(&w, &format!("{base}?kind=nope"), &w.key_a)
+        .await
+        .problem(StatusCode::BAD_REQUEST, "bad-query");
+    get(&w, &format!("{base}?subject={}", "x".repeat(901)), &w.key_a)
+        .await
+        .problem(StatusCode::BAD_REQUEST, "bad-query");
+    get(&w, &format!("{base}?since=ieri"), &w.key_a)
+        .await
+        .problem(StatusCode::BAD_REQUEST, "bad-query");
 }

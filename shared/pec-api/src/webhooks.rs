@@ -228,6 +228,7 @@ fn event_types(requested: Option<Vec<String>>) -> Result<Vec<String>, FieldError
         (status = 409, description = "The tenant has the most subscriptions allowed", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid URL or event type", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -282,6 +283,7 @@ pub async fn create<B: Backend>(
         (status = 200, description = "The subscriptions", body = WebhookList),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a tenant key with the webhooks scope", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -302,6 +304,7 @@ pub async fn list<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a tenant key with the webhooks scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_one<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -320,6 +323,7 @@ pub async fn get_one<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a tenant key with the webhooks scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -349,6 +353,7 @@ pub async fn delete<B: Backend>(
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a tenant key with the webhooks scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn deliveries<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -385,6 +390,7 @@ pub async fn deliveries<B: Backend>(
         (status = 403, description = "Not a tenant key with the webhooks scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such webhook or delivery (or not yours)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The delivery is not parked", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn replay<B: Backend>(
     State(app): State<Arc<App<B>>>,

@@ -6,6 +6,7 @@
 //! | session token | `SESSION#<sha256>` | `SESSION` | doc, `expires_at` (TTL) |
 //! | API key | `APIKEY#<id>` | `APIKEY` | doc, `last_used_at`; gsi1 `TENANT#<id>` / `APIKEY#<id>` |
 //! | idempotency | `IDEM#<scope>#<key>` | `IDEM` | doc, `expires_at` (TTL) |
+//! | request counter | `RATE#<key/id or mailbox/address>` | window start (RFC 3339) | `requests`, `expires_at` (TTL) |
 //!
 //! DynamoDB's TTL deletes expired items only eventually, so every read also checks the expiry.
 
@@ -256,6 +257,40 @@ impl AccessStore for DynamoState {
                 self.decode_doc(&item)
             }
             Err(e) => Err(self.err("PutItem", e)),
+        }
+    }
+
+    async fn count_request(
+        &self,
+        caller: &str,
+        window: DateTime<Utc>,
+        limit: u32,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        // One item per caller and window: ADD under a condition, so every API instance counts
+        // on the same counter and a refused request is not counted.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{caller}")))
+            .key("sk", s(window.to_rfc3339()))
+            .update_expression("ADD requests :one SET expires_at = :exp")
+            .condition_expression("attribute_not_exists(requests) OR requests < :limit")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(u64::from(limit)))
+            .expression_attribute_values(":exp", n(epoch(expires_at)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
         }
     }
 }

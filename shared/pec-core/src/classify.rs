@@ -55,6 +55,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 11] = [
+        Kind::BustaTrasporto,
+        Kind::BustaAnomalia,
+        Kind::Accettazione,
+        Kind::NonAccettazione,
+        Kind::PresaInCarico,
+        Kind::AvvenutaConsegna,
+        Kind::ErroreConsegna,
+        Kind::PreavvisoErroreConsegna,
+        Kind::RilevazioneVirus,
+        Kind::PecSconosciuto,
+        Kind::Ordinaria,
+    ];
+
     /// The machine name (`busta-trasporto`, `accettazione`, ..., `ordinaria`).
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -155,6 +155,17 @@ pub trait AccessStore: Send + Sync {
         &self,
         record: &IdempotencyRecord,
     ) -> impl Future<Output = Result<IdempotencyRecord, StateError>> + Send;
+    /// Counts one request of `caller` in the window starting at `window` (one counter per
+    /// caller and window, shared by every API instance); `false`, counting nothing, when
+    /// `limit` requests were already counted in it. The counter may be forgotten after
+    /// `expires_at`.
+    fn count_request(
+        &self,
+        caller: &str,
+        window: DateTime<Utc>,
+        limit: u32,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
 }
 
 /// SHA-256 of a secret, lower-case hex (what the store keeps).
@@ -172,6 +183,7 @@ pub struct MemoryAccess {
     sessions: Mutex<HashMap<String, Session>>,
     keys: Mutex<Vec<ApiKey>>,
     idempotency: Mutex<HashMap<(String, String), IdempotencyRecord>>,
+    requests: Mutex<HashMap<(String, DateTime<Utc>), u32>>,
 }
 
 impl MemoryAccess {
@@ -282,6 +294,23 @@ impl AccessStore for MemoryAccess {
                 Ok(record.clone())
             }
         }
+    }
+
+    async fn count_request(
+        &self,
+        caller: &str,
+        window: DateTime<Utc>,
+        limit: u32,
+        _expires_at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let mut r = lock(&self.requests);
+        r.retain(|(_, w), _| *w >= window);
+        let n = r.entry((caller.to_string(), window)).or_insert(0);
+        if *n >= limit {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
     }
 }
 
