@@ -185,6 +185,7 @@ echo "  pec apikey create --tenant studio-rossi --scopes send,read,webhooks -> $
 # the Standard Webhooks reference library.
 hooks_dir="$PEC_STATE_DIR/demo-webhooks"
 rm -rf "$hooks_dir"; mkdir -p "$hooks_dir"; echo '{}' >"$hooks_dir/endpoints.json"
+: >"$hooks_dir/stdout"  # exists before the background shell opens it (the port is read from it)
 "$(pec_apitest_venv_dir)/bin/python" tests/webhook_receiver.py "$hooks_dir" >"$hooks_dir/stdout" 2>"$hooks_dir/stderr" &
 receiver_pid=$!
 hook_port=""
