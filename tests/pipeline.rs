@@ -1568,6 +1568,18 @@ fn runner_port(runner: &Runner, what: &str) -> Result<u16> {
         .with_context(|| format!("the runner printed no {what} address"))
 }
 
+/// The API's port: the runner prints it after the gateway's (within 20 s).
+async fn api_port(gw: &Gateway) -> Result<u16> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match runner_port(&gw.runner, "api") {
+            Ok(p) => return Ok(p),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// A program the check drives, which `infra/local/install.sh mailclients` installs.
 fn program(name: &str) -> Result<()> {
     let found = std::process::Command::new("sh")
@@ -1918,15 +1930,7 @@ async fn integration_api(ctx: Arc<Ctx>) -> Result<()> {
 }
 
 async fn api_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
-    // The runner prints the API's address after the gateway's.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port = loop {
-        match runner_port(&gw.runner, "api") {
-            Ok(p) => break p,
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let port = api_port(gw).await?;
     let (s, r) = (ctx.address("hs"), ctx.address("hr"));
     ctx.create_mailbox(&s, None).await?;
     ctx.create_mailbox(&r, None).await?;
@@ -2300,14 +2304,7 @@ async fn api_contract(ctx: Arc<Ctx>) -> Result<()> {
 }
 
 async fn contract(ctx: &Ctx, gw: &Gateway, venv: &std::path::Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port = loop {
-        match runner_port(&gw.runner, "api") {
-            Ok(p) => break p,
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let port = api_port(gw).await?;
     let (s, r) = (ctx.address("cs"), ctx.address("cr"));
     ctx.create_mailbox(&s, None).await?;
     ctx.create_mailbox(&r, None).await?;
@@ -2675,14 +2672,7 @@ async fn webhooks_end_to_end(ctx: Arc<Ctx>) -> Result<()> {
 }
 
 async fn webhooks_scene(ctx: &Ctx, gw: &Gateway, rx: &Receiver) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let port = loop {
-        match runner_port(&gw.runner, "api") {
-            Ok(p) => break p,
-            Err(e) if Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let port = api_port(gw).await?;
     // A tenant of its own: only this check's messages reach its subscriptions.
     let tenant = unique("hooks");
     ctx.pec(
