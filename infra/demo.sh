@@ -200,6 +200,7 @@ made="$(curl -sS -X POST "$api/v1/webhooks" -H "Authorization: Bearer $key" -H '
 hook_id="$(echo "$made" | "$py" -c 'import json,sys; d=json.load(sys.stdin); print(d["id"])')" || pec_die "POST /v1/webhooks: $made"
 echo "$made" | "$py" -c 'import json,sys; d=json.load(sys.stdin); json.dump({"/pec": {"secret": d["secret"], "mode": "ok"}}, open(sys.argv[1], "w"))' "$hooks_dir/endpoints.json"
 echo "  POST /v1/webhooks -> 201, $hook_id for http://127.0.0.1:$hook_port/pec, every event (secret whsec_… shown once)"
+curl -sS -X POST "$api/v1/webhooks/$hook_id/ping" -H "Authorization: Bearer $key" -o /dev/null -w "  POST /v1/webhooks/$hook_id/ping -> %{http_code} (a signed pec.webhook.test event, to check the endpoint)\n"
 body="$(printf '{"from":"%s","to":["%s"],"subject":"Inviata dal gestionale","text":"Documento allegato.","receipt":"completa"}' "$sender" "$recipient")"
 sent="$(curl -sS -X POST "$api/v1/messages" -H "Authorization: Bearer $key" -H 'Content-Type: application/json' -H "Idempotency-Key: demo-$run" --data-binary "$body")"
 api_id="$(echo "$sent" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["id"])')" || pec_die "POST /v1/messages: $sent"

@@ -28,11 +28,14 @@
 //! Errors are RFC 9457 problem documents (`application/problem+json`), see [`problem`].
 
 pub mod auth;
+mod download;
 pub mod mailbox;
 pub mod messages;
 pub mod openapi;
+pub mod organise;
 pub mod problem;
 pub mod send;
+pub mod uploads;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -41,6 +44,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use pec_ports::QueueSender;
+use pec_ports::SignedUrls;
 use pec_ports::webhooks::WebhookStore;
 use pec_ports::{
     AccessStore, ConfigError, Env, LoginThrottle, MailStore, MemoryThrottle, ObjectStore,
@@ -56,11 +60,14 @@ pub const TEMPLATE_ID: &str = "ApiFunction";
 /// Requests per minute per API key or mailbox, unless configured.
 pub const DEFAULT_REQUESTS_PER_MINUTE: u32 = 600;
 
+/// Downloads larger than this are redirects to a storage URL, unless configured.
+pub const DEFAULT_MAX_INLINE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The stores the API works on.
 pub trait Backend: Send + Sync + 'static {
     type State: StateStore + 'static;
     type Access: AccessStore + 'static;
-    type Objects: ObjectStore + 'static;
+    type Objects: ObjectStore + SignedUrls + 'static;
     type Mail: MailStore + 'static;
     type Hooks: WebhookStore + 'static;
     type Queue: QueueSender + 'static;
@@ -87,7 +94,7 @@ impl<S, A, O, M, W, Q> Backend for Stores<S, A, O, M, W, Q>
 where
     S: StateStore + 'static,
     A: AccessStore + 'static,
-    O: ObjectStore + 'static,
+    O: ObjectStore + SignedUrls + 'static,
     M: MailStore + 'static,
     W: WebhookStore + 'static,
     Q: QueueSender + 'static,
@@ -145,6 +152,10 @@ pub struct Settings {
     /// `PEC_API_REQUESTS_PER_MINUTE`: requests each API key (and each mailbox's sessions) may
     /// make per minute, counted across every API instance; beyond, `429` with `Retry-After`.
     pub requests_per_minute: u32,
+    /// `PEC_API_MAX_INLINE_BYTES`: downloads up to this size are in the answer, larger ones a
+    /// redirect to a storage URL (4 MiB: an answer through API Gateway and Lambda carries at
+    /// most 6 MB, binary bodies base64-encoded).
+    pub max_inline_bytes: usize,
     /// `PEC_WEBHOOK_QUEUE_URL`: where a replayed webhook delivery's first attempt is queued.
     pub webhook_queue_url: String,
     /// `PEC_WEBHOOK_PRIVATE_TARGETS=allow`: webhook URLs may be `http://` and on internal
@@ -171,6 +182,9 @@ impl Settings {
             requests_per_minute: env
                 .parse("PEC_API_REQUESTS_PER_MINUTE")?
                 .unwrap_or(DEFAULT_REQUESTS_PER_MINUTE),
+            max_inline_bytes: env
+                .parse("PEC_API_MAX_INLINE_BYTES")?
+                .unwrap_or(DEFAULT_MAX_INLINE_BYTES),
             webhook_private_targets: env.or("PEC_WEBHOOK_PRIVATE_TARGETS", "refuse") == "allow",
             ..Settings::local("")
         })
@@ -191,6 +205,7 @@ impl Settings {
             login_cost: pec_submit::HashCost::Production,
             webhook_queue_url: "webhooks".into(),
             requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
+            max_inline_bytes: DEFAULT_MAX_INLINE_BYTES,
             webhook_private_targets: false,
         }
     }
@@ -230,6 +245,7 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
         .route("/v1/auth/refresh", post(auth::refresh::<B>))
         .route("/v1/auth/logout", post(auth::logout::<B>))
         .route("/v1/messages", post(send::send::<B>))
+        .route("/v1/uploads", post(uploads::create::<B>))
         .route("/v1/messages/{id}", get(messages::status::<B>))
         .route(
             "/v1/messages/{id}/evidence/{*name}",
@@ -246,11 +262,21 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
         )
         .route(
             "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}",
-            get(mailbox::message::<B>),
+            get(mailbox::message::<B>)
+                .patch(organise::change_flags::<B>)
+                .delete(organise::delete_message::<B>),
         )
         .route(
             "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/raw",
             get(mailbox::raw::<B>),
+        )
+        .route(
+            "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/parts/{index}",
+            get(mailbox::part::<B>),
+        )
+        .route(
+            "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/move",
+            post(organise::move_message::<B>),
         )
         .route(
             "/v1/webhooks",
@@ -260,6 +286,7 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             "/v1/webhooks/{id}",
             get(webhooks::get_one::<B>).delete(webhooks::delete::<B>),
         )
+        .route("/v1/webhooks/{id}/ping", post(webhooks::ping::<B>))
         .route(
             "/v1/webhooks/{id}/deliveries",
             get(webhooks::deliveries::<B>),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use pec_core::classify::Kind;
 use pec_ports::MailStore;
@@ -337,7 +337,7 @@ pub async fn list<B: Backend>(
 }
 
 /// Percent-encodes a path segment (folder names may hold `/`, spaces, anything).
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -372,6 +372,10 @@ pub struct MessageData {
 /// One part of the original.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Part {
+    /// The part's number in the original (stable for the message).
+    pub index: usize,
+    /// `…/parts/{index}`: the part's decoded content, as an attachment.
+    pub href: String,
     pub content_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
@@ -381,20 +385,22 @@ pub struct Part {
     pub text: Option<String>,
 }
 
-fn parse_uid(uid: &str) -> Result<u32, Problem> {
+/// A UID from the path: `404` for anything but a positive number.
+pub(crate) fn parse_uid(uid: &str) -> Result<u32, Problem> {
     uid.parse::<u32>()
         .ok()
         .filter(|u| *u > 0)
         .ok_or_else(|| Problem::not_found(format!("no message with UID {uid:?}")))
 }
 
-async fn read<B: Backend>(
+/// The caller's tenant, the mailbox address, the UID and the message's bytes (read scope).
+async fn read_as<B: Backend>(
     app: &App<B>,
     headers: &HeaderMap,
     address: &str,
     folder: &str,
     uid: &str,
-) -> Result<(String, u32, Vec<u8>), Problem> {
+) -> Result<(String, String, u32, Vec<u8>), Problem> {
     let who = principal(app, headers).await?;
     who.require(Scope::Read)?;
     let m = mailbox_of(app, &who, address).await?;
@@ -405,7 +411,7 @@ async fn read<B: Backend>(
         .read(&m.address, folder, uid)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no message with UID {uid} in {folder:?}")))?;
-    Ok((m.address, uid, bytes))
+    Ok((who.tenant().to_string(), m.address, uid, bytes))
 }
 
 /// One message as data.
@@ -425,28 +431,20 @@ pub async fn message<B: Backend>(
     headers: HeaderMap,
     Path((address, folder, uid)): Path<(String, String, String)>,
 ) -> Result<Json<MessageData>, Problem> {
-    let (address, uid, bytes) = read(&app, &headers, &address, &folder, &uid).await?;
+    let (_, address, uid, bytes) = read_as(&app, &headers, &address, &folder, &uid).await?;
     let c = pec_core::classify::classify(&bytes);
     let original: &[u8] = c.postacert.as_deref().unwrap_or(&bytes);
     let mut parts = Vec::new();
+    let base = format!(
+        "/v1/mailboxes/{address}/folders/{}/messages/{uid}",
+        encode_segment(&folder)
+    );
     if let Some(msg) = mail_parser::MessageParser::default().parse(original) {
-        for part in msg.parts.iter() {
-            if matches!(
-                part.body,
-                mail_parser::PartType::Multipart(_) | mail_parser::PartType::Message(_)
-            ) && !part.is_message()
-            {
+        for (index, part) in msg.parts.iter().enumerate() {
+            if !is_leaf(part) {
                 continue;
             }
-            use mail_parser::MimeHeaders;
-            let ct = part
-                .content_type()
-                .map(|t| match t.subtype() {
-                    Some(s) => format!("{}/{}", t.ctype(), s),
-                    None => t.ctype().to_string(),
-                })
-                .unwrap_or_else(|| "text/plain".into())
-                .to_ascii_lowercase();
+            let ct = content_type(part);
             let size = part.contents().len();
             let text = match &part.body {
                 mail_parser::PartType::Text(t) | mail_parser::PartType::Html(t)
@@ -456,7 +454,10 @@ pub async fn message<B: Backend>(
                 }
                 _ => None,
             };
+            use mail_parser::MimeHeaders;
             parts.push(Part {
+                index,
+                href: format!("{base}/parts/{index}"),
                 content_type: ct,
                 filename: part.attachment_name().map(str::to_string),
                 size,
@@ -481,11 +482,104 @@ pub async fn message<B: Backend>(
         daticert: serde_json::to_value(&c.daticert).unwrap_or_default(),
         parts,
         flags,
-        raw_href: format!(
-            "/v1/mailboxes/{address}/folders/{}/messages/{uid}/raw",
-            encode_segment(&folder)
-        ),
+        raw_href: format!("{base}/raw"),
     }))
+}
+
+/// A part worth listing: not a multipart container (a message/rfc822 attachment is one).
+fn is_leaf(part: &mail_parser::MessagePart) -> bool {
+    part.is_message() || !matches!(part.body, mail_parser::PartType::Multipart(_))
+}
+
+/// A part's `type/subtype`, lower case (`text/plain` when it declares none, RFC 2045 §5.2).
+fn content_type(part: &mail_parser::MessagePart) -> String {
+    use mail_parser::MimeHeaders;
+    part.content_type()
+        .map(|t| match t.subtype() {
+            Some(s) => format!("{}/{}", t.ctype(), s),
+            None => t.ctype().to_string(),
+        })
+        .unwrap_or_else(|| "text/plain".into())
+        .to_ascii_lowercase()
+}
+
+/// `Content-Disposition: attachment` with the name as sent (RFC 6266: an ASCII fallback and the
+/// UTF-8 form).
+fn attachment_disposition(name: Option<&str>) -> String {
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        return "attachment".into();
+    };
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' && c != '%' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+/// One part of the original, decoded (base64 and quoted-printable undone), as a download.
+#[utoipa::path(get, path = "/v1/mailboxes/{address}/folders/{folder}/messages/{uid}/parts/{index}", tag = "mailboxes", security(("bearer" = [])),
+    params(("address" = String, Path, description = "The mailbox address"),
+        ("folder" = String, Path, description = "The folder name"),
+        ("uid" = u32, Path, description = "The message UID"),
+        ("index" = usize, Path, description = "The part's `index` in the message data")),
+    responses(
+        (status = 200, description = "The part's content, with the type it declares, as an attachment", content_type = "application/octet-stream", body = String),
+        (status = 307, description = "Over 4 MiB: the same bytes at a storage URL (Location, valid 5 minutes)"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such mailbox, folder, message or part", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn part<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path((address, folder, uid, index)): Path<(String, String, String, String)>,
+) -> Result<Response, Problem> {
+    let (tenant, _, _, bytes) = read_as(&app, &headers, &address, &folder, &uid).await?;
+    let c = pec_core::classify::classify(&bytes);
+    let original: &[u8] = c.postacert.as_deref().unwrap_or(&bytes);
+    let missing = || Problem::not_found(format!("no part {index:?} in message {uid}"));
+    let i: usize = index.parse().map_err(|_| missing())?;
+    let msg = mail_parser::MessageParser::default()
+        .parse(original)
+        .ok_or_else(missing)?;
+    let part = msg
+        .parts
+        .get(i)
+        .filter(|p| is_leaf(p))
+        .ok_or_else(missing)?;
+    use mail_parser::MimeHeaders;
+    let ct = content_type(part);
+    // The declared type is the sender's word: never sniffed, never rendered in the API's
+    // origin (an HTML attachment must not run as the API).
+    let mut response = crate::download::answer(
+        &app,
+        crate::download::Download {
+            bytes: part.contents().to_vec(),
+            content_type: &ct,
+            disposition: Some(attachment_disposition(part.attachment_name())),
+            stored: None,
+            tenant: &tenant,
+        },
+    )
+    .await?;
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    Ok(response)
 }
 
 /// One message's bytes exactly as stored.
@@ -495,6 +589,7 @@ pub async fn message<B: Backend>(
         ("uid" = u32, Path, description = "The message UID")),
     responses(
         (status = 200, description = "The message", content_type = "message/rfc822", body = String),
+        (status = 307, description = "Over 4 MiB: the same bytes at a storage URL (Location, valid 5 minutes)"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such mailbox, folder or message", body = Problem, content_type = "application/problem+json"),
@@ -505,11 +600,16 @@ pub async fn raw<B: Backend>(
     headers: HeaderMap,
     Path((address, folder, uid)): Path<(String, String, String)>,
 ) -> Result<Response, Problem> {
-    let (_, _, bytes) = read(&app, &headers, &address, &folder, &uid).await?;
-    let mut response = bytes.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("message/rfc822"),
-    );
-    Ok(response)
+    let (tenant, _, uid, bytes) = read_as(&app, &headers, &address, &folder, &uid).await?;
+    crate::download::answer(
+        &app,
+        crate::download::Download {
+            bytes,
+            content_type: "message/rfc822",
+            disposition: Some(format!("attachment; filename=\"{uid}.eml\"")),
+            stored: None,
+            tenant: &tenant,
+        },
+    )
+    .await
 }

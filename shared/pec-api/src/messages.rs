@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use pec_core::submission::{SubmissionEnvelope, envelope_key, message_key, valid_id};
@@ -338,6 +338,7 @@ pub struct SignatureVerdict {
     responses(
         (status = 200, description = "The signed message exactly as issued or received (`message/rfc822`), or with format=json the receipt as data",
             content((String = "message/rfc822"), (EvidenceData = "application/json"))),
+        (status = 307, description = "Over 4 MiB: the same bytes at a storage URL (Location, valid 5 minutes)"),
         (status = 400, description = "Unknown format", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
@@ -377,20 +378,18 @@ pub async fn evidence<B: Backend>(
         .await?
         .ok_or_else(missing)?;
     if !json {
-        let mut response = bytes.into_response();
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("message/rfc822"),
-        );
-        let file = name.replace('/', "_");
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "attachment; filename=\"{}\"",
-            file.replace('"', "")
-        )) {
-            h.insert(header::CONTENT_DISPOSITION, v);
-        }
-        return Ok(response);
+        let file = name.replace('/', "_").replace('"', "");
+        return crate::download::answer(
+            &app,
+            crate::download::Download {
+                bytes,
+                content_type: "message/rfc822",
+                disposition: Some(format!("attachment; filename=\"{file}\"")),
+                stored: Some((&app.settings.evidence_bucket, &key)),
+                tenant: who.tenant(),
+            },
+        )
+        .await;
     }
     Ok(Json(evidence_data(&app, &name, &bytes).await?).into_response())
 }

@@ -97,7 +97,8 @@ impl ReceiptType {
     }
 }
 
-/// An attachment, inline in the request.
+/// An attachment: inline in the request (`content`), or uploaded beforehand (`upload`, from
+/// `POST /v1/uploads`: for files over a few MB). Exactly one of the two.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attachment {
@@ -107,7 +108,10 @@ pub struct Attachment {
     #[schema(example = "application/pdf")]
     pub content_type: String,
     /// The bytes, base64 (standard alphabet, padded).
-    pub content: String,
+    pub content: Option<String>,
+    /// The id of an upload of the caller's tenant whose file was `PUT`.
+    #[schema(example = "up_Xk2m9QvT7cRw1pLs4dYh8A")]
+    pub upload: Option<String>,
 }
 
 /// A PEC to send.
@@ -229,7 +233,7 @@ fn forged_type(declared: &str, bytes: &[u8]) -> Option<String> {
     None
 }
 
-fn valid_media_type(t: &str) -> bool {
+pub(crate) fn valid_media_type(t: &str) -> bool {
     let token = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -238,9 +242,33 @@ fn valid_media_type(t: &str) -> bool {
     matches!(t.split_once('/'), Some((a, b)) if token(a) && token(b))
 }
 
+/// The files of the request's uploaded attachments, by attachment (`None` for inline ones):
+/// each the bytes or why it cannot be used.
+type Uploaded = Vec<Option<Result<Vec<u8>, FieldError>>>;
+
+async fn fetch_uploads<B: Backend>(
+    app: &App<B>,
+    tenant: &str,
+    req: &SendRequest,
+    now: DateTime<Utc>,
+) -> Result<Uploaded, Problem> {
+    let mut out = Vec::with_capacity(req.attachments.len());
+    for (i, a) in req.attachments.iter().enumerate() {
+        out.push(match (&a.upload, &a.content) {
+            (Some(up), None) => Some(
+                crate::uploads::uploaded(app, tenant, up, &format!("/attachments/{i}/upload"), now)
+                    .await?,
+            ),
+            _ => None,
+        });
+    }
+    Ok(out)
+}
+
 /// The JSON form, checked and built into a message: (sender, recipients, bytes).
 fn build(
     req: &SendRequest,
+    uploaded: Uploaded,
     sender: &str,
     id: &str,
     at: DateTime<Utc>,
@@ -284,7 +312,7 @@ fn build(
     }
     let mut files = Vec::new();
     let mut total = 0usize;
-    for (i, a) in req.attachments.iter().enumerate() {
+    for ((i, a), upload) in req.attachments.iter().enumerate().zip(uploaded) {
         let p = |f: &str| format!("/attachments/{i}/{f}");
         check_line(&p("filename"), &a.filename, 255, &mut errors);
         if a.filename.trim().is_empty() || a.filename.contains(['/', '\\']) {
@@ -299,7 +327,17 @@ fn build(
                 format!("{:?} is not a media type (type/subtype)", a.content_type),
             ));
         }
-        match base64::engine::general_purpose::STANDARD.decode(a.content.as_bytes()) {
+        let bytes = match (&a.content, upload) {
+            (Some(c), None) if a.upload.is_none() => base64::engine::general_purpose::STANDARD
+                .decode(c.as_bytes())
+                .map_err(|e| FieldError::new(p("content"), format!("not base64: {e}"))),
+            (None, Some(up)) => up,
+            _ => Err(FieldError::new(
+                p("content"),
+                "give the file as content (base64) or as an upload id, one of the two",
+            )),
+        };
+        match bytes {
             Ok(bytes) => {
                 if let Some(why) = forged_type(&a.content_type, &bytes) {
                     errors.push(FieldError::new(p("content_type"), why));
@@ -307,7 +345,7 @@ fn build(
                 total += bytes.len();
                 files.push(bytes);
             }
-            Err(e) => errors.push(FieldError::new(p("content"), format!("not base64: {e}"))),
+            Err(e) => errors.push(e),
         }
     }
     if !errors.is_empty() {
@@ -506,7 +544,8 @@ pub async fn send<B: Backend>(
                     )]));
                 }
             };
-            let (recipients, bytes) = build(&req, &sender, &id, now, hostname, max)?;
+            let uploaded = fetch_uploads(&app, who.tenant(), &req, now).await?;
+            let (recipients, bytes) = build(&req, uploaded, &sender, &id, now, hostname, max)?;
             (sender, recipients, bytes)
         }
         other => {

@@ -719,6 +719,7 @@ async fn isolation_on_every_route() {
         format!("/v1/mailboxes/{A1}/folders/INBOX/messages"),
         format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1"),
         format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1/raw"),
+        format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1/parts/0"),
     ];
     let other_user = login(&w, A2).await["access_token"]
         .as_str()
@@ -751,6 +752,29 @@ async fn isolation_on_every_route() {
             .await
             .problem(StatusCode::NOT_FOUND, "not-found");
     }
+    // The writing routes: refused for the other tenant and the other mailbox, nothing changed.
+    let m1 = format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1");
+    for who in [&w.key_b, &other_user] {
+        let flag = call(
+            &w,
+            Method::PATCH,
+            &m1,
+            Some(who),
+            Some("application/json"),
+            br#"{"add":["\\Seen"]}"#.to_vec(),
+            &[],
+        )
+        .await;
+        flag.problem(StatusCode::NOT_FOUND, "not-found");
+        post_json(&w, &format!("{m1}/move"), Some(who), json!({"to": "Trash"}))
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+        call(&w, Method::DELETE, &m1, Some(who), None, Vec::new(), &[])
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    let still = get(&w, &m1, &owner).await.json();
+    assert_eq!(still["flags"], json!([]));
     let missing = get(
         &w,
         "/v1/messages/20261205T100000000Z-0000000000000000",
@@ -1030,6 +1054,43 @@ async fn webhooks_subscribe_list_log_replay_and_delete() {
             .await
             .problem(StatusCode::NOT_FOUND, "not-found");
     }
+    // A test ping: a delivery of its own, queued, whatever the subscription's events.
+    post_json(
+        &w,
+        &format!("/v1/webhooks/{id}/ping"),
+        Some(&w.key_b),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    let ping = post_json(
+        &w,
+        &format!("/v1/webhooks/{id}/ping"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(ping.status, StatusCode::ACCEPTED, "{}", ping.json());
+    let ping = ping.json();
+    assert_eq!(ping["event_type"], "pec.webhook.test");
+    assert_eq!(ping["status"], "pending");
+    let queued = w.app.backend.queue.take("webhooks");
+    assert_eq!(queued.len(), 1);
+    assert!(
+        queued[0].contains(ping["id"].as_str().unwrap()),
+        "{queued:?}"
+    );
+    let stored = w
+        .app
+        .backend
+        .hooks
+        .delivery(ping["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let payload: Value = serde_json::from_str(&stored.payload).unwrap();
+    assert_eq!(payload["type"], "pec.webhook.test");
+    assert_eq!(payload["data"]["webhook"], id.as_str());
     call(
         &w,
         Method::DELETE,
@@ -1059,11 +1120,10 @@ async fn webhooks_subscribe_list_log_replay_and_delete() {
         started_at: None,
     };
     hooks.create_delivery(&parked).await.unwrap();
-    hooks
-        .start_attempt("msg_0123", 1, now, now)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(matches!(
+        hooks.start_attempt("msg_0123", 1, now, now).await.unwrap(),
+        pec_ports::webhooks::Start::Started(_)
+    ));
     let failed = pec_ports::webhooks::Attempt {
         at: now,
         status: Some(503),
@@ -1071,14 +1131,22 @@ async fn webhooks_subscribe_list_log_replay_and_delete() {
         duration_ms: 12,
     };
     hooks
-        .finish_attempt("msg_0123", &failed, DeliveryStatus::Parked, None)
+        .finish_attempt("msg_0123", 1, now, &failed, DeliveryStatus::Parked, None)
         .await
         .unwrap();
     let log = get(&w, &format!("/v1/webhooks/{id}/deliveries"), &w.key_a)
         .await
         .json();
-    assert_eq!(log["deliveries"][0]["status"], "parked");
-    assert_eq!(log["deliveries"][0]["log"][0]["status"], 503);
+    // The test ping's delivery is there too.
+    assert_eq!(log["deliveries"].as_array().unwrap().len(), 2);
+    let parked = log["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "msg_0123")
+        .unwrap();
+    assert_eq!(parked["status"], "parked");
+    assert_eq!(parked["log"][0]["status"], 503);
     get(
         &w,
         &format!("/v1/webhooks/{id}/deliveries?limit=0"),
@@ -1100,11 +1168,10 @@ async fn webhooks_subscribe_list_log_replay_and_delete() {
         "{queued:?}"
     );
     // Once delivered it is no longer replayable.
-    hooks
-        .start_attempt("msg_0123", 1, now, now)
-        .await
-        .unwrap()
-        .unwrap();
+    assert!(matches!(
+        hooks.start_attempt("msg_0123", 1, now, now).await.unwrap(),
+        pec_ports::webhooks::Start::Started(_)
+    ));
     let ok = pec_ports::webhooks::Attempt {
         at: now,
         status: Some(204),
@@ -1112,7 +1179,7 @@ async fn webhooks_subscribe_list_log_replay_and_delete() {
         duration_ms: 3,
     };
     hooks
-        .finish_attempt("msg_0123", &ok, DeliveryStatus::Delivered, None)
+        .finish_attempt("msg_0123", 1, now, &ok, DeliveryStatus::Delivered, None)
         .await
         .unwrap();
     post_json(&w, &replay, Some(&w.key_a), json!({}))
@@ -1272,4 +1339,355 @@ async fn mailbox_search_filters_and_pages_through_what_it_examined() {
     get(&w, &format!("{base}?since=ieri"), &w.key_a)
         .await
         .problem(StatusCode::BAD_REQUEST, "bad-query");
+}
+
+#[tokio::test]
+async fn flags_move_delete_and_part_downloads() {
+    let w = world().await;
+    use pec_ports::MailStore;
+    let message = concat!(
+        "From: m@x.it\r\nSubject: allegati\r\nMIME-Version: 1.0\r\n",
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n",
+        "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nCorpo\r\n",
+        "--b\r\nContent-Type: text/html\r\n",
+        "Content-Disposition: attachment; filename=\"fattura città.html\"\r\n",
+        "Content-Transfer-Encoding: base64\r\n\r\nPHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==\r\n",
+        "--b--\r\n"
+    );
+    w.app
+        .backend
+        .mail
+        .append(
+            A1,
+            "INBOX",
+            message.as_bytes().to_vec(),
+            Default::default(),
+            Utc::now(),
+            pec_ports::mailstore::Origin::Delivered,
+        )
+        .await
+        .unwrap();
+    let m1 = format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1");
+    let patch = |body: Value, auth: String| {
+        let w = &w;
+        let m1 = m1.clone();
+        async move {
+            call(
+                w,
+                Method::PATCH,
+                &m1,
+                Some(&auth),
+                Some("application/json"),
+                serde_json::to_vec(&body).unwrap(),
+                &[],
+            )
+            .await
+        }
+    };
+    // Parts: listed with links, downloaded decoded, never rendered as the API.
+    let data = get(&w, &m1, &w.key_a_read).await.json();
+    let parts = data["parts"].as_array().unwrap();
+    let html = parts
+        .iter()
+        .find(|p| p["content_type"] == "text/html")
+        .unwrap();
+    assert_eq!(html["filename"], "fattura città.html");
+    let href = html["href"].as_str().unwrap();
+    let r = call(
+        &w,
+        Method::GET,
+        href,
+        Some(&w.key_a_read),
+        None,
+        vec![],
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, b"<script>alert(1)</script>");
+    assert_eq!(r.content_type, "text/html");
+    let full = router(Arc::clone(&w.app))
+        .oneshot(
+            Request::builder()
+                .uri(href)
+                .header("authorization", format!("Bearer {}", w.key_a_read))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let h = |n: &str| full.headers()[n].to_str().unwrap().to_string();
+    assert_eq!(
+        h("content-disposition"),
+        "attachment; filename=\"fattura_citt_.html\"; filename*=UTF-8''fattura%20citt%C3%A0%2Ehtml"
+    );
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert!(h("content-security-policy").starts_with("sandbox"));
+    for bad in ["99", "0", "x", "-1"] {
+        get(&w, &format!("{m1}/parts/{bad}"), &w.key_a_read)
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    // Flags: canonical, added and removed; a read key suffices; bad flags are named.
+    let a = patch(
+        json!({"add": ["\\seen", "Protocollato"]}),
+        w.key_a_read.clone(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json());
+    assert_eq!(a.json()["flags"], json!(["Protocollato", "\\Seen"]));
+    let a = patch(json!({"remove": ["Protocollato"]}), w.key_a.clone()).await;
+    assert_eq!(a.json()["flags"], json!(["\\Seen"]));
+    let bad = patch(
+        json!({"add": ["\\Recent", "due parole"], "remove": ["\\Seen"]}),
+        w.key_a.clone(),
+    )
+    .await;
+    bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let problem = bad.json();
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/add/0", "/add/1"]);
+    patch(
+        json!({"add": ["\\Seen"], "remove": ["\\Seen"]}),
+        w.key_a.clone(),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    patch(json!({"add": [], "colour": "red"}), w.key_a.clone())
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    // Move: to another folder, with its new UID; to itself or nowhere refused.
+    post_json(
+        &w,
+        &format!("{m1}/move"),
+        Some(&w.key_a),
+        json!({"to": "inbox"}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "same-folder");
+    post_json(
+        &w,
+        &format!("{m1}/move"),
+        Some(&w.key_a),
+        json!({"to": "Nope"}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    let moved = post_json(
+        &w,
+        &format!("{m1}/move"),
+        Some(&w.key_a),
+        json!({"to": "Trash"}),
+    )
+    .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.json());
+    let to = moved.json();
+    assert_eq!(to["folder"], "Trash");
+    let href = to["href"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(&w, &href, &w.key_a).await.json()["flags"],
+        json!(["\\Seen"])
+    );
+    get(&w, &m1, &w.key_a)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    // Delete: gone for good, and the quota freed.
+    let info = format!("/v1/mailboxes/{A1}");
+    let used = get(&w, &info, &w.key_a).await.json()["used_bytes"].clone();
+    assert_eq!(used, message.len());
+    let d = call(&w, Method::DELETE, &href, Some(&w.key_a), None, vec![], &[]).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
+    assert_eq!(get(&w, &info, &w.key_a).await.json()["used_bytes"], 0);
+    call(&w, Method::DELETE, &href, Some(&w.key_a), None, vec![], &[])
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+}
+
+#[tokio::test]
+async fn large_attachments_go_through_an_upload() {
+    let w = world().await;
+    let objects = &w.app.backend.objects;
+    let pdf = [b"%PDF-1.7\n".as_slice(), &[7u8; 40_000]].concat();
+    let ask = |size: usize, ct: &str, key: &str| {
+        let (w, ct, key) = (&w, ct.to_string(), key.to_string());
+        async move {
+            post_json(
+                w,
+                "/v1/uploads",
+                Some(&key),
+                json!({"content_type": ct, "size": size}),
+            )
+            .await
+        }
+    };
+    // Refused: a read-only key, an empty file, a bad type, more than a PEC may carry.
+    ask(10, "application/pdf", &w.key_a_read)
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    ask(0, "application/pdf", &w.key_a)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    ask(10, "pdf", &w.key_a)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    ask(64 * 1024 + 1, "application/pdf", &w.key_a)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let made = ask(pdf.len(), "Application/PDF", &w.key_a).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.json());
+    let up = made.json();
+    let id = up["id"].as_str().unwrap().to_string();
+    assert_eq!(up["method"], "PUT");
+    assert_eq!(up["headers"]["content-type"], "application/pdf");
+    let url = up["upload_url"].as_str().unwrap();
+    assert_eq!(url, format!("memory://raw/uploads/a/{id}"));
+    let message = |attachment: Value| {
+        json!({"from": A1, "to": ["dest@altro.test"], "subject": "Allegato grande",
+               "attachments": [attachment]})
+    };
+    let with_upload =
+        message(json!({"filename": "atto.pdf", "content_type": "application/pdf", "upload": id}));
+    let pointer = |a: &Answer| {
+        a.json()["errors"][0]["pointer"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", a.json()))
+            .to_string()
+    };
+    // Not PUT yet.
+    let a = post_json(&w, "/v1/messages", Some(&w.key_a), with_upload.clone()).await;
+    a.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_eq!(pointer(&a), "/attachments/0/upload");
+    assert!(
+        a.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no file yet")
+    );
+    // The client's PUT (here: straight into the store); the wrong size first.
+    objects.insert("raw", &format!("uploads/a/{id}"), pdf[..100].to_vec());
+    let a = post_json(&w, "/v1/messages", Some(&w.key_a), with_upload.clone()).await;
+    assert!(
+        a.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("announced"),
+        "{}",
+        a.json()
+    );
+    objects.insert("raw", &format!("uploads/a/{id}"), pdf.clone());
+    // Another tenant cannot name it; content and upload together are refused.
+    let foreign = json!({"from": B1, "to": ["dest@altro.test"], "subject": "x",
+        "attachments": [{"filename": "atto.pdf", "content_type": "application/pdf", "upload": id}]});
+    let a = post_json(&w, "/v1/messages", Some(&w.key_b), foreign).await;
+    assert!(
+        a.json()["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("no upload"),
+        "{}",
+        a.json()
+    );
+    let both = message(
+        json!({"filename": "a.pdf", "content_type": "application/pdf",
+        "upload": id, "content": "JVBERi0xLjcK"}),
+    );
+    let a = post_json(&w, "/v1/messages", Some(&w.key_a), both).await;
+    assert_eq!(pointer(&a), "/attachments/0/content");
+    // A forged type is caught on the uploaded bytes too.
+    let forged = message(json!({"filename": "a.png", "content_type": "image/png", "upload": id}));
+    let a = post_json(&w, "/v1/messages", Some(&w.key_a), forged).await;
+    assert_eq!(pointer(&a), "/attachments/0/content_type");
+    // Sent: the file is in the message, byte for byte.
+    let a = post_json(&w, "/v1/messages", Some(&w.key_a), with_upload).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json());
+    let sid = a.json()["id"].as_str().unwrap().to_string();
+    let eml = objects
+        .get("raw", &format!("submitted/{sid}.eml"))
+        .await
+        .unwrap()
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&eml[..])
+        .unwrap();
+    assert_eq!(parsed.attachment(0).unwrap().contents(), &pdf[..]);
+    assert_eq!(
+        mail_parser::MimeHeaders::attachment_name(parsed.attachment(0).unwrap()),
+        Some("atto.pdf")
+    );
+}
+
+#[tokio::test]
+async fn large_downloads_are_redirects_to_storage() {
+    let mut w = world().await;
+    Arc::get_mut(&mut w.app).unwrap().settings.max_inline_bytes = 1000;
+    use pec_ports::MailStore;
+    let big = format!(
+        "From: m@x.it\r\nSubject: grande\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\ncorpo\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"dati.bin\"\r\n\r\n{}\r\n--b--\r\n",
+        "x".repeat(3000)
+    );
+    w.app
+        .backend
+        .mail
+        .append(
+            A1,
+            "INBOX",
+            big.clone().into_bytes(),
+            Default::default(),
+            Utc::now(),
+            pec_ports::mailstore::Origin::Delivered,
+        )
+        .await
+        .unwrap();
+    let m1 = format!("/v1/mailboxes/{A1}/folders/INBOX/messages/1");
+    let location = |uri: String| {
+        let w = &w;
+        async move {
+            let r = router(Arc::clone(&w.app))
+                .oneshot(
+                    Request::builder()
+                        .uri(uri)
+                        .header("authorization", format!("Bearer {}", w.key_a))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+            assert_eq!(r.headers()["cache-control"], "no-store");
+            r.headers()["location"].to_str().unwrap().to_string()
+        }
+    };
+    // The raw message: copied under the tenant's downloads/, content-addressed.
+    let raw = location(format!("{m1}/raw")).await;
+    let key = raw.strip_prefix("memory://raw/").unwrap();
+    assert!(key.starts_with("downloads/a/"), "{key}");
+    assert_eq!(
+        w.app.backend.objects.object("raw", key).unwrap(),
+        big.as_bytes()
+    );
+    assert_eq!(location(format!("{m1}/raw")).await, raw);
+    // A decoded part likewise.
+    let data = get(&w, &m1, &w.key_a).await.json();
+    let part = data["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["filename"] == "dati.bin")
+        .unwrap()
+        .clone();
+    let url = location(part["href"].as_str().unwrap().to_string()).await;
+    let key = url.strip_prefix("memory://raw/").unwrap();
+    assert_eq!(
+        w.app.backend.objects.object("raw", key).unwrap(),
+        "x".repeat(3000).as_bytes()
+    );
+    // Small ones stay inline.
+    let small = get(&w, &format!("{m1}/parts/1"), &w.key_a).await;
+    assert_eq!(small.status, StatusCode::OK);
+    assert_eq!(small.body, b"corpo");
 }

@@ -18,7 +18,7 @@ use pec_ports::QueueSender;
 use pec_ports::access::Scope;
 use pec_ports::webhooks::{
     AttemptRequest, Delivery, DeliveryStatus, Subscription, WebhookStore, attempt_message,
-    check_url,
+    check_url, delivery_id,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -88,7 +88,8 @@ pub struct WebhookDelivery {
     pub id: String,
     pub event_id: String,
     pub event_type: String,
-    /// `pending` (an attempt is scheduled or running), `delivered` or `parked`.
+    /// `pending` (an attempt is scheduled or running), `delivered`, `parked` (every attempt
+    /// failed: replayable) or `cancelled` (the subscription was deleted).
     #[schema(example = "delivered")]
     pub status: String,
     pub attempts: u32,
@@ -121,20 +122,12 @@ fn view(s: &Subscription) -> Webhook {
     }
 }
 
-fn status_str(s: DeliveryStatus) -> &'static str {
-    match s {
-        DeliveryStatus::Pending => "pending",
-        DeliveryStatus::Delivered => "delivered",
-        DeliveryStatus::Parked => "parked",
-    }
-}
-
 fn delivery_view(d: &Delivery) -> WebhookDelivery {
     WebhookDelivery {
         id: d.id.clone(),
         event_id: d.event_id.clone(),
         event_type: d.event_type.clone(),
-        status: status_str(d.status).to_string(),
+        status: d.status.as_str().to_string(),
         attempts: d.attempts,
         next_attempt_at: d.next_attempt_at,
         created_at: d.created_at,
@@ -420,11 +413,22 @@ pub async fn replay<B: Backend>(
                 "not-parked",
                 format!(
                     "the delivery is {}: only a parked delivery is replayed",
-                    status_str(d.status)
+                    d.status.as_str()
                 ),
             ));
         }
     };
+    queue_first_attempt(&app, &d, now).await?;
+    tracing::info!(webhook = %id, delivery = %d.id, "webhook delivery replayed");
+    Ok((StatusCode::ACCEPTED, Json(delivery_view(&d))))
+}
+
+/// Puts the request for `d`'s first attempt on the webhook queue.
+async fn queue_first_attempt<B: Backend>(
+    app: &App<B>,
+    d: &Delivery,
+    now: DateTime<Utc>,
+) -> Result<(), Problem> {
     let request = AttemptRequest {
         delivery: d.id.clone(),
         attempt: 1,
@@ -434,7 +438,55 @@ pub async fn replay<B: Backend>(
         .queue()
         .send(&app.settings.webhook_queue_url, attempt_message(&request))
         .await
-        .map_err(Problem::unavailable)?;
-    tracing::info!(webhook = %id, delivery = %d.id, "webhook delivery replayed");
+        .map_err(Problem::unavailable)
+}
+
+/// The event type of a test ping: sent only by `POST /v1/webhooks/{id}/ping`, whatever the
+/// subscription's event types.
+pub const TEST_EVENT: &str = "pec.webhook.test";
+
+/// Send a test event (`pec.webhook.test`) to the endpoint now, signed and retried like any
+/// delivery: to check a new endpoint and its signature verification without sending a PEC.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/ping", operation_id = "ping_webhook", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The webhook id")),
+    responses(
+        (status = 202, description = "The test delivery, queued: follow it in the delivery log", body = WebhookDelivery),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant key with the webhooks scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such webhook (or not yours)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn ping<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<WebhookDelivery>), Problem> {
+    let tenant = tenant_of(&app, &headers).await?;
+    let sub = owned(&app, &tenant, &id).await?;
+    let now = app.now();
+    let event_id = format!("test_{}", &crate::random_token()?[..22]);
+    let payload = serde_json::json!({
+        "type": TEST_EVENT,
+        "timestamp": now,
+        "data": {"webhook": sub.id, "event_id": event_id, "test": true},
+    })
+    .to_string();
+    let fresh = Delivery {
+        id: delivery_id(&event_id, &sub.id),
+        subscription: sub.id.clone(),
+        tenant: tenant.clone(),
+        event_id,
+        event_type: TEST_EVENT.to_string(),
+        payload,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        log: Vec::new(),
+        next_attempt_at: Some(now),
+        created_at: now,
+        started_at: None,
+    };
+    let d = app.backend.hooks().create_delivery(&fresh).await?;
+    queue_first_attempt(&app, &d, now).await?;
+    tracing::info!(webhook = %id, delivery = %d.id, "webhook test queued");
     Ok((StatusCode::ACCEPTED, Json(delivery_view(&d))))
 }

@@ -5,7 +5,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
 use chrono::{DateTime, Utc};
-use pec_ports::store::{ObjectStore, PutOutcome, RetainedStore, StoreError};
+use pec_ports::store::{ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError};
 
 /// [`ObjectStore`] on S3 (or LocalStack).
 #[derive(Clone, Debug)]
@@ -73,6 +73,66 @@ pub fn aws_error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Signatures valid for `valid_for` (at most 7 days, SigV4's limit).
+fn presigning(
+    valid_for: std::time::Duration,
+    operation: &'static str,
+    bucket: &str,
+    key: &str,
+) -> Result<aws_sdk_s3::presigning::PresigningConfig, StoreError> {
+    aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
+        .map_err(|e| store_error(operation, bucket, key, e))
+}
+
+/// Presigned `PutObject` and `GetObject` (SigV4 query parameters), signed with the function's
+/// credentials: its role must allow the action on the key. An upload's `Content-Type` and
+/// `Content-Length` are signed, so S3 refuses a PUT with another type or length.
+impl SignedUrls for S3Store {
+    async fn upload_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        valid_for: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        let config = presigning(valid_for, "PresignPutObject", bucket, key)?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(i64::try_from(length).unwrap_or(i64::MAX))
+            .presigned(config)
+            .await
+            .map_err(|e| store_error("PresignPutObject", bucket, key, e))?;
+        Ok(request.uri().to_string())
+    }
+
+    async fn download_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        disposition: Option<&str>,
+        valid_for: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        let config = presigning(valid_for, "PresignGetObject", bucket, key)?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .response_content_type(content_type)
+            .set_response_content_disposition(disposition.map(str::to_string))
+            .presigned(config)
+            .await
+            .map_err(|e| store_error("PresignGetObject", bucket, key, e))?;
+        Ok(request.uri().to_string())
+    }
 }
 
 impl ObjectStore for S3Store {

@@ -20,8 +20,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Utc};
 use pec_ports::StateError;
 use pec_ports::webhooks::{
-    Attempt, Delivery, DeliveryStatus, Post, Subscription, WebhookClient, WebhookStore, check_url,
-    is_internal,
+    Attempt, Delivery, DeliveryStatus, Post, Start, Subscription, WebhookClient, WebhookStore,
+    check_url, is_internal,
 };
 
 use crate::DynamoState;
@@ -33,14 +33,6 @@ fn sub_pk(id: &str) -> String {
 
 fn dlv_pk(id: &str) -> String {
     format!("WHDLV#{id}")
-}
-
-fn status_str(st: DeliveryStatus) -> &'static str {
-    match st {
-        DeliveryStatus::Pending => "pending",
-        DeliveryStatus::Delivered => "delivered",
-        DeliveryStatus::Parked => "parked",
-    }
 }
 
 impl DynamoState {
@@ -55,11 +47,10 @@ impl DynamoState {
         if let Some(a) = item.get("attempts").and_then(|v| v.as_n().ok()) {
             d.attempts = a.parse().unwrap_or(d.attempts);
         }
-        d.status = match text("status").as_deref() {
-            Some("delivered") => DeliveryStatus::Delivered,
-            Some("parked") => DeliveryStatus::Parked,
-            _ => DeliveryStatus::Pending,
-        };
+        d.status = text("status")
+            .as_deref()
+            .and_then(DeliveryStatus::parse)
+            .unwrap_or(DeliveryStatus::Pending);
         d.started_at = time("started_at");
         d.next_attempt_at = time("next_attempt_at");
         if let Some(log) = item.get("log").and_then(|v| v.as_l().ok()) {
@@ -148,7 +139,7 @@ impl WebhookStore for DynamoState {
             ("pk".into(), s(dlv_pk(&d.id))),
             ("sk".into(), s("WHDLV")),
             ("doc".into(), to_doc(d)),
-            ("status".into(), s(status_str(d.status))),
+            ("status".into(), s(d.status.as_str())),
             ("attempts".into(), n(u64::from(d.attempts))),
             ("log".into(), AttributeValue::L(Vec::new())),
             ("gsi1pk".into(), s(sub_pk(&d.subscription))),
@@ -183,7 +174,7 @@ impl WebhookStore for DynamoState {
         attempt: u32,
         now: DateTime<Utc>,
         stale: DateTime<Utc>,
-    ) -> Result<Option<Delivery>, StateError> {
+    ) -> Result<Start, StateError> {
         let result = self
             .client
             .update_item()
@@ -205,14 +196,26 @@ impl WebhookStore for DynamoState {
             .await;
         match result {
             Ok(out) => match out.attributes {
-                Some(item) => self.decode_delivery(&item).map(Some),
-                None => Ok(None),
+                Some(item) => self
+                    .decode_delivery(&item)
+                    .map(|d| Start::Started(Box::new(d))),
+                None => Ok(Start::Done),
             },
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
-                Ok(None)
+                // Which way the condition failed: a running attempt comes back later.
+                Ok(match self.delivery(id).await? {
+                    Some(d)
+                        if d.status == DeliveryStatus::Pending
+                            && d.attempts == attempt
+                            && d.started_at.is_some() =>
+                    {
+                        Start::Running
+                    }
+                    _ => Start::Done,
+                })
             }
             Err(e) => Err(self.err("UpdateItem", e)),
         }
@@ -221,10 +224,12 @@ impl WebhookStore for DynamoState {
     async fn finish_attempt(
         &self,
         id: &str,
+        attempt_no: u32,
+        started: DateTime<Utc>,
         attempt: &Attempt,
         status: DeliveryStatus,
         next_attempt_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StateError> {
+    ) -> Result<bool, StateError> {
         let entry = AttributeValue::L(vec![s(serde_json::to_string(attempt).unwrap_or_default())]);
         let mut update = self
             .client
@@ -232,10 +237,14 @@ impl WebhookStore for DynamoState {
             .table_name(&self.table)
             .key("pk", s(dlv_pk(id)))
             .key("sk", s("WHDLV"))
+            // Only the running attempt's own outcome (a late runner taken for crashed loses).
+            .condition_expression("attempts = :n AND started_at = :started")
             // `status` and `log` are DynamoDB reserved words.
             .expression_attribute_names("#st", "status")
             .expression_attribute_names("#log", "log")
-            .expression_attribute_values(":st", s(status_str(status)))
+            .expression_attribute_values(":n", n(u64::from(attempt_no)))
+            .expression_attribute_values(":started", s(started.to_rfc3339()))
+            .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":a", entry)
             .expression_attribute_values(":empty", AttributeValue::L(Vec::new()));
         let expression = match next_attempt_at {
@@ -247,12 +256,16 @@ impl WebhookStore for DynamoState {
                 "SET #st = :st, #log = list_append(if_not_exists(#log, :empty), :a) REMOVE started_at, next_attempt_at"
             }
         };
-        update
-            .update_expression(expression)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.err("UpdateItem", e))
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
     }
 
     async fn replay(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Delivery>, StateError> {

@@ -14,12 +14,44 @@ where
 {
     let mut response = SqsBatchResponse::default();
     for record in &event.records {
-        let id = record.message_id.clone().unwrap_or_default();
         if let Err(error) = handle(record.clone()).await {
-            tracing::error!(step, message_id = %id, error = %error, "failed; the message will be retried");
-            let mut failure = BatchItemFailure::default();
-            failure.item_identifier = id;
-            response.batch_item_failures.push(failure);
+            response
+                .batch_item_failures
+                .push(failure(step, record, error));
+        }
+    }
+    response
+}
+
+/// `record` reported for retry, and why logged.
+fn failure(step: &str, record: &SqsMessage, error: impl std::fmt::Display) -> BatchItemFailure {
+    let id = record.message_id.clone().unwrap_or_default();
+    tracing::error!(step, message_id = %id, error = %error, "failed; the message will be retried");
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = id;
+    failure
+}
+
+/// [`partial_batch`] with the records handled side by side: for steps whose records wait on
+/// the network (the webhooks step's POSTs), so a batch takes as long as its slowest record.
+pub async fn partial_batch_concurrent<F, Fut, E>(
+    step: &str,
+    event: &SqsEvent,
+    handle: F,
+) -> SqsBatchResponse
+where
+    F: Fn(SqsMessage) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let outcomes =
+        futures_util::future::join_all(event.records.iter().map(|r| handle(r.clone()))).await;
+    let mut response = SqsBatchResponse::default();
+    for (record, outcome) in event.records.iter().zip(outcomes) {
+        if let Err(error) = outcome {
+            response
+                .batch_item_failures
+                .push(failure(step, record, error));
         }
     }
     response

@@ -34,6 +34,8 @@ pub enum StepError {
     BadRequest { message_id: String, reason: String },
     #[error("no message record for {0} (a hand-off that arrived first is retried)")]
     NoRecord(String),
+    #[error("webhook delivery {delivery}: attempt {attempt} is running elsewhere (retried later)")]
+    AttemptRunning { delivery: String, attempt: u32 },
     #[error(
         "s3://{bucket}/{key} changed after the formal checks judged it (SHA-256 {found}, recorded {recorded}): nothing is built from it"
     )]

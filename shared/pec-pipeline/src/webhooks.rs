@@ -8,10 +8,22 @@
 //! most 15 minutes: an attempt request that arrives before its time goes back on the queue for
 //! the rest of the wait.
 //!
+//! An event creates one delivery per subscription that wants it and queues its first attempt:
+//! every queue message makes at most one POST, and a batch's POSTs run side by side, so a batch
+//! ends within the HTTP timeout whatever the endpoints do.
+//!
+//! **Who hears of an event.** The tenants of the sender (their message's progress), of the
+//! mailbox the event is about (`recipient`) and of the mailboxes the emitted message went to
+//! (`delivered_to`): never the tenant of another recipient of the same message, who must not
+//! learn when or whether someone else received it.
+//!
 //! **At most one POST per attempt.** The delivery id comes from the event and the subscription,
 //! so a duplicate event finds the delivery made and starts nothing; an attempt is started with
-//! a condition on the attempts counter, so a duplicate attempt request does nothing either. The
-//! next attempt is enqueued before the outcome is recorded: a crash in between leaves the next
+//! a condition on the attempts counter, so a duplicate attempt request does nothing either. An
+//! attempt request that finds its attempt still running fails and comes back after the queue's
+//! visibility timeout, when the attempt has finished or is stale (its runner crashed) and is
+//! run again. An outcome is recorded only by the runner of the attempt in force. The next
+//! attempt is enqueued before the outcome is recorded: a crash in between leaves the next
 //! attempt to run, never a delivery without one. Receivers deduplicate on `webhook-id` (the
 //! same on every attempt), as the Standard Webhooks convention asks, for the one case left: a
 //! POST that succeeded just before its runner crashed.
@@ -22,7 +34,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration, Utc};
 use pec_core::events::{EVENT_SOURCE, PecEvent};
 use pec_ports::webhooks::{
-    Attempt, Delivery, DeliveryStatus, Post, STALE_ATTEMPT, WebhookClient, WebhookStore,
+    Attempt, Delivery, DeliveryStatus, Post, STALE_ATTEMPT, Start, WebhookClient, WebhookStore,
     backoff_in, delivery_id, sign,
 };
 pub use pec_ports::webhooks::{AttemptRequest, attempt_message};
@@ -46,7 +58,7 @@ pub struct Webhooks<Db, W, C, Q> {
 
 impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks<Db, W, C, Q> {
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        crate::batch::partial_batch("webhooks", &event, |record| async move {
+        crate::batch::partial_batch_concurrent("webhooks", &event, |record| async move {
             self.handle_record(&record, now).await
         })
         .await
@@ -82,18 +94,14 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
         self.fan_out(&event, now).await
     }
 
-    /// The tenants whose mailboxes the event concerns.
+    /// The tenants the event concerns: those of the sender, of the recipient it is about and
+    /// of the mailboxes the emitted message went to; not those of the message's other
+    /// recipients.
     async fn tenants(&self, event: &PecEvent) -> Result<BTreeSet<String>, StepError> {
         let mut addresses: BTreeSet<String> = BTreeSet::new();
         addresses.insert(event.sender.to_ascii_lowercase());
         addresses.extend(event.recipient.iter().map(|a| a.to_ascii_lowercase()));
         addresses.extend(event.delivered_to.iter().map(|a| a.to_ascii_lowercase()));
-        addresses.extend(
-            event
-                .recipients
-                .iter()
-                .map(|r| r.address.to_ascii_lowercase()),
-        );
         let mut tenants = BTreeSet::new();
         for a in addresses.iter().filter(|a| pec_core::addr::is_addr_spec(a)) {
             if let Some(m) = self.state.mailbox(a).await? {
@@ -132,7 +140,16 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
                 };
                 let d = self.hooks.create_delivery(&fresh).await?;
                 if d.attempts == 0 && d.status == DeliveryStatus::Pending {
-                    self.attempt(&d.id, 1, now).await?;
+                    // Queued even when the delivery existed (a crash before this line): the
+                    // attempt starts at most once.
+                    let first = AttemptRequest {
+                        delivery: d.id.clone(),
+                        attempt: 1,
+                        not_before: now,
+                    };
+                    self.queue
+                        .send(&self.queue_url, attempt_message(&first))
+                        .await?;
                 } else {
                     tracing::info!(delivery = %d.id, "duplicate event: the delivery exists");
                 }
@@ -159,33 +176,58 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
 
     async fn attempt(&self, id: &str, n: u32, now: DateTime<Utc>) -> Result<(), StepError> {
         let stale = now - Duration::seconds(STALE_ATTEMPT);
-        let Some(d) = self.hooks.start_attempt(id, n, now, stale).await? else {
-            tracing::info!(delivery = %id, attempt = n, "attempt already made or not pending");
-            return Ok(());
+        let d = match self.hooks.start_attempt(id, n, now, stale).await? {
+            Start::Started(d) => d,
+            Start::Running => {
+                return Err(StepError::AttemptRunning {
+                    delivery: id.to_string(),
+                    attempt: n,
+                });
+            }
+            Start::Done => {
+                tracing::info!(delivery = %id, attempt = n, "attempt already made or not pending");
+                return Ok(());
+            }
+        };
+        // Records this attempt's outcome unless a successor took the attempt over.
+        let finish = |attempt: Attempt, status: DeliveryStatus, next: Option<DateTime<Utc>>| async move {
+            if !self
+                .hooks
+                .finish_attempt(id, n, now, &attempt, status, next)
+                .await?
+            {
+                tracing::warn!(delivery = %id, attempt = n, "outcome not recorded: the attempt was taken over as stale");
+            }
+            Ok::<(), StepError>(())
         };
         let sub = self.hooks.subscription(&d.subscription).await?;
         let started = std::time::Instant::now();
-        let outcome = match &sub {
-            None => Err("the subscription was deleted".to_string()),
-            Some(sub) => {
-                let ts = now.timestamp();
-                match sign(&sub.secret, &d.id, ts, d.payload.as_bytes()) {
-                    None => Err("the subscription's secret is unusable".to_string()),
-                    Some(signature) => {
-                        let post = Post {
-                            url: sub.url.clone(),
-                            headers: vec![
-                                ("content-type".into(), "application/json".into()),
-                                ("user-agent".into(), "pec-webhooks/1".into()),
-                                ("webhook-id".into(), d.id.clone()),
-                                ("webhook-timestamp".into(), ts.to_string()),
-                                ("webhook-signature".into(), signature),
-                            ],
-                            body: d.payload.clone().into_bytes(),
-                        };
-                        self.client.post(&post).await
-                    }
-                }
+        let Some(sub) = sub else {
+            let attempt = Attempt {
+                at: now,
+                status: None,
+                error: Some("the subscription was deleted".into()),
+                duration_ms: 0,
+            };
+            tracing::info!(delivery = %d.id, "subscription deleted: delivery cancelled");
+            return finish(attempt, DeliveryStatus::Cancelled, None).await;
+        };
+        let ts = now.timestamp();
+        let outcome = match sign(&sub.secret, &d.id, ts, d.payload.as_bytes()) {
+            None => Err("the subscription's secret is unusable".to_string()),
+            Some(signature) => {
+                let post = Post {
+                    url: sub.url.clone(),
+                    headers: vec![
+                        ("content-type".into(), "application/json".into()),
+                        ("user-agent".into(), "pec-webhooks/1".into()),
+                        ("webhook-id".into(), d.id.clone()),
+                        ("webhook-timestamp".into(), ts.to_string()),
+                        ("webhook-signature".into(), signature),
+                    ],
+                    body: d.payload.clone().into_bytes(),
+                };
+                self.client.post(&post).await
             }
         };
         let attempt = Attempt {
@@ -200,12 +242,9 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
         };
         if attempt.error.is_none() {
             tracing::info!(delivery = %d.id, attempt = n, "webhook delivered");
-            self.hooks
-                .finish_attempt(id, &attempt, DeliveryStatus::Delivered, None)
-                .await?;
-            return Ok(());
+            return finish(attempt, DeliveryStatus::Delivered, None).await;
         }
-        let retry = sub.as_ref().and(backoff_in(&self.schedule, n + 1));
+        let retry = backoff_in(&self.schedule, n + 1);
         match retry {
             Some(delay) => {
                 let next = AttemptRequest {
@@ -221,9 +260,7 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
                     )
                     .await?;
                 tracing::warn!(delivery = %d.id, attempt = n, error = ?attempt.error, next = %next.not_before, "webhook failed; retry scheduled");
-                self.hooks
-                    .finish_attempt(id, &attempt, DeliveryStatus::Pending, Some(next.not_before))
-                    .await?;
+                finish(attempt, DeliveryStatus::Pending, Some(next.not_before)).await?;
             }
             None => {
                 let parked = serde_json::json!({
@@ -234,9 +271,7 @@ impl<Db: StateStore, W: WebhookStore, C: WebhookClient, Q: QueueSender> Webhooks
                     .send(&self.parked_queue_url, parked.to_string())
                     .await?;
                 tracing::error!(delivery = %d.id, attempts = n, error = ?attempt.error, "webhook parked");
-                self.hooks
-                    .finish_attempt(id, &attempt, DeliveryStatus::Parked, None)
-                    .await?;
+                finish(attempt, DeliveryStatus::Parked, None).await?;
             }
         }
         Ok(())
@@ -261,7 +296,7 @@ mod tests {
 
     async fn step() -> Webhooks<MemoryState, MemoryWebhooks, MemoryHooks, MemoryOutbox> {
         let state = MemoryState::new();
-        for (a, tenant) in [("s@a.it", "ta"), ("r@b.it", "tb")] {
+        for (a, tenant) in [("s@a.it", "ta"), ("r@b.it", "tb"), ("x@c.it", "tc")] {
             state
                 .create_mailbox(&Mailbox {
                     address: a.into(),
@@ -317,10 +352,13 @@ mod tests {
             msgid: None,
             message_id: None,
             sender: "S@a.it".into(),
-            recipients: vec![Recipient {
-                address: "r@b.it".into(),
-                kind: "certificato".into(),
-            }],
+            recipients: ["r@b.it", "x@c.it"]
+                .into_iter()
+                .map(|a| Recipient {
+                    address: a.into(),
+                    kind: "certificato".into(),
+                })
+                .collect(),
             recipient: Some("r@b.it".into()),
             subject: Some("s".into()),
             receipt_type: "avvenuta-consegna".into(),
@@ -344,13 +382,31 @@ mod tests {
         e
     }
 
+    type Step = Webhooks<MemoryState, MemoryWebhooks, MemoryHooks, MemoryOutbox>;
+
+    /// Handles what is on the webhook queue at `now` (as one batch); how many records failed.
+    async fn drain(s: &Step, now: DateTime<Utc>) -> usize {
+        let mut e = SqsEvent::default();
+        for (i, body) in s.queue.take(Q).into_iter().enumerate() {
+            let mut m = SqsMessage::default();
+            m.message_id = Some(format!("q{i}"));
+            m.body = Some(body);
+            e.records.push(m);
+        }
+        s.handle(e, now).await.batch_item_failures.len()
+    }
+
     #[tokio::test]
     async fn an_event_reaches_the_subscriptions_of_its_tenants_signed_once() {
         let s = step().await;
         let r = s.handle(event(EventType::MessageDelivered), t(0)).await;
         assert!(r.batch_item_failures.is_empty());
+        // The event queues the first attempts; they post.
+        assert!(s.client.posts.lock().unwrap().is_empty());
+        assert_eq!(drain(&s, t(0)).await, 0);
         let posts = s.client.posts.lock().unwrap().clone();
-        // ta wants everything; tb only acceptances; tc is not concerned.
+        // ta (the sender's) wants everything; tb (the recipient's) only acceptances; tc's
+        // mailbox is another recipient of the message: not told of r@b.it's delivery.
         assert_eq!(posts.len(), 1);
         assert_eq!(posts[0].url, "https://wh_a.example/hook");
         let h = |n: &str| {
@@ -378,6 +434,7 @@ mod tests {
         assert_eq!(body["data"]["identificativo"], "id1");
         // The same event again: nothing more.
         s.handle(event(EventType::MessageDelivered), t(10)).await;
+        assert_eq!(drain(&s, t(10)).await, 0);
         assert_eq!(s.client.posts.lock().unwrap().len(), 1);
         let d = s
             .hooks
@@ -401,6 +458,7 @@ mod tests {
         }
         // Only tenant ta's subscription wants deliveries.
         s.handle(event(EventType::MessageDelivered), t(0)).await;
+        drain(&s, t(0)).await;
         let mut now = t(0);
         for n in 2..=8u32 {
             let queued = s.queue.take(Q);
@@ -447,6 +505,74 @@ mod tests {
         let d = s.hooks.delivery(&id).await.unwrap().unwrap();
         assert_eq!(d.status, DeliveryStatus::Delivered);
         assert_eq!(d.log.len(), 9);
+    }
+
+    #[tokio::test]
+    async fn a_running_attempt_comes_back_later_and_a_late_outcome_is_dropped() {
+        let s = step().await;
+        s.handle(event(EventType::MessageDelivered), t(0)).await;
+        let first = s.queue.take(Q);
+        let id = delivery_id("ev1", "wh_a");
+        // Another runner started attempt 1 at t(0) and is still at it.
+        let Start::Started(_) = s.hooks.start_attempt(&id, 1, t(0), t(0)).await.unwrap() else {
+            panic!("not started");
+        };
+        // A redelivered request fails (the queue brings it back); nothing posted.
+        let r = s.handle(sqs(first[0].clone()), t(60)).await;
+        assert_eq!(r.batch_item_failures.len(), 1);
+        assert!(s.client.posts.lock().unwrap().is_empty());
+        // Past STALE_ATTEMPT the runner is taken for crashed: the attempt runs again.
+        let later = t(STALE_ATTEMPT + 1);
+        assert!(
+            s.handle(sqs(first[0].clone()), later)
+                .await
+                .batch_item_failures
+                .is_empty()
+        );
+        assert_eq!(s.client.posts.lock().unwrap().len(), 1);
+        // The first runner's late outcome does not overwrite it.
+        let late = Attempt {
+            at: t(0),
+            status: Some(500),
+            error: Some("HTTP 500".into()),
+            duration_ms: 1,
+        };
+        assert!(
+            !s.hooks
+                .finish_attempt(&id, 1, t(0), &late, DeliveryStatus::Pending, None)
+                .await
+                .unwrap()
+        );
+        let d = s.hooks.delivery(&id).await.unwrap().unwrap();
+        assert_eq!(d.status, DeliveryStatus::Delivered);
+        assert_eq!(d.log.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_subscription_cancels_its_deliveries_quietly() {
+        let s = step().await;
+        s.client
+            .answers
+            .lock()
+            .unwrap()
+            .push_back(Err("connection refused".into()));
+        s.handle(event(EventType::MessageDelivered), t(0)).await;
+        drain(&s, t(0)).await;
+        assert!(s.hooks.delete_subscription("ta", "wh_a").await.unwrap());
+        let retry = s.queue.take(Q);
+        assert_eq!(retry.len(), 1);
+        s.handle(sqs(retry[0].clone()), t(3600)).await;
+        let d = s
+            .hooks
+            .delivery(&delivery_id("ev1", "wh_a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.status, DeliveryStatus::Cancelled);
+        assert_eq!(s.client.posts.lock().unwrap().len(), 1);
+        assert!(s.queue.take(Q).is_empty());
+        // Not parked: the operator's alarm is for endpoints that fail, not for deletions.
+        assert!(s.queue.take(PARKED).is_empty());
     }
 
     #[tokio::test]

@@ -37,4 +37,6 @@ pub use state::{
     MemoryState, MessageRecord, MessageState, NotDelivered, RecipientOutcome, RelayEvent,
     RelayRecord, StateError, StateStore, Tenant,
 };
-pub use store::{MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, StoreError};
+pub use store::{
+    MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError,
+};

@@ -61,6 +61,33 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
 }
 
+/// Signed URLs: a client writes or reads one object straight from the store, without passing its
+/// bytes through our code (the integration API's large attachments and downloads: API Gateway
+/// and Lambda carry at most about 6 MB per request or answer).
+pub trait SignedUrls: Send + Sync {
+    /// A URL at which whoever holds it may `PUT` one object at `bucket`/`key`, with this
+    /// `Content-Type` and length, for `valid_for`. Signed with our credentials: no call is made.
+    fn upload_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        valid_for: std::time::Duration,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// A URL at which whoever holds it may `GET` the object at `bucket`/`key` for `valid_for`,
+    /// answered with this `Content-Type` and, if given, `Content-Disposition`.
+    fn download_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        content_type: &str,
+        disposition: Option<&str>,
+        valid_for: std::time::Duration,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+}
+
 /// [`ObjectStore`] in memory, for unit tests: counts writes so tests can assert idempotency.
 /// Also a [`RetainedStore`] (the evidence bucket is both): it keeps each locked object's
 /// retain-until date ([`MemoryStore::retained_until`]).
@@ -153,6 +180,32 @@ impl ObjectStore for MemoryStore {
         objects.insert(slot, body);
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(PutOutcome::Created)
+    }
+}
+
+/// `memory://<bucket>/<key>`: tests put and read the bytes with [`MemoryStore::insert`] and
+/// [`MemoryStore::object`].
+impl SignedUrls for MemoryStore {
+    async fn upload_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        _content_type: &str,
+        _length: u64,
+        _valid_for: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        Ok(format!("memory://{bucket}/{key}"))
+    }
+
+    async fn download_url(
+        &self,
+        bucket: &str,
+        key: &str,
+        _content_type: &str,
+        _disposition: Option<&str>,
+        _valid_for: std::time::Duration,
+    ) -> Result<String, StoreError> {
+        Ok(format!("memory://{bucket}/{key}"))
     }
 }
 

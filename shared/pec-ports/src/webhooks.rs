@@ -53,6 +53,32 @@ pub enum DeliveryStatus {
     Delivered,
     /// Every attempt of the schedule failed: kept for replay.
     Parked,
+    /// The subscription was deleted before the delivery succeeded: no further attempts.
+    Cancelled,
+}
+
+impl DeliveryStatus {
+    /// The stored and published form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Parked => "parked",
+            DeliveryStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status whose [`DeliveryStatus::as_str`] is `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Delivered,
+            Self::Parked,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
 }
 
 /// One attempt's outcome.
@@ -139,8 +165,25 @@ pub fn attempt_message(r: &AttemptRequest) -> String {
     serde_json::json!({ "webhook_attempt": r }).to_string()
 }
 
-/// An attempt that started this long ago without an outcome is taken as crashed.
+/// An attempt that started this long ago without an outcome is taken as crashed. Longer than
+/// the webhooks function may run (template.yaml: `Timeout` 60 s), shorter than the webhook
+/// queue's visibility timeout (360 s), so a redelivered request finds the attempt either
+/// finished or stale, never still running.
 pub const STALE_ATTEMPT: i64 = 300;
+
+/// What [`WebhookStore::start_attempt`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The attempt is this runner's: the delivery with `attempts = n` and `started_at = now`.
+    Started(Box<Delivery>),
+    /// Attempt `n` was started by another runner, has no outcome yet and is not stale: the
+    /// request must come back later (it fails, and the queue redelivers it), or a crashed
+    /// attempt would never be retried.
+    Running,
+    /// Nothing to do: attempt `n` has an outcome or was overtaken, the delivery is not pending
+    /// or does not exist.
+    Done,
+}
 
 /// The delivery id of `event_id` for `subscription`: `msg_<32 hex>`.
 pub fn delivery_id(event_id: &str, subscription: &str) -> String {
@@ -199,7 +242,10 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
 }
 
 /// Addresses a webhook may never reach outside the local profile: loopback, private,
-/// link-local (cloud metadata), unique-local, CGNAT, unspecified, multicast, documentation.
+/// link-local (cloud metadata), unique-local, CGNAT, unspecified, multicast, documentation,
+/// benchmarking, IETF protocol assignments, reserved (240/4), and IPv6 forms that carry an
+/// IPv4 address (mapped, compatible, NAT64 64:ff9b::/96, 6to4 2002::/16), judged by the
+/// address they carry.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -212,20 +258,44 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v4.is_multicast()
                 || v4.is_documentation()
                 || o[0] == 0
+                || o[0] >= 240
                 || (o[0] == 100 && (64..128).contains(&o[1]))
                 || (o[0] == 198 && (o[1] == 18 || o[1] == 19))
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
         }
         IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let carried = |hi: u16, lo: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_internal(IpAddr::V4(v4));
             }
-            let s = v6.segments();
+            // ::a.b.c.d (deprecated IPv4-compatible), but not :: and ::1.
+            if s[..6] == [0; 6] && !(v6.is_loopback() || v6.is_unspecified()) {
+                return is_internal(carried(s[6], s[7]));
+            }
+            // NAT64 well-known prefix: the gateway would reach the carried address.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_internal(carried(s[6], s[7]));
+            }
+            // 6to4: the relay would reach the carried address.
+            if s[0] == 0x2002 && is_internal(carried(s[1], s[2])) {
+                return true;
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
                 || s[0] == 0x2001 && s[1] == 0x0db8
+                // NAT64 local-use prefix 64:ff9b:1::/48.
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
         }
     }
 }
@@ -263,23 +333,25 @@ pub trait WebhookStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<Delivery>, StateError>> + Send;
     /// Starts attempt `n` (1-based) of a pending delivery: only if `n - 1` attempts were
     /// started, or attempt `n` started before `stale` without an outcome (its runner crashed).
-    /// The delivery with `attempts = n`, or `None` when another runner has it or it is not
-    /// pending (a duplicate: nothing to do).
     fn start_attempt(
         &self,
         id: &str,
         n: u32,
         now: DateTime<Utc>,
         stale: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<Delivery>, StateError>> + Send;
-    /// Records the outcome of the running attempt and the new status.
+    ) -> impl Future<Output = Result<Start, StateError>> + Send;
+    /// Records the outcome of attempt `n`, started at `started`, and the new status: only if
+    /// that attempt is still the running one (a runner taken for crashed that finishes late
+    /// must not overwrite its successor). Whether it was recorded.
     fn finish_attempt(
         &self,
         id: &str,
+        n: u32,
+        started: DateTime<Utc>,
         attempt: &Attempt,
         status: DeliveryStatus,
         next_attempt_at: Option<DateTime<Utc>>,
-    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// A parked delivery made pending again with a new round of attempts (attempts back to 0);
     /// `None` unless it was parked.
     fn replay(
@@ -378,35 +450,47 @@ impl WebhookStore for MemoryWebhooks {
         n: u32,
         now: DateTime<Utc>,
         stale: DateTime<Utc>,
-    ) -> Result<Option<Delivery>, StateError> {
+    ) -> Result<Start, StateError> {
         let mut all = lock(&self.deliveries);
         let Some(d) = all.get_mut(id) else {
-            return Ok(None);
+            return Ok(Start::Done);
         };
         let fresh = d.attempts + 1 == n;
         let crashed = d.attempts == n && d.started_at.is_some_and(|t| t < stale);
-        if d.status != DeliveryStatus::Pending || !(fresh || crashed) {
-            return Ok(None);
+        if d.status != DeliveryStatus::Pending {
+            return Ok(Start::Done);
+        }
+        if !(fresh || crashed) {
+            return Ok(if d.attempts == n && d.started_at.is_some() {
+                Start::Running
+            } else {
+                Start::Done
+            });
         }
         d.attempts = n;
         d.started_at = Some(now);
-        Ok(Some(d.clone()))
+        Ok(Start::Started(Box::new(d.clone())))
     }
 
     async fn finish_attempt(
         &self,
         id: &str,
+        n: u32,
+        started: DateTime<Utc>,
         attempt: &Attempt,
         status: DeliveryStatus,
         next_attempt_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StateError> {
-        if let Some(d) = lock(&self.deliveries).get_mut(id) {
-            d.log.push(attempt.clone());
-            d.status = status;
-            d.next_attempt_at = next_attempt_at;
-            d.started_at = None;
+    ) -> Result<bool, StateError> {
+        match lock(&self.deliveries).get_mut(id) {
+            Some(d) if d.attempts == n && d.started_at == Some(started) => {
+                d.log.push(attempt.clone());
+                d.status = status;
+                d.next_attempt_at = next_attempt_at;
+                d.started_at = None;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn replay(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Delivery>, StateError> {
@@ -535,10 +619,24 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::1",
+            "2002:a9fe:a9fe::1",
+            "2002:7f00:1::",
+            "192.0.0.170",
+            "240.0.0.1",
+            "255.255.255.255",
         ] {
             assert!(is_internal(a.parse().unwrap()), "{a}");
         }
-        for a in ["93.184.216.34", "2606:2800:220:1::1"] {
+        for a in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "64:ff9b::93.184.216.34",
+            "2002:5db8:d822::1",
+        ] {
             assert!(!is_internal(a.parse().unwrap()), "{a}");
         }
     }
