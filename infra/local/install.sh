@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|apitest|dynamodb|fuzz|clamav|mailclients|image|dovecot]...  (default: all)
+#   infra/local/install.sh [all|system|python|apitest|dynamodb|fuzz|clamav|mailclients|image|dovecot|loadgen]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -18,6 +18,8 @@
 # dovecot  the IMAP server benches/imap.sh compares ours with (dovecot-imapd, Debian's package;
 #          not in `all`: only the bench needs it). The bench runs its own Dovecot instance; where
 #          systemd runs, the system service this install would start is disabled again.
+# loadgen  wrk (Debian's package), the HTTP load generator benches/api.sh drives (not in `all`:
+#          only the bench needs it).
 # image    what builds and runs the edge service's OCI image without Docker: mmdebstrap,
 #          buildah, umoci, bubblewrap (Debian's packages).
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
@@ -165,6 +167,12 @@ install_dovecot() {
   pec_log "dovecot: ok ($("$(command -v dovecot || echo /usr/sbin/dovecot)" --version | sed 's/ (.*//'))"
 }
 
+install_loadgen() {
+  apt_install wrk
+  command -v wrk >/dev/null || pec_die "wrk is still missing after installing its package"
+  pec_log "loadgen: ok ($(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2))"
+}
+
 install_image() {
   apt_install mmdebstrap buildah umoci bubblewrap uidmap
   for c in mmdebstrap buildah bwrap; do
@@ -189,11 +197,12 @@ for part in "${parts[@]}"; do
     mailclients) install_mailclients ;;
     apitest) install_apitest ;;
     dovecot) install_dovecot ;;
+    loadgen) install_loadgen ;;
     system) install_system ;;
     python) install_python ;;
     dynamodb) install_dynamodb ;;
     fuzz) install_fuzz ;;
     clamav) install_clamav ;;
-    *) pec_die "unknown part '$part' (all|system|python|dynamodb|fuzz|clamav|mailclients|image|dovecot)" ;;
+    *) pec_die "unknown part '$part' (all|system|python|apitest|dynamodb|fuzz|clamav|mailclients|image|dovecot|loadgen)" ;;
   esac
 done
