@@ -54,6 +54,16 @@ pub(crate) fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
+/// A mailbox's `doc`: the record without its usage (the `used_bytes` attribute holds that, moved
+/// by every store and delete), so the document is stable and [`StateStore::replace_mailbox`]
+/// can compare it whole.
+fn mailbox_doc(mailbox: &Mailbox) -> AttributeValue {
+    to_doc(&Mailbox {
+        used_bytes: 0,
+        ..mailbox.clone()
+    })
+}
+
 impl DynamoState {
     /// Over `table` (state) and `log_table` (provider log).
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str, log_table: &str) -> Self {
@@ -289,9 +299,42 @@ impl StateStore for DynamoState {
             ("gsi1sk".into(), s(mbx_pk(&mailbox.address))),
             ("used_bytes".into(), n(mailbox.used_bytes)),
             ("quota_bytes".into(), n(mailbox.quota_bytes)),
-            ("doc".into(), to_doc(mailbox)),
+            ("doc".into(), mailbox_doc(mailbox)),
         ]);
         self.put_new(item).await
+    }
+
+    async fn replace_mailbox(
+        &self,
+        expected: &Mailbox,
+        new: &Mailbox,
+        max_used: Option<u64>,
+    ) -> Result<bool, StateError> {
+        let mut condition = "doc = :old".to_string();
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(mbx_pk(&expected.address)))
+            .key("sk", s("MBX"))
+            .update_expression("SET doc = :new, quota_bytes = :quota")
+            .expression_attribute_values(":old", mailbox_doc(expected))
+            .expression_attribute_values(":new", mailbox_doc(new))
+            .expression_attribute_values(":quota", n(new.quota_bytes));
+        if let Some(max) = max_used {
+            condition.push_str(" AND used_bytes <= :max");
+            request = request.expression_attribute_values(":max", n(max));
+        }
+        match request.condition_expression(condition).send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
     }
 
     async fn mailbox(&self, address: &str) -> Result<Option<Mailbox>, StateError> {

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use chrono::Utc;
 use pec_aws::{AwsClients, ClientSettings, DynamoState, S3Store};
 use pec_core::classify::classify;
-use pec_core::plan::{self, Plan};
+use pec_core::plan;
 use pec_ports::{Mailbox, ObjectStore, StateStore, Tenant};
 use pec_smime::{TrustAnchors, VerifyOptions, verify_message};
 
@@ -50,11 +50,12 @@ pub enum MailboxCommand {
         address: String,
         #[arg(long)]
         tenant: String,
-        /// base, standard, pro, plus (1 GB), bronze, silver (2 GB), gold (5 GB).
+        /// base, standard, pro, plus (1 GB), bronze, silver, silver-plus (2 GB), gold, gold-plus
+        /// (5 GB): `pec mailbox plans` prints what each includes.
         #[arg(long, default_value = "standard")]
         plan: String,
-        /// Extra whole GB on top of the plan.
-        #[arg(long, default_value_t = 0)]
+        /// One expansion of 1, 3 or 5 GB on top of the plan's inbox.
+        #[arg(long = "expansion-gb", alias = "expansions", default_value_t = 0)]
         expansions: u32,
         /// Read the password from standard input (one line).
         #[arg(long)]
@@ -94,6 +95,21 @@ pub enum MailboxCommand {
     },
     /// Delete a stored message (frees its quota).
     Delete { address: String, item: String },
+    /// Move a mailbox to another plan: an upgrade at once; a downgrade at once if what the
+    /// mailbox holds fits the new limits, otherwise refused with the numbers.
+    Plan {
+        address: String,
+        /// base, standard, pro, plus, bronze, silver, silver-plus, gold, gold-plus.
+        plan: String,
+        /// One expansion of 1, 3 or 5 GB on top of the plan's inbox (0: none).
+        #[arg(long = "expansion-gb", default_value_t = 0)]
+        expansion_gb: u32,
+        /// Print the change as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The service sheet: what each plan includes (Markdown).
+    Plans,
 }
 
 #[derive(clap::Args, Debug)]
@@ -166,6 +182,11 @@ pub fn run_mailbox(args: MailboxArgs) -> ExitCode {
 }
 
 async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
+    if let MailboxCommand::Plans = args.command {
+        // The sheet needs no deployment.
+        print!("{}", plan::sheet_markdown());
+        return Ok(ExitCode::SUCCESS);
+    }
     let (state, s3) = clients().await?;
     match args.command {
         MailboxCommand::Create {
@@ -181,11 +202,8 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             if !pec_core::addr::is_addr_spec(&address) {
                 bail!("{address:?} is not a mailbox address");
             }
-            let plan = Plan::parse(&plan_name).with_context(|| {
-                format!(
-                    "unknown plan {plan_name:?} (base, standard, pro, plus, bronze, silver, gold)"
-                )
-            })?;
+            let plan = plan::parse_plan(&plan_name)?;
+            plan::check_expansion(expansions)?;
             if !password_stdin {
                 bail!("give the password on standard input with --password-stdin");
             }
@@ -339,6 +357,45 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 println!("signature: {:?}", v.verdict);
             }
         }
+        MailboxCommand::Plan {
+            address,
+            plan: plan_name,
+            expansion_gb,
+            json,
+        } => {
+            let to = plan::parse_plan(&plan_name)?;
+            let before = state
+                .mailbox(&address)
+                .await?
+                .with_context(|| format!("no mailbox {address}"))?;
+            let c = pec_pipeline::tenants::change_plan(&state, &address, to, expansion_gb).await?;
+            if json {
+                println!("{}", serde_json::json!({"mailbox": before.address, "from": before.plan, "change": c}));
+            } else {
+                let names = |f: &[plan::Feature]| {
+                    f.iter().map(|f| f.label()).collect::<Vec<_>>().join(", ")
+                };
+                println!(
+                    "mailbox {}: {} +{} GB -> {} +{} GB ({:?}); inbox quota {} bytes ({}), {} in use",
+                    before.address,
+                    before.plan,
+                    before.expansions_gb,
+                    c.plan,
+                    c.expansion_gb,
+                    c.kind,
+                    c.quota_bytes,
+                    plan::gib(c.quota_bytes),
+                    plan::gib(before.used_bytes),
+                );
+                if !c.features_gained.is_empty() {
+                    println!("  gained: {}", names(&c.features_gained));
+                }
+                if !c.features_lost.is_empty() {
+                    println!("  lost: {}", names(&c.features_lost));
+                }
+            }
+        }
+        MailboxCommand::Plans => {}
         MailboxCommand::Delete { address, item } => match state.delete_item(&address, &item).await?
         {
             Some(i) => println!("deleted {} ({} bytes freed)", i.id, i.size),

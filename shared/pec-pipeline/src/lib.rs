@@ -29,6 +29,7 @@ pub mod receiving;
 pub mod scan;
 pub mod sign;
 mod step;
+pub mod tenants;
 pub mod timers;
 pub mod webhooks;
 

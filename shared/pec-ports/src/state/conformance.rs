@@ -90,6 +90,7 @@ pub fn cases<S: StateStore>() -> Vec<Case<S>> {
     cases![
         tenant_and_domain,
         create_mailbox_once,
+        replace_mailbox_conditionally,
         store_then_duplicate,
         store_records_decision_atomically,
         decided_wins_over_duplicate,
@@ -490,6 +491,59 @@ async fn create_mailbox_once<S: StateStore>(s: &S, ns: &str) -> Outcome {
         s.mailbox_items(&a).await.op("mailbox_items")?,
         vec![],
         "a new mailbox is empty"
+    );
+    Ok(())
+}
+
+/// replace_mailbox: only over the record read (whatever the usage), only within `max_used`;
+/// the usage is kept; a missing mailbox is not created.
+async fn replace_mailbox_conditionally<S: StateStore>(s: &S, ns: &str) -> Outcome {
+    let a = addr(ns, "box");
+    let first = mailbox(&a, 1_000);
+    s.create_mailbox(&first).await.op("create_mailbox")?;
+    s.store_in_mailbox(&a, &item("i1", 600, 1), None, false)
+        .await
+        .op("store_in_mailbox")?;
+    let read = s.mailbox(&a).await.op("mailbox")?.ok_or("mailbox vanished")?;
+    ensure_eq!(read.used_bytes, 600, "usage after one store");
+    let mut gold = read.clone();
+    gold.plan = Plan::Gold;
+    gold.quota_bytes = 5_000;
+    ensure!(
+        !s.replace_mailbox(&read, &gold, Some(599))
+            .await
+            .op("replace_mailbox over max_used")?,
+        "replaced although the usage (600) exceeds max_used (599)"
+    );
+    ensure!(
+        s.replace_mailbox(&first, &gold, Some(600))
+            .await
+            .op("replace_mailbox")?,
+        "the record read at creation (usage 0) is the record now: replacing must succeed"
+    );
+    let now = s.mailbox(&a).await.op("mailbox")?.ok_or("mailbox vanished")?;
+    ensure_eq!(
+        (now.plan, now.quota_bytes, now.used_bytes),
+        (Plan::Gold, 5_000, 600),
+        "new plan and quota, usage kept"
+    );
+    ensure!(
+        !s.replace_mailbox(&read, &first, None)
+            .await
+            .op("replace_mailbox stale")?,
+        "replaced over a record that has changed since it was read"
+    );
+    let ghost = mailbox(&addr(ns, "ghost"), 1);
+    ensure!(
+        !s.replace_mailbox(&ghost, &ghost, None)
+            .await
+            .op("replace_mailbox missing")?,
+        "replace_mailbox of a missing mailbox returned true"
+    );
+    ensure_eq!(
+        s.mailbox(&ghost.address).await.op("mailbox")?,
+        None,
+        "replace_mailbox created a mailbox"
     );
     Ok(())
 }

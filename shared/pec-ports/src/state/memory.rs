@@ -75,6 +75,31 @@ impl StateStore for MemoryState {
         Ok(self.with(|m| m.mailboxes.get(&norm(address)).cloned()))
     }
 
+    async fn replace_mailbox(
+        &self,
+        expected: &Mailbox,
+        new: &Mailbox,
+        max_used: Option<u64>,
+    ) -> Result<bool, StateError> {
+        Ok(self.with(|m| {
+            let Some(stored) = m.mailboxes.get_mut(&norm(&expected.address)) else {
+                return false;
+            };
+            let same = Mailbox {
+                used_bytes: stored.used_bytes,
+                ..expected.clone()
+            } == *stored;
+            if !same || max_used.is_some_and(|max| stored.used_bytes > max) {
+                return false;
+            }
+            *stored = Mailbox {
+                used_bytes: stored.used_bytes,
+                ..new.clone()
+            };
+            true
+        }))
+    }
+
     async fn mailbox_items(&self, address: &str) -> Result<Vec<MailboxItem>, StateError> {
         Ok(self.with(|m| {
             let mut v: Vec<MailboxItem> = m

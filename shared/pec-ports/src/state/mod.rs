@@ -44,6 +44,16 @@ pub trait StateStore: Send + Sync {
         &self,
         address: &str,
     ) -> impl Future<Output = Result<Option<Mailbox>, StateError>> + Send;
+    /// Replaces a mailbox's record (plan, quota, lifecycle) with `new` if it is still `expected`
+    /// (compared without the usage, which deliveries move), and with `max_used` only while the
+    /// usage is at most that many bytes. The usage itself is kept. `false` if a condition
+    /// failed (nothing changed): the caller reads again and decides again.
+    fn replace_mailbox(
+        &self,
+        expected: &Mailbox,
+        new: &Mailbox,
+        max_used: Option<u64>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// The items of a mailbox, oldest first.
     fn mailbox_items(
         &self,
