@@ -1971,12 +1971,16 @@ async fn large_attachment_and_organising(
             &["-H", &bearer(key)],
             200,
         )?;
-        if st["recipients"][0]["state"] == "delivered" {
+        // Delivered is recorded before its receipt is signed and stored: wait for both.
+        let has_receipt = st["evidence"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["kind"] == "avvenuta-consegna"));
+        if st["recipients"][0]["state"] == "delivered" && has_receipt {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "the large message was not delivered in 90 s: {st}"
+            "the large message and its delivery receipt were not delivered in 90 s: {st}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
