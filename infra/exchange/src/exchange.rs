@@ -185,6 +185,11 @@ impl<S: ObjectStore> Exchange<S> {
         &self.routes
     }
 
+    /// Routes from now on (the tenants' domains change while the exchange runs).
+    pub fn set_routes(&mut self, routes: Routes) {
+        self.routes = routes;
+    }
+
     /// The outbox folder of an ordinary domain.
     pub fn outbox(&self, domain: &str) -> PathBuf {
         self.dir.join("outbox").join(domain)
@@ -492,12 +497,14 @@ corpo\r\n";
                 domain: "pec.example.test".into(),
                 raw_bucket: "raw-a".into(),
                 region: "eu-south-1".into(),
+                state_table: None,
             },
             Provider {
                 stack: "pec-b".into(),
                 domain: "pec.altro.test".into(),
                 raw_bucket: "raw-b".into(),
                 region: "eu-south-1".into(),
+                state_table: None,
             },
         ])
         .unwrap()

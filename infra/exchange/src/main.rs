@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
-use pec_aws::{AwsClients, ClientSettings, S3Store};
+use pec_aws::{AwsClients, ClientSettings, DynamoState, S3Store};
+use pec_ports::StateStore;
 use pec_exchange::exchange::{Delivery, Outcome};
 use pec_exchange::headers::to_crlf;
 use pec_exchange::localstack::{self, Endpoint};
@@ -251,7 +252,30 @@ async fn poll_once(
     Ok((delivered, failures))
 }
 
-async fn run_exchange(ex: Exchange<S3Store>, run: &RunArgs) -> Result<()> {
+/// The providers' routes plus the verified domains of their tenants (each stack's state table,
+/// read now: what the tenants' MX records would say).
+async fn with_tenant_domains(base: &Routes, aws: &AwsClients) -> Result<Routes> {
+    let mut domains = Vec::new();
+    for p in base.providers() {
+        let Some(table) = &p.state_table else {
+            continue;
+        };
+        let state = DynamoState::new(aws.dynamodb.clone(), table, "");
+        for d in state.domains().await? {
+            if d.is_verified() {
+                domains.push((d.domain, p.stack.clone()));
+            }
+        }
+    }
+    base.clone().with_tenant_domains(&domains)
+}
+
+async fn run_exchange(
+    mut ex: Exchange<S3Store>,
+    run: &RunArgs,
+    base: &Routes,
+    aws: &AwsClients,
+) -> Result<()> {
     let endpoint = Endpoint::from_env()?;
     let routes: Vec<String> = ex
         .routes()
@@ -269,6 +293,17 @@ async fn run_exchange(ex: Exchange<S3Store>, run: &RunArgs) -> Result<()> {
     let mut last_activity = Instant::now();
     let mut failing: Option<String>;
     loop {
+        match with_tenant_domains(base, aws).await {
+            Ok(routes) => {
+                for (domain, stack) in routes.domains() {
+                    if ex.routes().provider(domain).is_none() {
+                        eprintln!("pec-exchange: {domain} -> {stack} (a tenant's domain)");
+                    }
+                }
+                ex.set_routes(routes);
+            }
+            Err(e) => eprintln!("pec-exchange: tenants' domains not refreshed: {e:#}"),
+        }
         match poll_once(&ex, &endpoint, run, &mut reported).await {
             Ok((delivered, failures)) => {
                 if delivered > 0 {
@@ -334,8 +369,9 @@ async fn run_cli(cli: Cli, state_dir: PathBuf) -> Result<()> {
         )
         .into());
     }
-    let routes = routes(&cli, &state_dir)?;
+    let base = routes(&cli, &state_dir)?;
     let aws = AwsClients::load(&ClientSettings::from_env()?).await;
+    let routes = with_tenant_domains(&base, &aws).await?;
     let dir = cli
         .exchange_dir
         .clone()
@@ -349,7 +385,7 @@ async fn run_cli(cli: Cli, state_dir: PathBuf) -> Result<()> {
         },
     );
     match &cli.command {
-        None => run_exchange(ex, &cli.run).await,
+        None => run_exchange(ex, &cli.run, &base, &aws).await,
         Some(Command::Inject {
             from,
             to,

@@ -17,6 +17,8 @@ pub struct Provider {
     pub raw_bucket: String,
     /// The stack's region (SES receiving endpoint in the `Received` header).
     pub region: String,
+    /// Its state table (output `StateTableName`): the tenants' domains it receives for.
+    pub state_table: Option<String>,
 }
 
 impl Provider {
@@ -51,6 +53,10 @@ impl Provider {
                 .filter(|r| !r.is_empty())
                 .unwrap_or("eu-south-1")
                 .to_string(),
+            state_table: v["outputs"]["StateTableName"]
+                .as_str()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string),
         })
     }
 
@@ -109,13 +115,53 @@ impl Routes {
         Ok(Routes { by_domain })
     }
 
+    /// Adds the tenants' domains a provider receives for (what their MX records would say):
+    /// `(domain, stack)` pairs. A domain already routed elsewhere is refused.
+    pub fn with_tenant_domains(mut self, domains: &[(String, String)]) -> Result<Routes> {
+        for (domain, stack) in domains {
+            let domain = domain.to_ascii_lowercase();
+            if !valid_domain(&domain) {
+                bail!("stack {stack}: {domain:?} is not a domain name");
+            }
+            let provider = self
+                .by_domain
+                .values()
+                .find(|p| &p.stack == stack)
+                .cloned()
+                .with_context(|| format!("no stack {stack} for {domain}"))?;
+            match self.by_domain.get(&domain) {
+                Some(other) if other.stack != *stack => bail!(
+                    "stacks {} and {} both manage {domain}",
+                    other.stack,
+                    stack
+                ),
+                Some(_) => {}
+                None => {
+                    self.by_domain.insert(domain, provider);
+                }
+            }
+        }
+        Ok(self)
+    }
+
+    /// Every routed domain with its stack, by domain.
+    pub fn domains(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_domain
+            .iter()
+            .map(|(d, p)| (d.as_str(), p.stack.as_str()))
+    }
+
     /// The local provider managing `domain`, if any.
     pub fn provider(&self, domain: &str) -> Option<&Provider> {
         self.by_domain.get(&domain.to_ascii_lowercase())
     }
 
+    /// Each provider once (by its own domain).
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {
-        self.by_domain.values()
+        self.by_domain
+            .iter()
+            .filter(|(d, p)| **d == p.domain)
+            .map(|(_, p)| p)
     }
 
     /// Whether a message from `source` was sent by one of these providers (any address of a
@@ -242,6 +288,7 @@ mod tests {
             domain: domain.into(),
             raw_bucket: format!("{stack}-raw"),
             region: "eu-south-1".into(),
+            state_table: None,
         }
     }
 
@@ -265,6 +312,7 @@ mod tests {
                 domain: "pec.altro.test".into(),
                 raw_bucket: "pec-b-raw-000000000000-eu-south-1".into(),
                 region: "eu-south-1".into(),
+                state_table: None,
             }
         );
         for bad in [
@@ -274,6 +322,30 @@ mod tests {
         ] {
             assert!(Provider::from_resources("s", bad).is_err());
         }
+    }
+
+    #[test]
+    fn tenants_domains_route_to_their_provider() {
+        let r = routes()
+            .with_tenant_domains(&[("Ordine.Example.test".into(), "pec-local".into())])
+            .unwrap();
+        assert_eq!(r.provider("ordine.example.test").unwrap().stack, "pec-local");
+        assert_eq!(
+            r.sent_by_us("mario.rossi@ordine.example.test").unwrap().stack,
+            "pec-local"
+        );
+        assert_eq!(r.providers().count(), 2, "each provider once");
+        let clash = r
+            .clone()
+            .with_tenant_domains(&[("ordine.example.test".into(), "pec-b".into())])
+            .unwrap_err();
+        assert!(clash.to_string().contains("both manage ordine.example.test"));
+        assert!(
+            routes()
+                .with_tenant_domains(&[("x.test".into(), "pec-z".into())])
+                .is_err(),
+            "unknown stack"
+        );
     }
 
     #[test]

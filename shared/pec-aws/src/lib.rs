@@ -12,6 +12,7 @@
 pub mod access;
 pub mod call_log;
 mod config;
+pub mod identities;
 pub mod index;
 pub mod kms;
 pub mod mailstore;
@@ -23,6 +24,7 @@ pub mod telemetry;
 pub mod webhooks;
 
 pub use config::{AwsClients, ClientSettings};
+pub use identities::SesIdentities;
 pub use index::{IndexSourceError, ProviderIndexSource};
 pub use kms::{KmsError, KmsSigner};
 pub use mailstore::DynamoMailStore;

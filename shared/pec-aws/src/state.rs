@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, Delete, Put, TransactWriteItem, Update,
+};
 use chrono::{DateTime, Months, Utc};
 use pec_core::events::PecEvent;
 use pec_ports::mailstore::{Flags, INBOX, Origin};
 use pec_ports::state::{
-    InboundRecord, LOG_RETENTION_MONTHS, Mailbox, MailboxItem, MailboxWrite, MessageRecord,
+    DomainRecord, DomainStatus, InboundRecord, LOG_RETENTION_MONTHS, Mailbox, MailboxItem, MailboxWrite, MessageRecord,
     RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant, log_sk, norm,
 };
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,13 @@ pub(crate) fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
 }
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// The registry partition listing every domain (one item per domain, beside `DOMAIN#<domain>`).
+const DOMAINS_PK: &str = "DOMAINS";
+
+fn domain_pk(domain: &str) -> String {
+    format!("DOMAIN#{}", norm(domain))
+}
 
 /// A mailbox's `doc`: the record without its usage (the `used_bytes` attribute holds that, moved
 /// by every store and delete), so the document is stable and [`StateStore::replace_mailbox`]
@@ -202,13 +211,20 @@ impl DynamoState {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let out = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":p", s(sk_prefix))
+                .expression_attribute_values(":pk", s(pk));
+            // An empty string is not a valid key value: the whole partition then.
+            query = if sk_prefix.is_empty() {
+                query.key_condition_expression("pk = :pk")
+            } else {
+                query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", s(sk_prefix))
+            };
+            let out = query
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -221,6 +237,62 @@ impl DynamoState {
             }
         }
         Ok(items)
+    }
+
+    /// Writes a domain's two items (its own and the registry's) in one transaction; with
+    /// `only_new`, only if neither exists (`false` if the domain is recorded: nothing changed).
+    async fn write_domain(&self, record: &DomainRecord, only_new: bool) -> Result<bool, StateError> {
+        let d = norm(&record.domain);
+        let common = [
+            ("tenant", s(&record.tenant)),
+            ("status", s(record.status.as_str())),
+            ("doc", to_doc(record)),
+        ];
+        let items = [
+            HashMap::from([
+                ("pk".to_string(), s(domain_pk(&d))),
+                ("sk".to_string(), s("DOMAIN")),
+                ("gsi1pk".to_string(), s(format!("TENANT#{}", record.tenant))),
+                ("gsi1sk".to_string(), s(domain_pk(&d))),
+            ]),
+            HashMap::from([
+                ("pk".to_string(), s(DOMAINS_PK)),
+                ("sk".to_string(), s(&d)),
+            ]),
+        ];
+        let mut ops = Vec::new();
+        for mut item in items {
+            for (k, v) in &common {
+                item.insert(k.to_string(), v.clone());
+            }
+            let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+            if only_new {
+                put = put.condition_expression("attribute_not_exists(pk)");
+            }
+            ops.push(
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(|e| self.err("TransactWriteItems", e))?)
+                    .build(),
+            );
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(ops))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if only_new
+                    && e.as_service_error().is_some_and(|s| {
+                        matches!(s, aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_))
+                    }) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("TransactWriteItems", e)),
+        }
     }
 
     fn mailbox_from(&self, item: &Item) -> Result<Mailbox, StateError> {
@@ -272,23 +344,126 @@ impl StateStore for DynamoState {
         self.put(item).await
     }
 
-    async fn put_domain(&self, domain: &str, tenant: &str) -> Result<(), StateError> {
-        let item = HashMap::from([
-            ("pk".into(), s(format!("DOMAIN#{}", norm(domain)))),
-            ("sk".into(), s("DOMAIN")),
-            ("gsi1pk".into(), s(format!("TENANT#{tenant}"))),
-            ("gsi1sk".into(), s(format!("DOMAIN#{}", norm(domain)))),
-            ("tenant".into(), s(tenant)),
-            ("doc".into(), s("{}")),
-        ]);
-        self.put(item).await
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StateError> {
+        self.get_with(&format!("TENANT#{id}"), "TENANT", Self::decode_doc)
+            .await
+    }
+
+    async fn put_domain(&self, record: &DomainRecord) -> Result<(), StateError> {
+        self.write_domain(record, false).await.map(drop)
+    }
+
+    async fn claim_domain(
+        &self,
+        record: &DomainRecord,
+    ) -> Result<Option<DomainRecord>, StateError> {
+        if self.write_domain(record, true).await? {
+            return Ok(None);
+        }
+        self.existing(&domain_pk(&record.domain), "DOMAIN", Self::decode_doc)
+            .await
+            .map(Some)
+    }
+
+    async fn domain(&self, domain: &str) -> Result<Option<DomainRecord>, StateError> {
+        self.get_with(&domain_pk(domain), "DOMAIN", Self::decode_doc)
+            .await
+    }
+
+    async fn domains(&self) -> Result<Vec<DomainRecord>, StateError> {
+        self.query_prefix(DOMAINS_PK, "")
+            .await?
+            .iter()
+            .map(|i| self.decode_doc(i))
+            .collect()
+    }
+
+    async fn remove_domain(&self, domain: &str, tenant: &str) -> Result<bool, StateError> {
+        let owned = |pk: String, sk: String| -> Result<TransactWriteItem, StateError> {
+            Ok(TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .key("pk", s(pk))
+                        .key("sk", s(sk))
+                        .condition_expression("tenant = :t")
+                        .expression_attribute_values(":t", s(tenant))
+                        .build()
+                        .map_err(|e| self.err("TransactWriteItems", e))?,
+                )
+                .build())
+        };
+        let ops = vec![
+            owned(domain_pk(domain), "DOMAIN".into())?,
+            owned(DOMAINS_PK.into(), norm(domain))?,
+        ];
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(ops))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    matches!(s, aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_))
+                }) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("TransactWriteItems", e)),
+        }
+    }
+
+    async fn tenant_mailboxes(&self, tenant: &str) -> Result<Vec<Mailbox>, StateError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :pk AND begins_with(gsi1sk, :p)")
+                .expression_attribute_values(":pk", s(format!("TENANT#{tenant}")))
+                .expression_attribute_values(":p", s("MBX#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        // The index is eventually consistent: each mailbox is read back from the table.
+        let mut boxes = Vec::new();
+        for item in &items {
+            if let Some(address) = item.get("pk").and_then(|v| v.as_s().ok()).and_then(|pk| pk.strip_prefix("MBX#"))
+                && let Some(m) = self.mailbox(address).await?
+                && m.tenant == tenant
+            {
+                boxes.push(m);
+            }
+        }
+        boxes.sort_by(|a, b| a.address.cmp(&b.address));
+        Ok(boxes)
     }
 
     async fn domain_tenant(&self, domain: &str) -> Result<Option<String>, StateError> {
         let item = self
             .get(&format!("DOMAIN#{}", norm(domain)), "DOMAIN")
             .await?;
-        Ok(item.and_then(|i| i.get("tenant").and_then(|v| v.as_s().ok()).cloned()))
+        // Items without a status predate verification (operator assignments): in force.
+        Ok(item
+            .filter(|i| {
+                i.get("status")
+                    .and_then(|v| v.as_s().ok())
+                    .is_none_or(|st| st == DomainStatus::Verified.as_str())
+            })
+            .and_then(|i| i.get("tenant").and_then(|v| v.as_s().ok()).cloned()))
     }
 
     async fn create_mailbox(&self, mailbox: &Mailbox) -> Result<bool, StateError> {

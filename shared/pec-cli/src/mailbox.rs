@@ -13,29 +13,8 @@ use chrono::Utc;
 use pec_aws::{AwsClients, ClientSettings, DynamoState, S3Store};
 use pec_core::classify::classify;
 use pec_core::plan;
-use pec_ports::{Mailbox, ObjectStore, StateStore, Tenant};
+use pec_ports::{Mailbox, ObjectStore, StateStore};
 use pec_smime::{TrustAnchors, VerifyOptions, verify_message};
-
-#[derive(clap::Args, Debug)]
-pub struct TenantArgs {
-    #[command(subcommand)]
-    pub command: TenantCommand,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum TenantCommand {
-    /// Create or update a tenant and assign it its domains (custom domains included).
-    Add {
-        /// Tenant id (`[a-z0-9-]`).
-        id: String,
-        /// Display name.
-        #[arg(long)]
-        name: String,
-        /// A domain whose mailboxes the tenant holds here (repeatable).
-        #[arg(long = "domain")]
-        domains: Vec<String>,
-    },
-}
 
 #[derive(clap::Args, Debug)]
 pub struct MailboxArgs {
@@ -119,7 +98,7 @@ pub struct LogArgs {
     pub day: Option<String>,
 }
 
-fn env(name: &str) -> anyhow::Result<String> {
+pub(crate) fn env(name: &str) -> anyhow::Result<String> {
     pec_ports::Env::process()
         .required(name)
         .context("locally: eval \"$(infra/local/stack.sh env)\"")
@@ -149,32 +128,6 @@ pub(crate) fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
         eprintln!("pec: {e:#}");
         ExitCode::from(2)
     })
-}
-
-pub fn run_tenant(args: TenantArgs) -> ExitCode {
-    exit(runtime().and_then(|rt| {
-        rt.block_on(async {
-            let (state, _) = clients().await?;
-            match args.command {
-                TenantCommand::Add { id, name, domains } => {
-                    state
-                        .put_tenant(&Tenant {
-                            id: id.clone(),
-                            name,
-                        })
-                        .await?;
-                    for d in &domains {
-                        if !pec_core::ids::is_domain(d) {
-                            bail!("{d:?} is not a domain name");
-                        }
-                        state.put_domain(d, &id).await?;
-                    }
-                    println!("tenant {id}: {} domain(s)", domains.len());
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        })
-    }))
 }
 
 pub fn run_mailbox(args: MailboxArgs) -> ExitCode {

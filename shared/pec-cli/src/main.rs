@@ -14,6 +14,7 @@ mod inspect;
 mod mailbox;
 mod scan;
 mod send;
+mod tenant;
 mod verify;
 
 #[derive(Parser)]
@@ -39,7 +40,9 @@ enum Command {
     /// prints the verdict as JSON, exits 0 clean, 1 infected, 2 unscannable or engine error.
     Scan(scan::ScanArgs),
     /// Tenants and their domains (state table of the deployment in the environment).
-    Tenant(mailbox::TenantArgs),
+    Tenant(tenant::TenantArgs),
+    /// This provider's entry for the provider index (IGPEC LDIF), with every managed domain.
+    ProviderIndex(tenant::ProviderIndexArgs),
     /// Create mailboxes; list, show and delete what they hold.
     Mailbox(mailbox::MailboxArgs),
     /// Print the provider log of one day (JSON lines).
@@ -64,7 +67,8 @@ fn main() -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Scan(args) => scan::run(args),
-        Command::Tenant(args) => mailbox::run_tenant(args),
+        Command::Tenant(args) => tenant::run_tenant(args),
+        Command::ProviderIndex(args) => tenant::run_provider_index(args),
         Command::Apikey(args) => apikey::run(args),
         Command::Mailbox(args) => mailbox::run_mailbox(args),
         Command::Log(args) => mailbox::run_log(args),

@@ -22,6 +22,7 @@ pub mod build;
 pub mod checks;
 pub mod classify;
 pub mod daticert;
+pub mod domain;
 pub mod events;
 pub mod ids;
 pub mod message;

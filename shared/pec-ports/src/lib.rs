@@ -12,11 +12,13 @@
 //! - [`contract`]: what one step hands the next;
 //! - [`config`]: the one configuration reader;
 //! - [`login`]: failed-login throttling for every way a person logs in;
+//! - [`identities`]: the mail service's domain identities (tenants' custom domains);
 //! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]).
 
 pub mod access;
 pub mod config;
 pub mod contract;
+pub mod identities;
 pub mod keys;
 pub mod login;
 pub mod mailstore;
@@ -29,11 +31,14 @@ pub use access::{
     AccessStore, ApiKey, IdempotencyRecord, MemoryAccess, Scope, Session, SessionKind,
 };
 pub use config::{ConfigError, Env};
+pub use identities::{
+    DomainIdentities, IdentityError, IdentitySetup, IdentityStatus, MemoryIdentities,
+};
 pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, source_key};
 pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};
 pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
 pub use state::{
-    DeliveryStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,
+    DeliveryStatus, DnsRecord, DomainRecord, DomainStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,
     MemoryState, MessageRecord, MessageState, NotDelivered, RecipientOutcome, RelayEvent,
     RelayRecord, StateError, StateStore, Tenant,
 };

@@ -412,7 +412,10 @@ async fn item_ids<S: StateStore>(s: &S, address: &str) -> Result<Vec<String>, St
 
 // ------------------------------------------------------------------------------ cases
 
-/// put_tenant succeeds; put_domain creates and replaces; domain_tenant normalises the domain.
+/// put_tenant succeeds; claim_domain records once and reports the holder; a pending domain is
+/// not served (domain_tenant) until put_domain records it verified; domains lists it;
+/// remove_domain only by its tenant; lookups normalise the domain; tenant_mailboxes lists one
+/// tenant's mailboxes only.
 async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
     let tenant = Tenant {
         id: format!("{ns}-t"),
@@ -420,39 +423,124 @@ async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
     };
     s.put_tenant(&tenant).await.op("put_tenant")?;
     s.put_tenant(&tenant).await.op("put_tenant again")?;
+    ensure_eq!(
+        s.tenant(&tenant.id).await.op("tenant")?,
+        Some(tenant.clone()),
+        "the tenant as put"
+    );
+    ensure_eq!(
+        s.tenant(&format!("{ns}-none")).await.op("tenant")?,
+        None,
+        "no such tenant"
+    );
     let d = domain(ns);
+    ensure_eq!(s.domain(&d).await.op("domain")?, None, "domain before claim");
+    let pending = DomainRecord {
+        domain: d.clone(),
+        tenant: tenant.id.clone(),
+        status: DomainStatus::Pending,
+        dns: vec![DnsRecord {
+            kind: "TXT".into(),
+            name: format!("_amazonses.{d}"),
+            value: "\"token\"".into(),
+            purpose: "identity".into(),
+        }],
+        dkim_status: "Pending".into(),
+        added_at: at(0),
+        checked_at: None,
+        verified_at: None,
+    };
+    ensure_eq!(
+        s.claim_domain(&pending).await.op("claim_domain")?,
+        None,
+        "first claim"
+    );
+    let rival = DomainRecord {
+        tenant: format!("{ns}-t2"),
+        ..pending.clone()
+    };
+    ensure_eq!(
+        s.claim_domain(&rival).await.op("claim_domain rival")?,
+        Some(pending.clone()),
+        "a second claim reports the holder and changes nothing"
+    );
     ensure_eq!(
         s.domain_tenant(&d).await.op("domain_tenant")?,
         None,
-        "domain before put"
+        "a pending domain is not served yet"
     );
-    s.put_domain(&shout(&d), &tenant.id)
-        .await
-        .op("put_domain")?;
-    ensure_eq!(
-        s.domain_tenant(&d).await.op("domain_tenant")?,
-        Some(tenant.id.clone()),
-        "domain put in capitals, read in lower case"
-    );
+    let verified = DomainRecord {
+        status: DomainStatus::Verified,
+        checked_at: Some(at(60)),
+        verified_at: Some(at(60)),
+        ..pending.clone()
+    };
+    s.put_domain(&verified).await.op("put_domain")?;
     ensure_eq!(
         s.domain_tenant(&shout(&d)).await.op("domain_tenant")?,
         Some(tenant.id.clone()),
-        "domain read in capitals"
+        "verified domain read in capitals"
     );
-    s.put_domain(&d, &format!("{ns}-t2"))
-        .await
-        .op("put_domain again")?;
     ensure_eq!(
-        s.domain_tenant(&d).await.op("domain_tenant")?,
-        Some(format!("{ns}-t2")),
-        "put_domain replaces the tenant"
+        s.domain(&shout(&d)).await.op("domain")?,
+        Some(verified.clone()),
+        "the record as put"
     );
+    let listed: Vec<DomainRecord> = s
+        .domains()
+        .await
+        .op("domains")?
+        .into_iter()
+        .filter(|r| r.domain == d)
+        .collect();
+    ensure_eq!(listed, vec![verified.clone()], "domains lists it");
     ensure_eq!(
         s.domain_tenant(&format!("other.{d}"))
             .await
             .op("domain_tenant")?,
         None,
         "a sub-domain is another domain"
+    );
+    ensure!(
+        !s.remove_domain(&d, &rival.tenant)
+            .await
+            .op("remove_domain by another tenant")?,
+        "another tenant removed the domain"
+    );
+    ensure!(
+        s.remove_domain(&d, &tenant.id).await.op("remove_domain")?,
+        "its tenant could not remove the domain"
+    );
+    ensure_eq!(s.domain(&d).await.op("domain")?, None, "removed");
+    ensure_eq!(
+        s.domain_tenant(&d).await.op("domain_tenant")?,
+        None,
+        "removed: not served"
+    );
+    ensure!(
+        !s.domains()
+            .await
+            .op("domains")?
+            .iter()
+            .any(|r| r.domain == d),
+        "removed: not listed"
+    );
+
+    let mut mine = Vec::new();
+    for local in ["zeta", "alfa"] {
+        let mut m = mailbox(&addr(ns, local), 10);
+        m.tenant = tenant.id.clone();
+        s.create_mailbox(&m).await.op("create_mailbox")?;
+        mine.push(m);
+    }
+    let mut theirs = mailbox(&addr(ns, "other"), 10);
+    theirs.tenant = rival.tenant.clone();
+    s.create_mailbox(&theirs).await.op("create_mailbox")?;
+    mine.sort_by(|a, b| a.address.cmp(&b.address));
+    ensure_eq!(
+        s.tenant_mailboxes(&tenant.id).await.op("tenant_mailboxes")?,
+        mine,
+        "one tenant's mailboxes, by address"
     );
     Ok(())
 }

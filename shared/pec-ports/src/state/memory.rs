@@ -11,7 +11,7 @@ use super::*;
 #[derive(Default)]
 struct Mem {
     tenants: HashMap<String, Tenant>,
-    domains: HashMap<String, String>,
+    domains: BTreeMap<String, DomainRecord>,
     mailboxes: HashMap<String, Mailbox>,
     items: HashMap<String, BTreeMap<String, MailboxItem>>,
     messages: HashMap<String, MessageRecord>,
@@ -51,13 +51,68 @@ impl StateStore for MemoryState {
         Ok(())
     }
 
-    async fn put_domain(&self, domain: &str, tenant: &str) -> Result<(), StateError> {
-        self.with(|m| m.domains.insert(norm(domain), tenant.to_string()));
+    async fn tenant(&self, id: &str) -> Result<Option<Tenant>, StateError> {
+        Ok(self.with(|m| m.tenants.get(id).cloned()))
+    }
+
+    async fn put_domain(&self, record: &DomainRecord) -> Result<(), StateError> {
+        self.with(|m| m.domains.insert(norm(&record.domain), record.clone()));
         Ok(())
     }
 
-    async fn domain_tenant(&self, domain: &str) -> Result<Option<String>, StateError> {
+    async fn claim_domain(
+        &self,
+        record: &DomainRecord,
+    ) -> Result<Option<DomainRecord>, StateError> {
+        Ok(self.with(|m| match m.domains.get(&norm(&record.domain)) {
+            Some(existing) => Some(existing.clone()),
+            None => {
+                m.domains.insert(norm(&record.domain), record.clone());
+                None
+            }
+        }))
+    }
+
+    async fn domain(&self, domain: &str) -> Result<Option<DomainRecord>, StateError> {
         Ok(self.with(|m| m.domains.get(&norm(domain)).cloned()))
+    }
+
+    async fn domains(&self) -> Result<Vec<DomainRecord>, StateError> {
+        Ok(self.with(|m| m.domains.values().cloned().collect()))
+    }
+
+    async fn remove_domain(&self, domain: &str, tenant: &str) -> Result<bool, StateError> {
+        Ok(self.with(|m| {
+            let key = norm(domain);
+            if m.domains.get(&key).is_some_and(|d| d.tenant == tenant) {
+                m.domains.remove(&key);
+                true
+            } else {
+                false
+            }
+        }))
+    }
+
+    async fn tenant_mailboxes(&self, tenant: &str) -> Result<Vec<Mailbox>, StateError> {
+        Ok(self.with(|m| {
+            let mut v: Vec<Mailbox> = m
+                .mailboxes
+                .values()
+                .filter(|b| b.tenant == tenant)
+                .cloned()
+                .collect();
+            v.sort_by(|a, b| a.address.cmp(&b.address));
+            v
+        }))
+    }
+
+    async fn domain_tenant(&self, domain: &str) -> Result<Option<String>, StateError> {
+        Ok(self.with(|m| {
+            m.domains
+                .get(&norm(domain))
+                .filter(|d| d.is_verified())
+                .map(|d| d.tenant.clone())
+        }))
     }
 
     async fn create_mailbox(&self, mailbox: &Mailbox) -> Result<bool, StateError> {

@@ -24,13 +24,41 @@ pub use records::*;
 pub trait StateStore: Send + Sync {
     /// Creates or replaces a tenant.
     fn put_tenant(&self, tenant: &Tenant) -> impl Future<Output = Result<(), StateError>> + Send;
-    /// Assigns `domain` to `tenant` (creates or replaces).
+    /// A tenant's record.
+    fn tenant(&self, id: &str)
+    -> impl Future<Output = Result<Option<Tenant>, StateError>> + Send;
+    /// Creates or replaces a domain's record (an operator's assignment; [`StateStore::claim_domain`]
+    /// is the safe way to add one).
     fn put_domain(
+        &self,
+        record: &DomainRecord,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Records a domain unless it is recorded: `None` if recorded now, else the record in force
+    /// (whichever tenant holds it; nothing changed).
+    fn claim_domain(
+        &self,
+        record: &DomainRecord,
+    ) -> impl Future<Output = Result<Option<DomainRecord>, StateError>> + Send;
+    /// A domain's record.
+    fn domain(
+        &self,
+        domain: &str,
+    ) -> impl Future<Output = Result<Option<DomainRecord>, StateError>> + Send;
+    /// Every domain recorded, by name.
+    fn domains(&self) -> impl Future<Output = Result<Vec<DomainRecord>, StateError>> + Send;
+    /// Deletes a domain's record if `tenant` holds it; `false` if not (nothing changed).
+    fn remove_domain(
         &self,
         domain: &str,
         tenant: &str,
-    ) -> impl Future<Output = Result<(), StateError>> + Send;
-    /// The tenant of a domain we serve.
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Every mailbox of a tenant, by address.
+    fn tenant_mailboxes(
+        &self,
+        tenant: &str,
+    ) -> impl Future<Output = Result<Vec<Mailbox>, StateError>> + Send;
+    /// The tenant of a domain we serve: one recorded and verified (a domain still pending is
+    /// not ours yet: its MX may still point elsewhere).
     fn domain_tenant(
         &self,
         domain: &str,

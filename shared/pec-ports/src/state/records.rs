@@ -21,6 +21,71 @@ pub struct Tenant {
     pub name: String,
 }
 
+/// A domain a tenant brought (`DOMAIN#<domain>`), with what its DNS must say and whether the
+/// mail service has verified it. Mail is received and routed for it once verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    /// Lower case, checked by [`pec_core::domain::check`].
+    pub domain: String,
+    pub tenant: String,
+    pub status: DomainStatus,
+    /// The records the tenant must publish (MX, SPF, DKIM, DMARC, the identity's TXT).
+    #[serde(default)]
+    pub dns: Vec<DnsRecord>,
+    /// DKIM as the mail service last reported it (`Pending`, `Success`, `Failed`, ...).
+    #[serde(default)]
+    pub dkim_status: String,
+    pub added_at: DateTime<Utc>,
+    #[serde(default)]
+    pub checked_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl DomainRecord {
+    /// Whether mail is received and routed for the domain.
+    pub fn is_verified(&self) -> bool {
+        self.status == DomainStatus::Verified
+    }
+}
+
+/// Where a domain's verification stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainStatus {
+    /// Added; its DNS records are not (all) seen yet.
+    Pending,
+    /// The mail service found the records: the domain receives and sends.
+    Verified,
+    /// The mail service gave up (records wrong or missing for 72 h): publish them, verify again.
+    Failed,
+}
+
+impl DomainStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainStatus::Pending => "pending",
+            DomainStatus::Verified => "verified",
+            DomainStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One DNS record a tenant must publish for its domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    /// `MX`, `TXT` or `CNAME`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The owner name (fully qualified, no trailing dot).
+    pub name: String,
+    /// The record data as it goes in the zone (`10 inbound-smtp.eu-west-1.amazonaws.com`,
+    /// `"v=spf1 ..."`).
+    pub value: String,
+    /// What it is for.
+    pub purpose: String,
+}
+
 /// A PEC mailbox of one of our domains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mailbox {
