@@ -118,12 +118,22 @@ done
 [ -n "$api_port" ] || { tail -20 "$log"; pec_die "the API did not start"; }
 grep '^pec-runner:' "$log" | sed 's/^/  /'
 log_b="$PEC_STATE_DIR/demo-runner-b.log"
-target/debug/pec-runner --stack-name pec-b >"$log_b" 2>&1 &
+cert_b="$PEC_STATE_DIR/demo-smtp-b.pem"
+rm -f "$cert_b"
+target/debug/pec-runner --stack-name pec-b --smtp-port 0 --smtp-cert-out "$cert_b" >"$log_b" 2>&1 &
 runner_b_pid=$!
+port_b=""
+for _ in $(seq 1 100); do
+  port_b="$(sed -n 's/^pec-runner: smtp 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log_b")"
+  [ -n "$port_b" ] && break
+  kill -0 "$runner_b_pid" 2>/dev/null || { tail -20 "$log_b"; pec_die "pec-runner (B) exited"; }
+  sleep 0.1
+done
+[ -n "$port_b" ] || { tail -20 "$log_b"; pec_die "B's SMTP gateway did not start"; }
 log_x="$PEC_STATE_DIR/demo-exchange.log"
 target/debug/pec-exchange --rewrite-ids >"$log_x" 2>&1 &
 exchange_pid=$!
-echo "  pec-runner --stack-name pec-b (pid $runner_b_pid), pec-exchange --rewrite-ids (pid $exchange_pid)"
+echo "  pec-runner --stack-name pec-b (pid $runner_b_pid, smtp 127.0.0.1:$port_b), pec-exchange --rewrite-ids (pid $exchange_pid)"
 
 echo
 echo "== Four messages submitted over SMTP (STARTTLS + AUTH) as $sender"
@@ -299,6 +309,47 @@ done
 [ "$flagged" = 1 ] && echo "  (the anomaly carries X-VerificaSicurezza: errore)" || { echo "  the anomaly lacks the security flag"; problems=$((problems + 1)); }
 echo
 echo "-- the ordinary address ($ordinary) got the envelope as plain mail: $original"
+[ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
+
+echo
+echo "== A professional order with its own domain on A, exchanging PEC with B both ways"
+order="ordine-avvocati"
+order_domain="ordine.example.test"
+$pec tenant add "$order" --name "Ordine degli Avvocati (demo)" | sed 's/^/  /'
+$pec tenant domain add "$order" "$order_domain" | sed 's/^/  /'
+$pec tenant domain verify "$order" "$order_domain" --wait 30 | sed 's/^/  /'
+# Re-publish the provider index: A's entry now lists the order's domain (what AgID would get).
+pec_providers_certify "$pec" "$pki" >/dev/null
+grep -q "^managedDomains: $order_domain\$" "$pki/provider-index.ldif" || pec_die "the provider index does not list $order_domain"
+echo "  provider index: A's entry lists $PEC_PROVIDER_DOMAIN and $order_domain (pec provider-index export)"
+member="avv.rossi.$run@$order_domain"
+echo "$password" | $pec mailbox create "$member" --tenant "$order" --plan pro --password-stdin --fast-hash | sed 's/^/  /'
+$pec mailbox plan "$member" gold-plus --expansion-gb 1 | sed 's/^/  /'
+$pec mailbox plan "$member" silver --expansion-gb 2 2>&1 | sed 's/^/  refused: /' || true
+id[ordine]="$(echo "$password" | $pec send --server "127.0.0.1:$port" --ca "$cert" --user "$member" --password-stdin \
+  --to "$remote" --subject "Parere del Consiglio dell'Ordine" --text "Si trasmette il parere richiesto.")"
+id_b="$(echo "$password" | $pec send --server "127.0.0.1:$port_b" --ca "$cert_b" --user "$remote" --password-stdin \
+  --to "$member" --subject "Istanza allo Ordine" --text "Si chiede l'iscrizione all'albo.")"
+echo "  $member -> $remote: submission ${id[ordine]} (at A)"
+echo "  $remote -> $member: submission $id_b (at B)"
+got_envelope() { $pec mailbox list "$member" --json | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(sum(1 for i in json.load(sys.stdin)["items"] if i["kind"] in ("posta-certificata", "busta-trasporto") and "Istanza" in i["subject"]))'; }
+count_b_msg() { b_env $pec mailbox list "$remote" --json --message "$1" | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))'; }
+deadline=$((SECONDS + 180))
+until [ "$(count "${id[ordine]}" "$member")" -ge 2 ] && [ "$(count_b_msg "$id_b")" -ge 2 ] && [ "$(got_envelope)" -ge 1 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$log" "$log_b" "$log_x"; pec_die "the order's exchange with B did not complete within 180 s"; }
+  sleep 0.5
+done
+echo
+echo "-- the order's member ($member): acceptance by A, delivery receipt by B, B's envelope"
+listing="$($pec mailbox list "$member" --anchors "$pki/ca.pem")"
+echo "$listing" | tail -n +2
+problems=$((problems + $(echo "$listing" | tail -n +2 | grep -vc ' Valid ' || true)))
+echo
+echo "-- B's user ($remote): for $id_b, acceptance by B and the delivery receipt A issued for $order_domain"
+listing="$(b_env $pec mailbox list "$remote" --message "$id_b" --anchors "$pki/ca.pem")"
+echo "$listing" | tail -n +2
+problems=$((problems + $(echo "$listing" | tail -n +2 | grep -vc ' Valid ' || true)))
+echo "$listing" | grep -q 'avvenuta-consegna' || { echo "  no delivery receipt from A"; problems=$((problems + 1)); }
 [ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
 echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"

@@ -24,9 +24,11 @@
 #      PEC_SIGNING_KEY_ID), re-issued only when missing or no longer for that key (a restarted
 #      LocalStack has new keys); chain (provider + CA) uploaded to the stack's evidence bucket
 #      at the SignFunction's PEC_SIGNING_CHAIN_KEY;
-#   3. ONE provider index (IGPEC LDIF, `pec cert index-entry` per provider: managed domain =
-#      the provider domain, mailReceipt = posta-certificata@<domain>) uploaded to every stack's
-#      evidence bucket at PEC_PROVIDER_INDEX_KEY: each provider knows every other one;
+#   3. ONE provider index (IGPEC LDIF, `pec provider-index export` per provider: managed
+#      domains = the provider domain and every verified domain of its tenants, mailReceipt =
+#      posta-certificata@<domain>) uploaded to every stack's evidence bucket at
+#      PEC_PROVIDER_INDEX_KEY: each provider knows every other one (re-run after a tenant's
+#      domain is verified, as a real provider sends AgID its updated entry);
 #   4. the CA certificate to config/trust-anchors.pem in every evidence bucket: the trust
 #      anchors the receiving point verifies other providers' signatures against (locally the
 #      development CA; in AWS the accredited root(s), see ARCHITECTURE.md, "Verifying what other
@@ -101,8 +103,14 @@ pec_providers_certify() { # pec binary, pki dir, [stack ...]
     fi
     cat "$dir/provider.pem" "$pki/ca.pem" >"$dir/chain.pem"
     _pec_providers_put "$dir/chain.pem" "$bucket" "$chain_key" || return 1
-    "$pec" cert index-entry --cert "$dir/provider.pem" --provider "$name" --domain "$domain" \
-      --mail-receipt "posta-certificata@$domain" >>"$index.new" || return 1
+    # The entry lists the provider domain and every verified domain of its tenants (read from
+    # that stack's state table): run again after `pec tenant domain verify` to publish one.
+    (
+      # shellcheck disable=SC1090
+      source "$PEC_STATE_DIR/$stack.env"
+      "$pec" provider-index export --cert "$dir/provider.pem" --provider "$name" \
+        --mail-receipt "posta-certificata@$domain"
+    ) >>"$index.new" || return 1
     printf '  %-10s %-18s %s (s3://%s/%s)\n' "$stack" "$domain" \
       "$(openssl x509 -in "$dir/provider.pem" -noout -subject)" "$bucket" "$chain_key"
   done
