@@ -59,6 +59,7 @@ impl MailStoreHarness for Harness {
             used_bytes: 0,
             password_hash: String::new(),
             locked: false,
+            status: Default::default(),
             refuse_ordinary: false,
             created_at: chrono::Utc::now(),
         };

@@ -23,12 +23,12 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 use pec_aws::{AwsClients, ClientSettings, DynamoState, S3Store};
-use pec_ports::StateStore;
 use pec_exchange::exchange::{Delivery, Outcome};
 use pec_exchange::headers::to_crlf;
 use pec_exchange::localstack::{self, Endpoint};
 use pec_exchange::routing::{self, Destination, Provider, Routes};
 use pec_exchange::{Exchange, Options};
+use pec_ports::StateStore;
 
 #[derive(Parser, Debug)]
 #[command(

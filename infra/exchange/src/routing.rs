@@ -130,11 +130,9 @@ impl Routes {
                 .cloned()
                 .with_context(|| format!("no stack {stack} for {domain}"))?;
             match self.by_domain.get(&domain) {
-                Some(other) if other.stack != *stack => bail!(
-                    "stacks {} and {} both manage {domain}",
-                    other.stack,
-                    stack
-                ),
+                Some(other) if other.stack != *stack => {
+                    bail!("stacks {} and {} both manage {domain}", other.stack, stack)
+                }
                 Some(_) => {}
                 None => {
                     self.by_domain.insert(domain, provider);
@@ -329,9 +327,14 @@ mod tests {
         let r = routes()
             .with_tenant_domains(&[("Ordine.Example.test".into(), "pec-local".into())])
             .unwrap();
-        assert_eq!(r.provider("ordine.example.test").unwrap().stack, "pec-local");
         assert_eq!(
-            r.sent_by_us("mario.rossi@ordine.example.test").unwrap().stack,
+            r.provider("ordine.example.test").unwrap().stack,
+            "pec-local"
+        );
+        assert_eq!(
+            r.sent_by_us("mario.rossi@ordine.example.test")
+                .unwrap()
+                .stack,
             "pec-local"
         );
         assert_eq!(r.providers().count(), 2, "each provider once");
@@ -339,7 +342,11 @@ mod tests {
             .clone()
             .with_tenant_domains(&[("ordine.example.test".into(), "pec-b".into())])
             .unwrap_err();
-        assert!(clash.to_string().contains("both manage ordine.example.test"));
+        assert!(
+            clash
+                .to_string()
+                .contains("both manage ordine.example.test")
+        );
         assert!(
             routes()
                 .with_tenant_domains(&[("x.test".into(), "pec-z".into())])

@@ -172,7 +172,7 @@ async fn authenticate<B: Backend>(app: &App<B>, headers: &HeaderMap) -> Result<P
             .ok_or_else(|| Problem::unauthorized("the token is unknown, expired or revoked"))?;
         // A mailbox locked since the login loses its sessions at once.
         match app.backend.state().mailbox(&session.address).await? {
-            Some(m) if !m.locked => {}
+            Some(m) if m.in_service() => {}
             Some(_) => return Err(locked(&session.address)),
             None => return Err(Problem::unauthorized("the mailbox no longer exists")),
         }
@@ -217,7 +217,10 @@ async fn api_key<B: Backend>(
 fn locked(address: &str) -> Problem {
     Problem::forbidden(
         "mailbox-locked",
-        format!("the mailbox {address} is locked or suspended; contact your provider"),
+        format!(
+            "the mailbox {address} is locked, suspended, not yet activated or revoked; contact \
+             your provider"
+        ),
     )
 }
 
@@ -380,7 +383,7 @@ pub async fn login<B: Backend>(
     match (mailbox, check) {
         (Some(m), Check::Match) => {
             app.throttle.succeeded(&address, &source, now);
-            if m.locked {
+            if !m.in_service() {
                 return Err(locked(&m.address));
             }
             tracing::info!(address = %m.address, source = %source, "API login");
@@ -421,7 +424,7 @@ pub async fn refresh<B: Backend>(
         .ok_or_else(|| Problem::unauthorized("the refresh token is unknown, used or expired"))?;
     state.take_session(&session.pair_hash, now).await?;
     match app.backend.state().mailbox(&session.address).await? {
-        Some(m) if m.locked => Err(locked(&m.address)),
+        Some(m) if !m.in_service() => Err(locked(&m.address)),
         Some(m) => Ok(Json(new_pair(&app, &m.address, &m.tenant).await?)),
         None => Err(Problem::unauthorized("the mailbox no longer exists")),
     }

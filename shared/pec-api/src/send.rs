@@ -568,7 +568,7 @@ pub async fn send<B: Backend>(
         )]));
     }
     let mailbox = mailbox_of(&app, &who, &sender).await?;
-    if mailbox.locked {
+    if !mailbox.in_service() {
         return Err(Problem::forbidden(
             "mailbox-locked",
             format!("the mailbox {} is locked or suspended", mailbox.address),

@@ -67,6 +67,7 @@ async fn world_with(requests_per_minute: u32) -> World {
                 used_bytes: 0,
                 password_hash: hash.clone(),
                 locked,
+                status: Default::default(),
                 refuse_ordinary: false,
                 created_at: now,
             })

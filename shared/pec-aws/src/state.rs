@@ -11,8 +11,9 @@ use chrono::{DateTime, Months, Utc};
 use pec_core::events::PecEvent;
 use pec_ports::mailstore::{Flags, INBOX, Origin};
 use pec_ports::state::{
-    DomainRecord, DomainStatus, InboundRecord, LOG_RETENTION_MONTHS, Mailbox, MailboxItem, MailboxWrite, MessageRecord,
-    RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant, log_sk, norm,
+    ActivationRecord, DomainRecord, DomainStatus, InboundRecord, LOG_RETENTION_MONTHS, Mailbox,
+    MailboxItem, MailboxWrite, MemberRecord, MessageRecord, RecipientOutcome, RelayEvent,
+    RelayRecord, StateError, StateStore, Tenant, log_sk, norm,
 };
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,29 @@ pub(crate) fn to_doc<T: Serialize>(v: &T) -> AttributeValue {
 }
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
+
+fn member_pk(tenant: &str, fiscal_code: &str) -> String {
+    format!("MEMBER#{tenant}#{}", fiscal_code.to_ascii_uppercase())
+}
+
+fn member_item(member: &MemberRecord) -> Item {
+    HashMap::from([
+        (
+            "pk".into(),
+            s(member_pk(&member.tenant, &member.fiscal_code)),
+        ),
+        ("sk".into(), s("MEMBER")),
+        ("gsi1pk".into(), s(format!("TENANT#{}", member.tenant))),
+        (
+            "gsi1sk".into(),
+            s(format!(
+                "MEMBER#{}",
+                member.fiscal_code.to_ascii_uppercase()
+            )),
+        ),
+        ("doc".into(), to_doc(member)),
+    ])
+}
 
 /// The registry partition listing every domain (one item per domain, beside `DOMAIN#<domain>`).
 const DOMAINS_PK: &str = "DOMAINS";
@@ -241,7 +265,11 @@ impl DynamoState {
 
     /// Writes a domain's two items (its own and the registry's) in one transaction; with
     /// `only_new`, only if neither exists (`false` if the domain is recorded: nothing changed).
-    async fn write_domain(&self, record: &DomainRecord, only_new: bool) -> Result<bool, StateError> {
+    async fn write_domain(
+        &self,
+        record: &DomainRecord,
+        only_new: bool,
+    ) -> Result<bool, StateError> {
         let d = norm(&record.domain);
         let common = [
             ("tenant", s(&record.tenant)),
@@ -255,10 +283,7 @@ impl DynamoState {
                 ("gsi1pk".to_string(), s(format!("TENANT#{}", record.tenant))),
                 ("gsi1sk".to_string(), s(domain_pk(&d))),
             ]),
-            HashMap::from([
-                ("pk".to_string(), s(DOMAINS_PK)),
-                ("sk".to_string(), s(&d)),
-            ]),
+            HashMap::from([("pk".to_string(), s(DOMAINS_PK)), ("sk".to_string(), s(&d))]),
         ];
         let mut ops = Vec::new();
         for mut item in items {
@@ -416,6 +441,64 @@ impl StateStore for DynamoState {
         }
     }
 
+    async fn claim_member(
+        &self,
+        member: &MemberRecord,
+    ) -> Result<Option<MemberRecord>, StateError> {
+        self.put_new_or_existing(member_item(member), Self::decode_doc)
+            .await
+    }
+
+    async fn member(
+        &self,
+        tenant: &str,
+        fiscal_code: &str,
+    ) -> Result<Option<MemberRecord>, StateError> {
+        self.get_with(&member_pk(tenant, fiscal_code), "MEMBER", Self::decode_doc)
+            .await
+    }
+
+    async fn put_member(&self, member: &MemberRecord) -> Result<(), StateError> {
+        self.put(member_item(member)).await
+    }
+
+    async fn put_activation(&self, record: &ActivationRecord) -> Result<(), StateError> {
+        self.put(HashMap::from([
+            ("pk".into(), s(format!("ACTIVATE#{}", record.token_hash))),
+            ("sk".into(), s("ACTIVATE")),
+            (
+                "expires_at".into(),
+                n(record.expires_at.timestamp().max(0) as u64),
+            ),
+            ("doc".into(), to_doc(record)),
+        ]))
+        .await
+    }
+
+    async fn take_activation(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActivationRecord>, StateError> {
+        // Deleted with the old item returned: two uses of one link cannot both get it.
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("ACTIVATE#{token_hash}")))
+            .key("sk", s("ACTIVATE"))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteItem", e))?;
+        let Some(item) = out.attributes else {
+            return Ok(None);
+        };
+        let record: ActivationRecord = self.decode_doc(&item)?;
+        // TTL deletion is lazy (up to days): the expiry is checked here.
+        Ok((record.expires_at > now).then_some(record))
+    }
+
     async fn tenant_mailboxes(&self, tenant: &str) -> Result<Vec<Mailbox>, StateError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
@@ -441,7 +524,10 @@ impl StateStore for DynamoState {
         // The index is eventually consistent: each mailbox is read back from the table.
         let mut boxes = Vec::new();
         for item in &items {
-            if let Some(address) = item.get("pk").and_then(|v| v.as_s().ok()).and_then(|pk| pk.strip_prefix("MBX#"))
+            if let Some(address) = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("MBX#"))
                 && let Some(m) = self.mailbox(address).await?
                 && m.tenant == tenant
             {

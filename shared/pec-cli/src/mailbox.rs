@@ -184,6 +184,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 used_bytes: 0,
                 password_hash: hash,
                 locked: false,
+                status: Default::default(),
                 refuse_ordinary,
                 created_at: Utc::now(),
             };
@@ -323,7 +324,10 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("no mailbox {address}"))?;
             let c = pec_pipeline::tenants::change_plan(&state, &address, to, expansion_gb).await?;
             if json {
-                println!("{}", serde_json::json!({"mailbox": before.address, "from": before.plan, "change": c}));
+                println!(
+                    "{}",
+                    serde_json::json!({"mailbox": before.address, "from": before.plan, "change": c})
+                );
             } else {
                 let names = |f: &[plan::Feature]| {
                     f.iter().map(|f| f.label()).collect::<Vec<_>>().join(", ")

@@ -11,8 +11,8 @@ use chrono::Utc;
 use pec_aws::{AwsClients, ClientSettings, S3Store, SesIdentities};
 use pec_pipeline::tenants::{self, DomainPolicy};
 use pec_ports::{DomainRecord, ObjectStore, StateStore, Tenant};
-use pec_smime::ProviderIndex;
 use pec_smime::ProviderEntry;
+use pec_smime::ProviderIndex;
 
 use crate::mailbox::{clients, env, exit, runtime};
 
@@ -152,6 +152,7 @@ async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
                 .put_tenant(&Tenant {
                     id: id.clone(),
                     name,
+                    billing: Default::default(),
                 })
                 .await?;
             println!("tenant {id}");
@@ -243,10 +244,17 @@ async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
                                 "{}  {}  DKIM {}  added {}{}",
                                 r.domain,
                                 r.status.as_str(),
-                                if r.dkim_status.is_empty() { "-" } else { &r.dkim_status },
+                                if r.dkim_status.is_empty() {
+                                    "-"
+                                } else {
+                                    &r.dkim_status
+                                },
                                 r.added_at.format("%Y-%m-%d %H:%M:%S"),
                                 r.verified_at
-                                    .map(|t| format!("  verified {}", t.format("%Y-%m-%d %H:%M:%S")))
+                                    .map(|t| format!(
+                                        "  verified {}",
+                                        t.format("%Y-%m-%d %H:%M:%S")
+                                    ))
                                     .unwrap_or_default()
                             );
                         }
@@ -265,7 +273,10 @@ async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
 /// The records as zone-file lines.
 fn print_zone(r: &DomainRecord) {
     for d in &r.dns {
-        println!("  {}.  3600  IN  {:<5}  {}    ; {}", d.name, d.kind, d.value, d.purpose);
+        println!(
+            "  {}.  3600  IN  {:<5}  {}    ; {}",
+            d.name, d.kind, d.value, d.purpose
+        );
     }
 }
 

@@ -661,7 +661,9 @@ impl ParseState {
         e.attributes().flatten().find_map(|a| {
             if local(a.key.local_name().as_ref()) == name {
                 Some(
-                    a.unescape_value()
+                    // decode_and_unescape_value, not unescape_value: the latter disappears when
+                    // another crate of the build enables quick-xml's `encoding` (calamine does).
+                    a.decode_and_unescape_value(e.decoder())
                         .map(|v| v.into_owned())
                         .unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned()),
                 )

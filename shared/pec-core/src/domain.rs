@@ -136,21 +136,44 @@ mod tests {
             check("ordine.example.test.").unwrap_err().to_string(),
             "\"ordine.example.test.\" ends with a dot: give it without (ordine.example.test)"
         );
-        assert!(matches!(check("Ordine.IT."), Err(DomainError::TrailingDot { bare, .. }) if bare == "ordine.it"));
-        assert!(matches!(check("ordine-ingegneri-città.it"), Err(DomainError::Idn(_))));
+        assert!(
+            matches!(check("Ordine.IT."), Err(DomainError::TrailingDot { bare, .. }) if bare == "ordine.it")
+        );
+        assert!(matches!(
+            check("ordine-ingegneri-città.it"),
+            Err(DomainError::Idn(_))
+        ));
         assert!(matches!(check("ordine .it"), Err(DomainError::Blank(_))));
         assert!(matches!(check(" ordine.it"), Err(DomainError::Blank(_))));
-        assert!(matches!(check("ordine..it"), Err(DomainError::EmptyLabel(_))));
-        assert!(matches!(check(".ordine.it"), Err(DomainError::EmptyLabel(_))));
+        assert!(matches!(
+            check("ordine..it"),
+            Err(DomainError::EmptyLabel(_))
+        ));
+        assert!(matches!(
+            check(".ordine.it"),
+            Err(DomainError::EmptyLabel(_))
+        ));
         assert!(matches!(check("."), Err(DomainError::EmptyLabel(_))));
         assert!(matches!(
             check("ordine_avvocati.it"),
             Err(DomainError::BadCharacter { character: '_', .. })
         ));
-        assert!(matches!(check("-ordine.it"), Err(DomainError::Hyphen { .. })));
-        assert!(matches!(check("ordine-.it"), Err(DomainError::Hyphen { .. })));
-        assert!(matches!(check("localhost"), Err(DomainError::SingleLabel(_))));
-        assert!(matches!(check("192.168.1.1"), Err(DomainError::NumericTld(_))));
+        assert!(matches!(
+            check("-ordine.it"),
+            Err(DomainError::Hyphen { .. })
+        ));
+        assert!(matches!(
+            check("ordine-.it"),
+            Err(DomainError::Hyphen { .. })
+        ));
+        assert!(matches!(
+            check("localhost"),
+            Err(DomainError::SingleLabel(_))
+        ));
+        assert!(matches!(
+            check("192.168.1.1"),
+            Err(DomainError::NumericTld(_))
+        ));
         assert!(matches!(
             check(&format!("{}.it", "a".repeat(64))),
             Err(DomainError::LabelTooLong { .. })

@@ -328,7 +328,10 @@ impl fmt::Display for Plan {
 
 /// A feature asked of a plan that does not include it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{feature} is not included in the {plan} plan; it is in {}", list(included_in))]
+#[error(
+    "{feature} is not included in the {plan} plan; it is in {}",
+    list(included_in)
+)]
 pub struct NotEntitled {
     pub feature: Feature,
     pub plan: Plan,
@@ -342,7 +345,10 @@ fn list(plans: &[Plan]) -> String {
         [one] => one.label().to_string(),
         [init @ .., last] => format!(
             "{} and {}",
-            init.iter().map(|p| p.label()).collect::<Vec<_>>().join(", "),
+            init.iter()
+                .map(|p| p.label())
+                .collect::<Vec<_>>()
+                .join(", "),
             last.label()
         ),
     }
@@ -669,7 +675,10 @@ mod tests {
 
     #[test]
     fn the_plus_plans_are_their_base_plan_and_more() {
-        for (base, plus) in [(Plan::Silver, Plan::SilverPlus), (Plan::Gold, Plan::GoldPlus)] {
+        for (base, plus) in [
+            (Plan::Silver, Plan::SilverPlus),
+            (Plan::Gold, Plan::GoldPlus),
+        ] {
             let c = change(base, 0, plus, 0, Usage::default()).unwrap();
             assert_eq!(c.kind, ChangeKind::Upgrade, "{base} → {plus}");
             assert!(c.features_lost.is_empty());
@@ -703,7 +712,10 @@ mod tests {
             ChangeKind::Unchanged
         );
         let more = change(Plan::Base, 0, Plan::Base, 3, Usage::default()).unwrap();
-        assert_eq!((more.kind, more.quota_bytes), (ChangeKind::Upgrade, 4 * GIB));
+        assert_eq!(
+            (more.kind, more.quota_bytes),
+            (ChangeKind::Upgrade, 4 * GIB)
+        );
 
         // Gold with 1.5 GB in the inbox fits Standard's 1 GB plus a 1 GB expansion, not Standard.
         let usage = Usage {
@@ -739,7 +751,9 @@ mod tests {
             ..Usage::default()
         };
         let e = change(Plan::Pro, 0, Plan::Standard, 0, kept).unwrap_err();
-        assert!(matches!(&e, PlanError::Exceeds { excess, .. } if excess[0].what == "conservation"));
+        assert!(
+            matches!(&e, PlanError::Exceeds { excess, .. } if excess[0].what == "conservation")
+        );
         // Lateral moves (something more, something less) are downgrades: they must fit.
         assert_eq!(
             change(Plan::Plus, 0, Plan::Bronze, 0, Usage::default())

@@ -371,7 +371,8 @@ where
                         .record_recipient(id, &not_delivered(NotDelivered::UnknownUser))
                         .await?
                 }
-                Some(m) if m.locked => {
+                // Locked, suspended, pending or revoked: "casella disabilitata".
+                Some(m) if !m.in_service() => {
                     self.state
                         .record_recipient(id, &not_delivered(NotDelivered::MailboxDisabled))
                         .await?

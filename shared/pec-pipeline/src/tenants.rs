@@ -6,11 +6,15 @@
 use chrono::{DateTime, Utc};
 use pec_core::domain::DomainError;
 use pec_core::plan::{self, Plan, PlanChange, PlanError, Usage};
+use pec_members::{AddressPattern, Member, RowError};
 use pec_ports::{
-    DnsRecord, DomainIdentities, DomainRecord, DomainStatus, IdentityError, IdentitySetup,
-    StateError, StateStore,
+    ActivationRecord, Billing, DnsRecord, DomainIdentities, DomainRecord, DomainStatus,
+    IdentityError, IdentitySetup, MailTransport, Mailbox, MailboxStatus, MemberRecord,
+    MemberStatus, StateError, StateStore,
 };
 use pec_smime::ProviderIndex;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// How many times a conditional write is retried over fresh reads before giving up.
 const RETRIES: usize = 5;
@@ -52,6 +56,16 @@ pub enum AdminError {
     },
     #[error("the mail service: {0}")]
     Identity(#[from] IdentityError),
+    #[error(
+        "{domain} is not a verified domain of tenant {tenant} (pec tenant domain list {tenant})"
+    )]
+    DomainNotReady { tenant: String, domain: String },
+    #[error("the activation link could not be sent to {to}: {message}")]
+    ActivationMail { to: String, message: String },
+    #[error("the activation link is unknown, already used or expired: ask for a new one")]
+    ActivationInvalid,
+    #[error("the mailbox {0} is paid by its member: accept the agreement to activate it")]
+    AgreementRequired(String),
 }
 
 /// Moves a mailbox to `to` with an expansion of `expansion_gb` (0, 1, 3 or 5 GB): an upgrade at
@@ -337,6 +351,341 @@ async fn owned_domain<Db: StateStore>(
     }
 }
 
+// ------------------------------------------------------------------------------ members
+
+/// What a bulk import needs besides the members.
+#[derive(Debug, Clone)]
+pub struct ImportSettings {
+    /// The domain of the new addresses: a verified domain of the tenant, or the provider's.
+    pub domain: String,
+    pub pattern: AddressPattern,
+    /// The provider's own domain (always allowed; the activation mail's sender domain).
+    pub provider_domain: String,
+    /// The page where members activate their mailbox; the token follows after `#` (a fragment
+    /// never reaches a server's logs).
+    pub activation_url: String,
+    /// How long an activation link works.
+    pub activation_valid: chrono::Duration,
+}
+
+/// One line of the import report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportRow {
+    pub row: usize,
+    pub fiscal_code: String,
+    pub address: String,
+    /// `created`, `completed` (an interrupted import finished now), `existing` or `refused`.
+    pub outcome: &'static str,
+    pub reason: String,
+}
+
+/// A mailbox's password hash before activation: not a PHC string, so no password matches it.
+pub const NOT_ACTIVATED: &str = "!not-activated";
+
+/// Hex SHA-256 of an activation token (what the state keeps).
+pub fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Imports members into `tenant`: each gets an address from the pattern (the next free number
+/// on collision), a mailbox on its plan (active, or pending for member-paid tenants), and a
+/// one-time activation link sent to its contact address; no password is made or sent.
+/// Idempotent and resumable: a member (tenant + fiscal code) already imported is reported
+/// `existing`; one an interrupted run left half done is finished (`completed`). Rows refused by
+/// validation are reported with their reasons. `new_token` gives each link's secret;
+/// `progress` hears every report line as it is decided.
+#[allow(clippy::too_many_arguments)]
+pub async fn import_members<Db: StateStore, Mt: MailTransport>(
+    state: &Db,
+    mail: &Mt,
+    tenant: &str,
+    settings: &ImportSettings,
+    members: &[Member],
+    refused: &[RowError],
+    now: DateTime<Utc>,
+    new_token: &mut (dyn FnMut() -> String + Send),
+    progress: &mut (dyn FnMut(&ImportRow) + Send),
+) -> Result<Vec<ImportRow>, AdminError> {
+    let t = state
+        .tenant(tenant)
+        .await?
+        .ok_or_else(|| AdminError::NoTenant(tenant.to_string()))?;
+    let domain = settings.domain.to_ascii_lowercase();
+    if domain != settings.provider_domain.to_ascii_lowercase() {
+        match state.domain(&domain).await? {
+            Some(d) if d.tenant == tenant && d.is_verified() => {}
+            _ => {
+                return Err(AdminError::DomainNotReady {
+                    tenant: tenant.to_string(),
+                    domain,
+                });
+            }
+        }
+    }
+    let mut report: Vec<ImportRow> = refused
+        .iter()
+        .map(|r| ImportRow {
+            row: r.row,
+            fiscal_code: String::new(),
+            address: String::new(),
+            outcome: "refused",
+            reason: r.reasons.join("; "),
+        })
+        .collect();
+    for r in &report {
+        progress(r);
+    }
+    // Addresses chosen in this run (two members with one name in the same table).
+    let mut taken = std::collections::HashSet::new();
+    for m in members {
+        let line = import_one(
+            state, mail, &t, settings, &domain, m, now, new_token, &mut taken,
+        )
+        .await?;
+        progress(&line);
+        report.push(line);
+    }
+    report.sort_by_key(|r| r.row);
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn import_one<Db: StateStore, Mt: MailTransport>(
+    state: &Db,
+    mail: &Mt,
+    tenant: &pec_ports::Tenant,
+    settings: &ImportSettings,
+    domain: &str,
+    m: &Member,
+    now: DateTime<Utc>,
+    new_token: &mut (dyn FnMut() -> String + Send),
+    taken: &mut std::collections::HashSet<String>,
+) -> Result<ImportRow, AdminError> {
+    let line = |address: &str, outcome, reason: String| ImportRow {
+        row: m.row,
+        fiscal_code: m.fiscal_code.clone(),
+        address: address.to_string(),
+        outcome,
+        reason,
+    };
+    let existing = state.member(&tenant.id, &m.fiscal_code).await?;
+    if let Some(r) = &existing
+        && r.status == MemberStatus::Created
+    {
+        taken.insert(r.address.clone());
+        return Ok(line(&r.address, "existing", String::new()));
+    }
+    let local = match settings.pattern.local_part(&m.nome, &m.cognome) {
+        Ok(l) => l,
+        Err(e) => return Ok(line("", "refused", e.to_string())),
+    };
+    let (record, fresh) = match existing {
+        Some(r) => (r, false),
+        None => {
+            let address = free_address(state, &local, domain, taken, 0).await?;
+            let record = MemberRecord {
+                tenant: tenant.id.clone(),
+                fiscal_code: m.fiscal_code.clone(),
+                nome: m.nome.clone(),
+                cognome: m.cognome.clone(),
+                email: m.email.clone(),
+                mobile: m.mobile.clone(),
+                plan: m.plan,
+                address,
+                status: MemberStatus::Reserved,
+                imported_at: now,
+            };
+            match state.claim_member(&record).await? {
+                None => (record, true),
+                Some(r) if r.status == MemberStatus::Created => {
+                    return Ok(line(&r.address, "existing", String::new()));
+                }
+                Some(r) => (r, false),
+            }
+        }
+    };
+    taken.insert(record.address.clone());
+    let record = ensure_mailbox(state, tenant, &local, domain, record, now, taken).await?;
+    // The link: its secret only in the mail, its hash in the state.
+    let token = new_token();
+    let link = ActivationRecord {
+        token_hash: token_hash(&token),
+        address: record.address.clone(),
+        tenant: tenant.id.clone(),
+        agreement: tenant.billing == Billing::Member,
+        expires_at: now + settings.activation_valid,
+    };
+    state.put_activation(&link).await?;
+    let message = activation_message(tenant, settings, &record, &link, &token, now);
+    let sender = format!("noreply@{}", settings.provider_domain);
+    mail.send_raw(&sender, std::slice::from_ref(&record.email), &message)
+        .await
+        .map_err(|e| AdminError::ActivationMail {
+            to: record.email.clone(),
+            message: e.to_string(),
+        })?;
+    let done = MemberRecord {
+        status: MemberStatus::Created,
+        ..record
+    };
+    state.put_member(&done).await?;
+    Ok(line(
+        &done.address,
+        if fresh { "created" } else { "completed" },
+        String::new(),
+    ))
+}
+
+/// The first candidate from `attempt` on that no mailbox has and this run has not chosen.
+async fn free_address<Db: StateStore>(
+    state: &Db,
+    local: &str,
+    domain: &str,
+    taken: &std::collections::HashSet<String>,
+    from: usize,
+) -> Result<String, AdminError> {
+    let mut attempt = from;
+    loop {
+        let address = AddressPattern::candidate(local, attempt, domain);
+        if !taken.contains(&address) && state.mailbox(&address).await?.is_none() {
+            return Ok(address);
+        }
+        attempt += 1;
+    }
+}
+
+/// Creates the member's mailbox; if its address went to someone else meanwhile, the next free
+/// one is recorded and used. A mailbox of this tenant at the address is the one an interrupted
+/// run created.
+async fn ensure_mailbox<Db: StateStore>(
+    state: &Db,
+    tenant: &pec_ports::Tenant,
+    local: &str,
+    domain: &str,
+    mut record: MemberRecord,
+    now: DateTime<Utc>,
+    taken: &mut std::collections::HashSet<String>,
+) -> Result<MemberRecord, AdminError> {
+    loop {
+        let mailbox = Mailbox {
+            address: record.address.clone(),
+            tenant: tenant.id.clone(),
+            plan: record.plan,
+            expansions_gb: 0,
+            quota_bytes: plan::quota_bytes(record.plan, 0)?,
+            used_bytes: 0,
+            password_hash: NOT_ACTIVATED.to_string(),
+            locked: false,
+            status: match tenant.billing {
+                Billing::Tenant => MailboxStatus::Active,
+                Billing::Member => MailboxStatus::Pending,
+            },
+            refuse_ordinary: false,
+            created_at: now,
+        };
+        if state.create_mailbox(&mailbox).await? {
+            return Ok(record);
+        }
+        match state.mailbox(&record.address).await? {
+            Some(existing) if existing.tenant == tenant.id => return Ok(record),
+            _ => {
+                taken.insert(record.address.clone());
+                record.address = free_address(state, local, domain, taken, 1).await?;
+                taken.insert(record.address.clone());
+                state.put_member(&record).await?;
+            }
+        }
+    }
+}
+
+/// The activation mail (plain text, Italian): who, which address, the link and its expiry.
+fn activation_message(
+    tenant: &pec_ports::Tenant,
+    settings: &ImportSettings,
+    record: &MemberRecord,
+    link: &ActivationRecord,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Vec<u8> {
+    let expiry = link
+        .expires_at
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .format("%d/%m/%Y alle %H:%M");
+    let agreement = if link.agreement {
+        " e accettare le condizioni del servizio"
+    } else {
+        ""
+    };
+    let body = format!(
+        "Gentile {nome} {cognome},\r\n\r\n{org} ha attivato per lei la casella PEC\r\n\r\n    \
+         {address}\r\n\r\nPer sceglierne la password{agreement} apra entro il {expiry} questo \
+         collegamento:\r\n\r\n    {url}#{token}\r\n\r\nIl collegamento vale una sola volta. \
+         Nessuna password le viene inviata per posta elettronica; se non aspettava questo \
+         messaggio, lo ignori.\r\n",
+        nome = record.nome,
+        cognome = record.cognome,
+        org = tenant.name,
+        address = record.address,
+        url = settings.activation_url,
+    );
+    let id = &link.token_hash[..24];
+    mail_builder::MessageBuilder::new()
+        .from((
+            "Posta Elettronica Certificata".to_string(),
+            format!("noreply@{}", settings.provider_domain),
+        ))
+        .to(record.email.as_str())
+        .subject(format!("Attivazione della casella PEC {}", record.address))
+        .message_id(format!("activation.{id}@{}", settings.provider_domain))
+        .date(now.timestamp())
+        .text_body(body)
+        .write_to_vec()
+        .unwrap_or_default()
+}
+
+/// Activates a mailbox with its one-time link: sets the password (hashed by the caller) and,
+/// for a member-paid mailbox, takes the member's acceptance of the agreement and puts it in
+/// service. The link works once: a second use, or one after it expired, is refused.
+pub async fn activate<Db: StateStore>(
+    state: &Db,
+    token: &str,
+    password_hash: &str,
+    accepts_agreement: bool,
+    now: DateTime<Utc>,
+) -> Result<String, AdminError> {
+    let link = state
+        .take_activation(&token_hash(token), now)
+        .await?
+        .ok_or(AdminError::ActivationInvalid)?;
+    if link.agreement && !accepts_agreement {
+        // Not used: the member may come back and accept.
+        state.put_activation(&link).await?;
+        return Err(AdminError::AgreementRequired(link.address));
+    }
+    for _ in 0..RETRIES {
+        let current = state
+            .mailbox(&link.address)
+            .await?
+            .filter(|m| m.tenant == link.tenant)
+            .ok_or_else(|| AdminError::NoMailbox(link.address.clone()))?;
+        let new = Mailbox {
+            password_hash: password_hash.to_string(),
+            status: match current.status {
+                MailboxStatus::Pending => MailboxStatus::Active,
+                other => other,
+            },
+            ..current.clone()
+        };
+        if state.replace_mailbox(&current, &new, None).await? {
+            return Ok(link.address);
+        }
+    }
+    Err(AdminError::Contended(link.address))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +703,7 @@ mod tests {
             used_bytes: 0,
             password_hash: "x".into(),
             locked: false,
+            status: Default::default(),
             refuse_ordinary: false,
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
@@ -386,22 +736,32 @@ mod tests {
 
         let e = change_plan(&state, a, Plan::Base, 0).await.unwrap_err();
         assert!(
-            e.to_string()
-                .contains("the inbox holds 1610612736 bytes (1.50 GB) and the new limit is 1073741824"),
+            e.to_string().contains(
+                "the inbox holds 1610612736 bytes (1.50 GB) and the new limit is 1073741824"
+            ),
             "{e}"
         );
         assert_eq!(state.mailbox(a).await.unwrap().unwrap().plan, Plan::Gold);
 
         let down = change_plan(&state, a, Plan::Base, 1).await.unwrap();
-        assert_eq!((down.kind, down.quota_bytes), (ChangeKind::Downgrade, 2 * GIB));
+        assert_eq!(
+            (down.kind, down.quota_bytes),
+            (ChangeKind::Downgrade, 2 * GIB)
+        );
         let m = state.mailbox(a).await.unwrap().unwrap();
-        assert_eq!((m.plan, m.expansions_gb, m.quota_bytes), (Plan::Base, 1, 2 * GIB));
+        assert_eq!(
+            (m.plan, m.expansions_gb, m.quota_bytes),
+            (Plan::Base, 1, 2 * GIB)
+        );
         assert_eq!(m.used_bytes, GIB + GIB / 2, "usage kept");
 
         let up = change_plan(&state, a, Plan::GoldPlus, 5).await.unwrap();
         assert_eq!((up.kind, up.quota_bytes), (ChangeKind::Upgrade, 10 * GIB));
         assert_eq!(
-            change_plan(&state, a, Plan::GoldPlus, 5).await.unwrap().kind,
+            change_plan(&state, a, Plan::GoldPlus, 5)
+                .await
+                .unwrap()
+                .kind,
             ChangeKind::Unchanged
         );
         assert!(matches!(
@@ -443,6 +803,7 @@ mod tests {
                 .put_tenant(&pec_ports::Tenant {
                     id: id.into(),
                     name: id.into(),
+                    billing: Default::default(),
                 })
                 .await
                 .unwrap();
@@ -471,19 +832,35 @@ mod tests {
             [
                 ("MX", d),
                 ("TXT", "_amazonses.ordine.example.test"),
-                ("CNAME", "1ordine-example-test._domainkey.ordine.example.test"),
-                ("CNAME", "2ordine-example-test._domainkey.ordine.example.test"),
-                ("CNAME", "3ordine-example-test._domainkey.ordine.example.test"),
+                (
+                    "CNAME",
+                    "1ordine-example-test._domainkey.ordine.example.test"
+                ),
+                (
+                    "CNAME",
+                    "2ordine-example-test._domainkey.ordine.example.test"
+                ),
+                (
+                    "CNAME",
+                    "3ordine-example-test._domainkey.ordine.example.test"
+                ),
                 ("TXT", d),
                 ("TXT", "_dmarc.ordine.example.test"),
             ]
         );
-        assert_eq!(added.dns[0].value, "10 inbound-smtp.eu-west-1.amazonaws.com");
+        assert_eq!(
+            added.dns[0].value,
+            "10 inbound-smtp.eu-west-1.amazonaws.com"
+        );
         assert_eq!(
             added.dns[6].value,
             "\"v=DMARC1; p=reject; rua=mailto:dmarc@pec.example.test\""
         );
-        assert_eq!(state.domain_tenant(d).await.unwrap(), None, "pending: not ours yet");
+        assert_eq!(
+            state.domain_tenant(d).await.unwrap(),
+            None,
+            "pending: not ours yet"
+        );
 
         // Again for the same tenant: the same record; for another: refused, nothing changed.
         let again = add_domain(&state, &ids, Some(&idx), &policy(), "ordine", d, at(20))
@@ -499,17 +876,30 @@ mod tests {
         );
 
         // Not published yet: still pending; published: verified, ours, in the index export.
-        let v = verify_domain(&state, &ids, "ordine", d, at(40)).await.unwrap();
-        assert_eq!((v.status, v.checked_at), (DomainStatus::Pending, Some(at(40))));
+        let v = verify_domain(&state, &ids, "ordine", d, at(40))
+            .await
+            .unwrap();
+        assert_eq!(
+            (v.status, v.checked_at),
+            (DomainStatus::Pending, Some(at(40)))
+        );
         assert_eq!(
             managed_domains(&state, "pec.example.test").await.unwrap(),
             ["pec.example.test"]
         );
         ids.publish(d);
-        let v = verify_domain(&state, &ids, "ordine", d, at(50)).await.unwrap();
-        assert_eq!((v.status, v.verified_at), (DomainStatus::Verified, Some(at(50))));
+        let v = verify_domain(&state, &ids, "ordine", d, at(50))
+            .await
+            .unwrap();
+        assert_eq!(
+            (v.status, v.verified_at),
+            (DomainStatus::Verified, Some(at(50)))
+        );
         assert_eq!(v.dkim_status, "Success");
-        assert_eq!(state.domain_tenant(d).await.unwrap().as_deref(), Some("ordine"));
+        assert_eq!(
+            state.domain_tenant(d).await.unwrap().as_deref(),
+            Some("ordine")
+        );
         assert_eq!(
             managed_domains(&state, "pec.example.test").await.unwrap(),
             ["pec.example.test", d]
@@ -517,12 +907,20 @@ mod tests {
 
         // Another tenant cannot see, verify or remove it.
         assert!(list_domains(&state, "studio").await.unwrap().is_empty());
-        assert_eq!(list_domains(&state, "ordine").await.unwrap(), vec![v.clone()]);
+        assert_eq!(
+            list_domains(&state, "ordine").await.unwrap(),
+            vec![v.clone()]
+        );
         for e in [
-            verify_domain(&state, &ids, "studio", d, at(60)).await.unwrap_err(),
+            verify_domain(&state, &ids, "studio", d, at(60))
+                .await
+                .unwrap_err(),
             remove_domain(&state, &ids, "studio", d).await.unwrap_err(),
         ] {
-            assert_eq!(e.to_string(), "tenant studio has no domain ordine.example.test");
+            assert_eq!(
+                e.to_string(),
+                "tenant studio has no domain ordine.example.test"
+            );
         }
 
         // A mailbox in it blocks removal; without mailboxes it goes, identity and all.
@@ -551,7 +949,10 @@ mod tests {
         let ids = pec_ports::MemoryIdentities::new();
         tenants(&state).await;
         let now = Utc.timestamp_opt(0, 0).unwrap();
-        let idx = index_with("Altro Gestore S.p.A.", &["pec.altro.test", "ordine.altro.test"]);
+        let idx = index_with(
+            "Altro Gestore S.p.A.",
+            &["pec.altro.test", "ordine.altro.test"],
+        );
         let add = |d: &'static str, t: &'static str| {
             let (state, ids, idx) = (&state, &ids, &idx);
             async move {
@@ -566,19 +967,319 @@ mod tests {
             "\"Ordine.Example.test\" has capital letters: domains are registered in lower case \
              (ordine.example.test)"
         );
-        assert!(add("ordine.example.test.", "ordine").await.contains("ends with a dot"));
-        assert!(add("ordine-città.it", "ordine").await.contains("internationalised (IDN)"));
+        assert!(
+            add("ordine.example.test.", "ordine")
+                .await
+                .contains("ends with a dot")
+        );
+        assert!(
+            add("ordine-città.it", "ordine")
+                .await
+                .contains("internationalised (IDN)")
+        );
         assert_eq!(
             add("pec.example.test", "ordine").await,
             "pec.example.test is the provider's own domain: every tenant may have mailboxes in it"
         );
-        assert_eq!(add("ordine.example.test", "nessuno").await, "no tenant nessuno");
+        assert_eq!(
+            add("ordine.example.test", "nessuno").await,
+            "no tenant nessuno"
+        );
         assert_eq!(
             add("ordine.altro.test", "ordine").await,
             "ordine.altro.test is listed in the provider index under Altro Gestore S.p.A.: a \
              domain is managed by one provider; it must leave that provider's entry first"
         );
-        assert!(state.domains().await.unwrap().is_empty(), "nothing recorded");
+        assert!(
+            state.domains().await.unwrap().is_empty(),
+            "nothing recorded"
+        );
         assert!(ids.domains().is_empty(), "nothing registered");
+    }
+
+    fn member(row: usize, nome: &str, cognome: &str, cf: &str) -> Member {
+        Member {
+            row,
+            nome: nome.into(),
+            cognome: cognome.into(),
+            fiscal_code: cf.into(),
+            email: format!("{}@example.com", cf.to_lowercase()),
+            mobile: None,
+            plan: Plan::Pro,
+        }
+    }
+
+    async fn order_with_domain(state: &MemoryState, billing: Billing) -> ImportSettings {
+        state
+            .put_tenant(&pec_ports::Tenant {
+                id: "ordine".into(),
+                name: "Ordine degli Avvocati".into(),
+                billing,
+            })
+            .await
+            .unwrap();
+        let ids = pec_ports::MemoryIdentities::new();
+        let d = "ordine.example.test";
+        let now = Utc.timestamp_opt(0, 0).unwrap();
+        add_domain(state, &ids, None, &policy(), "ordine", d, now)
+            .await
+            .unwrap();
+        ImportSettings {
+            domain: d.into(),
+            pattern: AddressPattern::default(),
+            provider_domain: "pec.example.test".into(),
+            activation_url: "https://webmail.pec.example.test/activate".into(),
+            activation_valid: chrono::Duration::days(7),
+        }
+    }
+
+    async fn run(
+        state: &MemoryState,
+        outbox: &pec_ports::MemoryOutbox,
+        settings: &ImportSettings,
+        members: &[Member],
+        refused: &[RowError],
+        counter: &mut u32,
+    ) -> Result<Vec<ImportRow>, AdminError> {
+        let mut tokens = || {
+            *counter += 1;
+            format!("token-{counter}")
+        };
+        let mut heard = Vec::new();
+        let report = import_members(
+            state,
+            outbox,
+            "ordine",
+            settings,
+            members,
+            refused,
+            Utc.timestamp_opt(100, 0).unwrap(),
+            &mut tokens,
+            &mut |r: &ImportRow| heard.push(r.row),
+        )
+        .await?;
+        assert_eq!(heard.len(), report.len(), "progress hears every line");
+        Ok(report)
+    }
+
+    #[tokio::test]
+    async fn members_are_imported_once_with_links_and_no_passwords() {
+        let state = MemoryState::new();
+        let outbox = pec_ports::MemoryOutbox::new();
+        let mut settings = order_with_domain(&state, Billing::Tenant).await;
+        let mut n = 0;
+        // The domain must be verified first.
+        let e = run(&state, &outbox, &settings, &[], &[], &mut n)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ordine.example.test is not a verified domain of tenant ordine (pec tenant domain list ordine)"
+        );
+        let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
+        verified.status = DomainStatus::Verified;
+        state.put_domain(&verified).await.unwrap();
+
+        // anna.bianchi is another tenant's already.
+        let mut other = mailbox("anna.bianchi@ordine.example.test", Plan::Base);
+        other.tenant = "altro".into();
+        state.create_mailbox(&other).await.unwrap();
+        let members = [
+            member(2, "Mario", "Rossi", "RSSMRA85T10A562S"),
+            member(3, "Mario", "Rossi", "RSSMRA85T10A56NH"),
+            member(4, "Anna", "Bianchi", "BNCNNA80A41H501R"),
+            member(6, "Nicolò", "D'Angelo", "VRDGPP90E15F205V"),
+        ];
+        let refused = [RowError {
+            row: 5,
+            reasons: vec!["the name is empty".into()],
+        }];
+        let report = run(&state, &outbox, &settings, &members, &refused, &mut n)
+            .await
+            .unwrap();
+        let got: Vec<(usize, &str, &str)> = report
+            .iter()
+            .map(|r| (r.row, r.address.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, "mario.rossi@ordine.example.test", "created"),
+                (3, "mario.rossi2@ordine.example.test", "created"),
+                (4, "anna.bianchi2@ordine.example.test", "created"),
+                (5, "", "refused"),
+                (6, "nicolo.dangelo@ordine.example.test", "created"),
+            ]
+        );
+        let m = state
+            .mailbox("mario.rossi@ordine.example.test")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.tenant.as_str(), m.plan, m.status),
+            ("ordine", Plan::Pro, MailboxStatus::Active)
+        );
+        assert_eq!(m.password_hash, NOT_ACTIVATED);
+        assert!(
+            m.in_service(),
+            "tenant-paid: active at once (login waits for the password)"
+        );
+        let mail = outbox.take_mail();
+        assert_eq!(mail.len(), 4, "one activation link per new mailbox");
+        let first = String::from_utf8(mail[0].raw.clone()).unwrap();
+        assert_eq!(mail[0].source, "noreply@pec.example.test");
+        assert_eq!(mail[0].destinations, ["rssmra85t10a562s@example.com"]);
+        assert!(
+            first.contains("https://webmail.pec.example.test/activate#token-1"),
+            "{first}"
+        );
+        assert!(first.contains("mario.rossi@ordine.example.test"));
+        assert!(
+            !first.to_lowercase().contains("password:"),
+            "no password travels"
+        );
+
+        // Again: nothing new. Then an interrupted member (reserved, no mailbox) is completed.
+        let again = run(&state, &outbox, &settings, &members, &refused, &mut n)
+            .await
+            .unwrap();
+        assert!(
+            again
+                .iter()
+                .filter(|r| r.row != 5)
+                .all(|r| r.outcome == "existing")
+        );
+        assert!(outbox.take_mail().is_empty(), "no second link");
+        let half = MemberRecord {
+            tenant: "ordine".into(),
+            fiscal_code: "FRRLGU70A01F205X".into(),
+            nome: "Luigi".into(),
+            cognome: "Ferri".into(),
+            email: "luigi@example.com".into(),
+            mobile: None,
+            plan: Plan::Base,
+            address: "luigi.ferri@ordine.example.test".into(),
+            status: MemberStatus::Reserved,
+            imported_at: Utc.timestamp_opt(50, 0).unwrap(),
+        };
+        state.put_member(&half).await.unwrap();
+        let luigi = member(7, "Luigi", "Ferri", "FRRLGU70A01F205X");
+        let done = run(&state, &outbox, &settings, &[luigi], &[], &mut n)
+            .await
+            .unwrap();
+        assert_eq!(done[0].outcome, "completed");
+        assert_eq!(done[0].address, "luigi.ferri@ordine.example.test");
+        assert_eq!(outbox.take_mail().len(), 1);
+
+        // A pattern that cannot make an address from a name refuses that row only.
+        settings.pattern = "n.cognome".parse().unwrap();
+        let bad = run(
+            &state,
+            &outbox,
+            &settings,
+            &[member(8, "Ugo", "'", "BNCNNA80A41H501R")],
+            &[],
+            &mut n,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            bad[0].outcome, "existing",
+            "known by fiscal code before any address is made"
+        );
+        let bad = run(
+            &state,
+            &outbox,
+            &settings,
+            &[member(9, "Ugo", "'", "RSSMRA85T10A562X")],
+            &[],
+            &mut n,
+        )
+        .await
+        .unwrap();
+        assert_eq!(bad[0].outcome, "refused");
+        assert!(bad[0].reason.contains("surname"), "{}", bad[0].reason);
+    }
+
+    #[tokio::test]
+    async fn member_paid_mailboxes_wait_for_the_agreement() {
+        let state = MemoryState::new();
+        let outbox = pec_ports::MemoryOutbox::new();
+        let settings = order_with_domain(&state, Billing::Member).await;
+        let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
+        verified.status = DomainStatus::Verified;
+        state.put_domain(&verified).await.unwrap();
+        let mut n = 0;
+        run(
+            &state,
+            &outbox,
+            &settings,
+            &[member(2, "Mario", "Rossi", "RSSMRA85T10A562S")],
+            &[],
+            &mut n,
+        )
+        .await
+        .unwrap();
+        let a = "mario.rossi@ordine.example.test";
+        let m = state.mailbox(a).await.unwrap().unwrap();
+        assert_eq!(m.status, MailboxStatus::Pending);
+        assert!(!m.in_service());
+        let body = String::from_utf8(outbox.take_mail()[0].raw.clone()).unwrap();
+        assert!(body.contains("accettare le condizioni del servizio"));
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+
+        assert!(matches!(
+            activate(&state, "token-1", "$argon2id$x", false, at(200)).await,
+            Err(AdminError::AgreementRequired(_))
+        ));
+        assert!(matches!(
+            activate(&state, "token-2", "$argon2id$x", true, at(200)).await,
+            Err(AdminError::ActivationInvalid)
+        ));
+        assert_eq!(
+            activate(&state, "token-1", "$argon2id$x", true, at(300))
+                .await
+                .unwrap(),
+            a
+        );
+        let m = state.mailbox(a).await.unwrap().unwrap();
+        assert_eq!(
+            (m.status, m.password_hash.as_str()),
+            (MailboxStatus::Active, "$argon2id$x")
+        );
+        assert!(
+            matches!(
+                activate(&state, "token-1", "$argon2id$y", true, at(400)).await,
+                Err(AdminError::ActivationInvalid)
+            ),
+            "single use"
+        );
+
+        // A link used after it expired does nothing.
+        run(
+            &state,
+            &outbox,
+            &settings,
+            &[member(3, "Anna", "Bianchi", "BNCNNA80A41H501R")],
+            &[],
+            &mut n,
+        )
+        .await
+        .unwrap();
+        let late = at(100) + chrono::Duration::days(7);
+        assert!(matches!(
+            activate(&state, "token-2", "$argon2id$x", true, late).await,
+            Err(AdminError::ActivationInvalid)
+        ));
+        assert_eq!(
+            state
+                .mailbox("anna.bianchi@ordine.example.test")
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            MailboxStatus::Pending
+        );
     }
 }

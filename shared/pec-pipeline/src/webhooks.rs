@@ -307,6 +307,7 @@ mod tests {
                     used_bytes: 0,
                     password_hash: String::new(),
                     locked: false,
+                    status: Default::default(),
                     refuse_ordinary: false,
                     created_at: t(0),
                 })

@@ -141,6 +141,7 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
     for m in &s.mailboxes {
         f.add_mailbox(&Mailbox {
             locked: m.locked,
+            status: Default::default(),
             ..common::mailbox_record(
                 &m.address,
                 m.quota_bytes.unwrap_or_else(common::standard_quota),

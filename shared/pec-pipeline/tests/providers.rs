@@ -225,6 +225,7 @@ async fn mailbox(n: &Node, address: &str) {
             used_bytes: 0,
             password_hash: String::new(),
             locked: false,
+            status: Default::default(),
             refuse_ordinary: false,
             created_at: t0(),
         })
@@ -244,6 +245,7 @@ impl World {
                 .put_tenant(&Tenant {
                     id: "t".into(),
                     name: "Tenant".into(),
+                    billing: Default::default(),
                 })
                 .await
                 .unwrap();
@@ -850,6 +852,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             used_bytes: 0,
             password_hash: String::new(),
             locked: false,
+            status: Default::default(),
             refuse_ordinary: true,
             created_at: t0(),
         })

@@ -38,9 +38,10 @@ pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, sou
 pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};
 pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
 pub use state::{
-    DeliveryStatus, DnsRecord, DomainRecord, DomainStatus, InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxWrite,
-    MemoryState, MessageRecord, MessageState, NotDelivered, RecipientOutcome, RelayEvent,
-    RelayRecord, StateError, StateStore, Tenant,
+    ActivationRecord, Billing, DeliveryStatus, DnsRecord, DomainRecord, DomainStatus,
+    InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxStatus, MailboxWrite,
+    MemberRecord, MemberStatus, MemoryState, MessageRecord, MessageState, NotDelivered,
+    RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant,
 };
 pub use store::{
     MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError,

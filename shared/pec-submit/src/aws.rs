@@ -38,11 +38,15 @@ impl<Db: StateStore> Credentials for StateCredentials<Db> {
                 .mailbox(&address)
                 .await
                 .map_err(CredentialError::new)?;
-            Ok(mailbox.map(|m| Account {
-                address: m.address,
-                tenant: m.tenant,
-                password_hash: m.password_hash,
-                locked: m.locked,
+            Ok(mailbox.map(|m| {
+                // Locked, suspended, pending or revoked: no session.
+                let locked = !m.in_service();
+                Account {
+                    address: m.address,
+                    tenant: m.tenant,
+                    password_hash: m.password_hash,
+                    locked,
+                }
             }))
         })
     }

@@ -126,6 +126,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         used_bytes: 0,
         password_hash: String::new(),
         locked: false,
+        status: Default::default(),
         refuse_ordinary: false,
         created_at: t0(),
     }
@@ -203,6 +204,7 @@ impl Flow {
             .put_tenant(&Tenant {
                 id: TENANT.into(),
                 name: "Studio Rossi".into(),
+                billing: Default::default(),
             })
             .await
             .unwrap();

@@ -91,6 +91,7 @@ pub fn cases<S: StateStore>() -> Vec<Case<S>> {
         tenant_and_domain,
         create_mailbox_once,
         replace_mailbox_conditionally,
+        members_and_activations,
         store_then_duplicate,
         store_records_decision_atomically,
         decided_wins_over_duplicate,
@@ -254,6 +255,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         used_bytes: 0,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         locked: false,
+        status: Default::default(),
         refuse_ordinary: false,
         created_at: at(0),
     }
@@ -420,6 +422,7 @@ async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
     let tenant = Tenant {
         id: format!("{ns}-t"),
         name: "Ordine degli Avvocati".into(),
+        billing: Default::default(),
     };
     s.put_tenant(&tenant).await.op("put_tenant")?;
     s.put_tenant(&tenant).await.op("put_tenant again")?;
@@ -434,7 +437,11 @@ async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
         "no such tenant"
     );
     let d = domain(ns);
-    ensure_eq!(s.domain(&d).await.op("domain")?, None, "domain before claim");
+    ensure_eq!(
+        s.domain(&d).await.op("domain")?,
+        None,
+        "domain before claim"
+    );
     let pending = DomainRecord {
         domain: d.clone(),
         tenant: tenant.id.clone(),
@@ -538,7 +545,9 @@ async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
     s.create_mailbox(&theirs).await.op("create_mailbox")?;
     mine.sort_by(|a, b| a.address.cmp(&b.address));
     ensure_eq!(
-        s.tenant_mailboxes(&tenant.id).await.op("tenant_mailboxes")?,
+        s.tenant_mailboxes(&tenant.id)
+            .await
+            .op("tenant_mailboxes")?,
         mine,
         "one tenant's mailboxes, by address"
     );
@@ -592,7 +601,11 @@ async fn replace_mailbox_conditionally<S: StateStore>(s: &S, ns: &str) -> Outcom
     s.store_in_mailbox(&a, &item("i1", 600, 1), None, false)
         .await
         .op("store_in_mailbox")?;
-    let read = s.mailbox(&a).await.op("mailbox")?.ok_or("mailbox vanished")?;
+    let read = s
+        .mailbox(&a)
+        .await
+        .op("mailbox")?
+        .ok_or("mailbox vanished")?;
     ensure_eq!(read.used_bytes, 600, "usage after one store");
     let mut gold = read.clone();
     gold.plan = Plan::Gold;
@@ -609,7 +622,11 @@ async fn replace_mailbox_conditionally<S: StateStore>(s: &S, ns: &str) -> Outcom
             .op("replace_mailbox")?,
         "the record read at creation (usage 0) is the record now: replacing must succeed"
     );
-    let now = s.mailbox(&a).await.op("mailbox")?.ok_or("mailbox vanished")?;
+    let now = s
+        .mailbox(&a)
+        .await
+        .op("mailbox")?
+        .ok_or("mailbox vanished")?;
     ensure_eq!(
         (now.plan, now.quota_bytes, now.used_bytes),
         (Plan::Gold, 5_000, 600),
@@ -632,6 +649,99 @@ async fn replace_mailbox_conditionally<S: StateStore>(s: &S, ns: &str) -> Outcom
         s.mailbox(&ghost.address).await.op("mailbox")?,
         None,
         "replace_mailbox created a mailbox"
+    );
+    Ok(())
+}
+
+/// claim_member once per tenant and fiscal code (another tenant's member is another record);
+/// put_member replaces; take_activation gives a record once, and never an expired one.
+async fn members_and_activations<S: StateStore>(s: &S, ns: &str) -> Outcome {
+    let tenant = format!("{ns}-t");
+    let first = MemberRecord {
+        tenant: tenant.clone(),
+        fiscal_code: "RSSMRA85T10A562S".into(),
+        nome: "Mario".into(),
+        cognome: "Rossi".into(),
+        email: "mario@example.com".into(),
+        mobile: Some("+393331234567".into()),
+        plan: Plan::Pro,
+        address: addr(ns, "mario.rossi"),
+        status: MemberStatus::Reserved,
+        imported_at: at(0),
+    };
+    ensure_eq!(
+        s.claim_member(&first).await.op("claim_member")?,
+        None,
+        "first claim"
+    );
+    let again = MemberRecord {
+        address: addr(ns, "mario.rossi2"),
+        ..first.clone()
+    };
+    ensure_eq!(
+        s.claim_member(&again).await.op("claim_member again")?,
+        Some(first.clone()),
+        "a second claim reports the first and changes nothing"
+    );
+    let elsewhere = MemberRecord {
+        tenant: format!("{ns}-other"),
+        ..again.clone()
+    };
+    ensure_eq!(
+        s.claim_member(&elsewhere)
+            .await
+            .op("claim_member other tenant")?,
+        None,
+        "the same person in another tenant is another member"
+    );
+    let created = MemberRecord {
+        status: MemberStatus::Created,
+        ..first.clone()
+    };
+    s.put_member(&created).await.op("put_member")?;
+    ensure_eq!(
+        s.member(&tenant, "RSSMRA85T10A562S").await.op("member")?,
+        Some(created),
+        "put_member replaces"
+    );
+    ensure_eq!(
+        s.member(&tenant, "BNCNNA80A41H501R").await.op("member")?,
+        None,
+        "no such member"
+    );
+    let link = ActivationRecord {
+        token_hash: format!("{ns}-hash"),
+        address: first.address.clone(),
+        tenant: tenant.clone(),
+        agreement: true,
+        expires_at: at(3600),
+    };
+    s.put_activation(&link).await.op("put_activation")?;
+    ensure_eq!(
+        s.take_activation(&link.token_hash, at(10))
+            .await
+            .op("take_activation")?,
+        Some(link.clone()),
+        "taken once"
+    );
+    ensure_eq!(
+        s.take_activation(&link.token_hash, at(20))
+            .await
+            .op("take_activation again")?,
+        None,
+        "single use"
+    );
+    let stale = ActivationRecord {
+        token_hash: format!("{ns}-stale"),
+        ..link
+    };
+    s.put_activation(&stale).await.op("put_activation")?;
+    ensure_eq!(
+        s.take_activation(&stale.token_hash, at(3600))
+            .await
+            .op("take_activation expired")?,
+        None,
+        "expired at its expiry time"
     );
     Ok(())
 }

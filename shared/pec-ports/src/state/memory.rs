@@ -12,6 +12,8 @@ use super::*;
 struct Mem {
     tenants: HashMap<String, Tenant>,
     domains: BTreeMap<String, DomainRecord>,
+    members: BTreeMap<(String, String), MemberRecord>,
+    activations: HashMap<String, ActivationRecord>,
     mailboxes: HashMap<String, Mailbox>,
     items: HashMap<String, BTreeMap<String, MailboxItem>>,
     messages: HashMap<String, MessageRecord>,
@@ -90,6 +92,64 @@ impl StateStore for MemoryState {
             } else {
                 false
             }
+        }))
+    }
+
+    async fn claim_member(
+        &self,
+        member: &MemberRecord,
+    ) -> Result<Option<MemberRecord>, StateError> {
+        Ok(self.with(|m| {
+            let key = (member.tenant.clone(), member.fiscal_code.clone());
+            match m.members.get(&key) {
+                Some(existing) => Some(existing.clone()),
+                None => {
+                    m.members.insert(key, member.clone());
+                    None
+                }
+            }
+        }))
+    }
+
+    async fn member(
+        &self,
+        tenant: &str,
+        fiscal_code: &str,
+    ) -> Result<Option<MemberRecord>, StateError> {
+        Ok(self.with(|m| {
+            m.members
+                .get(&(tenant.to_string(), fiscal_code.to_string()))
+                .cloned()
+        }))
+    }
+
+    async fn put_member(&self, member: &MemberRecord) -> Result<(), StateError> {
+        self.with(|m| {
+            m.members.insert(
+                (member.tenant.clone(), member.fiscal_code.clone()),
+                member.clone(),
+            )
+        });
+        Ok(())
+    }
+
+    async fn put_activation(&self, record: &ActivationRecord) -> Result<(), StateError> {
+        self.with(|m| {
+            m.activations
+                .insert(record.token_hash.clone(), record.clone())
+        });
+        Ok(())
+    }
+
+    async fn take_activation(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ActivationRecord>, StateError> {
+        Ok(self.with(|m| {
+            m.activations
+                .remove(token_hash)
+                .filter(|r| r.expires_at > now)
         }))
     }
 

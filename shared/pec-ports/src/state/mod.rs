@@ -25,8 +25,7 @@ pub trait StateStore: Send + Sync {
     /// Creates or replaces a tenant.
     fn put_tenant(&self, tenant: &Tenant) -> impl Future<Output = Result<(), StateError>> + Send;
     /// A tenant's record.
-    fn tenant(&self, id: &str)
-    -> impl Future<Output = Result<Option<Tenant>, StateError>> + Send;
+    fn tenant(&self, id: &str) -> impl Future<Output = Result<Option<Tenant>, StateError>> + Send;
     /// Creates or replaces a domain's record (an operator's assignment; [`StateStore::claim_domain`]
     /// is the safe way to add one).
     fn put_domain(
@@ -52,6 +51,35 @@ pub trait StateStore: Send + Sync {
         domain: &str,
         tenant: &str,
     ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Records a member unless recorded (tenant + fiscal code): `None` if recorded now, else the
+    /// record in force (nothing changed).
+    fn claim_member(
+        &self,
+        member: &MemberRecord,
+    ) -> impl Future<Output = Result<Option<MemberRecord>, StateError>> + Send;
+    /// A member's record.
+    fn member(
+        &self,
+        tenant: &str,
+        fiscal_code: &str,
+    ) -> impl Future<Output = Result<Option<MemberRecord>, StateError>> + Send;
+    /// Replaces a member's record (its address or status moved on).
+    fn put_member(
+        &self,
+        member: &MemberRecord,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Stores an activation link's record (kept until it expires).
+    fn put_activation(
+        &self,
+        record: &ActivationRecord,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    /// Takes (deletes and returns) an activation record, once: `None` if unknown, already
+    /// used or expired at `now`.
+    fn take_activation(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<ActivationRecord>, StateError>> + Send;
     /// Every mailbox of a tenant, by address.
     fn tenant_mailboxes(
         &self,

@@ -19,6 +19,58 @@ pub struct StateError {
 pub struct Tenant {
     pub id: String,
     pub name: String,
+    /// Who pays for the mailboxes (absent in records written before billing modes: the tenant).
+    #[serde(default)]
+    pub billing: Billing,
+}
+
+/// Who pays for a tenant's mailboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Billing {
+    /// The order or firm: its members' mailboxes are active at once.
+    #[default]
+    Tenant,
+    /// Each member, under the tenant's agreement: a mailbox is pending until its member accepts
+    /// the agreement (at activation).
+    Member,
+}
+
+impl Billing {
+    pub fn parse(s: &str) -> Option<Billing> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tenant" => Some(Billing::Tenant),
+            "member" => Some(Billing::Member),
+            _ => None,
+        }
+    }
+}
+
+/// Where a mailbox stands in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxStatus {
+    /// In service.
+    #[default]
+    Active,
+    /// Created, waiting for its member to accept the agreement (member-paid tenants).
+    Pending,
+    /// Out of service for a while (spam lock, non-payment): no login, envelopes refused.
+    Suspended,
+    /// Closed: no login, envelopes refused; its conservation archive stays readable and its
+    /// provider-log records stay for 30 months.
+    Revoked,
+}
+
+impl MailboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailboxStatus::Active => "active",
+            MailboxStatus::Pending => "pending",
+            MailboxStatus::Suspended => "suspended",
+            MailboxStatus::Revoked => "revoked",
+        }
+    }
 }
 
 /// A domain a tenant brought (`DOMAIN#<domain>`), with what its DNS must say and whether the
@@ -86,6 +138,52 @@ pub struct DnsRecord {
     pub purpose: String,
 }
 
+/// A member of a tenant as a bulk import recorded it (`MEMBER#<tenant>#<fiscal code>`): the
+/// fiscal code is the member's identity within the tenant, so importing the same table again
+/// finds every member and creates nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub tenant: String,
+    /// Upper case.
+    pub fiscal_code: String,
+    pub nome: String,
+    pub cognome: String,
+    /// The contact address the activation link went to.
+    pub email: String,
+    /// E.164.
+    #[serde(default)]
+    pub mobile: Option<String>,
+    pub plan: Plan,
+    /// The mailbox address reserved (then created) for the member.
+    pub address: String,
+    pub status: MemberStatus,
+    pub imported_at: DateTime<Utc>,
+}
+
+/// How far a member's import got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    /// The address is reserved; the mailbox or the activation link may not exist yet (an
+    /// interrupted import completes it when run again).
+    Reserved,
+    /// Mailbox created and activation link sent.
+    Created,
+}
+
+/// A one-time activation link's record (`ACTIVATE#<SHA-256 of the token>`): the token itself
+/// is only in the link sent to the member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivationRecord {
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    pub address: String,
+    pub tenant: String,
+    /// The member must accept the agreement (member-paid tenants).
+    pub agreement: bool,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// A PEC mailbox of one of our domains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mailbox {
@@ -104,9 +202,19 @@ pub struct Mailbox {
     pub password_hash: String,
     /// Locked (e.g. by the spam lockout): cannot submit; delivery refuses envelopes.
     pub locked: bool,
+    /// Lifecycle (absent in records written before it: active).
+    #[serde(default)]
+    pub status: MailboxStatus,
     /// Refuses ordinary (non-PEC) mail instead of wrapping it in an anomaly envelope.
     pub refuse_ordinary: bool,
     pub created_at: DateTime<Utc>,
+}
+
+impl Mailbox {
+    /// Whether the mailbox logs in, submits and receives envelopes: active and not locked.
+    pub fn in_service(&self) -> bool {
+        !self.locked && self.status == MailboxStatus::Active
+    }
 }
 
 /// One message stored in a mailbox.
