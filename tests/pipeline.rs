@@ -2855,6 +2855,326 @@ impl Drop for Receiver {
 /// then replayed through the API once it is up, with the same webhook-id. Every queue message is
 /// handled twice at once (at-least-once delivery), and still each attempt is one POST. Another tenant's key
 /// finds none of it; a mailbox session may not manage webhooks.
+/// Issue #13: an order with its own (verified) domain and member billing imports its members
+/// from an .xlsx with `pec mailbox import`: one mailbox each (collisions numbered), bad rows
+/// reported with their reasons, one activation mail each through SES (the token read back from
+/// LocalStack's store); the link activates once (the agreement required), then the password
+/// logs in; importing again creates and sends nothing.
+async fn bulk_import_and_activation(ctx: Arc<Ctx>) -> Result<()> {
+    program("curl")?;
+    let mut gw = gateway(&ctx, "import", &["--api-port", "0"]).await?;
+    let result = import_scene(&ctx, &gw).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+/// `pec ARGS`: exit code and standard output (the import exits 1 when rows were refused).
+async fn pec_status(ctx: &Ctx, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = tokio::process::Command::new(&ctx.binaries.pec)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("starting pec {args:?}"))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// The activation mails LocalStack's SES holds for `contacts`: (contact, text body).
+fn activation_mails(ctx: &Ctx, contacts: &[String]) -> Result<Vec<(String, String)>> {
+    let raw = pec_integration::http_get(
+        ctx.stack.localstack.port,
+        "/_aws/ses",
+        Duration::from_secs(10),
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&raw)?;
+    let mut out = Vec::new();
+    for m in v["messages"].as_array().into_iter().flatten() {
+        let to: Vec<String> = m["Destination"]["ToAddresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_string))
+            .collect();
+        let Some(contact) = to.iter().find(|a| contacts.contains(a)) else {
+            continue;
+        };
+        let data = m["RawData"].as_str().unwrap_or_default();
+        let parsed = mail_parser::MessageParser::default()
+            .parse(data.as_bytes())
+            .context("an activation mail does not parse")?;
+        out.push((
+            contact.clone(),
+            parsed.body_text(0).unwrap_or_default().into_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+async fn import_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
+    let port = api_port(gw).await?;
+    let tenant = unique("ordine");
+    let domain = format!("{tenant}.example.test");
+    ctx.pec(
+        &[
+            "tenant",
+            "add",
+            &tenant,
+            "--name",
+            "Ordine (import)",
+            "--billing",
+            "member",
+        ],
+        None,
+    )
+    .await?;
+    // One stack here: no provider index to check against (the demo and providers.sh have one).
+    ctx.pec(
+        &[
+            "tenant",
+            "domain",
+            "add",
+            &tenant,
+            &domain,
+            "--skip-index-check",
+        ],
+        None,
+    )
+    .await?;
+    ctx.pec(&["tenant", "domain", "verify", &tenant, &domain], None)
+        .await?;
+
+    // 30 members (two pairs share a name), then 4 bad rows.
+    let names = [
+        ("Mario", "Rossi"),
+        ("Anna", "Bianchi"),
+        ("Nicolò", "D'Angelo"),
+        ("Maria Grazia", "De Luca"),
+        ("Luca", "Verdi"),
+    ];
+    let cf = |i: usize| {
+        let first15 = format!("RSSMRA85T10A{:03}", i % 1000);
+        let check = pec_members::fiscal::check_character(&first15);
+        format!("{first15}{check}")
+    };
+    let tag = unique("soci");
+    let contact = |i: usize| format!("{tag}.{i}@contatti.example.com");
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    let header = [
+        "Nome",
+        "Cognome",
+        "Codice fiscale",
+        "E-mail",
+        "Cellulare",
+        "Piano",
+    ];
+    for (c, h) in header.iter().enumerate() {
+        sheet.write_string(0, c as u16, *h)?;
+    }
+    let mut contacts = Vec::new();
+    for i in 0..30usize {
+        let (n, c) = names[i % names.len()];
+        let row = (i + 1) as u32;
+        // Six Mario Rossi: mario.rossi, mario.rossi2, ... in row order.
+        sheet.write_string(row, 0, n)?;
+        sheet.write_string(row, 1, c)?;
+        sheet.write_string(row, 2, cf(i))?;
+        sheet.write_string(row, 3, contact(i))?;
+        sheet.write_number(row, 4, 3_330_000_000.0 + i as f64)?;
+        sheet.write_string(row, 5, if i % 2 == 0 { "pro" } else { "" })?;
+        contacts.push(contact(i));
+    }
+    let bad = [
+        [
+            "Ugo",
+            "Neri",
+            "RSSMRA85T10A562X",
+            "ugo@contatti.example.com",
+            "",
+            "",
+        ],
+        ["Ada", "Gialli", &cf(3), "ada@contatti.example.com", "", ""],
+        ["Eva", "Blu", &cf(900), "eva@", "", ""],
+        [
+            "Ivo",
+            "Rosa",
+            &cf(901),
+            "ivo@contatti.example.com",
+            "",
+            "platinum",
+        ],
+    ];
+    for (j, r) in bad.iter().enumerate() {
+        for (c, v) in r.iter().enumerate() {
+            sheet.write_string((31 + j) as u32, c as u16, *v)?;
+        }
+    }
+    let dir = tempfile::tempdir()?;
+    let table = dir.path().join("soci.xlsx");
+    book.save(&table)?;
+    let report = dir.path().join("report.csv");
+    let table_arg = table.display().to_string();
+    let report_arg = report.display().to_string();
+    let args = [
+        "mailbox",
+        "import",
+        &table_arg,
+        "--tenant",
+        &tenant,
+        "--domain",
+        &domain,
+        "--plan",
+        "standard",
+        "--report",
+        &report_arg,
+        "--activation-url",
+        "https://webmail.pec.example.test/attiva",
+    ];
+    let (code, stdout, stderr) = pec_status(ctx, &args).await?;
+    ensure!(
+        code == 1,
+        "import: exit {code} (refused rows make it 1): {stdout} {stderr}"
+    );
+    ensure!(
+        stdout.contains("34 rows") && stdout.contains("30 created") && stdout.contains("4 refused"),
+        "{stdout}"
+    );
+    let mut rows = Vec::new();
+    for r in csv::Reader::from_path(&report)?.records() {
+        let r = r?;
+        rows.push((
+            r[0].parse::<usize>()?,
+            r[2].to_string(),
+            r[3].to_string(),
+            r[4].to_string(),
+        ));
+    }
+    ensure!(rows.len() == 34, "{rows:?}");
+    let find = |row: usize| {
+        rows.iter()
+            .find(|r| r.0 == row)
+            .cloned()
+            .unwrap_or_default()
+    };
+    ensure!(
+        find(2).1 == format!("mario.rossi@{domain}"),
+        "{:?}",
+        find(2)
+    );
+    ensure!(
+        find(7).1 == format!("mario.rossi2@{domain}"),
+        "{:?}",
+        find(7)
+    );
+    ensure!(
+        find(4).1 == format!("nicolo.dangelo@{domain}"),
+        "{:?}",
+        find(4)
+    );
+    ensure!(
+        find(5).1 == format!("mariagrazia.deluca@{domain}"),
+        "{:?}",
+        find(5)
+    );
+    for (row, reason) in [
+        (32, "the check character is X, it should be S"),
+        (33, "is also on row 5"),
+        (34, "is not an e-mail address"),
+        (35, "unknown plan \"platinum\""),
+    ] {
+        let r = find(row);
+        ensure!(r.2 == "refused" && r.3.contains(reason), "row {row}: {r:?}");
+    }
+    let first = format!("mario.rossi@{domain}");
+    let m = ctx
+        .state
+        .mailbox(&first)
+        .await?
+        .context("no mailbox for row 2")?;
+    ensure!(
+        m.tenant == tenant
+            && m.plan == pec_core::plan::Plan::Pro
+            && m.status == pec_ports::MailboxStatus::Pending,
+        "{m:?}"
+    );
+    let second = ctx
+        .state
+        .mailbox(&format!("anna.bianchi@{domain}"))
+        .await?
+        .context("no mailbox for row 3")?;
+    ensure!(second.plan == pec_core::plan::Plan::Standard, "{second:?}");
+
+    // One activation mail per member, to the contact address; no password in it.
+    let mails = activation_mails(ctx, &contacts)?;
+    ensure!(mails.len() == 30, "{} activation mails", mails.len());
+    let (_, body) = mails
+        .iter()
+        .find(|(c, _)| *c == contact(0))
+        .context("no activation mail for row 2")?;
+    ensure!(body.contains(&first), "{body}");
+    let token = body
+        .split("https://webmail.pec.example.test/attiva#")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no link in the activation mail")?
+        .to_string();
+    let json = "Content-Type: application/json";
+    let body = |accept: bool| {
+        serde_json::json!({"token": token, "password": "scelta-dal-socio", "accept_agreement": accept})
+            .to_string()
+    };
+    let refused = curl_json(
+        port,
+        "/v1/activation",
+        &["-X", "POST", "-H", json, "--data-binary", &body(false)],
+        422,
+    )?;
+    ensure!(
+        refused["errors"][0]["pointer"] == "/accept_agreement",
+        "{refused}"
+    );
+    let done = curl_json(
+        port,
+        "/v1/activation",
+        &["-X", "POST", "-H", json, "--data-binary", &body(true)],
+        200,
+    )?;
+    ensure!(done["address"] == first.as_str(), "{done}");
+    let login = serde_json::json!({"address": first, "password": "scelta-dal-socio"}).to_string();
+    curl_json(
+        port,
+        "/v1/auth/login",
+        &["-X", "POST", "-H", json, "--data-binary", &login],
+        200,
+    )?;
+    curl_json(
+        port,
+        "/v1/activation",
+        &["-X", "POST", "-H", json, "--data-binary", &body(true)],
+        410,
+    )?;
+    let m = ctx.state.mailbox(&first).await?.context("mailbox gone")?;
+    ensure!(m.status == pec_ports::MailboxStatus::Active, "{m:?}");
+
+    // Again: nothing created, nothing sent.
+    let (code, stdout, _) = pec_status(ctx, &args).await?;
+    ensure!(
+        code == 1 && stdout.contains("30 existing") && stdout.contains("0 created"),
+        "{stdout}"
+    );
+    let again = activation_mails(ctx, &contacts)?;
+    ensure!(
+        again.len() == 30,
+        "a second import sent {} more mails",
+        again.len() - 30
+    );
+    Ok(())
+}
+
 async fn webhooks_end_to_end(ctx: Arc<Ctx>) -> Result<()> {
     program("curl")?;
     let venv = apitest_venv()?;
@@ -3246,6 +3566,7 @@ async fn webhooks_scene(ctx: &Ctx, gw: &Gateway, rx: &Receiver) -> Result<()> {
 
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
+    bulk_import_and_activation,
     mailbox_access_with_real_clients,
     integration_api,
     api_contract,

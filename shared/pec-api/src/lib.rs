@@ -27,6 +27,7 @@
 //!
 //! Errors are RFC 9457 problem documents (`application/problem+json`), see [`problem`].
 
+pub mod activation;
 pub mod auth;
 mod download;
 pub mod mailbox;
@@ -244,6 +245,7 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
         .route("/v1/auth/login", post(auth::login::<B>))
         .route("/v1/auth/refresh", post(auth::refresh::<B>))
         .route("/v1/auth/logout", post(auth::logout::<B>))
+        .route("/v1/activation", post(activation::activation::<B>))
         .route("/v1/messages", post(send::send::<B>))
         .route("/v1/uploads", post(uploads::create::<B>))
         .route("/v1/messages/{id}", get(messages::status::<B>))

@@ -18,6 +18,7 @@ use utoipa::{Modify, OpenApi};
         crate::auth::login,
         crate::auth::refresh,
         crate::auth::logout,
+        crate::activation::activation,
         crate::send::send,
         crate::uploads::create,
         crate::messages::status,

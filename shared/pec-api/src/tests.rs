@@ -1692,3 +1692,90 @@ async fn large_downloads_are_redirects_to_storage() {
     assert_eq!(small.status, StatusCode::OK);
     assert_eq!(small.body, b"corpo");
 }
+
+#[tokio::test]
+async fn activation_links_set_the_password_once() {
+    use pec_ports::{ActivationRecord, MailboxStatus};
+    let w = world().await;
+    let state = &w.app.backend.state;
+    let now = w.app.now();
+    let address = "nuovo.socio@pec.test";
+    state
+        .create_mailbox(&Mailbox {
+            address: address.into(),
+            tenant: "a".into(),
+            plan: Plan::Pro,
+            expansions_gb: 0,
+            quota_bytes: 1 << 30,
+            used_bytes: 0,
+            password_hash: pec_ports::activation::NOT_ACTIVATED.into(),
+            locked: false,
+            status: MailboxStatus::Pending,
+            refuse_ordinary: false,
+            created_at: now,
+        })
+        .await
+        .unwrap();
+    let token = "tok-0123456789abcdefghijklmnopqrstuv";
+    state
+        .put_activation(&ActivationRecord {
+            token_hash: pec_ports::activation::token_hash(token),
+            address: address.into(),
+            tenant: "a".into(),
+            agreement: true,
+            expires_at: now + chrono::Duration::days(7),
+        })
+        .await
+        .unwrap();
+    let body = |password: &str, accept: bool| json!({"token": token, "password": password, "accept_agreement": accept});
+    // Before activation no password logs in.
+    let before = post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": address, "password": "!not-activated"}),
+    )
+    .await;
+    assert_eq!(before.status, StatusCode::UNAUTHORIZED);
+    post_json(&w, "/v1/activation", None, body("corta", true))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let no = post_json(
+        &w,
+        "/v1/activation",
+        None,
+        body("una-password-lunga", false),
+    )
+    .await;
+    no.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert_eq!(no.json()["errors"][0]["pointer"], "/accept_agreement");
+    let ok = post_json(&w, "/v1/activation", None, body("una-password-lunga", true)).await;
+    assert_eq!(
+        ok.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
+    assert_eq!(ok.json()["address"], address);
+    let m = state.mailbox(address).await.unwrap().unwrap();
+    assert_eq!(m.status, MailboxStatus::Active);
+    let logged = post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": address, "password": "una-password-lunga"}),
+    )
+    .await;
+    assert_eq!(logged.status, StatusCode::OK);
+    post_json(&w, "/v1/activation", None, body("un-altra-password", true))
+        .await
+        .problem(StatusCode::GONE, "activation-invalid");
+    post_json(
+        &w,
+        "/v1/activation",
+        None,
+        json!({"token": "x", "password": "una-password-lunga", "extra": 1}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+}

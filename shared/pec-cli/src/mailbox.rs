@@ -89,6 +89,34 @@ pub enum MailboxCommand {
     },
     /// The service sheet: what each plan includes (Markdown).
     Plans,
+    /// Import a tenant's members from a table (.csv or .xlsx: nome, cognome, codice fiscale,
+    /// email, optional cellulare and piano): one mailbox each under the tenant's address
+    /// pattern, and a one-time activation link to each member's contact address. Safe to run
+    /// again (nothing is created twice; an interrupted import is finished). Ends with a report.
+    Import {
+        /// The table.
+        file: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// The domain of the addresses (a verified domain of the tenant, or the provider's).
+        #[arg(long)]
+        domain: String,
+        /// Address pattern: nome, cognome, n, c joined by '.', '-' or '_'.
+        #[arg(long, default_value = "nome.cognome")]
+        pattern: String,
+        /// The plan of rows without one.
+        #[arg(long, default_value = "standard")]
+        plan: String,
+        /// The report (CSV: row, fiscal code, address, outcome, reason); default: <file>.report.csv.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Where members activate their mailbox (the link is this URL + '#' + a one-time token).
+        #[arg(long, env = "PEC_ACTIVATION_URL")]
+        activation_url: String,
+        /// Days an activation link works.
+        #[arg(long, default_value_t = 7)]
+        valid_days: u32,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -353,6 +381,31 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             }
         }
         MailboxCommand::Plans => {}
+        MailboxCommand::Import {
+            file,
+            tenant,
+            domain,
+            pattern,
+            plan: plan_name,
+            report,
+            activation_url,
+            valid_days,
+        } => {
+            return crate::import::run(
+                &state,
+                crate::import::Args {
+                    file,
+                    tenant,
+                    domain,
+                    pattern,
+                    plan: plan_name,
+                    report,
+                    activation_url,
+                    valid_days,
+                },
+            )
+            .await;
+        }
         MailboxCommand::Delete { address, item } => match state.delete_item(&address, &item).await?
         {
             Some(i) => println!("deleted {} ({} bytes freed)", i.id, i.size),

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod apikey;
 mod cert;
 mod dlq;
+mod import;
 mod inspect;
 mod mailbox;
 mod scan;

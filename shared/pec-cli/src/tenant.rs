@@ -35,6 +35,10 @@ pub enum TenantCommand {
         /// A custom domain for the tenant's mailboxes (repeatable).
         #[arg(long = "domain")]
         domains: Vec<String>,
+        /// Who pays for the mailboxes: `tenant` (active at once) or `member` (pending until
+        /// the member accepts the agreement at activation).
+        #[arg(long, default_value = "tenant")]
+        billing: String,
     },
     /// A tenant's custom domains: add (prints the DNS records to publish), verify, list, remove.
     Domain {
@@ -140,7 +144,14 @@ pub fn run_tenant(args: TenantArgs) -> ExitCode {
 async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
     let (state, s3) = clients().await?;
     match args.command {
-        TenantCommand::Add { id, name, domains } => {
+        TenantCommand::Add {
+            id,
+            name,
+            domains,
+            billing,
+        } => {
+            let billing = pec_ports::Billing::parse(&billing)
+                .with_context(|| format!("--billing {billing:?}: tenant or member"))?;
             if id.is_empty()
                 || !id
                     .bytes()
@@ -152,7 +163,7 @@ async fn tenant(args: TenantArgs) -> anyhow::Result<ExitCode> {
                 .put_tenant(&Tenant {
                     id: id.clone(),
                     name,
-                    billing: Default::default(),
+                    billing,
                 })
                 .await?;
             println!("tenant {id}");

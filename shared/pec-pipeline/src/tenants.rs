@@ -14,7 +14,6 @@ use pec_ports::{
 };
 use pec_smime::ProviderIndex;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// How many times a conditional write is retried over fresh reads before giving up.
 const RETRIES: usize = 5;
@@ -62,10 +61,6 @@ pub enum AdminError {
     DomainNotReady { tenant: String, domain: String },
     #[error("the activation link could not be sent to {to}: {message}")]
     ActivationMail { to: String, message: String },
-    #[error("the activation link is unknown, already used or expired: ask for a new one")]
-    ActivationInvalid,
-    #[error("the mailbox {0} is paid by its member: accept the agreement to activate it")]
-    AgreementRequired(String),
 }
 
 /// Moves a mailbox to `to` with an expansion of `expansion_gb` (0, 1, 3 or 5 GB): an upgrade at
@@ -379,16 +374,7 @@ pub struct ImportRow {
     pub reason: String,
 }
 
-/// A mailbox's password hash before activation: not a PHC string, so no password matches it.
-pub const NOT_ACTIVATED: &str = "!not-activated";
-
-/// Hex SHA-256 of an activation token (what the state keeps).
-pub fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use pec_ports::activation::{NOT_ACTIVATED, token_hash};
 
 /// Imports members into `tenant`: each gets an address from the pattern (the next free number
 /// on collision), a mailbox on its plan (active, or pending for member-paid tenants), and a
@@ -644,46 +630,6 @@ fn activation_message(
         .text_body(body)
         .write_to_vec()
         .unwrap_or_default()
-}
-
-/// Activates a mailbox with its one-time link: sets the password (hashed by the caller) and,
-/// for a member-paid mailbox, takes the member's acceptance of the agreement and puts it in
-/// service. The link works once: a second use, or one after it expired, is refused.
-pub async fn activate<Db: StateStore>(
-    state: &Db,
-    token: &str,
-    password_hash: &str,
-    accepts_agreement: bool,
-    now: DateTime<Utc>,
-) -> Result<String, AdminError> {
-    let link = state
-        .take_activation(&token_hash(token), now)
-        .await?
-        .ok_or(AdminError::ActivationInvalid)?;
-    if link.agreement && !accepts_agreement {
-        // Not used: the member may come back and accept.
-        state.put_activation(&link).await?;
-        return Err(AdminError::AgreementRequired(link.address));
-    }
-    for _ in 0..RETRIES {
-        let current = state
-            .mailbox(&link.address)
-            .await?
-            .filter(|m| m.tenant == link.tenant)
-            .ok_or_else(|| AdminError::NoMailbox(link.address.clone()))?;
-        let new = Mailbox {
-            password_hash: password_hash.to_string(),
-            status: match current.status {
-                MailboxStatus::Pending => MailboxStatus::Active,
-                other => other,
-            },
-            ..current.clone()
-        };
-        if state.replace_mailbox(&current, &new, None).await? {
-            return Ok(link.address);
-        }
-    }
-    Err(AdminError::Contended(link.address))
 }
 
 #[cfg(test)]
@@ -1230,15 +1176,15 @@ mod tests {
         let at = |s| Utc.timestamp_opt(s, 0).unwrap();
 
         assert!(matches!(
-            activate(&state, "token-1", "$argon2id$x", false, at(200)).await,
-            Err(AdminError::AgreementRequired(_))
+            pec_ports::activation::activate(&state, "token-1", "$argon2id$x", false, at(200)).await,
+            Err(pec_ports::activation::ActivationError::AgreementRequired(_))
         ));
         assert!(matches!(
-            activate(&state, "token-2", "$argon2id$x", true, at(200)).await,
-            Err(AdminError::ActivationInvalid)
+            pec_ports::activation::activate(&state, "token-2", "$argon2id$x", true, at(200)).await,
+            Err(pec_ports::activation::ActivationError::Invalid)
         ));
         assert_eq!(
-            activate(&state, "token-1", "$argon2id$x", true, at(300))
+            pec_ports::activation::activate(&state, "token-1", "$argon2id$x", true, at(300))
                 .await
                 .unwrap(),
             a
@@ -1250,8 +1196,9 @@ mod tests {
         );
         assert!(
             matches!(
-                activate(&state, "token-1", "$argon2id$y", true, at(400)).await,
-                Err(AdminError::ActivationInvalid)
+                pec_ports::activation::activate(&state, "token-1", "$argon2id$y", true, at(400))
+                    .await,
+                Err(pec_ports::activation::ActivationError::Invalid)
             ),
             "single use"
         );
@@ -1269,8 +1216,8 @@ mod tests {
         .unwrap();
         let late = at(100) + chrono::Duration::days(7);
         assert!(matches!(
-            activate(&state, "token-2", "$argon2id$x", true, late).await,
-            Err(AdminError::ActivationInvalid)
+            pec_ports::activation::activate(&state, "token-2", "$argon2id$x", true, late).await,
+            Err(pec_ports::activation::ActivationError::Invalid)
         ));
         assert_eq!(
             state

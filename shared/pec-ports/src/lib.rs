@@ -16,6 +16,7 @@
 //! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]).
 
 pub mod access;
+pub mod activation;
 pub mod config;
 pub mod contract;
 pub mod identities;
