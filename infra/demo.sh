@@ -351,6 +351,40 @@ echo "$listing" | tail -n +2
 problems=$((problems + $(echo "$listing" | tail -n +2 | grep -vc ' Valid ' || true)))
 echo "$listing" | grep -q 'avvenuta-consegna' || { echo "  no delivery receipt from A"; problems=$((problems + 1)); }
 [ "$problems" = 0 ] || pec_die "$problems unexpected item(s) (see above)"
+
+echo
+echo "== The order's members in bulk: a table of 12 (.xlsx) to mailboxes and one-time activation links"
+soci="$PEC_STATE_DIR/demo-soci.xlsx"
+cargo run -q -p pec-members --example members_table -- 12 "$soci" "socio-$run" | sed 's/^/  /'
+printf 'Nome;Cognome;Codice fiscale;E-mail\nUgo;Neri;RSSMRA85T10A562X;ugo@contatti.example.com\n' >"$PEC_STATE_DIR/demo-soci-bad.csv"
+$pec mailbox import "$soci" --tenant "$order" --domain "$order_domain" \
+  --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci.report.csv" | sed 's/^/  /'
+head -4 "$PEC_STATE_DIR/demo-soci.report.csv" | sed 's/^/  report: /'
+$pec mailbox import "$PEC_STATE_DIR/demo-soci-bad.csv" --tenant "$order" --domain "$order_domain" \
+  --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci-bad.report.csv" 2>&1 | sed 's/^/  /' || true
+$pec mailbox import "$soci" --tenant "$order" --domain "$order_domain" \
+  --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci.report2.csv" | sed 's/^/  again: /'
+# The first member's activation mail went out through SES; the exchange put it in the outbox of
+# the (ordinary) contact domain. Its link's token activates the mailbox once.
+first_member="$(sed -n '2p' "$PEC_STATE_DIR/demo-soci.report.csv" | cut -d, -f3)"
+outbox_c="$PEC_STATE_DIR/exchange/outbox/contatti.example.com"
+deadline=$((SECONDS + 60))
+mail_file=""
+until [ -n "$mail_file" ]; do
+  mail_file="$(grep -l "$first_member" "$outbox_c"/*.eml 2>/dev/null | head -1 || true)"
+  [ -n "$mail_file" ] && break
+  [ "$SECONDS" -lt "$deadline" ] || pec_die "the activation mail for $first_member did not arrive within 60 s"
+  sleep 0.5
+done
+token="$("$py" -c 'import email,sys,re; m=email.message_from_binary_file(open(sys.argv[1],"rb")); b=m.get_payload(decode=True).decode(); print(re.search(r"/attiva#(\S+)", b).group(1))' "$mail_file")"
+echo "  activation mail to $(sed -n 's/^To: //p' "$mail_file" | head -1): link http://127.0.0.1:$api_port/attiva#${token:0:8}… (no password in it)"
+act() { curl -sS -o /dev/null -w '%{http_code}' -X POST "$api/v1/activation" -H 'Content-Type: application/json' \
+  --data-binary "{\"token\":\"$token\",\"password\":\"scelta-dal-socio-$run\"}"; }
+echo "  POST /v1/activation -> $(act) (password chosen); the same link again -> $(act)"
+login_code="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$api/v1/auth/login" -H 'Content-Type: application/json' \
+  --data-binary "{\"address\":\"$first_member\",\"password\":\"scelta-dal-socio-$run\"}")"
+echo "  POST /v1/auth/login as $first_member -> $login_code"
+[ "$login_code" = 200 ] || pec_die "the activated member could not log in"
 echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
 echo "Provider log of today:  $pec log"

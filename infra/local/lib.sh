@@ -52,3 +52,24 @@ finally:
     s.close()
 PY
 }
+
+# Benchmarks: the emulators of $PEC_STATE_DIR up and the stack pec-local bootstrapped, its SDK
+# environment exported; sets pec_bench_started_stack=1 when it started them (stop only those).
+pec_bench_emulators() {
+  pec_bench_started_stack=0
+  if ! "$PEC_REPO/infra/local/stack.sh" status >/dev/null 2>&1; then
+    "$PEC_REPO/infra/local/stack.sh" start
+    pec_bench_started_stack=1
+  fi
+  "$PEC_REPO/infra/local/stack.sh" bootstrap --stack-name pec-local >/dev/null
+  eval "$("$PEC_REPO/infra/local/stack.sh" env)"
+}
+
+# Benchmarks: what the figures were measured on.
+pec_bench_machine() {
+  local cpu
+  echo "== Machine"
+  cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+  echo "  $(nproc) CPU(s): ${cpu:-unknown model}; memory $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "  load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the figures)"
+}
