@@ -60,6 +60,7 @@ impl MailStoreHarness for Harness {
             password_hash: String::new(),
             locked: false,
             status: Default::default(),
+            member: None,
             refuse_ordinary: false,
             created_at: chrono::Utc::now(),
         };

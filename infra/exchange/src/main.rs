@@ -253,21 +253,29 @@ async fn poll_once(
 }
 
 /// The providers' routes plus the verified domains of their tenants (each stack's state table,
-/// read now: what the tenants' MX records would say).
-async fn with_tenant_domains(base: &Routes, aws: &AwsClients) -> Result<Routes> {
+/// read now: what the tenants' MX records would say). A stack whose table cannot be read, or a
+/// domain that cannot be routed, is reported and left out: the rest still routes.
+async fn with_tenant_domains(base: &Routes, aws: &AwsClients) -> Routes {
     let mut domains = Vec::new();
     for p in base.providers() {
         let Some(table) = &p.state_table else {
             continue;
         };
         let state = DynamoState::new(aws.dynamodb.clone(), table, "");
-        for d in state.domains().await? {
-            if d.is_verified() {
-                domains.push((d.domain, p.stack.clone()));
-            }
+        match state.domains().await {
+            Ok(all) => domains.extend(
+                all.into_iter()
+                    .filter(|d| d.is_verified())
+                    .map(|d| (d.domain, p.stack.clone())),
+            ),
+            Err(e) => eprintln!("pec-exchange: {}: tenants' domains not read: {e}", p.stack),
         }
     }
-    base.clone().with_tenant_domains(&domains)
+    let (routes, skipped) = base.clone().with_tenant_domains(&domains);
+    for s in skipped {
+        eprintln!("pec-exchange: not routed: {s}");
+    }
+    routes
 }
 
 async fn run_exchange(
@@ -293,17 +301,13 @@ async fn run_exchange(
     let mut last_activity = Instant::now();
     let mut failing: Option<String>;
     loop {
-        match with_tenant_domains(base, aws).await {
-            Ok(routes) => {
-                for (domain, stack) in routes.domains() {
-                    if ex.routes().provider(domain).is_none() {
-                        eprintln!("pec-exchange: {domain} -> {stack} (a tenant's domain)");
-                    }
-                }
-                ex.set_routes(routes);
+        let routes = with_tenant_domains(base, aws).await;
+        for (domain, stack) in routes.domains() {
+            if ex.routes().provider(domain).is_none() {
+                eprintln!("pec-exchange: {domain} -> {stack} (a tenant's domain)");
             }
-            Err(e) => eprintln!("pec-exchange: tenants' domains not refreshed: {e:#}"),
         }
+        ex.set_routes(routes);
         match poll_once(&ex, &endpoint, run, &mut reported).await {
             Ok((delivered, failures)) => {
                 if delivered > 0 {
@@ -371,7 +375,7 @@ async fn run_cli(cli: Cli, state_dir: PathBuf) -> Result<()> {
     }
     let base = routes(&cli, &state_dir)?;
     let aws = AwsClients::load(&ClientSettings::from_env()?).await;
-    let routes = with_tenant_domains(&base, &aws).await?;
+    let routes = with_tenant_domains(&base, &aws).await;
     let dir = cli
         .exchange_dir
         .clone()

@@ -116,30 +116,34 @@ impl Routes {
     }
 
     /// Adds the tenants' domains a provider receives for (what their MX records would say):
-    /// `(domain, stack)` pairs. A domain already routed elsewhere is refused.
-    pub fn with_tenant_domains(mut self, domains: &[(String, String)]) -> Result<Routes> {
+    /// `(domain, stack)` pairs. One that cannot be routed (not a domain, an unknown stack, a
+    /// domain another stack routes) is skipped with the reason in the second value: the others
+    /// still route.
+    pub fn with_tenant_domains(mut self, domains: &[(String, String)]) -> (Routes, Vec<String>) {
+        let mut skipped = Vec::new();
         for (domain, stack) in domains {
             let domain = domain.to_ascii_lowercase();
             if !valid_domain(&domain) {
-                bail!("stack {stack}: {domain:?} is not a domain name");
+                skipped.push(format!("stack {stack}: {domain:?} is not a domain name"));
+                continue;
             }
-            let provider = self
-                .by_domain
-                .values()
-                .find(|p| &p.stack == stack)
-                .cloned()
-                .with_context(|| format!("no stack {stack} for {domain}"))?;
+            let Some(provider) = self.by_domain.values().find(|p| &p.stack == stack).cloned()
+            else {
+                skipped.push(format!("no stack {stack} for {domain}"));
+                continue;
+            };
             match self.by_domain.get(&domain) {
-                Some(other) if other.stack != *stack => {
-                    bail!("stacks {} and {} both manage {domain}", other.stack, stack)
-                }
+                Some(other) if other.stack != *stack => skipped.push(format!(
+                    "stacks {} and {} both manage {domain}: left with {}",
+                    other.stack, stack, other.stack
+                )),
                 Some(_) => {}
                 None => {
                     self.by_domain.insert(domain, provider);
                 }
             }
         }
-        Ok(self)
+        (self, skipped)
     }
 
     /// Every routed domain with its stack, by domain.
@@ -324,9 +328,9 @@ mod tests {
 
     #[test]
     fn tenants_domains_route_to_their_provider() {
-        let r = routes()
-            .with_tenant_domains(&[("Ordine.Example.test".into(), "pec-local".into())])
-            .unwrap();
+        let (r, skipped) =
+            routes().with_tenant_domains(&[("Ordine.Example.test".into(), "pec-local".into())]);
+        assert!(skipped.is_empty(), "{skipped:?}");
         assert_eq!(
             r.provider("ordine.example.test").unwrap().stack,
             "pec-local"
@@ -338,20 +342,20 @@ mod tests {
             "pec-local"
         );
         assert_eq!(r.providers().count(), 2, "each provider once");
-        let clash = r
-            .clone()
-            .with_tenant_domains(&[("ordine.example.test".into(), "pec-b".into())])
-            .unwrap_err();
-        assert!(
-            clash
-                .to_string()
-                .contains("both manage ordine.example.test")
+        let (kept, skipped) = r.clone().with_tenant_domains(&[
+            ("ordine.example.test".into(), "pec-b".into()),
+            ("x.test".into(), "pec-z".into()),
+            ("collegio.example.test".into(), "pec-b".into()),
+        ]);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].contains("both manage ordine.example.test"));
+        assert_eq!(
+            kept.provider("ordine.example.test").unwrap().stack,
+            "pec-local"
         );
-        assert!(
-            routes()
-                .with_tenant_domains(&[("x.test".into(), "pec-z".into())])
-                .is_err(),
-            "unknown stack"
+        assert_eq!(
+            kept.provider("collegio.example.test").unwrap().stack,
+            "pec-b"
         );
     }
 

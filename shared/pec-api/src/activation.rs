@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use pec_ports::activation::{ActivationError, activate};
+use pec_ports::StateStore;
+use pec_ports::activation::{ActivationError, complete, take};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -67,38 +68,54 @@ pub async fn activation<B: Backend>(
     if !errors.is_empty() {
         return Err(Problem::invalid(errors));
     }
-    let cost = app.settings.login_cost;
-    let password = req.password;
-    let hash = tokio::task::spawn_blocking(move || pec_submit::hash_password_with(&password, cost))
-        .await
-        .map_err(|e| Problem::unavailable(format!("password hash: {e}")))?
-        .map_err(|e| Problem::unavailable(format!("password hash: {e}")))?;
-    match activate(
+    // The link first (a cheap read): no password is hashed for a token that is not one.
+    let link = match take(
         app.backend.state(),
         &req.token,
-        &hash,
         req.accept_agreement,
         app.now(),
     )
     .await
     {
+        Ok(link) => link,
+        Err(e) => return Err(problem(e)),
+    };
+    let cost = app.settings.login_cost;
+    let password = req.password;
+    let hashed =
+        tokio::task::spawn_blocking(move || pec_submit::hash_password_with(&password, cost))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+    let hash = match hashed {
+        Ok(h) => h,
+        Err(e) => {
+            // Put back: the member's link must survive our failure.
+            app.backend.state().put_activation(&link).await?;
+            return Err(Problem::unavailable(format!("password hash: {e}")));
+        }
+    };
+    match complete(app.backend.state(), &link, &hash).await {
         Ok(address) => {
             tracing::info!(address = %address, "mailbox activated");
             Ok(Json(Activated { address }))
         }
-        Err(ActivationError::Invalid) => Err(Problem::new(
+        Err(e) => Err(problem(e)),
+    }
+}
+
+fn problem(e: ActivationError) -> Problem {
+    match e {
+        ActivationError::Invalid => Problem::new(
             axum::http::StatusCode::GONE,
             "activation-invalid",
             "Activation link not usable",
             ActivationError::Invalid.to_string(),
-        )),
-        Err(e @ ActivationError::AgreementRequired(_)) => {
-            Err(Problem::invalid(vec![FieldError::new(
-                "/accept_agreement",
-                e.to_string(),
-            )]))
+        ),
+        e @ ActivationError::AgreementRequired(_) => {
+            Problem::invalid(vec![FieldError::new("/accept_agreement", e.to_string())])
         }
-        Err(ActivationError::State(e)) => Err(e.into()),
-        Err(e) => Err(Problem::unavailable(e.to_string())),
+        ActivationError::State(e) => e.into(),
+        e => Problem::unavailable(e.to_string()),
     }
 }

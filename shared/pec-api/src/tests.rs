@@ -68,6 +68,7 @@ async fn world_with(requests_per_minute: u32) -> World {
                 password_hash: hash.clone(),
                 locked,
                 status: Default::default(),
+                member: None,
                 refuse_ordinary: false,
                 created_at: now,
             })
@@ -1711,6 +1712,7 @@ async fn activation_links_set_the_password_once() {
             password_hash: pec_ports::activation::NOT_ACTIVATED.into(),
             locked: false,
             status: MailboxStatus::Pending,
+            member: None,
             refuse_ordinary: false,
             created_at: now,
         })

@@ -213,6 +213,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 password_hash: hash,
                 locked: false,
                 status: Default::default(),
+                member: None,
                 refuse_ordinary,
                 created_at: Utc::now(),
             };

@@ -147,6 +147,9 @@ const COLUMNS: [(&str, &[&str]); 6] = [
     ("piano", &["piano", "plan"]),
 ];
 
+/// Columns a table may leave out (and may name twice: the more specific name is used).
+const OPTIONAL: [&str; 2] = ["cellulare", "piano"];
+
 fn key(name: &str) -> String {
     name.chars()
         .filter(|c| !matches!(c, ' ' | '_' | '-' | '.'))
@@ -161,18 +164,39 @@ pub fn members(
     default_plan: Plan,
 ) -> Result<(Vec<Member>, Vec<RowError>), TableError> {
     let mut at: HashMap<&str, usize> = HashMap::new();
+    // The place of a header's name in its role's list: the more specific name wins when an
+    // optional column appears twice (`Telefono` and `Cellulare`: the mobile is `Cellulare`).
+    let rank = |role: &str, header: &str| {
+        COLUMNS
+            .iter()
+            .find(|(r, _)| *r == role)
+            .and_then(|(_, names)| names.iter().position(|n| *n == key(header)))
+            .unwrap_or(usize::MAX)
+    };
     for (i, name) in table.header.iter().enumerate() {
         let k = key(name);
-        if let Some((role, _)) = COLUMNS
+        let Some((role, _)) = COLUMNS
             .iter()
             .find(|(_, names)| names.contains(&k.as_str()))
-            && let Some(prev) = at.insert(role, i)
-        {
-            return Err(TableError::DuplicateColumn(
-                role,
-                table.header[prev].clone(),
-                name.clone(),
-            ));
+        else {
+            continue;
+        };
+        match at.get(role).copied() {
+            None => {
+                at.insert(role, i);
+            }
+            Some(prev) if OPTIONAL.contains(role) => {
+                if rank(role, name) < rank(role, &table.header[prev]) {
+                    at.insert(role, i);
+                }
+            }
+            Some(prev) => {
+                return Err(TableError::DuplicateColumn(
+                    role,
+                    table.header[prev].clone(),
+                    name.clone(),
+                ));
+            }
         }
     }
     for role in ["nome", "cognome", "codice fiscale", "email"] {

@@ -59,8 +59,8 @@ pub enum AdminError {
         "{domain} is not a verified domain of tenant {tenant} (pec tenant domain list {tenant})"
     )]
     DomainNotReady { tenant: String, domain: String },
-    #[error("the activation link could not be sent to {to}: {message}")]
-    ActivationMail { to: String, message: String },
+    #[error("no address left for this name: {0} would be too long")]
+    AddressSpace(String),
 }
 
 /// Moves a mailbox to `to` with an expansion of `expansion_gb` (0, 1, 3 or 5 GB): an upgrade at
@@ -94,13 +94,28 @@ pub async fn change_plan<Db: StateStore>(
         if decided.kind == plan::ChangeKind::Unchanged {
             return Ok(decided);
         }
+        // A special contract's quota (`pec mailbox create --quota-bytes`) may exceed the plan's:
+        // whatever the plans say, a quota never goes below what the mailbox holds.
+        if decided.quota_bytes < current.used_bytes {
+            return Err(AdminError::Plan(PlanError::Exceeds {
+                from: current.plan,
+                to,
+                excess: vec![plan::Excess {
+                    what: "inbox",
+                    used_bytes: current.used_bytes,
+                    limit_bytes: decided.quota_bytes,
+                }],
+            }));
+        }
         let new = pec_ports::Mailbox {
             plan: decided.plan,
             expansions_gb: decided.expansion_gb,
             quota_bytes: decided.quota_bytes,
             ..current.clone()
         };
-        let max_used = (decided.kind == plan::ChangeKind::Downgrade).then_some(decided.quota_bytes);
+        let max_used = (decided.kind == plan::ChangeKind::Downgrade
+            || decided.quota_bytes < current.quota_bytes)
+            .then_some(decided.quota_bytes);
         if state.replace_mailbox(&current, &new, max_used).await? {
             return Ok(decided);
         }
@@ -246,6 +261,9 @@ pub async fn verify_domain<Db: StateStore, Id: DomainIdentities>(
     let (new_status, dkim) = match &status {
         Some(s) if s.is_verified() => (DomainStatus::Verified, s.dkim.clone()),
         Some(s) if s.has_failed() => (DomainStatus::Failed, s.dkim.clone()),
+        // A transient answer (TemporaryFailure, Pending while SES re-checks) does not take a
+        // verified domain out of service: only a failure or a forgotten identity does.
+        Some(s) if record.is_verified() => (DomainStatus::Verified, s.dkim.clone()),
         Some(s) => (DomainStatus::Pending, s.dkim.clone()),
         // The service forgot it (deleted out of band): pending until added again.
         None => (DomainStatus::Pending, "NotStarted".into()),
@@ -301,13 +319,16 @@ pub async fn remove_domain<Db: StateStore, Id: DomainIdentities>(
             example: example.clone(),
         });
     }
-    identities.delete(&record.domain).await?;
+    // The record first: from then on nothing routes the domain as ours; then the identity. If
+    // deleting the identity fails the error says so, and the operator deletes it in SES (the
+    // receiving point refuses mail for a domain that is not ours).
     if !state.remove_domain(&record.domain, tenant).await? {
         return Err(AdminError::NoDomain {
             tenant: tenant.to_string(),
             domain: record.domain,
         });
     }
+    identities.delete(&record.domain).await?;
     Ok(())
 }
 
@@ -471,7 +492,13 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
     let (record, fresh) = match existing {
         Some(r) => (r, false),
         None => {
-            let address = free_address(state, &local, domain, taken, 0).await?;
+            let address = match free_address(state, &local, domain, taken, 0).await {
+                Ok(a) => a,
+                Err(e @ AdminError::AddressSpace(_)) => {
+                    return Ok(line("", "refused", e.to_string()));
+                }
+                Err(e) => return Err(e),
+            };
             let record = MemberRecord {
                 tenant: tenant.id.clone(),
                 fiscal_code: m.fiscal_code.clone(),
@@ -507,12 +534,20 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
     state.put_activation(&link).await?;
     let message = activation_message(tenant, settings, &record, &link, &token, now);
     let sender = format!("noreply@{}", settings.provider_domain);
-    mail.send_raw(&sender, std::slice::from_ref(&record.email), &message)
+    if let Err(e) = mail
+        .send_raw(&sender, std::slice::from_ref(&record.email), &message)
         .await
-        .map_err(|e| AdminError::ActivationMail {
-            to: record.email.clone(),
-            message: e.to_string(),
-        })?;
+    {
+        // The member stays reserved: the next run sends a new link. The rows after go on.
+        return Ok(line(
+            &record.address,
+            "mail-failed",
+            format!(
+                "the activation link could not be sent to {}: {e}",
+                record.email
+            ),
+        ));
+    }
     let done = MemberRecord {
         status: MemberStatus::Created,
         ..record
@@ -536,6 +571,13 @@ async fn free_address<Db: StateStore>(
     let mut attempt = from;
     loop {
         let address = AddressPattern::candidate(local, attempt, domain);
+        // A local part over 64 octets (after many collisions) is no address at all.
+        if !pec_core::addr::is_addr_spec(&address)
+            || address.split('@').next().is_some_and(|l| l.len() > 64)
+            || address.len() > 254
+        {
+            return Err(AdminError::AddressSpace(address));
+        }
         if !taken.contains(&address) && state.mailbox(&address).await?.is_none() {
             return Ok(address);
         }
@@ -544,8 +586,8 @@ async fn free_address<Db: StateStore>(
 }
 
 /// Creates the member's mailbox; if its address went to someone else meanwhile, the next free
-/// one is recorded and used. A mailbox of this tenant at the address is the one an interrupted
-/// run created.
+/// one is recorded and used. Only a mailbox made for this very member (same tenant, same
+/// fiscal code) is adopted as the one an interrupted run created.
 async fn ensure_mailbox<Db: StateStore>(
     state: &Db,
     tenant: &pec_ports::Tenant,
@@ -569,6 +611,7 @@ async fn ensure_mailbox<Db: StateStore>(
                 Billing::Tenant => MailboxStatus::Active,
                 Billing::Member => MailboxStatus::Pending,
             },
+            member: Some(record.fiscal_code.clone()),
             refuse_ordinary: false,
             created_at: now,
         };
@@ -576,7 +619,12 @@ async fn ensure_mailbox<Db: StateStore>(
             return Ok(record);
         }
         match state.mailbox(&record.address).await? {
-            Some(existing) if existing.tenant == tenant.id => return Ok(record),
+            Some(existing)
+                if existing.tenant == tenant.id
+                    && existing.member.as_deref() == Some(record.fiscal_code.as_str()) =>
+            {
+                return Ok(record);
+            }
             _ => {
                 taken.insert(record.address.clone());
                 record.address = free_address(state, local, domain, taken, 1).await?;
@@ -650,6 +698,7 @@ mod tests {
             password_hash: "x".into(),
             locked: false,
             status: Default::default(),
+            member: None,
             refuse_ordinary: false,
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
@@ -1227,6 +1276,102 @@ mod tests {
                 .unwrap()
                 .status,
             MailboxStatus::Pending
+        );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_member_never_adopts_another_members_mailbox() {
+        let state = MemoryState::new();
+        let outbox = pec_ports::MemoryOutbox::new();
+        let settings = order_with_domain(&state, Billing::Tenant).await;
+        let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
+        verified.status = DomainStatus::Verified;
+        state.put_domain(&verified).await.unwrap();
+        // An earlier run reserved mario.rossi for A and stopped before the mailbox.
+        let a = member(3, "Mario", "Rossi", "RSSMRA85T10A562S");
+        state
+            .put_member(&MemberRecord {
+                tenant: "ordine".into(),
+                fiscal_code: a.fiscal_code.clone(),
+                nome: a.nome.clone(),
+                cognome: a.cognome.clone(),
+                email: a.email.clone(),
+                mobile: None,
+                plan: a.plan,
+                address: "mario.rossi@ordine.example.test".into(),
+                status: MemberStatus::Reserved,
+                imported_at: Utc.timestamp_opt(1, 0).unwrap(),
+            })
+            .await
+            .unwrap();
+        // Now B, another Mario Rossi, comes first and takes the free address.
+        let b = member(2, "Mario", "Rossi", "RSSMRA85T10A56NH");
+        let mut n = 0;
+        let report = run(&state, &outbox, &settings, &[b, a], &[], &mut n)
+            .await
+            .unwrap();
+        let got: Vec<(&str, &str)> = report
+            .iter()
+            .map(|r| (r.address.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("mario.rossi@ordine.example.test", "created"),
+                ("mario.rossi2@ordine.example.test", "completed"),
+            ]
+        );
+        let mails = outbox.take_mail();
+        assert_eq!(mails.len(), 2);
+        assert_eq!(mails[1].destinations, ["rssmra85t10a562s@example.com"]);
+        assert!(
+            String::from_utf8_lossy(&mails[1].raw).contains("mario.rossi2@ordine.example.test")
+        );
+        // B activates; a stale or second link for the same mailbox cannot reset that password.
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        pec_ports::activation::activate(&state, "token-1", "$argon2id$b", false, at(200))
+            .await
+            .unwrap();
+        state
+            .put_activation(&pec_ports::ActivationRecord {
+                token_hash: token_hash("another"),
+                address: "mario.rossi@ordine.example.test".into(),
+                tenant: "ordine".into(),
+                agreement: false,
+                expires_at: at(10_000),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            pec_ports::activation::activate(&state, "another", "$argon2id$x", false, at(300)).await,
+            Err(pec_ports::activation::ActivationError::Invalid)
+        ));
+        let m = state
+            .mailbox("mario.rossi@ordine.example.test")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.password_hash, "$argon2id$b");
+        assert_eq!(m.member.as_deref(), Some("RSSMRA85T10A56NH"));
+    }
+
+    #[tokio::test]
+    async fn a_special_quota_never_drops_below_the_usage() {
+        let state = MemoryState::new();
+        let a = "studio@ordine.example.test";
+        let mut m = mailbox(a, Plan::Base);
+        m.quota_bytes = 20 * GIB;
+        state.create_mailbox(&m).await.unwrap();
+        fill(&state, a, 10 * GIB).await;
+        let e = change_plan(&state, a, Plan::Gold, 0).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("holds 10737418240 bytes (10.00 GB) and the new limit is 5368709120"),
+            "{e}"
+        );
+        assert_eq!(
+            state.mailbox(a).await.unwrap().unwrap().quota_bytes,
+            20 * GIB
         );
     }
 }

@@ -308,6 +308,7 @@ mod tests {
                     password_hash: String::new(),
                     locked: false,
                     status: Default::default(),
+                    member: None,
                     refuse_ordinary: false,
                     created_at: t(0),
                 })

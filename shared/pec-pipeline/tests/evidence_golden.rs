@@ -142,6 +142,7 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
         f.add_mailbox(&Mailbox {
             locked: m.locked,
             status: Default::default(),
+            member: None,
             ..common::mailbox_record(
                 &m.address,
                 m.quota_bytes.unwrap_or_else(common::standard_quota),

@@ -226,6 +226,7 @@ async fn mailbox(n: &Node, address: &str) {
             password_hash: String::new(),
             locked: false,
             status: Default::default(),
+            member: None,
             refuse_ordinary: false,
             created_at: t0(),
         })
@@ -853,6 +854,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             password_hash: String::new(),
             locked: false,
             status: Default::default(),
+            member: None,
             refuse_ordinary: true,
             created_at: t0(),
         })

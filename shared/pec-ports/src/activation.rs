@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::{Mailbox, MailboxStatus, StateError, StateStore};
+use crate::{ActivationRecord, Mailbox, MailboxStatus, StateError, StateStore};
 
 /// A mailbox's password hash before activation: not a PHC string, so no password matches it.
 pub const NOT_ACTIVATED: &str = "!not-activated";
@@ -35,31 +35,58 @@ pub enum ActivationError {
     State(#[from] StateError),
 }
 
-/// Activates a mailbox with its one-time link: sets `password_hash` and, for a member-paid
-/// mailbox, takes the member's acceptance of the agreement and puts it in service. The link
-/// works once: a second use, or one after it expired, is refused. The address activated.
-pub async fn activate<Db: StateStore>(
+/// Takes a link for use: checks it (known, unused, not expired) and, for a member-paid
+/// mailbox, that the member accepts the agreement (if not, the link is put back and still
+/// works). Cheap: the caller hashes the new password only after this.
+pub async fn take<Db: StateStore>(
     state: &Db,
     token: &str,
-    password_hash: &str,
     accepts_agreement: bool,
     now: DateTime<Utc>,
-) -> Result<String, ActivationError> {
+) -> Result<ActivationRecord, ActivationError> {
     let link = state
         .take_activation(&token_hash(token), now)
         .await?
         .ok_or(ActivationError::Invalid)?;
     if link.agreement && !accepts_agreement {
-        // Not used: the member may come back and accept.
         state.put_activation(&link).await?;
         return Err(ActivationError::AgreementRequired(link.address));
     }
+    Ok(link)
+}
+
+/// Completes a taken link: sets `password_hash` and puts a pending (member-paid) mailbox in
+/// service. Only a mailbox not activated yet: a link cannot reset a password chosen since.
+/// On a failure of the store the link is put back, so the member can try again.
+pub async fn complete<Db: StateStore>(
+    state: &Db,
+    link: &ActivationRecord,
+    password_hash: &str,
+) -> Result<String, ActivationError> {
+    let result = set_password(state, link, password_hash).await;
+    if matches!(
+        result,
+        Err(ActivationError::State(_) | ActivationError::Contended(_))
+    ) {
+        state.put_activation(link).await?;
+    }
+    result
+}
+
+async fn set_password<Db: StateStore>(
+    state: &Db,
+    link: &ActivationRecord,
+    password_hash: &str,
+) -> Result<String, ActivationError> {
     for _ in 0..5 {
         let current = state
             .mailbox(&link.address)
             .await?
             .filter(|m| m.tenant == link.tenant)
             .ok_or_else(|| ActivationError::NoMailbox(link.address.clone()))?;
+        if current.password_hash != NOT_ACTIVATED {
+            return Err(ActivationError::Invalid);
+        }
         let new = Mailbox {
             password_hash: password_hash.to_string(),
             status: match current.status {
@@ -69,10 +96,20 @@ pub async fn activate<Db: StateStore>(
             ..current.clone()
         };
         if state.replace_mailbox(&current, &new, None).await? {
-            return Ok(link.address);
+            return Ok(link.address.clone());
         }
     }
-    // Put back: the member's link must not be lost to a race.
-    state.put_activation(&link).await?;
-    Err(ActivationError::Contended(link.address))
+    Err(ActivationError::Contended(link.address.clone()))
+}
+
+/// [`take`] then [`complete`] with a password hashed beforehand (tests, tools).
+pub async fn activate<Db: StateStore>(
+    state: &Db,
+    token: &str,
+    password_hash: &str,
+    accepts_agreement: bool,
+    now: DateTime<Utc>,
+) -> Result<String, ActivationError> {
+    let link = take(state, token, accepts_agreement, now).await?;
+    complete(state, &link, password_hash).await
 }

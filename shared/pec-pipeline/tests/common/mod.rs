@@ -127,6 +127,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         password_hash: String::new(),
         locked: false,
         status: Default::default(),
+        member: None,
         refuse_ordinary: false,
         created_at: t0(),
     }

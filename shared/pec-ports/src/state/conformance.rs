@@ -256,6 +256,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
         locked: false,
         status: Default::default(),
+        member: None,
         refuse_ordinary: false,
         created_at: at(0),
     }

@@ -63,6 +63,10 @@ pub enum MailboxStatus {
 }
 
 impl MailboxStatus {
+    pub fn is_active(&self) -> bool {
+        *self == MailboxStatus::Active
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MailboxStatus::Active => "active",
@@ -202,9 +206,14 @@ pub struct Mailbox {
     pub password_hash: String,
     /// Locked (e.g. by the spam lockout): cannot submit; delivery refuses envelopes.
     pub locked: bool,
-    /// Lifecycle (absent in records written before it: active).
-    #[serde(default)]
+    /// Lifecycle (absent in records written before it, and not written while active, so those
+    /// documents read and compare as before: active).
+    #[serde(default, skip_serializing_if = "MailboxStatus::is_active")]
     pub status: MailboxStatus,
+    /// The member (fiscal code) a bulk import made it for: an interrupted import adopts only its
+    /// own member's mailbox. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
     /// Refuses ordinary (non-PEC) mail instead of wrapping it in an anomaly envelope.
     pub refuse_ordinary: bool,
     pub created_at: DateTime<Utc>,
