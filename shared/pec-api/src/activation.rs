@@ -22,8 +22,8 @@ pub const MIN_PASSWORD: usize = 10;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivationRequest {
-    /// The token after `#` in the activation link.
-    #[schema(min_length = 20, max_length = 200)]
+    /// The token after `#` in the activation link (base64url).
+    #[schema(min_length = 20, max_length = 200, pattern = "^[A-Za-z0-9_-]+$")]
     pub token: String,
     /// The mailbox's new password (at least 10 characters).
     #[schema(min_length = 10, max_length = 200)]
@@ -55,7 +55,13 @@ pub async fn activation<B: Backend>(
 ) -> Result<Json<Activated>, Problem> {
     let req: ActivationRequest = crate::send::json_body(&headers, &body)?;
     let mut errors = Vec::new();
-    if !(20..=200).contains(&req.token.len()) {
+    // Lengths in characters, as the schema's minLength/maxLength count them.
+    let token_ok = (20..=200).contains(&req.token.chars().count())
+        && req
+            .token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !token_ok {
         errors.push(FieldError::new("/token", "not an activation token"));
     }
     let chars = req.password.chars().count();
