@@ -300,6 +300,18 @@ impl DynamoState {
                     .build(),
             );
         }
+        let written = self.transact_unless_cancelled(ops).await?;
+        if !written && !only_new {
+            return Err(self.corrupt(&domain_pk(&d), "the unconditional write was cancelled"));
+        }
+        Ok(written)
+    }
+
+    /// Runs a transaction; `false` if DynamoDB cancelled it (a condition failed).
+    async fn transact_unless_cancelled(
+        &self,
+        ops: Vec<TransactWriteItem>,
+    ) -> Result<bool, StateError> {
         match self
             .client
             .transact_write_items()
@@ -309,10 +321,8 @@ impl DynamoState {
         {
             Ok(_) => Ok(true),
             Err(e)
-                if only_new
-                    && e.as_service_error().is_some_and(|s| {
-                        matches!(s, aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_))
-                    }) =>
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
             {
                 Ok(false)
             }
@@ -422,23 +432,7 @@ impl StateStore for DynamoState {
             owned(domain_pk(domain), "DOMAIN".into())?,
             owned(DOMAINS_PK.into(), norm(domain))?,
         ];
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(ops))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error().is_some_and(|s| {
-                    matches!(s, aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(_))
-                }) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.err("TransactWriteItems", e)),
-        }
+        self.transact_unless_cancelled(ops).await
     }
 
     async fn claim_member(
@@ -847,22 +841,7 @@ impl StateStore for DynamoState {
                 ops.push(delete(sk.clone()));
             }
         }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(ops))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Some(item)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_transaction_canceled_exception()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.err("TransactWriteItems", e)),
-        }
+        Ok(self.transact_unless_cancelled(ops).await?.then_some(item))
     }
 
     async fn create_message(
