@@ -278,6 +278,9 @@ async fn with_tenant_domains(base: &Routes, aws: &AwsClients) -> Routes {
     routes
 }
 
+/// How often the exchange re-reads the tenants' domains while it runs.
+const ROUTES_REFRESH: Duration = Duration::from_secs(2);
+
 async fn run_exchange(
     mut ex: Exchange<S3Store>,
     run: &RunArgs,
@@ -300,14 +303,20 @@ async fn run_exchange(
     let mut reported = HashSet::new();
     let mut last_activity = Instant::now();
     let mut failing: Option<String>;
+    // Read at start-up (run_cli): the first refresh is due one period later.
+    let mut last_routes = Instant::now();
     loop {
-        let routes = with_tenant_domains(base, aws).await;
-        for (domain, stack) in routes.domains() {
-            if ex.routes().provider(domain).is_none() {
-                eprintln!("pec-exchange: {domain} -> {stack} (a tenant's domain)");
+        // The tenants' domains change rarely: re-read them every few seconds, not every poll.
+        if last_routes.elapsed() >= ROUTES_REFRESH {
+            let routes = with_tenant_domains(base, aws).await;
+            for (domain, stack) in routes.domains() {
+                if ex.routes().provider(domain).is_none() {
+                    eprintln!("pec-exchange: {domain} -> {stack} (a tenant's domain)");
+                }
             }
+            ex.set_routes(routes);
+            last_routes = Instant::now();
         }
-        ex.set_routes(routes);
         match poll_once(&ex, &endpoint, run, &mut reported).await {
             Ok((delivered, failures)) => {
                 if delivered > 0 {
