@@ -371,7 +371,8 @@ outbox_c="$PEC_STATE_DIR/exchange/outbox/contatti.example.com"
 deadline=$((SECONDS + 60))
 mail_file=""
 until [ -n "$mail_file" ]; do
-  mail_file="$(grep -l "$first_member" "$outbox_c"/*.eml 2>/dev/null | head -1 || true)"
+  # This run's contact address (the outbox outlives a restarted stack and its older mails).
+  mail_file="$(grep -l "socio-$run\.0@" "$outbox_c"/*.eml 2>/dev/null | head -1 || true)"
   [ -n "$mail_file" ] && break
   [ "$SECONDS" -lt "$deadline" ] || pec_die "the activation mail for $first_member did not arrive within 60 s"
   sleep 0.5
