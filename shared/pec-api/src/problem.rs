@@ -174,7 +174,8 @@ impl From<pec_ports::MailStoreError> for Problem {
                 "Mailbox full",
                 format!("{used} + {adding} octets exceed the quota of {limit}"),
             ),
-            E::Unavailable(m) => Problem::unavailable(m),
+            // The API never makes append keys: one it passed on is a fault of ours.
+            E::BadKey(m) | E::Unavailable(m) => Problem::unavailable(m),
         }
     }
 }

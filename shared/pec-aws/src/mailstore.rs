@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use pec_ports::keys;
 use pec_ports::mailstore::{
     Appended, Copied, DEFAULT_FOLDERS, DELETED, FlagChange, Flags, FolderInfo, INBOX, MailStore,
-    MailStoreError, MessageMeta, Origin, Quota, SEEN, SpecialUse, is_inbox,
+    MailStoreError, MessageMeta, Origin, Quota, SEEN, SpecialUse, is_inbox, once_key_ok,
 };
 use pec_ports::store::ObjectStore;
 
@@ -508,6 +508,125 @@ impl<O: ObjectStore> DynamoMailStore<O> {
         })
     }
 
+    /// Where an earlier [`MailStore::append_once`] with `key` put its message.
+    async fn once_done(
+        &self,
+        address: &str,
+        key: &str,
+    ) -> Result<Option<Appended>, MailStoreError> {
+        let Some(item) = self.get(&mbx_pk(address), &format!("ONCE#{key}")).await? else {
+            return Ok(None);
+        };
+        let uid = u32::try_from(num(&item, "uid")).map_err(|_| self.corrupt("append key"))?;
+        let uid_validity =
+            u32::try_from(num(&item, "uid_validity")).map_err(|_| self.corrupt("append key"))?;
+        Ok(Some(Appended { uid_validity, uid }))
+    }
+
+    /// An append, recorded under `once` when given (see [`MailStore::append_once`]): the
+    /// `ONCE#<key>` item is put in the same transaction as the entry, on condition that it is
+    /// new, so two racing calls with one key cannot both append.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_keyed(
+        &self,
+        address: &str,
+        folder: &str,
+        once: Option<&str>,
+        bytes: Vec<u8>,
+        flags: Flags,
+        internal_date: DateTime<Utc>,
+        origin: Origin,
+    ) -> Result<(Appended, bool), MailStoreError> {
+        let folder = canonical(folder);
+        if let Some(key) = once
+            && let Some(done) = self.once_done(address, key).await?
+        {
+            return Ok((done, false));
+        }
+        let size = bytes.len() as u64;
+        let (used, quota, _) = self
+            .mailbox(address)
+            .await?
+            .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
+        if let Some(e) = Self::over_quota(used, quota, size) {
+            return Err(e);
+        }
+        let mut row = self.target(address, folder).await?;
+        let object_key = keys::mailbox_object(address, &keys::appended_item_id(&bytes));
+        self.objects
+            .put_if_absent(&self.bucket, &object_key, bytes, "message/rfc822")
+            .await
+            .map_err(|e| MailStoreError::Unavailable(e.to_string()))?;
+        for _ in 0..ATTEMPTS {
+            let (used, quota, _) = self
+                .mailbox(address)
+                .await?
+                .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
+            if let Some(e) = Self::over_quota(used, quota, size) {
+                return Err(e);
+            }
+            let (folder_op, uid, uid_validity) =
+                take_uids(&self.table, address, folder, row.as_ref(), 1);
+            let entry = Entry {
+                folder,
+                uid,
+                size,
+                flags: &flags,
+                internal_date,
+                origin,
+                object_key: &object_key,
+                item_id: None,
+            };
+            let mut ops = vec![
+                folder_op,
+                self.mailbox_op(address, size, 0, quota),
+                entry.put(&self.table, address),
+            ];
+            if let Some(key) = once {
+                ops.push(
+                    TransactWriteItem::builder()
+                        .put(
+                            Put::builder()
+                                .table_name(&self.table)
+                                .item("pk", s(mbx_pk(address)))
+                                .item("sk", s(format!("ONCE#{key}")))
+                                .item("folder_name", s(folder))
+                                .item("uid", n(u64::from(uid)))
+                                .item("uid_validity", n(u64::from(uid_validity)))
+                                .condition_expression("attribute_not_exists(pk)")
+                                .build()
+                                .expect("table and item set"),
+                        )
+                        .build(),
+                );
+            }
+            match self.transact(ops).await? {
+                None => return Ok((Appended { uid_validity, uid }, true)),
+                Some(reasons) if once.is_some() && cancelled(&reasons, 3) => {
+                    let key = once.unwrap_or_default();
+                    return match self.once_done(address, key).await? {
+                        Some(done) => Ok((done, false)),
+                        None => Err(MailStoreError::Unavailable(format!(
+                            "the append key {key} was refused but cannot be read"
+                        ))),
+                    };
+                }
+                Some(reasons) if cancelled(&reasons, 0) || cancelled(&reasons, 1) => {
+                    row = self.target(address, folder).await?;
+                }
+                Some(_) => {
+                    return Err(MailStoreError::Unavailable(format!(
+                        "the append to {folder} was refused by {}",
+                        self.table
+                    )));
+                }
+            }
+        }
+        Err(MailStoreError::Unavailable(format!(
+            "{folder} kept changing; retry"
+        )))
+    }
+
     async fn transact(
         &self,
         ops: Vec<TransactWriteItem>,
@@ -837,62 +956,47 @@ impl<O: ObjectStore> MailStore for DynamoMailStore<O> {
         internal_date: DateTime<Utc>,
         origin: Origin,
     ) -> Result<Appended, MailStoreError> {
-        let folder = canonical(folder);
-        let size = bytes.len() as u64;
-        let (used, quota, _) = self
-            .mailbox(address)
-            .await?
-            .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
-        if let Some(e) = Self::over_quota(used, quota, size) {
-            return Err(e);
-        }
-        let mut row = self.target(address, folder).await?;
-        let object_key = keys::mailbox_object(address, &keys::appended_item_id(&bytes));
-        self.objects
-            .put_if_absent(&self.bucket, &object_key, bytes, "message/rfc822")
+        self.append_keyed(address, folder, None, bytes, flags, internal_date, origin)
             .await
-            .map_err(|e| MailStoreError::Unavailable(e.to_string()))?;
-        for _ in 0..ATTEMPTS {
-            let (used, quota, _) = self
-                .mailbox(address)
-                .await?
-                .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
-            if let Some(e) = Self::over_quota(used, quota, size) {
-                return Err(e);
-            }
-            let (folder_op, uid, uid_validity) =
-                take_uids(&self.table, address, folder, row.as_ref(), 1);
-            let entry = Entry {
-                folder,
-                uid,
-                size,
-                flags: &flags,
-                internal_date,
-                origin,
-                object_key: &object_key,
-                item_id: None,
-            };
-            let ops = vec![
-                folder_op,
-                self.mailbox_op(address, size, 0, quota),
-                entry.put(&self.table, address),
-            ];
-            match self.transact(ops).await? {
-                None => return Ok(Appended { uid_validity, uid }),
-                Some(reasons) if cancelled(&reasons, 0) || cancelled(&reasons, 1) => {
-                    row = self.target(address, folder).await?;
-                }
-                Some(_) => {
-                    return Err(MailStoreError::Unavailable(format!(
-                        "the append to {folder} was refused by {}",
-                        self.table
-                    )));
-                }
-            }
+            .map(|(a, _)| a)
+    }
+
+    async fn append_once(
+        &self,
+        address: &str,
+        folder: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        flags: Flags,
+        internal_date: DateTime<Utc>,
+        origin: Origin,
+    ) -> Result<(Appended, bool), MailStoreError> {
+        if !once_key_ok(key) {
+            return Err(MailStoreError::BadKey(key.to_owned()));
         }
-        Err(MailStoreError::Unavailable(format!(
-            "{folder} kept changing; retry"
-        )))
+        self.append_keyed(
+            address,
+            folder,
+            Some(key),
+            bytes,
+            flags,
+            internal_date,
+            origin,
+        )
+        .await
+    }
+
+    async fn appended_keys(
+        &self,
+        address: &str,
+        prefix: &str,
+    ) -> Result<BTreeSet<String>, MailStoreError> {
+        Ok(self
+            .query(&mbx_pk(address), &format!("ONCE#{prefix}"), Some("sk"))
+            .await?
+            .iter()
+            .filter_map(|i| text(i, "sk")?.strip_prefix("ONCE#").map(str::to_owned))
+            .collect())
     }
 
     async fn store_flags(

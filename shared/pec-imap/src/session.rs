@@ -788,7 +788,7 @@ impl<S: MailStore + 'static> Session<S> {
         match e {
             MailStoreError::NoFolder(_) => no(tag, other("NONEXISTENT"), "No such mailbox"),
             MailStoreError::OverQuota { .. } => no(tag, Some(Code::OverQuota), "Quota exceeded"),
-            MailStoreError::Unavailable(m) => {
+            MailStoreError::BadKey(m) | MailStoreError::Unavailable(m) => {
                 warn!(error = %m, "mail store unavailable");
                 no(tag, other("UNAVAILABLE"), "Mailbox temporarily unavailable")
             }

@@ -31,6 +31,7 @@ pub mod sign;
 mod step;
 pub mod tenants;
 pub mod timers;
+pub mod transfer;
 pub mod webhooks;
 
 pub use error::StepError;

@@ -13,7 +13,8 @@
 //! - [`config`]: the one configuration reader;
 //! - [`login`]: failed-login throttling for every way a person logs in;
 //! - [`identities`]: the mail service's domain identities (tenants' custom domains);
-//! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]).
+//! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]);
+//! - [`transfer`]: the read-only source of a mailbox transfer ([`transfer::TransferSource`]).
 
 pub mod access;
 pub mod activation;
@@ -26,6 +27,7 @@ pub mod mailstore;
 pub mod publish;
 pub mod state;
 pub mod store;
+pub mod transfer;
 pub mod webhooks;
 
 pub use access::{

@@ -131,6 +131,15 @@ pub struct Quota {
     pub limit: u64,
 }
 
+/// The longest key [`MailStore::append_once`] takes, in octets.
+pub const ONCE_KEY_MAX: usize = 200;
+
+/// Whether `key` can be given to [`MailStore::append_once`]: 1 to [`ONCE_KEY_MAX`] octets of
+/// printable ASCII without spaces.
+pub fn once_key_ok(key: &str) -> bool {
+    !key.is_empty() && key.len() <= ONCE_KEY_MAX && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Why a mail-store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MailStoreError {
@@ -141,6 +150,9 @@ pub enum MailStoreError {
     /// The write would take the mailbox over its quota; nothing was written.
     #[error("over quota: {used} + {adding} octets > {limit}")]
     OverQuota { used: u64, adding: u64, limit: u64 },
+    /// A key given to [`MailStore::append_once`] that [`once_key_ok`] refuses.
+    #[error("bad append key {0:?}: 1 to 200 octets of printable ASCII without spaces")]
+    BadKey(String),
     /// The store could not answer (network, throttling...): the client may retry.
     #[error("mail store unavailable: {0}")]
     Unavailable(String),
@@ -190,6 +202,31 @@ pub trait MailStore: Send + Sync {
         internal_date: DateTime<Utc>,
         origin: Origin,
     ) -> impl Future<Output = Result<Appended, MailStoreError>> + Send;
+
+    /// [`MailStore::append`] at most once per `key`: the first call with a key appends and
+    /// records the key with where the message went (atomically with the append); a later call
+    /// with the same key writes nothing and answers where the first one put it, with `false`.
+    /// A retried or resumed import (a mailbox transfer) uses it so that no message is added
+    /// twice. Keys are the caller's (at most [`ONCE_KEY_MAX`] octets, printable ASCII) and stay
+    /// after the message is expunged: an expunged message is not brought back by a re-run.
+    #[allow(clippy::too_many_arguments)]
+    fn append_once(
+        &self,
+        address: &str,
+        folder: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        flags: Flags,
+        internal_date: DateTime<Utc>,
+        origin: Origin,
+    ) -> impl Future<Output = Result<(Appended, bool), MailStoreError>> + Send;
+
+    /// The keys [`MailStore::append_once`] recorded for the mailbox that start with `prefix`.
+    fn appended_keys(
+        &self,
+        address: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<BTreeSet<String>, MailStoreError>> + Send;
 
     /// Changes the flags of the messages with these UIDs (absent UIDs are skipped) and returns
     /// the new flags of each message that exists.

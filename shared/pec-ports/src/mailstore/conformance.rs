@@ -133,6 +133,7 @@ pub fn cases<H: MailStoreHarness>() -> Vec<Case<H>> {
         over_quota_append_writes_nothing,
         quota_is_sum_of_sizes,
         change_counter_grows,
+        append_once_exactly_once,
         concurrent_appends,
         concurrent_deliveries_and_appends,
     ]
@@ -1617,6 +1618,221 @@ async fn over_quota_append_writes_nothing<H: MailStoreHarness>(h: &H, ns: &str) 
         "quota after an expunge and a new append"
     );
     quota_matches(s, &a, "after the refused appends").await
+}
+
+/// append_once appends once per key: a repeat (other bytes, even in a full mailbox, even after
+/// the message was expunged) writes nothing and answers the first UID; racing calls with one
+/// key append one message; keys are listed by prefix; a refused append records no key.
+async fn append_once_exactly_once<H: MailStoreHarness>(h: &H, ns: &str) -> Outcome {
+    let (s, a) = (h.store(), addr(ns, "box"));
+    setup(h, &a, 1000).await?;
+    let key = "src1/Sent/7/42";
+    let (first, fresh) = s
+        .append_once(
+            &a,
+            "Sent",
+            key,
+            sized("once", 100),
+            flags(&[SEEN]),
+            at(1),
+            Origin::Appended,
+        )
+        .await
+        .op("append_once")?;
+    ensure!(
+        fresh,
+        "the first append_once with {key} reported an earlier one"
+    );
+    let (again, fresh) = s
+        .append_once(
+            &a,
+            "Sent",
+            key,
+            sized("other bytes", 120),
+            Flags::new(),
+            at(2),
+            Origin::Appended,
+        )
+        .await
+        .op("append_once again")?;
+    ensure!(!fresh, "the repeated append_once with {key} appended");
+    ensure_eq!(again, first, "the repeat's answer vs the first append");
+    ensure_eq!(
+        uids(s, &a, "Sent").await?,
+        vec![first.uid],
+        "Sent after the repeat"
+    );
+    ensure_eq!(
+        s.read(&a, "Sent", first.uid).await.op("read")?,
+        Some(sized("once", 100)),
+        "the bytes kept are the first call's"
+    );
+    ensure_eq!(used(s, &a).await?, 100, "quota after the repeat");
+
+    let racing = (0..8).map(|i| {
+        let a = &a;
+        async move {
+            for _ in 0..i % 3 {
+                yield_now().await;
+            }
+            s.append_once(
+                a,
+                INBOX,
+                "src1/INBOX/7/1",
+                sized(&format!("race {i}"), 50),
+                Flags::new(),
+                at(3),
+                Origin::Delivered,
+            )
+            .await
+        }
+    });
+    let results = join_all(racing).await;
+    let mut winners = 0;
+    let mut answers = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        let (ap, fresh) = r.map_err(|e| format!("racing append_once {i}: {e}"))?;
+        winners += usize::from(fresh);
+        answers.push((ap.uid_validity, ap.uid));
+    }
+    answers.dedup();
+    ensure_eq!(
+        winners,
+        1,
+        "racing append_once calls with one key that appended"
+    );
+    ensure_eq!(answers.len(), 1, "distinct answers to the racing calls");
+    ensure_eq!(
+        info(s, &a, INBOX).await?.messages,
+        1,
+        "INBOX after the race"
+    );
+    ensure_eq!(used(s, &a).await?, 150, "quota after the race");
+
+    let r = s
+        .append_once(
+            &a,
+            "Drafts",
+            "src1/Drafts/7/1",
+            sized("big", 900),
+            Flags::new(),
+            at(4),
+            Origin::Appended,
+        )
+        .await;
+    over_quota(
+        r,
+        150,
+        900,
+        1000,
+        "append_once of 900 octets to 150 of 1000",
+    )?;
+    let fill = 1000 - 150;
+    s.append_once(
+        &a,
+        "Drafts",
+        "src1/Drafts/7/2",
+        sized("fill", fill),
+        Flags::new(),
+        at(5),
+        Origin::Appended,
+    )
+    .await
+    .op("append_once to the octet")?;
+    let (full, fresh) = s
+        .append_once(
+            &a,
+            "Sent",
+            key,
+            sized("once", 100),
+            Flags::new(),
+            at(1),
+            Origin::Appended,
+        )
+        .await
+        .op("append_once of a done key in a full mailbox")?;
+    ensure!(
+        !fresh && full == first,
+        "a done key in a full mailbox: {full:?}, {fresh}"
+    );
+
+    s.store_flags(
+        &a,
+        "Sent",
+        &[first.uid],
+        FlagChange::Add,
+        &flags(&[DELETED]),
+    )
+    .await
+    .op("store_flags")?;
+    s.expunge(&a, "Sent", None).await.op("expunge")?;
+    let (gone, fresh) = s
+        .append_once(
+            &a,
+            "Sent",
+            key,
+            sized("once", 100),
+            Flags::new(),
+            at(1),
+            Origin::Appended,
+        )
+        .await
+        .op("append_once after the expunge")?;
+    ensure!(
+        !fresh && gone == first,
+        "an expunged message came back: {gone:?}, {fresh}"
+    );
+    ensure_eq!(
+        uids(s, &a, "Sent").await?,
+        Vec::<u32>::new(),
+        "Sent after the expunge"
+    );
+
+    let keys = |v: &[&str]| {
+        v.iter()
+            .map(|k| (*k).to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    ensure_eq!(
+        s.appended_keys(&a, "src1/").await.op("appended_keys")?,
+        keys(&["src1/Drafts/7/2", "src1/INBOX/7/1", key]),
+        "every recorded key (the refused one not among them)"
+    );
+    ensure_eq!(
+        s.appended_keys(&a, "src1/Sent/")
+            .await
+            .op("appended_keys")?,
+        keys(&[key]),
+        "keys by a longer prefix"
+    );
+    ensure_eq!(
+        s.appended_keys(&a, "src2/").await.op("appended_keys")?,
+        keys(&[]),
+        "keys of another prefix"
+    );
+    ensure_eq!(
+        s.appended_keys(&addr(ns, "other"), "")
+            .await
+            .op("appended_keys")?,
+        keys(&[]),
+        "keys of another mailbox"
+    );
+    match s
+        .append_once(
+            &a,
+            "Sent",
+            "has space",
+            sized("x", 50),
+            Flags::new(),
+            at(6),
+            Origin::Appended,
+        )
+        .await
+    {
+        Err(MailStoreError::BadKey(k)) if k == "has space" => {}
+        other => return Err(format!("a key with a space: got {other:?}, want BadKey")),
+    }
+    quota_matches(s, &a, "after the keyed appends").await
 }
 
 /// quota().used is the sum of the sizes of every folder's messages after each step of a mixed

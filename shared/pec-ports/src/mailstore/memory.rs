@@ -1,13 +1,13 @@
 //! [`MemoryMailStore`]: the [`MailStore`] fake.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 
 use super::{
     Appended, Copied, DEFAULT_FOLDERS, DELETED, FlagChange, Flags, FolderInfo, INBOX, MailStore,
-    MailStoreError, MessageMeta, Origin, Quota, SEEN, SpecialUse, is_inbox,
+    MailStoreError, MessageMeta, Origin, Quota, SEEN, SpecialUse, is_inbox, once_key_ok,
 };
 use crate::state::norm;
 
@@ -58,6 +58,8 @@ struct Mailbox {
     limit: u64,
     used: u64,
     changes: u64,
+    /// The keys of [`MailStore::append_once`] and where each message went.
+    once: BTreeMap<String, Appended>,
 }
 
 impl Mailbox {
@@ -154,6 +156,7 @@ impl MemoryMailStore {
                 limit,
                 used: 0,
                 changes: 0,
+                once: BTreeMap::new(),
             },
         );
     }
@@ -353,6 +356,72 @@ impl MailStore for MemoryMailStore {
                 true,
             ))
         })
+    }
+
+    async fn append_once(
+        &self,
+        address: &str,
+        folder: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        flags: Flags,
+        internal_date: DateTime<Utc>,
+        origin: Origin,
+    ) -> Result<(Appended, bool), MailStoreError> {
+        if !once_key_ok(key) {
+            return Err(MailStoreError::BadKey(key.to_owned()));
+        }
+        self.with_mailbox(address, folder, |mb| {
+            if let Some(done) = mb.once.get(key) {
+                return Ok(((*done, false), false));
+            }
+            let size = bytes.len() as u64;
+            let i = mb
+                .index(folder)
+                .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
+            mb.check_quota(size)?;
+            mb.used += size;
+            let f = &mut mb.folders[i];
+            let uid = f.take_uid();
+            f.messages.insert(
+                uid,
+                Message {
+                    meta: MessageMeta {
+                        uid,
+                        flags,
+                        size,
+                        internal_date,
+                        origin,
+                    },
+                    bytes: Arc::new(bytes),
+                },
+            );
+            let done = Appended {
+                uid_validity: f.uid_validity,
+                uid,
+            };
+            mb.once.insert(key.to_owned(), done);
+            Ok(((done, true), true))
+        })
+    }
+
+    async fn appended_keys(
+        &self,
+        address: &str,
+        prefix: &str,
+    ) -> Result<BTreeSet<String>, MailStoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .mailboxes
+            .get(&norm(address))
+            .map(|mb| {
+                mb.once
+                    .range(prefix.to_owned()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn store_flags(
