@@ -3564,9 +3564,245 @@ async fn webhooks_scene(ctx: &Ctx, gw: &Gateway, rx: &Receiver) -> Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------------ transfer in (issue #13)
+
+/// The source mailbox of the transfer-in check: 500 generated messages (text, HTML, attachments,
+/// PEC envelopes) in four folders, flags and keywords, as (folder on disk, message).
+fn transfer_source_messages() -> Vec<(&'static str, pec_integration::mailgen::Message)> {
+    use pec_integration::mailgen::{KEYWORDS, message};
+    (0..500)
+        .map(|i| {
+            let mut m = message(21, i, None);
+            if i % 7 == 0 {
+                m.flags.insert(KEYWORDS[0].to_owned());
+            }
+            if i % 11 == 0 {
+                m.flags.insert(KEYWORDS[1].to_owned());
+            }
+            let folder = match i {
+                0..300 => "",
+                300..400 => ".Sent",
+                400..480 => ".Archivio 2024",
+                _ => ".Cestino",
+            };
+            if folder == ".Cestino" && i % 4 == 0 {
+                m.flags.insert("\\Deleted".to_owned());
+            }
+            (folder, m)
+        })
+        .collect()
+}
+
+/// Every file name under the Maildir's `cur/` and `new/` directories (the flags are in them).
+fn maildir_names(root: &std::path::Path) -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for folder in ["", ".Sent", ".Archivio 2024", ".Cestino"] {
+        for sub in ["cur", "new"] {
+            let dir = root.join(folder).join(sub);
+            for e in std::fs::read_dir(&dir).with_context(|| format!("{}", dir.display()))? {
+                out.insert(format!(
+                    "{folder}/{sub}/{}",
+                    e?.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `pec mailbox transfer ADDR ARGS` with the source password in PEC_TRANSFER_PASSWORD: exit
+/// code, standard output and error.
+async fn transfer_run(
+    ctx: &Ctx,
+    address: &str,
+    args: &[&str],
+    password: &str,
+) -> Result<(i32, String, String)> {
+    let out = tokio::process::Command::new(&ctx.binaries.pec)
+        .args(["mailbox", "transfer", address])
+        .args(args)
+        .env("PEC_TRANSFER_PASSWORD", password)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("starting pec mailbox transfer")?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Transfer in: a mailbox of 500 messages served by Debian's Dovecot (a server we did not
+/// write) moves into one of ours with `pec mailbox transfer`: first 200 over IMAP + STARTTLS
+/// (--limit), the rest over IMAPS (it resumes), a third run copies nothing. Every message is
+/// read back from our store byte for byte with its flags (keywords too) and INTERNALDATE in
+/// the folder the rules say (special use, Italian name, a --folder map); the quota counts them;
+/// nothing changed at the source. Refused before copying: an unmapped folder, a mailbox too
+/// small (with the numbers), a wrong password.
+async fn transfer_in_from_dovecot(ctx: Arc<Ctx>) -> Result<()> {
+    const USER: &str = "mario.rossi@pec.altro.example";
+    const PASSWORD: &str = "sorgente-segreta-1";
+    let messages = transfer_source_messages();
+    let dovecot =
+        pec_integration::dovecot::Dovecot::start(USER, PASSWORD, &[("Sent", "\\Sent")], |root| {
+            for folder in ["", ".Sent", ".Archivio 2024", ".Cestino"] {
+                pec_integration::mailgen::make_maildir(&root.join(folder))?;
+            }
+            for (i, (folder, m)) in messages.iter().enumerate() {
+                pec_integration::mailgen::write_maildir(&root.join(folder), i, m)?;
+            }
+            Ok(())
+        })?;
+    let before = maildir_names(&dovecot.maildir())?;
+    let cert = dovecot.cert.display().to_string();
+    let user = USER.replace('@', "%40");
+    let imap = format!("imap://{user}@127.0.0.1:{}", dovecot.imap_port);
+    let imaps = format!("imaps://{user}@127.0.0.1:{}", dovecot.imaps_port);
+    let total: u64 = messages.iter().map(|(_, m)| m.bytes.len() as u64).sum();
+
+    let address = ctx.address("xfer");
+    ctx.create_mailbox(&address, Some(total + 1_000_000))
+        .await?;
+    let small = ctx.address("xfer-small");
+    ctx.create_mailbox(&small, Some(total / 2)).await?;
+
+    let result = async {
+        // Refused before anything is copied.
+        let (code, _, err) =
+            transfer_run(&ctx, &small, &["--from", &imaps, "--ca-file", &cert], PASSWORD).await?;
+        ensure!(
+            code != 0 && err.contains("\"Archivio 2024\" (80 messages)") && err.contains("--folder"),
+            "an unmapped folder: exit {code}: {err}"
+        );
+        let (code, _, err) = transfer_run(
+            &ctx,
+            &small,
+            &["--from", &imaps, "--ca-file", &cert, "--folder", "Archivio 2024=INBOX"],
+            PASSWORD,
+        )
+        .await?;
+        ensure!(
+            code != 0
+                && err.contains(&format!("{total} octets"))
+                && err.contains("nothing was copied"),
+            "a mailbox too small: exit {code}: {err}"
+        );
+        let (code, _, err) = transfer_run(
+            &ctx,
+            &address,
+            &["--from", &imaps, "--ca-file", &cert, "--folder", "Archivio 2024=INBOX"],
+            "not-the-password",
+        )
+        .await?;
+        ensure!(
+            code != 0 && err.contains("refused the login"),
+            "a wrong password: exit {code}: {err}"
+        );
+        let (code, _, err) = transfer_run(
+            &ctx,
+            &address,
+            &["--from", &imaps, "--folder", "Archivio 2024=INBOX"],
+            PASSWORD,
+        )
+        .await?;
+        ensure!(
+            code != 0 && err.to_lowercase().contains("certificate"),
+            "a server certificate no root vouches for: exit {code}: {err}"
+        );
+        let store = mail_store(&ctx)?;
+        for a in [&address, &small] {
+            ensure!(store.quota(a).await?.used == 0, "{a}: something was copied");
+        }
+
+        // 200 over IMAP + STARTTLS, the rest over IMAPS, then nothing.
+        let map = ["--ca-file", &cert, "--folder", "Archivio 2024=INBOX"];
+        let runs = [
+            (imap.as_str(), Some("200"), "200 message(s) copied, 0 already there"),
+            (imaps.as_str(), None, "300 message(s) copied, 200 already there"),
+            (imaps.as_str(), None, "0 message(s) copied, 500 already there"),
+        ];
+        for (from, limit, want) in runs {
+            let mut args = vec!["--from", from];
+            args.extend(map);
+            if let Some(l) = limit {
+                args.extend(["--limit", l]);
+            }
+            let started = Instant::now();
+            let (code, out, err) = transfer_run(&ctx, &address, &args, PASSWORD).await?;
+            ensure!(code == 0 && out.contains(want), "transfer {args:?}: exit {code}: {out}{err}");
+            eprintln!(
+                "  transfer {} in {:.1} s: {}",
+                from.split(':').next().unwrap_or(""),
+                started.elapsed().as_secs_f64(),
+                out.lines().next().unwrap_or("")
+            );
+        }
+
+        // Byte for byte, with flags and dates, in the right folders.
+        type Seen = Vec<(Vec<u8>, Vec<String>, i64)>;
+        let mut want: BTreeMap<&str, Seen> = BTreeMap::new();
+        for (folder, m) in &messages {
+            let ours = match *folder {
+                "" | ".Archivio 2024" => INBOX,
+                ".Sent" => "Sent",
+                _ => "Trash",
+            };
+            want.entry(ours).or_default().push((
+                m.bytes.clone(),
+                m.flags.iter().cloned().collect(),
+                m.date.timestamp(),
+            ));
+        }
+        for (folder, mut expected) in want {
+            let mut got: Seen = Vec::new();
+            for meta in store.messages(&address, folder).await? {
+                let bytes = store
+                    .read(&address, folder, meta.uid)
+                    .await?
+                    .with_context(|| format!("{folder} UID {} has no bytes", meta.uid))?;
+                ensure!(bytes.len() as u64 == meta.size, "{folder} UID {}: size", meta.uid);
+                let origin = if folder == INBOX { Origin::Delivered } else { Origin::Appended };
+                ensure!(meta.origin == origin, "{folder} UID {}: {:?}", meta.uid, meta.origin);
+                got.push((bytes, meta.flags.into_iter().collect(), meta.internal_date.timestamp()));
+            }
+            expected.sort();
+            got.sort();
+            ensure!(
+                got.len() == expected.len(),
+                "{folder}: {} messages, want {}",
+                got.len(),
+                expected.len()
+            );
+            for (g, w) in got.iter().zip(&expected) {
+                ensure!(
+                    g == w,
+                    "{folder}: a message differs (flags {:?} vs {:?}, date {} vs {}, {} vs {} octets)",
+                    g.1,
+                    w.1,
+                    g.2,
+                    w.2,
+                    g.0.len(),
+                    w.0.len()
+                );
+            }
+        }
+        let used = store.quota(&address).await?.used;
+        ensure!(used == total, "quota: {used} octets in use, {total} copied");
+        let mailbox = ctx.state.mailbox(&address).await?.context("the mailbox")?;
+        ensure!(mailbox.quota_bytes == total + 1_000_000, "{mailbox:?}");
+        let after = maildir_names(&dovecot.maildir())?;
+        ensure!(before == after, "the source's flags or files changed");
+        Ok(())
+    }
+    .await;
+    result.map_err(|e| e.context(format!("Dovecot log:\n{}", dovecot.log())))
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     bulk_import_and_activation,
+    transfer_in_from_dovecot,
     mailbox_access_with_real_clients,
     integration_api,
     api_contract,

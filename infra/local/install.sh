@@ -15,9 +15,10 @@
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
 # mailclients  real mail programs the mailbox-access tests drive: isync (mbsync, IMAP) and
 #          fetchmail (POP3), Debian's packages.
-# dovecot  the IMAP server benches/imap.sh compares ours with (dovecot-imapd, Debian's package;
-#          not in `all`: only the bench needs it). The bench runs its own Dovecot instance; where
-#          systemd runs, the system service this install would start is disabled again.
+# dovecot  Debian's IMAP server (dovecot-imapd): the source mailbox of the transfer-in test
+#          (tests/pipeline.rs) and what benches/imap.sh compares ours with. Both run their own
+#          instance on loopback; where systemd runs, the system service this install would start
+#          is disabled again.
 # loadgen  wrk (Debian's package), the HTTP load generator benches/api.sh drives (not in `all`:
 #          only the bench needs it).
 # image    what builds and runs the edge service's OCI image without Docker: mmdebstrap,
@@ -192,7 +193,7 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_apitest; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_image ;;
+    all) install_system; install_python; install_apitest; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_dovecot; install_image ;;
     image) install_image ;;
     mailclients) install_mailclients ;;
     apitest) install_apitest ;;

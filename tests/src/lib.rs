@@ -9,6 +9,9 @@
 //! the stack (the binaries built once, clamd, the provider certificate for the KMS key, a
 //! tenant) and [`Runner`] runs `pec-runner` as a child process that is always stopped.
 
+pub mod dovecot;
+pub mod mailgen;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::{Read, Write};

@@ -117,6 +117,37 @@ pub enum MailboxCommand {
         #[arg(long, default_value_t = 7)]
         valid_days: u32,
     },
+    /// Bring a member's PEC mailbox from another provider: every folder's messages and receipts
+    /// copied over IMAP with their bytes, dates and flags, counted against the quota. Read-only
+    /// at the source; safe to run again (it resumes, nothing is copied twice).
+    Transfer {
+        /// The mailbox here.
+        address: String,
+        /// The source server: imaps://[user@]host[:port], or imap://... with STARTTLS.
+        #[arg(long)]
+        from: String,
+        /// The login at the source (default: the URL's user).
+        #[arg(long)]
+        user: Option<String>,
+        /// Read the source password from standard input (else PEC_TRANSFER_PASSWORD).
+        #[arg(long)]
+        password_stdin: bool,
+        /// PEM certificates trusted besides the public roots (a private or test server).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Where a source folder goes: SOURCE=INBOX|Sent|Drafts|Junk|Trash (repeatable).
+        #[arg(long = "folder", value_name = "SOURCE=OURS")]
+        folders: Vec<String>,
+        /// A source folder not to copy (repeatable).
+        #[arg(long = "skip-folder", value_name = "SOURCE")]
+        skip_folders: Vec<String>,
+        /// Copy at most this many messages in this run.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -403,6 +434,33 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                     report,
                     activation_url,
                     valid_days,
+                },
+            )
+            .await;
+        }
+        MailboxCommand::Transfer {
+            address,
+            from,
+            user,
+            password_stdin,
+            ca_file,
+            folders,
+            skip_folders,
+            limit,
+            json,
+        } => {
+            return crate::transfer::run(
+                &state,
+                crate::transfer::Args {
+                    address,
+                    from,
+                    user,
+                    password_stdin,
+                    ca_file,
+                    folders,
+                    skip_folders,
+                    limit,
+                    json,
                 },
             )
             .await;

@@ -16,6 +16,7 @@ mod mailbox;
 mod scan;
 mod send;
 mod tenant;
+mod transfer;
 mod verify;
 
 #[derive(Parser)]

@@ -245,11 +245,12 @@ impl ImapSource {
         })
         .await?;
         Ok(Self {
+            // The account, not the endpoint: imaps:// and imap:// (STARTTLS) reach one mailbox,
+            // so a transfer started over one resumes over the other.
             id: format!(
-                "imap://{}@{}:{}",
+                "imap:{}@{}",
                 user.to_lowercase(),
-                server.host.to_lowercase(),
-                server.port
+                server.host.to_lowercase()
             ),
             session,
             open: None,
