@@ -61,6 +61,7 @@ impl MailStoreHarness for Harness {
             locked: false,
             status: Default::default(),
             member: None,
+            status_note: None,
             refuse_ordinary: false,
             created_at: chrono::Utc::now(),
         };

@@ -69,6 +69,7 @@ async fn world_with(requests_per_minute: u32) -> World {
                 locked,
                 status: Default::default(),
                 member: None,
+                status_note: None,
                 refuse_ordinary: false,
                 created_at: now,
             })
@@ -1713,6 +1714,7 @@ async fn activation_links_set_the_password_once() {
             locked: false,
             status: MailboxStatus::Pending,
             member: None,
+            status_note: None,
             refuse_ordinary: false,
             created_at: now,
         })

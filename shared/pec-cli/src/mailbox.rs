@@ -117,6 +117,25 @@ pub enum MailboxCommand {
         #[arg(long, default_value_t = 7)]
         valid_days: u32,
     },
+    /// Suspend a mailbox (no login, no submission; senders get a non-delivery notice) until
+    /// it is resumed.
+    Suspend {
+        address: String,
+        /// spam, non-payment, request or other.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Put a suspended mailbox back in service (active, or pending if its member had not
+    /// activated it yet).
+    Resume { address: String },
+    /// Close a mailbox for good (as suspended, never resumed); its messages, provider-log
+    /// records and conservation copies are kept.
+    Revoke {
+        address: String,
+        /// Revocation is final: say so.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Bring a member's PEC mailbox from another provider: every folder's messages and receipts
     /// copied over IMAP with their bytes, dates and flags, counted against the quota. Read-only
     /// at the source; safe to run again (it resumes, nothing is copied twice).
@@ -245,6 +264,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 locked: false,
                 status: Default::default(),
                 member: None,
+                status_note: None,
                 refuse_ordinary,
                 created_at: Utc::now(),
             };
@@ -303,12 +323,17 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}",
                     serde_json::json!({"mailbox": m.address, "plan": m.plan, "quota_bytes": m.quota_bytes,
-                        "used_bytes": m.used_bytes, "items": rows})
+                        "used_bytes": m.used_bytes, "status": m.status, "status_note": m.status_note,
+                        "items": rows})
                 );
             } else {
                 println!(
-                    "{}  plan {}  used {} of {} bytes  {} message(s)",
+                    "{}  {}  plan {}  used {} of {} bytes  {} message(s)",
                     m.address,
+                    match &m.status_note {
+                        Some(n) => format!("{} ({})", m.status.as_str(), n.reason),
+                        None => m.status.as_str().to_string(),
+                    },
                     m.plan.as_str(),
                     m.used_bytes,
                     m.quota_bytes,
@@ -382,7 +407,14 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 .mailbox(&address)
                 .await?
                 .with_context(|| format!("no mailbox {address}"))?;
-            let c = pec_pipeline::tenants::change_plan(&state, &address, to, expansion_gb).await?;
+            let c = pec_pipeline::tenants::change_plan(
+                &state,
+                &pec_pipeline::tenants::Admin::Operator,
+                &address,
+                to,
+                expansion_gb,
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -438,6 +470,34 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             )
             .await;
         }
+        MailboxCommand::Suspend { address, reason } => {
+            let reason = pec_pipeline::tenants::SuspendReason::parse(&reason)?;
+            status(
+                &state,
+                &address,
+                pec_pipeline::tenants::StatusChange::Suspend(reason),
+            )
+            .await?;
+        }
+        MailboxCommand::Resume { address } => {
+            status(
+                &state,
+                &address,
+                pec_pipeline::tenants::StatusChange::Resume,
+            )
+            .await?;
+        }
+        MailboxCommand::Revoke { address, yes } => {
+            if !yes {
+                bail!("revoking {address} is final (it is never resumed): add --yes");
+            }
+            status(
+                &state,
+                &address,
+                pec_pipeline::tenants::StatusChange::Revoke,
+            )
+            .await?;
+        }
         MailboxCommand::Transfer {
             address,
             from,
@@ -472,6 +532,33 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn status(
+    state: &DynamoState,
+    address: &str,
+    change: pec_pipeline::tenants::StatusChange,
+) -> anyhow::Result<()> {
+    let m = pec_pipeline::tenants::change_status(
+        state,
+        &pec_pipeline::tenants::Admin::Operator,
+        address,
+        change,
+        Utc::now(),
+    )
+    .await?;
+    match &m.status_note {
+        Some(n) => println!(
+            "{}: {} ({}, since {}, was {})",
+            m.address,
+            m.status.as_str(),
+            n.reason,
+            n.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            n.previous.as_str()
+        ),
+        None => println!("{}: {}", m.address, m.status.as_str()),
+    }
+    Ok(())
 }
 
 fn load_anchors(files: &[PathBuf]) -> anyhow::Result<Option<TrustAnchors>> {

@@ -90,6 +90,7 @@ pub async fn run(state: &DynamoState, args: Args) -> anyhow::Result<ExitCode> {
         state,
         &store,
         &mut source,
+        &pec_pipeline::tenants::Admin::Operator,
         &args.address,
         &options,
         &mut |p| match p {

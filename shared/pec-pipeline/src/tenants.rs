@@ -61,6 +61,47 @@ pub enum AdminError {
     DomainNotReady { tenant: String, domain: String },
     #[error("no address left for this name: {0} would be too long")]
     AddressSpace(String),
+    #[error("mailbox {0} is revoked: a revocation is final")]
+    Revoked(String),
+    #[error("mailbox {address} is {status}, not suspended: nothing to resume")]
+    NotSuspended {
+        address: String,
+        status: &'static str,
+    },
+    #[error("unknown suspension reason {0:?}: spam, non-payment, request or other")]
+    Reason(String),
+}
+
+/// Who asks for an administrative operation: the provider's operator (every tenant), or one
+/// tenant (an order's administrator, the API's tenant admin routes), who sees and changes its
+/// own domains and mailboxes only. Another tenant's mailbox is "no mailbox" to it, and another
+/// tenant's domain "no domain": it cannot even learn that they exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    Operator,
+    Tenant(String),
+}
+
+impl Admin {
+    /// Whether this admin may see and change the records of `tenant`.
+    pub fn sees(&self, tenant: &str) -> bool {
+        match self {
+            Admin::Operator => true,
+            Admin::Tenant(t) => t == tenant,
+        }
+    }
+}
+
+/// The mailbox `address` as `admin` may see it (another tenant's is [`AdminError::NoMailbox`]).
+pub async fn mailbox_for<Db: StateStore>(
+    state: &Db,
+    admin: &Admin,
+    address: &str,
+) -> Result<Mailbox, AdminError> {
+    match state.mailbox(address).await? {
+        Some(m) if admin.sees(&m.tenant) => Ok(m),
+        _ => Err(AdminError::NoMailbox(address.to_string())),
+    }
 }
 
 /// Moves a mailbox to `to` with an expansion of `expansion_gb` (0, 1, 3 or 5 GB): an upgrade at
@@ -72,15 +113,13 @@ pub enum AdminError {
 /// empty until their stores report usage.
 pub async fn change_plan<Db: StateStore>(
     state: &Db,
+    admin: &Admin,
     address: &str,
     to: Plan,
     expansion_gb: u32,
 ) -> Result<PlanChange, AdminError> {
     for _ in 0..RETRIES {
-        let current = state
-            .mailbox(address)
-            .await?
-            .ok_or_else(|| AdminError::NoMailbox(address.to_string()))?;
+        let current = mailbox_for(state, admin, address).await?;
         let decided = plan::change(
             current.plan,
             current.expansions_gb,
@@ -118,6 +157,118 @@ pub async fn change_plan<Db: StateStore>(
             .then_some(decided.quota_bytes);
         if state.replace_mailbox(&current, &new, max_used).await? {
             return Ok(decided);
+        }
+    }
+    Err(AdminError::Contended(address.to_string()))
+}
+
+// ----------------------------------------------------------------------------- lifecycle
+
+/// A status change an administrator asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    /// Out of service for a while: no login, no submission, envelopes refused ("casella
+    /// disabilitata" to the sender). From active or pending.
+    Suspend(SuspendReason),
+    /// Back to the status it had when suspended (active, or pending if its member had not
+    /// activated it yet).
+    Resume,
+    /// Closed for good: as suspended, and never resumed. Its messages, provider-log records
+    /// (30 months) and conservation copies are kept.
+    Revoke,
+}
+
+/// Why a mailbox is suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspendReason {
+    /// It sent spam (the spam lockout, or an operator's decision).
+    Spam,
+    /// Its plan is not paid.
+    NonPayment,
+    /// Its holder asked.
+    Request,
+    Other,
+}
+
+impl SuspendReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspendReason::Spam => "spam",
+            SuspendReason::NonPayment => "non-payment",
+            SuspendReason::Request => "request",
+            SuspendReason::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, AdminError> {
+        Ok(match s.trim().to_ascii_lowercase().as_str() {
+            "spam" => SuspendReason::Spam,
+            "non-payment" | "nonpayment" | "mancato-pagamento" => SuspendReason::NonPayment,
+            "request" | "richiesta" => SuspendReason::Request,
+            "other" | "altro" => SuspendReason::Other,
+            _ => return Err(AdminError::Reason(s.to_string())),
+        })
+    }
+}
+
+/// Applies `change` to the mailbox (conditional on the record read, retried over fresh reads):
+/// the mailbox as it now is. Suspending a suspended mailbox, or revoking a revoked one, changes
+/// nothing and is not an error (an operator's retry); anything asked of a revoked mailbox
+/// otherwise is refused, as is resuming a mailbox that is not suspended.
+pub async fn change_status<Db: StateStore>(
+    state: &Db,
+    admin: &Admin,
+    address: &str,
+    change: StatusChange,
+    now: DateTime<Utc>,
+) -> Result<Mailbox, AdminError> {
+    for _ in 0..RETRIES {
+        let current = mailbox_for(state, admin, address).await?;
+        let (status, note) = match (change, current.status) {
+            (StatusChange::Revoke, MailboxStatus::Revoked)
+            | (StatusChange::Suspend(_), MailboxStatus::Suspended) => return Ok(current),
+            (_, MailboxStatus::Revoked) => {
+                return Err(AdminError::Revoked(current.address.clone()));
+            }
+            (StatusChange::Suspend(reason), from) => (
+                MailboxStatus::Suspended,
+                Some(pec_ports::StatusNote {
+                    reason: reason.as_str().to_string(),
+                    since: now,
+                    previous: from,
+                }),
+            ),
+            (StatusChange::Revoke, from) => (
+                MailboxStatus::Revoked,
+                Some(pec_ports::StatusNote {
+                    reason: "revoked".to_string(),
+                    since: now,
+                    previous: from,
+                }),
+            ),
+            (StatusChange::Resume, MailboxStatus::Suspended) => {
+                let back = current
+                    .status_note
+                    .as_ref()
+                    .map(|n| n.previous)
+                    .filter(|p| matches!(p, MailboxStatus::Active | MailboxStatus::Pending))
+                    .unwrap_or(MailboxStatus::Active);
+                (back, None)
+            }
+            (StatusChange::Resume, other) => {
+                return Err(AdminError::NotSuspended {
+                    address: current.address.clone(),
+                    status: other.as_str(),
+                });
+            }
+        };
+        let new = Mailbox {
+            status,
+            status_note: note,
+            ..current.clone()
+        };
+        if state.replace_mailbox(&current, &new, None).await? {
+            return Ok(new);
         }
     }
     Err(AdminError::Contended(address.to_string()))
@@ -612,6 +763,7 @@ async fn ensure_mailbox<Db: StateStore>(
                 Billing::Member => MailboxStatus::Pending,
             },
             member: Some(record.fiscal_code.clone()),
+            status_note: None,
             refuse_ordinary: false,
             created_at: now,
         };
@@ -699,6 +851,7 @@ mod tests {
             locked: false,
             status: Default::default(),
             member: None,
+            status_note: None,
             refuse_ordinary: false,
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
@@ -729,7 +882,9 @@ mod tests {
         state.create_mailbox(&mailbox(a, Plan::Gold)).await.unwrap();
         fill(&state, a, GIB + GIB / 2).await;
 
-        let e = change_plan(&state, a, Plan::Base, 0).await.unwrap_err();
+        let e = change_plan(&state, &Admin::Operator, a, Plan::Base, 0)
+            .await
+            .unwrap_err();
         assert!(
             e.to_string().contains(
                 "the inbox holds 1610612736 bytes (1.50 GB) and the new limit is 1073741824"
@@ -738,7 +893,9 @@ mod tests {
         );
         assert_eq!(state.mailbox(a).await.unwrap().unwrap().plan, Plan::Gold);
 
-        let down = change_plan(&state, a, Plan::Base, 1).await.unwrap();
+        let down = change_plan(&state, &Admin::Operator, a, Plan::Base, 1)
+            .await
+            .unwrap();
         assert_eq!(
             (down.kind, down.quota_bytes),
             (ChangeKind::Downgrade, 2 * GIB)
@@ -750,21 +907,30 @@ mod tests {
         );
         assert_eq!(m.used_bytes, GIB + GIB / 2, "usage kept");
 
-        let up = change_plan(&state, a, Plan::GoldPlus, 5).await.unwrap();
+        let up = change_plan(&state, &Admin::Operator, a, Plan::GoldPlus, 5)
+            .await
+            .unwrap();
         assert_eq!((up.kind, up.quota_bytes), (ChangeKind::Upgrade, 10 * GIB));
         assert_eq!(
-            change_plan(&state, a, Plan::GoldPlus, 5)
+            change_plan(&state, &Admin::Operator, a, Plan::GoldPlus, 5)
                 .await
                 .unwrap()
                 .kind,
             ChangeKind::Unchanged
         );
         assert!(matches!(
-            change_plan(&state, a, Plan::Gold, 2).await,
+            change_plan(&state, &Admin::Operator, a, Plan::Gold, 2).await,
             Err(AdminError::Plan(PlanError::Expansion(2)))
         ));
         assert!(matches!(
-            change_plan(&state, "nobody@ordine.example.test", Plan::Gold, 0).await,
+            change_plan(
+                &state,
+                &Admin::Operator,
+                "nobody@ordine.example.test",
+                Plan::Gold,
+                0
+            )
+            .await,
             Err(AdminError::NoMailbox(_))
         ));
     }
@@ -1363,7 +1529,9 @@ mod tests {
         m.quota_bytes = 20 * GIB;
         state.create_mailbox(&m).await.unwrap();
         fill(&state, a, 10 * GIB).await;
-        let e = change_plan(&state, a, Plan::Gold, 0).await.unwrap_err();
+        let e = change_plan(&state, &Admin::Operator, a, Plan::Gold, 0)
+            .await
+            .unwrap_err();
         assert!(
             e.to_string()
                 .contains("holds 10737418240 bytes (10.00 GB) and the new limit is 5368709120"),
@@ -1373,5 +1541,255 @@ mod tests {
             state.mailbox(a).await.unwrap().unwrap().quota_bytes,
             20 * GIB
         );
+    }
+
+    #[tokio::test]
+    async fn suspend_resume_revoke() {
+        let state = MemoryState::new();
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let a = "mario.rossi@ordine.example.test";
+        state.create_mailbox(&mailbox(a, Plan::Pro)).await.unwrap();
+        let op = Admin::Operator;
+
+        let s = change_status(
+            &state,
+            &op,
+            a,
+            StatusChange::Suspend(SuspendReason::NonPayment),
+            at(1),
+        )
+        .await
+        .unwrap();
+        assert_eq!(s.status, MailboxStatus::Suspended);
+        assert!(!s.in_service());
+        let note = s.status_note.clone().unwrap();
+        assert_eq!(
+            (note.reason.as_str(), note.since, note.previous),
+            ("non-payment", at(1), MailboxStatus::Active)
+        );
+        // A retry changes nothing (the first reason and time stay).
+        let again = change_status(
+            &state,
+            &op,
+            a,
+            StatusChange::Suspend(SuspendReason::Spam),
+            at(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!(again, s);
+        let r = change_status(&state, &op, a, StatusChange::Resume, at(3))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, r.status_note.clone()),
+            (MailboxStatus::Active, None)
+        );
+        assert!(r.in_service());
+        assert_eq!(
+            change_status(&state, &op, a, StatusChange::Resume, at(4))
+                .await
+                .unwrap_err()
+                .to_string(),
+            "mailbox mario.rossi@ordine.example.test is active, not suspended: nothing to resume"
+        );
+
+        // A pending mailbox goes back to pending.
+        let p = "anna.bianchi@ordine.example.test";
+        let mut pending = mailbox(p, Plan::Pro);
+        pending.status = MailboxStatus::Pending;
+        state.create_mailbox(&pending).await.unwrap();
+        change_status(
+            &state,
+            &op,
+            p,
+            StatusChange::Suspend(SuspendReason::Request),
+            at(5),
+        )
+        .await
+        .unwrap();
+        let back = change_status(&state, &op, p, StatusChange::Resume, at(6))
+            .await
+            .unwrap();
+        assert_eq!(back.status, MailboxStatus::Pending);
+
+        // Revocation is final; its retry is not an error.
+        let v = change_status(&state, &op, a, StatusChange::Revoke, at(7))
+            .await
+            .unwrap();
+        assert_eq!(v.status, MailboxStatus::Revoked);
+        assert_eq!(
+            v.status_note.as_ref().map(|n| n.previous),
+            Some(MailboxStatus::Active)
+        );
+        assert_eq!(
+            change_status(&state, &op, a, StatusChange::Revoke, at(8))
+                .await
+                .unwrap(),
+            v
+        );
+        for change in [
+            StatusChange::Resume,
+            StatusChange::Suspend(SuspendReason::Other),
+        ] {
+            assert_eq!(
+                change_status(&state, &op, a, change, at(9))
+                    .await
+                    .unwrap_err()
+                    .to_string(),
+                "mailbox mario.rossi@ordine.example.test is revoked: a revocation is final"
+            );
+        }
+        assert!(matches!(
+            SuspendReason::parse("boh"),
+            Err(AdminError::Reason(_))
+        ));
+        assert_eq!(
+            SuspendReason::parse(" Non-Payment").unwrap(),
+            SuspendReason::NonPayment
+        );
+    }
+
+    /// Tenant isolation on every operation: tenant `studio` tries each one on `ordine`'s
+    /// domain and mailbox and gets "no such" (never a hint that they exist), and nothing of
+    /// `ordine` changes.
+    #[tokio::test]
+    async fn a_tenant_never_reaches_another_tenants_records() {
+        use pec_ports::MailStore;
+        let state = MemoryState::new();
+        let ids = pec_ports::MemoryIdentities::new();
+        let outbox = pec_ports::MemoryOutbox::new();
+        let store = pec_ports::MemoryMailStore::default();
+        tenants(&state).await;
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let d = "ordine.example.test";
+        add_domain(&state, &ids, None, &policy(), "ordine", d, at(1))
+            .await
+            .unwrap();
+        ids.publish(d);
+        verify_domain(&state, &ids, "ordine", d, at(2))
+            .await
+            .unwrap();
+        let victim = "mario.rossi@ordine.example.test";
+        let mut m = mailbox(victim, Plan::Pro);
+        m.tenant = "ordine".into();
+        state.create_mailbox(&m).await.unwrap();
+        store.create_mailbox(victim, m.quota_bytes);
+        let before = (
+            state.mailbox(victim).await.unwrap(),
+            state.domain(d).await.unwrap(),
+            store.quota(victim).await.unwrap(),
+        );
+        let studio = Admin::Tenant("studio".into());
+        let ordine = Admin::Tenant("ordine".into());
+        let no_mailbox = "no mailbox mario.rossi@ordine.example.test";
+
+        assert_eq!(
+            change_plan(&state, &studio, victim, Plan::Base, 0)
+                .await
+                .unwrap_err()
+                .to_string(),
+            no_mailbox
+        );
+        for change in [
+            StatusChange::Suspend(SuspendReason::Spam),
+            StatusChange::Resume,
+            StatusChange::Revoke,
+        ] {
+            assert_eq!(
+                change_status(&state, &studio, victim, change, at(3))
+                    .await
+                    .unwrap_err()
+                    .to_string(),
+                no_mailbox
+            );
+        }
+        assert_eq!(
+            mailbox_for(&state, &studio, victim)
+                .await
+                .unwrap_err()
+                .to_string(),
+            no_mailbox
+        );
+        let mut src = pec_ports::transfer::MemorySource::new("imap:x@other").folder(
+            "INBOX",
+            None,
+            1,
+            vec![(b"Subject: x\r\n\r\nx".to_vec(), Default::default(), at(0))],
+        );
+        let e = crate::transfer::transfer(
+            &state,
+            &store,
+            &mut src,
+            &studio,
+            victim,
+            &Default::default(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), no_mailbox);
+
+        // Domains: not listed, not verified, not removed, not taken, not imported into.
+        assert!(list_domains(&state, "studio").await.unwrap().is_empty());
+        for e in [
+            verify_domain(&state, &ids, "studio", d, at(4))
+                .await
+                .unwrap_err(),
+            remove_domain(&state, &ids, "studio", d).await.unwrap_err(),
+        ] {
+            assert_eq!(
+                e.to_string(),
+                "tenant studio has no domain ordine.example.test"
+            );
+        }
+        assert_eq!(
+            add_domain(&state, &ids, None, &policy(), "studio", d, at(5))
+                .await
+                .unwrap_err()
+                .to_string(),
+            "ordine.example.test is already managed here by another tenant"
+        );
+        let settings = ImportSettings {
+            domain: d.into(),
+            pattern: AddressPattern::default(),
+            provider_domain: "pec.example.test".into(),
+            activation_url: "https://webmail.pec.example.test/activate".into(),
+            activation_valid: chrono::Duration::days(7),
+        };
+        let e = import_members(
+            &state,
+            &outbox,
+            "studio",
+            &settings,
+            &[member(2, "Mario", "Rossi", "RSSMRA85T10A562S")],
+            &[],
+            at(6),
+            &mut || "t".to_string(),
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ordine.example.test is not a verified domain of tenant studio (pec tenant domain list studio)"
+        );
+        assert!(state.tenant_mailboxes("studio").await.unwrap().is_empty());
+        assert!(outbox.take_mail().is_empty(), "no activation mail went out");
+
+        // Nothing of ordine changed, and ordine itself still reaches all of it.
+        let after = (
+            state.mailbox(victim).await.unwrap(),
+            state.domain(d).await.unwrap(),
+            store.quota(victim).await.unwrap(),
+        );
+        assert_eq!(before, after);
+        assert_eq!(
+            mailbox_for(&state, &ordine, victim).await.unwrap().address,
+            victim
+        );
+        change_plan(&state, &ordine, victim, Plan::Plus, 0)
+            .await
+            .unwrap();
     }
 }

@@ -29,6 +29,8 @@ use pec_ports::{MailStore, MailboxStatus, StateError, StateStore};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::tenants::Admin;
+
 /// Messages fetched from the source at once, at most.
 pub const BATCH_MESSAGES: usize = 50;
 /// Octets fetched from the source at once, at most (a larger message comes alone).
@@ -219,6 +221,7 @@ pub async fn transfer<Db, Ms, Src>(
     state: &Db,
     store: &Ms,
     source: &mut Src,
+    admin: &Admin,
     address: &str,
     options: &TransferOptions,
     progress: &mut (dyn FnMut(Progress<'_>) + Send),
@@ -228,10 +231,10 @@ where
     Ms: MailStore,
     Src: TransferSource,
 {
-    let mailbox = state
-        .mailbox(address)
-        .await?
-        .ok_or_else(|| TransferError::NoMailbox(address.to_owned()))?;
+    let mailbox = match state.mailbox(address).await? {
+        Some(m) if admin.sees(&m.tenant) => m,
+        _ => return Err(TransferError::NoMailbox(address.to_owned())),
+    };
     if mailbox.status == MailboxStatus::Revoked {
         return Err(TransferError::NotInService {
             address: mailbox.address.clone(),
@@ -478,6 +481,7 @@ mod tests {
             locked: false,
             status,
             member: None,
+            status_note: None,
             refuse_ordinary: false,
             created_at: at(0),
         }
@@ -532,7 +536,16 @@ mod tests {
         src: &mut MemorySource,
         options: &TransferOptions,
     ) -> Result<TransferReport, TransferError> {
-        transfer(state, store, src, ADDR, options, &mut |_| {}).await
+        transfer(
+            state,
+            store,
+            src,
+            &Admin::Operator,
+            ADDR,
+            options,
+            &mut |_| {},
+        )
+        .await
     }
 
     #[tokio::test]
@@ -697,6 +710,7 @@ mod tests {
             &state,
             &store,
             &mut src,
+            &Admin::Operator,
             "nobody@x.test",
             &TransferOptions::default(),
             &mut |_| {},

@@ -309,6 +309,7 @@ mod tests {
                     locked: false,
                     status: Default::default(),
                     member: None,
+                    status_note: None,
                     refuse_ordinary: false,
                     created_at: t(0),
                 })

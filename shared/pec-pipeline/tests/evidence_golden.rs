@@ -143,6 +143,7 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
             locked: m.locked,
             status: Default::default(),
             member: None,
+            status_note: None,
             ..common::mailbox_record(
                 &m.address,
                 m.quota_bytes.unwrap_or_else(common::standard_quota),

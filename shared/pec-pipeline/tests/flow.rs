@@ -149,6 +149,60 @@ async fn a_missing_mailbox_gets_the_non_delivery_notice() {
     );
 }
 
+/// A suspended or revoked mailbox refuses the envelope: the sender gets the non-delivery notice
+/// "casella disabilitata"; what the mailbox held stays, and so do the provider-log records.
+#[tokio::test]
+async fn a_suspended_or_revoked_mailbox_gets_the_non_delivery_notice() {
+    use pec_pipeline::tenants::{Admin, StatusChange, SuspendReason, change_status};
+    for (n, change) in [
+        StatusChange::Suspend(SuspendReason::NonPayment),
+        StatusChange::Revoke,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut f = Flow::new().await;
+        f.submit("before", &message(ANNA, ""), &[ANNA]);
+        f.run("before", 1).await;
+        let held = f.inbox(ANNA).await.len();
+        assert_eq!(held, 1, "{change:?}: delivered before the change");
+        change_status(&f.state, &Admin::Operator, ANNA, change, common::t0())
+            .await
+            .unwrap();
+        let id = format!("after-{n}");
+        f.submit(&id, &message(ANNA, ""), &[ANNA]);
+        f.run(&id, 1).await;
+        assert_eq!(
+            f.inbox(ANNA).await.len(),
+            held,
+            "{change:?}: nothing more delivered"
+        );
+        let k = kinds(&f.inbox(MARIO).await);
+        assert_eq!(
+            k.iter().filter(|k| **k == Kind::ErroreConsegna).count(),
+            1,
+            "{change:?}: {k:?}"
+        );
+        let log = f.state.all_log();
+        let notice = log
+            .iter()
+            .find(|e| e.event_type == EventType::MessageNotDelivered)
+            .unwrap();
+        assert_eq!(notice.recipient.as_deref(), Some(ANNA));
+        let detail = notice.error_detail.as_deref().unwrap_or_default();
+        assert!(
+            detail.starts_with("5.2.1 - ") && detail.ends_with(" - casella disabilitata"),
+            "{change:?}: {detail}"
+        );
+        assert!(
+            log.iter()
+                .any(|e| e.event_type == EventType::MessageDelivered
+                    && e.recipient.as_deref() == Some(ANNA)),
+            "{change:?}: the earlier delivery's log record is kept"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_bcc_is_refused_with_the_non_acceptance_notice() {
     let mut f = Flow::new().await;

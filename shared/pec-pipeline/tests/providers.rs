@@ -227,6 +227,7 @@ async fn mailbox(n: &Node, address: &str) {
             locked: false,
             status: Default::default(),
             member: None,
+            status_note: None,
             refuse_ordinary: false,
             created_at: t0(),
         })
@@ -855,6 +856,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             locked: false,
             status: Default::default(),
             member: None,
+            status_note: None,
             refuse_ordinary: true,
             created_at: t0(),
         })

@@ -44,7 +44,7 @@ pub use state::{
     ActivationRecord, Billing, DeliveryStatus, DnsRecord, DomainRecord, DomainStatus,
     InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxStatus, MailboxWrite,
     MemberRecord, MemberStatus, MemoryState, MessageRecord, MessageState, NotDelivered,
-    RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, Tenant,
+    RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, StatusNote, Tenant,
 };
 pub use store::{
     MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError,

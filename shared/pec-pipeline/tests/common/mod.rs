@@ -128,6 +128,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         locked: false,
         status: Default::default(),
         member: None,
+        status_note: None,
         refuse_ordinary: false,
         created_at: t0(),
     }

@@ -257,6 +257,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         locked: false,
         status: Default::default(),
         member: None,
+        status_note: None,
         refuse_ordinary: false,
         created_at: at(0),
     }

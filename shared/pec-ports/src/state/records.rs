@@ -77,6 +77,16 @@ impl MailboxStatus {
     }
 }
 
+/// The last status change of a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusNote {
+    /// `spam`, `non-payment`, `request`, `other`...
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    /// The status before the change (a resumed mailbox goes back to it).
+    pub previous: MailboxStatus,
+}
+
 /// A domain a tenant brought (`DOMAIN#<domain>`), with what its DNS must say and whether the
 /// mail service has verified it. Mail is received and routed for it once verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +224,10 @@ pub struct Mailbox {
     /// own member's mailbox. Not written when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// Why, since when and from what the mailbox is suspended or revoked (set by each status
+    /// change; not written when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_note: Option<StatusNote>,
     /// Refuses ordinary (non-PEC) mail instead of wrapping it in an anomaly envelope.
     pub refuse_ordinary: bool,
     pub created_at: DateTime<Utc>,
