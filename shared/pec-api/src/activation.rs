@@ -101,7 +101,7 @@ pub async fn activation<B: Backend>(
             return Err(Problem::unavailable(format!("password hash: {e}")));
         }
     };
-    match complete(app.backend.state(), &link, &hash).await {
+    match complete(app.backend.state(), &link, &hash, app.now()).await {
         Ok(address) => {
             tracing::info!(address = %address, "mailbox activated");
             Ok(Json(Activated { address }))

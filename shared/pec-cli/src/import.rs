@@ -33,17 +33,58 @@ fn token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+fn check_link(activation_url: &str, valid_days: u32) -> anyhow::Result<()> {
+    if !(1..=30).contains(&valid_days) {
+        bail!("--valid-days: 1 to 30");
+    }
+    if !activation_url.starts_with("https://") && !activation_url.starts_with("http://127.0.0.1") {
+        bail!("--activation-url must be an https:// address (http://127.0.0.1 for local tests)");
+    }
+    Ok(())
+}
+
+/// `pec mailbox resend-activation ADDR`: a new link to the member, the old one retired.
+pub async fn resend(
+    state: &DynamoState,
+    address: &str,
+    activation_url: &str,
+    valid_days: u32,
+) -> anyhow::Result<ExitCode> {
+    check_link(activation_url, valid_days)?;
+    let settings = ImportSettings {
+        domain: String::new(),
+        pattern: pec_members::AddressPattern::default(),
+        provider_domain: env("PEC_PROVIDER_DOMAIN")?,
+        activation_url: activation_url.to_string(),
+        activation_valid: chrono::Duration::days(i64::from(valid_days)),
+    };
+    let aws = AwsClients::load(&ClientSettings::from_env()?).await;
+    let mail = SesTransport::new(aws.ses.clone());
+    let mut tokens = token;
+    let r = tenants::reissue_activation(
+        state,
+        &mail,
+        &tenants::Admin::Operator,
+        address,
+        &settings,
+        Utc::now(),
+        &mut tokens,
+    )
+    .await?;
+    println!(
+        "{}: a new activation link went to {} (valid until {}); the previous one no longer works",
+        r.address,
+        r.email,
+        r.expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn run(state: &DynamoState, args: Args) -> anyhow::Result<ExitCode> {
     let default_plan = plan::parse_plan(&args.plan)?;
     let pattern: pec_members::AddressPattern = args.pattern.parse()?;
-    if !(1..=30).contains(&args.valid_days) {
-        bail!("--valid-days: 1 to 30");
-    }
-    if !args.activation_url.starts_with("https://")
-        && !args.activation_url.starts_with("http://127.0.0.1")
-    {
-        bail!("--activation-url must be an https:// address (http://127.0.0.1 for local tests)");
-    }
+    check_link(&args.activation_url, args.valid_days)?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let name = args.file.file_name().and_then(|n| n.to_str()).unwrap_or("");

@@ -117,6 +117,17 @@ pub enum MailboxCommand {
         #[arg(long, default_value_t = 7)]
         valid_days: u32,
     },
+    /// Send a member a new activation link for an imported mailbox not activated yet (the
+    /// first expired or was lost); the previous link stops working.
+    ResendActivation {
+        address: String,
+        /// Where members activate their mailbox (the link is this URL + '#' + a one-time token).
+        #[arg(long, env = "PEC_ACTIVATION_URL")]
+        activation_url: String,
+        /// Days the link works.
+        #[arg(long, default_value_t = 7)]
+        valid_days: u32,
+    },
     /// Suspend a mailbox (no login, no submission; senders get a non-delivery notice) until
     /// it is resumed.
     Suspend {
@@ -469,6 +480,13 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 },
             )
             .await;
+        }
+        MailboxCommand::ResendActivation {
+            address,
+            activation_url,
+            valid_days,
+        } => {
+            return crate::import::resend(&state, &address, &activation_url, valid_days).await;
         }
         MailboxCommand::Suspend { address, reason } => {
             let reason = pec_pipeline::tenants::SuspendReason::parse(&reason)?;

@@ -70,6 +70,12 @@ pub enum AdminError {
     },
     #[error("unknown suspension reason {0:?}: spam, non-payment, request or other")]
     Reason(String),
+    #[error("mailbox {0} is activated already: its member logs in with the password chosen")]
+    AlreadyActivated(String),
+    #[error("mailbox {0} was not made by a member import: it has no activation link")]
+    NotImported(String),
+    #[error("the activation link could not be sent to {email}: {reason}")]
+    MailFailed { email: String, reason: String },
 }
 
 /// Who asks for an administrative operation: the provider's operator (every tenant), or one
@@ -661,6 +667,8 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
                 address,
                 status: MemberStatus::Reserved,
                 imported_at: now,
+                link: None,
+                agreement_accepted_at: None,
             };
             match state.claim_member(&record).await? {
                 None => (record, true),
@@ -683,6 +691,12 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
         expires_at: now + settings.activation_valid,
     };
     state.put_activation(&link).await?;
+    // A link an interrupted run sent (the member stayed reserved) is retired: one link works.
+    if let Some(old) = &record.link
+        && *old != link.token_hash
+    {
+        state.take_activation(old, now).await?;
+    }
     let message = activation_message(tenant, settings, &record, &link, &token, now);
     let sender = format!("noreply@{}", settings.provider_domain);
     if let Err(e) = mail
@@ -701,6 +715,7 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
     }
     let done = MemberRecord {
         status: MemberStatus::Created,
+        link: Some(link.token_hash.clone()),
         ..record
     };
     state.put_member(&done).await?;
@@ -709,6 +724,84 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
         if fresh { "created" } else { "completed" },
         String::new(),
     ))
+}
+
+/// Where a new activation link went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reissued {
+    pub address: String,
+    /// The member's contact address.
+    pub email: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Sends a new activation link for an imported mailbox its member has not activated yet (the
+/// first expired, or the mail was lost): the same mail as the import's, to the member's contact
+/// address; the link in force before stops working. `settings.domain` and `pattern` are not
+/// used.
+pub async fn reissue_activation<Db: StateStore, Mt: MailTransport>(
+    state: &Db,
+    mail: &Mt,
+    admin: &Admin,
+    address: &str,
+    settings: &ImportSettings,
+    now: DateTime<Utc>,
+    new_token: &mut (dyn FnMut() -> String + Send),
+) -> Result<Reissued, AdminError> {
+    let mailbox = mailbox_for(state, admin, address).await?;
+    if mailbox.password_hash != NOT_ACTIVATED {
+        return Err(AdminError::AlreadyActivated(mailbox.address));
+    }
+    if mailbox.status == MailboxStatus::Revoked {
+        return Err(AdminError::Revoked(mailbox.address));
+    }
+    let record = match &mailbox.member {
+        Some(cf) => state.member(&mailbox.tenant, cf).await?,
+        None => None,
+    }
+    .ok_or_else(|| AdminError::NotImported(mailbox.address.clone()))?;
+    let tenant = state
+        .tenant(&mailbox.tenant)
+        .await?
+        .ok_or_else(|| AdminError::NoTenant(mailbox.tenant.clone()))?;
+    let token = new_token();
+    let link = ActivationRecord {
+        token_hash: token_hash(&token),
+        address: mailbox.address.clone(),
+        tenant: tenant.id.clone(),
+        agreement: tenant.billing == Billing::Member,
+        expires_at: now + settings.activation_valid,
+    };
+    state.put_activation(&link).await?;
+    let message = activation_message(&tenant, settings, &record, &link, &token, now);
+    let sender = format!("noreply@{}", settings.provider_domain);
+    if let Err(e) = mail
+        .send_raw(&sender, std::slice::from_ref(&record.email), &message)
+        .await
+    {
+        state.take_activation(&link.token_hash, now).await?;
+        return Err(AdminError::MailFailed {
+            email: record.email.clone(),
+            reason: e.to_string(),
+        });
+    }
+    if let Some(old) = &record.link
+        && *old != link.token_hash
+    {
+        state.take_activation(old, now).await?;
+    }
+    let email = record.email.clone();
+    state
+        .put_member(&MemberRecord {
+            link: Some(link.token_hash.clone()),
+            ..record
+        })
+        .await?;
+    Ok(Reissued {
+        address: mailbox.address,
+        email,
+        expires_at: link.expires_at,
+    })
 }
 
 /// The first candidate from `attempt` on that no mailbox has and this run has not chosen.
@@ -1323,6 +1416,8 @@ mod tests {
             address: "luigi.ferri@ordine.example.test".into(),
             status: MemberStatus::Reserved,
             imported_at: Utc.timestamp_opt(50, 0).unwrap(),
+            link: None,
+            agreement_accepted_at: None,
         };
         state.put_member(&half).await.unwrap();
         let luigi = member(7, "Luigi", "Ferri", "FRRLGU70A01F205X");
@@ -1467,6 +1562,8 @@ mod tests {
                 address: "mario.rossi@ordine.example.test".into(),
                 status: MemberStatus::Reserved,
                 imported_at: Utc.timestamp_opt(1, 0).unwrap(),
+                link: None,
+                agreement_accepted_at: None,
             })
             .await
             .unwrap();
@@ -1791,5 +1888,96 @@ mod tests {
         change_plan(&state, &ordine, victim, Plan::Plus, 0)
             .await
             .unwrap();
+    }
+
+    /// A new link for a member who lost the first: sent to the contact address, the first stops
+    /// working, the agreement's acceptance is recorded with the activation; not for an
+    /// activated mailbox, one not imported, or another tenant's.
+    #[tokio::test]
+    async fn a_new_activation_link_retires_the_first() {
+        let state = MemoryState::new();
+        let outbox = pec_ports::MemoryOutbox::new();
+        let settings = order_with_domain(&state, Billing::Member).await;
+        let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
+        verified.status = DomainStatus::Verified;
+        state.put_domain(&verified).await.unwrap();
+        let mut n = 0;
+        let cf = "RSSMRA85T10A562S";
+        run(
+            &state,
+            &outbox,
+            &settings,
+            &[member(2, "Mario", "Rossi", cf)],
+            &[],
+            &mut n,
+        )
+        .await
+        .unwrap();
+        outbox.take_mail();
+        let a = "mario.rossi@ordine.example.test";
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let op = Admin::Operator;
+        let mut token = || "second-link".to_string();
+
+        let e = reissue_activation(
+            &state,
+            &outbox,
+            &Admin::Tenant("studio".into()),
+            a,
+            &settings,
+            at(150),
+            &mut token,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), format!("no mailbox {a}"));
+        let r = reissue_activation(&state, &outbox, &op, a, &settings, at(150), &mut token)
+            .await
+            .unwrap();
+        assert_eq!(r.email, format!("{}@example.com", cf.to_lowercase()));
+        assert_eq!(r.expires_at, at(150) + chrono::Duration::days(7));
+        let mail = outbox.take_mail();
+        assert_eq!(mail.len(), 1);
+        assert_eq!(mail[0].destinations, vec![r.email.clone()]);
+        let body = String::from_utf8(mail[0].raw.clone()).unwrap();
+        assert!(body.contains("#second-link"), "{body}");
+        assert!(matches!(
+            pec_ports::activation::activate(&state, "token-1", "$argon2id$x", true, at(200)).await,
+            Err(pec_ports::activation::ActivationError::Invalid)
+        ));
+        pec_ports::activation::activate(&state, "second-link", "$argon2id$x", true, at(210))
+            .await
+            .unwrap();
+        let record = state.member("ordine", cf).await.unwrap().unwrap();
+        assert_eq!(
+            (record.agreement_accepted_at, record.link),
+            (Some(at(210)), None)
+        );
+        assert_eq!(
+            reissue_activation(&state, &outbox, &op, a, &settings, at(220), &mut token)
+                .await
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "mailbox {a} is activated already: its member logs in with the password chosen"
+            )
+        );
+        let mut plain = mailbox("luca.verdi@ordine.example.test", Plan::Base);
+        plain.password_hash = NOT_ACTIVATED.into();
+        state.create_mailbox(&plain).await.unwrap();
+        assert!(matches!(
+            reissue_activation(
+                &state,
+                &outbox,
+                &op,
+                &plain.address,
+                &settings,
+                at(230),
+                &mut token
+            )
+            .await,
+            Err(AdminError::NotImported(_))
+        ));
+        assert!(outbox.take_mail().is_empty());
     }
 }

@@ -670,6 +670,8 @@ async fn members_and_activations<S: StateStore>(s: &S, ns: &str) -> Outcome {
         address: addr(ns, "mario.rossi"),
         status: MemberStatus::Reserved,
         imported_at: at(0),
+        link: None,
+        agreement_accepted_at: None,
     };
     ensure_eq!(
         s.claim_member(&first).await.op("claim_member")?,

@@ -172,6 +172,12 @@ pub struct MemberRecord {
     pub address: String,
     pub status: MemberStatus,
     pub imported_at: DateTime<Utc>,
+    /// Hex SHA-256 of the activation link in force: a new link retires it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// When the member accepted the agreement by activating a member-paid mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_accepted_at: Option<DateTime<Utc>>,
 }
 
 /// How far a member's import got.
