@@ -30,8 +30,15 @@ runner_pid=""
 runner_b_pid=""
 exchange_pid=""
 receiver_pid=""
+dovecot_pid=""
+dove_w=""
 cleanup() {
   local p
+  if [ -n "$dovecot_pid" ]; then
+    # Closing its standard input stops the demo's Dovecot (and the helper that runs it).
+    [ -n "$dove_w" ] && exec {dove_w}>&- || true
+    wait "$dovecot_pid" 2>/dev/null || true
+  fi
   for p in "$receiver_pid" "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
       kill -TERM "$p" 2>/dev/null || true
@@ -45,7 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-infra/local/install.sh system python apitest dynamodb clamav
+infra/local/install.sh system python apitest dynamodb clamav dovecot
 if ! infra/local/stack.sh status >/dev/null 2>&1; then
   infra/local/stack.sh start
   started=1
@@ -66,6 +73,7 @@ infra/local/clamd.sh status
 echo
 echo "== Two providers (stacks pec-local and pec-b), one development CA, one provider index"
 cargo build -q -p pec-cli -p pec-runner -p pec-exchange
+cargo build -q -p pec-integration --example dovecot
 pec=target/debug/pec
 source infra/local/providers.sh
 pec_providers_bootstrap
@@ -386,6 +394,50 @@ login_code="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$api/v1/auth/logi
   --data-binary "{\"address\":\"$first_member\",\"password\":\"scelta-dal-socio-$run\"}")"
 echo "  POST /v1/auth/login as $first_member -> $login_code"
 [ "$login_code" = 200 ] || pec_die "the activated member could not log in"
+
+echo
+echo "== A member brings her PEC mailbox from another provider (Dovecot on 127.0.0.1 here) over IMAPS"
+dove_fifo="$PEC_STATE_DIR/demo-dovecot.in"
+dove_out="$PEC_STATE_DIR/demo-dovecot.out"
+rm -f "$dove_fifo" "$dove_out"
+mkfifo "$dove_fifo"
+old_user="avv.rossi@pec.vecchio.example"
+old_password="vecchia-password-$run"
+target/debug/examples/dovecot "$old_user" "$old_password" 24 <"$dove_fifo" >"$dove_out" 2>&1 &
+dovecot_pid=$!
+exec {dove_w}>"$dove_fifo"
+deadline=$((SECONDS + 30))
+until grep -q '^imaps=' "$dove_out" 2>/dev/null; do
+  kill -0 "$dovecot_pid" 2>/dev/null || { cat "$dove_out"; pec_die "the demo's Dovecot did not start"; }
+  [ "$SECONDS" -lt "$deadline" ] || { cat "$dove_out"; pec_die "the demo's Dovecot did not listen within 30 s"; }
+  sleep 0.2
+done
+dove_line="$(grep '^imaps=' "$dove_out")"
+dove_imaps="$(echo "$dove_line" | sed 's/.*imaps=\([^ ]*\).*/\1/')"
+dove_cert="$(echo "$dove_line" | sed 's/.*cert=\([^ ]*\).*/\1/')"
+echo "  the old provider: imaps://$dove_imaps, 24 messages in INBOX, Sent (\\Sent) and \"Posta eliminata\""
+from="imaps://${old_user/@/%40}@$dove_imaps"
+echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin --limit 10 | sed 's/^/  /'
+echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin | sed 's/^/  /'
+again="$(echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin | head -1)"
+echo "  again: $again"
+echo "$again" | grep -q ' 0 message(s) copied, 24 already there' || pec_die "the third transfer copied something"
+exec {dove_w}>&-
+dove_w=""
+wait "$dovecot_pid" 2>/dev/null || true
+dovecot_pid=""
+echo "  what the member's mail program sees of the transferred Sent and Trash (flags and dates kept):"
+peek --user "$member" --folders Sent Trash | sed 's/^/    /'
+
+echo
+echo "== A mailbox's life: suspended for non-payment, resumed"
+$pec mailbox suspend "$member" --reason non-payment | sed 's/^/  /'
+smtp_try() { echo "$password" | $pec send --server "127.0.0.1:$port" --ca "$cert" --user "$member" --password-stdin \
+  --to "$remote" --subject "Prova" --text "Prova." >/dev/null 2>&1 && echo accepted || echo refused; }
+echo "  SMTP submission while suspended: $(smtp_try)"
+$pec mailbox resume "$member" | sed 's/^/  /'
+echo
+
 echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
 echo "Provider log of today:  $pec log"

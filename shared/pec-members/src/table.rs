@@ -66,11 +66,24 @@ fn read_csv(bytes: &[u8]) -> Result<Table, TableError> {
         .delimiter(delimiter)
         .from_reader(bytes);
     let mut rows = Vec::new();
-    // Rows are numbered as a spreadsheet shows them: one per record (a quoted cell may span
-    // lines), the header being 1.
+    // Rows are numbered as a spreadsheet shows them, the header being 1: a blank line is a
+    // row (the reader skips it, its line number does not), a quoted cell spanning lines is not.
+    let mut inside = 0;
     for (i, record) in reader.byte_records().enumerate() {
         let record = record.map_err(|e| TableError::Csv(e.to_string()))?;
-        let line = i + 1;
+        // The reader's position is where it started reading: before the blank lines it skipped.
+        let line = record
+            .position()
+            .map(|p| {
+                let mut start = (p.byte() as usize).min(bytes.len());
+                while matches!(bytes.get(start), Some(b'\r' | b'\n')) {
+                    start += 1;
+                }
+                let before = bytes[..start].iter().filter(|b| **b == b'\n').count();
+                before + 1 - inside.min(before)
+            })
+            .unwrap_or(i + 1);
+        inside += record.iter().flatten().filter(|b| **b == b'\n').count();
         let mut fields = Vec::with_capacity(record.len());
         for f in record.iter() {
             fields.push(String::from_utf8(f.to_vec()).map_err(|_| TableError::NotUtf8(line))?);
@@ -301,6 +314,17 @@ mod tests {
         Anna;Bianchi;BNCNNA80A41H501R;anna@example.com;;gold\r\n\
         Luigi;Verdi;RSSMRA85T10A562S;luigi@example;06 123;platinum\r\n\
         Gianni;;XXXXXX;gianni@example.com;;\r\n";
+
+    /// Row numbers as a spreadsheet shows the file: blank lines count, a quoted cell over two
+    /// lines does not.
+    #[test]
+    fn csv_rows_are_numbered_as_a_spreadsheet_shows_them() {
+        let csv = "Nome;Cognome;Codice fiscale;E-mail\n\n\nMario;Rossi;X;m@example.com\n\
+            \"Anna\nMaria\";Bianchi;Y;a@example.com\n\nLuigi;Verdi;Z;l@example.com\n";
+        let t = read("soci.csv", csv.as_bytes()).unwrap();
+        let rows: Vec<(usize, &str)> = t.rows.iter().map(|(n, r)| (*n, r[1].as_str())).collect();
+        assert_eq!(rows, [(4, "Rossi"), (5, "Bianchi"), (7, "Verdi")]);
+    }
 
     #[test]
     fn csv_rows_become_members_or_reasons() {
