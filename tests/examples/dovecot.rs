@@ -25,7 +25,7 @@ fn main() -> Result<()> {
         }
         for i in 0..count {
             let folder = folders[match i % 6 {
-                0 | 1 | 2 | 3 => 0,
+                0..=3 => 0,
                 4 => 1,
                 _ => 2,
             }];
