@@ -62,6 +62,7 @@ impl MailStoreHarness for Harness {
             status: Default::default(),
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: false,
             created_at: chrono::Utc::now(),
         };

@@ -3799,6 +3799,258 @@ async fn transfer_in_from_dovecot(ctx: Arc<Ctx>) -> Result<()> {
     result.map_err(|e| e.context(format!("Dovecot log:\n{}", dovecot.log())))
 }
 
+/// The tenant admin routes on the emulators (through the runner's API, as the api function):
+/// an admin key lists its tenant's mailboxes, changes a plan, suspends and resumes a mailbox,
+/// adds a domain (SES identity with DKIM, the DNS records), verifies it, lists and removes it;
+/// another tenant's admin key reaches none of it. (The IAM check holds these calls against the
+/// api function's role.)
+async fn tenant_admin_over_the_api(ctx: Arc<Ctx>) -> Result<()> {
+    program("curl")?;
+    let mut gw = gateway(&ctx, "admin", &["--api-port", "0"]).await?;
+    let result = admin_scene(&ctx, &gw).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn admin_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
+    let port = api_port(gw).await?;
+    // The provider index the domain check reads: ours, unless a run has published one.
+    let bucket = ctx.stack.output("EvidenceBucketName")?;
+    let index_key = ctx
+        .stack
+        .function_env("ApiFunction", "PEC_PROVIDER_INDEX_KEY")
+        .unwrap_or(pec_ports::keys::DEFAULT_PROVIDER_INDEX_KEY)
+        .to_string();
+    let published = ctx
+        .aws
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(&index_key)
+        .send()
+        .await
+        .is_ok();
+    if !published {
+        let cert = ctx.pki.dir().join("provider.pem");
+        let ldif = ctx
+            .pec(
+                &[
+                    "provider-index",
+                    "export",
+                    "--cert",
+                    &cert.to_string_lossy(),
+                ],
+                None,
+            )
+            .await?;
+        ctx.aws
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(&index_key)
+            .body(ldif.into_bytes().into())
+            .send()
+            .await
+            .context("publishing the provider index")?;
+    }
+    let result = admin_calls(ctx, port).await;
+    if !published {
+        ctx.aws
+            .s3
+            .delete_object()
+            .bucket(bucket)
+            .key(&index_key)
+            .send()
+            .await
+            .context("removing the provider index again")?;
+    }
+    result
+}
+
+async fn admin_calls(ctx: &Ctx, port: u16) -> Result<()> {
+    let tenant = unique("studio");
+    ctx.pec(
+        &["tenant", "add", &tenant, "--name", "Studio (admin API)"],
+        None,
+    )
+    .await?;
+    let key = |t: &str| {
+        let t = t.to_string();
+        async move {
+            ctx.pec(
+                &[
+                    "apikey", "create", "--tenant", &t, "--name", "admin", "--scopes", "admin",
+                ],
+                None,
+            )
+            .await
+            .map(|k| k.trim().to_string())
+        }
+    };
+    let admin = key(&tenant).await?;
+    let foreign = key(&unique("altro")).await?;
+    let bearer = |k: &str| format!("Authorization: Bearer {k}");
+    let json = "Content-Type: application/json";
+    let member = ctx.address("adm");
+    ctx.pec(
+        &[
+            "mailbox",
+            "create",
+            &member,
+            "--tenant",
+            &tenant,
+            "--plan",
+            "standard",
+            "--password-stdin",
+            "--fast-hash",
+        ],
+        Some(&format!("{MAILBOX_PASSWORD}\n")),
+    )
+    .await?;
+
+    let list = curl_json(port, "/v1/mailboxes", &["-H", &bearer(&admin)], 200)?;
+    ensure!(
+        list["mailboxes"].as_array().map(Vec::len) == Some(1)
+            && list["mailboxes"][0]["address"] == member.as_str(),
+        "{list}"
+    );
+    let up = curl_json(
+        port,
+        &format!("/v1/mailboxes/{member}/plan"),
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&admin),
+            "-H",
+            json,
+            "--data-binary",
+            r#"{"plan":"gold","expansion_gb":1}"#,
+        ],
+        200,
+    )?;
+    ensure!(up["kind"] == "upgrade", "{up}");
+    let status = format!("/v1/mailboxes/{member}/status");
+    let s = curl_json(
+        port,
+        &status,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&admin),
+            "-H",
+            json,
+            "--data-binary",
+            r#"{"action":"suspend","reason":"non-payment"}"#,
+        ],
+        200,
+    )?;
+    ensure!(s["status"] == "suspended", "{s}");
+    let r = curl_json(
+        port,
+        &status,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&admin),
+            "-H",
+            json,
+            "--data-binary",
+            r#"{"action":"resume"}"#,
+        ],
+        200,
+    )?;
+    ensure!(r["status"] == "active", "{r}");
+
+    let domain = format!("{tenant}.example.test");
+    let added = curl_json(
+        port,
+        "/v1/domains",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&admin),
+            "-H",
+            json,
+            "--data-binary",
+            &format!(r#"{{"domain":"{domain}"}}"#),
+        ],
+        201,
+    )?;
+    ensure!(
+        added["dns"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|r| r["type"] == "MX")),
+        "{added}"
+    );
+    let verified = curl_json(
+        port,
+        &format!("/v1/domains/{domain}/verify"),
+        &["-X", "POST", "-H", &bearer(&admin)],
+        200,
+    )?;
+    ensure!(verified["domain"] == domain.as_str(), "{verified}");
+    let listed = curl_json(port, "/v1/domains", &["-H", &bearer(&admin)], 200)?;
+    ensure!(
+        listed["domains"][0]["domain"] == domain.as_str(),
+        "{listed}"
+    );
+
+    // Another tenant's admin key reaches nothing of it.
+    let none = curl_json(port, "/v1/mailboxes", &["-H", &bearer(&foreign)], 200)?;
+    ensure!(none["mailboxes"] == serde_json::json!([]), "{none}");
+    for (method, path, body) in [
+        (
+            "POST",
+            format!("/v1/mailboxes/{member}/plan"),
+            r#"{"plan":"base"}"#,
+        ),
+        ("POST", status.clone(), r#"{"action":"revoke"}"#),
+        ("POST", format!("/v1/domains/{domain}/verify"), "{}"),
+        ("DELETE", format!("/v1/domains/{domain}"), ""),
+    ] {
+        let (code, body) = curl(
+            port,
+            &path,
+            &[
+                "-X",
+                method,
+                "-H",
+                &bearer(&foreign),
+                "-H",
+                json,
+                "--data-binary",
+                body,
+            ],
+        )?;
+        ensure!(
+            code == 404,
+            "{method} {path} with another tenant's key: HTTP {code} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let m = ctx.state.mailbox(&member).await?.context("the mailbox")?;
+    ensure!(
+        m.status == pec_ports::MailboxStatus::Active && m.plan == pec_core::plan::Plan::Gold,
+        "{m:?}"
+    );
+
+    let (code, _) = curl(
+        port,
+        &format!("/v1/domains/{domain}"),
+        &["-X", "DELETE", "-H", &bearer(&admin)],
+    )?;
+    ensure!(code == 204, "DELETE /v1/domains/{domain}: HTTP {code}");
+    ensure!(
+        ctx.state.domain(&domain).await?.is_none(),
+        "the domain is still recorded"
+    );
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     bulk_import_and_activation,
@@ -3811,6 +4063,7 @@ const CHECKS: &[(&str, Check<Ctx>)] = checks![
     every_message_delivered_three_times,
     chaos_runner_killed_at_random_points,
     quota_refuses_then_frees,
+    tenant_admin_over_the_api,
 ];
 
 fn main() -> ExitCode {

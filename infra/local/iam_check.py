@@ -307,6 +307,9 @@ DYNAMO_ITEM = {"GetItem", "PutItem", "UpdateItem", "DeleteItem", "Query"}
 TRANSACT_KIND = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem",
                  "ConditionCheck": "ConditionCheckItem"}
 SQS_OPS = {"SendMessage", "ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility", "GetQueueAttributes"}
+# SES (v1) identity management: a tenant's own domain added, verified, removed (the api function).
+SES_IDENTITY_OPS = {"VerifyDomainIdentity", "VerifyDomainDkim", "GetIdentityVerificationAttributes",
+                    "GetIdentityDkimAttributes", "DeleteIdentity"}
 KMS_OPS = {"Sign", "GetPublicKey", "Verify", "DescribeKey"}
 
 
@@ -356,6 +359,8 @@ def requests_for(call: dict, stack: Stack, stack_key: str | None = None) -> list
         buses = call.get("EventBusNames") or ["default"]
         return [req("events:PutEvents", bus if bus.startswith("arn:") else stack.find("Name", bus)["Arn"])
                 for bus in buses]
+    if service == "SES" and op in SES_IDENTITY_OPS:
+        return [req(f"ses:{op}", f"arn:aws:ses:{stack.region}:{ACCOUNT}:identity/{call.get('identity') or '*'}")]
     if service == "SES" and op in ("SendRawEmail", "SendEmail"):
         source = call.get("source") or ""
         identity = source.rpartition("@")[2]

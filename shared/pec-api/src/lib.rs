@@ -14,6 +14,9 @@
 //! | `GET /v1/mailboxes/{address}[/folders[/{folder}/messages[/{uid}[/raw]]]]` | mailboxes |
 //! | `POST/GET /v1/webhooks`, `GET/DELETE /v1/webhooks/{id}` | webhook subscriptions |
 //! | `GET /v1/webhooks/{id}/deliveries`, `POST .../deliveries/{d}/replay` | delivery log, replay |
+//! | `GET /v1/plans` | the service sheet |
+//! | `GET /v1/mailboxes`, `POST /v1/mailboxes/{address}/plan`, `.../status` | tenant admin: mailboxes, plans, suspend/resume/revoke |
+//! | `GET/POST /v1/domains`, `POST /v1/domains/{d}/verify`, `DELETE /v1/domains/{d}` | tenant admin: own domains |
 //! | `GET /v1/openapi.json` | this API's OpenAPI 3.1 document |
 //!
 //! **Who may do what.** A bearer token is either a mailbox session (`pat_…`, from
@@ -28,6 +31,7 @@
 //! Errors are RFC 9457 problem documents (`application/problem+json`), see [`problem`].
 
 pub mod activation;
+pub mod admin;
 pub mod auth;
 mod download;
 pub mod mailbox;
@@ -48,8 +52,8 @@ use pec_ports::QueueSender;
 use pec_ports::SignedUrls;
 use pec_ports::webhooks::WebhookStore;
 use pec_ports::{
-    AccessStore, ConfigError, Env, LoginThrottle, MailStore, MemoryThrottle, ObjectStore,
-    StateStore, ThrottlePolicy,
+    AccessStore, ConfigError, DomainIdentities, Env, LoginThrottle, MailStore, MemoryThrottle,
+    ObjectStore, StateStore, ThrottlePolicy,
 };
 
 pub use problem::Problem;
@@ -72,6 +76,7 @@ pub trait Backend: Send + Sync + 'static {
     type Mail: MailStore + 'static;
     type Hooks: WebhookStore + 'static;
     type Queue: QueueSender + 'static;
+    type Identities: DomainIdentities + 'static;
     fn state(&self) -> &Self::State;
     fn access(&self) -> &Self::Access;
     fn objects(&self) -> &Self::Objects;
@@ -79,19 +84,22 @@ pub trait Backend: Send + Sync + 'static {
     fn hooks(&self) -> &Self::Hooks;
     /// Where webhook replays are queued.
     fn queue(&self) -> &Self::Queue;
+    /// The mail service's domain identities (tenants' own domains).
+    fn identities(&self) -> &Self::Identities;
 }
 
 /// The stores as one [`Backend`] (in AWS, `state`, `access` and `hooks` are the same table).
-pub struct Stores<S, A, O, M, W, Q> {
+pub struct Stores<S, A, O, M, W, Q, I> {
     pub state: S,
     pub access: A,
     pub objects: O,
     pub mail: M,
     pub hooks: W,
     pub queue: Q,
+    pub identities: I,
 }
 
-impl<S, A, O, M, W, Q> Backend for Stores<S, A, O, M, W, Q>
+impl<S, A, O, M, W, Q, I> Backend for Stores<S, A, O, M, W, Q, I>
 where
     S: StateStore + 'static,
     A: AccessStore + 'static,
@@ -99,6 +107,7 @@ where
     M: MailStore + 'static,
     W: WebhookStore + 'static,
     Q: QueueSender + 'static,
+    I: DomainIdentities + 'static,
 {
     type State = S;
     type Access = A;
@@ -106,6 +115,7 @@ where
     type Mail = M;
     type Hooks = W;
     type Queue = Q;
+    type Identities = I;
     fn state(&self) -> &S {
         &self.state
     }
@@ -123,6 +133,9 @@ where
     }
     fn queue(&self) -> &Q {
         &self.queue
+    }
+    fn identities(&self) -> &I {
+        &self.identities
     }
 }
 
@@ -297,6 +310,28 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             "/v1/webhooks/{id}/deliveries/{delivery}/replay",
             post(webhooks::replay::<B>),
         )
+        .route("/v1/plans", get(admin::plans::<B>))
+        .route("/v1/mailboxes", get(admin::list_mailboxes::<B>))
+        .route(
+            "/v1/mailboxes/{address}/plan",
+            post(admin::change_plan::<B>),
+        )
+        .route(
+            "/v1/mailboxes/{address}/status",
+            post(admin::change_status::<B>),
+        )
+        .route(
+            "/v1/domains",
+            get(admin::list_domains::<B>).post(admin::add_domain::<B>),
+        )
+        .route(
+            "/v1/domains/{domain}/verify",
+            post(admin::verify_domain::<B>),
+        )
+        .route(
+            "/v1/domains/{domain}",
+            axum::routing::delete(admin::remove_domain::<B>),
+        )
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -330,14 +365,21 @@ mod tests;
 pub mod aws {
     use std::sync::Arc;
 
-    use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store, SqsSender};
+    use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store, SesIdentities, SqsSender};
     use pec_ports::{ConfigError, Env};
 
     use crate::{App, Settings, Stores};
 
     /// The API's stores in AWS.
-    pub type AwsStores =
-        Stores<DynamoState, DynamoState, S3Store, DynamoMailStore<S3Store>, DynamoState, SqsSender>;
+    pub type AwsStores = Stores<
+        DynamoState,
+        DynamoState,
+        S3Store,
+        DynamoMailStore<S3Store>,
+        DynamoState,
+        SqsSender,
+        SesIdentities,
+    >;
 
     /// The application over `aws` (clients built for [`crate::TEMPLATE_ID`]), configured from
     /// `env` (`PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_MAILBOX_BUCKET` and [`Settings`]).
@@ -351,6 +393,7 @@ pub mod aws {
             access: state.clone(),
             hooks: state.clone(),
             queue: SqsSender::new(aws.sqs.clone()),
+            identities: SesIdentities::new(aws.ses.clone()),
             state,
             objects: S3Store::new(aws.s3.clone()),
             mail: DynamoMailStore::new(

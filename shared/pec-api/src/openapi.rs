@@ -39,6 +39,14 @@ use utoipa::{Modify, OpenApi};
         crate::webhooks::deliveries,
         crate::webhooks::replay,
         crate::webhooks::ping,
+        crate::admin::plans,
+        crate::admin::list_mailboxes,
+        crate::admin::change_plan,
+        crate::admin::change_status,
+        crate::admin::list_domains,
+        crate::admin::add_domain,
+        crate::admin::verify_domain,
+        crate::admin::remove_domain,
     ),
     modifiers(&Bearer),
     tags(
@@ -46,6 +54,7 @@ use utoipa::{Modify, OpenApi};
         (name = "messages", description = "Sending and following PEC"),
         (name = "mailboxes", description = "Reading and organising mailboxes"),
         (name = "webhooks", description = "Signed event deliveries (Standard Webhooks) to the tenant's endpoints"),
+        (name = "administration", description = "The tenant's mailboxes, plans and own domains (API keys with the admin scope)"),
     )
 )]
 pub struct ApiDoc;

@@ -19,8 +19,15 @@ use tower::ServiceExt;
 
 use crate::{App, Settings, Stores, router};
 
-type Mem =
-    Stores<MemoryState, MemoryAccess, MemoryStore, MemoryMailStore, MemoryWebhooks, MemoryOutbox>;
+type Mem = Stores<
+    MemoryState,
+    MemoryAccess,
+    MemoryStore,
+    MemoryMailStore,
+    MemoryWebhooks,
+    MemoryOutbox,
+    pec_ports::MemoryIdentities,
+>;
 
 struct World {
     app: Arc<App<Mem>>,
@@ -48,6 +55,7 @@ async fn world_with(requests_per_minute: u32) -> World {
         mail: MemoryMailStore::new(),
         hooks: MemoryWebhooks::new(),
         queue: MemoryOutbox::default(),
+        identities: pec_ports::MemoryIdentities::new(),
     };
     let hash = pec_submit::hash_password_with("segreta", pec_submit::HashCost::Fast).unwrap();
     for (address, tenant, locked) in [
@@ -70,6 +78,7 @@ async fn world_with(requests_per_minute: u32) -> World {
                 status: Default::default(),
                 member: None,
                 status_note: None,
+                agreement_accepted_at: None,
                 refuse_ordinary: false,
                 created_at: now,
             })
@@ -1715,6 +1724,7 @@ async fn activation_links_set_the_password_once() {
             status: MailboxStatus::Pending,
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: false,
             created_at: now,
         })
@@ -1782,4 +1792,351 @@ async fn activation_links_set_the_password_once() {
     )
     .await
     .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+}
+
+/// Tenant administration: the service sheet; the tenant's mailboxes listed and paged, a plan
+/// changed (and a downgrade refused with the numbers), a mailbox suspended and resumed; a
+/// domain added with its DNS records, verified, listed and removed; a domain of another
+/// provider refused. Every admin route refuses a key without the admin scope and a mailbox
+/// session (403), and another tenant's key reaches nothing of it (404), changing nothing.
+#[tokio::test]
+async fn tenant_administration_and_its_isolation() {
+    let w = world().await;
+    for t in ["a", "b"] {
+        w.app
+            .backend
+            .state
+            .put_tenant(&pec_ports::Tenant {
+                id: t.into(),
+                name: t.into(),
+                billing: Default::default(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut other = pec_smime::index::ProviderEntry::for_certificate(
+        "Altro Gestore",
+        "o=postacert",
+        vec!["pec.altro.test".into(), "studio.altro.test".into()],
+        None,
+        b"cert",
+    );
+    // An entry known by its certificate's hash only (the test has no certificate to give).
+    other.certificates.clear();
+    w.app.backend.objects.insert(
+        "evidence",
+        pec_ports::keys::DEFAULT_PROVIDER_INDEX_KEY,
+        other.to_ldif(),
+    );
+
+    let sheet = get(&w, "/v1/plans", &w.key_a_read).await;
+    assert_eq!(sheet.status, StatusCode::OK);
+    let plans = sheet.json()["plans"].as_array().unwrap().clone();
+    assert_eq!(plans.len(), 9);
+    assert!(plans.iter().any(|p| p["name"] == "gold-plus"));
+    assert_eq!(sheet.json()["expansions_gb"], json!([1, 3, 5]));
+
+    // Mailboxes: the tenant's only, by address, in pages.
+    let page = get(&w, "/v1/mailboxes?limit=2", &w.key_a).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.json());
+    let addrs: Vec<String> = page.json()["mailboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(addrs, [LOCKED, A2]);
+    let cursor = page.json()["next_cursor"].as_str().unwrap().to_string();
+    let rest = get(
+        &w,
+        &format!("/v1/mailboxes?limit=2&cursor={cursor}"),
+        &w.key_a,
+    )
+    .await;
+    assert_eq!(rest.json()["mailboxes"][0]["address"], A1);
+    assert_eq!(rest.json()["next_cursor"], Value::Null);
+    let b_list = get(&w, "/v1/mailboxes", &w.key_b).await.json();
+    assert_eq!(b_list["mailboxes"].as_array().unwrap().len(), 1);
+    assert_eq!(b_list["mailboxes"][0]["address"], B1);
+    get(&w, "/v1/mailboxes?limit=0", &w.key_a)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+
+    // A plan: up at once; down refused with the numbers when the usage does not fit.
+    let plan = format!("/v1/mailboxes/{A1}/plan");
+    let up = post_json(
+        &w,
+        &plan,
+        Some(&w.key_a),
+        json!({"plan": "gold", "expansion_gb": 1}),
+    )
+    .await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.json());
+    assert_eq!(up.json()["kind"], "upgrade");
+    assert_eq!(up.json()["plan"], "gold");
+    let item = pec_ports::MailboxItem {
+        id: "big".into(),
+        object_key: "k".into(),
+        size: 3 << 30,
+        kind: "busta-trasporto".into(),
+        subject: String::new(),
+        from: String::new(),
+        identificativo: String::new(),
+        evidence_key: String::new(),
+        stored_at: Utc::now(),
+    };
+    w.app
+        .backend
+        .state
+        .store_in_mailbox(A1, &item, None, false)
+        .await
+        .unwrap();
+    let down = post_json(&w, &plan, Some(&w.key_a), json!({"plan": "base"})).await;
+    down.problem(StatusCode::CONFLICT, "plan-exceeded");
+    assert!(
+        down.json()["detail"].as_str().unwrap().contains("bytes"),
+        "{}",
+        down.json()
+    );
+    post_json(&w, &plan, Some(&w.key_a), json!({"plan": "platinum"}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    post_json(
+        &w,
+        &plan,
+        Some(&w.key_a),
+        json!({"plan": "gold", "expansion_gb": 2}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+
+    // Status: suspend with a reason, resume; a bad action or a missing reason is refused.
+    let status = format!("/v1/mailboxes/{A2}/status");
+    let s = post_json(
+        &w,
+        &status,
+        Some(&w.key_a),
+        json!({"action": "suspend", "reason": "non-payment"}),
+    )
+    .await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.json());
+    assert_eq!(
+        (
+            s.json()["status"].clone(),
+            s.json()["status_reason"].clone()
+        ),
+        (json!("suspended"), json!("non-payment"))
+    );
+    post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": A2, "password": "segreta"}),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "mailbox-locked");
+    let r = post_json(&w, &status, Some(&w.key_a), json!({"action": "resume"})).await;
+    assert_eq!(r.json()["status"], "active");
+    post_json(&w, &status, Some(&w.key_a), json!({"action": "resume"}))
+        .await
+        .problem(StatusCode::CONFLICT, "mailbox-status");
+    post_json(&w, &status, Some(&w.key_a), json!({"action": "suspend"}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    post_json(&w, &status, Some(&w.key_a), json!({"action": "delete"}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+
+    // Domains.
+    let added = post_json(
+        &w,
+        "/v1/domains",
+        Some(&w.key_a),
+        json!({"domain": "ordine.example.test"}),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.json());
+    assert_eq!(added.json()["status"], "pending");
+    let kinds: Vec<String> = added.json()["dns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["MX", "CNAME", "TXT"] {
+        assert!(kinds.iter().any(|x| x == k), "{kinds:?}");
+    }
+    post_json(
+        &w,
+        "/v1/domains",
+        Some(&w.key_a),
+        json!({"domain": "Ordine.Example.test"}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    post_json(
+        &w,
+        "/v1/domains",
+        Some(&w.key_a),
+        json!({"domain": "studio.altro.test"}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "domain-conflict");
+    post_json(
+        &w,
+        "/v1/domains",
+        Some(&w.key_b),
+        json!({"domain": "ordine.example.test"}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "domain-conflict");
+    w.app.backend.identities.publish("ordine.example.test");
+    let v = post_json(
+        &w,
+        "/v1/domains/ordine.example.test/verify",
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v.json()["status"], "verified", "{}", v.json());
+    let listed = get(&w, "/v1/domains", &w.key_a).await.json();
+    assert_eq!(listed["domains"][0]["domain"], "ordine.example.test");
+    assert_eq!(
+        get(&w, "/v1/domains", &w.key_b).await.json()["domains"],
+        json!([])
+    );
+
+    // Isolation: another tenant's key, a key without admin, a mailbox session.
+    let before = (
+        w.app.backend.state.mailbox(A1).await.unwrap(),
+        w.app.backend.state.mailbox(A2).await.unwrap(),
+        w.app
+            .backend
+            .state
+            .domain("ordine.example.test")
+            .await
+            .unwrap(),
+    );
+    let session = login(&w, A1).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for who in [&w.key_a_read, &session] {
+        for (method, route, body) in [
+            (Method::GET, "/v1/mailboxes".to_string(), None),
+            (Method::POST, plan.clone(), Some(json!({"plan": "base"}))),
+            (
+                Method::POST,
+                status.clone(),
+                Some(json!({"action": "revoke"})),
+            ),
+            (Method::GET, "/v1/domains".to_string(), None),
+            (
+                Method::POST,
+                "/v1/domains".to_string(),
+                Some(json!({"domain": "x.example.test"})),
+            ),
+            (
+                Method::POST,
+                "/v1/domains/ordine.example.test/verify".to_string(),
+                Some(json!({})),
+            ),
+            (
+                Method::DELETE,
+                "/v1/domains/ordine.example.test".to_string(),
+                None,
+            ),
+        ] {
+            let body = body
+                .map(|b| serde_json::to_vec(&b).unwrap())
+                .unwrap_or_default();
+            call(
+                &w,
+                method.clone(),
+                &route,
+                Some(who),
+                Some("application/json"),
+                body,
+                &[],
+            )
+            .await
+            .problem(StatusCode::FORBIDDEN, "missing-scope");
+        }
+    }
+    for (method, route, body) in [
+        (Method::POST, plan.clone(), Some(json!({"plan": "base"}))),
+        (
+            Method::POST,
+            status.clone(),
+            Some(json!({"action": "revoke"})),
+        ),
+        (
+            Method::POST,
+            "/v1/domains/ordine.example.test/verify".to_string(),
+            Some(json!({})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/domains/ordine.example.test".to_string(),
+            None,
+        ),
+    ] {
+        let body = body
+            .map(|b| serde_json::to_vec(&b).unwrap())
+            .unwrap_or_default();
+        call(
+            &w,
+            method,
+            &route,
+            Some(&w.key_b),
+            Some("application/json"),
+            body,
+            &[],
+        )
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+    let after = (
+        w.app.backend.state.mailbox(A1).await.unwrap(),
+        w.app.backend.state.mailbox(A2).await.unwrap(),
+        w.app
+            .backend
+            .state
+            .domain("ordine.example.test")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(before, after, "nothing of tenant a changed");
+
+    // Removal: refused while a mailbox is in the domain, then done.
+    let mut m = w.app.backend.state.mailbox(A1).await.unwrap().unwrap();
+    m.address = "socio@ordine.example.test".into();
+    w.app.backend.state.create_mailbox(&m).await.unwrap();
+    call(
+        &w,
+        Method::DELETE,
+        "/v1/domains/ordine.example.test",
+        Some(&w.key_a),
+        None,
+        Vec::new(),
+        &[],
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "domain-conflict");
+    let revoked = post_json(
+        &w,
+        "/v1/mailboxes/socio@ordine.example.test/status",
+        Some(&w.key_a),
+        json!({"action": "revoke"}),
+    )
+    .await;
+    assert_eq!(revoked.json()["status"], "revoked");
+    post_json(
+        &w,
+        "/v1/mailboxes/socio@ordine.example.test/status",
+        Some(&w.key_a),
+        json!({"action": "resume"}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "mailbox-status");
 }

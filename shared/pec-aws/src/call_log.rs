@@ -143,6 +143,13 @@ fn resource_of(service: &str, uri: &str, body: Option<&[u8]>) -> Map<String, Val
             if let Some(source) = form.get("Source") {
                 out.insert("source".into(), json!(source));
             }
+            // Identity management (tenants' domains): the identity it names.
+            if let Some(identity) = ["Domain", "Identity", "Identities.member.1"]
+                .iter()
+                .find_map(|f| form.get(*f))
+            {
+                out.insert("identity".into(), json!(identity));
+            }
         }
         _ => {
             let body: Value = body

@@ -611,7 +611,15 @@ impl<O: ObjectStore> DynamoMailStore<O> {
                         ))),
                     };
                 }
-                Some(reasons) if cancelled(&reasons, 0) || cancelled(&reasons, 1) => {
+                // A lost race for the folder or the quota, or a concurrent transaction on the
+                // same items (a delivery landing now): read again and retry.
+                Some(reasons)
+                    if cancelled(&reasons, 0)
+                        || cancelled(&reasons, 1)
+                        || reasons
+                            .iter()
+                            .any(|r| r.code() == Some("TransactionConflict")) =>
+                {
                     row = self.target(address, folder).await?;
                 }
                 Some(_) => {

@@ -153,7 +153,8 @@ pub enum MailboxCommand {
     Transfer {
         /// The mailbox here.
         address: String,
-        /// The source server: imaps://[user@]host[:port], or imap://... with STARTTLS.
+        /// The source server: imaps://[user@]host[:port], or imap://... with STARTTLS. A
+        /// transfer resumes per user and host name: spell the host the same way every run.
         #[arg(long)]
         from: String,
         /// The login at the source (default: the URL's user).
@@ -276,6 +277,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 status: Default::default(),
                 member: None,
                 status_note: None,
+                agreement_accepted_at: None,
                 refuse_ordinary,
                 created_at: Utc::now(),
             };

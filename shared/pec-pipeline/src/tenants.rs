@@ -253,12 +253,16 @@ pub async fn change_status<Db: StateStore>(
                 }),
             ),
             (StatusChange::Resume, MailboxStatus::Suspended) => {
-                let back = current
-                    .status_note
-                    .as_ref()
-                    .map(|n| n.previous)
-                    .filter(|p| matches!(p, MailboxStatus::Active | MailboxStatus::Pending))
-                    .unwrap_or(MailboxStatus::Active);
+                // Back to what it was, except that a member who activated the mailbox while it
+                // was suspended (password chosen, agreement accepted) finds it active: pending
+                // means "waiting for the member", nothing else.
+                let activated = current.password_hash != NOT_ACTIVATED;
+                let back = match current.status_note.as_ref().map(|n| n.previous) {
+                    Some(MailboxStatus::Pending) if activated => MailboxStatus::Active,
+                    Some(p @ (MailboxStatus::Active | MailboxStatus::Pending)) => p,
+                    _ if activated => MailboxStatus::Active,
+                    _ => MailboxStatus::Pending,
+                };
                 (back, None)
             }
             (StatusChange::Resume, other) => {
@@ -668,7 +672,6 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
                 status: MemberStatus::Reserved,
                 imported_at: now,
                 link: None,
-                agreement_accepted_at: None,
             };
             match state.claim_member(&record).await? {
                 None => (record, true),
@@ -857,6 +860,7 @@ async fn ensure_mailbox<Db: StateStore>(
             },
             member: Some(record.fiscal_code.clone()),
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: false,
             created_at: now,
         };
@@ -945,6 +949,7 @@ mod tests {
             status: Default::default(),
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: false,
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
@@ -1417,7 +1422,6 @@ mod tests {
             status: MemberStatus::Reserved,
             imported_at: Utc.timestamp_opt(50, 0).unwrap(),
             link: None,
-            agreement_accepted_at: None,
         };
         state.put_member(&half).await.unwrap();
         let luigi = member(7, "Luigi", "Ferri", "FRRLGU70A01F205X");
@@ -1563,7 +1567,6 @@ mod tests {
                 status: MemberStatus::Reserved,
                 imported_at: Utc.timestamp_opt(1, 0).unwrap(),
                 link: None,
-                agreement_accepted_at: None,
             })
             .await
             .unwrap();
@@ -1691,10 +1694,11 @@ mod tests {
             "mailbox mario.rossi@ordine.example.test is active, not suspended: nothing to resume"
         );
 
-        // A pending mailbox goes back to pending.
+        // A pending mailbox goes back to pending; activated while suspended, to active.
         let p = "anna.bianchi@ordine.example.test";
         let mut pending = mailbox(p, Plan::Pro);
         pending.status = MailboxStatus::Pending;
+        pending.password_hash = NOT_ACTIVATED.into();
         state.create_mailbox(&pending).await.unwrap();
         change_status(
             &state,
@@ -1709,6 +1713,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(back.status, MailboxStatus::Pending);
+        let s = change_status(
+            &state,
+            &op,
+            p,
+            StatusChange::Suspend(SuspendReason::Request),
+            at(7),
+        )
+        .await
+        .unwrap();
+        let activated = Mailbox {
+            password_hash: "$argon2id$chosen".into(),
+            ..s.clone()
+        };
+        assert!(state.replace_mailbox(&s, &activated, None).await.unwrap());
+        let back = change_status(&state, &op, p, StatusChange::Resume, at(8))
+            .await
+            .unwrap();
+        assert_eq!(
+            back.status,
+            MailboxStatus::Active,
+            "activated while suspended"
+        );
 
         // Revocation is final; its retry is not an error.
         let v = change_status(&state, &op, a, StatusChange::Revoke, at(7))
@@ -1948,10 +1974,10 @@ mod tests {
         pec_ports::activation::activate(&state, "second-link", "$argon2id$x", true, at(210))
             .await
             .unwrap();
-        let record = state.member("ordine", cf).await.unwrap().unwrap();
+        let m = state.mailbox(a).await.unwrap().unwrap();
         assert_eq!(
-            (record.agreement_accepted_at, record.link),
-            (Some(at(210)), None)
+            (m.agreement_accepted_at, m.status),
+            (Some(at(210)), MailboxStatus::Active)
         );
         assert_eq!(
             reissue_activation(&state, &outbox, &op, a, &settings, at(220), &mut token)

@@ -335,7 +335,12 @@ where
         return Err(TransferError::Unmapped(unmapped));
     }
 
-    // This run's share (the limit), and whether it fits.
+    // What is left must fit, all of it (a --limit run must not half fill a mailbox that
+    // cannot take the rest); then this run's share.
+    let needed: u64 = plan
+        .iter()
+        .flat_map(|p| p.todo.iter().map(|(_, size)| *size))
+        .sum();
     let mut budget = options.limit.unwrap_or(usize::MAX);
     let mut complete = true;
     for p in &mut plan {
@@ -346,7 +351,7 @@ where
         budget -= p.todo.len();
     }
     let messages: usize = plan.iter().map(|p| p.todo.len()).sum();
-    let needed: u64 = plan
+    let this_run: u64 = plan
         .iter()
         .flat_map(|p| p.todo.iter().map(|(_, size)| *size))
         .sum();
@@ -361,7 +366,7 @@ where
     }
     progress(Progress::Planned {
         messages: messages as u64,
-        bytes: needed,
+        bytes: this_run,
     });
 
     // Copy, folder by folder, in batches, by increasing UID.
@@ -390,7 +395,7 @@ where
             rest = later;
             let uids: Vec<u32> = batch.iter().map(|(uid, _)| *uid).collect();
             let fetched = source
-                .fetch(&p.report.source, &uids)
+                .fetch(&p.report.source, p.uid_validity, &uids)
                 .await
                 .map_err(|e| interrupted(copied, e))?;
             let got: BTreeSet<u32> = fetched.iter().map(|m| m.uid).collect();
@@ -482,6 +487,7 @@ mod tests {
             status,
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: false,
             created_at: at(0),
         }
@@ -656,6 +662,16 @@ mod tests {
                 }
             ),
             "{e}"
+        );
+        assert_eq!(store.quota(ADDR).await.unwrap().used, 0);
+        let limited = TransferOptions {
+            limit: Some(2),
+            ..TransferOptions::default()
+        };
+        let e = run(&state, &store, &mut src, &limited).await.unwrap_err();
+        assert!(
+            matches!(e, TransferError::DoesNotFit { needed: 670, .. }),
+            "a --limit run is refused when the rest cannot follow: {e}"
         );
         assert_eq!(store.quota(ADDR).await.unwrap().used, 0);
 

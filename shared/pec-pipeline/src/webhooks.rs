@@ -310,6 +310,7 @@ mod tests {
                     status: Default::default(),
                     member: None,
                     status_note: None,
+                    agreement_accepted_at: None,
                     refuse_ordinary: false,
                     created_at: t(0),
                 })

@@ -144,6 +144,7 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
             status: Default::default(),
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             ..common::mailbox_record(
                 &m.address,
                 m.quota_bytes.unwrap_or_else(common::standard_quota),

@@ -228,6 +228,7 @@ async fn mailbox(n: &Node, address: &str) {
             status: Default::default(),
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: false,
             created_at: t0(),
         })
@@ -857,6 +858,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             status: Default::default(),
             member: None,
             status_note: None,
+            agreement_accepted_at: None,
             refuse_ordinary: true,
             created_at: t0(),
         })

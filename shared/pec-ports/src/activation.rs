@@ -56,49 +56,31 @@ pub async fn take<Db: StateStore>(
 }
 
 /// Completes a taken link: sets `password_hash` and puts a pending (member-paid) mailbox in
-/// service. Only a mailbox not activated yet: a link cannot reset a password chosen since.
-/// On a failure of the store the link is put back, so the member can try again. The member's
-/// record (an imported mailbox's) then notes the link used and, for a member-paid mailbox,
-/// when the member accepted the agreement.
+/// service, recording when the member accepted the agreement, in one conditional write. Only a
+/// mailbox not activated yet: a link cannot reset a password chosen since. On a failure of the
+/// store the link is put back, so the member can try again.
 pub async fn complete<Db: StateStore>(
     state: &Db,
     link: &ActivationRecord,
     password_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<String, ActivationError> {
-    let result = set_password(state, link, password_hash).await;
-    match result {
-        Err(ActivationError::State(_) | ActivationError::Contended(_)) => {
-            state.put_activation(link).await?;
-            result.map(|(address, _)| address)
-        }
-        Err(e) => Err(e),
-        Ok((address, member)) => {
-            if let Some(cf) = member
-                && let Some(record) = state.member(&link.tenant, &cf).await?
-            {
-                let noted = crate::MemberRecord {
-                    link: None,
-                    agreement_accepted_at: if link.agreement {
-                        Some(now)
-                    } else {
-                        record.agreement_accepted_at
-                    },
-                    ..record
-                };
-                state.put_member(&noted).await?;
-            }
-            Ok(address)
-        }
+    let result = set_password(state, link, password_hash, now).await;
+    if matches!(
+        result,
+        Err(ActivationError::State(_) | ActivationError::Contended(_))
+    ) {
+        state.put_activation(link).await?;
     }
+    result
 }
 
-/// The address and its member (fiscal code), once the password is set.
 async fn set_password<Db: StateStore>(
     state: &Db,
     link: &ActivationRecord,
     password_hash: &str,
-) -> Result<(String, Option<String>), ActivationError> {
+    now: DateTime<Utc>,
+) -> Result<String, ActivationError> {
     for _ in 0..5 {
         let current = state
             .mailbox(&link.address)
@@ -114,10 +96,15 @@ async fn set_password<Db: StateStore>(
                 MailboxStatus::Pending => MailboxStatus::Active,
                 other => other,
             },
+            agreement_accepted_at: if link.agreement {
+                Some(now)
+            } else {
+                current.agreement_accepted_at
+            },
             ..current.clone()
         };
         if state.replace_mailbox(&current, &new, None).await? {
-            return Ok((link.address.clone(), current.member.clone()));
+            return Ok(link.address.clone());
         }
     }
     Err(ActivationError::Contended(link.address.clone()))

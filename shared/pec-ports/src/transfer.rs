@@ -81,10 +81,13 @@ pub trait TransferSource: Send {
     ) -> impl Future<Output = Result<SourceListing, SourceError>> + Send;
 
     /// The messages of `folder` with these UIDs, by increasing UID, without setting `\Seen`;
-    /// a UID the folder no longer has is left out.
+    /// a UID the folder no longer has is left out. `uid_validity` is the listing's: if the
+    /// folder's is another now, its UIDs name other messages and the fetch fails
+    /// ([`SourceError::Unavailable`]: the next run lists it again).
     fn fetch(
         &mut self,
         folder: &str,
+        uid_validity: u32,
         uids: &[u32],
     ) -> impl Future<Output = Result<Vec<SourceMessage>, SourceError>> + Send;
 }
@@ -183,9 +186,15 @@ impl TransferSource for MemorySource {
     async fn fetch(
         &mut self,
         folder: &str,
+        uid_validity: u32,
         uids: &[u32],
     ) -> Result<Vec<SourceMessage>, SourceError> {
-        let (_, _, messages) = self.find(folder)?;
+        let (_, validity, messages) = self.find(folder)?;
+        if *validity != uid_validity {
+            return Err(SourceError::Unavailable(format!(
+                "{folder}: UIDVALIDITY is {validity} now, not {uid_validity}"
+            )));
+        }
         let mut out: Vec<SourceMessage> = uids
             .iter()
             .filter_map(|u| messages.get(u).cloned())

@@ -321,6 +321,16 @@ fn flag_text(flag: Flag<'_>) -> Option<String> {
         Flag::Deleted => "\\Deleted".into(),
         Flag::Draft => "\\Draft".into(),
         Flag::Recent | Flag::MayCreate => return None,
+        // System flags are case-insensitive (RFC 3501 section 2.3.2): `\SEEN` is `\Seen`.
+        Flag::Custom(k) if k.starts_with('\\') => match k.to_ascii_lowercase().as_str() {
+            "\\seen" => "\\Seen".into(),
+            "\\answered" => "\\Answered".into(),
+            "\\flagged" => "\\Flagged".into(),
+            "\\deleted" => "\\Deleted".into(),
+            "\\draft" => "\\Draft".into(),
+            "\\recent" => return None,
+            _ => k.into_owned(),
+        },
         Flag::Custom(k) => k.into_owned(),
     })
 }
@@ -401,17 +411,25 @@ impl TransferSource for ImapSource {
         })
         .await?;
         self.drain();
+        // A FETCH without UID is an unsolicited update, not an answer; one without a size is
+        // kept (the append checks the quota on the bytes anyway).
         let mut entries: Vec<SourceEntry> = fetched
             .iter()
             .filter_map(|f| {
                 Some(SourceEntry {
                     uid: f.uid?,
-                    size: u64::from(f.size?),
+                    size: f.size.map(u64::from).unwrap_or(0),
                 })
             })
             .collect();
         entries.sort_by_key(|e| e.uid);
         entries.dedup_by_key(|e| e.uid);
+        if entries.len() < exists as usize {
+            return Err(SourceError::Unavailable(format!(
+                "{folder}: the server holds {exists} messages but listed {}: run the transfer again",
+                entries.len()
+            )));
+        }
         Ok(SourceListing {
             uid_validity,
             entries,
@@ -421,6 +439,7 @@ impl TransferSource for ImapSource {
     async fn fetch(
         &mut self,
         folder: &str,
+        uid_validity: u32,
         uids: &[u32],
     ) -> Result<Vec<SourceMessage>, SourceError> {
         if uids.is_empty() {
@@ -430,6 +449,12 @@ impl TransferSource for ImapSource {
             Some((open, v)) if open == folder => *v,
             _ => self.examine(folder).await?.0,
         };
+        if validity != uid_validity {
+            return Err(SourceError::Unavailable(format!(
+                "{folder}: UIDVALIDITY is {validity} now, not {uid_validity} as listed (the \
+                 server renumbered it): run the transfer again"
+            )));
+        }
         let set = uid_set(uids);
         let session = &mut self.session;
         let fetched: Vec<_> = timed("UID FETCH", COMMAND_TIMEOUT, async {
@@ -512,6 +537,16 @@ mod tests {
             ImapServer::parse("imaps://a+b@h").unwrap().user.as_deref(),
             Some("a+b")
         );
+    }
+
+    #[test]
+    fn system_flags_in_any_case() {
+        use std::borrow::Cow;
+        let f = |s: &'static str| flag_text(Flag::Custom(Cow::Borrowed(s)));
+        assert_eq!(f("\\SEEN").as_deref(), Some("\\Seen"));
+        assert_eq!(f("\\recent"), None);
+        assert_eq!(f("$Label1").as_deref(), Some("$Label1"));
+        assert_eq!(flag_text(Flag::Recent), None);
     }
 
     #[test]

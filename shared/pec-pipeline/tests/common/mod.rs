@@ -129,6 +129,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         status: Default::default(),
         member: None,
         status_note: None,
+        agreement_accepted_at: None,
         refuse_ordinary: false,
         created_at: t0(),
     }

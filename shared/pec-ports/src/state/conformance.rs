@@ -258,6 +258,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         status: Default::default(),
         member: None,
         status_note: None,
+        agreement_accepted_at: None,
         refuse_ordinary: false,
         created_at: at(0),
     }
@@ -671,7 +672,6 @@ async fn members_and_activations<S: StateStore>(s: &S, ns: &str) -> Outcome {
         status: MemberStatus::Reserved,
         imported_at: at(0),
         link: None,
-        agreement_accepted_at: None,
     };
     ensure_eq!(
         s.claim_member(&first).await.op("claim_member")?,

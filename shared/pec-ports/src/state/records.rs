@@ -175,9 +175,6 @@ pub struct MemberRecord {
     /// Hex SHA-256 of the activation link in force: a new link retires it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
-    /// When the member accepted the agreement by activating a member-paid mailbox.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agreement_accepted_at: Option<DateTime<Utc>>,
 }
 
 /// How far a member's import got.
@@ -234,6 +231,10 @@ pub struct Mailbox {
     /// change; not written when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_note: Option<StatusNote>,
+    /// When its member accepted the agreement (a member-paid mailbox's activation), written
+    /// with the password in one conditional write. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_accepted_at: Option<DateTime<Utc>>,
     /// Refuses ordinary (non-PEC) mail instead of wrapping it in an anomaly envelope.
     pub refuse_ordinary: bool,
     pub created_at: DateTime<Utc>,
