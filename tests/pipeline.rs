@@ -3908,12 +3908,35 @@ async fn admin_calls(ctx: &Ctx, port: u16) -> Result<()> {
     )
     .await?;
 
+    let second = ctx.address("adm2");
+    let made = curl_json(
+        port,
+        "/v1/mailboxes",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &bearer(&admin),
+            "-H",
+            json,
+            "--data-binary",
+            &serde_json::json!({"address": second, "plan": "pro", "password": MAILBOX_PASSWORD})
+                .to_string(),
+        ],
+        201,
+    )?;
+    ensure!(made["status"] == "active", "{made}");
     let list = curl_json(port, "/v1/mailboxes", &["-H", &bearer(&admin)], 200)?;
-    ensure!(
-        list["mailboxes"].as_array().map(Vec::len) == Some(1)
-            && list["mailboxes"][0]["address"] == member.as_str(),
-        "{list}"
-    );
+    let mut listed: Vec<&str> = list["mailboxes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["address"].as_str())
+        .collect();
+    listed.sort_unstable();
+    let mut want = vec![member.as_str(), second.as_str()];
+    want.sort_unstable();
+    ensure!(listed == want, "{list}");
     let up = curl_json(
         port,
         &format!("/v1/mailboxes/{member}/plan"),

@@ -61,10 +61,14 @@ fn problem(e: AdminError) -> Problem {
         e @ (E::Contended(_) | E::Identity(_) | E::State(_) | E::MailFailed { .. }) => {
             Problem::unavailable(e)
         }
-        e @ (E::DomainNotReady { .. }
-        | E::AddressSpace(_)
-        | E::AlreadyActivated(_)
-        | E::NotImported(_)) => Problem::conflict("not-possible", e.to_string()),
+        e @ E::BadAddress(_) => Problem::invalid(vec![FieldError::new("/address", e.to_string())]),
+        e @ E::MailboxTaken(_) => Problem::conflict("mailbox-exists", e.to_string()),
+        e @ E::DomainNotReady { .. } => {
+            Problem::invalid(vec![FieldError::new("/address", e.to_string())])
+        }
+        e @ (E::AddressSpace(_) | E::AlreadyActivated(_) | E::NotImported(_)) => {
+            Problem::conflict("not-possible", e.to_string())
+        }
     }
 }
 
@@ -237,6 +241,107 @@ pub async fn list_mailboxes<B: Backend>(
         mailboxes: page.into_iter().map(mailbox_view).collect(),
         next_cursor,
     }))
+}
+
+/// `POST /v1/mailboxes`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMailbox {
+    /// In the provider's domain or one of the tenant's verified domains.
+    #[schema(example = "mario.rossi@ordine.example.it", max_length = 254)]
+    pub address: String,
+    /// One of the sheet's plans (`GET /v1/plans`).
+    #[schema(example = "pro")]
+    pub plan: String,
+    /// 0 (none), 1, 3 or 5 GB on top of the plan.
+    #[serde(default)]
+    #[schema(maximum = 1000)]
+    pub expansion_gb: u32,
+    /// Its first password (10 to 200 characters); stored only as an Argon2id hash.
+    #[schema(min_length = 10, max_length = 200)]
+    pub password: String,
+}
+
+/// Creates a mailbox of the tenant, active at once.
+#[utoipa::path(post, path = "/v1/mailboxes", operation_id = "create_mailbox", tag = "administration", security(("bearer" = [])),
+    request_body = CreateMailbox,
+    responses(
+        (status = 201, description = "Created", body = MailboxAdmin),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant key with the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The address exists already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an address of the tenant's domains, an unknown plan, an expansion not sold, a short password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_mailbox<B: Backend>(
+    State(app): State<Arc<App<B>>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<MailboxAdmin>), Problem> {
+    let tenant = tenant_of(&app, &headers).await?;
+    let req: CreateMailbox = crate::send::json_body(&headers, &body)?;
+    let mut errors = Vec::new();
+    let plan = plan::parse_plan(&req.plan);
+    if let Err(e) = &plan {
+        errors.push(FieldError::new("/plan", e.to_string()));
+    }
+    if let Err(e) = plan::check_expansion(req.expansion_gb) {
+        errors.push(FieldError::new("/expansion_gb", e.to_string()));
+    }
+    let min = crate::activation::MIN_PASSWORD;
+    if !(min..=200).contains(&req.password.chars().count()) {
+        errors.push(FieldError::new(
+            "/password",
+            format!("{min} to 200 characters"),
+        ));
+    }
+    if !pec_core::addr::is_addr_spec(req.address.trim()) {
+        errors.push(FieldError::new("/address", "not a mailbox address"));
+    }
+    let (Ok(plan), true) = (plan, errors.is_empty()) else {
+        return Err(Problem::invalid(errors));
+    };
+    // The cheap checks first: no password is hashed for a mailbox that cannot be made.
+    let domain = req
+        .address
+        .trim()
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase());
+    let provider = app.settings.hostname.to_ascii_lowercase();
+    if let Some(d) = domain.filter(|d| *d != provider) {
+        match app.backend.state().domain(&d).await? {
+            Some(r) if r.tenant == tenant && r.status == pec_ports::DomainStatus::Verified => {}
+            _ => {
+                return Err(problem(AdminError::DomainNotReady {
+                    tenant: tenant.clone(),
+                    domain: d,
+                }));
+            }
+        }
+    }
+    let cost = app.settings.login_cost;
+    let password = req.password;
+    let hash = tokio::task::spawn_blocking(move || pec_submit::hash_password_with(&password, cost))
+        .await
+        .map_err(|e| Problem::unavailable(format!("password hash: {e}")))?
+        .map_err(|e| Problem::unavailable(format!("password hash: {e}")))?;
+    let m = tenants::create_mailbox(
+        app.backend.state(),
+        &Admin::Tenant(tenant.clone()),
+        &tenant,
+        &provider,
+        &tenants::NewMailbox {
+            address: req.address,
+            plan,
+            expansion_gb: req.expansion_gb,
+            password_hash: hash,
+        },
+        app.now(),
+    )
+    .await
+    .map_err(problem)?;
+    tracing::info!(address = %m.address, tenant = %m.tenant, "mailbox created");
+    Ok((StatusCode::CREATED, Json(mailbox_view(&m))))
 }
 
 /// `POST /v1/mailboxes/{address}/plan`.

@@ -15,7 +15,7 @@
 //! | `POST/GET /v1/webhooks`, `GET/DELETE /v1/webhooks/{id}` | webhook subscriptions |
 //! | `GET /v1/webhooks/{id}/deliveries`, `POST .../deliveries/{d}/replay` | delivery log, replay |
 //! | `GET /v1/plans` | the service sheet |
-//! | `GET /v1/mailboxes`, `POST /v1/mailboxes/{address}/plan`, `.../status` | tenant admin: mailboxes, plans, suspend/resume/revoke |
+//! | `GET/POST /v1/mailboxes`, `POST /v1/mailboxes/{address}/plan`, `.../status` | tenant admin: mailboxes, plans, suspend/resume/revoke |
 //! | `GET/POST /v1/domains`, `POST /v1/domains/{d}/verify`, `DELETE /v1/domains/{d}` | tenant admin: own domains |
 //! | `GET /v1/openapi.json` | this API's OpenAPI 3.1 document |
 //!
@@ -311,7 +311,10 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             post(webhooks::replay::<B>),
         )
         .route("/v1/plans", get(admin::plans::<B>))
-        .route("/v1/mailboxes", get(admin::list_mailboxes::<B>))
+        .route(
+            "/v1/mailboxes",
+            get(admin::list_mailboxes::<B>).post(admin::create_mailbox::<B>),
+        )
         .route(
             "/v1/mailboxes/{address}/plan",
             post(admin::change_plan::<B>),

@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi};
         crate::webhooks::ping,
         crate::admin::plans,
         crate::admin::list_mailboxes,
+        crate::admin::create_mailbox,
         crate::admin::change_plan,
         crate::admin::change_status,
         crate::admin::list_domains,

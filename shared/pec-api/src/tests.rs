@@ -2006,6 +2006,90 @@ async fn tenant_administration_and_its_isolation() {
         json!([])
     );
 
+    // New mailboxes: in the provider's domain or the tenant's verified domain only.
+    let created = post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        json!({"address": "Nuovo@Ordine.Example.test", "plan": "pro", "password": "una-password-lunga"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.json());
+    assert_eq!(created.json()["address"], "nuovo@ordine.example.test");
+    assert_eq!(created.json()["status"], "active");
+    let fresh = post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": "nuovo@ordine.example.test", "password": "una-password-lunga"}),
+    )
+    .await;
+    assert_eq!(fresh.status, StatusCode::OK, "the new mailbox logs in");
+    post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        json!({"address": "nuovo@ordine.example.test", "plan": "pro", "password": "una-password-lunga"}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "mailbox-exists");
+    post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        json!({"address": "x@pec.test", "plan": "pro", "password": "una-password-lunga"}),
+    )
+    .await;
+    for (who, body) in [
+        (
+            &w.key_b,
+            json!({"address": "y@ordine.example.test", "plan": "pro", "password": "una-password-lunga"}),
+        ),
+        (
+            &w.key_a,
+            json!({"address": "y@a.pec.test", "plan": "pro", "password": "una-password-lunga"}),
+        ),
+        (
+            &w.key_a,
+            json!({"address": "y@pec.test", "plan": "pro", "password": "corta"}),
+        ),
+        (
+            &w.key_a,
+            json!({"address": "y@pec.test", "plan": "platinum", "password": "una-password-lunga"}),
+        ),
+        (
+            &w.key_a,
+            json!({"address": "y@pec.test", "plan": "pro", "expansion_gb": 2, "password": "una-password-lunga"}),
+        ),
+        (
+            &w.key_a,
+            json!({"address": "non un indirizzo", "plan": "pro", "password": "una-password-lunga"}),
+        ),
+    ] {
+        post_json(&w, "/v1/mailboxes", Some(who), body)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    }
+    assert!(
+        w.app
+            .backend
+            .state
+            .mailbox("y@ordine.example.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        w.app
+            .backend
+            .state
+            .mailbox("x@pec.test")
+            .await
+            .unwrap()
+            .map(|m| m.tenant),
+        Some("a".to_string())
+    );
+
     // Isolation: another tenant's key, a key without admin, a mailbox session.
     let before = (
         w.app.backend.state.mailbox(A1).await.unwrap(),
@@ -2024,6 +2108,13 @@ async fn tenant_administration_and_its_isolation() {
     for who in [&w.key_a_read, &session] {
         for (method, route, body) in [
             (Method::GET, "/v1/mailboxes".to_string(), None),
+            (
+                Method::POST,
+                "/v1/mailboxes".to_string(),
+                Some(
+                    json!({"address": "z@pec.test", "plan": "pro", "password": "una-password-lunga"}),
+                ),
+            ),
             (Method::POST, plan.clone(), Some(json!({"plan": "base"}))),
             (
                 Method::POST,

@@ -72,6 +72,10 @@ pub enum AdminError {
     Reason(String),
     #[error("mailbox {0} is activated already: its member logs in with the password chosen")]
     AlreadyActivated(String),
+    #[error("{0} is not a mailbox address")]
+    BadAddress(String),
+    #[error("mailbox {0} exists already")]
+    MailboxTaken(String),
     #[error("mailbox {0} was not made by a member import: it has no activation link")]
     NotImported(String),
     #[error("the activation link could not be sent to {email}: {reason}")]
@@ -166,6 +170,72 @@ pub async fn change_plan<Db: StateStore>(
         }
     }
     Err(AdminError::Contended(address.to_string()))
+}
+
+// ------------------------------------------------------------------------------ mailboxes
+
+/// A mailbox a tenant asks for.
+#[derive(Debug, Clone)]
+pub struct NewMailbox {
+    pub address: String,
+    pub plan: Plan,
+    /// 0, 1, 3 or 5 GB on top of the plan.
+    pub expansion_gb: u32,
+    /// Argon2id PHC string of its password (the caller hashes it).
+    pub password_hash: String,
+}
+
+/// Creates a mailbox of `tenant` (active, with the plan's quota), in the provider's domain or
+/// in one of the tenant's **verified** domains: another tenant's domain is refused as "not a
+/// verified domain of" this tenant, exactly as one nobody has. An address that exists is
+/// refused (nothing is overwritten).
+pub async fn create_mailbox<Db: StateStore>(
+    state: &Db,
+    admin: &Admin,
+    tenant: &str,
+    provider_domain: &str,
+    new: &NewMailbox,
+    now: DateTime<Utc>,
+) -> Result<Mailbox, AdminError> {
+    let address = new.address.trim().to_ascii_lowercase();
+    if !pec_core::addr::is_addr_spec(&address) || address.len() > 254 {
+        return Err(AdminError::BadAddress(new.address.clone()));
+    }
+    if !admin.sees(tenant) || state.tenant(tenant).await?.is_none() {
+        return Err(AdminError::NoTenant(tenant.to_string()));
+    }
+    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    if domain != provider_domain.to_ascii_lowercase() {
+        match state.domain(domain).await? {
+            Some(d) if d.tenant == tenant && d.status == DomainStatus::Verified => {}
+            _ => {
+                return Err(AdminError::DomainNotReady {
+                    tenant: tenant.to_string(),
+                    domain: domain.to_string(),
+                });
+            }
+        }
+    }
+    let mailbox = Mailbox {
+        address: address.clone(),
+        tenant: tenant.to_string(),
+        plan: new.plan,
+        expansions_gb: plan::check_expansion(new.expansion_gb)?,
+        quota_bytes: plan::quota_bytes(new.plan, new.expansion_gb)?,
+        used_bytes: 0,
+        password_hash: new.password_hash.clone(),
+        locked: false,
+        status: MailboxStatus::Active,
+        member: None,
+        status_note: None,
+        agreement_accepted_at: None,
+        refuse_ordinary: false,
+        created_at: now,
+    };
+    if !state.create_mailbox(&mailbox).await? {
+        return Err(AdminError::MailboxTaken(address));
+    }
+    Ok(mailbox)
 }
 
 // ----------------------------------------------------------------------------- lifecycle
@@ -2005,5 +2075,80 @@ mod tests {
             Err(AdminError::NotImported(_))
         ));
         assert!(outbox.take_mail().is_empty());
+    }
+
+    /// A tenant creates mailboxes in the provider's domain and its own verified domains only.
+    #[tokio::test]
+    async fn a_tenant_creates_mailboxes_in_its_domains_only() {
+        let state = MemoryState::new();
+        let ids = pec_ports::MemoryIdentities::new();
+        tenants(&state).await;
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let d = "ordine.example.test";
+        add_domain(&state, &ids, None, &policy(), "ordine", d, at(1))
+            .await
+            .unwrap();
+        let ordine = Admin::Tenant("ordine".into());
+        let new = |address: &str| NewMailbox {
+            address: address.into(),
+            plan: Plan::Pro,
+            expansion_gb: 1,
+            password_hash: "$argon2id$x".into(),
+        };
+        let create = |admin: Admin, tenant: &'static str, address: &'static str| {
+            let state = &state;
+            let n = new(address);
+            async move {
+                create_mailbox(state, &admin, tenant, "pec.example.test", &n, at(2))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        assert_eq!(
+            create(ordine.clone(), "ordine", "a@ordine.example.test")
+                .await
+                .unwrap_err(),
+            "ordine.example.test is not a verified domain of tenant ordine (pec tenant domain list ordine)",
+            "not verified yet"
+        );
+        ids.publish(d);
+        verify_domain(&state, &ids, "ordine", d, at(3))
+            .await
+            .unwrap();
+        let m = create(ordine.clone(), "ordine", " A@Ordine.Example.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            (m.address.as_str(), m.quota_bytes),
+            (
+                "a@ordine.example.test",
+                plan::quota_bytes(Plan::Pro, 1).unwrap()
+            )
+        );
+        assert!(m.in_service());
+        create(ordine.clone(), "ordine", "b@pec.example.test")
+            .await
+            .unwrap();
+        assert_eq!(
+            create(ordine.clone(), "ordine", "a@ordine.example.test")
+                .await
+                .unwrap_err(),
+            "mailbox a@ordine.example.test exists already"
+        );
+        let studio = Admin::Tenant("studio".into());
+        assert_eq!(
+            create(studio.clone(), "studio", "c@ordine.example.test")
+                .await
+                .unwrap_err(),
+            "ordine.example.test is not a verified domain of tenant studio (pec tenant domain list studio)"
+        );
+        assert_eq!(
+            create(studio, "ordine", "c@pec.example.test")
+                .await
+                .unwrap_err(),
+            "no tenant ordine",
+            "a tenant admin acts for its own tenant only"
+        );
+        assert!(create(ordine, "ordine", "not an address").await.is_err());
     }
 }
