@@ -22,6 +22,11 @@ use crate::auth::{Principal, principal};
 use crate::problem::FieldError;
 use crate::{App, Backend, Problem};
 
+/// A domain named in a path as the records name it: trimmed, lower case, no trailing dot.
+fn path_domain(d: &str) -> String {
+    d.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// The tenant of an API key with the `admin` scope.
 async fn tenant_of<B: Backend>(app: &App<B>, headers: &HeaderMap) -> Result<String, Problem> {
     let who = principal(app, headers).await?;
@@ -55,9 +60,10 @@ fn problem(e: AdminError) -> Problem {
         | E::DomainTaken(_)
         | E::DomainListedElsewhere { .. }
         | E::DomainInUse { .. }) => Problem::conflict("domain-conflict", e.to_string()),
-        e @ (E::Revoked(_) | E::NotSuspended { .. }) => {
+        e @ (E::Revoked(_) | E::NotSuspended { .. } | E::ProviderSuspension(_)) => {
             Problem::conflict("mailbox-status", e.to_string())
         }
+        e @ E::Reserved(_) => Problem::invalid(vec![FieldError::new("/address", e.to_string())]),
         e @ (E::Contended(_) | E::Identity(_) | E::State(_) | E::MailFailed { .. }) => {
             Problem::unavailable(e)
         }
@@ -214,13 +220,21 @@ pub struct PageQuery {
 pub async fn list_mailboxes<B: Backend>(
     State(app): State<Arc<App<B>>>,
     headers: HeaderMap,
-    Query(q): Query<PageQuery>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MailboxPage>, Problem> {
     let tenant = tenant_of(&app, &headers).await?;
+    let Query(q) =
+        query.map_err(|e| Problem::invalid(vec![FieldError::new("/limit", e.body_text())]))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(Problem::invalid(vec![FieldError::new(
             "/limit", "1 to 500",
+        )]));
+    }
+    if q.cursor.as_ref().is_some_and(|c| c.len() > 320) {
+        return Err(Problem::invalid(vec![FieldError::new(
+            "/cursor",
+            "not a cursor of this list",
         )]));
     }
     let mut all = app.backend.state().tenant_mailboxes(&tenant).await?;
@@ -652,7 +666,7 @@ pub async fn verify_domain<B: Backend>(
         app.backend.state(),
         app.backend.identities(),
         &tenant,
-        &domain,
+        &path_domain(&domain),
         app.now(),
     )
     .await
@@ -682,7 +696,7 @@ pub async fn remove_domain<B: Backend>(
         app.backend.state(),
         app.backend.identities(),
         &tenant,
-        &domain,
+        &path_domain(&domain),
     )
     .await
     .map_err(problem)?;

@@ -1858,9 +1858,11 @@ async fn tenant_administration_and_its_isolation() {
     let b_list = get(&w, "/v1/mailboxes", &w.key_b).await.json();
     assert_eq!(b_list["mailboxes"].as_array().unwrap().len(), 1);
     assert_eq!(b_list["mailboxes"][0]["address"], B1);
-    get(&w, "/v1/mailboxes?limit=0", &w.key_a)
-        .await
-        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    for bad in ["limit=0", "limit=abc", "limit=null&limit=null"] {
+        get(&w, &format!("/v1/mailboxes?{bad}"), &w.key_a)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    }
 
     // A plan: up at once; down refused with the numbers when the usage does not fit.
     let plan = format!("/v1/mailboxes/{A1}/plan");

@@ -123,6 +123,33 @@ impl DynamoState {
         }
     }
 
+    /// A domain item. One written before domains were verified (`pec tenant add --domain`,
+    /// doc `{}`) reads as the verified domain of its `tenant` attribute: it stayed in force.
+    fn domain_from(&self, item: &Item) -> Result<DomainRecord, StateError> {
+        let legacy = item
+            .get("doc")
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|d| d.trim() == "{}");
+        if !legacy {
+            return self.decode_doc(item);
+        }
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let domain = text("pk")
+            .and_then(|pk| pk.strip_prefix("DOMAIN#").map(str::to_string))
+            .ok_or_else(|| self.corrupt("domain", "no DOMAIN# key"))?;
+        let tenant = text("tenant").ok_or_else(|| self.corrupt("domain", "no tenant"))?;
+        Ok(DomainRecord {
+            domain,
+            tenant,
+            status: DomainStatus::Verified,
+            dns: Vec::new(),
+            dkim_status: String::new(),
+            added_at: DateTime::<Utc>::UNIX_EPOCH,
+            checked_at: None,
+            verified_at: None,
+        })
+    }
+
     pub(crate) fn decode_doc<T: for<'de> Deserialize<'de>>(
         &self,
         item: &Item,
@@ -401,7 +428,7 @@ impl StateStore for DynamoState {
     }
 
     async fn domain(&self, domain: &str) -> Result<Option<DomainRecord>, StateError> {
-        self.get_with(&domain_pk(domain), "DOMAIN", Self::decode_doc)
+        self.get_with(&domain_pk(domain), "DOMAIN", Self::domain_from)
             .await
     }
 

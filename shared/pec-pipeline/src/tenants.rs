@@ -45,8 +45,8 @@ pub enum AdminError {
     #[error("tenant {tenant} has no domain {domain}")]
     NoDomain { tenant: String, domain: String },
     #[error(
-        "{domain} still has {count} mailbox(es) (e.g. {example}): move or revoke them before \
-         removing the domain"
+        "{domain} still has {count} mailbox(es), revoked ones included (e.g. {example}): a \
+         domain is removed only when no mailbox is left in it"
     )]
     DomainInUse {
         domain: String,
@@ -76,6 +76,10 @@ pub enum AdminError {
     BadAddress(String),
     #[error("mailbox {0} exists already")]
     MailboxTaken(String),
+    #[error("mailbox {0} was suspended by the provider: only the provider resumes it")]
+    ProviderSuspension(String),
+    #[error("{0} is reserved for the provider")]
+    Reserved(String),
     #[error("mailbox {0} was not made by a member import: it has no activation link")]
     NotImported(String),
     #[error("the activation link could not be sent to {email}: {reason}")]
@@ -174,6 +178,23 @@ pub async fn change_plan<Db: StateStore>(
 
 // ------------------------------------------------------------------------------ mailboxes
 
+/// Local parts of the provider's domain no tenant may take: the provider's own senders and the
+/// addresses mail standards give a meaning (RFC 2142), and where tenants' DMARC reports go.
+pub const RESERVED_LOCAL_PARTS: [&str; 12] = [
+    "posta-certificata",
+    "postmaster",
+    "abuse",
+    "dmarc",
+    "noreply",
+    "no-reply",
+    "hostmaster",
+    "webmaster",
+    "mailer-daemon",
+    "security",
+    "root",
+    "admin",
+];
+
 /// A mailbox a tenant asks for.
 #[derive(Debug, Clone)]
 pub struct NewMailbox {
@@ -204,7 +225,10 @@ pub async fn create_mailbox<Db: StateStore>(
     if !admin.sees(tenant) || state.tenant(tenant).await?.is_none() {
         return Err(AdminError::NoTenant(tenant.to_string()));
     }
-    let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    let (local, domain) = address.rsplit_once('@').unwrap_or_default();
+    if domain == provider_domain.to_ascii_lowercase() && RESERVED_LOCAL_PARTS.contains(&local) {
+        return Err(AdminError::Reserved(address));
+    }
     if domain != provider_domain.to_ascii_lowercase() {
         match state.domain(domain).await? {
             Some(d) if d.tenant == tenant && d.status == DomainStatus::Verified => {}
@@ -300,6 +324,14 @@ pub async fn change_status<Db: StateStore>(
 ) -> Result<Mailbox, AdminError> {
     for _ in 0..RETRIES {
         let current = mailbox_for(state, admin, address).await?;
+        let by_provider = *admin == Admin::Operator;
+        if !by_provider
+            && current.status == MailboxStatus::Suspended
+            && current.status_note.as_ref().is_some_and(|n| n.by_provider)
+            && change == StatusChange::Resume
+        {
+            return Err(AdminError::ProviderSuspension(current.address.clone()));
+        }
         let (status, note) = match (change, current.status) {
             (StatusChange::Revoke, MailboxStatus::Revoked)
             | (StatusChange::Suspend(_), MailboxStatus::Suspended) => return Ok(current),
@@ -312,6 +344,7 @@ pub async fn change_status<Db: StateStore>(
                     reason: reason.as_str().to_string(),
                     since: now,
                     previous: from,
+                    by_provider,
                 }),
             ),
             (StatusChange::Revoke, from) => (
@@ -320,6 +353,7 @@ pub async fn change_status<Db: StateStore>(
                     reason: "revoked".to_string(),
                     since: now,
                     previous: from,
+                    by_provider,
                 }),
             ),
             (StatusChange::Resume, MailboxStatus::Suspended) => {
@@ -1259,8 +1293,8 @@ mod tests {
         let busy = remove_domain(&state, &ids, "ordine", d).await.unwrap_err();
         assert_eq!(
             busy.to_string(),
-            "ordine.example.test still has 1 mailbox(es) (e.g. mario.rossi@ordine.example.test): \
-             move or revoke them before removing the domain"
+            "ordine.example.test still has 1 mailbox(es), revoked ones included (e.g. \
+             mario.rossi@ordine.example.test): a domain is removed only when no mailbox is left in it"
         );
         assert_eq!(ids.domains(), [d]);
         let other = "collegio.example.test";
@@ -1833,6 +1867,43 @@ mod tests {
                 "mailbox mario.rossi@ordine.example.test is revoked: a revocation is final"
             );
         }
+        // What the provider suspends, the tenant cannot resume; its own suspension it can.
+        let t = "luca.verdi@ordine.example.test";
+        state.create_mailbox(&mailbox(t, Plan::Pro)).await.unwrap();
+        let tenant = Admin::Tenant("t".into());
+        let s = change_status(
+            &state,
+            &op,
+            t,
+            StatusChange::Suspend(SuspendReason::Spam),
+            at(10),
+        )
+        .await
+        .unwrap();
+        assert!(s.status_note.unwrap().by_provider);
+        assert_eq!(
+            change_status(&state, &tenant, t, StatusChange::Resume, at(11))
+                .await
+                .unwrap_err()
+                .to_string(),
+            "mailbox luca.verdi@ordine.example.test was suspended by the provider: only the provider resumes it"
+        );
+        change_status(&state, &op, t, StatusChange::Resume, at(12))
+            .await
+            .unwrap();
+        change_status(
+            &state,
+            &tenant,
+            t,
+            StatusChange::Suspend(SuspendReason::Request),
+            at(13),
+        )
+        .await
+        .unwrap();
+        let back = change_status(&state, &tenant, t, StatusChange::Resume, at(14))
+            .await
+            .unwrap();
+        assert_eq!(back.status, MailboxStatus::Active);
         assert!(matches!(
             SuspendReason::parse("boh"),
             Err(AdminError::Reason(_))
@@ -2149,6 +2220,19 @@ mod tests {
             "no tenant ordine",
             "a tenant admin acts for its own tenant only"
         );
-        assert!(create(ordine, "ordine", "not an address").await.is_err());
+        assert!(
+            create(ordine.clone(), "ordine", "not an address")
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            create(ordine.clone(), "ordine", "Postmaster@pec.example.test")
+                .await
+                .unwrap_err(),
+            "postmaster@pec.example.test is reserved for the provider"
+        );
+        create(ordine, "ordine", "postmaster@ordine.example.test")
+            .await
+            .unwrap();
     }
 }

@@ -85,6 +85,9 @@ pub struct StatusNote {
     pub since: DateTime<Utc>,
     /// The status before the change (a resumed mailbox goes back to it).
     pub previous: MailboxStatus,
+    /// Set by the provider's operator (a tenant cannot lift it); false for a tenant's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_provider: bool,
 }
 
 /// A domain a tenant brought (`DOMAIN#<domain>`), with what its DNS must say and whether the
