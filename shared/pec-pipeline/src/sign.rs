@@ -40,6 +40,26 @@ use pec_ports::{
 };
 use pec_smime::{DigestSigner, SignError, SigningIdentity, sign_message};
 
+/// How far before the signing the message's own `Date` may be and still be the signature's
+/// signingTime ([`signing_time`]).
+pub const SIGNING_TIME_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+
+/// The signingTime of `unsigned`: the `Date` its step gave it (the moment the receipt or envelope
+/// attests) when that is at most [`SIGNING_TIME_WINDOW`] before `now` and not after it, else
+/// `now`. So a duplicate delivery of the same object, signed again a second later, yields the
+/// same bytes (S3 keeps the first write anyway; an emulator that lets both through stores the
+/// same message twice), and the signature's time agrees with the message's.
+pub fn signing_time(unsigned: &UnsignedMessage, now: DateTime<Utc>) -> DateTime<Utc> {
+    unsigned
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Date"))
+        .and_then(|(_, value)| DateTime::parse_from_rfc2822(value.trim()).ok())
+        .map(|d| d.with_timezone(&Utc))
+        .filter(|d| *d <= now && now - *d <= SIGNING_TIME_WINDOW)
+        .unwrap_or(now)
+}
+
 /// How long a signed provider message stays locked: 30 months (the rules' retention of the
 /// provider log and its evidence, pec-rules.md).
 pub const SIGNED_RETENTION_MONTHS: u32 = 30;
@@ -176,7 +196,7 @@ impl<St: ObjectStore + RetainedStore, Si: DigestSigner, Db: StateStore> SignStep
             &self.identity,
             &unsigned.headers,
             &unsigned.entity,
-            now,
+            signing_time(&unsigned, now),
         )
         .await
         .map_err(|source| StepError::Sign {
@@ -492,5 +512,45 @@ pub mod testing {
             ],
             entity: entity.into_bytes(),
         }
+    }
+}
+
+#[cfg(test)]
+mod signing_time_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn with_date(date: Option<&str>) -> UnsignedMessage {
+        let mut raw = String::new();
+        if let Some(d) = date {
+            raw.push_str(&format!("Date: {d}\r\n"));
+        }
+        raw.push_str("X-Ricevuta: accettazione\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nx\r\n");
+        UnsignedMessage::from_rendered(raw.as_bytes()).unwrap()
+    }
+
+    /// The message's own Date when it is recent (duplicates sign the same bytes), else now.
+    #[test]
+    fn the_messages_date_when_recent_else_now() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 10, 0, 30).unwrap();
+        let date = Utc.with_ymd_and_hms(2026, 12, 6, 10, 0, 0).unwrap();
+        let recent = with_date(Some("Sun, 06 Dec 2026 11:00:00 +0100"));
+        assert_eq!(signing_time(&recent, now), date);
+        assert_eq!(
+            signing_time(&recent, now + chrono::Duration::seconds(5)),
+            date
+        );
+        assert_eq!(
+            signing_time(&recent, now + chrono::Duration::hours(2)),
+            now + chrono::Duration::hours(2),
+            "too old: signed now"
+        );
+        assert_eq!(
+            signing_time(&recent, date - chrono::Duration::seconds(1)),
+            date - chrono::Duration::seconds(1),
+            "from the future: now"
+        );
+        assert_eq!(signing_time(&with_date(None), now), now);
+        assert_eq!(signing_time(&with_date(Some("ieri")), now), now);
     }
 }
