@@ -316,23 +316,15 @@ pub async fn create_mailbox<B: Backend>(
         return Err(Problem::invalid(errors));
     };
     // The cheap checks first: no password is hashed for a mailbox that cannot be made.
-    let domain = req
-        .address
-        .trim()
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase());
     let provider = app.settings.hostname.to_ascii_lowercase();
-    if let Some(d) = domain.filter(|d| *d != provider) {
-        match app.backend.state().domain(&d).await? {
-            Some(r) if r.tenant == tenant && r.status == pec_ports::DomainStatus::Verified => {}
-            _ => {
-                return Err(problem(AdminError::DomainNotReady {
-                    tenant: tenant.clone(),
-                    domain: d,
-                }));
-            }
-        }
-    }
+    tenants::may_hold(
+        app.backend.state(),
+        &tenant,
+        &provider,
+        &req.address.trim().to_ascii_lowercase(),
+    )
+    .await
+    .map_err(problem)?;
     let cost = app.settings.login_cost;
     let password = req.password;
     let hash = tokio::task::spawn_blocking(move || pec_submit::hash_password_with(&password, cost))

@@ -206,6 +206,30 @@ pub struct NewMailbox {
     pub password_hash: String,
 }
 
+/// Whether `tenant` may have the mailbox `address` (lower case): in the provider's domain
+/// unless its local part is reserved, or in one of the tenant's verified domains.
+pub async fn may_hold<Db: StateStore>(
+    state: &Db,
+    tenant: &str,
+    provider_domain: &str,
+    address: &str,
+) -> Result<(), AdminError> {
+    let (local, domain) = address.rsplit_once('@').unwrap_or_default();
+    if domain == provider_domain.to_ascii_lowercase() {
+        if RESERVED_LOCAL_PARTS.contains(&local) {
+            return Err(AdminError::Reserved(address.to_string()));
+        }
+        return Ok(());
+    }
+    match state.domain(domain).await? {
+        Some(d) if d.tenant == tenant && d.status == DomainStatus::Verified => Ok(()),
+        _ => Err(AdminError::DomainNotReady {
+            tenant: tenant.to_string(),
+            domain: domain.to_string(),
+        }),
+    }
+}
+
 /// Creates a mailbox of `tenant` (active, with the plan's quota), in the provider's domain or
 /// in one of the tenant's **verified** domains: another tenant's domain is refused as "not a
 /// verified domain of" this tenant, exactly as one nobody has. An address that exists is
@@ -225,21 +249,7 @@ pub async fn create_mailbox<Db: StateStore>(
     if !admin.sees(tenant) || state.tenant(tenant).await?.is_none() {
         return Err(AdminError::NoTenant(tenant.to_string()));
     }
-    let (local, domain) = address.rsplit_once('@').unwrap_or_default();
-    if domain == provider_domain.to_ascii_lowercase() && RESERVED_LOCAL_PARTS.contains(&local) {
-        return Err(AdminError::Reserved(address));
-    }
-    if domain != provider_domain.to_ascii_lowercase() {
-        match state.domain(domain).await? {
-            Some(d) if d.tenant == tenant && d.status == DomainStatus::Verified => {}
-            _ => {
-                return Err(AdminError::DomainNotReady {
-                    tenant: tenant.to_string(),
-                    domain: domain.to_string(),
-                });
-            }
-        }
-    }
+    may_hold(state, tenant, provider_domain, &address).await?;
     let mailbox = Mailbox {
         address: address.clone(),
         tenant: tenant.to_string(),

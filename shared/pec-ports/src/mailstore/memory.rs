@@ -86,6 +86,42 @@ impl Mailbox {
         Ok(&mut self.folders[i])
     }
 
+    /// Adds a message with the folder's next UID, if the quota allows.
+    fn add(
+        &mut self,
+        folder: &str,
+        bytes: Vec<u8>,
+        flags: Flags,
+        internal_date: DateTime<Utc>,
+        origin: Origin,
+    ) -> Result<Appended, MailStoreError> {
+        let size = bytes.len() as u64;
+        let i = self
+            .index(folder)
+            .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
+        self.check_quota(size)?;
+        self.used += size;
+        let f = &mut self.folders[i];
+        let uid = f.take_uid();
+        f.messages.insert(
+            uid,
+            Message {
+                meta: MessageMeta {
+                    uid,
+                    flags,
+                    size,
+                    internal_date,
+                    origin,
+                },
+                bytes: Arc::new(bytes),
+            },
+        );
+        Ok(Appended {
+            uid_validity: f.uid_validity,
+            uid,
+        })
+    }
+
     fn check_quota(&self, adding: u64) -> Result<(), MailStoreError> {
         if self.used.saturating_add(adding) > self.limit {
             return Err(MailStoreError::OverQuota {
@@ -327,34 +363,7 @@ impl MailStore for MemoryMailStore {
         origin: Origin,
     ) -> Result<Appended, MailStoreError> {
         self.with_mailbox(address, folder, |mb| {
-            let size = bytes.len() as u64;
-            let i = mb
-                .index(folder)
-                .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
-            mb.check_quota(size)?;
-            mb.used += size;
-            let f = &mut mb.folders[i];
-            let uid = f.take_uid();
-            f.messages.insert(
-                uid,
-                Message {
-                    meta: MessageMeta {
-                        uid,
-                        flags,
-                        size,
-                        internal_date,
-                        origin,
-                    },
-                    bytes: Arc::new(bytes),
-                },
-            );
-            Ok((
-                Appended {
-                    uid_validity: f.uid_validity,
-                    uid,
-                },
-                true,
-            ))
+            Ok((mb.add(folder, bytes, flags, internal_date, origin)?, true))
         })
     }
 
@@ -375,31 +384,7 @@ impl MailStore for MemoryMailStore {
             if let Some(done) = mb.once.get(key) {
                 return Ok(((*done, false), false));
             }
-            let size = bytes.len() as u64;
-            let i = mb
-                .index(folder)
-                .ok_or_else(|| MailStoreError::NoFolder(folder.to_owned()))?;
-            mb.check_quota(size)?;
-            mb.used += size;
-            let f = &mut mb.folders[i];
-            let uid = f.take_uid();
-            f.messages.insert(
-                uid,
-                Message {
-                    meta: MessageMeta {
-                        uid,
-                        flags,
-                        size,
-                        internal_date,
-                        origin,
-                    },
-                    bytes: Arc::new(bytes),
-                },
-            );
-            let done = Appended {
-                uid_validity: f.uid_validity,
-                uid,
-            };
+            let done = mb.add(folder, bytes, flags, internal_date, origin)?;
             mb.once.insert(key.to_owned(), done);
             Ok(((done, true), true))
         })
