@@ -372,6 +372,24 @@ $pec mailbox import "$PEC_STATE_DIR/demo-soci-bad.csv" --tenant "$order" --domai
   --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci-bad.report.csv" 2>&1 | sed 's/^/  /' || true
 $pec mailbox import "$soci" --tenant "$order" --domain "$order_domain" \
   --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci.report2.csv" | sed 's/^/  again: /'
+# The order's own secretary does the same over HTTP with an admin key, then rotates that key.
+order_admin="$($pec apikey create --tenant "$order" --name "segreteria" --scopes admin 2>/dev/null)"
+cargo run -q -p pec-members --example members_table -- 3 "$PEC_STATE_DIR/demo-soci-api.xlsx" "api-$run" >/dev/null
+curl -sS -X POST "http://127.0.0.1:$api_port/v1/members/import?domain=$order_domain&plan=pro" \
+  -H "Authorization: Bearer $order_admin" \
+  -H 'Content-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet' \
+  --data-binary "@$PEC_STATE_DIR/demo-soci-api.xlsx" | "$py" -c 'import json,sys
+r = json.load(sys.stdin)
+print("  POST /v1/members/import (3 rows, .xlsx): created %d, existing %d, refused %d, complete %s" % (r["created"], r["existing"], r["refused"], r["complete"]))
+for row in r["rows"]: print("    row %d %s %s" % (row["row"], row["address"], row["outcome"]))
+sys.exit(0 if r["created"] == 3 else 1)' || pec_die "the import over HTTP did not create 3 mailboxes"
+order_admin_id="$(echo "$order_admin" | cut -d_ -f2)"
+curl -sS -X POST "http://127.0.0.1:$api_port/v1/api-keys/$order_admin_id/rotate" \
+  -H "Authorization: Bearer $order_admin" -H 'Content-Type: application/json' -d '{"grace_seconds": 0}' \
+  | "$py" -c 'import json,sys; r = json.load(sys.stdin); print("  POST /v1/api-keys/%s/rotate -> %s… (shown once)" % (sys.argv[1], r["key"][:21]))' "$order_admin_id"
+old_code="$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api_port/v1/api-keys" -H "Authorization: Bearer $order_admin")"
+echo "  the old key now: HTTP $old_code"
+[ "$old_code" = 401 ] || pec_die "a key rotated without grace still works"
 # The first member's activation mail went out through SES; the exchange put it in the outbox of
 # the (ordinary) contact domain. Its link's token activates the mailbox once.
 first_member="$(sed -n '2p' "$PEC_STATE_DIR/demo-soci.report.csv" | cut -d, -f3)"

@@ -45,7 +45,13 @@ SCHEDULE_LOCALLY = "schedules are driven by the local runner's injectable clock"
 # --parameter says otherwise: webhook receivers in tests and the demo listen on 127.0.0.1, and
 # webhook retries come after 1, 2 and 3 seconds (AWS: 5 s to 10 h, 27.6 h in all) so that a
 # parked delivery and its replay can be seen in a test.
-LOCAL_PROFILE = {"WebhookPrivateTargets": "allow", "WebhookRetrySchedule": "1,2,3"}
+LOCAL_PROFILE = {
+    "WebhookPrivateTargets": "allow",
+    "WebhookRetrySchedule": "1,2,3",
+    # Members import over the API mails links to the runner's API (its port varies: the
+    # links are read by tests, which post the token to /v1/activation).
+    "ActivationUrl": "http://127.0.0.1/attiva",
+}
 
 SKIPPED = {
     "AWS::SQS::QueuePolicy": "LocalStack does not enforce resource policies (applied in AWS only)",

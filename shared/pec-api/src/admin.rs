@@ -23,12 +23,15 @@ use crate::problem::FieldError;
 use crate::{App, Backend, Problem};
 
 /// A domain named in a path as the records name it: trimmed, lower case, no trailing dot.
-fn path_domain(d: &str) -> String {
+pub(crate) fn path_domain(d: &str) -> String {
     d.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The tenant of an API key with the `admin` scope.
-async fn tenant_of<B: Backend>(app: &App<B>, headers: &HeaderMap) -> Result<String, Problem> {
+pub(crate) async fn tenant_of<B: Backend>(
+    app: &App<B>,
+    headers: &HeaderMap,
+) -> Result<String, Problem> {
     let who = principal(app, headers).await?;
     who.require(Scope::Admin)?;
     match who {
@@ -40,7 +43,7 @@ async fn tenant_of<B: Backend>(app: &App<B>, headers: &HeaderMap) -> Result<Stri
     }
 }
 
-fn problem(e: AdminError) -> Problem {
+pub(crate) fn problem(e: AdminError) -> Problem {
     use AdminError as E;
     match e {
         E::NoMailbox(a) => Problem::not_found(format!("no mailbox {a:?}")),

@@ -191,14 +191,14 @@ async fn api_key<B: Backend>(
     rest: &str,
     now: DateTime<Utc>,
 ) -> Result<Principal, Problem> {
-    let bad = || Problem::unauthorized("the API key is unknown or revoked");
+    let bad = || Problem::unauthorized("the API key is unknown, revoked or expired");
     let (id, secret) = rest.split_once('_').ok_or_else(bad)?;
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let key = app.backend.access().api_key(id).await?.ok_or_else(bad)?;
     let given = secret_hash(secret);
-    if !bool::from(given.as_bytes().ct_eq(key.secret_hash.as_bytes())) || key.revoked_at.is_some() {
+    if !bool::from(given.as_bytes().ct_eq(key.secret_hash.as_bytes())) || !key.works_at(now) {
         return Err(bad());
     }
     if key
@@ -248,6 +248,7 @@ pub fn new_api_key(
             created_at: now,
             revoked_at: None,
             last_used_at: None,
+            expires_at: None,
         },
     ))
 }

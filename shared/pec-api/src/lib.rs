@@ -17,6 +17,8 @@
 //! | `GET /v1/plans` | the service sheet |
 //! | `GET/POST /v1/mailboxes`, `POST /v1/mailboxes/{address}/plan`, `.../status` | tenant admin: mailboxes, plans, suspend/resume/revoke |
 //! | `GET/POST /v1/domains`, `POST /v1/domains/{d}/verify`, `DELETE /v1/domains/{d}` | tenant admin: own domains |
+//! | `POST /v1/members/import`, `POST /v1/mailboxes/{address}/activation` | tenant admin: members tables to mailboxes, activation links |
+//! | `GET/POST /v1/api-keys`, `POST /v1/api-keys/{id}/rotate`, `DELETE /v1/api-keys/{id}` | tenant admin: API keys |
 //! | `GET /v1/openapi.json` | this API's OpenAPI 3.1 document |
 //!
 //! **Who may do what.** A bearer token is either a mailbox session (`pat_…`, from
@@ -34,7 +36,9 @@ pub mod activation;
 pub mod admin;
 pub mod auth;
 mod download;
+pub mod keys;
 pub mod mailbox;
+pub mod members;
 pub mod messages;
 pub mod openapi;
 pub mod organise;
@@ -52,8 +56,8 @@ use pec_ports::QueueSender;
 use pec_ports::SignedUrls;
 use pec_ports::webhooks::WebhookStore;
 use pec_ports::{
-    AccessStore, ConfigError, DomainIdentities, Env, LoginThrottle, MailStore, MemoryThrottle,
-    ObjectStore, StateStore, ThrottlePolicy,
+    AccessStore, ConfigError, DomainIdentities, Env, LoginThrottle, MailStore, MailTransport,
+    MemoryThrottle, ObjectStore, StateStore, ThrottlePolicy,
 };
 
 pub use problem::Problem;
@@ -77,6 +81,7 @@ pub trait Backend: Send + Sync + 'static {
     type Hooks: WebhookStore + 'static;
     type Queue: QueueSender + 'static;
     type Identities: DomainIdentities + 'static;
+    type Transport: MailTransport + 'static;
     fn state(&self) -> &Self::State;
     fn access(&self) -> &Self::Access;
     fn objects(&self) -> &Self::Objects;
@@ -86,10 +91,12 @@ pub trait Backend: Send + Sync + 'static {
     fn queue(&self) -> &Self::Queue;
     /// The mail service's domain identities (tenants' own domains).
     fn identities(&self) -> &Self::Identities;
+    /// Outgoing ordinary mail (members' activation links).
+    fn transport(&self) -> &Self::Transport;
 }
 
 /// The stores as one [`Backend`] (in AWS, `state`, `access` and `hooks` are the same table).
-pub struct Stores<S, A, O, M, W, Q, I> {
+pub struct Stores<S, A, O, M, W, Q, I, T> {
     pub state: S,
     pub access: A,
     pub objects: O,
@@ -97,9 +104,10 @@ pub struct Stores<S, A, O, M, W, Q, I> {
     pub hooks: W,
     pub queue: Q,
     pub identities: I,
+    pub transport: T,
 }
 
-impl<S, A, O, M, W, Q, I> Backend for Stores<S, A, O, M, W, Q, I>
+impl<S, A, O, M, W, Q, I, T> Backend for Stores<S, A, O, M, W, Q, I, T>
 where
     S: StateStore + 'static,
     A: AccessStore + 'static,
@@ -108,6 +116,7 @@ where
     W: WebhookStore + 'static,
     Q: QueueSender + 'static,
     I: DomainIdentities + 'static,
+    T: MailTransport + 'static,
 {
     type State = S;
     type Access = A;
@@ -116,6 +125,7 @@ where
     type Hooks = W;
     type Queue = Q;
     type Identities = I;
+    type Transport = T;
     fn state(&self) -> &S {
         &self.state
     }
@@ -136,6 +146,9 @@ where
     }
     fn identities(&self) -> &I {
         &self.identities
+    }
+    fn transport(&self) -> &T {
+        &self.transport
     }
 }
 
@@ -175,6 +188,12 @@ pub struct Settings {
     /// `PEC_WEBHOOK_PRIVATE_TARGETS=allow`: webhook URLs may be `http://` and on internal
     /// addresses (the local profile only).
     pub webhook_private_targets: bool,
+    /// `PEC_ACTIVATION_URL`: the page where imported members activate their mailbox (the link
+    /// is it + `#` + a one-time token). Without it, members cannot be imported over the API.
+    pub activation_url: Option<String>,
+    /// `PEC_API_IMPORT_SECONDS`: how long one member-import request works before answering
+    /// with what it did (20 s: API Gateway waits 29).
+    pub import_budget: std::time::Duration,
 }
 
 impl Settings {
@@ -200,6 +219,20 @@ impl Settings {
                 .parse("PEC_API_MAX_INLINE_BYTES")?
                 .unwrap_or(DEFAULT_MAX_INLINE_BYTES),
             webhook_private_targets: env.or("PEC_WEBHOOK_PRIVATE_TARGETS", "refuse") == "allow",
+            activation_url: match env.or("PEC_ACTIVATION_URL", "") {
+                u if u.is_empty() => None,
+                u if u.starts_with("https://") || u.starts_with("http://127.0.0.1") => Some(u),
+                u => {
+                    return Err(ConfigError::Malformed {
+                        name: "PEC_ACTIVATION_URL".into(),
+                        value: u,
+                        reason: "not an https:// address (http://127.0.0.1 for local tests)".into(),
+                    });
+                }
+            },
+            import_budget: std::time::Duration::from_secs(
+                env.parse("PEC_API_IMPORT_SECONDS")?.unwrap_or(20),
+            ),
             ..Settings::local("")
         })
     }
@@ -221,6 +254,8 @@ impl Settings {
             requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
             max_inline_bytes: DEFAULT_MAX_INLINE_BYTES,
             webhook_private_targets: false,
+            activation_url: None,
+            import_budget: std::time::Duration::from_secs(20),
         }
     }
 }
@@ -324,6 +359,11 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             post(admin::change_status::<B>),
         )
         .route(
+            "/v1/mailboxes/{address}/activation",
+            post(members::resend_activation::<B>),
+        )
+        .route("/v1/members/import", post(members::import::<B>))
+        .route(
             "/v1/domains",
             get(admin::list_domains::<B>).post(admin::add_domain::<B>),
         )
@@ -335,6 +375,12 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             "/v1/domains/{domain}",
             axum::routing::delete(admin::remove_domain::<B>),
         )
+        .route("/v1/api-keys", get(keys::list::<B>).post(keys::create::<B>))
+        .route(
+            "/v1/api-keys/{id}",
+            axum::routing::delete(keys::revoke::<B>),
+        )
+        .route("/v1/api-keys/{id}/rotate", post(keys::rotate::<B>))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -368,7 +414,9 @@ mod tests;
 pub mod aws {
     use std::sync::Arc;
 
-    use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store, SesIdentities, SqsSender};
+    use pec_aws::{
+        AwsClients, DynamoMailStore, DynamoState, S3Store, SesIdentities, SesTransport, SqsSender,
+    };
     use pec_ports::{ConfigError, Env};
 
     use crate::{App, Settings, Stores};
@@ -382,6 +430,7 @@ pub mod aws {
         DynamoState,
         SqsSender,
         SesIdentities,
+        SesTransport,
     >;
 
     /// The application over `aws` (clients built for [`crate::TEMPLATE_ID`]), configured from
@@ -397,6 +446,7 @@ pub mod aws {
             hooks: state.clone(),
             queue: SqsSender::new(aws.sqs.clone()),
             identities: SesIdentities::new(aws.ses.clone()),
+            transport: SesTransport::new(aws.ses.clone()),
             state,
             objects: S3Store::new(aws.s3.clone()),
             mail: DynamoMailStore::new(

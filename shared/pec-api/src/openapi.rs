@@ -48,6 +48,12 @@ use utoipa::{Modify, OpenApi};
         crate::admin::add_domain,
         crate::admin::verify_domain,
         crate::admin::remove_domain,
+        crate::members::import,
+        crate::members::resend_activation,
+        crate::keys::list,
+        crate::keys::create,
+        crate::keys::rotate,
+        crate::keys::revoke,
     ),
     modifiers(&Bearer),
     tags(
@@ -55,7 +61,7 @@ use utoipa::{Modify, OpenApi};
         (name = "messages", description = "Sending and following PEC"),
         (name = "mailboxes", description = "Reading and organising mailboxes"),
         (name = "webhooks", description = "Signed event deliveries (Standard Webhooks) to the tenant's endpoints"),
-        (name = "administration", description = "The tenant's mailboxes, plans and own domains (API keys with the admin scope)"),
+        (name = "administration", description = "The tenant's mailboxes, members, plans, own domains and API keys (API keys with the admin scope)"),
     )
 )]
 pub struct ApiDoc;

@@ -27,6 +27,7 @@ type Mem = Stores<
     MemoryWebhooks,
     MemoryOutbox,
     pec_ports::MemoryIdentities,
+    MemoryOutbox,
 >;
 
 struct World {
@@ -35,6 +36,15 @@ struct World {
     key_a: String,
     key_a_read: String,
     key_b: String,
+    /// Seconds added to the test clock.
+    clock: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl World {
+    fn advance(&self, seconds: i64) {
+        self.clock
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 const A1: &str = "uno@a.pec.test";
@@ -47,6 +57,10 @@ async fn world() -> World {
 }
 
 async fn world_with(requests_per_minute: u32) -> World {
+    world_set(|s| s.requests_per_minute = requests_per_minute).await
+}
+
+async fn world_set(configure: impl FnOnce(&mut Settings)) -> World {
     let now = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
     let stores = Stores {
         state: MemoryState::new(),
@@ -56,6 +70,7 @@ async fn world_with(requests_per_minute: u32) -> World {
         hooks: MemoryWebhooks::new(),
         queue: MemoryOutbox::default(),
         identities: pec_ports::MemoryIdentities::new(),
+        transport: MemoryOutbox::default(),
     };
     let hash = pec_submit::hash_password_with("segreta", pec_submit::HashCost::Fast).unwrap();
     for (address, tenant, locked) in [
@@ -99,14 +114,19 @@ async fn world_with(requests_per_minute: u32) -> World {
     let mut settings = Settings::local("pec.test");
     settings.login_cost = pec_submit::HashCost::Fast;
     settings.max_message_bytes = 64 * 1024;
-    settings.requests_per_minute = requests_per_minute;
+    configure(&mut settings);
     let mut app = App::new(stores, settings);
-    app.clock = Arc::new(move || now);
+    let clock = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let offset = Arc::clone(&clock);
+    app.clock = Arc::new(move || {
+        now + chrono::Duration::seconds(offset.load(std::sync::atomic::Ordering::SeqCst))
+    });
     World {
         app: Arc::new(app),
         key_a: keys[0].clone(),
         key_a_read: keys[1].clone(),
         key_b: keys[2].clone(),
+        clock,
     }
 }
 
@@ -2232,4 +2252,437 @@ async fn tenant_administration_and_its_isolation() {
     )
     .await
     .problem(StatusCode::CONFLICT, "mailbox-status");
+}
+
+#[tokio::test]
+async fn api_keys_created_rotated_and_revoked_over_http() {
+    let w = world().await;
+    // An admin-only key cannot mint a key with more than it has.
+    let (admin_only, key) =
+        crate::auth::new_api_key("a", "admin only", vec![Scope::Admin], Utc::now()).unwrap();
+    w.app.backend.access.put_api_key(&key).await.unwrap();
+    post_json(
+        &w,
+        "/v1/api-keys",
+        Some(&admin_only),
+        json!({"name": "ERP", "scopes": ["send"]}),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "missing-scope");
+    // Without the admin scope, or as a mailbox user: no key management at all.
+    get(&w, "/v1/api-keys", &w.key_a_read)
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    let session = login(&w, A1).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get(&w, "/v1/api-keys", &session)
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    for bad in [
+        json!({"name": "", "scopes": ["send"]}),
+        json!({"name": "x", "scopes": []}),
+        json!({"name": "x", "scopes": ["everything"]}),
+        json!({"name": "x\n", "scopes": ["send"], "extra": 1}),
+    ] {
+        post_json(&w, "/v1/api-keys", Some(&w.key_a), bad)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    }
+
+    // Created: shown once, works at once, listed without its secret.
+    let made = post_json(
+        &w,
+        "/v1/api-keys",
+        Some(&w.key_a),
+        json!({"name": "ERP produzione", "scopes": ["send", "read", "read"]}),
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.json());
+    let erp = made.json()["key"].as_str().unwrap().to_string();
+    let erp_id = made.json()["id"].as_str().unwrap().to_string();
+    assert!(erp.starts_with(&format!("pec_{erp_id}_")));
+    assert_eq!(made.json()["scopes"], json!(["send", "read"]));
+    assert_eq!(
+        get(&w, &format!("/v1/mailboxes/{A1}"), &erp).await.status,
+        StatusCode::OK
+    );
+    let list = get(&w, "/v1/api-keys", &w.key_a).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&list.body).to_string();
+    assert!(
+        !text.contains(erp.rsplit('_').next().unwrap()),
+        "a secret is listed"
+    );
+    let listed = list.json()["keys"].as_array().unwrap().clone();
+    let row = listed.iter().find(|k| k["id"] == erp_id.as_str()).unwrap();
+    assert_eq!(row["name"], "ERP produzione");
+    assert_eq!(row["active"], true);
+    assert!(row["last_used_at"].is_string(), "{row}");
+    // Tenant B sees none of A's keys and can touch none.
+    let b_list = get(&w, "/v1/api-keys", &w.key_b).await.json();
+    assert!(
+        b_list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["id"] != erp_id.as_str())
+    );
+    post_json(
+        &w,
+        &format!("/v1/api-keys/{erp_id}/rotate"),
+        Some(&w.key_b),
+        json!({"grace_seconds": 0}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    call(
+        &w,
+        Method::DELETE,
+        &format!("/v1/api-keys/{erp_id}"),
+        Some(&w.key_b),
+        None,
+        vec![],
+        &[],
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(
+        get(&w, &format!("/v1/mailboxes/{A1}"), &erp).await.status,
+        StatusCode::OK
+    );
+
+    // Rotated with an hour's grace: both work for the hour, then only the new one.
+    post_json(
+        &w,
+        &format!("/v1/api-keys/{erp_id}/rotate"),
+        Some(&w.key_a),
+        json!({"grace_seconds": 604801}),
+    )
+    .await
+    .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let rotated = post_json(
+        &w,
+        &format!("/v1/api-keys/{erp_id}/rotate"),
+        Some(&w.key_a),
+        json!({"grace_seconds": 3600}),
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.json());
+    let erp2 = rotated.json()["key"].as_str().unwrap().to_string();
+    assert_ne!(erp2, erp);
+    assert_eq!(rotated.json()["name"], "ERP produzione");
+    assert_eq!(rotated.json()["scopes"], json!(["send", "read"]));
+    // A second rotation of the same key is refused: rotate its successor.
+    post_json(
+        &w,
+        &format!("/v1/api-keys/{erp_id}/rotate"),
+        Some(&w.key_a),
+        json!({"grace_seconds": 0}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "key-not-rotatable");
+    w.advance(3599);
+    assert_eq!(
+        get(&w, &format!("/v1/mailboxes/{A1}"), &erp).await.status,
+        StatusCode::OK
+    );
+    w.advance(1);
+    get(&w, &format!("/v1/mailboxes/{A1}"), &erp)
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(
+        get(&w, &format!("/v1/mailboxes/{A1}"), &erp2).await.status,
+        StatusCode::OK
+    );
+    let listed = get(&w, "/v1/api-keys", &w.key_a).await.json();
+    let old = listed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == erp_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(old["active"], false);
+    assert!(old["expires_at"].is_string());
+
+    // Revoked: refused at once, still listed.
+    let erp2_id = rotated.json()["id"].as_str().unwrap().to_string();
+    let gone = call(
+        &w,
+        Method::DELETE,
+        &format!("/v1/api-keys/{erp2_id}"),
+        Some(&w.key_a),
+        None,
+        vec![],
+        &[],
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    get(&w, &format!("/v1/mailboxes/{A1}"), &erp2)
+        .await
+        .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+    call(
+        &w,
+        Method::DELETE,
+        "/v1/api-keys/not-a-key",
+        Some(&w.key_a),
+        None,
+        vec![],
+        &[],
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+}
+
+const MEMBERS_CSV: &str = "Nome;Cognome;Codice fiscale;E-mail;Cellulare;Piano\r\n\
+Mario;Rossi;RSSMRA80A01H501U;mario@example.it;333 1234567;\r\n\
+Maria;D'Angelo;DNGMRA85M41F205U;maria@example.it;;gold\r\n\
+Mario;Rossi;RSSMRA80A01H501U;doppio@example.it;;\r\n\
+Luca;Bianchi;BNCLCU70A01H501O;luca@example.it;;\r\n";
+
+async fn import(w: &World, query: &str, auth: &str, ct: &str, body: &[u8]) -> Answer {
+    call(
+        w,
+        Method::POST,
+        &format!("/v1/members/import?{query}"),
+        Some(auth),
+        Some(ct),
+        body.to_vec(),
+        &[],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn members_imported_and_links_resent_over_http() {
+    let w = world_set(|s| s.activation_url = Some("https://webmail.pec.test/attiva".into())).await;
+    for t in ["a", "b"] {
+        w.app
+            .backend
+            .state
+            .put_tenant(&pec_ports::Tenant {
+                id: t.into(),
+                name: t.into(),
+                billing: Default::default(),
+            })
+            .await
+            .unwrap();
+    }
+    let csv = MEMBERS_CSV.as_bytes();
+    // Who may, what it must be.
+    import(&w, "domain=pec.test", &w.key_a_read, "text/csv", csv)
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    import(&w, "domain=pec.test", &w.key_a, "application/json", csv)
+        .await
+        .problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    for bad in [
+        "domain=Pec..test",
+        "domain=pec.test&plan=diamond",
+        "domain=pec.test&pattern=x",
+        "domain=pec.test&valid_days=31",
+        "plan=gold",
+    ] {
+        import(&w, bad, &w.key_a, "text/csv", csv)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    }
+    // A domain that is not one of the tenant's verified ones.
+    import(&w, "domain=studio.example.it", &w.key_a, "text/csv", csv)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    import(
+        &w,
+        "domain=pec.test",
+        &w.key_a,
+        "text/csv",
+        b"Nome;Cognome\r\nMario;Rossi\r\n",
+    )
+    .await
+    .problem(StatusCode::BAD_REQUEST, "unreadable-table");
+    assert!(w.app.backend.transport.take_mail().is_empty());
+
+    let first = import(
+        &w,
+        "domain=pec.test&plan=standard",
+        &w.key_a,
+        "text/csv; charset=utf-8",
+        csv,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.json());
+    let r = first.json();
+    assert_eq!(r["complete"], true);
+    assert_eq!(
+        (r["created"].clone(), r["refused"].clone()),
+        (json!(3), json!(1)),
+        "{r}"
+    );
+    let rows = r["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["address"], "mario.rossi@pec.test");
+    assert_eq!(rows[1]["address"], "maria.dangelo@pec.test");
+    assert_eq!(rows[2]["row"], 4);
+    assert_eq!(rows[2]["outcome"], "refused");
+    assert!(
+        rows[2]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("RSSMRA80A01H501U"),
+        "{}",
+        rows[2]
+    );
+    let maria = w
+        .app
+        .backend
+        .state
+        .mailbox("maria.dangelo@pec.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((maria.tenant.as_str(), maria.plan), ("a", Plan::Gold));
+    // One link per member, to the member's contact address; no password anywhere.
+    let mail = w.app.backend.transport.take_mail();
+    assert_eq!(mail.len(), 3);
+    let to_mario = mail
+        .iter()
+        .find(|m| m.destinations == ["mario@example.it"])
+        .unwrap();
+    let text = String::from_utf8_lossy(&to_mario.raw).to_string();
+    assert!(text.contains("https://webmail.pec.test/attiva#"), "{text}");
+    // The same table again: nothing made twice, nothing sent.
+    let again = import(&w, "domain=pec.test", &w.key_a, "text/csv", csv)
+        .await
+        .json();
+    assert_eq!(
+        (again["existing"].clone(), again["created"].clone()),
+        (json!(3), json!(0))
+    );
+    assert!(w.app.backend.transport.take_mail().is_empty());
+
+    // A new link for Mario: the first stops working.
+    let resent = post_json(
+        &w,
+        "/v1/mailboxes/mario.rossi@pec.test/activation",
+        Some(&w.key_a),
+        json!({"valid_days": 3}),
+    )
+    .await;
+    assert_eq!(resent.status, StatusCode::ACCEPTED, "{}", resent.json());
+    assert_eq!(resent.json()["email"], "mario@example.it");
+    assert_eq!(w.app.backend.transport.take_mail().len(), 1);
+    let old_token = text
+        .split("attiva#")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let used = post_json(
+        &w,
+        "/v1/activation",
+        None,
+        json!({"token": old_token, "password": "una-password-lunga-1"}),
+    )
+    .await;
+    assert_ne!(used.status, StatusCode::OK, "{}", used.json());
+    // Tenant B: neither the link nor the mailbox.
+    post_json(
+        &w,
+        "/v1/mailboxes/mario.rossi@pec.test/activation",
+        Some(&w.key_b),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::NOT_FOUND, "not-found");
+    // A mailbox not made by an import has no link to resend.
+    post_json(
+        &w,
+        &format!("/v1/mailboxes/{A1}/activation"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "not-possible");
+}
+
+#[tokio::test]
+async fn a_member_import_goes_on_over_several_requests() {
+    let w = world_set(|s| {
+        s.activation_url = Some("https://webmail.pec.test/attiva".into());
+        s.import_budget = std::time::Duration::ZERO;
+    })
+    .await;
+    w.app
+        .backend
+        .state
+        .put_tenant(&pec_ports::Tenant {
+            id: "a".into(),
+            name: "a".into(),
+            billing: Default::default(),
+        })
+        .await
+        .unwrap();
+    // 25 members; with no time to spare each request does one batch of ten.
+    let mut table = String::from("Nome,Cognome,Codice fiscale,E-mail\n");
+    let names = ["Anna", "Bruno", "Carla", "Dario", "Elena"];
+    let surnames = ["Esposito", "Ferrari", "Gallo", "Romano", "Greco"];
+    let mut n = 0;
+    for nome in names {
+        for cognome in surnames {
+            n += 1;
+            let first15 = fiscal_first15(cognome, nome, n);
+            let cf = format!(
+                "{first15}{}",
+                pec_members::fiscal::check_character(&first15)
+            );
+            table.push_str(&format!("{nome},{cognome},{cf},m{n}@example.it\n"));
+        }
+    }
+    // Each answer names the row to go on from.
+    let mut query = "domain=pec.test".to_string();
+    for (i, left) in [15, 5, 0].into_iter().enumerate() {
+        let r = import(&w, &query, &w.key_a, "text/csv", table.as_bytes()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+        let r = r.json();
+        assert_eq!(r["rows_left"], left, "request {i}: {r}");
+        assert_eq!(r["complete"], left == 0);
+        assert_eq!(r["created"], if left == 0 { 5 } else { 10 });
+        assert_eq!(r["existing"], 0);
+        match r["next_row"].as_u64() {
+            Some(next) => query = format!("domain=pec.test&from_row={next}"),
+            None => assert_eq!(left, 0),
+        }
+    }
+    // The whole table again from the start: every member is there, nothing is sent.
+    let r = import(
+        &w,
+        "domain=pec.test",
+        &w.key_a,
+        "text/csv",
+        table.as_bytes(),
+    )
+    .await
+    .json();
+    assert_eq!(r["existing"], 10, "{r}");
+    assert_eq!(w.app.backend.transport.take_mail().len(), 25);
+}
+
+/// The first 15 characters of a plausible fiscal code for the test's members.
+fn fiscal_first15(cognome: &str, nome: &str, n: usize) -> String {
+    let c: String = cognome
+        .to_ascii_uppercase()
+        .chars()
+        .filter(|c| !"AEIOU".contains(*c))
+        .take(3)
+        .collect();
+    let m: String = nome
+        .to_ascii_uppercase()
+        .chars()
+        .filter(|c| !"AEIOU".contains(*c))
+        .take(3)
+        .collect();
+    format!("{c:X<3}{m:X<3}80A{:02}H501", n)
 }

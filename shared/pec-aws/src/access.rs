@@ -52,6 +52,13 @@ impl DynamoState {
         {
             key.revoked_at = Some(t.with_timezone(&Utc));
         }
+        if let Some(t) = item
+            .get("expires_at")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+        {
+            key.expires_at = Some(t.with_timezone(&Utc));
+        }
         Ok(key)
     }
 
@@ -205,6 +212,39 @@ impl AccessStore for DynamoState {
             .key("sk", s("APIKEY"))
             .update_expression("SET revoked_at = if_not_exists(revoked_at, :t)")
             .condition_expression("attribute_exists(pk) AND gsi1pk = :tenant")
+            .expression_attribute_values(":t", s(at.to_rfc3339()))
+            .expression_attribute_values(":tenant", s(format!("TENANT#{tenant}")))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
+    async fn expire_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(id)))
+            .key("sk", s("APIKEY"))
+            .update_expression("SET expires_at = :t")
+            .condition_expression(
+                "attribute_exists(pk) AND gsi1pk = :tenant AND attribute_not_exists(revoked_at) \
+                 AND attribute_not_exists(expires_at)",
+            )
             .expression_attribute_values(":t", s(at.to_rfc3339()))
             .expression_attribute_values(":tenant", s(format!("TENANT#{tenant}")))
             .send()

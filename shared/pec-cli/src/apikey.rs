@@ -29,7 +29,7 @@ pub enum ApiKeyCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
     },
-    /// The tenant's keys (id, name, scopes, created, last used, revoked) as JSON lines.
+    /// The tenant's keys (id, name, scopes, created, last used, revoked, expires) as JSON lines.
     List {
         #[arg(long)]
         tenant: String,
@@ -75,7 +75,7 @@ pub fn run(args: ApiKeyArgs) -> ExitCode {
                         let line = serde_json::json!({
                             "id": k.id, "name": k.name, "scopes": k.scopes,
                             "created_at": k.created_at, "last_used_at": k.last_used_at,
-                            "revoked_at": k.revoked_at,
+                            "revoked_at": k.revoked_at, "expires_at": k.expires_at,
                         });
                         println!("{line}");
                     }

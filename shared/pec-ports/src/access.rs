@@ -90,6 +90,16 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
     /// The last time it authenticated a request (kept to the minute).
     pub last_used_at: Option<DateTime<Utc>>,
+    /// A rotated key works until then (the grace its holder asked for); refused from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKey {
+    /// Whether the key authenticates requests at `now`: not revoked, not past its expiry.
+    pub fn works_at(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|t| now < t)
+    }
 }
 
 /// The first answer given to an idempotency key: a retry with the same key and the same
@@ -144,6 +154,15 @@ pub trait AccessStore: Send + Sync {
     ) -> impl Future<Output = Result<(), StateError>> + Send;
     /// Revokes the key (of this tenant); whether it existed.
     fn revoke_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Sets the key (of this tenant) to stop working at `at` (a rotation's grace); `false`,
+    /// changing nothing, when it does not exist, is another tenant's, is revoked or already
+    /// has an expiry (two rotations of one key: one wins).
+    fn expire_api_key(
         &self,
         tenant: &str,
         id: &str,
@@ -278,6 +297,22 @@ impl AccessStore for MemoryAccess {
                 Ok(true)
             }
             None => Ok(false),
+        }
+    }
+
+    async fn expire_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let mut keys = lock(&self.keys);
+        match keys.iter_mut().find(|k| k.id == id && k.tenant == tenant) {
+            Some(k) if k.revoked_at.is_none() && k.expires_at.is_none() => {
+                k.expires_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 
