@@ -291,7 +291,8 @@ impl DynamoState {
     }
 
     /// Writes a domain's two items (its own and the registry's) in one transaction; with
-    /// `only_new`, only if neither exists (`false` if the domain is recorded: nothing changed).
+    /// `only_new`, only if neither exists (`false` if the domain is recorded: nothing changed);
+    /// otherwise only if both exist for the record's tenant (`false`: removed, or another's).
     async fn write_domain(
         &self,
         record: &DomainRecord,
@@ -317,21 +318,21 @@ impl DynamoState {
             for (k, v) in &common {
                 item.insert(k.to_string(), v.clone());
             }
-            let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
-            if only_new {
-                put = put.condition_expression("attribute_not_exists(pk)");
-            }
+            let put = Put::builder().table_name(&self.table).set_item(Some(item));
+            let put = if only_new {
+                put.condition_expression("attribute_not_exists(pk)")
+            } else {
+                // A change: only to the record still there for the same tenant.
+                put.condition_expression("attribute_exists(pk) AND tenant = :t")
+                    .expression_attribute_values(":t", s(&record.tenant))
+            };
             ops.push(
                 TransactWriteItem::builder()
                     .put(put.build().map_err(|e| self.err("TransactWriteItems", e))?)
                     .build(),
             );
         }
-        let written = self.transact_unless_cancelled(ops).await?;
-        if !written && !only_new {
-            return Err(self.corrupt(&domain_pk(&d), "the unconditional write was cancelled"));
-        }
-        Ok(written)
+        self.transact_unless_cancelled(ops).await
     }
 
     /// Runs a transaction; `false` if DynamoDB cancelled it (a condition failed).
@@ -411,8 +412,8 @@ impl StateStore for DynamoState {
             .await
     }
 
-    async fn put_domain(&self, record: &DomainRecord) -> Result<(), StateError> {
-        self.write_domain(record, false).await.map(drop)
+    async fn update_domain(&self, record: &DomainRecord) -> Result<bool, StateError> {
+        self.write_domain(record, false).await
     }
 
     async fn claim_domain(

@@ -461,7 +461,13 @@ pub async fn add_domain<Db: StateStore, Id: DomainIdentities>(
         dns: dns_records(domain, &setup, &identities.receiving_host(), policy),
         ..record
     };
-    state.put_domain(&record).await?;
+    if !state.update_domain(&record).await? {
+        // Removed (by its tenant or the operator) while it was being added.
+        return Err(AdminError::NoDomain {
+            tenant: tenant.to_string(),
+            domain: domain.to_string(),
+        });
+    }
     Ok(record)
 }
 
@@ -553,7 +559,13 @@ pub async fn verify_domain<Db: StateStore, Id: DomainIdentities>(
         },
         ..record
     };
-    state.put_domain(&record).await?;
+    // Conditional: a removal that came after the read above is not undone.
+    if !state.update_domain(&record).await? {
+        return Err(AdminError::NoDomain {
+            tenant: tenant.to_string(),
+            domain: record.domain,
+        });
+    }
     Ok(record)
 }
 
@@ -1451,7 +1463,7 @@ mod tests {
         );
         let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
         verified.status = DomainStatus::Verified;
-        state.put_domain(&verified).await.unwrap();
+        assert!(state.update_domain(&verified).await.unwrap());
 
         // anna.bianchi is another tenant's already.
         let mut other = mailbox("anna.bianchi@ordine.example.test", Plan::Base);
@@ -1583,7 +1595,7 @@ mod tests {
         let settings = order_with_domain(&state, Billing::Member).await;
         let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
         verified.status = DomainStatus::Verified;
-        state.put_domain(&verified).await.unwrap();
+        assert!(state.update_domain(&verified).await.unwrap());
         let mut n = 0;
         run(
             &state,
@@ -1665,7 +1677,7 @@ mod tests {
         let settings = order_with_domain(&state, Billing::Tenant).await;
         let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
         verified.status = DomainStatus::Verified;
-        state.put_domain(&verified).await.unwrap();
+        assert!(state.update_domain(&verified).await.unwrap());
         // An earlier run reserved mario.rossi for A and stopped before the mailbox.
         let a = member(3, "Mario", "Rossi", "RSSMRA85T10A562S");
         state
@@ -2077,7 +2089,7 @@ mod tests {
         let settings = order_with_domain(&state, Billing::Member).await;
         let mut verified = state.domain("ordine.example.test").await.unwrap().unwrap();
         verified.status = DomainStatus::Verified;
-        state.put_domain(&verified).await.unwrap();
+        assert!(state.update_domain(&verified).await.unwrap());
         let mut n = 0;
         let cf = "RSSMRA85T10A562S";
         run(

@@ -418,7 +418,8 @@ async fn item_ids<S: StateStore>(s: &S, address: &str) -> Result<Vec<String>, St
 // ------------------------------------------------------------------------------ cases
 
 /// put_tenant succeeds; claim_domain records once and reports the holder; a pending domain is
-/// not served (domain_tenant) until put_domain records it verified; domains lists it;
+/// not served (domain_tenant) until update_domain records it verified; update_domain changes
+/// only the claiming tenant's record and never brings a removed one back; domains lists it;
 /// remove_domain only by its tenant; lookups normalise the domain; tenant_mailboxes lists one
 /// tenant's mailboxes only.
 async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
@@ -485,7 +486,26 @@ async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
         verified_at: Some(at(60)),
         ..pending.clone()
     };
-    s.put_domain(&verified).await.op("put_domain")?;
+    ensure_eq!(
+        s.update_domain(&DomainRecord {
+            tenant: format!("{ns}-t2"),
+            ..verified.clone()
+        })
+        .await
+        .op("update_domain rival")?,
+        false,
+        "another tenant's update of the domain"
+    );
+    ensure_eq!(
+        s.domain(&d).await.op("domain")?,
+        Some(pending.clone()),
+        "the rival's update changed nothing"
+    );
+    ensure_eq!(
+        s.update_domain(&verified).await.op("update_domain")?,
+        true,
+        "the holder's update"
+    );
     ensure_eq!(
         s.domain_tenant(&shout(&d)).await.op("domain_tenant")?,
         Some(tenant.id.clone()),
@@ -534,6 +554,26 @@ async fn tenant_and_domain<S: StateStore>(s: &S, ns: &str) -> Outcome {
             .iter()
             .any(|r| r.domain == d),
         "removed: not listed"
+    );
+    ensure_eq!(
+        s.update_domain(&verified)
+            .await
+            .op("update_domain after removal")?,
+        false,
+        "an update after the removal"
+    );
+    ensure_eq!(
+        s.domain(&d).await.op("domain")?,
+        None,
+        "a late update does not bring a removed domain back"
+    );
+    ensure!(
+        !s.domains()
+            .await
+            .op("domains")?
+            .iter()
+            .any(|r| r.domain == d),
+        "a late update does not list a removed domain again"
     );
 
     let mut mine = Vec::new();

@@ -57,9 +57,16 @@ impl StateStore for MemoryState {
         Ok(self.with(|m| m.tenants.get(id).cloned()))
     }
 
-    async fn put_domain(&self, record: &DomainRecord) -> Result<(), StateError> {
-        self.with(|m| m.domains.insert(norm(&record.domain), record.clone()));
-        Ok(())
+    async fn update_domain(&self, record: &DomainRecord) -> Result<bool, StateError> {
+        Ok(
+            self.with(|m| match m.domains.get_mut(&norm(&record.domain)) {
+                Some(existing) if existing.tenant == record.tenant => {
+                    *existing = record.clone();
+                    true
+                }
+                _ => false,
+            }),
+        )
     }
 
     async fn claim_domain(

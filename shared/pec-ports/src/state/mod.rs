@@ -26,12 +26,14 @@ pub trait StateStore: Send + Sync {
     fn put_tenant(&self, tenant: &Tenant) -> impl Future<Output = Result<(), StateError>> + Send;
     /// A tenant's record.
     fn tenant(&self, id: &str) -> impl Future<Output = Result<Option<Tenant>, StateError>> + Send;
-    /// Creates or replaces a domain's record (an operator's assignment; [`StateStore::claim_domain`]
-    /// is the safe way to add one).
-    fn put_domain(
+    /// Records a change to a claimed domain (its DNS records, a verification): written only
+    /// while the domain is still recorded for `record.tenant`; `false`, changing nothing, when
+    /// it was removed meanwhile or is another tenant's (a removal is never undone by a
+    /// verification that read the record before it). [`StateStore::claim_domain`] adds one.
+    fn update_domain(
         &self,
         record: &DomainRecord,
-    ) -> impl Future<Output = Result<(), StateError>> + Send;
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// Records a domain unless it is recorded: `None` if recorded now, else the record in force
     /// (whichever tenant holds it; nothing changed).
     fn claim_domain(
