@@ -1,7 +1,8 @@
 //! A tenant's API keys over HTTP: list, create (the key shown once), rotate (a new key with
 //! the same name and scopes; the old one works for the grace asked, then stops), revoke. An
 //! `admin` key of the tenant only; a key can give a new key only scopes it has itself, so an
-//! `admin`-only key cannot mint a `send` key. Another tenant's key answers `404`.
+//! `admin`-only key cannot mint a `send` key, and rotates or revokes only keys within its own
+//! scopes; a rotated key manages no keys during its grace. Another tenant's key answers `404`.
 
 use std::sync::Arc;
 
@@ -70,7 +71,9 @@ pub struct ApiKeyList {
     pub keys: Vec<ApiKeyView>,
 }
 
-/// The caller's tenant and scopes: a tenant key with the `admin` scope.
+/// The caller's tenant and scopes: a tenant key with the `admin` scope that is not being
+/// retired. A rotated key works for its grace, but manages no keys: were it leaked (the reason
+/// to rotate), it could otherwise mint a successor of its own that never expires.
 async fn admin_key<B: Backend>(
     app: &App<B>,
     headers: &HeaderMap,
@@ -78,11 +81,40 @@ async fn admin_key<B: Backend>(
     let who = principal(app, headers).await?;
     who.require(Scope::Admin)?;
     match who {
-        Principal::Key { tenant, scopes, .. } => Ok((tenant, scopes)),
+        Principal::Key { id, tenant, scopes } => {
+            let retiring = app
+                .backend
+                .access()
+                .api_key(&id)
+                .await?
+                .is_none_or(|k| k.expires_at.is_some());
+            if retiring {
+                return Err(Problem::forbidden(
+                    "key-retiring",
+                    "this key was rotated: it works until its grace ends but manages no API \
+                     keys; use its successor",
+                ));
+            }
+            Ok((tenant, scopes))
+        }
         Principal::Mailbox { .. } => Err(Problem::forbidden(
             "missing-scope",
             "API keys are managed with a tenant API key",
         )),
+    }
+}
+
+/// `403` when `key` has a scope the caller lacks (a key manages only keys within its own power).
+fn within(own: &[Scope], key: &ApiKey) -> Result<(), Problem> {
+    match key.scopes.iter().find(|s| !own.contains(s)) {
+        Some(s) => Err(Problem::forbidden(
+            "missing-scope",
+            format!(
+                "the key has the {:?} scope, which this key does not have",
+                s.as_str()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -104,7 +136,7 @@ fn key_id(id: &str) -> Result<&str, Problem> {
     responses(
         (status = 200, description = "The tenant's keys", body = ApiKeyList),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a tenant key with the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant key with the admin scope, or a rotated key", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list<B: Backend>(
@@ -137,7 +169,7 @@ pub struct CreateApiKey {
     responses(
         (status = 201, description = "The new key, shown once", body = NewApiKey),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a tenant key with the admin scope, or a scope the calling key does not have", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant key with the admin scope, a rotated key, or a scope the calling key does not have", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "No name, no scope or an unknown one", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -213,7 +245,7 @@ pub struct RotateApiKey {
     responses(
         (status = 201, description = "The new key, shown once; the old key's expiry is in the list", body = NewApiKey),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a tenant key with the admin scope, or the key to rotate has a scope the calling key does not", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant key with the admin scope, a rotated key, or the key to rotate has a scope the calling key does not", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key (or not the tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The key is revoked or already rotated", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A grace longer than a week", body = Problem, content_type = "application/problem+json"),
@@ -240,15 +272,7 @@ pub async fn rotate<B: Backend>(
         .await?
         .filter(|k| k.tenant == tenant)
         .ok_or_else(|| Problem::not_found(format!("no API key {id:?}")))?;
-    if let Some(s) = old.scopes.iter().find(|s| !own.contains(s)) {
-        return Err(Problem::forbidden(
-            "missing-scope",
-            format!(
-                "the key has the {:?} scope, which this key does not have",
-                s.as_str()
-            ),
-        ));
-    }
+    within(&own, &old)?;
     let rotated = || {
         Problem::conflict(
             "key-not-rotatable",
@@ -284,7 +308,7 @@ pub async fn rotate<B: Backend>(
     responses(
         (status = 204, description = "Revoked (or it was already)"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a tenant key with the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant key with the admin scope, a rotated key, or the key to revoke has a scope the calling key does not", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key (or not the tenant's)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -293,14 +317,16 @@ pub async fn revoke<B: Backend>(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    let (tenant, _) = admin_key(&app, &headers).await?;
+    let (tenant, own) = admin_key(&app, &headers).await?;
     let id = key_id(&id)?;
-    if !app
-        .backend
-        .access()
-        .revoke_api_key(&tenant, id, app.now())
+    let access = app.backend.access();
+    let key = access
+        .api_key(id)
         .await?
-    {
+        .filter(|k| k.tenant == tenant)
+        .ok_or_else(|| Problem::not_found(format!("no API key {id:?}")))?;
+    within(&own, &key)?;
+    if !access.revoke_api_key(&tenant, id, app.now()).await? {
         return Err(Problem::not_found(format!("no API key {id:?}")));
     }
     tracing::info!(tenant = %tenant, key = %id, "API key revoked");

@@ -26,8 +26,9 @@ use crate::admin::{problem, tenant_of};
 use crate::problem::FieldError;
 use crate::{App, Backend, Problem, random_token};
 
-/// The largest members table accepted (a table of 100,000 members is a few MB).
-pub const MAX_TABLE_BYTES: usize = 16 * 1024 * 1024;
+/// The largest members table accepted: what a request through API Gateway and Lambda can carry
+/// (6 MB, binary bodies base64-encoded). About 40,000 members as CSV; split larger tables.
+pub const MAX_TABLE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Members handled between two looks at the clock.
 const CHUNK: usize = 10;
@@ -67,7 +68,8 @@ pub struct ImportLine {
     pub address: String,
     /// `created`, `completed` (an earlier interrupted import finished now), `existing`
     /// (imported before: nothing done), `refused` (see `reason`), `mail-failed` (the mailbox
-    /// exists; the link could not be sent: import again to retry).
+    /// exists; the link could not be sent: post the table again without `from_row`, or ask
+    /// for a new link with `POST /v1/mailboxes/{address}/activation`).
     pub outcome: String,
     pub reason: String,
 }
@@ -87,7 +89,8 @@ pub struct ImportReport {
     pub existing: usize,
     pub refused: usize,
     pub mail_failed: usize,
-    /// Row by row, in table order (the rows handled in this request, and every refused row).
+    /// Row by row, in table order: the rows this request covered (from `from_row` up to
+    /// `next_row`), refused ones included.
     pub rows: Vec<ImportLine>,
 }
 
@@ -127,7 +130,7 @@ fn link_settings<B: Backend>(
         (status = 400, description = "The table cannot be read (not CSV or .xlsx, no header, a column missing or twice)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a tenant key with the admin scope", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "A table over 16 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "A table over 4 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither text/csv nor an .xlsx workbook", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not a verified domain of the tenant, an unknown plan or pattern, a link validity out of range", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
@@ -207,14 +210,13 @@ pub async fn import<B: Backend>(
         if i > 0 && started.elapsed() >= app.settings.import_budget {
             break;
         }
-        let first = if i == 0 { &refused[..] } else { &[][..] };
         let part = tenants::import_members(
             app.backend.state(),
             app.backend.transport(),
             &tenant,
             &settings,
             chunk,
-            first,
+            &[],
             now,
             &mut tokens,
             &mut |_| {},
@@ -224,21 +226,26 @@ pub async fn import<B: Backend>(
         done += chunk.len();
         rows.extend(part);
     }
-    if members.is_empty() {
-        rows.extend(refused.iter().map(|r| ImportRow {
-            row: r.row,
-            fiscal_code: String::new(),
-            address: String::new(),
-            outcome: "refused",
-            reason: r.reasons.join("; "),
-        }));
-    }
+    // The refused rows among those this request covered: a resumed request reports each once.
+    let next_row = members.get(done).map(|m| m.row);
+    rows.extend(
+        refused
+            .iter()
+            .filter(|r| next_row.is_none_or(|n| r.row < n))
+            .map(|r| ImportRow {
+                row: r.row,
+                fiscal_code: String::new(),
+                address: String::new(),
+                outcome: "refused",
+                reason: r.reasons.join("; "),
+            }),
+    );
     rows.sort_by_key(|r| r.row);
     let count = |o: &str| rows.iter().filter(|r| r.outcome == o).count();
     let report = ImportReport {
         complete: done == members.len(),
         rows_left: members.len() - done,
-        next_row: members.get(done).map(|m| m.row),
+        next_row,
         created: count("created"),
         completed: count("completed"),
         existing: count("existing"),

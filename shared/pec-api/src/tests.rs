@@ -2639,8 +2639,13 @@ async fn a_member_import_goes_on_over_several_requests() {
                 pec_members::fiscal::check_character(&first15)
             );
             table.push_str(&format!("{nome},{cognome},{cf},m{n}@example.it\n"));
+            if n == 15 {
+                // Row 17, among the second request's rows: refused once, by that request.
+                table.push_str("Ugo,Neri,RSSMRA85T10A562X,ugo@example.it\n");
+            }
         }
     }
+    let mut refused_seen = Vec::new();
     // Each answer names the row to go on from.
     let mut query = "domain=pec.test".to_string();
     for (i, left) in [15, 5, 0].into_iter().enumerate() {
@@ -2651,11 +2656,20 @@ async fn a_member_import_goes_on_over_several_requests() {
         assert_eq!(r["complete"], left == 0);
         assert_eq!(r["created"], if left == 0 { 5 } else { 10 });
         assert_eq!(r["existing"], 0);
+        refused_seen.extend(
+            r["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|row| row["outcome"] == "refused")
+                .map(|row| (i, row["row"].as_u64().unwrap())),
+        );
         match r["next_row"].as_u64() {
             Some(next) => query = format!("domain=pec.test&from_row={next}"),
             None => assert_eq!(left, 0),
         }
     }
+    assert_eq!(refused_seen, [(1, 17)]);
     // The whole table again from the start: every member is there, nothing is sent.
     let r = import(
         &w,
