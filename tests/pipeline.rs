@@ -4188,6 +4188,23 @@ async fn members_over_http(
         contacts[1],
     );
     let path = format!("/v1/members/import?domain={domain}&plan=standard");
+    let post_table = |key: &str, code| {
+        curl_json(
+            port,
+            &path,
+            &[
+                "-X",
+                "POST",
+                "-H",
+                &bearer(key),
+                "-H",
+                "Content-Type: text/csv",
+                "--data-binary",
+                &table,
+            ],
+            code,
+        )
+    };
     let (code, _) = curl(
         port,
         &path,
@@ -4208,21 +4225,7 @@ async fn members_over_http(
         code == 404,
         "another tenant imported into {domain}: HTTP {code}"
     );
-    let report = curl_json(
-        port,
-        &path,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            &bearer(admin),
-            "-H",
-            "Content-Type: text/csv",
-            "--data-binary",
-            &table,
-        ],
-        200,
-    )?;
+    let report = post_table(admin, 200)?;
     ensure!(
         report["complete"] == true && report["created"] == 2 && report["refused"] == 1,
         "{report}"
@@ -4238,21 +4241,7 @@ async fn members_over_http(
         m.tenant == tenant && m.plan == pec_core::plan::Plan::Pro,
         "{m:?}"
     );
-    let again = curl_json(
-        port,
-        &path,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            &bearer(admin),
-            "-H",
-            "Content-Type: text/csv",
-            "--data-binary",
-            &table,
-        ],
-        200,
-    )?;
+    let again = post_table(admin, 200)?;
     ensure!(again["existing"] == 2 && again["created"] == 0, "{again}");
     ensure!(
         activation_mails(ctx, &contacts)?.len() == 2,

@@ -118,6 +118,16 @@ fn within(own: &[Scope], key: &ApiKey) -> Result<(), Problem> {
     }
 }
 
+/// The tenant's key `id` (another tenant's is no key).
+async fn tenant_key<B: Backend>(app: &App<B>, tenant: &str, id: &str) -> Result<ApiKey, Problem> {
+    app.backend
+        .access()
+        .api_key(id)
+        .await?
+        .filter(|k| k.tenant == tenant)
+        .ok_or_else(|| Problem::not_found(format!("no API key {id:?}")))
+}
+
 /// A key id as the keys are made: 16 lower-case hex digits (anything else is no key).
 fn key_id(id: &str) -> Result<&str, Problem> {
     if id.len() == 16
@@ -267,11 +277,7 @@ pub async fn rotate<B: Backend>(
         )]));
     }
     let access = app.backend.access();
-    let old = access
-        .api_key(id)
-        .await?
-        .filter(|k| k.tenant == tenant)
-        .ok_or_else(|| Problem::not_found(format!("no API key {id:?}")))?;
+    let old = tenant_key(&app, &tenant, id).await?;
     within(&own, &old)?;
     let rotated = || {
         Problem::conflict(
@@ -319,14 +325,13 @@ pub async fn revoke<B: Backend>(
 ) -> Result<StatusCode, Problem> {
     let (tenant, own) = admin_key(&app, &headers).await?;
     let id = key_id(&id)?;
-    let access = app.backend.access();
-    let key = access
-        .api_key(id)
+    within(&own, &tenant_key(&app, &tenant, id).await?)?;
+    if !app
+        .backend
+        .access()
+        .revoke_api_key(&tenant, id, app.now())
         .await?
-        .filter(|k| k.tenant == tenant)
-        .ok_or_else(|| Problem::not_found(format!("no API key {id:?}")))?;
-    within(&own, &key)?;
-    if !access.revoke_api_key(&tenant, id, app.now()).await? {
+    {
         return Err(Problem::not_found(format!("no API key {id:?}")));
     }
     tracing::info!(tenant = %tenant, key = %id, "API key revoked");

@@ -232,13 +232,7 @@ pub async fn import<B: Backend>(
         refused
             .iter()
             .filter(|r| next_row.is_none_or(|n| r.row < n))
-            .map(|r| ImportRow {
-                row: r.row,
-                fiscal_code: String::new(),
-                address: String::new(),
-                outcome: "refused",
-                reason: r.reasons.join("; "),
-            }),
+            .map(ImportRow::refused),
     );
     rows.sort_by_key(|r| r.row);
     let count = |o: &str| rows.iter().filter(|r| r.outcome == o).count();

@@ -202,6 +202,22 @@ async fn call(
     }
 }
 
+/// Tenant records for `ids` (the world has mailboxes and keys of tenants `a` and `b` only).
+async fn put_tenants(w: &World, ids: &[&str]) {
+    for t in ids {
+        w.app
+            .backend
+            .state
+            .put_tenant(&pec_ports::Tenant {
+                id: t.to_string(),
+                name: t.to_string(),
+                billing: Default::default(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
 async fn get(w: &World, uri: &str, auth: &str) -> Answer {
     call(w, Method::GET, uri, Some(auth), None, Vec::new(), &[]).await
 }
@@ -1822,18 +1838,7 @@ async fn activation_links_set_the_password_once() {
 #[tokio::test]
 async fn tenant_administration_and_its_isolation() {
     let w = world().await;
-    for t in ["a", "b"] {
-        w.app
-            .backend
-            .state
-            .put_tenant(&pec_ports::Tenant {
-                id: t.into(),
-                name: t.into(),
-                billing: Default::default(),
-            })
-            .await
-            .unwrap();
-    }
+    put_tenants(&w, &["a", "b"]).await;
     let mut other = pec_smime::index::ProviderEntry::for_certificate(
         "Altro Gestore",
         "o=postacert",
@@ -2458,18 +2463,7 @@ async fn import(w: &World, query: &str, auth: &str, ct: &str, body: &[u8]) -> An
 #[tokio::test]
 async fn members_imported_and_links_resent_over_http() {
     let w = world_set(|s| s.activation_url = Some("https://webmail.pec.test/attiva".into())).await;
-    for t in ["a", "b"] {
-        w.app
-            .backend
-            .state
-            .put_tenant(&pec_ports::Tenant {
-                id: t.into(),
-                name: t.into(),
-                billing: Default::default(),
-            })
-            .await
-            .unwrap();
-    }
+    put_tenants(&w, &["a", "b"]).await;
     let csv = MEMBERS_CSV.as_bytes();
     // Who may, what it must be.
     import(&w, "domain=pec.test", &w.key_a_read, "text/csv", csv)
@@ -2615,16 +2609,7 @@ async fn a_member_import_goes_on_over_several_requests() {
         s.import_budget = std::time::Duration::ZERO;
     })
     .await;
-    w.app
-        .backend
-        .state
-        .put_tenant(&pec_ports::Tenant {
-            id: "a".into(),
-            name: "a".into(),
-            billing: Default::default(),
-        })
-        .await
-        .unwrap();
+    put_tenants(&w, &["a"]).await;
     // 25 members; with no time to spare each request does one batch of ten.
     let mut table = String::from("Nome,Cognome,Codice fiscale,E-mail\n");
     let names = ["Anna", "Bruno", "Carla", "Dario", "Elena"];

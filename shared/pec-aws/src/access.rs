@@ -62,6 +62,40 @@ impl DynamoState {
         Ok(key)
     }
 
+    /// Sets a time (`:t`) on a tenant's key with `update`, under `extra` conditions besides the
+    /// key existing for that tenant; `false` when a condition failed (nothing changed).
+    async fn set_key_time(
+        &self,
+        tenant: &str,
+        id: &str,
+        update: &str,
+        extra: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(id)))
+            .key("sk", s("APIKEY"))
+            .update_expression(update)
+            .condition_expression(format!("attribute_exists(pk) AND gsi1pk = :tenant{extra}"))
+            .expression_attribute_values(":t", s(at.to_rfc3339()))
+            .expression_attribute_values(":tenant", s(format!("TENANT#{tenant}")))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("UpdateItem", e)),
+        }
+    }
+
     fn duplicate(&self, what: &str) -> StateError {
         StateError {
             operation: "PutItem",
@@ -204,28 +238,14 @@ impl AccessStore for DynamoState {
         id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StateError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(key_pk(id)))
-            .key("sk", s("APIKEY"))
-            .update_expression("SET revoked_at = if_not_exists(revoked_at, :t)")
-            .condition_expression("attribute_exists(pk) AND gsi1pk = :tenant")
-            .expression_attribute_values(":t", s(at.to_rfc3339()))
-            .expression_attribute_values(":tenant", s(format!("TENANT#{tenant}")))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.err("UpdateItem", e)),
-        }
+        self.set_key_time(
+            tenant,
+            id,
+            "SET revoked_at = if_not_exists(revoked_at, :t)",
+            "",
+            at,
+        )
+        .await
     }
 
     async fn expire_api_key(
@@ -234,31 +254,14 @@ impl AccessStore for DynamoState {
         id: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StateError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(key_pk(id)))
-            .key("sk", s("APIKEY"))
-            .update_expression("SET expires_at = :t")
-            .condition_expression(
-                "attribute_exists(pk) AND gsi1pk = :tenant AND attribute_not_exists(revoked_at) \
-                 AND attribute_not_exists(expires_at)",
-            )
-            .expression_attribute_values(":t", s(at.to_rfc3339()))
-            .expression_attribute_values(":tenant", s(format!("TENANT#{tenant}")))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.err("UpdateItem", e)),
-        }
+        self.set_key_time(
+            tenant,
+            id,
+            "SET expires_at = :t",
+            " AND attribute_not_exists(revoked_at) AND attribute_not_exists(expires_at)",
+            at,
+        )
+        .await
     }
 
     async fn claim_idempotency(

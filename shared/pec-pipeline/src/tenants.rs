@@ -682,6 +682,19 @@ pub struct ImportRow {
     pub reason: String,
 }
 
+impl ImportRow {
+    /// The report line of a row validation refused.
+    pub fn refused(r: &RowError) -> Self {
+        ImportRow {
+            row: r.row,
+            fiscal_code: String::new(),
+            address: String::new(),
+            outcome: "refused",
+            reason: r.reasons.join("; "),
+        }
+    }
+}
+
 pub use pec_ports::activation::{NOT_ACTIVATED, token_hash};
 
 /// Imports members into `tenant`: each gets an address from the pattern (the next free number
@@ -719,16 +732,7 @@ pub async fn import_members<Db: StateStore, Mt: MailTransport>(
             }
         }
     }
-    let mut report: Vec<ImportRow> = refused
-        .iter()
-        .map(|r| ImportRow {
-            row: r.row,
-            fiscal_code: String::new(),
-            address: String::new(),
-            outcome: "refused",
-            reason: r.reasons.join("; "),
-        })
-        .collect();
+    let mut report: Vec<ImportRow> = refused.iter().map(ImportRow::refused).collect();
     for r in &report {
         progress(r);
     }
