@@ -64,6 +64,7 @@ impl MailStoreHarness for Harness {
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: false,
+            lock: None,
             created_at: chrono::Utc::now(),
         };
         match self.state.create_mailbox(&mailbox).await {

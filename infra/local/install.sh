@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|apitest|dynamodb|fuzz|clamav|mailclients|image|dovecot|loadgen]...  (default: all)
+#   infra/local/install.sh [all|system|python|apitest|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -26,6 +26,8 @@
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
 #          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
 #          project's own signatures (infra/antivirus/clamav/).
+# spam     the Debian package rspamd (the scan step's spam engine); infra/local/rspamd.sh runs
+#          it offline with its own configuration (the system service is never started).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -182,6 +184,12 @@ install_image() {
   pec_log "image tools: ok (mmdebstrap $(mmdebstrap --version | awk '{print $2}'), $(buildah --version | awk '{print $1, $3}'))"
 }
 
+install_spam() {
+  apt_install rspamd
+  command -v rspamd >/dev/null 2>&1 || pec_die "rspamd is still missing after installing its package"
+  pec_log "spam engine: ok ($(rspamd --version 2>/dev/null | head -1))"
+}
+
 install_clamav() {
   apt_install clamav-daemon
   command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] \
@@ -193,7 +201,7 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_apitest; install_dynamodb; install_fuzz; install_clamav; install_mailclients; install_dovecot; install_image ;;
+    all) install_system; install_python; install_apitest; install_dynamodb; install_fuzz; install_clamav; install_spam; install_mailclients; install_dovecot; install_image ;;
     image) install_image ;;
     mailclients) install_mailclients ;;
     apitest) install_apitest ;;
@@ -204,6 +212,7 @@ for part in "${parts[@]}"; do
     dynamodb) install_dynamodb ;;
     fuzz) install_fuzz ;;
     clamav) install_clamav ;;
-    *) pec_die "unknown part '$part' (all|system|python|apitest|dynamodb|fuzz|clamav|mailclients|image|dovecot|loadgen)" ;;
+    spam) install_spam ;;
+    *) pec_die "unknown part '$part' (all|system|python|apitest|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen)" ;;
   esac
 done

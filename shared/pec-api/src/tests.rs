@@ -95,6 +95,7 @@ async fn world_set(configure: impl FnOnce(&mut Settings)) -> World {
                 status_note: None,
                 agreement_accepted_at: None,
                 refuse_ordinary: false,
+                lock: None,
                 created_at: now,
             })
             .await
@@ -1762,6 +1763,7 @@ async fn activation_links_set_the_password_once() {
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: false,
+            lock: None,
             created_at: now,
         })
         .await
@@ -1773,6 +1775,7 @@ async fn activation_links_set_the_password_once() {
             address: address.into(),
             tenant: "a".into(),
             agreement: true,
+            reset: false,
             expires_at: now + chrono::Duration::days(7),
         })
         .await

@@ -13,7 +13,7 @@ use pec_ports::mailstore::{Flags, INBOX, Origin};
 use pec_ports::state::{
     ActivationRecord, DomainRecord, DomainStatus, InboundRecord, LOG_RETENTION_MONTHS, Mailbox,
     MailboxItem, MailboxWrite, MemberRecord, MessageRecord, RecipientOutcome, RelayEvent,
-    RelayRecord, StateError, StateStore, Tenant, log_sk, norm,
+    RelayRecord, SPAM_DETECTION_DAYS, SpamDetection, StateError, StateStore, Tenant, log_sk, norm,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1165,6 +1165,112 @@ impl StateStore for DynamoState {
         }
         Ok(events)
     }
+
+    async fn record_spam(&self, d: &SpamDetection) -> Result<bool, StateError> {
+        let mailbox = norm(&d.mailbox);
+        let sk = spam_sk(d.at, &d.message);
+        let expires = (d.at + chrono::Duration::days(SPAM_DETECTION_DAYS))
+            .timestamp()
+            .max(0) as u64;
+        let item = HashMap::from([
+            ("pk".into(), s(format!("SPAM#{mailbox}"))),
+            ("gsi1pk".into(), s(spam_hour(d.at))),
+            ("gsi1sk".into(), s(format!("{mailbox}#{sk}"))),
+            ("sk".into(), s(sk)),
+            ("expires_at".into(), n(expires)),
+            (
+                "doc".into(),
+                to_doc(&SpamDetection {
+                    mailbox,
+                    ..d.clone()
+                }),
+            ),
+        ]);
+        self.put_new(item).await
+    }
+
+    async fn spam_detections(
+        &self,
+        mailbox: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SpamDetection>, StateError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk >= :since")
+                .expression_attribute_values(":pk", s(format!("SPAM#{}", norm(mailbox))))
+                .expression_attribute_values(":since", s(spam_sk(since, "")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", e))?;
+            for item in out.items() {
+                let d: SpamDetection = self.decode_doc(item)?;
+                // The key has whole milliseconds: the record's own time decides.
+                if d.at >= since {
+                    found.push(d);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn spam_senders(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, StateError> {
+        let mut senders = std::collections::BTreeSet::new();
+        let mut hour = since;
+        // One index partition per UTC hour the range touches.
+        while spam_hour(hour) <= spam_hour(until) {
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name("gsi1")
+                    .key_condition_expression("gsi1pk = :pk")
+                    .expression_attribute_values(":pk", s(spam_hour(hour)))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.err("Query", e))?;
+                for item in out.items() {
+                    let d: SpamDetection = self.decode_doc(item)?;
+                    if d.at >= since && d.at <= until {
+                        senders.insert(d.mailbox);
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+            hour += chrono::Duration::hours(1);
+        }
+        Ok(senders.into_iter().collect())
+    }
+}
+
+/// A spam detection's sort key: its time (UTC, ms) then the submission id.
+fn spam_sk(at: DateTime<Utc>, message: &str) -> String {
+    format!("{}#{message}", at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
+/// The index partition of the detections of one UTC hour (the lockout sweep's scan).
+fn spam_hour(at: DateTime<Utc>) -> String {
+    format!("SPAMHOUR#{}", at.format("%Y-%m-%dT%H"))
 }
 
 fn message_item(record: &MessageRecord) -> Item {

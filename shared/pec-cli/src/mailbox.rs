@@ -279,6 +279,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 status_note: None,
                 agreement_accepted_at: None,
                 refuse_ordinary,
+                lock: None,
                 created_at: Utc::now(),
             };
             if !state.create_mailbox(&m).await? {

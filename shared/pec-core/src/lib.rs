@@ -12,6 +12,7 @@
 //! - [`ids`], [`time`], [`addr`], [`text`]: identifiers, Italian civil time, addresses, bodies.
 //! - [`plan`]: mailbox plans and quotas; [`submission`]: the SMTP envelope the gateway records;
 //!   [`events`]: the provider-log record and the integration event of every emitted message.
+//! - [`lockout`]: the spam lockout's rolling-window rule.
 //! - [`policy`]: every fixed string of the rules and every choice made where they are silent.
 //!
 //! Tests, the golden corpus (`UPDATE_GOLDEN=1 cargo test -p pec-core --test golden`
@@ -25,6 +26,7 @@ pub mod daticert;
 pub mod domain;
 pub mod events;
 pub mod ids;
+pub mod lockout;
 pub mod message;
 mod mime;
 pub mod original;

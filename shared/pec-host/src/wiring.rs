@@ -34,6 +34,8 @@ pub enum WiringError {
     Kms(#[from] pec_aws::KmsError),
     #[error("starting clamd: {0}")]
     Clamd(#[from] LaunchError),
+    #[error("PEC_SPAM_URL: {0}")]
+    Spam(String),
     #[error("the webhook client: {0}")]
     Webhooks(std::io::Error),
     #[error(
@@ -71,7 +73,8 @@ pub async fn sign(
 /// The scan step and, when `PEC_CLAMD_BINARY` names it (a Lambda layer), the clamd it starts
 /// (see [`crate::clamd_launch`]): `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`,
 /// `PEC_CONSERVATION_BUCKET`, `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`, `PEC_CLAMD_SOCKET`,
-/// `PEC_SCAN_POLICY_KEY`, `PEC_YARA_RULES_KEY`, `PEC_CLAMD_*`.
+/// `PEC_SCAN_POLICY_KEY`, `PEC_YARA_RULES_KEY`, `PEC_CLAMD_*`; `PEC_SPAM_URL` (rspamd's
+/// normal worker; unset: no spam scoring).
 pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError> {
     let socket = env.or("PEC_CLAMD_SOCKET", pec_pipeline::scan::DEFAULT_CLAMD_SOCKET);
     let clamd = match ClamdLaunch::from_env(&env, &socket) {
@@ -81,7 +84,13 @@ pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError
         }
         None => None,
     };
-    let step = pec_pipeline::scan::configured(s3(&aws), s3(&aws), &env).await?;
+    let mut step = pec_pipeline::scan::configured(s3(&aws), s3(&aws), &env).await?;
+    if let Some(url) = env.optional("PEC_SPAM_URL") {
+        step = step.with_spam(
+            pec_aws::RspamdEngine::new(&url, pec_aws::spam::DEFAULT_TIMEOUT)
+                .map_err(WiringError::Spam)?,
+        );
+    }
     Ok(ScanHost {
         step,
         _clamd: clamd,

@@ -14,6 +14,8 @@
 //! **Clean scan** (`scan/clean/submitted/<id>.eml.json` on the evidence bucket): the ricevuta
 //! di accettazione and the busta di trasporto, dated when the scan finished, under
 //! `unsigned/msg/<id>/`. A virus is handled by the scan step (non accettazione per virus).
+//! A message the scan scored as spam is accepted all the same, and its detection is logged
+//! for the spam lockout ([`crate::lockout`]).
 //!
 //! Inbound mail (`inbound/...`, the receiving point) is not handled yet: such records fail with
 //! a specific error and end in the ingress DLQ, never silently dropped.
@@ -307,6 +309,22 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
             .message(id)
             .await?
             .ok_or_else(|| StepError::NoRecord(id.to_string()))?;
+        // Outbound spam still goes through the PEC engine (the rules require it); the
+        // detection is logged for the spam lockout (pec_pipeline::lockout).
+        if let Some(pec_ports::spam::SpamCheck::Scored(score)) = &hand_off.spam
+            && score.spam
+        {
+            let detection = pec_ports::spam::SpamDetection {
+                mailbox: record.user.clone(),
+                at: scanned_at,
+                message: record.id.clone(),
+                identificativo: record.identificativo.clone(),
+                score: score.score,
+            };
+            if self.state.record_spam(&detection).await? {
+                tracing::warn!(mailbox = %record.user, id = %record.id, score = score.score.get(), "outbound spam detected");
+            }
+        }
         let raw = self.get(&s.raw_bucket, &record.raw_key).await?;
         let accepted = accepted(&s.raw_bucket, &raw, &record)?;
 

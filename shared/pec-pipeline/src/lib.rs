@@ -24,6 +24,7 @@ pub mod batch;
 pub mod deliver;
 mod error;
 pub mod ingress;
+pub mod lockout;
 pub mod receipts;
 pub mod receiving;
 pub mod scan;

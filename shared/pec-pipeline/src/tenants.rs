@@ -264,6 +264,7 @@ pub async fn create_mailbox<Db: StateStore>(
         status_note: None,
         agreement_accepted_at: None,
         refuse_ordinary: false,
+        lock: None,
         created_at: now,
     };
     if !state.create_mailbox(&mailbox).await? {
@@ -821,6 +822,7 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
         address: record.address.clone(),
         tenant: tenant.id.clone(),
         agreement: tenant.billing == Billing::Member,
+        reset: false,
         expires_at: now + settings.activation_valid,
     };
     state.put_activation(&link).await?;
@@ -898,15 +900,29 @@ pub async fn reissue_activation<Db: StateStore, Mt: MailTransport>(
         .await?
         .ok_or_else(|| AdminError::NoTenant(mailbox.tenant.clone()))?;
     let token = new_token();
+    // A mailbox the spam lockout locked gets a reset link: it also lifts the lock.
+    let reset = mailbox.locked && mailbox.lock.as_ref().is_some_and(|l| !l.by_operator);
     let link = ActivationRecord {
         token_hash: token_hash(&token),
         address: mailbox.address.clone(),
         tenant: tenant.id.clone(),
-        agreement: tenant.billing == Billing::Member,
+        agreement: tenant.billing == Billing::Member && !reset,
+        reset,
         expires_at: now + settings.activation_valid,
     };
     state.put_activation(&link).await?;
-    let message = activation_message(&tenant, settings, &record, &link, &token, now);
+    let message = if reset {
+        crate::lockout::reset_message(
+            &settings.provider_domain,
+            &settings.activation_url,
+            &record,
+            &link,
+            &token,
+            now,
+        )
+    } else {
+        activation_message(&tenant, settings, &record, &link, &token, now)
+    };
     let sender = format!("noreply@{}", settings.provider_domain);
     if let Err(e) = mail
         .send_raw(&sender, std::slice::from_ref(&record.email), &message)
@@ -992,6 +1008,7 @@ async fn ensure_mailbox<Db: StateStore>(
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: false,
+            lock: None,
             created_at: now,
         };
         if state.create_mailbox(&mailbox).await? {
@@ -1081,6 +1098,7 @@ mod tests {
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: false,
+            lock: None,
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
     }
@@ -1734,6 +1752,7 @@ mod tests {
                 address: "mario.rossi@ordine.example.test".into(),
                 tenant: "ordine".into(),
                 agreement: false,
+                reset: false,
                 expires_at: at(10_000),
             })
             .await

@@ -489,6 +489,7 @@ mod tests {
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: false,
+            lock: None,
             created_at: at(0),
         }
     }

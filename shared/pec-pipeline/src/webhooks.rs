@@ -312,6 +312,7 @@ mod tests {
                     status_note: None,
                     agreement_accepted_at: None,
                     refuse_ordinary: false,
+                    lock: None,
                     created_at: t(0),
                 })
                 .await

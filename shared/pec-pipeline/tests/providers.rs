@@ -230,6 +230,7 @@ async fn mailbox(n: &Node, address: &str) {
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: false,
+            lock: None,
             created_at: t0(),
         })
         .await
@@ -860,6 +861,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             status_note: None,
             agreement_accepted_at: None,
             refuse_ordinary: true,
+            lock: None,
             created_at: t0(),
         })
         .await

@@ -3,11 +3,15 @@
 //! ([`ActivationRecord`]). Using the link sets the password (hashed by the caller) and, for a
 //! member-paid mailbox, records that the member accepted the agreement and puts it in service.
 //! Here because both the pipeline's import and the API's `POST /v1/activation` need it.
+//!
+//! The spam lockout (issue #18) uses the same links: locking a mailbox replaces its password
+//! hash with [`NOT_ACTIVATED`] and sends a **reset** link ([`ActivationRecord::reset`]), which
+//! sets the new password and lifts the lock in the same conditional write.
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::{ActivationRecord, Mailbox, MailboxStatus, StateError, StateStore};
+use crate::{ActivationRecord, LockNote, Mailbox, MailboxStatus, StateError, StateStore};
 
 /// A mailbox's password hash before activation: not a PHC string, so no password matches it.
 pub const NOT_ACTIVATED: &str = "!not-activated";
@@ -100,6 +104,15 @@ async fn set_password<Db: StateStore>(
                 Some(now)
             } else {
                 current.agreement_accepted_at
+            },
+            // A reset link (the spam lockout's) lifts the lock it was sent for.
+            locked: current.locked && !link.reset,
+            lock: match (&current.lock, link.reset && current.locked) {
+                (Some(note), true) => Some(LockNote {
+                    unlocked_at: Some(now),
+                    ..note.clone()
+                }),
+                (note, _) => note.clone(),
             },
             ..current.clone()
         };

@@ -94,6 +94,10 @@ impl Point {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanHandoff {
     pub scanned_at: DateTime<Utc>,
+    /// The spam score (absent when no spam engine is configured): ingress logs an outbound
+    /// detection for the spam lockout.
+    #[serde(default)]
+    pub spam: Option<crate::spam::SpamCheck>,
 }
 
 /// A recipient outcome handed to the receipts step (one SQS message).

@@ -25,6 +25,7 @@ pub mod keys;
 pub mod login;
 pub mod mailstore;
 pub mod publish;
+pub mod spam;
 pub mod state;
 pub mod store;
 pub mod transfer;
@@ -42,7 +43,7 @@ pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};
 pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
 pub use state::{
     ActivationRecord, Billing, DeliveryStatus, DnsRecord, DomainRecord, DomainStatus,
-    InboundDecision, InboundRecord, Mailbox, MailboxItem, MailboxStatus, MailboxWrite,
+    InboundDecision, InboundRecord, LockNote, Mailbox, MailboxItem, MailboxStatus, MailboxWrite,
     MemberRecord, MemberStatus, MemoryState, MessageRecord, MessageState, NotDelivered,
     RecipientOutcome, RelayEvent, RelayRecord, StateError, StateStore, StatusNote, Tenant,
 };

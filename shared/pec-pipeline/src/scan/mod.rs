@@ -34,6 +34,7 @@ use pec_core::build::{BuildError, Provider};
 use pec_ports::contract::{CONTRACT_VERSION, QUARANTINE_MONTHS};
 pub use pec_ports::contract::{Point, ScanRequest};
 use pec_ports::keys;
+use pec_ports::spam::{SpamCheck, SpamEngine, SpamEnvelope, SpamError, SpamScore};
 use pec_ports::{ConfigError, Env, ObjectStore, PutOutcome, RetainedStore, StoreError};
 use pec_scan::{
     ClamdEngine, Decision, Engine, EngineKind, PolicyBook, PolicyError, Verdict, YaraEngine, decide,
@@ -125,6 +126,7 @@ pub struct ScanStep<St, Rt, M> {
     retained: Rt,
     metrics: M,
     engines: Engines,
+    spam: Option<Arc<dyn DynSpam>>,
     policies: PolicyBook,
     provider: Provider,
     buckets: Buckets,
@@ -146,10 +148,18 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
             retained,
             metrics,
             engines,
+            spam: None,
             policies,
             provider,
             buckets,
         }
+    }
+
+    /// Scores every message that passes the antivirus with `engine` (issue #18). Without one,
+    /// nothing is scored and the records carry no spam field.
+    pub fn with_spam(mut self, engine: impl SpamEngine + 'static) -> Self {
+        self.spam = Some(Arc::new(engine));
+        self
     }
 
     /// The object store (tests read what the step wrote).
@@ -215,6 +225,12 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
                 reason: reason.clone(),
             });
         }
+        let spam = match (&decision, &self.spam) {
+            (Decision::Pass { .. }, Some(engine)) => {
+                Some(self.spam_check(engine.as_ref(), request, &raw).await)
+            }
+            _ => None,
+        };
         let mut record = ScanRecord {
             version: CONTRACT_VERSION,
             request: request.clone(),
@@ -222,6 +238,7 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
             report,
             decision,
             outputs: Outputs::default(),
+            spam,
         };
         record.outputs = self.plan(&record, &raw)?.outputs;
         let body = serde_json::to_vec_pretty(&record).unwrap_or_default();
@@ -251,6 +268,44 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
             replayed: false,
             writes,
         })
+    }
+
+    /// The spam score of a message that passed. An engine that cannot answer never holds the
+    /// message: it goes on unscored, and the metric raises the alarm.
+    async fn spam_check(
+        &self,
+        engine: &dyn DynSpam,
+        request: &ScanRequest,
+        raw: &[u8],
+    ) -> SpamCheck {
+        let envelope = match &request.point {
+            Point::Access {
+                user,
+                reverse_path,
+                recipients,
+                ..
+            } => SpamEnvelope {
+                reverse_path: reverse_path.clone(),
+                recipients: recipients.clone(),
+                user: Some(user.clone()),
+                queue_id: request.key.clone(),
+            },
+            Point::Receiving { recipients, .. } => SpamEnvelope {
+                recipients: recipients.clone(),
+                queue_id: request.key.clone(),
+                ..SpamEnvelope::default()
+            },
+        };
+        match engine.score_dyn(raw, &envelope).await {
+            Ok(score) => SpamCheck::Scored(score),
+            Err(e) => {
+                self.metrics.engine_unavailable(SPAM_ENGINE);
+                tracing::warn!(key = %request.key, error = %e, "spam engine unavailable: the message goes on unscored");
+                SpamCheck::Unscored {
+                    reason: e.to_string(),
+                }
+            }
+        }
     }
 
     fn parse_record(&self, key: &str, bytes: &[u8]) -> Result<ScanRecord, StepError> {
@@ -369,6 +424,32 @@ impl<St: ObjectStore, Rt: RetainedStore, M: Metrics> ScanStep<St, Rt, M> {
     ) -> Result<Handled, StepError> {
         let request = parse_request(record, &self.buckets.raw)?;
         self.scan_request(&request, now).await
+    }
+}
+
+/// The `Engine` dimension of the metric when the spam engine gives no score.
+pub const SPAM_ENGINE: &str = "rspamd";
+
+/// A [`SpamEngine`] behind a pointer (the step holds any engine without a type parameter).
+trait DynSpam: Send + Sync {
+    fn score_dyn<'a>(
+        &'a self,
+        raw: &'a [u8],
+        envelope: &'a SpamEnvelope,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<SpamScore, SpamError>> + Send + 'a>,
+    >;
+}
+
+impl<T: SpamEngine> DynSpam for T {
+    fn score_dyn<'a>(
+        &'a self,
+        raw: &'a [u8],
+        envelope: &'a SpamEnvelope,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<SpamScore, SpamError>> + Send + 'a>,
+    > {
+        Box::pin(self.score(raw, envelope))
     }
 }
 

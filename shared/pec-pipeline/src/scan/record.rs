@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use pec_ports::contract::ScanRequest;
+use pec_ports::spam::SpamCheck;
 use pec_scan::{Decision, ScanReport};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,10 @@ pub struct ScanRecord {
     /// The keys of the effects: notices and quarantine copy (empty for a pass).
     #[serde(default)]
     pub outputs: Outputs,
+    /// The spam score of a message that passed (absent when no spam engine is configured, and
+    /// in records written before antispam).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spam: Option<SpamCheck>,
 }
 
 /// Where the effects of a decision go.

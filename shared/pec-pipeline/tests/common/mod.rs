@@ -68,7 +68,8 @@ pub fn settings_for(provider: pec_core::build::Provider) -> Settings {
 }
 
 /// The scan step over `store` (raw and evidence buckets of `settings`) with two fake engines
-/// that find nothing: every message passes and gets its clean hand-off.
+/// that find nothing: every message passes and gets its clean hand-off. The fake spam engine
+/// scores a message with the GTUBE pattern as spam (the spam lockout's tests).
 pub fn clean_scan_step<'a>(
     settings: &Settings,
     store: &'a MemoryStore,
@@ -89,6 +90,7 @@ pub fn clean_scan_step<'a>(
             conservation: CONSERVATION.into(),
         },
     )
+    .with_spam(pec_ports::spam::FakeSpam::new())
 }
 
 /// Runs one scan-queue message through [`clean_scan_step`] at `at`; returns the clean hand-off
@@ -131,6 +133,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         status_note: None,
         agreement_accepted_at: None,
         refuse_ordinary: false,
+        lock: None,
         created_at: t0(),
     }
 }

@@ -112,6 +112,7 @@ pub fn cases<S: StateStore>() -> Vec<Case<S>> {
         timers_due_certified_and_before,
         final_events_leave_timers,
         mark_sent_once,
+        spam_detections_once_and_by_time,
         append_log_once,
         log_day_in_time_order,
         log_day_pages,
@@ -260,6 +261,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         status_note: None,
         agreement_accepted_at: None,
         refuse_ordinary: false,
+        lock: None,
         created_at: at(0),
     }
 }
@@ -758,6 +760,7 @@ async fn members_and_activations<S: StateStore>(s: &S, ns: &str) -> Outcome {
         address: first.address.clone(),
         tenant: tenant.clone(),
         agreement: true,
+        reset: false,
         expires_at: at(3600),
     };
     s.put_activation(&link).await.op("put_activation")?;
@@ -1801,6 +1804,94 @@ async fn mark_sent_once<S: StateStore>(s: &S, ns: &str) -> Outcome {
             .await
             .op("mark_sent")?,
         "the same key to another destination"
+    );
+    Ok(())
+}
+
+/// record_spam: once per (mailbox, time, message), the mailbox normalised; spam_detections by
+/// mailbox from a time on, oldest first; spam_senders: each mailbox once, within the range
+/// (across UTC hours).
+async fn spam_detections_once_and_by_time<S: StateStore>(s: &S, ns: &str) -> Outcome {
+    // A base time of this namespace's own, just before a UTC hour turns.
+    let base = log_base(ns) + chrono::Duration::minutes(50);
+    let (a, b) = (addr(ns, "spammer"), addr(ns, "other"));
+    let detection = |mailbox: &str, minutes: i64, message: &str| SpamDetection {
+        mailbox: mailbox.to_string(),
+        at: base + chrono::Duration::minutes(minutes),
+        message: format!("{ns}-{message}"),
+        identificativo: format!("{message}@{ns}"),
+        score: crate::spam::Points::new(15.0).expect("finite"),
+    };
+    let first = detection(&shout(&a), 0, "m1");
+    ensure!(
+        s.record_spam(&first).await.op("record_spam")?,
+        "first record_spam returned false"
+    );
+    ensure!(
+        !s.record_spam(&detection(&a, 0, "m1"))
+            .await
+            .op("record_spam")?,
+        "the same detection again (address in lower case) recorded twice"
+    );
+    for (mailbox, minutes, message) in [(&a, 5, "m2"), (&a, 20, "m3"), (&b, 15, "m4")] {
+        ensure!(
+            s.record_spam(&detection(mailbox, minutes, message))
+                .await
+                .op("record_spam")?,
+            "record_spam {message} returned false"
+        );
+    }
+    let all = s
+        .spam_detections(&shout(&a), base)
+        .await
+        .op("spam_detections")?;
+    ensure_eq!(
+        all.iter().map(|d| d.message.clone()).collect::<Vec<_>>(),
+        vec![format!("{ns}-m1"), format!("{ns}-m2"), format!("{ns}-m3")],
+        "a's detections, oldest first"
+    );
+    ensure_eq!(all[0].mailbox, norm(&a), "the mailbox as the store keys it");
+    ensure_eq!(all[0].score.get(), 15.0, "the score");
+    let later = s
+        .spam_detections(&a, base + chrono::Duration::minutes(5))
+        .await
+        .op("spam_detections")?;
+    ensure_eq!(later.len(), 2, "from minute 5 on (inclusive)");
+    let own = |v: Vec<String>| -> Vec<String> {
+        v.into_iter().filter(|m| m.ends_with(&domain(ns))).collect()
+    };
+    let senders = s
+        .spam_senders(base, base + chrono::Duration::minutes(30))
+        .await
+        .op("spam_senders")?;
+    ensure_eq!(
+        own(senders),
+        vec![norm(&b), norm(&a)],
+        "both senders, once each, sorted"
+    );
+    let senders = s
+        .spam_senders(
+            base + chrono::Duration::minutes(16),
+            base + chrono::Duration::minutes(30),
+        )
+        .await
+        .op("spam_senders")?;
+    ensure_eq!(
+        own(senders),
+        vec![norm(&a)],
+        "only a after minute 16 (next hour)"
+    );
+    let senders = s
+        .spam_senders(
+            base + chrono::Duration::minutes(1),
+            base + chrono::Duration::minutes(4),
+        )
+        .await
+        .op("spam_senders")?;
+    ensure_eq!(
+        own(senders),
+        Vec::<String>::new(),
+        "nobody between minutes 1 and 4"
     );
     Ok(())
 }

@@ -22,6 +22,7 @@ struct Mem {
     inbound: HashMap<String, InboundRecord>,
     relays: BTreeMap<(String, String), RelayRecord>,
     sent: std::collections::HashSet<(String, String)>,
+    spam: BTreeMap<(String, DateTime<Utc>, String), SpamDetection>,
 }
 
 /// [`StateStore`] in memory, with the same conditional semantics (unit tests). Clones share
@@ -457,6 +458,50 @@ impl StateStore for MemoryState {
                 .filter(|((d, _), _)| d == day)
                 .map(|(_, e)| e.clone())
                 .collect()
+        }))
+    }
+
+    async fn record_spam(&self, d: &SpamDetection) -> Result<bool, StateError> {
+        let key = (norm(&d.mailbox), d.at, d.message.clone());
+        Ok(self.with(|m| {
+            if m.spam.contains_key(&key) {
+                return false;
+            }
+            let mut d = d.clone();
+            d.mailbox = key.0.clone();
+            m.spam.insert(key, d);
+            true
+        }))
+    }
+
+    async fn spam_detections(
+        &self,
+        mailbox: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SpamDetection>, StateError> {
+        let mailbox = norm(mailbox);
+        Ok(self.with(|m| {
+            m.spam
+                .iter()
+                .filter(|((mb, at, _), _)| *mb == mailbox && *at >= since)
+                .map(|(_, d)| d.clone())
+                .collect()
+        }))
+    }
+
+    async fn spam_senders(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<String>, StateError> {
+        Ok(self.with(|m| {
+            let senders: std::collections::BTreeSet<String> = m
+                .spam
+                .keys()
+                .filter(|(_, at, _)| *at >= since && *at <= until)
+                .map(|(mb, _, _)| mb.clone())
+                .collect();
+            senders.into_iter().collect()
         }))
     }
 }

@@ -17,6 +17,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use pec_core::events::PecEvent;
 
+pub use crate::spam::SpamDetection;
+
 pub use memory::MemoryState;
 pub use records::*;
 
@@ -215,7 +217,29 @@ pub trait StateStore: Send + Sync {
     -> impl Future<Output = Result<bool, StateError>> + Send;
     /// The provider log of one UTC day (`YYYY-MM-DD`), in time order.
     fn log_day(&self, day: &str) -> impl Future<Output = Result<Vec<PecEvent>, StateError>> + Send;
+    /// Records an outbound spam detection unless recorded (same mailbox, time and message);
+    /// `true` if recorded now. Kept [`SPAM_DETECTION_DAYS`] (TTL).
+    fn record_spam(
+        &self,
+        detection: &SpamDetection,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// A mailbox's detections at or after `since`, oldest first.
+    fn spam_detections(
+        &self,
+        mailbox: &str,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<SpamDetection>, StateError>> + Send;
+    /// The mailboxes with a detection in `[since, until]` (each once, sorted): what the lockout
+    /// sweep looks at.
+    fn spam_senders(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<String>, StateError>> + Send;
 }
+
+/// Days an outbound spam detection is kept (far beyond any lockout window).
+pub const SPAM_DETECTION_DAYS: i64 = 2;
 
 /// Months a provider-log record is kept.
 pub const LOG_RETENTION_MONTHS: u32 = 30;

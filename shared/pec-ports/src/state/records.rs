@@ -202,6 +202,28 @@ pub struct ActivationRecord {
     /// The member must accept the agreement (member-paid tenants).
     pub agreement: bool,
     pub expires_at: DateTime<Utc>,
+    /// A reset link of a mailbox the spam lockout locked: using it sets the password and
+    /// unlocks the mailbox (an activation link never unlocks). Not written when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+}
+
+/// Why and since when a mailbox is (or was last) locked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockNote {
+    /// `spam` (the lockout sweep) or the operator's reason.
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    /// Locked by the provider's operator (`pec mailbox lock`), not by the sweep.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_operator: bool,
+    /// The detections in the burst that locked it (the sweep's).
+    #[serde(default)]
+    pub detections: usize,
+    /// When it was unlocked (by its reset link or the operator): the sweep counts only
+    /// detections after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlocked_at: Option<DateTime<Utc>>,
 }
 
 /// A PEC mailbox of one of our domains.
@@ -240,6 +262,10 @@ pub struct Mailbox {
     pub agreement_accepted_at: Option<DateTime<Utc>>,
     /// Refuses ordinary (non-PEC) mail instead of wrapping it in an anomaly envelope.
     pub refuse_ordinary: bool,
+    /// The last lock (spam lockout or operator): why, since when, and when it was lifted.
+    /// Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockNote>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -1,0 +1,309 @@
+//! The spam lockout (issue #18; the service sheet): every outbound message is scored for spam
+//! and still goes through the PEC engine; each detection is logged (ingress, from the scan's
+//! hand-off); this sweep, run on a schedule, **locks** every mailbox that sent more than
+//! `threshold` spam messages in a rolling `window` ([`pec_core::lockout::LockoutRule`]), and
+//! sends a one-time reset link to its member's contact address. The aim is to stop spam sent
+//! with credentials stolen by phishing or malware.
+//!
+//! Locking replaces the password hash with [`NOT_ACTIVATED`] (no password matches it) and sets
+//! `locked` with a [`LockNote`], in one conditional write: SMTP, IMAP, POP3 and the API refuse
+//! the mailbox from then on (the API's sessions check the mailbox on every request). The reset
+//! link is an activation link with `reset` set: `POST /v1/activation` with it chooses a new
+//! password and lifts the lock in one conditional write.
+//!
+//! **Exactly once.** Two sweeps at once, or one run twice, lock once (the conditional write)
+//! and send one link: whoever locks, or finds the mailbox locked, first *claims* the link with
+//! `mark_sent("spamlock/<address>/<since>", contact)` (a conditional put) and only the claimant
+//! sends. A sweep that died between the lock and the claim is finished by the next sweep.
+//! Detections from before the last unlock never lock again.
+
+use chrono::{DateTime, Duration, Utc};
+use pec_core::lockout::LockoutRule;
+use pec_ports::activation::{NOT_ACTIVATED, token_hash};
+use pec_ports::{
+    ActivationRecord, LockNote, MailTransport, Mailbox, MemberRecord, StateError, StateStore,
+};
+use serde::Serialize;
+
+/// How the sweep runs (template parameters `SpamLockThreshold`, `SpamLockWindowMinutes`; the
+/// schedule every `sweep_every`).
+#[derive(Debug, Clone)]
+pub struct LockoutSettings {
+    pub rule: LockoutRule,
+    /// The interval of the schedule: the sweep reads `window + sweep_every` back.
+    pub sweep_every: Duration,
+    /// How long a reset link works.
+    pub reset_valid: Duration,
+    /// The page that opens the link (`PEC_ACTIVATION_URL`; the token follows `#`).
+    pub reset_url: String,
+    /// The reset mail comes from `noreply@<provider domain>`.
+    pub provider_domain: String,
+}
+
+/// Why a lock, an unlock or a link did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LockoutError {
+    #[error("no mailbox {0}")]
+    NoMailbox(String),
+    #[error("the mailbox {0} kept changing; try again")]
+    Contended(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What [`lock`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locked {
+    /// Locked by this call.
+    Now(Mailbox),
+    /// It was locked already (nothing changed).
+    Already(Mailbox),
+}
+
+/// Locks `address` with `note` (sweep or operator), replacing its password hash, in one
+/// conditional write; a locked mailbox is left as it is.
+pub async fn lock<Db: StateStore>(
+    state: &Db,
+    address: &str,
+    note: LockNote,
+) -> Result<Locked, LockoutError> {
+    for _ in 0..5 {
+        let current = state
+            .mailbox(address)
+            .await?
+            .ok_or_else(|| LockoutError::NoMailbox(address.to_string()))?;
+        if current.locked {
+            return Ok(Locked::Already(current));
+        }
+        let new = Mailbox {
+            locked: true,
+            password_hash: NOT_ACTIVATED.to_string(),
+            lock: Some(note.clone()),
+            ..current.clone()
+        };
+        if state.replace_mailbox(&current, &new, None).await? {
+            return Ok(Locked::Now(new));
+        }
+    }
+    Err(LockoutError::Contended(address.to_string()))
+}
+
+/// Lifts a lock (the operator's `pec mailbox unlock`): `false` if it was not locked. The
+/// password is not given back: after a spam lock the member chooses a new one with the reset
+/// link (or a new one the tenant sends).
+pub async fn unlock<Db: StateStore>(
+    state: &Db,
+    address: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, LockoutError> {
+    for _ in 0..5 {
+        let current = state
+            .mailbox(address)
+            .await?
+            .ok_or_else(|| LockoutError::NoMailbox(address.to_string()))?;
+        if !current.locked {
+            return Ok(false);
+        }
+        let new = Mailbox {
+            locked: false,
+            lock: current.lock.clone().map(|note| LockNote {
+                unlocked_at: Some(now),
+                ..note
+            }),
+            ..current.clone()
+        };
+        if state.replace_mailbox(&current, &new, None).await? {
+            return Ok(true);
+        }
+    }
+    Err(LockoutError::Contended(address.to_string()))
+}
+
+/// One mailbox the sweep looked at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepLine {
+    pub mailbox: String,
+    /// Detections counted (since the lookback or the last unlock).
+    pub detections: usize,
+    /// `locked`, `already-locked`, `under-threshold`, `no-mailbox`.
+    pub outcome: &'static str,
+    /// For a spam-locked mailbox: `sent to <contact>`, `already sent`, `no contact address`,
+    /// `failed: ...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// The sweep at `now`: every mailbox with a detection in the lookback is checked against the
+/// rule; `new_token` gives each reset link's secret (randomness stays out of the pipeline).
+pub async fn sweep<Db: StateStore, Mt: MailTransport>(
+    state: &Db,
+    mail: &Mt,
+    settings: &LockoutSettings,
+    now: DateTime<Utc>,
+    new_token: &mut (dyn FnMut() -> String + Send),
+) -> Result<Vec<SweepLine>, LockoutError> {
+    let since = now - settings.rule.lookback(settings.sweep_every);
+    let mut lines = Vec::new();
+    for address in state.spam_senders(since, now).await? {
+        let Some(mailbox) = state.mailbox(&address).await? else {
+            lines.push(SweepLine {
+                mailbox: address,
+                detections: 0,
+                outcome: "no-mailbox",
+                link: None,
+            });
+            continue;
+        };
+        // Detections before the last unlock were paid for: they never lock again.
+        let from = match mailbox.lock.as_ref().and_then(|l| l.unlocked_at) {
+            Some(unlocked) if unlocked > since => unlocked,
+            _ => since,
+        };
+        let times: Vec<DateTime<Utc>> = state
+            .spam_detections(&address, from)
+            .await?
+            .iter()
+            .map(|d| d.at)
+            .collect();
+        let mut line = SweepLine {
+            mailbox: address.clone(),
+            detections: times.len(),
+            outcome: "under-threshold",
+            link: None,
+        };
+        let locked = if mailbox.locked {
+            line.outcome = "already-locked";
+            Some(mailbox)
+        } else if let Some(burst) = settings.rule.burst(&times) {
+            let note = LockNote {
+                reason: "spam".into(),
+                since: now,
+                by_operator: false,
+                detections: burst.count,
+                unlocked_at: None,
+            };
+            match lock(state, &address, note).await? {
+                Locked::Now(m) => {
+                    line.outcome = "locked";
+                    tracing::warn!(mailbox = %address, detections = burst.count, first = %burst.first, last = %burst.last, "mailbox locked by the spam lockout");
+                    Some(m)
+                }
+                Locked::Already(m) => {
+                    line.outcome = "already-locked";
+                    Some(m)
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(m) = locked.filter(|m| m.lock.as_ref().is_some_and(|l| !l.by_operator)) {
+            line.link = Some(send_reset(state, mail, settings, &m, now, new_token).await?);
+        }
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// Sends the reset link of a spam-locked mailbox once per lock (claimed with `mark_sent`).
+/// What happened, in words.
+async fn send_reset<Db: StateStore, Mt: MailTransport>(
+    state: &Db,
+    mail: &Mt,
+    settings: &LockoutSettings,
+    mailbox: &Mailbox,
+    now: DateTime<Utc>,
+    new_token: &mut (dyn FnMut() -> String + Send),
+) -> Result<String, LockoutError> {
+    let Some(note) = &mailbox.lock else {
+        return Ok("not locked".into());
+    };
+    let member = match &mailbox.member {
+        Some(cf) => state.member(&mailbox.tenant, cf).await?,
+        None => None,
+    };
+    let Some(member) = member else {
+        tracing::warn!(mailbox = %mailbox.address, "spam-locked mailbox has no member contact: the tenant or the operator must reach its holder");
+        return Ok("no contact address".into());
+    };
+    let claim = format!(
+        "spamlock/{}/{}",
+        mailbox.address,
+        note.since.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+    );
+    if !state.mark_sent(&claim, &member.email).await? {
+        return Ok("already sent".into());
+    }
+    let token = new_token();
+    let link = ActivationRecord {
+        token_hash: token_hash(&token),
+        address: mailbox.address.clone(),
+        tenant: mailbox.tenant.clone(),
+        agreement: false,
+        expires_at: now + settings.reset_valid,
+        reset: true,
+    };
+    state.put_activation(&link).await?;
+    let message = reset_message(
+        &settings.provider_domain,
+        &settings.reset_url,
+        &member,
+        &link,
+        &token,
+        now,
+    );
+    let sender = format!("noreply@{}", settings.provider_domain);
+    match mail
+        .send_raw(&sender, std::slice::from_ref(&member.email), &message)
+        .await
+    {
+        Ok(_) => Ok(format!("sent to {}", member.email)),
+        Err(e) => {
+            // Claimed but not sent: the tenant resends (POST /v1/mailboxes/{address}/activation
+            // sends a reset link while the mailbox is spam-locked).
+            state.take_activation(&link.token_hash, now).await?;
+            tracing::error!(mailbox = %mailbox.address, contact = %member.email, error = %e, "the reset link could not be sent");
+            Ok(format!("failed: {e}"))
+        }
+    }
+}
+
+/// The reset mail (plain text, Italian) to the member's contact address: what happened, what
+/// to do, the link (`url#token`) and its expiry.
+pub(crate) fn reset_message(
+    provider_domain: &str,
+    url: &str,
+    member: &MemberRecord,
+    link: &ActivationRecord,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Vec<u8> {
+    let (nome, cognome) = (&member.nome, &member.cognome);
+    let expiry = link
+        .expires_at
+        .with_timezone(&chrono_tz::Europe::Rome)
+        .format("%d/%m/%Y alle %H:%M");
+    let body = format!(
+        "Gentile {nome} {cognome},\r\n\r\nla casella PEC\r\n\r\n    {address}\r\n\r\nha inviato \
+         in poco tempo molti messaggi riconosciuti come spam: succede quando la password è stata \
+         rubata (phishing, un programma malevolo). Per proteggerla l'abbiamo bloccata e ne abbiamo \
+         cambiato la password; nessun messaggio può essere inviato né letto finché non ne sceglie \
+         una nuova.\r\n\r\nPrima di farlo controlli che il suo computer e il suo telefono siano \
+         puliti. Poi apra entro il {expiry} questo collegamento e scelga una password nuova, mai \
+         usata altrove:\r\n\r\n    {url}#{token}\r\n\r\nIl collegamento vale una sola volta. \
+         Nessuna password le viene inviata per posta elettronica.\r\n",
+        address = link.address,
+    );
+    let id = &link.token_hash[..24];
+    mail_builder::MessageBuilder::new()
+        .from((
+            "Posta Elettronica Certificata".to_string(),
+            format!("noreply@{provider_domain}"),
+        ))
+        .to(member.email.as_str())
+        .subject(format!("Casella PEC {} bloccata per spam", link.address))
+        .message_id(format!("reset.{id}@{provider_domain}"))
+        .date(now.timestamp())
+        .text_body(body)
+        .write_to_vec()
+        .unwrap_or_default()
+}
