@@ -4303,6 +4303,167 @@ async fn members_over_http(
     Ok(())
 }
 
+// ------------------------------------------------------------------------------ spam lockout
+
+/// Issue #18 on the emulators: rspamd (infra/local/rspamd.sh) scores every submission; spam is
+/// still certified; the scheduled spam-sweep function (every 2 s here) locks the mailbox at the
+/// 11th spam in the hour, not before, and sends one reset link to the member's contact (SES);
+/// the stolen password stops working over SMTP and the API; the link sets a new password and
+/// unlocks, once; the detections that locked it never lock it again.
+async fn spam_lockout_end_to_end(ctx: Arc<Ctx>) -> Result<()> {
+    program("curl")?;
+    let mut gw = gateway(&ctx, "spam", &["--api-port", "0", "--timers-every", "2"]).await?;
+    let result = spam_scene(&ctx, &gw).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn mailbox_of(ctx: &Ctx, address: &str) -> Result<pec_ports::Mailbox> {
+    ctx.state
+        .mailbox(address)
+        .await?
+        .with_context(|| format!("no mailbox {address}"))
+}
+
+async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
+    let port = api_port(gw).await?;
+    let spammer = ctx.address("spammer");
+    let friend = ctx.address("friend");
+    ctx.create_mailbox(&spammer, None).await?;
+    ctx.create_mailbox(&friend, None).await?;
+    // The spammer is an imported member with a contact address: where the reset link goes.
+    let cf = format!("CF{}", unique("x").replace(['-', '_'], "").to_uppercase());
+    let contact = format!("{}@contatti.example.com", unique("contatto"));
+    let mb = mailbox_of(ctx, &spammer).await?;
+    let with_member = pec_ports::Mailbox {
+        member: Some(cf.clone()),
+        ..mb.clone()
+    };
+    ensure!(ctx.state.replace_mailbox(&mb, &with_member, None).await?);
+    ctx.state
+        .claim_member(&pec_ports::MemberRecord {
+            tenant: ctx.tenant.clone(),
+            fiscal_code: cf,
+            nome: "Mario".into(),
+            cognome: "Spam".into(),
+            email: contact.clone(),
+            mobile: None,
+            plan: pec_core::plan::Plan::Standard,
+            address: spammer.clone(),
+            status: pec_ports::MemberStatus::Created,
+            imported_at: chrono::Utc::now(),
+            link: None,
+        })
+        .await?;
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let spam = message(
+        &spammer,
+        &[&friend],
+        &[],
+        "Offerta imperdibile",
+        &format!("Compra ora.\r\n{}\r\n", pec_ports::spam::GTUBE),
+    )?;
+    // Ten spam messages: certified all the same, logged, and not enough to lock.
+    for _ in 0..10 {
+        submit(gw, &spammer, &[&friend], &spam).await?;
+    }
+    wait_for_items(ctx, &[(&friend, 10)], Duration::from_secs(120)).await?;
+    let detections = ctx.state.spam_detections(&spammer, since).await?;
+    ensure!(
+        detections.len() == 10,
+        "{} detections after 10 spam",
+        detections.len()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        mailbox_of(ctx, &spammer).await?.in_service(),
+        "locked at 10"
+    );
+
+    // The eleventh: locked by the next sweep.
+    submit(gw, &spammer, &[&friend], &spam).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let locked = loop {
+        let m = mailbox_of(ctx, &spammer).await?;
+        if m.locked {
+            break m;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not locked 60 s after the 11th spam"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let note = locked.lock.context("a lock without its note")?;
+    ensure!(
+        note.reason == "spam" && note.detections == 11 && !note.by_operator,
+        "{note:?}"
+    );
+    // The stolen password no longer opens anything.
+    ensure!(
+        submit(gw, &spammer, &[&friend], &spam).await.is_err(),
+        "SMTP still takes the old password"
+    );
+    let json = "Content-Type: application/json";
+    let login = serde_json::json!({"address": spammer, "password": MAILBOX_PASSWORD}).to_string();
+    let (code, _) = curl(
+        port,
+        "/v1/auth/login",
+        &["-X", "POST", "-H", json, "--data-binary", &login],
+    )?;
+    ensure!(code != 200, "the API logs the old password in");
+
+    // However many sweeps ran since (one every 2 s), one reset link.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mails = activation_mails(ctx, std::slice::from_ref(&contact))?;
+    ensure!(mails.len() == 1, "{} reset mails: {mails:?}", mails.len());
+    ensure!(mails[0].1.contains("spam"), "{}", mails[0].1);
+    let token = mails[0]
+        .1
+        .split("http://127.0.0.1/attiva#")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("no link in the reset mail")?
+        .to_string();
+    let reset = serde_json::json!({"token": token, "password": "una-password-nuova"}).to_string();
+    curl_json(
+        port,
+        "/v1/activation",
+        &["-X", "POST", "-H", json, "--data-binary", &reset],
+        200,
+    )?;
+    let (again, _) = curl(
+        port,
+        "/v1/activation",
+        &["-X", "POST", "-H", json, "--data-binary", &reset],
+    )?;
+    ensure!(again == 410, "the reset link worked twice ({again})");
+    ensure!(
+        mailbox_of(ctx, &spammer).await?.in_service(),
+        "not unlocked by the reset"
+    );
+    let id = pec_submit::client::submit(
+        gw.addr,
+        &gw.cert,
+        "localhost",
+        &spammer,
+        "una-password-nuova",
+        &spammer,
+        std::slice::from_ref(&friend),
+        &message(&spammer, &[&friend], &[], "Di nuovo io", "Scusate.")?,
+    )
+    .await
+    .context("submitting with the new password")?;
+    ensure!(!id.is_empty());
+    // The eleven detections that locked it were paid for.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        mailbox_of(ctx, &spammer).await?.in_service(),
+        "locked again by old detections"
+    );
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     bulk_import_and_activation,
@@ -4316,6 +4477,7 @@ const CHECKS: &[(&str, Check<Ctx>)] = checks![
     chaos_runner_killed_at_random_points,
     quota_refuses_then_frees,
     tenant_admin_over_the_api,
+    spam_lockout_end_to_end,
 ];
 
 fn main() -> ExitCode {

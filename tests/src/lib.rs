@@ -392,59 +392,76 @@ impl Binaries {
     }
 }
 
-/// This clone's clamd (`infra/local/clamd.sh`, in the stack's state directory), reused or
-/// started; [`Clamd::finish`] stops it only if this run started it.
+/// A daemon of this clone that a script under `infra/local/` runs in the stack's state
+/// directory (`clamd.sh`, `rspamd.sh`: start, status, stop, and `env`, which prints the one
+/// `export NAME=value` the functions need), reused or started; [`Daemon::finish`] stops it
+/// only if this run started it.
 #[derive(Debug)]
-pub struct Clamd {
-    /// clamd's unix socket (`PEC_CLAMD_SOCKET` for the scan step).
-    pub socket: PathBuf,
+pub struct Daemon {
+    script: &'static str,
+    /// The variable `env` exports (`PEC_CLAMD_SOCKET`, `PEC_SPAM_URL`) and its value.
+    pub var: &'static str,
+    pub value: String,
     state_dir: PathBuf,
     started_here: bool,
 }
 
-impl Clamd {
-    fn script(state_dir: &Path, command: &str) -> Result<String> {
+impl Daemon {
+    fn script(script: &str, state_dir: &Path, command: &str) -> Result<String> {
         let out = Command::new("bash")
-            .arg(repo_root().join("infra/local/clamd.sh"))
+            .arg(repo_root().join("infra/local").join(script))
             .arg(command)
             .env("PEC_STATE_DIR", state_dir)
             .output()
-            .with_context(|| format!("running infra/local/clamd.sh {command}"))?;
+            .with_context(|| format!("running infra/local/{script} {command}"))?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         if !out.status.success() {
-            bail!("infra/local/clamd.sh {command} failed:\n{text}");
+            bail!("infra/local/{script} {command} failed:\n{text}");
         }
         Ok(text)
     }
 
-    /// Reuses the clamd of `stack`'s state directory or starts one (install:
-    /// `infra/local/install.sh clamav`).
-    pub fn ensure(stack: &Stack) -> Result<Clamd> {
+    fn ensure(stack: &Stack, script: &'static str, var: &'static str) -> Result<Daemon> {
         let state_dir = stack.state_dir.clone();
-        let started_here = Self::script(&state_dir, "status").is_err();
+        let started_here = Self::script(script, &state_dir, "status").is_err();
         if started_here {
-            Self::script(&state_dir, "start").context("starting clamd")?;
+            Self::script(script, &state_dir, "start")
+                .with_context(|| format!("starting infra/local/{script}"))?;
         }
-        let socket = Self::script(&state_dir, "env")?
+        let prefix = format!("export {var}=");
+        let value = Self::script(script, &state_dir, "env")?
             .lines()
-            .find_map(|l| l.strip_prefix("export PEC_CLAMD_SOCKET="))
-            .map(|s| PathBuf::from(unquote(s.trim())))
-            .context("clamd.sh env printed no PEC_CLAMD_SOCKET")?;
-        Ok(Clamd {
-            socket,
+            .find_map(|l| l.strip_prefix(prefix.as_str()).map(|v| unquote(v.trim())))
+            .with_context(|| format!("{script} env printed no {var}"))?;
+        Ok(Daemon {
+            script,
+            var,
+            value,
             state_dir,
             started_here,
         })
     }
 
-    /// Stops clamd if this run started it.
+    /// clamd (`infra/local/clamd.sh`; install: `infra/local/install.sh clamav`): its socket is
+    /// `PEC_CLAMD_SOCKET` for the scan step.
+    pub fn clamd(stack: &Stack) -> Result<Daemon> {
+        Self::ensure(stack, "clamd.sh", "PEC_CLAMD_SOCKET")
+    }
+
+    /// rspamd (`infra/local/rspamd.sh`; install: `infra/local/install.sh spam`): its URL is
+    /// `PEC_SPAM_URL` for the scan step.
+    pub fn rspamd(stack: &Stack) -> Result<Daemon> {
+        Self::ensure(stack, "rspamd.sh", "PEC_SPAM_URL")
+    }
+
+    /// Stops the daemon if this run started it.
     pub fn finish(self) {
         if self.started_here {
-            let _ = Self::script(&self.state_dir, "stop");
+            let _ = Self::script(self.script, &self.state_dir, "stop");
         }
     }
 }
@@ -554,13 +571,13 @@ impl Runner {
     /// How long a graceful stop may take before the runner is killed.
     pub const STOP_GRACE: Duration = Duration::from_secs(45);
 
-    /// Starts `pec-runner --state-dir <stack's> ARGS` with `PEC_CLAMD_SOCKET` for the scan
-    /// step, its output in `<dir>/<name>.log` and `<dir>/<name>.stderr`. With `--smtp-port` in
+    /// Starts `pec-runner --state-dir <stack's> ARGS` with the daemons' variables
+    /// (`PEC_CLAMD_SOCKET`, `PEC_SPAM_URL`) for the scan step, its output in `<dir>/<name>.log` and `<dir>/<name>.stderr`. With `--smtp-port` in
     /// `args`, waits until the gateway listens and records its address.
     pub fn start(
         binaries: &Binaries,
         stack: &Stack,
-        clamd_socket: Option<&Path>,
+        daemons: &[&Daemon],
         args: &[&str],
         dir: &Path,
         name: &str,
@@ -577,8 +594,8 @@ impl Runner {
             .stdin(std::process::Stdio::null())
             .stdout(create(&log)?)
             .stderr(create(&stderr)?);
-        if let Some(socket) = clamd_socket {
-            cmd.env("PEC_CLAMD_SOCKET", socket);
+        for d in daemons {
+            cmd.env(d.var, &d.value);
         }
         let child = cmd
             .spawn()
@@ -714,12 +731,14 @@ impl Drop for Runner {
 }
 
 /// Everything an end-to-end check of the pipeline needs, set up once: the stack, SDK clients,
-/// the binaries, clamd, the provider certificate and a tenant.
+/// the binaries, clamd, rspamd, the provider certificate and a tenant.
 pub struct Provisioned {
     pub stack: Stack,
     pub aws: pec_aws::AwsClients,
     pub binaries: Binaries,
-    pub clamd: Clamd,
+    pub clamd: Daemon,
+    /// rspamd: every runner's scan step scores spam with it.
+    pub rspamd: Daemon,
     pub pki: ProviderPki,
     /// The tenant every mailbox of the run belongs to.
     pub tenant: String,
@@ -750,9 +769,17 @@ impl Provisioned {
         name: &str,
         tenant: &str,
     ) -> Result<Provisioned> {
-        let clamd = match Clamd::ensure(&stack) {
+        let clamd = match Daemon::clamd(&stack) {
             Ok(c) => c,
             Err(e) => {
+                stack.finish();
+                return Err(e);
+            }
+        };
+        let rspamd = match Daemon::rspamd(&stack) {
+            Ok(r) => r,
+            Err(e) => {
+                clamd.finish();
                 stack.finish();
                 return Err(e);
             }
@@ -781,6 +808,7 @@ impl Provisioned {
             Ok(v) => v,
             Err(e) => {
                 clamd.finish();
+                rspamd.finish();
                 stack.finish();
                 return Err(e);
             }
@@ -790,6 +818,7 @@ impl Provisioned {
             aws,
             binaries,
             clamd,
+            rspamd,
             pki,
             tenant: tenant.to_string(),
             domain,
@@ -872,7 +901,7 @@ impl Provisioned {
         Runner::start(
             &self.binaries,
             &self.stack,
-            Some(&self.clamd.socket),
+            &[&self.clamd, &self.rspamd],
             args,
             &self.log_dir,
             name,
@@ -882,6 +911,7 @@ impl Provisioned {
     /// Stops what this run started (clamd, the emulators).
     pub fn finish(self) {
         self.clamd.finish();
+        self.rspamd.finish();
         self.stack.finish();
     }
 }

@@ -27,6 +27,8 @@ use pec_aws::{AwsClients, ClientSettings, queue};
 use pec_host::BoxedStep;
 use pec_ports::Env;
 
+/// The template's scheduled functions: no queue, the runner's clock triggers them.
+const SCHEDULED: [&str; 2] = ["TimersFunction", "SpamSweepFunction"];
 #[derive(Parser, Debug)]
 #[command(about = "Run the provider's functions locally, polling their SQS queues")]
 struct Args {
@@ -53,7 +55,7 @@ struct Args {
     /// (a runner killed mid-batch then gets its messages back sooner: the chaos tests).
     #[arg(long, value_name = "SECONDS")]
     visibility_timeout: Option<i32>,
-    /// Run the scheduled timers sweep (TimersFunction) every this many seconds.
+    /// Run the scheduled sweeps (TimersFunction, SpamSweepFunction) every this many seconds.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     timers_every: u64,
     /// Shift the timers sweep's clock by this many seconds (demos: see the 12 h / 24 h notices
@@ -172,8 +174,9 @@ async fn start_edge(
 
 /// Builds the step of a template function from its environment, exactly as its Lambda `main`
 /// does ([`pec_host::wiring::by_function`]: every function crate is registered there). The
-/// scan function's clamd socket comes from this process (infra/local/clamd.sh) when it names
-/// one; the rest from the function's template environment.
+/// scan function's clamd socket and spam engine come from this process (infra/local/clamd.sh,
+/// infra/local/rspamd.sh) when it names them; the rest from the function's template
+/// environment.
 async fn step_for(
     function: &str,
     aws: &AwsClients,
@@ -182,7 +185,7 @@ async fn step_for(
     // Locally clamd is infra/local/clamd.sh's: the runner never launches the Lambda layer's.
     let env = Env::from_map(env)
         .overlay(Env::from_fn(|name| {
-            (name == "PEC_CLAMD_SOCKET")
+            matches!(name, "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL")
                 .then(|| std::env::var(name).ok())
                 .flatten()
         }))
@@ -384,9 +387,10 @@ async fn main() -> Result<()> {
         if !args.only.is_empty() && !args.only.contains(function) {
             continue;
         }
-        if function == "TimersFunction" {
+        if SCHEDULED.contains(&function.as_str()) {
             // A scheduled function: no queue, the runner's clock triggers it.
             let timers = step_for(function, &aws, &env).await?;
+            let name = function.clone();
             let (every, offset) = (args.timers_every, args.clock_offset);
             let stop = stop.clone();
             eprintln!("pec-runner: {function} every {every} s (clock offset {offset} s)");
@@ -394,12 +398,15 @@ async fn main() -> Result<()> {
                 while !stop.load(Ordering::SeqCst) {
                     let now = Utc::now() + chrono::Duration::seconds(offset);
                     match timers.invoke(serde_json::json!({}), now).await {
-                        Ok(result) if result["notices"].as_u64().unwrap_or(0) > 0 => {
-                            tracing::info!(notices = %result["notices"], "timers sweep")
+                        Ok(result)
+                            if result["notices"].as_u64().unwrap_or(0) > 0
+                                || result["locked"].as_u64().unwrap_or(0) > 0 =>
+                        {
+                            tracing::info!(function = %name, %result, "scheduled sweep")
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            tracing::error!(error = %e, "timers sweep failed; next sweep retries")
+                            tracing::error!(function = %name, error = %e, "sweep failed; the next sweep retries")
                         }
                     }
                     for _ in 0..every.max(1) {

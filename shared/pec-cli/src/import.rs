@@ -26,7 +26,7 @@ pub struct Args {
 }
 
 /// A one-time token: 32 random bytes, base64url.
-fn token() -> String {
+pub(crate) fn token() -> String {
     let mut bytes = [0u8; 32];
     // No randomness is not something to go on without: the links would be guessable.
     getrandom::fill(&mut bytes).expect("the operating system's random source");

@@ -139,6 +139,31 @@ pub enum MailboxCommand {
     /// Put a suspended mailbox back in service (active, or pending if its member had not
     /// activated it yet).
     Resume { address: String },
+    /// Lock a mailbox at once (the operator's spam lock: its password is replaced, every login
+    /// and session refused; no reset link is sent).
+    Lock {
+        address: String,
+        /// Why (recorded in the mailbox's lock note).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a lock. After a spam lock the member still chooses a new password with the reset
+    /// link (or one sent with resend-activation).
+    Unlock { address: String },
+    /// Run the spam-lockout sweep now, as the scheduled spam-sweep function does: every mailbox
+    /// over the threshold is locked and its member gets one reset link. Prints one JSON line
+    /// per mailbox looked at.
+    SweepSpam {
+        /// The page of reset links (the link is this URL + '#' + a one-time token).
+        #[arg(long, env = "PEC_ACTIVATION_URL")]
+        activation_url: String,
+        /// More than this many spam messages in the window lock.
+        #[arg(long, default_value_t = 10)]
+        threshold: usize,
+        /// The rolling window, in minutes.
+        #[arg(long, default_value_t = 60)]
+        window_minutes: i64,
+    },
     /// Close a mailbox for good (as suspended, never resumed); its messages, provider-log
     /// records and conservation copies are kept.
     Revoke {
@@ -507,6 +532,54 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 pec_pipeline::tenants::StatusChange::Resume,
             )
             .await?;
+        }
+        MailboxCommand::Lock { address, reason } => {
+            let note = pec_ports::LockNote {
+                reason,
+                since: Utc::now(),
+                by_operator: true,
+                detections: 0,
+                unlocked_at: None,
+            };
+            match pec_pipeline::lockout::lock(&state, &address, note).await? {
+                pec_pipeline::lockout::Locked::Now(_) => println!("{address}: locked"),
+                pec_pipeline::lockout::Locked::Already(_) => println!("{address}: already locked"),
+            }
+        }
+        MailboxCommand::Unlock { address } => {
+            if pec_pipeline::lockout::unlock(&state, &address, Utc::now()).await? {
+                println!("{address}: unlocked");
+            } else {
+                println!("{address}: was not locked");
+            }
+        }
+        MailboxCommand::SweepSpam {
+            activation_url,
+            threshold,
+            window_minutes,
+        } => {
+            if window_minutes < 1 {
+                bail!("--window-minutes: at least 1");
+            }
+            let aws = AwsClients::load(&ClientSettings::from_env()?).await;
+            let settings = pec_pipeline::lockout::LockoutSettings {
+                rule: pec_core::lockout::LockoutRule {
+                    threshold,
+                    window: chrono::Duration::minutes(window_minutes),
+                },
+                sweep_every: chrono::Duration::minutes(5),
+                reset_valid: chrono::Duration::hours(24),
+                reset_url: activation_url,
+                provider_domain: env("PEC_PROVIDER_DOMAIN")?,
+            };
+            let mail = pec_aws::SesTransport::new(aws.ses.clone());
+            let mut token = crate::import::token;
+            let lines =
+                pec_pipeline::lockout::sweep(&state, &mail, &settings, Utc::now(), &mut token)
+                    .await?;
+            for line in lines {
+                println!("{}", serde_json::to_string(&line)?);
+            }
         }
         MailboxCommand::Revoke { address, yes } => {
             if !yes {

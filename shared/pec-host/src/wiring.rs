@@ -7,6 +7,7 @@ use pec_aws::{
 };
 use pec_pipeline::deliver::Deliver;
 use pec_pipeline::ingress::Ingress;
+use pec_pipeline::lockout::{LockoutSettings, SpamSweep};
 use pec_pipeline::receipts::Receipts;
 use pec_pipeline::scan::ScanStep;
 use pec_pipeline::scan::metrics::EmfStdout;
@@ -173,6 +174,29 @@ pub async fn timers(
     ))
 }
 
+/// The spam-lockout sweep: `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, and what
+/// [`pec_pipeline::lockout::LockoutSettings::from_env`] reads; reset links go out through SES.
+pub async fn spam_sweep(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<SpamSweep<DynamoState, SesTransport>, WiringError> {
+    Ok(SpamSweep {
+        state: state(&aws, &env)?,
+        mail: SesTransport::new(aws.ses.clone()),
+        settings: LockoutSettings::from_env(&env)?,
+        new_token: random_token,
+    })
+}
+
+/// 32 bytes of the operating system's random source, base64url (a reset link's secret).
+fn random_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    // Without randomness the links would be guessable: nothing to go on with.
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// The webhooks step: `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (mailboxes, subscriptions,
 /// deliveries), `PEC_WEBHOOK_QUEUE_URL` (retries go back on it), `PEC_WEBHOOK_PARKED_QUEUE_URL`
 /// (deliveries that exhausted the schedule), `PEC_WEBHOOK_PRIVATE_TARGETS` (`allow` lets
@@ -225,6 +249,7 @@ pub async fn by_function(
         "ReceiptsFunction" => BoxedStep::new(receipts(aws, env).await?),
         "TimersFunction" => BoxedStep::new(timers(aws, env).await?),
         "WebhooksFunction" => BoxedStep::new(webhooks(aws, env).await?),
+        "SpamSweepFunction" => BoxedStep::new(spam_sweep(aws, env).await?),
         other => return Err(WiringError::UnknownFunction(other.to_string())),
     })
 }

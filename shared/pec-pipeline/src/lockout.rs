@@ -40,6 +40,36 @@ pub struct LockoutSettings {
     pub provider_domain: String,
 }
 
+impl LockoutSettings {
+    /// From the function's environment: `PEC_SPAM_LOCK_THRESHOLD` (default 10),
+    /// `PEC_SPAM_LOCK_WINDOW_MINUTES` (60), `PEC_SPAM_SWEEP_MINUTES` (5: the schedule's rate),
+    /// `PEC_RESET_LINK_HOURS` (24), `PEC_ACTIVATION_URL` (the page of activation and reset
+    /// links; unset: mailboxes are locked but no link can be sent), `PEC_PROVIDER_DOMAIN`.
+    pub fn from_env(env: &pec_ports::Env<'_>) -> Result<Self, pec_ports::ConfigError> {
+        let positive = |name: &str, default: u32| -> Result<u32, pec_ports::ConfigError> {
+            match env.parse::<u32>(name)? {
+                Some(0) => Err(pec_ports::ConfigError::Malformed {
+                    name: name.into(),
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                }),
+                Some(v) => Ok(v),
+                None => Ok(default),
+            }
+        };
+        Ok(Self {
+            rule: LockoutRule {
+                threshold: positive("PEC_SPAM_LOCK_THRESHOLD", 10)? as usize,
+                window: Duration::minutes(positive("PEC_SPAM_LOCK_WINDOW_MINUTES", 60)?.into()),
+            },
+            sweep_every: Duration::minutes(positive("PEC_SPAM_SWEEP_MINUTES", 5)?.into()),
+            reset_valid: Duration::hours(positive("PEC_RESET_LINK_HOURS", 24)?.into()),
+            reset_url: env.or("PEC_ACTIVATION_URL", ""),
+            provider_domain: env.required("PEC_PROVIDER_DOMAIN")?,
+        })
+    }
+}
+
 /// Why a lock, an unlock or a link did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum LockoutError {
@@ -49,6 +79,23 @@ pub enum LockoutError {
     Contended(String),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// The scheduled `spam-sweep` function: [`sweep`] over the state and the mail transport.
+pub struct SpamSweep<Db, Mt> {
+    pub state: Db,
+    pub mail: Mt,
+    pub settings: LockoutSettings,
+    /// A new reset link's secret (the host's random source).
+    pub new_token: fn() -> String,
+}
+
+impl<Db: StateStore, Mt: MailTransport> SpamSweep<Db, Mt> {
+    /// One run at `now`.
+    pub async fn run(&self, now: DateTime<Utc>) -> Result<Vec<SweepLine>, LockoutError> {
+        let mut tokens = self.new_token;
+        sweep(&self.state, &self.mail, &self.settings, now, &mut tokens).await
+    }
 }
 
 /// What [`lock`] found or did.
@@ -221,6 +268,10 @@ async fn send_reset<Db: StateStore, Mt: MailTransport>(
         Some(cf) => state.member(&mailbox.tenant, cf).await?,
         None => None,
     };
+    if settings.reset_url.is_empty() {
+        tracing::error!(mailbox = %mailbox.address, "no reset page configured (PEC_ACTIVATION_URL): no reset link can be sent");
+        return Ok("no reset page configured (ActivationUrl)".into());
+    }
     let Some(member) = member else {
         tracing::warn!(mailbox = %mailbox.address, "spam-locked mailbox has no member contact: the tenant or the operator must reach its holder");
         return Ok("no contact address".into());
@@ -259,8 +310,8 @@ async fn send_reset<Db: StateStore, Mt: MailTransport>(
         Ok(_) => Ok(format!("sent to {}", member.email)),
         Err(e) => {
             // Claimed but not sent: the tenant resends (POST /v1/mailboxes/{address}/activation
-            // sends a reset link while the mailbox is spam-locked).
-            state.take_activation(&link.token_hash, now).await?;
+            // sends a reset link while the mailbox is spam-locked). The unsent link is left to
+            // expire: nobody has its token.
             tracing::error!(mailbox = %mailbox.address, contact = %member.email, error = %e, "the reset link could not be sent");
             Ok(format!("failed: {e}"))
         }

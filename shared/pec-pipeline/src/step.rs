@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::deliver::Deliver;
 use crate::ingress::Ingress;
+use crate::lockout::SpamSweep;
 use crate::receipts::Receipts;
 use crate::scan::ScanStep;
 use crate::scan::metrics::Metrics;
@@ -114,6 +115,17 @@ impl<St: ObjectStore, Db: StateStore> Step for Timers<St, Db> {
     async fn invoke(&self, _event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
         let emitted = self.sweep(now).await?;
         Ok(serde_json::json!({ "notices": emitted.len() }))
+    }
+}
+
+impl<Db: StateStore, Mt: MailTransport> Step for SpamSweep<Db, Mt> {
+    fn name(&self) -> &'static str {
+        "spam-sweep"
+    }
+    async fn invoke(&self, _event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        let lines = self.run(now).await?;
+        let locked = lines.iter().filter(|l| l.outcome == "locked").count();
+        Ok(serde_json::json!({ "locked": locked, "mailboxes": lines }))
     }
 }
 
