@@ -26,6 +26,7 @@ keep=0
 
 started=0
 started_clamd=0
+started_rspamd=0
 runner_pid=""
 runner_b_pid=""
 exchange_pid=""
@@ -47,12 +48,13 @@ cleanup() {
   done
   if [ "$keep" = 0 ]; then
     [ "$started_clamd" = 1 ] && infra/local/clamd.sh stop || true
+    [ "$started_rspamd" = 1 ] && infra/local/rspamd.sh stop || true
     [ "$started" = 1 ] && infra/local/stack.sh stop || true
   fi
 }
 trap cleanup EXIT
 
-infra/local/install.sh system python apitest dynamodb clamav dovecot
+infra/local/install.sh system python apitest dynamodb clamav spam dovecot
 if ! infra/local/stack.sh status >/dev/null 2>&1; then
   infra/local/stack.sh start
   started=1
@@ -61,14 +63,20 @@ if ! infra/local/clamd.sh status >/dev/null 2>&1; then
   infra/local/clamd.sh start
   started_clamd=1
 fi
+if ! infra/local/rspamd.sh status >/dev/null 2>&1; then
+  infra/local/rspamd.sh start
+  started_rspamd=1
+fi
 infra/local/stack.sh bootstrap --stack-name pec-local >/dev/null
 eval "$(infra/local/stack.sh env)"
 eval "$(infra/local/clamd.sh env)"
+eval "$(infra/local/rspamd.sh env)"
 
 echo
 echo "== The local cloud"
 infra/local/stack.sh status
 infra/local/clamd.sh status
+infra/local/rspamd.sh status
 
 echo
 echo "== Two providers (stacks pec-local and pec-b), one development CA, one provider index"
@@ -457,9 +465,50 @@ $pec mailbox resume "$member" | sed 's/^/  /'
 echo
 
 echo
+echo "== A stolen password sends spam: rspamd scores it, PEC still certifies it, the spam lockout locks"
+# $first_member's password leaks: 11 spam messages (the GTUBE test pattern) in a minute. Each is
+# accepted and delivered (PEC is never filtered) and its detection logged; the sweep (the
+# scheduled spam-sweep function; here run at once with the same code) locks the mailbox.
+gtube='XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X'
+stolen="scelta-dal-socio-$run"
+spam_send() { echo "$1" | $pec send --server "127.0.0.1:$port" --ca "$cert" --user "$first_member" --password-stdin \
+  --to "$recipient" --subject "Offerta imperdibile" --text "$2" >/dev/null 2>&1 && echo accepted || echo refused; }
+for i in $(seq 1 11); do
+  [ "$(spam_send "$stolen" "Compra ora. $gtube")" = accepted ] || pec_die "spam $i was not accepted (PEC is never filtered)"
+done
+echo "  11 spam messages from $first_member over SMTP: all accepted and certified"
+sweep_line=""
+deadline=$((SECONDS + 90))
+until echo "$sweep_line" | grep -q '"outcome":"locked"'; do
+  [ "$SECONDS" -lt "$deadline" ] || pec_die "the spam lockout did not lock $first_member within 90 s (last: $sweep_line)"
+  sleep 1
+  sweep_line="$($pec mailbox sweep-spam --activation-url http://127.0.0.1/attiva | grep "\"$first_member\"" || true)"
+done
+echo "  pec mailbox sweep-spam: $sweep_line"
+echo "  again: $($pec mailbox sweep-spam --activation-url http://127.0.0.1/attiva | grep "\"$first_member\"")"
+echo "  SMTP with the stolen password now: $(spam_send "$stolen" "Ancora.")"
+deadline=$((SECONDS + 60))
+reset_file=""
+until [ -n "$reset_file" ]; do
+  reset_file="$(grep -l "bloccata per spam" $(grep -l "socio-$run\.0@" "$outbox_c"/*.eml 2>/dev/null) /dev/null 2>/dev/null | head -1 || true)"
+  [ -n "$reset_file" ] && break
+  [ "$SECONDS" -lt "$deadline" ] || pec_die "the reset mail for $first_member did not arrive within 60 s"
+  sleep 0.5
+done
+token="$("$py" -c 'import email,sys,re; m=email.message_from_binary_file(open(sys.argv[1],"rb")); b=m.get_payload(decode=True).decode(); print(re.search(r"/attiva#(\S+)", b).group(1))' "$reset_file")"
+echo "  reset mail to $(sed -n 's/^To: //p' "$reset_file" | head -1): \"$(sed -n 's/^Subject: //p' "$reset_file" | head -1)\", link …/attiva#${token:0:8}…"
+reset_code="$(curl -sS -o /dev/null -w '%{http_code}' -X POST "$api/v1/activation" -H 'Content-Type: application/json' \
+  --data-binary "{\"token\":\"$token\",\"password\":\"nuova-dopo-lo-spam-$run\"}")"
+echo "  POST /v1/activation with the reset link -> $reset_code (new password, lock lifted)"
+[ "$reset_code" = 200 ] || pec_die "the reset link did not work"
+after="$(spam_send "nuova-dopo-lo-spam-$run" "Tutto a posto.")"
+echo "  SMTP with the new password: $after"
+[ "$after" = accepted ] || pec_die "the mailbox does not work after its reset"
+
+echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
 echo "Provider log of today:  $pec log"
 if [ "$keep" = 1 ]; then
   echo "Emulators left running. SDK environment:  eval \"\$(infra/local/stack.sh env)\""
-  echo "Stop them with:  infra/local/clamd.sh stop; infra/local/stack.sh stop"
+  echo "Stop them with:  infra/local/clamd.sh stop; infra/local/rspamd.sh stop; infra/local/stack.sh stop"
 fi
