@@ -65,6 +65,7 @@ impl MailStoreHarness for Harness {
             agreement_accepted_at: None,
             refuse_ordinary: false,
             lock: None,
+            ordinary_spam: Default::default(),
             created_at: chrono::Utc::now(),
         };
         match self.state.create_mailbox(&mailbox).await {
@@ -99,6 +100,7 @@ impl MailStoreHarness for Harness {
             identificativo: String::new(),
             evidence_key,
             stored_at: chrono::Utc::now(),
+            folder: None,
         };
         match self
             .state

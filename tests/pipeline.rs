@@ -4461,6 +4461,75 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         mailbox_of(ctx, &spammer).await?.in_service(),
         "locked again by old detections"
     );
+
+    // Inbound: ordinary mail scored as spam reaches the friend's Junk folder (its anomaly
+    // envelope, signed as any), as SES receiving would hand it over (raw, then the envelope).
+    let id = unique("inspam").replace(['-', '_'], "");
+    let raw_bucket = ctx.stack.output("RawMailBucketName")?;
+    let ordinary = format!(
+        "From: Someone <someone@ordinaria.test>\r\nTo: {friend}\r\nSubject: Vinci un premio\r\n\
+         Message-ID: <{id}@ordinaria.test>\r\nDate: Sun, 06 Dec 2026 10:00:00 +0100\r\n\r\n{}\r\n",
+        pec_ports::spam::GTUBE
+    );
+    let envelope = serde_json::json!({
+        "version": pec_core::submission::ENVELOPE_VERSION,
+        "recipients": [friend],
+        "source": "someone@ordinaria.test",
+        "received_at": chrono::Utc::now(),
+    });
+    for (key, body) in [
+        (format!("inbound/{id}.eml"), ordinary.into_bytes()),
+        (format!("inbound/{id}.json"), serde_json::to_vec(&envelope)?),
+    ] {
+        ctx.aws
+            .s3
+            .put_object()
+            .bucket(raw_bucket)
+            .key(&key)
+            .body(body.into())
+            .send()
+            .await
+            .with_context(|| format!("writing {key}"))?;
+    }
+    let store = mail_store(ctx)?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let junk = store.messages(&friend, "Junk").await.unwrap_or_default();
+        if !junk.is_empty() {
+            ensure!(junk.len() == 1, "{} messages in Junk", junk.len());
+            let bytes = store
+                .read(&friend, "Junk", junk[0].uid)
+                .await?
+                .context("the Junk message has no bytes")?;
+            ensure!(
+                classify(&bytes).kind == Kind::BustaAnomalia,
+                "Junk holds something else than the anomaly envelope"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no anomaly envelope in Junk within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The friend's INBOX holds the 12 certified envelopes (11 spam, 1 after the reset),
+    // nothing of the ordinary spam; the usage counts both folders.
+    wait_for_items(ctx, &[(&friend, 13)], Duration::from_secs(90)).await?;
+    let inbox = store.messages(&friend, INBOX).await?;
+    ensure!(
+        inbox.len() == 12,
+        "{} messages in the friend's INBOX",
+        inbox.len()
+    );
+    let mut total = 0;
+    for folder in store.folders(&friend).await? {
+        for meta in store.messages(&friend, &folder.name).await? {
+            total += meta.size;
+        }
+    }
+    let used = mailbox_of(ctx, &friend).await?.used_bytes;
+    ensure!(used == total, "used_bytes {used}, folders hold {total}");
     Ok(())
 }
 

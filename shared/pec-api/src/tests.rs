@@ -96,6 +96,7 @@ async fn world_set(configure: impl FnOnce(&mut Settings)) -> World {
                 agreement_accepted_at: None,
                 refuse_ordinary: false,
                 lock: None,
+                ordinary_spam: Default::default(),
                 created_at: now,
             })
             .await
@@ -1764,6 +1765,7 @@ async fn activation_links_set_the_password_once() {
             agreement_accepted_at: None,
             refuse_ordinary: false,
             lock: None,
+            ordinary_spam: Default::default(),
             created_at: now,
         })
         .await
@@ -1914,6 +1916,7 @@ async fn tenant_administration_and_its_isolation() {
         identificativo: String::new(),
         evidence_key: String::new(),
         stored_at: Utc::now(),
+        folder: None,
     };
     w.app
         .backend

@@ -642,10 +642,12 @@ impl StateStore for DynamoState {
         enforce_quota: bool,
     ) -> Result<MailboxWrite, StateError> {
         let pk = mbx_pk(address);
+        // INBOX, or the item's folder (Junk for ordinary mail scored as spam).
+        let folder = item.folder.as_deref().unwrap_or(INBOX);
         // Retried: a concurrent plan change between the read and the write is re-read, and so
-        // is a concurrent write to the INBOX folder (its next UID).
+        // is a concurrent write to the folder (its next UID).
         for _ in 0..crate::mailstore::ATTEMPTS {
-            let inbox = crate::mailstore::read_folder(&self.client, &self.table, address, INBOX)
+            let inbox = crate::mailstore::read_folder(&self.client, &self.table, address, folder)
                 .await
                 .map_err(|message| StateError {
                     operation: "GetItem",
@@ -724,14 +726,14 @@ impl StateStore for DynamoState {
                     .build(),
             );
             let mbx_index = ops.len() - 1;
-            // The message in INBOX, with the folder's next UID (IMAP and POP3 read it there).
+            // The message in its folder, with the folder's next UID (IMAP and POP3 read it there).
             let (folder_op, uid, _) =
-                crate::mailstore::take_uids(&self.table, address, INBOX, inbox.as_ref(), 1);
+                crate::mailstore::take_uids(&self.table, address, folder, inbox.as_ref(), 1);
             ops.push(folder_op);
             let folder_index = ops.len() - 1;
             ops.push(
                 crate::mailstore::Entry {
-                    folder: INBOX,
+                    folder,
                     uid,
                     size: item.size,
                     flags: &Flags::new(),

@@ -147,6 +147,13 @@ pub enum MailboxCommand {
         #[arg(long)]
         reason: String,
     },
+    /// What happens to ordinary (non-PEC) mail scored as spam: `junk` (delivered to the Junk
+    /// folder, the default) or `delete` (not stored). PEC messages are never filtered.
+    SpamFiling {
+        address: String,
+        /// junk or delete.
+        filing: String,
+    },
     /// Lift a lock. After a spam lock the member still chooses a new password with the reset
     /// link (or one sent with resend-activation).
     Unlock { address: String },
@@ -305,6 +312,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 agreement_accepted_at: None,
                 refuse_ordinary,
                 lock: None,
+                ordinary_spam: Default::default(),
                 created_at: Utc::now(),
             };
             if !state.create_mailbox(&m).await? {
@@ -545,6 +553,29 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 pec_pipeline::lockout::Locked::Now(_) => println!("{address}: locked"),
                 pec_pipeline::lockout::Locked::Already(_) => println!("{address}: already locked"),
             }
+        }
+        MailboxCommand::SpamFiling { address, filing } => {
+            let filing = pec_ports::SpamFiling::parse(&filing)
+                .with_context(|| format!("{filing:?}: junk or delete"))?;
+            let mut done = false;
+            for _ in 0..5 {
+                let current = state
+                    .mailbox(&address)
+                    .await?
+                    .with_context(|| format!("no mailbox {address}"))?;
+                let new = Mailbox {
+                    ordinary_spam: filing,
+                    ..current.clone()
+                };
+                if state.replace_mailbox(&current, &new, None).await? {
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                bail!("{address} kept changing; try again");
+            }
+            println!("{address}: ordinary spam -> {filing:?}");
         }
         MailboxCommand::Unlock { address } => {
             if pec_pipeline::lockout::unlock(&state, &address, Utc::now()).await? {

@@ -419,6 +419,19 @@ fn leaves(m: &Message<'_>, start: usize) -> Vec<usize> {
     out
 }
 
+/// Whether SES receiving judged the message spam: its `X-SES-Spam-Verdict` header (SES adds
+/// it above the sender's headers, so the first one is SES's) says `FAIL`. Never panics.
+pub fn ses_spam_verdict_failed(raw: &[u8]) -> bool {
+    mail_parser::MessageParser::new()
+        .parse_headers(raw)
+        .and_then(|m| {
+            m.headers_raw()
+                .find(|(name, _)| name.eq_ignore_ascii_case("X-SES-Spam-Verdict"))
+                .map(|(_, v)| v.trim().eq_ignore_ascii_case("FAIL"))
+        })
+        .unwrap_or(false)
+}
+
 /// Classify a received message. Never panics.
 pub fn classify(raw: &[u8]) -> Classification<'_> {
     let mut anomalies = Vec::new();
@@ -667,5 +680,22 @@ pub fn classify(raw: &[u8]) -> Classification<'_> {
         signed: signed_info,
         postacert,
         anomalies,
+    }
+}
+
+#[cfg(test)]
+mod ses_verdict_tests {
+    use super::ses_spam_verdict_failed;
+
+    #[test]
+    fn the_first_ses_spam_verdict_decides() {
+        assert!(ses_spam_verdict_failed(
+            b"X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\nSubject: x\r\n\r\nbody"
+        ));
+        assert!(!ses_spam_verdict_failed(
+            b"X-SES-Spam-Verdict: PASS\r\nX-SES-Spam-Verdict: FAIL\r\nSubject: x\r\n\r\nbody"
+        ));
+        assert!(!ses_spam_verdict_failed(b"Subject: x\r\n\r\nbody"));
+        assert!(!ses_spam_verdict_failed(b"\xff\xfe not mail at all"));
     }
 }

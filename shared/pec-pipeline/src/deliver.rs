@@ -23,9 +23,10 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use pec_core::classify::{self, Kind};
 use pec_core::events::{EventType, PecEvent};
+use pec_ports::mailstore::JUNK;
 use pec_ports::{
     DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
-    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, StateStore,
+    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, SpamFiling, StateStore,
 };
 
 use crate::{Settings, StepError, is_ours, keys};
@@ -193,9 +194,23 @@ where
                     out.outcomes.push(outcome);
                 }
             } else {
+                // The anomaly envelope: INBOX, or for ordinary mail scored as spam the Junk
+                // folder, or nothing, by each mailbox's setting.
+                let spam = keys::is_spam_anomaly(key);
                 for rcpt in &record.recipients {
+                    let folder = if spam {
+                        match self.state.mailbox(rcpt).await? {
+                            Some(m) if m.ordinary_spam == SpamFiling::Delete => {
+                                tracing::info!(addressee = %rcpt, key, "ordinary mail scored as spam: not stored (the mailbox's setting)");
+                                continue;
+                            }
+                            _ => Some(JUNK),
+                        }
+                    } else {
+                        None
+                    };
                     if self
-                        .store_plain(key, &bytes, &event, &subject, now, rcpt)
+                        .store_in(key, &bytes, &event, &subject, now, rcpt, folder)
                         .await?
                     {
                         out.stored_in.push(rcpt.to_ascii_lowercase());
@@ -261,7 +276,24 @@ where
         now: DateTime<Utc>,
         mailbox: &str,
     ) -> Result<bool, StepError> {
-        let item = self.item(key, bytes, event, subject, now, mailbox);
+        self.store_in(key, bytes, event, subject, now, mailbox, None)
+            .await
+    }
+
+    /// [`Self::store_plain`] into `folder` (`None`: INBOX).
+    #[allow(clippy::too_many_arguments)]
+    async fn store_in(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        event: &PecEvent,
+        subject: &str,
+        now: DateTime<Utc>,
+        mailbox: &str,
+        folder: Option<&str>,
+    ) -> Result<bool, StepError> {
+        let mut item = self.item(key, bytes, event, subject, now, mailbox);
+        item.folder = folder.map(str::to_string);
         // The bytes first: a message listed in a folder (IMAP, POP3) always has them.
         if self.state.mailbox(mailbox).await?.is_some() {
             self.put_object(&item, bytes).await?;
@@ -331,6 +363,7 @@ where
             identificativo: event.identificativo.clone(),
             evidence_key: key.to_string(),
             stored_at: now,
+            folder: None,
         }
     }
 

@@ -298,7 +298,10 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
         let scanned_at = hand_off.scanned_at;
         let Some(id) = keys::message_of_clean(key) else {
             return match keys::inbound_of_clean(key) {
-                Some(id) => self.inbound_clean(key, id, scanned_at).await,
+                Some(id) => {
+                    self.inbound_clean(key, id, scanned_at, hand_off.spam.as_ref())
+                        .await
+                }
                 None => Err(bad(
                     "not a scan hand-off of submitted/ or inbound/ mail".into()
                 )),

@@ -253,6 +253,7 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
         key: &str,
         id: &str,
         scanned_at: DateTime<Utc>,
+        spam: Option<&pec_ports::spam::SpamCheck>,
     ) -> Result<IngressOutcome, StepError> {
         let s = &self.settings;
         let record = self
@@ -299,7 +300,17 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
                     };
                     build::busta_anomalia(&mut ctx, &raw, record.security_error)?
                 };
-                self.put_evidence(&keys::unsigned_inbound(id, keys::ANOMALY), anomaly.render())
+                // Ordinary mail scored as spam (by our engine, or by SES receiving) is named so
+                // that the delivery point files it in Junk or drops it, by the mailbox's
+                // setting. PEC messages (the envelope branch) are never filtered.
+                let is_spam =
+                    spam.is_some_and(|c| c.is_spam()) || classify::ses_spam_verdict_failed(&raw);
+                let name = if is_spam {
+                    keys::ANOMALY_SPAM
+                } else {
+                    keys::ANOMALY
+                };
+                self.put_evidence(&keys::unsigned_inbound(id, name), anomaly.render())
                     .await?;
             }
             other => {

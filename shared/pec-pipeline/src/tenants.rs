@@ -265,6 +265,7 @@ pub async fn create_mailbox<Db: StateStore>(
         agreement_accepted_at: None,
         refuse_ordinary: false,
         lock: None,
+        ordinary_spam: Default::default(),
         created_at: now,
     };
     if !state.create_mailbox(&mailbox).await? {
@@ -1009,6 +1010,7 @@ async fn ensure_mailbox<Db: StateStore>(
             agreement_accepted_at: None,
             refuse_ordinary: false,
             lock: None,
+            ordinary_spam: Default::default(),
             created_at: now,
         };
         if state.create_mailbox(&mailbox).await? {
@@ -1099,6 +1101,7 @@ mod tests {
             agreement_accepted_at: None,
             refuse_ordinary: false,
             lock: None,
+            ordinary_spam: Default::default(),
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
     }
@@ -1114,6 +1117,7 @@ mod tests {
             identificativo: String::new(),
             evidence_key: String::new(),
             stored_at: Utc.timestamp_opt(1, 0).unwrap(),
+            folder: None,
         };
         state
             .store_in_mailbox(address, &item, None, false)

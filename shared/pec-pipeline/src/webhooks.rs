@@ -313,6 +313,7 @@ mod tests {
                     agreement_accepted_at: None,
                     refuse_ordinary: false,
                     lock: None,
+                    ordinary_spam: Default::default(),
                     created_at: t(0),
                 })
                 .await

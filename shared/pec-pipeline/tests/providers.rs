@@ -231,6 +231,7 @@ async fn mailbox(n: &Node, address: &str) {
             agreement_accepted_at: None,
             refuse_ordinary: false,
             lock: None,
+            ordinary_spam: Default::default(),
             created_at: t0(),
         })
         .await
@@ -584,6 +585,84 @@ async fn ordinary_mail_arrives_as_an_anomaly_envelope() {
     assert_eq!(e.event_type, EventType::AnomalyDelivered);
 }
 
+/// Issue #18: ordinary mail scored as spam (by the engine, or by SES receiving) is delivered
+/// to Junk, or not at all when the mailbox says so; a PEC envelope with the GTUBE pattern is
+/// delivered to INBOX as always (PEC is never filtered).
+#[tokio::test]
+async fn ordinary_spam_goes_to_junk_or_nowhere_and_pec_is_never_filtered() {
+    let mut w = World::new().await;
+    let deleting = "protocollo@pec.example.test";
+    let mut m = common::mailbox_record(deleting, Plan::Standard.inbox_bytes());
+    m.ordinary_spam = pec_ports::SpamFiling::Delete;
+    assert!(w.a.state.create_mailbox(&m).await.unwrap());
+    let gtube = pec_ports::spam::GTUBE;
+    let spam = |to: &str, n: u32| {
+        format!(
+            "From: someone@ordinaria.test\r\nTo: {to}\r\nSubject: Offerta\r\nMessage-ID: <sp{n}@ordinaria.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\n{gtube}\r\n"
+        )
+    };
+    w.inject(
+        false,
+        spam(MARIO, 1).as_bytes(),
+        &[MARIO.to_string()],
+        "someone@ordinaria.test",
+    );
+    w.inject(
+        false,
+        spam(deleting, 2).as_bytes(),
+        &[deleting.to_string()],
+        "someone@ordinaria.test",
+    );
+    // SES's own verdict alone is enough.
+    let ses = "X-SES-Spam-Verdict: FAIL\r\nX-SES-Virus-Verdict: PASS\r\nFrom: someone@ordinaria.test\r\nTo: mario.rossi@pec.example.test\r\nSubject: Vinci\r\nMessage-ID: <sp3@ordinaria.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nbody\r\n";
+    w.inject(
+        false,
+        ses.as_bytes(),
+        &[MARIO.to_string()],
+        "someone@ordinaria.test",
+    );
+    w.run().await;
+    let items = w.a.state.mailbox_items(MARIO).await.unwrap();
+    assert_eq!(items.len(), 2, "{items:#?}");
+    for item in &items {
+        assert_eq!(item.kind, "busta-anomalia");
+        assert_eq!(item.folder.as_deref(), Some("Junk"), "{item:#?}");
+        assert!(
+            item.evidence_key.ends_with("/anomalia-spam.eml"),
+            "{item:#?}"
+        );
+    }
+    assert!(w.a.state.mailbox_items(deleting).await.unwrap().is_empty());
+    // The envelopes were still built and signed (the evidence stays).
+    assert_eq!(
+        w.a.state
+            .all_log()
+            .iter()
+            .filter(|e| e.event_type == EventType::AnomalyDelivered)
+            .count(),
+        3
+    );
+
+    // A PEC message with the same pattern, from A to B: B delivers it to INBOX (no folder).
+    let pec = format!(
+        "From: Mario <{MARIO}>\r\nTo: {LUIGI}\r\nSubject: Offerta\r\nMessage-ID: <p1@client.example>\r\nDate: Mon, 23 Nov 2026 10:29:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{gtube}\r\n"
+    );
+    w.submit("pb1", &pec, &[LUIGI]);
+    w.run().await;
+    let envelope =
+        w.b.state
+            .mailbox_items(LUIGI)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>();
+    let envelope = envelope
+        .iter()
+        .find(|i| i.kind == "posta-certificata")
+        .unwrap_or_else(|| panic!("no PEC envelope at B: {envelope:#?}"));
+    assert_eq!(envelope.folder, None);
+}
+
 #[tokio::test]
 async fn a_tampered_envelope_arrives_as_an_anomaly_with_the_security_flag() {
     let mut w = World::new().await;
@@ -862,6 +941,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             agreement_accepted_at: None,
             refuse_ordinary: true,
             lock: None,
+            ordinary_spam: Default::default(),
             created_at: t0(),
         })
         .await

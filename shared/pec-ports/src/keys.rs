@@ -34,6 +34,9 @@ pub const NON_ACCEPTANCE: &str = "non-accettazione.eml";
 /// Our presa in carico and anomaly envelope for inbound mail (`in/<id>/`).
 pub const TAKEN_IN_CHARGE: &str = "presa-in-carico.eml";
 pub const ANOMALY: &str = "anomalia.eml";
+/// The anomaly envelope of ordinary mail scored as spam (issue #18): delivered to the
+/// recipient's Junk folder, or not at all, by the mailbox's setting.
+pub const ANOMALY_SPAM: &str = "anomalia-spam.eml";
 
 /// Scan verdict records (every verdict): `scan/verdict/<raw key>.json`.
 pub const VERDICT_PREFIX: &str = "scan/verdict/";
@@ -204,7 +207,7 @@ pub fn parse_unsigned(key: &str) -> Option<UnsignedKey<'_>> {
         let (id, name) = rest.split_once('/')?;
         let kind = match name {
             TAKEN_IN_CHARGE => Kind::PresaInCarico,
-            ANOMALY => Kind::BustaAnomalia,
+            ANOMALY | ANOMALY_SPAM => Kind::BustaAnomalia,
             _ => return None,
         };
         return valid_id(id).then_some(UnsignedKey::Inbound { id, kind });
@@ -321,18 +324,24 @@ pub fn mailbox_object(address: &str, item_id: &str) -> String {
 
 /// The inbound id of what the receiving point hands the delivery point:
 /// `received/in/<id>/busta-trasporto.eml` (another provider's envelope, as received) and
-/// `signed/in/<id>/anomalia.eml` (our anomaly envelope). The presa in carico
-/// (`signed/in/<id>/presa-in-carico.eml`) goes to its `To` (the sending provider) instead.
+/// `signed/in/<id>/anomalia.eml` or `anomalia-spam.eml` (our anomaly envelope). The presa in
+/// carico (`signed/in/<id>/presa-in-carico.eml`) goes to its `To` (the sending provider)
+/// instead.
 pub fn inbound_of(key: &str) -> Option<&str> {
-    let (rest, name) = if let Some(r) = key.strip_prefix("received/in/") {
-        (r, ENVELOPE)
+    let (rest, names) = if let Some(r) = key.strip_prefix("received/in/") {
+        (r, &[ENVELOPE][..])
     } else if let Some(r) = key.strip_prefix("signed/in/") {
-        (r, ANOMALY)
+        (r, &[ANOMALY, ANOMALY_SPAM][..])
     } else {
         return None;
     };
     let (id, file) = rest.split_once('/')?;
-    (file == name && valid_id(id)).then_some(id)
+    (names.contains(&file) && valid_id(id)).then_some(id)
+}
+
+/// Whether `key` is the anomaly envelope of ordinary mail scored as spam.
+pub fn is_spam_anomaly(key: &str) -> bool {
+    inbound_of(key).is_some() && key.ends_with(&format!("/{ANOMALY_SPAM}"))
 }
 
 #[cfg(test)]
@@ -366,6 +375,11 @@ mod tests {
         assert_eq!(inbound_of(&received_envelope(ID)), Some(ID));
         let anomaly = signed_of_unsigned(&unsigned_inbound(ID, ANOMALY)).unwrap();
         assert_eq!(inbound_of(&anomaly), Some(ID));
+        assert!(!is_spam_anomaly(&anomaly));
+        let spam = signed_of_unsigned(&unsigned_inbound(ID, ANOMALY_SPAM)).unwrap();
+        assert_eq!(inbound_of(&spam), Some(ID));
+        assert!(is_spam_anomaly(&spam));
+        assert!(!is_spam_anomaly(&unsigned_inbound(ID, ANOMALY_SPAM)));
         let taken = signed_of_unsigned(&unsigned_inbound(ID, TAKEN_IN_CHARGE)).unwrap();
         assert_eq!(
             inbound_of(&taken),
@@ -431,6 +445,7 @@ mod tests {
             ),
             (unsigned_inbound(ID, TAKEN_IN_CHARGE), Kind::PresaInCarico),
             (unsigned_inbound(ID, ANOMALY), Kind::BustaAnomalia),
+            (unsigned_inbound(ID, ANOMALY_SPAM), Kind::BustaAnomalia),
             (
                 notice_key(&format!("submitted/{ID}.eml"), VIRUS_NON_ACCEPTANCE),
                 Kind::NonAccettazione,

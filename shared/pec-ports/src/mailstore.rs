@@ -24,12 +24,14 @@ pub const DEFAULT_FOLDERS: [(&str, Option<SpecialUse>); 5] = [
     (INBOX, None),
     ("Sent", Some(SpecialUse::Sent)),
     ("Drafts", Some(SpecialUse::Drafts)),
-    ("Junk", Some(SpecialUse::Junk)),
+    (JUNK, Some(SpecialUse::Junk)),
     ("Trash", Some(SpecialUse::Trash)),
 ];
 
 /// The folder deliveries go to (its name is case-insensitive in IMAP; stored spelled this way).
 pub const INBOX: &str = "INBOX";
+/// "Posta indesiderata": where ordinary mail scored as spam is delivered.
+pub const JUNK: &str = "Junk";
 
 /// A folder's special use (RFC 6154), announced as a LIST attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -134,6 +134,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         agreement_accepted_at: None,
         refuse_ordinary: false,
         lock: None,
+        ordinary_spam: Default::default(),
         created_at: t0(),
     }
 }

@@ -262,6 +262,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         agreement_accepted_at: None,
         refuse_ordinary: false,
         lock: None,
+        ordinary_spam: Default::default(),
         created_at: at(0),
     }
 }
@@ -277,6 +278,7 @@ fn item(id: &str, size: u64, stored_secs: i64) -> MailboxItem {
         identificativo: format!("opec-{id}"),
         evidence_key: format!("evidence/{id}.eml"),
         stored_at: at(stored_secs),
+        folder: None,
     }
 }
 

@@ -208,6 +208,31 @@ pub struct ActivationRecord {
     pub reset: bool,
 }
 
+/// Where ordinary mail scored as spam goes (its anomaly envelope).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpamFiling {
+    /// The Junk folder ("Posta indesiderata").
+    #[default]
+    Junk,
+    /// Not stored (the signed envelope stays in the evidence bucket, as every one does).
+    Delete,
+}
+
+impl SpamFiling {
+    pub fn is_junk(&self) -> bool {
+        *self == SpamFiling::Junk
+    }
+
+    pub fn parse(s: &str) -> Option<SpamFiling> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "junk" => Some(SpamFiling::Junk),
+            "delete" => Some(SpamFiling::Delete),
+            _ => None,
+        }
+    }
+}
+
 /// Why and since when a mailbox is (or was last) locked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockNote {
@@ -266,6 +291,10 @@ pub struct Mailbox {
     /// Not written when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock: Option<LockNote>,
+    /// What happens to ordinary mail scored as spam (PEC messages are never filtered). Not
+    /// written while the default (Junk).
+    #[serde(default, skip_serializing_if = "SpamFiling::is_junk")]
+    pub ordinary_spam: SpamFiling,
     pub created_at: DateTime<Utc>,
 }
 
@@ -294,6 +323,10 @@ pub struct MailboxItem {
     /// The evidence key of the signed object.
     pub evidence_key: String,
     pub stored_at: DateTime<Utc>,
+    /// The folder it is filed in at delivery (`None`: INBOX; `Junk` for ordinary mail scored
+    /// as spam). Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<String>,
 }
 
 /// A submitted message as the access point recorded it.
