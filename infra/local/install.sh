@@ -27,7 +27,8 @@
 #          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
 #          project's own signatures (infra/antivirus/clamav/).
 # spam     the Debian package rspamd (the scan step's spam engine); infra/local/rspamd.sh runs
-#          it offline with its own configuration (the system service is never started).
+#          it offline with its own configuration. Where systemd runs, the system service the
+#          package starts is disabled again (only if this install installed it).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -185,8 +186,16 @@ install_image() {
 }
 
 install_spam() {
+  local had_rspamd=1
+  dpkg -s rspamd >/dev/null 2>&1 || had_rspamd=0
   apt_install rspamd
   command -v rspamd >/dev/null 2>&1 || pec_die "rspamd is still missing after installing its package"
+  if [ "$had_rspamd" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    # The package starts the system rspamd where systemd runs; infra/local/rspamd.sh runs its
+    # own on loopback, so switch the system one off again (only if we installed it).
+    as_root systemctl disable --now rspamd.service >/dev/null 2>&1 || true
+    pec_log "rspamd: the system service the package started is disabled (infra/local/rspamd.sh runs its own)"
+  fi
   pec_log "spam engine: ok ($(rspamd --version 2>/dev/null | head -1))"
 }
 

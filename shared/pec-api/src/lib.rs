@@ -390,10 +390,8 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
 
 /// 32 random bytes, base64url without padding (43 characters).
 pub(crate) fn random_token() -> Result<String, Problem> {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Problem::unavailable(format!("no randomness: {e}")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    pec_ports::activation::random_token()
+        .map_err(|e| Problem::unavailable(format!("no randomness: {e}")))
 }
 
 /// Lower-case hex SHA-256.

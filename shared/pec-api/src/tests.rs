@@ -1777,7 +1777,7 @@ async fn activation_links_set_the_password_once() {
             address: address.into(),
             tenant: "a".into(),
             agreement: true,
-            reset: false,
+            reset_for: None,
             expires_at: now + chrono::Duration::days(7),
         })
         .await

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use base64::Engine;
 use chrono::Utc;
 use pec_aws::{AwsClients, ClientSettings, DynamoState, SesTransport};
 use pec_core::plan;
@@ -27,10 +26,8 @@ pub struct Args {
 
 /// A one-time token: 32 random bytes, base64url.
 pub(crate) fn token() -> String {
-    let mut bytes = [0u8; 32];
     // No randomness is not something to go on without: the links would be guessable.
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    pec_ports::activation::random_token().expect("the operating system's random source")
 }
 
 fn check_link(activation_url: &str, valid_days: u32) -> anyhow::Result<()> {

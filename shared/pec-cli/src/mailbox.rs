@@ -589,8 +589,11 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             threshold,
             window_minutes,
         } => {
-            if window_minutes < 1 {
-                bail!("--window-minutes: at least 1");
+            if !(1..=10_080).contains(&window_minutes) {
+                bail!("--window-minutes: 1 to 10080 (a week)");
+            }
+            if threshold < 1 {
+                bail!("--threshold: at least 1");
             }
             let aws = AwsClients::load(&ClientSettings::from_env()?).await;
             let settings = pec_pipeline::lockout::LockoutSettings {

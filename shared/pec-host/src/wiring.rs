@@ -190,11 +190,8 @@ pub async fn spam_sweep(
 
 /// 32 bytes of the operating system's random source, base64url (a reset link's secret).
 fn random_token() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
     // Without randomness the links would be guessable: nothing to go on with.
-    getrandom::fill(&mut bytes).expect("the operating system's random source");
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    pec_ports::activation::random_token().expect("the operating system's random source")
 }
 
 /// The webhooks step: `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (mailboxes, subscriptions,

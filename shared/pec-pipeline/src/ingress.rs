@@ -319,7 +319,9 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
         {
             let detection = pec_ports::spam::SpamDetection {
                 mailbox: record.user.clone(),
-                at: scanned_at,
+                // When it was submitted, not scanned: a backlog scanned at once after an engine
+                // outage is not a burst.
+                at: record.received_at,
                 message: record.id.clone(),
                 identificativo: record.identificativo.clone(),
                 score: score.score,

@@ -98,6 +98,10 @@ impl<Db: StateStore, Mt: MailTransport> SpamSweep<Db, Mt> {
     }
 }
 
+/// The destination of the reset-link claim (`SENT#spamlock/<address>/<lock time>`): one link
+/// per lock, whatever the contact address is by then.
+const RESET_LINK: &str = "reset-link";
+
 /// What [`lock`] found or did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Locked {
@@ -108,7 +112,9 @@ pub enum Locked {
 }
 
 /// Locks `address` with `note` (sweep or operator), replacing its password hash, in one
-/// conditional write; a locked mailbox is left as it is.
+/// conditional write. A locked mailbox is left as it is, except that the operator's lock takes
+/// over a spam lock: its note replaces the spam lock's, so the reset link sent for that lock no
+/// longer lifts it.
 pub async fn lock<Db: StateStore>(
     state: &Db,
     address: &str,
@@ -119,7 +125,7 @@ pub async fn lock<Db: StateStore>(
             .mailbox(address)
             .await?
             .ok_or_else(|| LockoutError::NoMailbox(address.to_string()))?;
-        if current.locked {
+        if current.locked && !(note.by_operator && current.spam_lock().is_some()) {
             return Ok(Locked::Already(current));
         }
         let new = Mailbox {
@@ -189,39 +195,70 @@ pub async fn sweep<Db: StateStore, Mt: MailTransport>(
     now: DateTime<Utc>,
     new_token: &mut (dyn FnMut() -> String + Send),
 ) -> Result<Vec<SweepLine>, LockoutError> {
-    let since = now - settings.rule.lookback(settings.sweep_every);
+    // Twice the window back: a failed or late sweep, or lag between the submission and its
+    // logged detection, still sees a burst whole (detections are kept two days).
+    let since = now - settings.rule.lookback(settings.sweep_every) - settings.rule.window;
     let mut lines = Vec::new();
     for address in state.spam_senders(since, now).await? {
-        let Some(mailbox) = state.mailbox(&address).await? else {
-            lines.push(SweepLine {
-                mailbox: address,
-                detections: 0,
-                outcome: "no-mailbox",
-                link: None,
-            });
-            continue;
+        // One mailbox's failure is reported on its line; the others are still swept.
+        let line = match sweep_one(state, mail, settings, &address, since, now, new_token).await {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(mailbox = %address, error = %e, "spam sweep failed for this mailbox; the next sweep retries");
+                SweepLine {
+                    mailbox: address,
+                    detections: 0,
+                    outcome: "error",
+                    link: Some(e.to_string()),
+                }
+            }
         };
+        lines.push(line);
+    }
+    Ok(lines)
+}
+
+/// One mailbox of the sweep.
+async fn sweep_one<Db: StateStore, Mt: MailTransport>(
+    state: &Db,
+    mail: &Mt,
+    settings: &LockoutSettings,
+    address: &str,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    new_token: &mut (dyn FnMut() -> String + Send),
+) -> Result<SweepLine, LockoutError> {
+    let mut line = SweepLine {
+        mailbox: address.to_string(),
+        detections: 0,
+        outcome: "under-threshold",
+        link: None,
+    };
+    let Some(mailbox) = state.mailbox(address).await? else {
+        line.outcome = "no-mailbox";
+        return Ok(line);
+    };
+    if mailbox.status == pec_ports::MailboxStatus::Revoked {
+        line.outcome = "revoked";
+        return Ok(line);
+    }
+    let locked = if mailbox.locked {
+        line.outcome = "already-locked";
+        Some(mailbox)
+    } else {
         // Detections before the last unlock were paid for: they never lock again.
         let from = match mailbox.lock.as_ref().and_then(|l| l.unlocked_at) {
             Some(unlocked) if unlocked > since => unlocked,
             _ => since,
         };
         let times: Vec<DateTime<Utc>> = state
-            .spam_detections(&address, from)
+            .spam_detections(address, from)
             .await?
             .iter()
             .map(|d| d.at)
             .collect();
-        let mut line = SweepLine {
-            mailbox: address.clone(),
-            detections: times.len(),
-            outcome: "under-threshold",
-            link: None,
-        };
-        let locked = if mailbox.locked {
-            line.outcome = "already-locked";
-            Some(mailbox)
-        } else if let Some(burst) = settings.rule.burst(&times) {
+        line.detections = times.len();
+        if let Some(burst) = settings.rule.burst(&times) {
             let note = LockNote {
                 reason: "spam".into(),
                 since: now,
@@ -229,7 +266,7 @@ pub async fn sweep<Db: StateStore, Mt: MailTransport>(
                 detections: burst.count,
                 unlocked_at: None,
             };
-            match lock(state, &address, note).await? {
+            match lock(state, address, note).await? {
                 Locked::Now(m) => {
                     line.outcome = "locked";
                     tracing::warn!(mailbox = %address, detections = burst.count, first = %burst.first, last = %burst.last, "mailbox locked by the spam lockout");
@@ -242,17 +279,16 @@ pub async fn sweep<Db: StateStore, Mt: MailTransport>(
             }
         } else {
             None
-        };
-        if let Some(m) = locked.filter(|m| m.lock.as_ref().is_some_and(|l| !l.by_operator)) {
-            line.link = Some(send_reset(state, mail, settings, &m, now, new_token).await?);
         }
-        lines.push(line);
+    };
+    if let Some(m) = locked.filter(|m| m.spam_lock().is_some()) {
+        line.link = Some(send_reset(state, mail, settings, &m, now, new_token).await?);
     }
-    Ok(lines)
+    Ok(line)
 }
 
-/// Sends the reset link of a spam-locked mailbox once per lock (claimed with `mark_sent`).
-/// What happened, in words.
+/// Sends the reset link of a spam-locked mailbox at most once per lock: the link is stored, then
+/// claimed with `mark_sent` (only the claimant sends), then sent. What happened, in words.
 async fn send_reset<Db: StateStore, Mt: MailTransport>(
     state: &Db,
     mail: &Mt,
@@ -261,8 +297,8 @@ async fn send_reset<Db: StateStore, Mt: MailTransport>(
     now: DateTime<Utc>,
     new_token: &mut (dyn FnMut() -> String + Send),
 ) -> Result<String, LockoutError> {
-    let Some(note) = &mailbox.lock else {
-        return Ok("not locked".into());
+    let Some(note) = mailbox.spam_lock() else {
+        return Ok("not spam-locked".into());
     };
     let member = match &mailbox.member {
         Some(cf) => state.member(&mailbox.tenant, cf).await?,
@@ -281,9 +317,11 @@ async fn send_reset<Db: StateStore, Mt: MailTransport>(
         mailbox.address,
         note.since.format("%Y-%m-%dT%H:%M:%S%.3fZ")
     );
-    if !state.mark_sent(&claim, &member.email).await? {
+    if state.was_sent(&claim, RESET_LINK).await? {
         return Ok("already sent".into());
     }
+    // Stored before the claim: a link that is claimed but never stored cannot happen; one
+    // stored and not claimed (another sweep won) is never sent and expires unknown.
     let token = new_token();
     let link = ActivationRecord {
         token_hash: token_hash(&token),
@@ -291,9 +329,12 @@ async fn send_reset<Db: StateStore, Mt: MailTransport>(
         tenant: mailbox.tenant.clone(),
         agreement: false,
         expires_at: now + settings.reset_valid,
-        reset: true,
+        reset_for: Some(note.since),
     };
     state.put_activation(&link).await?;
+    if !state.mark_sent(&claim, RESET_LINK).await? {
+        return Ok("already sent".into());
+    }
     let message = reset_message(
         &settings.provider_domain,
         &settings.reset_url,

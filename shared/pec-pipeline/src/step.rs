@@ -125,6 +125,16 @@ impl<Db: StateStore, Mt: MailTransport> Step for SpamSweep<Db, Mt> {
     async fn invoke(&self, _event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
         let lines = self.run(now).await?;
         let locked = lines.iter().filter(|l| l.outcome == "locked").count();
+        let failed: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.outcome == "error")
+            .map(|l| l.mailbox.as_str())
+            .collect();
+        if !failed.is_empty() {
+            // Every other mailbox was swept; the invocation fails so that it shows (Lambda's
+            // Errors metric) and the next sweep retries these.
+            return Err(format!("spam sweep failed for {failed:?} ({locked} locked)").into());
+        }
         Ok(serde_json::json!({ "locked": locked, "mailboxes": lines }))
     }
 }

@@ -823,7 +823,7 @@ async fn import_one<Db: StateStore, Mt: MailTransport>(
         address: record.address.clone(),
         tenant: tenant.id.clone(),
         agreement: tenant.billing == Billing::Member,
-        reset: false,
+        reset_for: None,
         expires_at: now + settings.activation_valid,
     };
     state.put_activation(&link).await?;
@@ -902,17 +902,17 @@ pub async fn reissue_activation<Db: StateStore, Mt: MailTransport>(
         .ok_or_else(|| AdminError::NoTenant(mailbox.tenant.clone()))?;
     let token = new_token();
     // A mailbox the spam lockout locked gets a reset link: it also lifts the lock.
-    let reset = mailbox.locked && mailbox.lock.as_ref().is_some_and(|l| !l.by_operator);
+    let reset_for = mailbox.spam_lock().map(|note| note.since);
     let link = ActivationRecord {
         token_hash: token_hash(&token),
         address: mailbox.address.clone(),
         tenant: tenant.id.clone(),
-        agreement: tenant.billing == Billing::Member && !reset,
-        reset,
+        agreement: tenant.billing == Billing::Member && reset_for.is_none(),
+        reset_for,
         expires_at: now + settings.activation_valid,
     };
     state.put_activation(&link).await?;
-    let message = if reset {
+    let message = if reset_for.is_some() {
         crate::lockout::reset_message(
             &settings.provider_domain,
             &settings.activation_url,
@@ -1756,7 +1756,7 @@ mod tests {
                 address: "mario.rossi@ordine.example.test".into(),
                 tenant: "ordine".into(),
                 agreement: false,
-                reset: false,
+                reset_for: None,
                 expires_at: at(10_000),
             })
             .await

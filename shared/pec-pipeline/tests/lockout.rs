@@ -110,7 +110,8 @@ async fn spam_is_accepted_certified_and_logged_for_the_lockout() {
     let logged = f.state.spam_detections(MARIO, t(-60)).await.unwrap();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(logged[0].message, "sp1");
-    assert_eq!(logged[0].at, common::scanned_at());
+    // Dated by its submission, not by its scan.
+    assert_eq!(logged[0].at, common::t0());
 
     // An ordinary message is not a detection.
     f.submit("ok1", &raw.replace(GTUBE, "Buongiorno."), &[ANNA]);
@@ -294,4 +295,78 @@ async fn a_reset_link_expires_and_an_operator_locks_and_unlocks() {
         mail.take_mail().is_empty(),
         "an operator's lock sends no link"
     );
+}
+
+/// A link works only on the lock it was sent for: an operator's lock over a spam lock, a later
+/// spam lock, or an activation link never lift one.
+#[tokio::test]
+async fn a_reset_link_lifts_only_its_own_spam_lock() {
+    let f = flow_with_member().await;
+    let mail = MemoryOutbox::new();
+    let mut tokens = 0;
+    detect(&f.state, MARIO, &(0..11).collect::<Vec<_>>()).await;
+    run(&f, &mail, t(12), &mut tokens).await;
+    assert_eq!(mail.take_mail().len(), 1);
+    let first = "token-number-1-padded-to-be-long";
+
+    // A plain activation link (an import's, say) does not open a spam-locked mailbox.
+    f.state
+        .put_activation(&pec_ports::ActivationRecord {
+            token_hash: pec_ports::activation::token_hash("plain-activation-token-0001"),
+            address: MARIO.into(),
+            tenant: TENANT.into(),
+            agreement: false,
+            expires_at: t(10_000),
+            reset_for: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        activate(
+            &f.state,
+            "plain-activation-token-0001",
+            "$argon2id$x",
+            false,
+            t(13)
+        )
+        .await,
+        Err(ActivationError::Invalid)
+    ));
+
+    // The operator locks over the spam lock: the reset link no longer lifts it.
+    let operator = LockNote {
+        reason: "fraud".into(),
+        since: t(14),
+        by_operator: true,
+        detections: 0,
+        unlocked_at: None,
+    };
+    assert!(matches!(
+        lock(&f.state, MARIO, operator).await.unwrap(),
+        Locked::Now(_)
+    ));
+    assert!(matches!(
+        activate(&f.state, first, "$argon2id$x", false, t(15)).await,
+        Err(ActivationError::Invalid)
+    ));
+    let m = f.state.mailbox(MARIO).await.unwrap().unwrap();
+    assert!(m.locked && m.lock.unwrap().by_operator);
+
+    // Unlocked, then spam-locked again: the first lock's link does not lift the second.
+    assert!(unlock(&f.state, MARIO, t(20)).await.unwrap());
+    detect(&f.state, MARIO, &(30..41).collect::<Vec<_>>()).await;
+    assert_eq!(
+        outcome(&run(&f, &mail, t(42), &mut tokens).await, MARIO),
+        "locked"
+    );
+    assert_eq!(mail.take_mail().len(), 1);
+    let second = format!("token-number-{tokens}-padded-to-be-long");
+    assert!(matches!(
+        activate(&f.state, first, "$argon2id$x", false, t(43)).await,
+        Err(ActivationError::Invalid)
+    ));
+    activate(&f.state, &second, "$argon2id$second", false, t(44))
+        .await
+        .unwrap();
+    assert!(f.state.mailbox(MARIO).await.unwrap().unwrap().in_service());
 }

@@ -5,8 +5,9 @@
 //! Here because both the pipeline's import and the API's `POST /v1/activation` need it.
 //!
 //! The spam lockout (issue #18) uses the same links: locking a mailbox replaces its password
-//! hash with [`NOT_ACTIVATED`] and sends a **reset** link ([`ActivationRecord::reset`]), which
-//! sets the new password and lifts the lock in the same conditional write.
+//! hash with [`NOT_ACTIVATED`] and sends a **reset** link ([`ActivationRecord::reset_for`]),
+//! which sets the new password and lifts that lock in the same conditional write. A locked
+//! mailbox takes no other link (an activation link, a reset link of an earlier lock).
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -15,6 +16,15 @@ use crate::{ActivationRecord, LockNote, Mailbox, MailboxStatus, StateError, Stat
 
 /// A mailbox's password hash before activation: not a PHC string, so no password matches it.
 pub const NOT_ACTIVATED: &str = "!not-activated";
+
+/// A new one-time secret: 32 bytes of the operating system's random source, base64url without
+/// padding (43 characters). The links and tokens of every host come from here.
+pub fn random_token() -> Result<String, getrandom::Error> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
 
 /// Hex SHA-256 of an activation token (what the state keeps).
 pub fn token_hash(token: &str) -> String {
@@ -94,6 +104,12 @@ async fn set_password<Db: StateStore>(
         if current.password_hash != NOT_ACTIVATED {
             return Err(ActivationError::Invalid);
         }
+        // A locked mailbox takes only the reset link of its own spam lock.
+        let unlocks = match current.spam_lock() {
+            _ if !current.locked => false,
+            Some(note) if link.reset_for == Some(note.since) => true,
+            _ => return Err(ActivationError::Invalid),
+        };
         let new = Mailbox {
             password_hash: password_hash.to_string(),
             status: match current.status {
@@ -105,14 +121,14 @@ async fn set_password<Db: StateStore>(
             } else {
                 current.agreement_accepted_at
             },
-            // A reset link (the spam lockout's) lifts the lock it was sent for.
-            locked: current.locked && !link.reset,
-            lock: match (&current.lock, link.reset && current.locked) {
-                (Some(note), true) => Some(LockNote {
+            // A reset link lifts the spam lock it was sent for.
+            locked: current.locked && !unlocks,
+            lock: match &current.lock {
+                Some(note) if unlocks => Some(LockNote {
                     unlocked_at: Some(now),
                     ..note.clone()
                 }),
-                (note, _) => note.clone(),
+                note => note.clone(),
             },
             ..current.clone()
         };

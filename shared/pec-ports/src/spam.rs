@@ -3,7 +3,8 @@
 //! detection the spam lockout counts ([`SpamDetection`], kept by the [`crate::StateStore`]).
 //!
 //! Scoring never blocks PEC: an engine that is down or slow gives [`SpamCheck::Unscored`], the
-//! message goes on, and the scan step's `SpamUnscored` metric raises the alarm. The adapter for
+//! message goes on, and the scan step's `EngineUnavailable{Engine=rspamd}` metric raises
+//! `ScanSpamUnavailableAlarm`. The adapter for
 //! rspamd's HTTP protocol is `pec_aws::RspamdEngine`; [`FakeSpam`] is the fake.
 
 use std::future::Future;
@@ -115,7 +116,8 @@ pub trait SpamEngine: Send + Sync {
 pub struct SpamDetection {
     /// The authenticated mailbox that submitted it.
     pub mailbox: String,
-    /// When it was scored (the scan's time: a duplicate records the same detection).
+    /// When it was submitted (the message record's time: a duplicate records the same
+    /// detection, and a backlog scanned at once after an engine outage is not a burst).
     pub at: DateTime<Utc>,
     /// The submission id.
     pub message: String,

@@ -762,7 +762,7 @@ async fn members_and_activations<S: StateStore>(s: &S, ns: &str) -> Outcome {
         address: first.address.clone(),
         tenant: tenant.clone(),
         agreement: true,
-        reset: false,
+        reset_for: None,
         expires_at: at(3600),
     };
     s.put_activation(&link).await.op("put_activation")?;

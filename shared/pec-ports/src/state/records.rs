@@ -202,10 +202,11 @@ pub struct ActivationRecord {
     /// The member must accept the agreement (member-paid tenants).
     pub agreement: bool,
     pub expires_at: DateTime<Utc>,
-    /// A reset link of a mailbox the spam lockout locked: using it sets the password and
-    /// unlocks the mailbox (an activation link never unlocks). Not written when false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reset: bool,
+    /// For a reset link, the time (`LockNote::since`) of the spam lock it was sent for: using
+    /// it sets the password and lifts that lock, and only that one (not a later lock, never an
+    /// operator's). A locked mailbox takes no other link. Not written when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_for: Option<DateTime<Utc>>,
 }
 
 /// Where ordinary mail scored as spam goes (its anomaly envelope).
@@ -302,6 +303,14 @@ impl Mailbox {
     /// Whether the mailbox logs in, submits and receives envelopes: active and not locked.
     pub fn in_service(&self) -> bool {
         !self.locked && self.status == MailboxStatus::Active
+    }
+
+    /// The lock note of a mailbox locked by the spam lockout (not by the operator): a reset
+    /// link can lift it.
+    pub fn spam_lock(&self) -> Option<&LockNote> {
+        self.lock
+            .as_ref()
+            .filter(|note| self.locked && !note.by_operator)
     }
 }
 
