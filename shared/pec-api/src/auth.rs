@@ -173,7 +173,7 @@ async fn authenticate<B: Backend>(app: &App<B>, headers: &HeaderMap) -> Result<P
         // A mailbox locked since the login loses its sessions at once.
         match app.backend.state().mailbox(&session.address).await? {
             Some(m) if m.in_service() => {}
-            Some(_) => return Err(locked(&session.address)),
+            Some(m) => return Err(locked(&m)),
             None => return Err(Problem::unauthorized("the mailbox no longer exists")),
         }
         return Ok(Principal::Mailbox {
@@ -214,14 +214,22 @@ async fn api_key<B: Backend>(
     })
 }
 
-fn locked(address: &str) -> Problem {
-    Problem::forbidden(
-        "mailbox-locked",
-        format!(
+fn locked(m: &pec_ports::Mailbox) -> Problem {
+    let address = &m.address;
+    let detail = match m.spam_lock() {
+        // Say what happened and what to do: the reset link went to the member's contact.
+        Some(note) => format!(
+            "the mailbox {address} was locked on {} because it sent spam (its password was \
+             probably stolen); a link to choose a new password was sent to your contact \
+             address, or ask the organisation that gave you the mailbox to send a new one",
+            note.since.format("%Y-%m-%d %H:%M UTC")
+        ),
+        None => format!(
             "the mailbox {address} is locked, suspended, not yet activated or revoked; contact \
              your provider"
         ),
-    )
+    };
+    Problem::forbidden("mailbox-locked", detail)
 }
 
 /// A new API key for `tenant` (for `pec apikey create`): the key to show once, and the record
@@ -385,7 +393,7 @@ pub async fn login<B: Backend>(
         (Some(m), Check::Match) => {
             app.throttle.succeeded(&address, &source, now);
             if !m.in_service() {
-                return Err(locked(&m.address));
+                return Err(locked(&m));
             }
             tracing::info!(address = %m.address, source = %source, "API login");
             Ok(Json(new_pair(&app, &m.address, &m.tenant).await?))
@@ -425,7 +433,7 @@ pub async fn refresh<B: Backend>(
         .ok_or_else(|| Problem::unauthorized("the refresh token is unknown, used or expired"))?;
     state.take_session(&session.pair_hash, now).await?;
     match app.backend.state().mailbox(&session.address).await? {
-        Some(m) if !m.in_service() => Err(locked(&m.address)),
+        Some(m) if !m.in_service() => Err(locked(&m)),
         Some(m) => Ok(Json(new_pair(&app, &m.address, &m.tenant).await?)),
         None => Err(Problem::unauthorized("the mailbox no longer exists")),
     }

@@ -2691,3 +2691,39 @@ fn fiscal_first15(cognome: &str, nome: &str, n: usize) -> String {
         .collect();
     format!("{c:X<3}{m:X<3}80A{:02}H501", n)
 }
+
+/// A session opened before a spam lock stops at once, and its answer says what happened and
+/// what to do (issue #18).
+#[tokio::test]
+async fn a_spam_lock_ends_sessions_and_says_why() {
+    let w = world().await;
+    let t = login(&w, A1).await;
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let note = pec_ports::LockNote {
+        reason: "spam".into(),
+        since: w.app.now(),
+        by_operator: false,
+        detections: 11,
+        unlocked_at: None,
+    };
+    assert!(matches!(
+        pec_pipeline::lockout::lock(&w.app.backend.state, A1, note)
+            .await
+            .unwrap(),
+        pec_pipeline::lockout::Locked::Now(_)
+    ));
+    let r = get(&w, &format!("/v1/mailboxes/{A1}"), &access).await;
+    r.problem(StatusCode::FORBIDDEN, "mailbox-locked");
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("because it sent spam"), "{detail}");
+    assert!(detail.contains("contact address"), "{detail}");
+    // The old password no longer opens it.
+    post_json(
+        &w,
+        "/v1/auth/login",
+        None,
+        json!({"address": A1, "password": "segreta"}),
+    )
+    .await
+    .problem(StatusCode::UNAUTHORIZED, "unauthorized");
+}
