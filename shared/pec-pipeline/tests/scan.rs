@@ -217,6 +217,66 @@ async fn clean_message_is_recorded_and_handed_on() {
     assert_eq!((clamav.calls(), yara.calls()), (1, 1));
 }
 
+/// Issue #18: the spam score rides in the record and the hand-off; a spam engine that is down
+/// never holds the message (unscored, with the alarm metric), and a virus is never scored.
+#[tokio::test]
+async fn spam_is_scored_after_the_antivirus_and_an_engine_down_never_holds_mail() {
+    use pec_ports::spam::{FakeSpam, GTUBE, SpamCheck};
+    let read = |step: &Step, key: &str| -> pec_pipeline::scan::ScanRecord {
+        serde_json::from_slice(&step.store().object(EVIDENCE, key).expect("record")).unwrap()
+    };
+    let spam_body = format!("Subject: x\r\n\r\n{GTUBE}\r\n").into_bytes();
+
+    let (_, _, engines) = fakes();
+    let step = step_with(engines, PolicyBook::default()).with_spam(FakeSpam::new());
+    step.store()
+        .insert(RAW, "submitted/2026/s.eml", spam_body.clone());
+    step.store()
+        .insert(RAW, "submitted/2026/v.eml", infected_message());
+    for key in ["submitted/2026/s.eml", "submitted/2026/v.eml"] {
+        let response = step
+            .handle(batch(vec![sqs("m1", &access(key))]), now())
+            .await;
+        assert!(failed(&response).is_empty());
+    }
+    let handoff: pec_ports::contract::ScanHandoff = serde_json::from_slice(
+        &step
+            .store()
+            .object(EVIDENCE, "scan/clean/submitted/2026/s.eml.json")
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        handoff.spam.as_ref().is_some_and(SpamCheck::is_spam),
+        "{handoff:?}"
+    );
+    assert_eq!(
+        read(&step, "scan/verdict/submitted/2026/v.eml.json").spam,
+        None
+    );
+
+    let (_, _, engines) = fakes();
+    let down = step_with(engines, PolicyBook::default()).with_spam(FakeSpam::down());
+    down.store().insert(RAW, "submitted/2026/s.eml", spam_body);
+    let response = down
+        .handle(
+            batch(vec![sqs("m1", &access("submitted/2026/s.eml"))]),
+            now(),
+        )
+        .await;
+    assert!(
+        failed(&response).is_empty(),
+        "the message waits for no spam engine"
+    );
+    let record = read(&down, "scan/clean/submitted/2026/s.eml.json");
+    assert!(
+        matches!(&record.spam, Some(SpamCheck::Unscored { reason }) if reason.contains("down")),
+        "{:?}",
+        record.spam
+    );
+    assert_eq!(down.metrics().engines(), ["rspamd"]);
+}
+
 #[tokio::test]
 async fn virus_at_the_access_point_is_refused_quarantined_and_never_handed_on() {
     let (clamav, yara, engines) = fakes();
