@@ -66,6 +66,7 @@ impl MailStoreHarness for Harness {
             refuse_ordinary: false,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: chrono::Utc::now(),
         };
         match self.state.create_mailbox(&mailbox).await {

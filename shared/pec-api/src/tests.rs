@@ -97,6 +97,7 @@ async fn world_set(configure: impl FnOnce(&mut Settings)) -> World {
                 refuse_ordinary: false,
                 lock: None,
                 ordinary_spam: Default::default(),
+                sms: None,
                 created_at: now,
             })
             .await
@@ -1766,6 +1767,7 @@ async fn activation_links_set_the_password_once() {
             refuse_ordinary: false,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: now,
         })
         .await

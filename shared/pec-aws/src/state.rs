@@ -13,7 +13,8 @@ use pec_ports::mailstore::{Flags, INBOX, Origin};
 use pec_ports::state::{
     ActivationRecord, DomainRecord, DomainStatus, InboundRecord, LOG_RETENTION_MONTHS, Mailbox,
     MailboxItem, MailboxWrite, MemberRecord, MessageRecord, RecipientOutcome, RelayEvent,
-    RelayRecord, SPAM_DETECTION_DAYS, SpamDetection, StateError, StateStore, Tenant, log_sk, norm,
+    RelayRecord, SPAM_DETECTION_DAYS, SmsWindow, SpamDetection, StateError, StateStore, Tenant,
+    log_sk, norm,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1263,6 +1264,55 @@ impl StateStore for DynamoState {
         }
         Ok(senders.into_iter().collect())
     }
+
+    async fn sms_window(&self, mailbox: &str) -> Result<Option<SmsWindow>, StateError> {
+        match self.get(&sms_pk(mailbox), "SMSWIN").await? {
+            Some(item) => self.decode_doc(&item).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn replace_sms_window(
+        &self,
+        mailbox: &str,
+        expected: Option<&SmsWindow>,
+        new: &SmsWindow,
+    ) -> Result<bool, StateError> {
+        // Kept a month after its last change (TTL): an older window is as good as none.
+        let expires = (Utc::now() + chrono::Duration::days(30)).timestamp().max(0) as u64;
+        let item = HashMap::from([
+            ("pk".into(), s(sms_pk(mailbox))),
+            ("sk".into(), s("SMSWIN")),
+            ("expires_at".into(), n(expires)),
+            ("doc".into(), to_doc(new)),
+        ]);
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        request = match expected {
+            None => request.condition_expression("attribute_not_exists(pk)"),
+            Some(old) => request
+                .condition_expression("doc = :old")
+                .expression_attribute_values(":old", to_doc(old)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("PutItem", e)),
+        }
+    }
+}
+
+/// A mailbox's SMS rate window.
+fn sms_pk(mailbox: &str) -> String {
+    format!("SMSWIN#{}", norm(mailbox))
 }
 
 /// A spam detection's sort key: its time (UTC, ms) then the submission id.

@@ -313,6 +313,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 refuse_ordinary,
                 lock: None,
                 ordinary_spam: Default::default(),
+                sms: None,
                 created_at: Utc::now(),
             };
             if !state.create_mailbox(&m).await? {

@@ -33,6 +33,7 @@ pub mod original;
 pub mod plan;
 pub mod policy;
 pub mod signed;
+pub mod sms;
 pub mod submission;
 pub mod text;
 pub mod time;

@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use pec_core::classify::{self, Kind};
 use pec_core::events::{EventType, PecEvent};
 use pec_ports::mailstore::JUNK;
+use pec_ports::sms::{SmsNotice, SmsRequest};
 use pec_ports::{
     DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
     ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, SpamFiling, StateStore,
@@ -143,6 +144,7 @@ where
                     .await?;
                 if outcome.status == DeliveryStatus::Delivered {
                     out.stored_in.push(rcpt.to_ascii_lowercase());
+                    self.notify_sms(rcpt, &outcome, &event, false).await?;
                 }
                 out.outcomes.push(outcome);
             }
@@ -190,6 +192,7 @@ where
                         .await?;
                     if outcome.status == DeliveryStatus::Delivered {
                         out.stored_in.push(rcpt.to_ascii_lowercase());
+                        self.notify_sms(rcpt, &outcome, &event, false).await?;
                     }
                     out.outcomes.push(outcome);
                 }
@@ -214,6 +217,17 @@ where
                         .await?
                     {
                         out.stored_in.push(rcpt.to_ascii_lowercase());
+                        if folder.is_none() {
+                            // Ordinary mail in INBOX: notified only where the mailbox asked.
+                            let delivered = RecipientOutcome {
+                                recipient: rcpt.to_ascii_lowercase(),
+                                status: DeliveryStatus::Delivered,
+                                reason: None,
+                                at: record.received_at,
+                                item_id: Some(keys::item_id(key)),
+                            };
+                            self.notify_sms(rcpt, &delivered, &event, true).await?;
+                        }
                     }
                 }
             }
@@ -339,6 +353,38 @@ where
             let id = self.transport.send_raw(&source, &rcpts, bytes).await?;
             self.state.mark_sent(key, &domain).await?;
             tracing::info!(key, domain, transport_id = %id, recipients = ?rcpts, "relayed");
+        }
+        Ok(())
+    }
+
+    /// Puts an SMS notice on the SMS queue for a message delivered into `mailbox`'s INBOX, if
+    /// the mailbox wants one (`sms::notice_for`). At least once: a duplicate delivery sends it
+    /// again, and the sms-notify function recognises it.
+    async fn notify_sms(
+        &self,
+        mailbox: &str,
+        delivered: &RecipientOutcome,
+        event: &PecEvent,
+        ordinary: bool,
+    ) -> Result<(), StepError> {
+        let (Some(url), Some(item)) = (&self.settings.sms_queue_url, &delivered.item_id) else {
+            return Ok(());
+        };
+        let Some(m) = self.state.mailbox(mailbox).await? else {
+            return Ok(());
+        };
+        let notice = SmsNotice {
+            version: 1,
+            mailbox: m.address.clone(),
+            item: item.clone(),
+            sender: event.sender.clone(),
+            subject: event.subject.clone().unwrap_or_default(),
+            ordinary,
+            at: delivered.at,
+        };
+        if let Some(notice) = crate::sms::notice_for(&m, notice) {
+            let body = serde_json::to_string(&SmsRequest::Notice(notice)).unwrap_or_default();
+            self.queue.send(url, body).await?;
         }
         Ok(())
     }

@@ -22,6 +22,10 @@ pub enum StepError {
     Event(#[from] EventError),
     #[error(transparent)]
     Trust(#[from] crate::TrustError),
+    #[error(transparent)]
+    Sms(#[from] pec_ports::sms::SmsError),
+    #[error("{0} kept changing under concurrent writers (retried later)")]
+    Contended(String),
     #[error("s3://{bucket}/{key} was announced but does not exist")]
     Missing { bucket: String, key: String },
     #[error("s3://{bucket}/{key}: {reason}")]

@@ -13,6 +13,7 @@
 //! - [`receipts`]: the delivery receipt (in the form the sender asked for) or the non-delivery
 //!   notice for one recipient, handed to `sign`.
 //! - [`timers`]: the 12 h / 24 h notices for recipients at other providers.
+//! - [`sms`]: SMS notification of new PEC, a burst as one digest.
 //!
 //! Each step is generic over the `pec-ports` traits (S3, DynamoDB, SQS, EventBridge in Lambda
 //! and on the emulators, wired by `pec-host`; memory in unit tests) and idempotent: decisions are
@@ -29,6 +30,7 @@ pub mod receipts;
 pub mod receiving;
 pub mod scan;
 pub mod sign;
+pub mod sms;
 mod step;
 pub mod tenants;
 pub mod timers;
@@ -56,6 +58,9 @@ pub struct Settings {
     /// The accredited roots (PEM) signatures of other providers must chain to, in the
     /// evidence bucket.
     pub trust_anchors_key: String,
+    /// The sms-notify function's queue: the delivery point puts a notice there for each new
+    /// message of a mailbox that opted in (`None`: no SMS notifications).
+    pub sms_queue_url: Option<String>,
 }
 
 pub use pec_ports::keys::{DEFAULT_PROVIDER_INDEX_KEY, DEFAULT_TRUST_ANCHORS_KEY};
@@ -72,7 +77,7 @@ pub enum SettingsError {
 impl Settings {
     /// From the environment the template gives every function (`PEC_PROVIDER_NAME`,
     /// `PEC_PROVIDER_DOMAIN`, `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_MAILBOX_BUCKET`,
-    /// `PEC_SCAN_QUEUE_URL`, `PEC_RECEIPTS_QUEUE_URL`).
+    /// `PEC_SCAN_QUEUE_URL`, `PEC_RECEIPTS_QUEUE_URL`; optional `PEC_SMS_QUEUE_URL`).
     pub fn from_env(env: &Env<'_>) -> Result<Self, SettingsError> {
         let provider = Provider::new(
             &env.required("PEC_PROVIDER_NAME")?,
@@ -88,6 +93,7 @@ impl Settings {
             receipts_queue_url: env.required("PEC_RECEIPTS_QUEUE_URL")?,
             provider_index_key: env.or("PEC_PROVIDER_INDEX_KEY", DEFAULT_PROVIDER_INDEX_KEY),
             trust_anchors_key: env.or("PEC_TRUST_ANCHORS_KEY", DEFAULT_TRUST_ANCHORS_KEY),
+            sms_queue_url: env.optional("PEC_SMS_QUEUE_URL"),
         })
     }
 }

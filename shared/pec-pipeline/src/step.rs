@@ -17,6 +17,7 @@ use crate::receipts::Receipts;
 use crate::scan::ScanStep;
 use crate::scan::metrics::Metrics;
 use crate::sign::SignStep;
+use crate::sms::SmsNotify;
 use crate::timers::Timers;
 use crate::webhooks::Webhooks;
 use pec_ports::webhooks::{WebhookClient, WebhookStore};
@@ -148,6 +149,20 @@ where
 {
     fn name(&self) -> &'static str {
         "webhooks"
+    }
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?, now).await)
+    }
+}
+
+impl<Db, Sm, Q> Step for SmsNotify<Db, Sm, Q>
+where
+    Db: StateStore,
+    Sm: pec_ports::sms::SmsSender,
+    Q: QueueSender,
+{
+    fn name(&self) -> &'static str {
+        "sms-notify"
     }
     async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
         batch(self.handle(sqs(event)?, now).await)

@@ -266,6 +266,7 @@ pub async fn create_mailbox<Db: StateStore>(
         refuse_ordinary: false,
         lock: None,
         ordinary_spam: Default::default(),
+        sms: None,
         created_at: now,
     };
     if !state.create_mailbox(&mailbox).await? {
@@ -1011,6 +1012,7 @@ async fn ensure_mailbox<Db: StateStore>(
             refuse_ordinary: false,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: now,
         };
         if state.create_mailbox(&mailbox).await? {
@@ -1102,6 +1104,7 @@ mod tests {
             refuse_ordinary: false,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: Utc.timestamp_opt(0, 0).unwrap(),
         }
     }

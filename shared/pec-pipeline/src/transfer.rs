@@ -491,6 +491,7 @@ mod tests {
             refuse_ordinary: false,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: at(0),
         }
     }

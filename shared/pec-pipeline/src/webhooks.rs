@@ -314,6 +314,7 @@ mod tests {
                     refuse_ordinary: false,
                     lock: None,
                     ordinary_spam: Default::default(),
+                    sms: None,
                     created_at: t(0),
                 })
                 .await

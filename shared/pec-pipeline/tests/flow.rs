@@ -370,3 +370,52 @@ async fn a_full_mailbox_refuses_the_envelope_and_usage_is_exact_after_deletes() 
         "{log:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_pec_delivered_to_a_mailbox_that_opted_in_is_one_sms() {
+    use pec_ports::sms::{MemorySms, SmsRequest, SmsSettings};
+    const SMS_Q: &str = "sms-queue";
+    let mut f = Flow::empty().await;
+    f.settings.sms_queue_url = Some(SMS_Q.into());
+    f.mailbox(MARIO, common::standard_quota()).await;
+    let anna = pec_ports::Mailbox {
+        plan: pec_core::plan::Plan::Gold,
+        sms: Some(SmsSettings {
+            number: "+393331234567".into(),
+            ordinary: false,
+        }),
+        ..common::mailbox_record(ANNA, common::standard_quota())
+    };
+    f.add_mailbox(&anna).await;
+    // Every step three times: three notices for one envelope, none for Mario's receipts.
+    f.submit("s9", &message(ANNA, ""), &[ANNA]);
+    f.run("s9", 3).await;
+    let notices = f.outbox.take(SMS_Q);
+    assert_eq!(notices.len(), 3, "{notices:?}");
+    let sms = MemorySms::default();
+    let step = pec_pipeline::sms::SmsNotify {
+        config: pec_pipeline::sms::SmsConfig {
+            queue_url: SMS_Q.into(),
+            window: chrono::Duration::seconds(600),
+        },
+        state: f.state.clone(),
+        sms: &sms,
+        queue: &f.outbox,
+    };
+    for body in &notices {
+        let request: SmsRequest = serde_json::from_str(body).unwrap();
+        let SmsRequest::Notice(n) = &request else {
+            panic!("{body}")
+        };
+        assert_eq!((n.mailbox.as_str(), n.sender.as_str()), (ANNA, MARIO));
+        step.request(&request, n.at).await.unwrap();
+    }
+    assert_eq!(
+        sms.sent(),
+        vec![(
+            "+393331234567".to_string(),
+            format!("PEC per {ANNA} da {MARIO}: Diffida")
+        )]
+    );
+    assert!(f.outbox.take(SMS_Q).is_empty(), "no flush: nothing waited");
+}

@@ -232,6 +232,7 @@ async fn mailbox(n: &Node, address: &str) {
             refuse_ordinary: false,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: t0(),
         })
         .await
@@ -942,6 +943,7 @@ async fn a_mailbox_that_refuses_ordinary_mail_gets_no_anomaly_envelope() {
             refuse_ordinary: true,
             lock: None,
             ordinary_spam: Default::default(),
+            sms: None,
             created_at: t0(),
         })
         .await

@@ -14,6 +14,7 @@
 //! - [`login`]: failed-login throttling for every way a person logs in;
 //! - [`identities`]: the mail service's domain identities (tenants' custom domains);
 //! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]);
+//! - [`sms`]: SMS notifications and reset links ([`sms::SmsSender`]), the rate window;
 //! - [`transfer`]: the read-only source of a mailbox transfer ([`transfer::TransferSource`]).
 
 pub mod access;
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod login;
 pub mod mailstore;
 pub mod publish;
+pub mod sms;
 pub mod spam;
 pub mod state;
 pub mod store;

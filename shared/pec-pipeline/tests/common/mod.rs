@@ -64,6 +64,7 @@ pub fn settings_for(provider: pec_core::build::Provider) -> Settings {
         receipts_queue_url: RECEIPTS_Q.into(),
         provider_index_key: pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY.into(),
         trust_anchors_key: pec_pipeline::DEFAULT_TRUST_ANCHORS_KEY.into(),
+        sms_queue_url: None,
     }
 }
 
@@ -135,6 +136,7 @@ pub fn mailbox_record(address: &str, quota: u64) -> Mailbox {
         refuse_ordinary: false,
         lock: None,
         ordinary_spam: Default::default(),
+        sms: None,
         created_at: t0(),
     }
 }

@@ -113,6 +113,7 @@ pub fn cases<S: StateStore>() -> Vec<Case<S>> {
         final_events_leave_timers,
         mark_sent_once,
         spam_detections_once_and_by_time,
+        sms_window_replaced_only_as_read,
         append_log_once,
         log_day_in_time_order,
         log_day_pages,
@@ -263,6 +264,7 @@ fn mailbox(address: &str, quota: u64) -> Mailbox {
         refuse_ordinary: false,
         lock: None,
         ordinary_spam: Default::default(),
+        sms: None,
         created_at: at(0),
     }
 }
@@ -2111,6 +2113,71 @@ async fn concurrent_duplicates<S: StateStore>(s: &S, ns: &str) -> Outcome {
         own_log(s, ns, &paging_day(ns)).await?,
         vec![e],
         "the event logged once"
+    );
+    Ok(())
+}
+
+/// sms_window: none at first; replace_sms_window writes only over the window read (or over
+/// none), by mailbox (case-insensitive), and reads back whole.
+async fn sms_window_replaced_only_as_read<S: StateStore>(s: &S, ns: &str) -> Outcome {
+    let (a, b) = (addr(ns, "sms"), addr(ns, "sms-other"));
+    ensure!(
+        s.sms_window(&a).await.op("sms_window")?.is_none(),
+        "a new mailbox has an SMS window"
+    );
+    let at = log_base(ns);
+    let first = crate::sms::SmsWindow {
+        last_sent_at: Some(at),
+        notified: [format!("{ns}-item1")].into(),
+        ..Default::default()
+    };
+    ensure!(
+        s.replace_sms_window(&shout(&a), None, &first)
+            .await
+            .op("replace_sms_window")?,
+        "the first window was not written"
+    );
+    ensure!(
+        !s.replace_sms_window(&a, None, &first)
+            .await
+            .op("replace_sms_window")?,
+        "a window was written over an existing one as if there were none"
+    );
+    let second = crate::sms::SmsWindow {
+        pending: [format!("{ns}-item2"), format!("{ns}-item3")].into(),
+        overflow: 2,
+        pending_since: Some(at + chrono::Duration::seconds(30)),
+        latest: Some(crate::sms::SmsNotice {
+            version: 1,
+            mailbox: a.clone(),
+            item: format!("{ns}-item3"),
+            sender: "mittente@pec.example.test".into(),
+            subject: "Oggetto àè".into(),
+            ordinary: false,
+            at: at + chrono::Duration::seconds(40),
+        }),
+        ..first.clone()
+    };
+    ensure!(
+        !s.replace_sms_window(&a, Some(&second), &first)
+            .await
+            .op("replace_sms_window")?,
+        "a window was replaced although it was not the one expected"
+    );
+    ensure!(
+        s.replace_sms_window(&a, Some(&first), &second)
+            .await
+            .op("replace_sms_window")?,
+        "the window read was not replaced"
+    );
+    ensure_eq!(
+        s.sms_window(&shout(&a)).await.op("sms_window")?,
+        Some(second.clone()),
+        "the window read back"
+    );
+    ensure!(
+        s.sms_window(&b).await.op("sms_window")?.is_none(),
+        "another mailbox sees the window"
     );
     Ok(())
 }

@@ -23,6 +23,7 @@ struct Mem {
     relays: BTreeMap<(String, String), RelayRecord>,
     sent: std::collections::HashSet<(String, String)>,
     spam: BTreeMap<(String, DateTime<Utc>, String), SpamDetection>,
+    sms: HashMap<String, SmsWindow>,
 }
 
 /// [`StateStore`] in memory, with the same conditional semantics (unit tests). Clones share
@@ -502,6 +503,26 @@ impl StateStore for MemoryState {
                 .map(|(mb, _, _)| mb.clone())
                 .collect();
             senders.into_iter().collect()
+        }))
+    }
+
+    async fn sms_window(&self, mailbox: &str) -> Result<Option<SmsWindow>, StateError> {
+        Ok(self.with(|m| m.sms.get(&norm(mailbox)).cloned()))
+    }
+
+    async fn replace_sms_window(
+        &self,
+        mailbox: &str,
+        expected: Option<&SmsWindow>,
+        new: &SmsWindow,
+    ) -> Result<bool, StateError> {
+        Ok(self.with(|m| {
+            let key = norm(mailbox);
+            if m.sms.get(&key) != expected {
+                return false;
+            }
+            m.sms.insert(key, new.clone());
+            true
         }))
     }
 }

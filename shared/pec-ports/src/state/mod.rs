@@ -17,6 +17,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use pec_core::events::PecEvent;
 
+pub use crate::sms::SmsWindow;
 pub use crate::spam::SpamDetection;
 
 pub use memory::MemoryState;
@@ -236,6 +237,19 @@ pub trait StateStore: Send + Sync {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<String>, StateError>> + Send;
+    /// A mailbox's SMS rate window, if it has one.
+    fn sms_window(
+        &self,
+        mailbox: &str,
+    ) -> impl Future<Output = Result<Option<SmsWindow>, StateError>> + Send;
+    /// Replaces a mailbox's SMS window with `new` if it is still `expected` (`None`: there is
+    /// none yet); `false` if it changed (nothing written: read again and decide again).
+    fn replace_sms_window(
+        &self,
+        mailbox: &str,
+        expected: Option<&SmsWindow>,
+        new: &SmsWindow,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
 }
 
 /// Days an outbound spam detection is kept (far beyond any lockout window).

@@ -296,6 +296,10 @@ pub struct Mailbox {
     /// written while the default (Junk).
     #[serde(default, skip_serializing_if = "SpamFiling::is_junk")]
     pub ordinary_spam: SpamFiling,
+    /// SMS notification of new PEC (plans that include it): the number and whether ordinary
+    /// mail is notified too. Not written when absent (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<crate::sms::SmsSettings>,
     pub created_at: DateTime<Utc>,
 }
 
