@@ -91,6 +91,7 @@ pub struct AwsClients {
     pub kms: aws_sdk_kms::Client,
     pub ses: aws_sdk_ses::Client,
     pub events: aws_sdk_eventbridge::Client,
+    pub sns: aws_sdk_sns::Client,
     /// Settings the clients were built with (to build them again for one function).
     settings: ClientSettings,
     /// The open call log, when `settings.call_log` names one.
@@ -182,6 +183,7 @@ impl AwsClients {
                 aws_sdk_eventbridge,
                 aws_sdk_eventbridge::config::Builder::from(&config)
             ),
+            sns: client!(aws_sdk_sns, aws_sdk_sns::config::Builder::from(&config)),
             config,
             settings,
             call_log,

@@ -608,10 +608,22 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 provider_domain: env("PEC_PROVIDER_DOMAIN")?,
             };
             let mail = pec_aws::SesTransport::new(aws.ses.clone());
+            let sms = pec_aws::SnsSms::new(
+                aws.sns.clone(),
+                std::env::var("PEC_SMS_SENDER_ID")
+                    .ok()
+                    .filter(|v| !v.is_empty()),
+            );
             let mut token = crate::import::token;
-            let lines =
-                pec_pipeline::lockout::sweep(&state, &mail, &settings, Utc::now(), &mut token)
-                    .await?;
+            let lines = pec_pipeline::lockout::sweep(
+                &state,
+                &mail,
+                &sms,
+                &settings,
+                Utc::now(),
+                &mut token,
+            )
+            .await?;
             for line in lines {
                 println!("{}", serde_json::to_string(&line)?);
             }

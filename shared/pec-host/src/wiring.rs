@@ -3,7 +3,8 @@
 
 use pec_aws::webhooks::HttpsWebhooks;
 use pec_aws::{
-    AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Store, SesTransport, SqsSender,
+    AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Store, SesTransport, SnsSms,
+    SqsSender,
 };
 use pec_pipeline::deliver::Deliver;
 use pec_pipeline::ingress::Ingress;
@@ -12,6 +13,7 @@ use pec_pipeline::receipts::Receipts;
 use pec_pipeline::scan::ScanStep;
 use pec_pipeline::scan::metrics::EmfStdout;
 use pec_pipeline::sign::SignStep;
+use pec_pipeline::sms::{SmsConfig, SmsNotify};
 use pec_pipeline::timers::Timers;
 use pec_pipeline::webhooks::Webhooks;
 use pec_pipeline::{Settings, SettingsError};
@@ -175,14 +177,16 @@ pub async fn timers(
 }
 
 /// The spam-lockout sweep: `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, and what
-/// [`pec_pipeline::lockout::LockoutSettings::from_env`] reads; reset links go out through SES.
+/// [`pec_pipeline::lockout::LockoutSettings::from_env`] reads, `PEC_SMS_SENDER_ID`; reset links
+/// go out through SES, and through SNS to members with a contact mobile.
 pub async fn spam_sweep(
     aws: AwsClients,
     env: Env<'_>,
-) -> Result<SpamSweep<DynamoState, SesTransport>, WiringError> {
+) -> Result<SpamSweep<DynamoState, SesTransport, SnsSms>, WiringError> {
     Ok(SpamSweep {
         state: state(&aws, &env)?,
         mail: SesTransport::new(aws.ses.clone()),
+        sms: sns_sms(&aws, &env),
         settings: LockoutSettings::from_env(&env)?,
         new_token: random_token,
     })
@@ -192,6 +196,26 @@ pub async fn spam_sweep(
 fn random_token() -> String {
     // Without randomness the links would be guessable: nothing to go on with.
     pec_ports::activation::random_token().expect("the operating system's random source")
+}
+
+/// The sms-notify step: `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (mailboxes, SMS windows),
+/// `PEC_SMS_QUEUE_URL` (its flushes go back on it), `PEC_SMS_DIGEST_SECONDS` (the rate window,
+/// default 600), `PEC_SMS_SENDER_ID` (optional alphanumeric sender id); SMS through SNS.
+pub async fn sms_notify(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<SmsNotify<DynamoState, SnsSms, SqsSender>, WiringError> {
+    Ok(SmsNotify {
+        config: SmsConfig::from_env(&env)?,
+        state: state(&aws, &env)?,
+        sms: sns_sms(&aws, &env),
+        queue: SqsSender::new(aws.sqs.clone()),
+    })
+}
+
+/// SMS through SNS, with `PEC_SMS_SENDER_ID` when set.
+fn sns_sms(aws: &AwsClients, env: &Env<'_>) -> SnsSms {
+    SnsSms::new(aws.sns.clone(), env.optional("PEC_SMS_SENDER_ID"))
 }
 
 /// The webhooks step: `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (mailboxes, subscriptions,
@@ -247,6 +271,7 @@ pub async fn by_function(
         "TimersFunction" => BoxedStep::new(timers(aws, env).await?),
         "WebhooksFunction" => BoxedStep::new(webhooks(aws, env).await?),
         "SpamSweepFunction" => BoxedStep::new(spam_sweep(aws, env).await?),
+        "SmsNotifyFunction" => BoxedStep::new(sms_notify(aws, env).await?),
         other => return Err(WiringError::UnknownFunction(other.to_string())),
     })
 }

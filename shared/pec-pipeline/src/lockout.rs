@@ -2,7 +2,8 @@
 //! and still goes through the PEC engine; each detection is logged (ingress, from the scan's
 //! hand-off); this sweep, run on a schedule, **locks** every mailbox that sent more than
 //! `threshold` spam messages in a rolling `window` ([`pec_core::lockout::LockoutRule`]), and
-//! sends a one-time reset link to its member's contact address. The aim is to stop spam sent
+//! sends a one-time reset link to its member's contact address (and by SMS to the contact
+//! mobile, when the member has one). The aim is to stop spam sent
 //! with credentials stolen by phishing or malware.
 //!
 //! Locking replaces the password hash with [`NOT_ACTIVATED`] (no password matches it) and sets
@@ -20,6 +21,7 @@
 use chrono::{DateTime, Duration, Utc};
 use pec_core::lockout::LockoutRule;
 use pec_ports::activation::{NOT_ACTIVATED, token_hash};
+use pec_ports::sms::SmsSender;
 use pec_ports::{
     ActivationRecord, LockNote, MailTransport, Mailbox, MemberRecord, StateError, StateStore,
 };
@@ -82,19 +84,29 @@ pub enum LockoutError {
 }
 
 /// The scheduled `spam-sweep` function: [`sweep`] over the state and the mail transport.
-pub struct SpamSweep<Db, Mt> {
+pub struct SpamSweep<Db, Mt, Sm> {
     pub state: Db,
     pub mail: Mt,
+    /// The reset link by SMS too, to members with a contact mobile.
+    pub sms: Sm,
     pub settings: LockoutSettings,
     /// A new reset link's secret (the host's random source).
     pub new_token: fn() -> String,
 }
 
-impl<Db: StateStore, Mt: MailTransport> SpamSweep<Db, Mt> {
+impl<Db: StateStore, Mt: MailTransport, Sm: SmsSender> SpamSweep<Db, Mt, Sm> {
     /// One run at `now`.
     pub async fn run(&self, now: DateTime<Utc>) -> Result<Vec<SweepLine>, LockoutError> {
         let mut tokens = self.new_token;
-        sweep(&self.state, &self.mail, &self.settings, now, &mut tokens).await
+        sweep(
+            &self.state,
+            &self.mail,
+            &self.sms,
+            &self.settings,
+            now,
+            &mut tokens,
+        )
+        .await
     }
 }
 
@@ -180,17 +192,18 @@ pub struct SweepLine {
     pub detections: usize,
     /// `locked`, `already-locked`, `under-threshold`, `no-mailbox`.
     pub outcome: &'static str,
-    /// For a spam-locked mailbox: `sent to <contact>`, `already sent`, `no contact address`,
-    /// `failed: ...`.
+    /// For a spam-locked mailbox: `sent to <contact>` (and `; by SMS to <mobile>` for a member
+    /// with a contact mobile), `already sent`, `no contact address`, `failed: ...`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
 }
 
 /// The sweep at `now`: every mailbox with a detection in the lookback is checked against the
 /// rule; `new_token` gives each reset link's secret (randomness stays out of the pipeline).
-pub async fn sweep<Db: StateStore, Mt: MailTransport>(
+pub async fn sweep<Db: StateStore, Mt: MailTransport, Sm: SmsSender>(
     state: &Db,
     mail: &Mt,
+    sms: &Sm,
     settings: &LockoutSettings,
     now: DateTime<Utc>,
     new_token: &mut (dyn FnMut() -> String + Send),
@@ -201,7 +214,9 @@ pub async fn sweep<Db: StateStore, Mt: MailTransport>(
     let mut lines = Vec::new();
     for address in state.spam_senders(since, now).await? {
         // One mailbox's failure is reported on its line; the others are still swept.
-        let line = match sweep_one(state, mail, settings, &address, since, now, new_token).await {
+        let line = match sweep_one(state, mail, sms, settings, &address, since, now, new_token)
+            .await
+        {
             Ok(line) => line,
             Err(e) => {
                 tracing::error!(mailbox = %address, error = %e, "spam sweep failed for this mailbox; the next sweep retries");
@@ -219,9 +234,11 @@ pub async fn sweep<Db: StateStore, Mt: MailTransport>(
 }
 
 /// One mailbox of the sweep.
-async fn sweep_one<Db: StateStore, Mt: MailTransport>(
+#[allow(clippy::too_many_arguments)]
+async fn sweep_one<Db: StateStore, Mt: MailTransport, Sm: SmsSender>(
     state: &Db,
     mail: &Mt,
+    sms: &Sm,
     settings: &LockoutSettings,
     address: &str,
     since: DateTime<Utc>,
@@ -282,16 +299,17 @@ async fn sweep_one<Db: StateStore, Mt: MailTransport>(
         }
     };
     if let Some(m) = locked.filter(|m| m.spam_lock().is_some()) {
-        line.link = Some(send_reset(state, mail, settings, &m, now, new_token).await?);
+        line.link = Some(send_reset(state, mail, sms, settings, &m, now, new_token).await?);
     }
     Ok(line)
 }
 
 /// Sends the reset link of a spam-locked mailbox at most once per lock: the link is stored, then
 /// claimed with `mark_sent` (only the claimant sends), then sent. What happened, in words.
-async fn send_reset<Db: StateStore, Mt: MailTransport>(
+async fn send_reset<Db: StateStore, Mt: MailTransport, Sm: SmsSender>(
     state: &Db,
     mail: &Mt,
+    sms: &Sm,
     settings: &LockoutSettings,
     mailbox: &Mailbox,
     now: DateTime<Utc>,
@@ -344,19 +362,36 @@ async fn send_reset<Db: StateStore, Mt: MailTransport>(
         now,
     );
     let sender = format!("noreply@{}", settings.provider_domain);
-    match mail
+    let mut said = match mail
         .send_raw(&sender, std::slice::from_ref(&member.email), &message)
         .await
     {
-        Ok(_) => Ok(format!("sent to {}", member.email)),
+        Ok(_) => format!("sent to {}", member.email),
         Err(e) => {
             // Claimed but not sent: the tenant resends (POST /v1/mailboxes/{address}/activation
             // sends a reset link while the mailbox is spam-locked). The unsent link is left to
             // expire: nobody has its token.
             tracing::error!(mailbox = %mailbox.address, contact = %member.email, error = %e, "the reset link could not be sent");
-            Ok(format!("failed: {e}"))
+            format!("failed: {e}")
+        }
+    };
+    // The same link by SMS to the contact mobile: the thief of a mail password may read the
+    // contact mailbox too, rarely the phone. Under the same claim: at most once per lock.
+    if let Some(mobile) = &member.mobile {
+        let text = pec_core::sms::reset_link(
+            &mailbox.address,
+            &format!("{}#{token}", settings.reset_url),
+            link.expires_at,
+        );
+        match sms.send(mobile, &text).await {
+            Ok(_) => said.push_str(&format!("; by SMS to {mobile}")),
+            Err(e) => {
+                tracing::error!(mailbox = %mailbox.address, error = %e, "the reset link could not be sent by SMS");
+                said.push_str(&format!("; SMS failed: {e}"));
+            }
         }
     }
+    Ok(said)
 }
 
 /// The reset mail (plain text, Italian) to the member's contact address: what happened, what

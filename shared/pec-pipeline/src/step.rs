@@ -119,7 +119,9 @@ impl<St: ObjectStore, Db: StateStore> Step for Timers<St, Db> {
     }
 }
 
-impl<Db: StateStore, Mt: MailTransport> Step for SpamSweep<Db, Mt> {
+impl<Db: StateStore, Mt: MailTransport, Sm: pec_ports::sms::SmsSender> Step
+    for SpamSweep<Db, Mt, Sm>
+{
     fn name(&self) -> &'static str {
         "spam-sweep"
     }

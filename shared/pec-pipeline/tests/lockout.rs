@@ -11,6 +11,7 @@ use pec_core::lockout::LockoutRule;
 use pec_pipeline::ingress::IngressOutcome;
 use pec_pipeline::lockout::{Locked, LockoutSettings, SweepLine, lock, sweep, unlock};
 use pec_ports::activation::{ActivationError, NOT_ACTIVATED, activate};
+use pec_ports::sms::MemorySms;
 use pec_ports::spam::{GTUBE, Points, SpamDetection};
 use pec_ports::{LockNote, MemberRecord, MemberStatus, MemoryOutbox, MemoryState, StateStore};
 
@@ -80,9 +81,16 @@ async fn run(
         *tokens += 1;
         format!("token-number-{tokens}-padded-to-be-long")
     };
-    sweep(&f.state, mail, &settings(), now, &mut next)
-        .await
-        .unwrap()
+    sweep(
+        &f.state,
+        mail,
+        &MemorySms::default(),
+        &settings(),
+        now,
+        &mut next,
+    )
+    .await
+    .unwrap()
 }
 
 fn outcome(lines: &[SweepLine], mailbox: &str) -> &'static str {
@@ -369,4 +377,49 @@ async fn a_reset_link_lifts_only_its_own_spam_lock() {
         .await
         .unwrap();
     assert!(f.state.mailbox(MARIO).await.unwrap().unwrap().in_service());
+}
+
+#[tokio::test]
+async fn the_reset_link_also_goes_by_sms_to_a_contact_mobile_once() {
+    let f = flow_with_member().await;
+    let mut member = f
+        .state
+        .member(TENANT, "RSSMRA80A01H501U")
+        .await
+        .unwrap()
+        .unwrap();
+    member.mobile = Some("+393331234567".into());
+    f.state.put_member(&member).await.unwrap();
+    detect(&f.state, MARIO, &(0..11).collect::<Vec<_>>()).await;
+    let (mail, sms) = (MemoryOutbox::new(), MemorySms::default());
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("sms-token-{n}-padded-to-be-long-enough")
+    };
+    let lines = sweep(&f.state, &mail, &sms, &settings(), t(20), &mut next)
+        .await
+        .unwrap();
+    let line = lines.iter().find(|l| l.mailbox == MARIO).unwrap();
+    assert_eq!(line.outcome, "locked");
+    assert_eq!(
+        line.link.as_deref(),
+        Some("sent to mario@contatti.example; by SMS to +393331234567")
+    );
+    // Again: nothing more by mail or SMS.
+    sweep(&f.state, &mail, &sms, &settings(), t(21), &mut next)
+        .await
+        .unwrap();
+    assert_eq!(mail.take_mail().len(), 1);
+    let sent = sms.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, "+393331234567");
+    assert!(
+        sent[0]
+            .1
+            .ends_with("https://pec.example.test/attiva#sms-token-1-padded-to-be-long-enough"),
+        "{}",
+        sent[0].1
+    );
+    assert!(sent[0].1.contains(MARIO), "{}", sent[0].1);
 }
