@@ -445,7 +445,7 @@ echo "  the old provider: imaps://$dove_imaps, 24 messages in INBOX, Sent (\\Sen
 from="imaps://${old_user/@/%40}@$dove_imaps"
 echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin --limit 10 | sed 's/^/  /'
 echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin | sed 's/^/  /'
-again="$(echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin | head -1)"
+again="$(echo "$old_password" | $pec mailbox transfer "$member" --from "$from" --ca-file "$dove_cert" --password-stdin | sed -n 1p)"
 echo "  again: $again"
 echo "$again" | grep -q ' 0 message(s) copied, 24 already there' || pec_die "the third transfer copied something"
 exec {dove_w}>&-

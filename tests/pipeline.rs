@@ -4334,6 +4334,7 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
     // The spammer is an imported member with a contact address: where the reset link goes.
     let cf = format!("CF{}", unique("x").replace(['-', '_'], "").to_uppercase());
     let contact = format!("{}@contatti.example.com", unique("contatto"));
+    let mobile = test_mobile();
     let mb = mailbox_of(ctx, &spammer).await?;
     let with_member = pec_ports::Mailbox {
         member: Some(cf.clone()),
@@ -4347,7 +4348,7 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
             nome: "Mario".into(),
             cognome: "Spam".into(),
             email: contact.clone(),
-            mobile: None,
+            mobile: Some(mobile.clone()),
             plan: pec_core::plan::Plan::Standard,
             address: spammer.clone(),
             status: pec_ports::MemberStatus::Created,
@@ -4425,6 +4426,14 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         .and_then(|rest| rest.split_whitespace().next())
         .context("no link in the reset mail")?
         .to_string();
+    // The same link by SMS to the member's contact mobile, once.
+    let sms = pec_integration::sms_sent_to(ctx.stack.localstack.port, &mobile)?;
+    ensure!(sms.len() == 1, "{} reset SMS: {sms:?}", sms.len());
+    ensure!(
+        sms[0].contains(&spammer) && sms[0].ends_with(&format!("http://127.0.0.1/attiva#{token}")),
+        "{}",
+        sms[0]
+    );
     let reset = serde_json::json!({"token": token, "password": "una-password-nuova"}).to_string();
     curl_json(
         port,
@@ -4533,6 +4542,122 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
     Ok(())
 }
 
+/// A mobile number of this run's own (E.164, Italian mobile form).
+fn test_mobile() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("+39333{:07}", nanos % 10_000_000)
+}
+
+/// SMS notification of new PEC on the emulators (issue #18): the CLI turns it on (refused on a
+/// plan without it), a PEC to the mailbox is one SMS in LocalStack's SMS log with sender and
+/// subject, and three more within the digest window are one digest SMS when it ends; nothing
+/// for the sender's receipts, nothing twice.
+async fn sms_notifications_end_to_end(ctx: Arc<Ctx>) -> Result<()> {
+    let mut gw = gateway(&ctx, "sms", &[]).await?;
+    let result = sms_scene(&ctx, &gw).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn sms_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
+    let port = ctx.stack.localstack.port;
+    let sender = ctx.address("sms-from");
+    let reader = ctx.address("sms-to");
+    ctx.create_mailbox(&sender, None).await?;
+    ctx.create_mailbox(&reader, None).await?;
+    let mobile = test_mobile();
+    let national = format!("{} {}", &mobile[3..6], &mobile[6..]);
+    // Standard does not include SMS notification: refused, naming the plans that do.
+    let refused = ctx
+        .pec(&["mailbox", "sms", &reader, "--number", &national], None)
+        .await;
+    let err = format!(
+        "{:#}",
+        refused
+            .err()
+            .context("SMS turned on for a Standard mailbox")?
+    );
+    ensure!(err.contains("SMS notification"), "{err}");
+    ctx.pec(&["mailbox", "plan", &reader, "gold"], None).await?;
+    let on = ctx
+        .pec(&["mailbox", "sms", &reader, "--number", &national], None)
+        .await?;
+    ensure!(on.contains(&mobile), "{on}");
+
+    submit(
+        gw,
+        &sender,
+        &[&reader],
+        &message(&sender, &[&reader], &[], "Primo avviso", "Uno.")?,
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        let sms = pec_integration::sms_sent_to(port, &mobile)?;
+        if !sms.is_empty() {
+            break sms;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no SMS 60 s after a PEC was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let opened = Instant::now();
+    ensure!(
+        first == vec![format!("PEC per {reader} da {sender}: Primo avviso")],
+        "{first:?}"
+    );
+    // Three more right away: they wait for the window's end, then one digest.
+    for subject in ["Secondo", "Terzo", "Quarto"] {
+        submit(
+            gw,
+            &sender,
+            &[&reader],
+            &message(&sender, &[&reader], &[], subject, "Altro.")?,
+        )
+        .await?;
+    }
+    wait_for_items(ctx, &[(&reader, 4)], Duration::from_secs(60)).await?;
+    let window = Duration::from_secs(pec_integration::SMS_DIGEST_SECONDS);
+    ensure!(
+        opened.elapsed() < window,
+        "the three messages took longer than the {window:?} digest window to arrive: the digest cannot be checked"
+    );
+    let sms = pec_integration::sms_sent_to(port, &mobile)?;
+    ensure!(sms.len() == 1, "SMS before the window ended: {sms:?}");
+    let deadline = opened + window + Duration::from_secs(30);
+    let sms = loop {
+        let sms = pec_integration::sms_sent_to(port, &mobile)?;
+        if sms.len() > 1 {
+            break sms;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no digest 30 s after the window ended"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    ensure!(
+        sms[1].starts_with(&format!("3 nuovi messaggi per {reader} dalle ")),
+        "{sms:?}"
+    );
+    ensure!(
+        sms[1].contains(&format!("L'ultimo da {sender}: ")),
+        "{sms:?}"
+    );
+    // Nothing more: the other flushes found the window over, receipts are not notified.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let sms = pec_integration::sms_sent_to(port, &mobile)?;
+    ensure!(sms.len() == 2, "{sms:?}");
+    // Off: no SMS for the next one.
+    ctx.pec(&["mailbox", "sms", &reader, "--off"], None).await?;
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     bulk_import_and_activation,
@@ -4547,6 +4672,7 @@ const CHECKS: &[(&str, Check<Ctx>)] = checks![
     quota_refuses_then_frees,
     tenant_admin_over_the_api,
     spam_lockout_end_to_end,
+    sms_notifications_end_to_end,
 ];
 
 fn main() -> ExitCode {

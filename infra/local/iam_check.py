@@ -366,6 +366,9 @@ def requests_for(call: dict, stack: Stack, stack_key: str | None = None) -> list
         identity = source.rpartition("@")[2]
         return [req(f"ses:{op}", f"arn:aws:ses:{stack.region}:{ACCOUNT}:identity/{identity}",
                     _ctx(ses__FromAddress=[source] if source else None))]
+    if service == "SNS" and op == "Publish":
+        # SMS to a phone number: no resource ARN, authorised on "*" (the only publishes we make).
+        return [req("sns:Publish", "*")]
     raise CheckError(f"{fn}: no IAM mapping for {service} {op}: add it to iam_check.py (REQUESTS)")
 
 

@@ -258,6 +258,26 @@ impl Stack {
 }
 
 /// A name unique to this process and moment, for keys and ids that must not collide.
+/// The SMS digest window of every runner the tests start.
+pub const SMS_DIGEST_SECONDS: u64 = 30;
+
+/// The SMS LocalStack's SNS recorded for `number` (E.164): each one's text, oldest first.
+pub fn sms_sent_to(localstack_port: u16, number: &str) -> Result<Vec<String>> {
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "eu-south-1".into());
+    let path = format!(
+        "/_aws/sns/sms-messages?region={region}&phoneNumber={}",
+        number.replace('+', "%2B")
+    );
+    let raw = http_get(localstack_port, &path, Duration::from_secs(10))?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).context("LocalStack's SMS log")?;
+    Ok(v["sms_messages"][number]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["Message"].as_str().map(str::to_string))
+        .collect())
+}
+
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -597,6 +617,9 @@ impl Runner {
         for d in daemons {
             cmd.env(d.var, &d.value);
         }
+        // The SMS digest window (600 s in the template) short enough for a test to see a
+        // digest: tests/pipeline.rs sms_notifications_end_to_end.
+        cmd.env("PEC_SMS_DIGEST_SECONDS", SMS_DIGEST_SECONDS.to_string());
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", binaries.runner.display()))?;

@@ -175,8 +175,8 @@ async fn start_edge(
 /// Builds the step of a template function from its environment, exactly as its Lambda `main`
 /// does ([`pec_host::wiring::by_function`]: every function crate is registered there). The
 /// scan function's clamd socket and spam engine come from this process (infra/local/clamd.sh,
-/// infra/local/rspamd.sh) when it names them; the rest from the function's template
-/// environment.
+/// infra/local/rspamd.sh) when it names them, and `PEC_SMS_DIGEST_SECONDS` when set (tests and
+/// the demo shorten the SMS digest window); the rest from the function's template environment.
 async fn step_for(
     function: &str,
     aws: &AwsClients,
@@ -185,9 +185,12 @@ async fn step_for(
     // Locally clamd is infra/local/clamd.sh's: the runner never launches the Lambda layer's.
     let env = Env::from_map(env)
         .overlay(Env::from_fn(|name| {
-            matches!(name, "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL")
-                .then(|| std::env::var(name).ok())
-                .flatten()
+            matches!(
+                name,
+                "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL" | "PEC_SMS_DIGEST_SECONDS"
+            )
+            .then(|| std::env::var(name).ok())
+            .flatten()
         }))
         .without("PEC_CLAMD_BINARY");
     pec_host::wiring::by_function(function, aws.clone(), env)

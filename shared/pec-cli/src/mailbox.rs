@@ -154,6 +154,21 @@ pub enum MailboxCommand {
         /// junk or delete.
         filing: String,
     },
+    /// SMS notification of new PEC (plans that include it): `--number` turns it on (any
+    /// written form of a mobile; stored as E.164), `--off` turns it off. Ordinary mail is
+    /// notified too only with `--ordinary`. A burst becomes one digest SMS.
+    Sms {
+        address: String,
+        /// The mobile number to notify.
+        #[arg(long, conflicts_with = "off", required_unless_present = "off")]
+        number: Option<String>,
+        /// Notify ordinary (non-PEC) mail delivered to INBOX too.
+        #[arg(long, conflicts_with = "off")]
+        ordinary: bool,
+        /// Turn SMS notifications off.
+        #[arg(long)]
+        off: bool,
+    },
     /// Lift a lock. After a spam lock the member still chooses a new password with the reset
     /// link (or one sent with resend-activation).
     Unlock { address: String },
@@ -577,6 +592,51 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 bail!("{address} kept changing; try again");
             }
             println!("{address}: ordinary spam -> {filing:?}");
+        }
+        MailboxCommand::Sms {
+            address,
+            number,
+            ordinary,
+            off,
+        } => {
+            let sms = match (off, number) {
+                (true, _) | (_, None) => None,
+                (false, Some(n)) => Some(pec_ports::sms::SmsSettings {
+                    number: pec_members::mobile_e164(&n)?,
+                    ordinary,
+                }),
+            };
+            let mut done = false;
+            for _ in 0..5 {
+                let current = state
+                    .mailbox(&address)
+                    .await?
+                    .with_context(|| format!("no mailbox {address}"))?;
+                if sms.is_some() {
+                    pec_core::plan::require(
+                        current.plan,
+                        pec_core::plan::Feature::SmsNotification,
+                    )?;
+                }
+                let new = Mailbox {
+                    sms: sms.clone(),
+                    ..current.clone()
+                };
+                if state.replace_mailbox(&current, &new, None).await? {
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                bail!("{address} kept changing; try again");
+            }
+            match &sms {
+                Some(s) if s.ordinary => {
+                    println!("{address}: SMS to {} for PEC and ordinary mail", s.number)
+                }
+                Some(s) => println!("{address}: SMS to {} for new PEC", s.number),
+                None => println!("{address}: no SMS notifications"),
+            }
         }
         MailboxCommand::Unlock { address } => {
             if pec_pipeline::lockout::unlock(&state, &address, Utc::now()).await? {

@@ -59,6 +59,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a pipe whose reader has gone (`pec ... | head -1`)
+    // panics. A command-line tool ends quietly instead, as the shell's own tools do.
+    // SAFETY: called first, before any thread exists; SIG_DFL is a valid disposition.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::About => {
