@@ -4607,8 +4607,9 @@ async fn sms_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let opened = Instant::now();
+    // The text is pec_core::sms's (its tests pin it; long addresses are cut there).
     ensure!(
-        first == vec![format!("PEC per {reader} da {sender}: Primo avviso")],
+        first == vec![pec_core::sms::new_pec(&reader, &sender, "Primo avviso")],
         "{first:?}"
     );
     // Three more right away: they wait for the window's end, then one digest.
@@ -4642,11 +4643,8 @@ async fn sms_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     ensure!(
-        sms[1].starts_with(&format!("3 nuovi messaggi per {reader} dalle ")),
-        "{sms:?}"
-    );
-    ensure!(
-        sms[1].contains(&format!("L'ultimo da {sender}: ")),
+        sms[1].starts_with("3 nuovi messaggi per sms-to-")
+            && sms[1].contains(" L'ultimo da sms-from-"),
         "{sms:?}"
     );
     // Nothing more: the other flushes found the window over, receipts are not notified.
