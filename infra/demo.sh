@@ -113,7 +113,8 @@ echo "== Every function (pec-runner) and the SMTP submission gateway"
 log="$PEC_STATE_DIR/demo-runner.log"
 cert="$PEC_STATE_DIR/demo-smtp.pem"
 rm -f "$cert"
-target/debug/pec-runner --smtp-port 0 --imap-port 0 --api-port 0 --smtp-cert-out "$cert" >"$log" 2>&1 &
+# A 10 s SMS digest window (600 s in the template), so the SMS scene shows a digest.
+PEC_SMS_DIGEST_SECONDS=10 target/debug/pec-runner --smtp-port 0 --imap-port 0 --api-port 0 --smtp-cert-out "$cert" >"$log" 2>&1 &
 runner_pid=$!
 port=""
 for _ in $(seq 1 100); do
@@ -504,6 +505,36 @@ echo "  POST /v1/activation with the reset link -> $reset_code (new password, lo
 after="$(spam_send "nuova-dopo-lo-spam-$run" "Tutto a posto.")"
 echo "  SMTP with the new password: $after"
 [ "$after" = accepted ] || pec_die "the mailbox does not work after its reset"
+
+echo
+echo "== SMS notification of new PEC (Gold and the other plans that include it; LocalStack keeps the SMS)"
+# The sender of the first scenes reads his PEC on the phone; anna writes to him.
+sms_reader="$sender"
+mobile="+39333$(date +%H%M%S)0"
+send_as_anna() { echo "$password" | $pec send --server "127.0.0.1:$port" --ca "$cert" --user "$recipient" --password-stdin "$@"; }
+sms_log() { curl -sS "$AWS_ENDPOINT_URL/_aws/sns/sms-messages?region=$AWS_REGION&phoneNumber=%2B${mobile#+}" |
+  "$py" -c 'import json,sys; [print(m["Message"]) for m in json.load(sys.stdin)["sms_messages"].get(sys.argv[1], [])]' "$mobile"; }
+sms_wait() { # N: until the log holds N SMS (30 s)
+  local deadline=$((SECONDS + 30))
+  until [ "$(sms_log | wc -l)" -ge "$1" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || pec_die "SMS $1 for $sms_reader did not arrive within 30 s"
+    sleep 0.3
+  done
+}
+if refused="$($pec mailbox sms "$sms_reader" --number "${mobile#+39}" 2>&1)"; then
+  pec_die "SMS notification was turned on for a Standard mailbox"
+fi
+echo "  on Standard, refused: ${refused#pec: }"
+$pec mailbox plan "$sms_reader" gold | sed -n 1p | sed 's/^/  /'
+$pec mailbox sms "$sms_reader" --number "${mobile#+39}" | sed 's/^/  /'
+send_as_anna --to "$sms_reader" --subject "Udienza rinviata al 12 gennaio" --text "Si comunica il rinvio." >/dev/null
+sms_wait 1
+echo "  SMS to $mobile: $(sms_log | sed -n 1p)"
+for n in 1 2 3; do send_as_anna --to "$sms_reader" --subject "Deposito atti n. $n" --text "In allegato." >/dev/null; done
+echo "  three more PEC within the window: they wait for one digest"
+sms_wait 2
+echo "  SMS to $mobile: $(sms_log | sed -n 2p)"
+$pec mailbox sms "$sms_reader" --off | sed 's/^/  /'
 
 echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
