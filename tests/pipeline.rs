@@ -4401,9 +4401,15 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         "{note:?}"
     );
     // The stolen password no longer opens anything.
+    // SMTP says what happened and what to do (525 5.7.13), to the owner and the thief alike.
+    let refused = submit(gw, &spammer, &[&friend], &spam).await;
+    let err = format!(
+        "{:#}",
+        refused.err().context("SMTP still takes the old password")?
+    );
     ensure!(
-        submit(gw, &spammer, &[&friend], &spam).await.is_err(),
-        "SMTP still takes the old password"
+        err.contains("525") && err.contains("because it sent spam"),
+        "{err}"
     );
     let json = "Content-Type: application/json";
     let login = serde_json::json!({"address": spammer, "password": MAILBOX_PASSWORD}).to_string();

@@ -215,20 +215,10 @@ async fn api_key<B: Backend>(
 }
 
 fn locked(m: &pec_ports::Mailbox) -> Problem {
-    let address = &m.address;
-    let detail = match m.spam_lock() {
-        // Say what happened and what to do: the reset link went to the member's contact.
-        Some(note) => format!(
-            "the mailbox {address} was locked on {} because it sent spam (its password was \
-             probably stolen); a link to choose a new password was sent to your contact \
-             address, or ask the organisation that gave you the mailbox to send a new one",
-            note.since.format("%Y-%m-%d %H:%M UTC")
-        ),
-        None => format!(
-            "the mailbox {address} is locked, suspended, not yet activated or revoked; contact \
-             your provider"
-        ),
-    };
+    // What happened and what to do, as SMTP, IMAP and POP3 say it.
+    let detail = m
+        .refusal()
+        .unwrap_or_else(|| format!("the mailbox {} is locked", m.address));
     Problem::forbidden("mailbox-locked", detail)
 }
 

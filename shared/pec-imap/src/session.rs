@@ -719,6 +719,8 @@ impl<S: MailStore + 'static> Session<S> {
             check_password(&password, hash)
         })
         .await;
+        // What a locked mailbox's user is told instead of the generic failure.
+        let mut refusal = None;
         let outcome = match (account, check) {
             (_, Err(e)) => {
                 error!(error = %e, "password check failed to run");
@@ -742,10 +744,12 @@ impl<S: MailStore + 'static> Session<S> {
             }
             (Some(a), Ok(PasswordCheck::Mismatch)) => {
                 info!(user = %a.address, "authentication failed: wrong password");
+                refusal = pec_submit::refusal_for(&a, false).map(str::to_string);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) if a.locked => {
                 warn!(user = %a.address, "authentication refused: mailbox locked");
+                refusal = pec_submit::refusal_for(&a, true).map(str::to_string);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) => Some(a),
@@ -761,7 +765,12 @@ impl<S: MailStore + 'static> Session<S> {
             None => {
                 throttle.failed(&user, &source, chrono::Utc::now());
                 self.auth_failures += 1;
-                failed()
+                match refusal {
+                    // RFC 5530: the user should contact the administrator; the text says
+                    // what happened and what to do.
+                    Some(text) => no(tag, other("CONTACTADMIN"), &text),
+                    None => failed(),
+                }
             }
         }
     }
@@ -1464,6 +1473,7 @@ mod tests {
             tenant: "t1".to_owned(),
             password_hash: hash_password_with(PASSWORD, HashCost::Fast).expect("hash"),
             locked: false,
+            refusal: None,
         };
         Arc::new(Shared {
             config,

@@ -59,9 +59,23 @@ async fn start() -> TestServer {
                     tenant: "t1".to_owned(),
                     password_hash: hash.clone(),
                     locked: false,
+                    refusal: None,
                 },
             )
         })
+        .chain([(
+            SPAMMED.to_owned(),
+            Account {
+                address: SPAMMED.to_owned(),
+                tenant: "t1".to_owned(),
+                password_hash: "!not-activated".to_owned(),
+                locked: true,
+                refusal: Some(pec_submit::Refusal {
+                    text: format!("the mailbox {SPAMMED} was locked because it sent spam"),
+                    to_anyone: true,
+                }),
+            },
+        )])
         .collect();
     let notifier = Notifier::new();
     let store = Arc::new(MemoryMailStore::new());
@@ -305,6 +319,29 @@ async fn connect_tls(t: &TestServer) -> Raw<tokio_rustls::client::TlsStream<TcpS
     let greeting = raw.line().await;
     assert!(greeting.starts_with("* OK"), "{greeting}");
     raw
+}
+
+/// A spam-locked mailbox (its hash matches nothing).
+const SPAMMED: &str = "spam@pec.example.it";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_mailbox_is_told_what_happened() {
+    let t = start().await;
+    let mut raw = connect_tls(&t).await;
+    let lines = raw
+        .command("a1", &format!("LOGIN {SPAMMED} \"whatever\""))
+        .await;
+    assert_eq!(
+        last(&lines),
+        format!("a1 NO [CONTACTADMIN] the mailbox {SPAMMED} was locked because it sent spam\r\n"),
+        "{lines:?}"
+    );
+    // An ordinary wrong password still gets the generic answer.
+    let lines = raw.command("a2", &format!("LOGIN {MARIO} \"wrong\"")).await;
+    assert!(
+        last(&lines).starts_with("a2 NO [AUTHENTICATIONFAILED]"),
+        "{lines:?}"
+    );
 }
 
 fn last(lines: &[String]) -> &str {

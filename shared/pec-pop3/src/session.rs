@@ -78,10 +78,25 @@ enum After {
 }
 
 /// The outcome of checking a login.
+/// `text` as one POP3 response line: printable ASCII only, at most 400 characters.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(400)
+        .collect()
+}
+
 enum Verified {
     Account(Account),
-    /// Unknown user, wrong password, locked mailbox: one answer for all.
-    Failed,
+    /// Unknown user, wrong password: one answer for all; a locked mailbox's user is told what
+    /// happened and what to do (`pec_submit::refusal_for`).
+    Failed(Option<String>),
     /// Over the throttle's limits.
     Throttled,
     /// The credential store or the check could not answer.
@@ -566,9 +581,12 @@ impl<S: MailStore + 'static> Session<S> {
     ) -> After {
         let account = match self.verify(user, password).await {
             Verified::Account(account) => account,
-            Verified::Failed => {
+            Verified::Failed(refusal) => {
                 self.auth_failures += 1;
-                conn.line("-ERR [AUTH] Authentication failed");
+                match refusal {
+                    Some(text) => conn.line(&format!("-ERR [AUTH] {}", one_line(&text))),
+                    None => conn.line("-ERR [AUTH] Authentication failed"),
+                }
                 return self.after_auth_failure();
             }
             Verified::Throttled => {
@@ -635,7 +653,7 @@ impl<S: MailStore + 'static> Session<S> {
         let source = self.peer.ip().to_canonical().to_string();
         let throttle = Arc::clone(&self.shared.throttle);
         if user.is_empty() || password.is_empty() {
-            return Verified::Failed;
+            return Verified::Failed(None);
         }
         match throttle.allowed(&user, &source, chrono::Utc::now()) {
             LoginVerdict::Locked { until } => {
@@ -670,6 +688,7 @@ impl<S: MailStore + 'static> Session<S> {
             check_password(&password, hash)
         })
         .await;
+        let mut refusal = None;
         let outcome = match (account, check) {
             (_, Err(e)) => {
                 error!(error = %e, "password check failed to run");
@@ -685,10 +704,12 @@ impl<S: MailStore + 'static> Session<S> {
             }
             (Some(a), Ok(PasswordCheck::Mismatch)) => {
                 info!(user = %a.address, "authentication failed: wrong password");
+                refusal = pec_submit::refusal_for(&a, false).map(str::to_string);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) if a.locked => {
                 warn!(user = %a.address, "authentication refused: mailbox locked");
+                refusal = pec_submit::refusal_for(&a, true).map(str::to_string);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) => Some(a),
@@ -701,7 +722,7 @@ impl<S: MailStore + 'static> Session<S> {
             }
             None => {
                 throttle.failed(&user, &source, chrono::Utc::now());
-                Verified::Failed
+                Verified::Failed(refusal)
             }
         }
     }

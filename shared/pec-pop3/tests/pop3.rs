@@ -78,9 +78,23 @@ async fn start_with(config: Config, policy: ThrottlePolicy) -> TestServer {
                     tenant: "t1".to_owned(),
                     password_hash: hash.clone(),
                     locked: false,
+                    refusal: None,
                 },
             )
         })
+        .chain([(
+            SPAMMED.to_owned(),
+            Account {
+                address: SPAMMED.to_owned(),
+                tenant: "t1".to_owned(),
+                password_hash: "!not-activated".to_owned(),
+                locked: true,
+                refusal: Some(pec_submit::Refusal {
+                    text: format!("the mailbox {SPAMMED} was locked because it sent spam"),
+                    to_anyone: true,
+                }),
+            },
+        )])
         .collect();
     let store = Arc::new(MemoryMailStore::new());
     for a in [MARIO, ANNA, LUCA] {
@@ -526,6 +540,26 @@ async fn a_message_stored_with_bare_lf_goes_out_with_crlf() {
     assert_eq!(
         uidl,
         format!("+OK 2 {:08X}{:08X}\r\n", folder.uid_validity, 2)
+    );
+}
+
+/// A spam-locked mailbox (its hash matches nothing).
+const SPAMMED: &str = "spam@pec.example.it";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_mailbox_is_told_what_happened() {
+    let t = start().await;
+    let mut raw = connect_tls(&t).await;
+    raw.command(&format!("USER {SPAMMED}")).await;
+    let answer = raw.command("PASS whatever").await;
+    assert_eq!(
+        answer,
+        format!("-ERR [AUTH] the mailbox {SPAMMED} was locked because it sent spam\r\n")
+    );
+    raw.command(&format!("USER {MARIO}")).await;
+    assert_eq!(
+        raw.command("PASS wrong").await,
+        "-ERR [AUTH] Authentication failed\r\n"
     );
 }
 

@@ -16,8 +16,30 @@ pub struct Account {
     pub tenant: String,
     /// Argon2 PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`), from [`hash_password`].
     pub password_hash: String,
-    /// A locked mailbox cannot log in (the client sees the same `535` as for a wrong password).
+    /// A locked (or suspended, pending, revoked) mailbox cannot log in.
     pub locked: bool,
+    /// What a locked mailbox's user is told instead of the generic failure ([`refusal_for`]).
+    pub refusal: Option<Refusal>,
+}
+
+/// Why a locked mailbox may not log in: what happened and what to do (one line of ASCII).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What happened and what to do.
+    pub text: String,
+    /// Said to whoever tries the mailbox, not only to a right password: its hash matches no
+    /// password (a spam lock replaced it, or the mailbox was never activated), so its owner
+    /// could not be told otherwise. A suspended or revoked mailbox's reason is told only to
+    /// its right password.
+    pub to_anyone: bool,
+}
+
+/// What to tell instead of the generic failure, for `account` when the password `matched`:
+/// the refusal of a locked mailbox, if the rules of [`Refusal::to_anyone`] allow it. Every
+/// login path (SMTP, IMAP, POP3) asks this; the failure still counts for the throttle.
+pub fn refusal_for(account: &Account, matched: bool) -> Option<&str> {
+    let r = account.refusal.as_ref()?;
+    (account.locked && (matched || r.to_anyone)).then_some(r.text.as_str())
 }
 
 impl std::fmt::Debug for Account {
@@ -27,6 +49,7 @@ impl std::fmt::Debug for Account {
             .field("tenant", &self.tenant)
             .field("password_hash", &"<redacted>")
             .field("locked", &self.locked)
+            .field("refusal", &self.refusal)
             .finish()
     }
 }
@@ -106,8 +129,14 @@ pub enum Check {
 }
 
 /// Checks `password` against a PHC string (blocking; the parameters come from the string).
-/// Every login path (SMTP here, IMAP in `pec-imap`) checks passwords with it.
+/// Every login path (SMTP here, IMAP in `pec-imap`) checks passwords with it. A stored value
+/// that starts with `!` is a disabled password, as in `/etc/shadow` (`!not-activated`: a
+/// mailbox not activated yet, or whose password the spam lockout replaced): no password
+/// matches it, and it is not an unusable hash (which would be a temporary failure).
 pub fn check_password(password: &[u8], phc: &str) -> Check {
+    if phc.starts_with('!') {
+        return Check::Mismatch;
+    }
     let parsed = match PasswordHash::new(phc) {
         Ok(p) => p,
         Err(e) => return Check::BadHash(e.to_string()),
@@ -158,6 +187,8 @@ mod tests {
             check_password(b"x", "not a hash"),
             Check::BadHash(_)
         ));
+        assert_eq!(check_password(b"x", "!not-activated"), Check::Mismatch);
+        assert_eq!(check_password(b"", "!"), Check::Mismatch);
         let h2 = hash_password_with("s3cret!", HashCost::Fast).unwrap();
         assert_ne!(h, h2, "salts are random");
         assert!(dummy_hash(HashCost::Fast).starts_with("$argon2id$"));

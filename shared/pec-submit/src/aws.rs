@@ -41,11 +41,16 @@ impl<Db: StateStore> Credentials for StateCredentials<Db> {
             Ok(mailbox.map(|m| {
                 // Locked, suspended, pending or revoked: no session.
                 let locked = !m.in_service();
+                let refusal = m.refusal().map(|text| crate::Refusal {
+                    text,
+                    to_anyone: m.password_hash == pec_ports::activation::NOT_ACTIVATED,
+                });
                 Account {
                     address: m.address,
                     tenant: m.tenant,
                     password_hash: m.password_hash,
                     locked,
+                    refusal,
                 }
             }))
         })

@@ -92,7 +92,7 @@ use std::pin::Pin;
 
 pub use auth::{
     Account, Check as PasswordCheck, CredentialError, Credentials, HashCost, PasswordError,
-    check_password, dummy_hash, hash_password, hash_password_with,
+    Refusal, check_password, dummy_hash, hash_password, hash_password_with, refusal_for,
 };
 pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES};
 pub use server::Server;

@@ -562,14 +562,14 @@ impl Session {
                 let outcome = self.verify(user.clone(), password).await;
                 match &outcome {
                     Verified::Ok(_) => throttle.succeeded(&user, &source, chrono::Utc::now()),
-                    Verified::Invalid => throttle.failed(&user, &source, chrono::Utc::now()),
+                    Verified::Invalid(_) => throttle.failed(&user, &source, chrono::Utc::now()),
                     Verified::Temporary => {}
                 }
                 outcome
             }
             _ => {
                 info!("malformed or empty credentials");
-                Verified::Invalid
+                Verified::Invalid(None)
             }
         };
         match outcome {
@@ -582,10 +582,20 @@ impl Session {
                 self.answer(io, "454 4.7.0 Temporary authentication failure")
                     .await
             }
-            Verified::Invalid => {
+            Verified::Invalid(refusal) => {
                 self.auth_failures += 1;
-                self.send(io, "535 5.7.8 Authentication credentials invalid")
-                    .await?;
+                match refusal {
+                    // RFC 5248 X.7.13 "User Account Disabled", with what happened and what
+                    // to do.
+                    Some(text) => {
+                        self.send(io, &format!("525 5.7.13 {}", reply_text(&text)))
+                            .await?
+                    }
+                    None => {
+                        self.send(io, "535 5.7.8 Authentication credentials invalid")
+                            .await?
+                    }
+                }
                 if self.auth_failures >= self.shared.config.max_auth_failures {
                     warn!(
                         failures = self.auth_failures,
@@ -643,7 +653,7 @@ impl Session {
         match (account, check) {
             (None, _) => {
                 info!(user = ?user, "authentication failed: unknown user");
-                Verified::Invalid
+                Verified::Invalid(None)
             }
             (Some(a), Check::BadHash(e)) => {
                 error!(user = %a.address, error = %e, "stored password hash is unusable");
@@ -651,11 +661,11 @@ impl Session {
             }
             (Some(a), Check::Mismatch) => {
                 info!(user = %a.address, locked = a.locked, "authentication failed: wrong password");
-                Verified::Invalid
+                Verified::Invalid(crate::auth::refusal_for(&a, false).map(str::to_string))
             }
             (Some(a), Check::Match) if a.locked => {
                 warn!(user = %a.address, "authentication refused: mailbox locked");
-                Verified::Invalid
+                Verified::Invalid(crate::auth::refusal_for(&a, true).map(str::to_string))
             }
             (Some(a), Check::Match) => Verified::Ok(a),
         }
@@ -939,8 +949,23 @@ impl Session {
 
 enum Verified {
     Ok(Account),
-    Invalid,
+    /// Refused; with what a locked mailbox's user is told (`auth::refusal_for`).
+    Invalid(Option<String>),
     Temporary,
+}
+
+/// `text` as one SMTP reply line: printable ASCII only, at most 400 characters.
+fn reply_text(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(400)
+        .collect()
 }
 
 /// `[authzid] NUL authcid NUL passwd` (RFC 4616). An authorization identity other than the

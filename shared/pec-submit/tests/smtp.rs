@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 const USER: &str = "mario.rossi@pec.example.it";
 const PASSWORD: &str = "correct horse battery staple";
 const LOCKED: &str = "locked@pec.example.it";
+const SPAM_LOCKED: &str = "spam@pec.example.it";
+const SUSPENDED: &str = "suspended@pec.example.it";
 const MAX_BYTES: usize = 64 * 1024;
 const MAX_RCPT: usize = 3;
 /// Bound on every wait for the server in these tests.
@@ -90,11 +92,31 @@ impl TestServer {
             tenant: "tenant-1".to_owned(),
             password_hash: hash_password_with(PASSWORD, HashCost::Fast).unwrap(),
             locked,
+            refusal: None,
+        };
+        // Spam-locked: its hash matches nothing, so whoever tries is told.
+        let spam_locked = Account {
+            password_hash: "!not-activated".into(),
+            refusal: Some(pec_submit::Refusal {
+                text: "the mailbox spam@pec.example.it was locked because it sent spam".into(),
+                to_anyone: true,
+            }),
+            ..account(SPAM_LOCKED, true)
+        };
+        // Suspended: only its right password is told why.
+        let suspended = Account {
+            refusal: Some(pec_submit::Refusal {
+                text: "the mailbox suspended@pec.example.it is suspended".into(),
+                to_anyone: false,
+            }),
+            ..account(SUSPENDED, true)
         };
         let accounts = Arc::new(Accounts {
             accounts: HashMap::from([
                 (USER.to_owned(), account(USER, false)),
                 (LOCKED.to_owned(), account(LOCKED, true)),
+                (SPAM_LOCKED.to_owned(), spam_locked),
+                (SUSPENDED.to_owned(), suspended),
             ]),
             down: AtomicBool::new(false),
         });
@@ -485,6 +507,40 @@ async fn wrong_password_unknown_user_and_locked_mailbox_all_535() {
     c.expect("AUTH PLAIN !!!notbase64", 501).await;
     c.expect("AUTH CRAM-MD5", 504).await;
     c.expect("QUIT", 221).await;
+
+    // A locked mailbox with a refusal says what happened (RFC 5248 X.7.13): a spam lock to
+    // any password, a suspension only to the right one.
+    let mut r = server.raw().await;
+    r.expect("EHLO client.test", 250).await;
+    let mut r = r.starttls(&server.tls).await;
+    r.expect("EHLO client.test", 250).await;
+    let spam = r
+        .expect(
+            &format!("AUTH PLAIN {}", plain(SPAM_LOCKED, "anything")),
+            525,
+        )
+        .await;
+    assert_eq!(
+        spam.text,
+        "525 5.7.13 the mailbox spam@pec.example.it was locked because it sent spam\r\n"
+    );
+    let guess = r
+        .expect(&format!("AUTH PLAIN {}", plain(SUSPENDED, "a guess")), 535)
+        .await;
+    assert_eq!(
+        guess.text, wrong.text,
+        "a suspension is not told to a wrong password"
+    );
+    r.expect("QUIT", 221).await;
+    let mut r = server.raw().await;
+    r.expect("EHLO client.test", 250).await;
+    let mut r = r.starttls(&server.tls).await;
+    r.expect("EHLO client.test", 250).await;
+    let owner = r
+        .expect(&format!("AUTH PLAIN {}", plain(SUSPENDED, PASSWORD)), 525)
+        .await;
+    assert!(owner.text.contains("is suspended"), "{}", owner.text);
+    r.expect("QUIT", 221).await;
 
     // Through lettre: a permanent 535.
     let err = server

@@ -309,6 +309,43 @@ impl Mailbox {
         !self.locked && self.status == MailboxStatus::Active
     }
 
+    /// Why this mailbox may not log in, as its user is told (SMTP, IMAP, POP3, the API): what
+    /// happened and what to do. `None` while it is in service.
+    pub fn refusal(&self) -> Option<String> {
+        if self.in_service() {
+            return None;
+        }
+        let a = &self.address;
+        let when = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+        Some(match (self.spam_lock(), &self.lock) {
+            // Say what happened and what to do: the reset link went to the member's contact.
+            (Some(note), _) => format!(
+                "the mailbox {a} was locked on {} because it sent spam (its password was \
+                 probably stolen); a link to choose a new password was sent to your contact \
+                 address, or ask the organisation that gave you the mailbox to send a new one",
+                when(&note.since)
+            ),
+            (None, Some(note)) if self.locked => format!(
+                "the mailbox {a} was locked by the provider on {}; ask the organisation that \
+                 gave you the mailbox",
+                when(&note.since)
+            ),
+            _ => match self.status {
+                MailboxStatus::Pending => format!(
+                    "the mailbox {a} is not activated yet: open the activation link sent to \
+                     your contact address"
+                ),
+                MailboxStatus::Suspended => format!(
+                    "the mailbox {a} is suspended; ask the organisation that gave you the mailbox"
+                ),
+                MailboxStatus::Revoked => format!("the mailbox {a} is closed"),
+                MailboxStatus::Active => format!(
+                    "the mailbox {a} is locked; ask the organisation that gave you the mailbox"
+                ),
+            },
+        })
+    }
+
     /// The lock note of a mailbox locked by the spam lockout (not by the operator): a reset
     /// link can lift it.
     pub fn spam_lock(&self) -> Option<&LockNote> {
