@@ -127,12 +127,36 @@ class TemplateChecks(unittest.TestCase):
         """The submission gateway serves no implicit TLS yet: no 465 listener, target or port."""
         resources = self.original["Resources"]
         listeners = {r["Properties"]["Port"] for r in resources.values()
-                     if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"}
+                     if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
+                     and r["Properties"]["LoadBalancerArn"] == {"Ref": "EdgeLoadBalancer"}}
         self.assertEqual(listeners, {587, 993, 143, 995})
         container = resources["EdgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
         self.assertEqual({m["ContainerPort"] for m in container["PortMappings"]}, {587, 993, 143, 995})
         service = resources["EdgeService"]["Properties"]
-        self.assertEqual({lb["ContainerPort"] for lb in service["LoadBalancers"]}, {587, 993, 143, 995})
+        self.assertEqual({lb["ContainerPort"] for lb in service["LoadBalancers"]
+                          if lb.get("ContainerName") == "edge"}, {587, 993, 143, 995})
+
+    def test_rspamd_is_reached_only_by_the_scan_function(self):
+        """The spam engine beside the edge (RunsRspamd): an internal NLB on 11333, the task's
+        port open to the scan function's security group only, the scan function in the VPC and
+        pointed at that NLB; without it, SpamEngineUrl."""
+        resources = self.original["Resources"]
+        self.assertEqual(resources["SpamEngineLoadBalancer"]["Properties"]["Scheme"], "internal")
+        self.assertEqual(resources["SpamEngineListener"]["Properties"]["Port"], 11333)
+        ingress = resources["SpamEngineFromScanFunction"]["Properties"]
+        self.assertEqual(ingress["SourceSecurityGroupId"], {"Ref": "ScanFunctionSecurityGroup"})
+        self.assertEqual((ingress["FromPort"], ingress["ToPort"]), (11333, 11333))
+        for name in ("SpamEngineLoadBalancer", "SpamEngineListener", "SpamEngineTargetGroup",
+                     "SpamEngineFromScanFunction", "ScanFunctionSecurityGroup"):
+            self.assertEqual(resources[name]["Condition"], "RunsRspamd", name)
+        scan = resources["ScanFunction"]["Properties"]
+        url = scan["Environment"]["Variables"]["PEC_SPAM_URL"]["Fn::If"]
+        self.assertEqual(url[0], "RunsRspamd")
+        self.assertEqual(url[2], {"Ref": "SpamEngineUrl"})
+        self.assertEqual(scan["VpcConfig"]["Fn::If"][0], "RunsRspamd")
+        conditions, rows, created, outputs, edge = self.edge_plan(
+            {"EdgeImageUri": "000000000000.dkr.ecr.eu-south-1.amazonaws.com/pec-edge:1"})
+        self.assertFalse(conditions["RunsRspamd"], "no rspamd image, no subnets: SpamEngineUrl")
 
     def test_a_conditional_resource_of_an_unknown_type_is_still_refused(self):
         transformed = copy.deepcopy(self.transformed)
