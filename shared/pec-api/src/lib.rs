@@ -12,6 +12,7 @@
 //! | `GET /v1/messages/{id}` | state per recipient and the evidence list |
 //! | `GET /v1/messages/{id}/evidence/{name}` | one receipt: the signed `.eml`, or JSON |
 //! | `GET /v1/mailboxes/{address}[/folders[/{folder}/messages[/{uid}[/raw]]]]` | mailboxes |
+//! | `GET/PATCH /v1/mailboxes/{address}/settings` | ordinary spam filing, SMS notification of new PEC |
 //! | `POST/GET /v1/webhooks`, `GET/DELETE /v1/webhooks/{id}` | webhook subscriptions |
 //! | `GET /v1/webhooks/{id}/deliveries`, `POST .../deliveries/{d}/replay` | delivery log, replay |
 //! | `GET /v1/plans` | the service sheet |
@@ -44,6 +45,7 @@ pub mod openapi;
 pub mod organise;
 pub mod problem;
 pub mod send;
+pub mod settings;
 pub mod uploads;
 pub mod webhooks;
 
@@ -302,6 +304,10 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             get(messages::evidence::<B>),
         )
         .route("/v1/mailboxes/{address}", get(mailbox::mailbox::<B>))
+        .route(
+            "/v1/mailboxes/{address}/settings",
+            get(settings::get_settings::<B>).patch(settings::change_settings::<B>),
+        )
         .route(
             "/v1/mailboxes/{address}/folders",
             get(mailbox::folders::<B>),

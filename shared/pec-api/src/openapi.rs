@@ -24,6 +24,8 @@ use utoipa::{Modify, OpenApi};
         crate::messages::status,
         crate::messages::evidence,
         crate::mailbox::mailbox,
+        crate::settings::get_settings,
+        crate::settings::change_settings,
         crate::mailbox::folders,
         crate::mailbox::list,
         crate::mailbox::message,

@@ -2729,3 +2729,103 @@ async fn a_spam_lock_ends_sessions_and_says_why() {
     .await
     .problem(StatusCode::UNAUTHORIZED, "unauthorized");
 }
+
+#[tokio::test]
+async fn mailbox_settings_spam_filing_and_sms() {
+    let w = world().await;
+    let token = login(&w, A1).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let patch = |auth: String, body: Value| {
+        let w = &w;
+        async move {
+            call(
+                w,
+                Method::PATCH,
+                &format!("/v1/mailboxes/{A1}/settings"),
+                Some(&auth),
+                Some("application/json"),
+                body.to_string().into_bytes(),
+                &[],
+            )
+            .await
+        }
+    };
+    let a = get(&w, &format!("/v1/mailboxes/{A1}/settings"), &token).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.json(),
+        json!({"ordinary_spam": "junk", "sms_included": false})
+    );
+    // Base does not include SMS notification: refused, naming the plans that do.
+    let a = patch(token.clone(), json!({"sms": {"number": "333 123 4567"}})).await;
+    a.problem(StatusCode::FORBIDDEN, "not-in-plan");
+    assert!(a.json()["detail"].as_str().unwrap().contains("Gold"));
+    // The owner sets the filing; a bad value and a bad number are named.
+    let a = patch(token.clone(), json!({"ordinary_spam": "delete"})).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["ordinary_spam"], "delete");
+    let a = patch(
+        token.clone(),
+        json!({"ordinary_spam": "cestino", "sms": {"number": "06 1234567"}}),
+    )
+    .await;
+    a.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    let errors = a.json();
+    let pointers: Vec<&str> = errors["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, vec!["/ordinary_spam", "/sms/number"]);
+    // On Gold: on (stored as E.164), then off with null.
+    let m = w.app.backend.state.mailbox(A1).await.unwrap().unwrap();
+    let gold = Mailbox {
+        plan: Plan::Gold,
+        ..m.clone()
+    };
+    assert!(
+        w.app
+            .backend
+            .state
+            .replace_mailbox(&m, &gold, None)
+            .await
+            .unwrap()
+    );
+    let a = patch(
+        token.clone(),
+        json!({"sms": {"number": "333 123 4567", "ordinary": true}}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.json(),
+        json!({"ordinary_spam": "delete", "sms": {"number": "+393331234567", "ordinary": true}, "sms_included": true})
+    );
+    let stored = w.app.backend.state.mailbox(A1).await.unwrap().unwrap();
+    assert_eq!(stored.sms.unwrap().number, "+393331234567");
+    // A read-only key cannot change it; the tenant's admin key can; another tenant sees 404.
+    patch(w.key_a_read.clone(), json!({"sms": null}))
+        .await
+        .problem(StatusCode::FORBIDDEN, "missing-scope");
+    patch(w.key_b.clone(), json!({"sms": null}))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let a = patch(w.key_a.clone(), json!({"sms": null})).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.json().get("sms").is_none(), "{}", a.json());
+    // Another mailbox's owner cannot see or change it.
+    let other = login(&w, A2).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    get(&w, &format!("/v1/mailboxes/{A1}/settings"), &other)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    // Unknown fields are refused.
+    let a = patch(token, json!({"sms_number": "x"})).await;
+    a.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert!(a.json()["detail"].as_str().unwrap().contains("sms_number"));
+}
