@@ -4400,6 +4400,21 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         note.reason == "spam" && note.detections == 11 && !note.by_operator,
         "{note:?}"
     );
+    // Recorded in the provider log, once.
+    let day = note.since.format("%Y-%m-%d").to_string();
+    let records: Vec<_> = ctx
+        .state
+        .log_day(&day)
+        .await?
+        .into_iter()
+        .filter(|e| {
+            e.event_type == pec_core::events::EventType::MailboxLocked && e.sender == spammer
+        })
+        .collect();
+    ensure!(
+        records.len() == 1,
+        "lock records in the provider log: {records:?}"
+    );
     // The stolen password no longer opens anything.
     // SMTP says what happened and what to do (525 5.7.13), to the owner and the thief alike.
     let refused = submit(gw, &spammer, &[&friend], &spam).await;

@@ -565,8 +565,11 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 detections: 0,
                 unlocked_at: None,
             };
-            match pec_pipeline::lockout::lock(&state, &address, note).await? {
-                pec_pipeline::lockout::Locked::Now(_) => println!("{address}: locked"),
+            match pec_pipeline::lockout::lock(&state, &address, note.clone()).await? {
+                pec_pipeline::lockout::Locked::Now(_) => {
+                    pec_pipeline::lockout::record_lock(&state, &address, &note, &issuer()?).await?;
+                    println!("{address}: locked (recorded in the provider log)")
+                }
                 pec_pipeline::lockout::Locked::Already(_) => println!("{address}: already locked"),
             }
         }
@@ -639,8 +642,14 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             }
         }
         MailboxCommand::Unlock { address } => {
-            if pec_pipeline::lockout::unlock(&state, &address, Utc::now()).await? {
-                println!("{address}: unlocked");
+            let now = Utc::now();
+            if pec_pipeline::lockout::unlock(&state, &address, now).await? {
+                let lifted = state.mailbox(&address).await?.and_then(|m| m.lock);
+                if let Some(note) = lifted {
+                    pec_pipeline::lockout::record_unlock(&state, &address, &note, now, &issuer()?)
+                        .await?;
+                }
+                println!("{address}: unlocked (recorded in the provider log)");
             } else {
                 println!("{address}: was not locked");
             }
@@ -665,6 +674,10 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 sweep_every: chrono::Duration::minutes(5),
                 reset_valid: chrono::Duration::hours(24),
                 reset_url: activation_url,
+                provider_name: std::env::var("PEC_PROVIDER_NAME")
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or(env("PEC_PROVIDER_DOMAIN")?),
                 provider_domain: env("PEC_PROVIDER_DOMAIN")?,
             };
             let mail = pec_aws::SesTransport::new(aws.ses.clone());
@@ -788,4 +801,15 @@ pub fn run_log(args: LogArgs) -> ExitCode {
             Ok(ExitCode::SUCCESS)
         })
     }))
+}
+
+/// The issuer of provider-log records the operator's commands write: `PEC_PROVIDER_NAME`, else
+/// the provider domain.
+fn issuer() -> anyhow::Result<String> {
+    match std::env::var("PEC_PROVIDER_NAME") {
+        Ok(name) if !name.is_empty() => Ok(name),
+        _ => std::env::var("PEC_PROVIDER_DOMAIN").map_err(|_| {
+            anyhow::anyhow!("PEC_PROVIDER_DOMAIN is not set (eval \"$(infra/local/stack.sh env)\")")
+        }),
+    }
 }

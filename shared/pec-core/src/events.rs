@@ -48,6 +48,11 @@ pub enum EventType {
     DeliveryTimeout,
     /// Busta di anomalia emitted.
     AnomalyDelivered,
+    /// A mailbox was locked (the spam lockout, or the operator). A provider-log record only,
+    /// not an integration event (not in [`EventType::ALL`]): [`PecEvent::mailbox_lock`].
+    MailboxLocked,
+    /// The operator lifted a lock (a provider-log record only, as [`EventType::MailboxLocked`]).
+    MailboxUnlocked,
 }
 
 impl EventType {
@@ -78,6 +83,8 @@ impl EventType {
             EventType::MessageNotDelivered => "pec.message.not-delivered",
             EventType::DeliveryTimeout => "pec.message.delivery-timeout",
             EventType::AnomalyDelivered => "pec.message.anomaly",
+            EventType::MailboxLocked => "pec.mailbox.locked",
+            EventType::MailboxUnlocked => "pec.mailbox.unlocked",
         }
     }
 }
@@ -250,6 +257,52 @@ impl PecEvent {
     }
 
     /// The JSON detail.
+    /// The provider-log record of a lock placed (`locked`) or lifted on `mailbox`: the lock's
+    /// time `since` (with `locked` it is also the record's time), `at` when it happened, the
+    /// reason (`spam` or the operator's) in `error` and what caused it in `error_detail`. The
+    /// id comes from the mailbox, the lock and the change, so a lock recorded twice (a sweep run
+    /// again) is one record.
+    pub fn mailbox_lock(
+        locked: bool,
+        mailbox: &str,
+        since: DateTime<Utc>,
+        at: DateTime<Utc>,
+        reason: &str,
+        detail: Option<String>,
+        issuer: &str,
+    ) -> PecEvent {
+        let (event_type, change) = if locked {
+            (EventType::MailboxLocked, "blocco-casella")
+        } else {
+            (EventType::MailboxUnlocked, "sblocco-casella")
+        };
+        let key = format!(
+            "mailbox-lock/{}/{}/{change}",
+            mailbox.to_ascii_lowercase(),
+            since.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        );
+        PecEvent {
+            version: EVENT_VERSION,
+            event_id: event_id(&key),
+            event_type,
+            at,
+            identificativo: String::new(),
+            msgid: None,
+            message_id: None,
+            sender: mailbox.to_ascii_lowercase(),
+            recipients: Vec::new(),
+            recipient: None,
+            subject: None,
+            receipt_type: change.to_string(),
+            receipt_form: None,
+            issuer: issuer.to_string(),
+            error: Some(reason.to_string()),
+            error_detail: detail,
+            evidence_key: String::new(),
+            delivered_to: Vec::new(),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

@@ -19,6 +19,7 @@
 //! Detections from before the last unlock never lock again.
 
 use chrono::{DateTime, Duration, Utc};
+use pec_core::events::PecEvent;
 use pec_core::lockout::LockoutRule;
 use pec_ports::activation::{NOT_ACTIVATED, token_hash};
 use pec_ports::sms::SmsSender;
@@ -40,13 +41,16 @@ pub struct LockoutSettings {
     pub reset_url: String,
     /// The reset mail comes from `noreply@<provider domain>`.
     pub provider_domain: String,
+    /// The issuer of the provider-log records of locks.
+    pub provider_name: String,
 }
 
 impl LockoutSettings {
     /// From the function's environment: `PEC_SPAM_LOCK_THRESHOLD` (default 10),
     /// `PEC_SPAM_LOCK_WINDOW_MINUTES` (60), `PEC_SPAM_SWEEP_MINUTES` (5: the schedule's rate),
     /// `PEC_RESET_LINK_HOURS` (24), `PEC_ACTIVATION_URL` (the page of activation and reset
-    /// links; unset: mailboxes are locked but no link can be sent), `PEC_PROVIDER_DOMAIN`.
+    /// links; unset: mailboxes are locked but no link can be sent), `PEC_PROVIDER_DOMAIN`,
+    /// `PEC_PROVIDER_NAME` (default: the domain).
     pub fn from_env(env: &pec_ports::Env<'_>) -> Result<Self, pec_ports::ConfigError> {
         let positive = |name: &str, default: u32| -> Result<u32, pec_ports::ConfigError> {
             match env.parse::<u32>(name)? {
@@ -67,6 +71,7 @@ impl LockoutSettings {
             sweep_every: Duration::minutes(positive("PEC_SPAM_SWEEP_MINUTES", 5)?.into()),
             reset_valid: Duration::hours(positive("PEC_RESET_LINK_HOURS", 24)?.into()),
             reset_url: env.or("PEC_ACTIVATION_URL", ""),
+            provider_name: env.or("PEC_PROVIDER_NAME", &env.required("PEC_PROVIDER_DOMAIN")?),
             provider_domain: env.required("PEC_PROVIDER_DOMAIN")?,
         })
     }
@@ -151,6 +156,58 @@ pub async fn lock<Db: StateStore>(
         }
     }
     Err(LockoutError::Contended(address.to_string()))
+}
+
+/// Records a lock in the provider log (DPR 68/2005 art. 11 asks for the provider's events; a
+/// lock is one a court may ask about): `pec.mailbox.locked`, at the lock's time, with its
+/// reason and what caused it. Idempotent (the record's id comes from the mailbox and the
+/// lock): the sweep records every spam lock it sees, so one that died between the lock and
+/// the record is completed by the next.
+pub async fn record_lock<Db: StateStore>(
+    state: &Db,
+    address: &str,
+    note: &LockNote,
+    issuer: &str,
+) -> Result<bool, StateError> {
+    let detail = if note.by_operator {
+        "locked by the operator".to_string()
+    } else {
+        format!(
+            "{} outbound messages scored as spam in the rolling window: password replaced, \
+             reset link sent to the member's contact",
+            note.detections
+        )
+    };
+    let event = PecEvent::mailbox_lock(
+        true,
+        address,
+        note.since,
+        note.since,
+        &note.reason,
+        Some(detail),
+        issuer,
+    );
+    state.append_log(&event).await
+}
+
+/// Records the operator's unlock of the lock placed at `note.since` (`pec.mailbox.unlocked`).
+pub async fn record_unlock<Db: StateStore>(
+    state: &Db,
+    address: &str,
+    note: &LockNote,
+    at: DateTime<Utc>,
+    issuer: &str,
+) -> Result<bool, StateError> {
+    let event = PecEvent::mailbox_lock(
+        false,
+        address,
+        note.since,
+        at,
+        &note.reason,
+        Some("unlocked by the operator".into()),
+        issuer,
+    );
+    state.append_log(&event).await
 }
 
 /// Lifts a lock (the operator's `pec mailbox unlock`): `false` if it was not locked. The
@@ -299,6 +356,9 @@ async fn sweep_one<Db: StateStore, Mt: MailTransport, Sm: SmsSender>(
         }
     };
     if let Some(m) = locked.filter(|m| m.spam_lock().is_some()) {
+        if let Some(note) = m.spam_lock() {
+            record_lock(state, &m.address, note, &settings.provider_name).await?;
+        }
         line.link = Some(send_reset(state, mail, sms, settings, &m, now, new_token).await?);
     }
     Ok(line)

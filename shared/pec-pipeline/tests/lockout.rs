@@ -22,6 +22,7 @@ fn settings() -> LockoutSettings {
         reset_valid: Duration::hours(24),
         reset_url: "https://pec.example.test/attiva".into(),
         provider_domain: "pec.example.test".into(),
+        provider_name: "Example Gestore PEC S.p.A.".into(),
     }
 }
 
@@ -175,6 +176,32 @@ async fn eleven_in_fifty_nine_minutes_lock_once_with_one_reset_link() {
     assert_eq!(outcome(&b, MARIO), "already-locked");
     let sent = mail.take_mail();
     assert_eq!(sent.len(), 1, "one reset link: {sent:?}");
+    // One provider-log record of the lock, however many sweeps saw it.
+    let records: Vec<_> = f
+        .state
+        .all_log()
+        .into_iter()
+        .filter(|e| e.event_type == pec_core::events::EventType::MailboxLocked)
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(
+        (
+            r.sender.as_str(),
+            r.at,
+            r.error.as_deref(),
+            r.receipt_type.as_str()
+        ),
+        (MARIO, now, Some("spam"), "blocco-casella")
+    );
+    assert_eq!(r.issuer, "Example Gestore PEC S.p.A.");
+    assert!(
+        r.error_detail
+            .as_deref()
+            .unwrap()
+            .starts_with("11 outbound messages"),
+        "{r:?}"
+    );
     assert_eq!(
         sent[0].destinations,
         vec!["mario@contatti.example".to_string()]
