@@ -4423,7 +4423,7 @@ async fn spam_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         refused.err().context("SMTP still takes the old password")?
     );
     ensure!(
-        err.contains("525") && err.contains("because it sent spam"),
+        err.contains("525") && err.contains("password may have been stolen"),
         "{err}"
     );
     let json = "Content-Type: application/json";

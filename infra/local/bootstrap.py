@@ -77,8 +77,6 @@ SKIPPED = {
     "AWS::ECS::TaskDefinition": EDGE_LOCALLY,
     "AWS::ECS::Service": EDGE_LOCALLY,
     "AWS::EC2::SecurityGroup": EDGE_LOCALLY,
-    "AWS::EC2::SecurityGroupIngress": EDGE_LOCALLY,
-    "AWS::CloudFormation::WaitConditionHandle": "a dependency anchor (nothing behind it): it orders conditional resources before unconditional ones",
     "AWS::ElasticLoadBalancingV2::LoadBalancer": EDGE_LOCALLY,
     "AWS::ElasticLoadBalancingV2::TargetGroup": EDGE_LOCALLY,
     "AWS::ElasticLoadBalancingV2::Listener": EDGE_LOCALLY,

@@ -263,7 +263,7 @@ def _role_of(resources: dict, logical: str, value: Any, what: str) -> str:
 
 def principals(resources: dict) -> dict[str, str]:
     """Principal (the name its calls are recorded under) -> the logical id of its role: every
-    Lambda function (its Role), and every ECS service (its task definition's TaskRoleArn),
+    Lambda function (its Role), and every ECS service whose task definition has a TaskRoleArn,
     whatever their Condition."""
     out = {}
     for logical, res in resources.items():
@@ -275,7 +275,12 @@ def principals(resources: dict) -> dict[str, str]:
             task = ref.get("Ref") if isinstance(ref, dict) else None
             if task not in resources or resources[task].get("Type") != "AWS::ECS::TaskDefinition":
                 raise CheckError(f"{logical}: its TaskDefinition must be !Ref <an AWS::ECS::TaskDefinition of the template>")
-            out[logical] = _role_of(resources, task, resources[task]["Properties"].get("TaskRoleArn"), "TaskRoleArn")
+            task_role = resources[task]["Properties"].get("TaskRoleArn")
+            if task_role is None:
+                # No task role: its containers can call no AWS API (the spam engine), so there
+                # is nothing to check.
+                continue
+            out[logical] = _role_of(resources, task, task_role, "TaskRoleArn")
     return out
 
 

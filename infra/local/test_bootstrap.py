@@ -4,6 +4,7 @@ Run: <venv>/bin/python -m unittest discover -s infra/local -p 'test_*.py'  (infr
 """
 
 import copy
+import json
 import os
 import sys
 import unittest
@@ -137,18 +138,27 @@ class TemplateChecks(unittest.TestCase):
                           if lb.get("ContainerName") == "edge"}, {587, 993, 143, 995})
 
     def test_rspamd_is_reached_only_by_the_scan_function(self):
-        """The spam engine beside the edge (RunsRspamd): an internal NLB on 11333, the task's
-        port open to the scan function's security group only, the scan function in the VPC and
-        pointed at that NLB; without it, SpamEngineUrl."""
+        """The spam engine (RunsRspamd): its own service behind an internal NLB on 11333; scan
+        function -> NLB security group -> rspamd security group, nothing else in; the edge
+        service untouched (an rspamd that fails never takes SMTP/IMAP/POP3 down); the scan
+        function in the VPC and pointed at that NLB; without it, SpamEngineUrl."""
         resources = self.original["Resources"]
         self.assertEqual(resources["SpamEngineLoadBalancer"]["Properties"]["Scheme"], "internal")
+        self.assertEqual(resources["SpamEngineLoadBalancer"]["Properties"]["SecurityGroups"],
+                         [{"Ref": "SpamEngineLoadBalancerSecurityGroup"}])
         self.assertEqual(resources["SpamEngineListener"]["Properties"]["Port"], 11333)
-        ingress = resources["SpamEngineFromScanFunction"]["Properties"]
-        self.assertEqual(ingress["SourceSecurityGroupId"], {"Ref": "ScanFunctionSecurityGroup"})
-        self.assertEqual((ingress["FromPort"], ingress["ToPort"]), (11333, 11333))
+        ingress = lambda name: resources[name]["Properties"]["SecurityGroupIngress"]  # noqa: E731
+        self.assertEqual([r["SourceSecurityGroupId"] for r in ingress("SpamEngineLoadBalancerSecurityGroup")],
+                         [{"Ref": "ScanFunctionSecurityGroup"}])
+        self.assertEqual([r["SourceSecurityGroupId"] for r in ingress("SpamEngineSecurityGroup")],
+                         [{"Ref": "SpamEngineLoadBalancerSecurityGroup"}])
         for name in ("SpamEngineLoadBalancer", "SpamEngineListener", "SpamEngineTargetGroup",
-                     "SpamEngineFromScanFunction", "ScanFunctionSecurityGroup"):
+                     "SpamEngineService", "SpamEngineTaskDefinition", "SpamEngineSecurityGroup",
+                     "SpamEngineLoadBalancerSecurityGroup", "ScanFunctionSecurityGroup"):
             self.assertEqual(resources[name]["Condition"], "RunsRspamd", name)
+        edge = resources["EdgeTaskDefinition"]["Properties"]["ContainerDefinitions"]
+        self.assertEqual([c["Name"] for c in edge], ["edge"])
+        self.assertNotIn("11333", json.dumps(resources["EdgeService"]))
         scan = resources["ScanFunction"]["Properties"]
         url = scan["Environment"]["Variables"]["PEC_SPAM_URL"]["Fn::If"]
         self.assertEqual(url[0], "RunsRspamd")

@@ -215,10 +215,20 @@ async fn api_key<B: Backend>(
 }
 
 fn locked(m: &pec_ports::Mailbox) -> Problem {
-    // What happened and what to do, as SMTP, IMAP and POP3 say it.
-    let detail = m
-        .refusal()
-        .unwrap_or_else(|| format!("the mailbox {} is locked", m.address));
+    // A session of this mailbox (authenticated before the lock): what happened, when, and
+    // what to do. Mail programs get Mailbox::refusal's fewer words (they tell anyone).
+    let detail = match m.spam_lock() {
+        Some(note) => format!(
+            "the mailbox {} was locked on {} because it sent spam (its password was probably \
+             stolen); a link to choose a new password was sent to your contact address, or ask \
+             the organisation that gave you the mailbox to send a new one",
+            m.address,
+            note.since.format("%Y-%m-%d %H:%M UTC")
+        ),
+        None => m
+            .refusal()
+            .unwrap_or_else(|| format!("the mailbox {} is locked", m.address)),
+    };
     Problem::forbidden("mailbox-locked", detail)
 }
 

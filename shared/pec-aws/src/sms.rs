@@ -1,8 +1,7 @@
 //! [`SnsSms`]: the [`SmsSender`] port on Amazon SNS (`Publish` to a phone number, transactional).
 //!
-//! SNS refuses a number that is not E.164, one that opted out, or a destination the account may
-//! not reach (`InvalidParameter*`, `OptedOut`, `AuthorizationError`...): [`SmsError::Refused`],
-//! never retried. Throttling, timeouts and anything else: [`SmsError::Unavailable`] (the SDK
+//! SNS refuses a number that is not E.164 or one that opted out (`InvalidParameter*`,
+//! `OptedOut`): [`SmsError::Refused`], never retried. Throttling, timeouts and anything else: [`SmsError::Unavailable`] (the SDK
 //! has retried already; the step's queue retries again). In AWS the account's SMS sandbox,
 //! spending limit and origination identity are the operator's (docs/sms.md); locally LocalStack
 //! records what would be sent (`GET /_aws/sns/sms-messages`).
@@ -49,10 +48,11 @@ impl SmsSender for SnsSms {
         match request.send().await {
             Ok(out) => Ok(out.message_id().unwrap_or_default().to_string()),
             Err(e) => {
+                // An AuthorizationError is our role (an IAM mistake), not the number: retried,
+                // so it ends in the dead-letter queue and its alarm rather than vanishing.
                 let refused = e.as_service_error().is_some_and(|s| {
                     s.is_invalid_parameter_exception()
                         || s.is_invalid_parameter_value_exception()
-                        || s.is_authorization_error_exception()
                         || s.meta().code() == Some("OptedOut")
                 });
                 let message = aws_error_chain(&e);

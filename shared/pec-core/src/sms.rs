@@ -70,9 +70,28 @@ fn cut(text: &str, max: usize) -> String {
 /// Longest a mailbox or sender address may take in a notice before it is cut.
 const ADDRESS_MAX: usize = 50;
 
+/// The subject without links: whoever sends mail chooses it, and an SMS from the provider must
+/// never carry a link someone else wrote (the reset SMS teaches people to open ours). A word
+/// with `://`, one starting with `www.`, and a dotted name followed by a path become `(link)`.
+fn without_links(subject: &str) -> String {
+    subject
+        .split(' ')
+        .map(|word| {
+            let lower = word.to_ascii_lowercase();
+            let link = lower.contains("://")
+                || lower.starts_with("www.")
+                || lower
+                    .split_once('/')
+                    .is_some_and(|(host, _)| host.contains('.') && !host.ends_with('.'));
+            if link { "(link)" } else { word }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `head` + the subject cut to what is left of one SMS.
 fn with_subject(head: String, subject: &str) -> String {
-    let subject = fold(subject);
+    let subject = without_links(&fold(subject));
     let subject = if subject.is_empty() {
         "(senza oggetto)".to_string()
     } else {
@@ -181,6 +200,19 @@ mod tests {
         assert_eq!(
             new_pec("a@b.it", "c@d.it", " \r\n "),
             "PEC per a@b.it da c@d.it: (senza oggetto)"
+        );
+    }
+
+    #[test]
+    fn links_in_a_subject_never_reach_an_sms() {
+        let t = new_pec(
+            "a@b.it",
+            "c@d.it",
+            "Reimposta qui https://evil.example/reset o www.evil.example o evil.example/x Sig.ra Rossi",
+        );
+        assert_eq!(
+            t,
+            "PEC per a@b.it da c@d.it: Reimposta qui (link) o (link) o (link) Sig.ra Rossi"
         );
     }
 

@@ -359,8 +359,25 @@ where
 
     /// Puts an SMS notice on the SMS queue for a message delivered into `mailbox`'s INBOX, if
     /// the mailbox wants one (`sms::notice_for`). At least once: a duplicate delivery sends it
-    /// again, and the sms-notify function recognises it.
+    /// again, and the sms-notify function recognises it. Best effort: a notice that cannot be
+    /// queued is logged, and the delivery (its log record, its receipts) goes on.
     async fn notify_sms(
+        &self,
+        mailbox: &str,
+        delivered: &RecipientOutcome,
+        event: &PecEvent,
+        ordinary: bool,
+    ) -> Result<(), StepError> {
+        if let Err(e) = self
+            .try_notify_sms(mailbox, delivered, event, ordinary)
+            .await
+        {
+            tracing::error!(mailbox, error = %e, "the SMS notice could not be queued: no SMS for this message");
+        }
+        Ok(())
+    }
+
+    async fn try_notify_sms(
         &self,
         mailbox: &str,
         delivered: &RecipientOutcome,
@@ -377,8 +394,15 @@ where
             version: 1,
             mailbox: m.address.clone(),
             item: item.clone(),
-            sender: event.sender.clone(),
-            subject: event.subject.clone().unwrap_or_default(),
+            // Bounded: an SMS shows far less, and the queue message stays small.
+            sender: event.sender.chars().take(200).collect(),
+            subject: event
+                .subject
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect(),
             ordinary,
             at: delivered.at,
         };

@@ -173,8 +173,7 @@ pub async fn record_lock<Db: StateStore>(
         "locked by the operator".to_string()
     } else {
         format!(
-            "{} outbound messages scored as spam in the rolling window: password replaced, \
-             reset link sent to the member's contact",
+            "{} outbound messages scored as spam in the rolling window: password replaced",
             note.detections
         )
     };

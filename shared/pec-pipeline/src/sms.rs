@@ -27,7 +27,11 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Duration, Utc};
-use pec_ports::sms::{SmsError, SmsNotice, SmsRequest, SmsSender, SmsWindow, WINDOW_IDS};
+use std::collections::BTreeMap;
+
+use pec_ports::sms::{
+    NOTIFIED_IDS, SmsError, SmsNotice, SmsRequest, SmsSender, SmsWindow, WINDOW_IDS,
+};
 use pec_ports::{ConfigError, Env, Mailbox, QueueSender, StateStore};
 
 use crate::StepError;
@@ -106,11 +110,11 @@ pub fn decide(
     length: Duration,
 ) -> Decision {
     let w = current.cloned().unwrap_or_default();
-    if w.notified.contains(&notice.item) {
+    if w.notified.contains_key(&notice.item) {
         return Decision::Covered;
     }
     let Some(opened) = w.last_sent_at else {
-        return Decision::SendNow(opened_by(notice, now));
+        return Decision::SendNow(opened_by(&w, notice, now));
     };
     let flush_in = (opened + length - now).max(Duration::zero());
     if w.pending.contains(&notice.item) {
@@ -121,7 +125,7 @@ pub fn decide(
         };
     }
     if flush_in.is_zero() && w.waiting() == 0 {
-        return Decision::SendNow(opened_by(notice, now));
+        return Decision::SendNow(opened_by(&w, notice, now));
     }
     let mut next = w;
     if next.pending.len() < WINDOW_IDS {
@@ -140,12 +144,33 @@ pub fn decide(
     }
 }
 
-fn opened_by(notice: &SmsNotice, now: DateTime<Utc>) -> SmsWindow {
+/// A new window opened at `now` by the SMS of `notice`.
+fn opened_by(w: &SmsWindow, notice: &SmsNotice, now: DateTime<Utc>) -> SmsWindow {
     SmsWindow {
         last_sent_at: Some(now),
-        notified: [notice.item.clone()].into(),
+        notified: remembered(&w.notified, [notice.item.clone()], now),
         ..Default::default()
     }
+}
+
+/// `old` plus `new` (sent at `now`), without what no duplicate can still come for: older than
+/// [`STALE`] plus the longest window (such a notice is dropped as stale anyway), and beyond the
+/// newest [`NOTIFIED_IDS`].
+fn remembered(
+    old: &BTreeMap<String, DateTime<Utc>>,
+    new: impl IntoIterator<Item = String>,
+    now: DateTime<Utc>,
+) -> BTreeMap<String, DateTime<Utc>> {
+    let horizon = now - STALE - Duration::seconds(900);
+    let mut all: Vec<(String, DateTime<Utc>)> = old
+        .iter()
+        .filter(|(_, at)| **at >= horizon)
+        .map(|(k, v)| (k.clone(), *v))
+        .chain(new.into_iter().map(|k| (k, now)))
+        .collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1));
+    all.truncate(NOTIFIED_IDS);
+    all.into_iter().collect()
 }
 
 /// What to do with a flush of the window opened at `opened` (a short-lived value: its size
@@ -189,7 +214,7 @@ pub fn decide_flush(
     FlushDecision::Send {
         window: SmsWindow {
             last_sent_at: Some(now),
-            notified: w.pending.clone(),
+            notified: remembered(&w.notified, w.pending.iter().cloned(), now),
             ..Default::default()
         },
         count: w.waiting(),
@@ -220,7 +245,12 @@ impl<Db: StateStore, Sm: SmsSender, Q: QueueSender> SmsNotify<Db, Sm, Q> {
                     reason: format!("not an SMS request: {e}"),
                 })?;
             let outcome = self.request(&request, now).await?;
-            tracing::info!(?request, outcome, "sms-notify");
+            // The mailbox and the item only: sender and subject stay out of the logs.
+            let (mailbox, item) = match &request {
+                SmsRequest::Notice(n) => (n.mailbox.as_str(), n.item.as_str()),
+                SmsRequest::Flush { mailbox, .. } => (mailbox.as_str(), "(digest)"),
+            };
+            tracing::info!(mailbox, item, outcome, "sms-notify");
             Ok::<(), StepError>(())
         })
         .await
@@ -294,9 +324,13 @@ impl<Db: StateStore, Sm: SmsSender, Q: QueueSender> SmsNotify<Db, Sm, Q> {
                         continue;
                     }
                     let text = text_of(n);
-                    return self
-                        .send(&n.mailbox, &number, &text, current.as_ref(), &w)
-                        .await;
+                    let claim = Claim {
+                        before: current.as_ref(),
+                        claimed: &w,
+                        latest: n,
+                        now,
+                    };
+                    return self.send(&n.mailbox, &number, &text, claim).await;
                 }
             }
         }
@@ -348,23 +382,27 @@ impl<Db: StateStore, Sm: SmsSender, Q: QueueSender> SmsNotify<Db, Sm, Q> {
                             &latest.subject,
                         )
                     };
-                    return self
-                        .send(mailbox, &number, &text, current.as_ref(), &window)
-                        .await;
+                    let claim = Claim {
+                        before: current.as_ref(),
+                        claimed: &window,
+                        latest: &latest,
+                        now,
+                    };
+                    return self.send(mailbox, &number, &text, claim).await;
                 }
             }
         }
         Err(StepError::Contended(format!("the SMS window of {mailbox}")))
     }
 
-    /// Sends a claimed SMS; on an unavailable service the window goes back to `before`.
+    /// Sends a claimed SMS; on an unavailable service the claim is given back ([`Self::release`])
+    /// and the request fails, so SQS retries it.
     async fn send(
         &self,
         mailbox: &str,
         number: &str,
         text: &str,
-        before: Option<&SmsWindow>,
-        claimed: &SmsWindow,
+        claim: Claim<'_>,
     ) -> Result<&'static str, StepError> {
         match self.sms.send(number, text).await {
             Ok(id) => {
@@ -380,20 +418,67 @@ impl<Db: StateStore, Sm: SmsSender, Q: QueueSender> SmsNotify<Db, Sm, Q> {
                 Ok("refused")
             }
             Err(e @ SmsError::Unavailable(_)) => {
-                let back = before.cloned().unwrap_or_default();
-                if !self
-                    .state
-                    .replace_sms_window(mailbox, Some(claimed), &back)
-                    .await?
-                {
-                    tracing::warn!(
-                        mailbox,
-                        "the SMS window changed after a failed send: left as it is"
-                    );
-                }
+                self.release(mailbox, claim).await?;
                 Err(e.into())
             }
         }
+    }
+
+    /// Gives back a claim whose SMS could not be sent: the window as it was before. If it
+    /// changed since (another notice came in between), what the claim covered waits again, in
+    /// that window's digest: nothing is lost to an outage.
+    async fn release(&self, mailbox: &str, claim: Claim<'_>) -> Result<(), StepError> {
+        let back = claim.before.cloned().unwrap_or_default();
+        if self
+            .state
+            .replace_sms_window(mailbox, Some(claim.claimed), &back)
+            .await?
+        {
+            return Ok(());
+        }
+        let taken: Vec<String> = claim
+            .claimed
+            .notified
+            .keys()
+            .filter(|k| !back.notified.contains_key(*k))
+            .cloned()
+            .collect();
+        for _ in 0..ATTEMPTS {
+            let Some(current) = self.state.sms_window(mailbox).await? else {
+                break;
+            };
+            let Some(opened) = current.last_sent_at else {
+                break;
+            };
+            let mut next = current.clone();
+            for item in &taken {
+                next.notified.remove(item);
+                if next.pending.len() < WINDOW_IDS {
+                    next.pending.insert(item.clone());
+                } else {
+                    next.overflow = next.overflow.saturating_add(1);
+                }
+            }
+            let at = claim.latest.at;
+            next.pending_since = Some(next.pending_since.map_or(at, |t| t.min(at)));
+            if next.latest.as_ref().is_none_or(|l| at >= l.at) {
+                next.latest = Some(claim.latest.clone());
+            }
+            if self
+                .state
+                .replace_sms_window(mailbox, Some(&current), &next)
+                .await?
+            {
+                let wait = (opened + self.config.window - claim.now).max(Duration::zero());
+                self.schedule_flush(mailbox, opened, wait).await?;
+                return Ok(());
+            }
+        }
+        tracing::error!(
+            mailbox,
+            "an SMS that could not be sent could not be put back either: it is lost"
+        );
+        Ok(())
     }
 
     async fn schedule_flush(
@@ -420,6 +505,15 @@ impl<Db: StateStore, Sm: SmsSender, Q: QueueSender> SmsNotify<Db, Sm, Q> {
             .await?;
         Ok(())
     }
+}
+
+/// A window claimed for one SMS: the window read before, the one written, the notice it names.
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    before: Option<&'a SmsWindow>,
+    claimed: &'a SmsWindow,
+    latest: &'a SmsNotice,
+    now: DateTime<Utc>,
 }
 
 /// The SMS of one notice.

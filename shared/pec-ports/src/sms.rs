@@ -7,7 +7,7 @@
 //! once; whatever arrives within the window after an SMS waits, and one digest SMS covers it
 //! when the window ends. A notice already covered by an SMS is never sent again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -91,9 +91,12 @@ pub struct SmsNotice {
     pub at: DateTime<Utc>,
 }
 
-/// Most notices a window keeps by id (a duplicate beyond them may be counted twice in a
-/// digest, never sent twice on its own).
+/// Most notices a window keeps waiting by id (a duplicate beyond them may be counted twice in
+/// a digest, never sent twice on its own).
 pub const WINDOW_IDS: usize = 200;
+
+/// Most notified ids a window remembers (the oldest are forgotten first).
+pub const NOTIFIED_IDS: usize = 1000;
 
 /// A mailbox's SMS rate window (`SMSWIN#<mailbox>`): replaced whole, conditionally.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,9 +104,10 @@ pub struct SmsWindow {
     /// The last SMS (notice or digest) sent or claimed; the window runs from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sent_at: Option<DateTime<Utc>>,
-    /// The items the last SMS covered.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub notified: BTreeSet<String>,
+    /// The items an SMS covered, with when it went, for as long as a duplicate of their notice
+    /// can still arrive (older ones are pruned): a duplicate finds its item here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub notified: BTreeMap<String, DateTime<Utc>>,
     /// Items waiting for the digest.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub pending: BTreeSet<String>,

@@ -41,9 +41,11 @@ impl<Db: StateStore> Credentials for StateCredentials<Db> {
             Ok(mailbox.map(|m| {
                 // Locked, suspended, pending or revoked: no session.
                 let locked = !m.in_service();
+                // Told to any password only where the owner's own cannot match: a lock replaced
+                // it. A pending mailbox (never activated) is not described to strangers.
                 let refusal = m.refusal().map(|text| crate::Refusal {
                     text,
-                    to_anyone: m.password_hash == pec_ports::activation::NOT_ACTIVATED,
+                    to_anyone: m.locked && m.password_hash == pec_ports::activation::NOT_ACTIVATED,
                 });
                 Account {
                     address: m.address,

@@ -181,6 +181,20 @@ async fn a_burst_is_one_sms_then_one_digest_at_the_window_end() {
 }
 
 #[tokio::test]
+async fn a_duplicate_after_a_later_sms_is_still_recognised() {
+    let w = World::new(mailbox(Plan::Gold, opted_in(false))).await;
+    assert_eq!(w.notice(&notice("a", 0), 0).await.unwrap(), "sent");
+    // After the window, B goes at once; then A's notice comes again (a deliver retry).
+    assert_eq!(w.notice(&notice("b", 700), 700).await.unwrap(), "sent");
+    assert_eq!(
+        w.notice(&notice("a", 0), 720).await.unwrap(),
+        "already notified"
+    );
+    assert_eq!(w.sms.sent().len(), 2);
+    assert!(w.queue.sent().is_empty(), "nothing waits");
+}
+
+#[tokio::test]
 async fn only_mailboxes_that_want_it_get_sms() {
     // A plan without SMS notification, even opted in.
     let w = World::new(mailbox(Plan::Standard, opted_in(true))).await;

@@ -2128,7 +2128,7 @@ async fn sms_window_replaced_only_as_read<S: StateStore>(s: &S, ns: &str) -> Out
     let at = log_base(ns);
     let first = crate::sms::SmsWindow {
         last_sent_at: Some(at),
-        notified: [format!("{ns}-item1")].into(),
+        notified: [(format!("{ns}-item1"), at)].into(),
         ..Default::default()
     };
     ensure!(

@@ -309,26 +309,25 @@ impl Mailbox {
         !self.locked && self.status == MailboxStatus::Active
     }
 
-    /// Why this mailbox may not log in, as its user is told (SMTP, IMAP, POP3, the API): what
-    /// happened and what to do. `None` while it is in service.
+    /// Why this mailbox may not log in, as SMTP, IMAP and POP3 tell whoever tries it: what
+    /// happened and what to do, in words that give a stranger nothing more than "locked" (a
+    /// spam-locked mailbox is told to any password: its own was replaced). `None` while it is
+    /// in service.
     pub fn refusal(&self) -> Option<String> {
         if self.in_service() {
             return None;
         }
         let a = &self.address;
-        let when = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
         Some(match (self.spam_lock(), &self.lock) {
             // Say what happened and what to do: the reset link went to the member's contact.
-            (Some(note), _) => format!(
-                "the mailbox {a} was locked on {} because it sent spam (its password was \
-                 probably stolen); a link to choose a new password was sent to your contact \
-                 address, or ask the organisation that gave you the mailbox to send a new one",
-                when(&note.since)
+            (Some(_), _) => format!(
+                "the mailbox {a} is locked to protect it: its password may have been stolen. \
+                 Choose a new one with the link sent to your contact address, or ask the \
+                 organisation that gave you the mailbox to send a new link"
             ),
-            (None, Some(note)) if self.locked => format!(
-                "the mailbox {a} was locked by the provider on {}; ask the organisation that \
-                 gave you the mailbox",
-                when(&note.since)
+            (None, Some(_)) if self.locked => format!(
+                "the mailbox {a} is locked by the provider; ask the organisation that gave you \
+                 the mailbox"
             ),
             _ => match self.status {
                 MailboxStatus::Pending => format!(
