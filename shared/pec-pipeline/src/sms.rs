@@ -168,7 +168,7 @@ fn remembered(
         .map(|(k, v)| (k.clone(), *v))
         .chain(new.into_iter().map(|k| (k, now)))
         .collect();
-    all.sort_by(|a, b| b.1.cmp(&a.1));
+    all.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
     all.truncate(NOTIFIED_IDS);
     all.into_iter().collect()
 }

@@ -260,7 +260,7 @@ fn the_rule_at_the_window_edges() {
     let len = Duration::seconds(600);
     let sent = SmsWindow {
         last_sent_at: Some(t0()),
-        notified: ["m1".to_string()].into(),
+        notified: [("m1".to_string(), t0())].into(),
         ..Default::default()
     };
     // One second before the end: waits; at the end, with nothing waiting: at once.
