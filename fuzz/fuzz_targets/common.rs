@@ -197,6 +197,12 @@ pub fn accounts() -> Arc<Accounts> {
                         tenant: "t1".to_owned(),
                         password_hash: hash.to_owned(),
                         locked,
+                        // A locked mailbox's refusal, told to any password: the fuzzer reaches
+                        // the 525 / NO [CONTACTADMIN] / -ERR [AUTH] answers too.
+                        refusal: locked.then(|| pec_submit::Refusal {
+                            text: format!("the mailbox {address} is locked to protect it"),
+                            to_anyone: true,
+                        }),
                     },
                 )
             };
