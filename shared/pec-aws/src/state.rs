@@ -1266,10 +1266,8 @@ impl StateStore for DynamoState {
     }
 
     async fn sms_window(&self, mailbox: &str) -> Result<Option<SmsWindow>, StateError> {
-        match self.get(&sms_pk(mailbox), "SMSWIN").await? {
-            Some(item) => self.decode_doc(&item).map(Some),
-            None => Ok(None),
-        }
+        self.get_with(&sms_pk(mailbox), "SMSWIN", Self::decode_doc)
+            .await
     }
 
     async fn replace_sms_window(

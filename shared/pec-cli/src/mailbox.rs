@@ -674,10 +674,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 sweep_every: chrono::Duration::minutes(5),
                 reset_valid: chrono::Duration::hours(24),
                 reset_url: activation_url,
-                provider_name: std::env::var("PEC_PROVIDER_NAME")
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .unwrap_or(env("PEC_PROVIDER_DOMAIN")?),
+                provider_name: issuer()?,
                 provider_domain: env("PEC_PROVIDER_DOMAIN")?,
             };
             let mail = pec_aws::SesTransport::new(aws.ses.clone());

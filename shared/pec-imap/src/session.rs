@@ -744,12 +744,12 @@ impl<S: MailStore + 'static> Session<S> {
             }
             (Some(a), Ok(PasswordCheck::Mismatch)) => {
                 info!(user = %a.address, "authentication failed: wrong password");
-                refusal = pec_submit::refusal_for(&a, false).map(str::to_string);
+                refusal = pec_submit::refusal_for(&a, false);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) if a.locked => {
                 warn!(user = %a.address, "authentication refused: mailbox locked");
-                refusal = pec_submit::refusal_for(&a, true).map(str::to_string);
+                refusal = pec_submit::refusal_for(&a, true);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) => Some(a),

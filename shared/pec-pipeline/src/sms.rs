@@ -79,11 +79,17 @@ impl SmsConfig {
 /// mailbox wants one: opted in, its plan includes SMS notification, in service, and for
 /// ordinary mail only if it asked.
 pub fn notice_for(mailbox: &Mailbox, notice: SmsNotice) -> Option<SmsNotice> {
+    wanted(mailbox, notice.ordinary).map(|_| notice)
+}
+
+/// The SMS settings of `mailbox` if it wants an SMS for this kind of mail now: opted in, its
+/// plan includes SMS notification, in service, and for ordinary mail only if it asked.
+fn wanted(mailbox: &Mailbox, ordinary: bool) -> Option<&pec_ports::sms::SmsSettings> {
     let settings = mailbox.sms.as_ref()?;
     let wanted = mailbox.plan.entitlements().sms_notification
         && mailbox.in_service()
-        && (!notice.ordinary || settings.ordinary);
-    wanted.then_some(notice)
+        && (!ordinary || settings.ordinary);
+    wanted.then_some(settings)
 }
 
 /// What to do with a notice, given the mailbox's window.
@@ -272,19 +278,10 @@ impl<Db: StateStore, Sm: SmsSender, Q: QueueSender> SmsNotify<Db, Sm, Q> {
 
     /// The mailbox's number, if it still wants SMS of this kind.
     async fn number(&self, mailbox: &str, ordinary: bool) -> Result<Option<String>, StepError> {
-        let Some(m) = self.state.mailbox(mailbox).await? else {
-            return Ok(None);
-        };
-        let probe = SmsNotice {
-            version: 1,
-            mailbox: mailbox.to_string(),
-            item: String::new(),
-            sender: String::new(),
-            subject: String::new(),
-            ordinary,
-            at: m.created_at,
-        };
-        Ok(notice_for(&m, probe).and(m.sms.map(|s| s.number)))
+        let m = self.state.mailbox(mailbox).await?;
+        Ok(m.as_ref()
+            .and_then(|m| wanted(m, ordinary))
+            .map(|s| s.number.clone()))
     }
 
     async fn notice(&self, n: &SmsNotice, now: DateTime<Utc>) -> Result<&'static str, StepError> {

@@ -78,20 +78,6 @@ enum After {
 }
 
 /// The outcome of checking a login.
-/// `text` as one POP3 response line: printable ASCII only, at most 400 characters.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(400)
-        .collect()
-}
-
 enum Verified {
     Account(Account),
     /// Unknown user, wrong password: one answer for all; a locked mailbox's user is told what
@@ -584,7 +570,7 @@ impl<S: MailStore + 'static> Session<S> {
             Verified::Failed(refusal) => {
                 self.auth_failures += 1;
                 match refusal {
-                    Some(text) => conn.line(&format!("-ERR [AUTH] {}", one_line(&text))),
+                    Some(text) => conn.line(&format!("-ERR [AUTH] {text}")),
                     None => conn.line("-ERR [AUTH] Authentication failed"),
                 }
                 return self.after_auth_failure();
@@ -704,12 +690,12 @@ impl<S: MailStore + 'static> Session<S> {
             }
             (Some(a), Ok(PasswordCheck::Mismatch)) => {
                 info!(user = %a.address, "authentication failed: wrong password");
-                refusal = pec_submit::refusal_for(&a, false).map(str::to_string);
+                refusal = pec_submit::refusal_for(&a, false);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) if a.locked => {
                 warn!(user = %a.address, "authentication refused: mailbox locked");
-                refusal = pec_submit::refusal_for(&a, true).map(str::to_string);
+                refusal = pec_submit::refusal_for(&a, true);
                 None
             }
             (Some(a), Ok(PasswordCheck::Match)) => Some(a),

@@ -35,11 +35,25 @@ pub struct Refusal {
 }
 
 /// What to tell instead of the generic failure, for `account` when the password `matched`:
-/// the refusal of a locked mailbox, if the rules of [`Refusal::to_anyone`] allow it. Every
-/// login path (SMTP, IMAP, POP3) asks this; the failure still counts for the throttle.
-pub fn refusal_for(account: &Account, matched: bool) -> Option<&str> {
+/// the refusal of a locked mailbox, if the rules of [`Refusal::to_anyone`] allow it, as one
+/// protocol line (printable ASCII, at most 400 characters). Every login path (SMTP, IMAP,
+/// POP3) asks this; the failure still counts for the throttle.
+pub fn refusal_for(account: &Account, matched: bool) -> Option<String> {
     let r = account.refusal.as_ref()?;
-    (account.locked && (matched || r.to_anyone)).then_some(r.text.as_str())
+    let told = account.locked && (matched || r.to_anyone);
+    told.then(|| {
+        r.text
+            .chars()
+            .map(|c| {
+                if c.is_ascii_graphic() || c == ' ' {
+                    c
+                } else {
+                    '?'
+                }
+            })
+            .take(400)
+            .collect()
+    })
 }
 
 impl std::fmt::Debug for Account {

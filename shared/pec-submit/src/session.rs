@@ -587,10 +587,7 @@ impl Session {
                 match refusal {
                     // RFC 5248 X.7.13 "User Account Disabled", with what happened and what
                     // to do.
-                    Some(text) => {
-                        self.send(io, &format!("525 5.7.13 {}", reply_text(&text)))
-                            .await?
-                    }
+                    Some(text) => self.send(io, &format!("525 5.7.13 {text}")).await?,
                     None => {
                         self.send(io, "535 5.7.8 Authentication credentials invalid")
                             .await?
@@ -661,11 +658,11 @@ impl Session {
             }
             (Some(a), Check::Mismatch) => {
                 info!(user = %a.address, locked = a.locked, "authentication failed: wrong password");
-                Verified::Invalid(crate::auth::refusal_for(&a, false).map(str::to_string))
+                Verified::Invalid(crate::auth::refusal_for(&a, false))
             }
             (Some(a), Check::Match) if a.locked => {
                 warn!(user = %a.address, "authentication refused: mailbox locked");
-                Verified::Invalid(crate::auth::refusal_for(&a, true).map(str::to_string))
+                Verified::Invalid(crate::auth::refusal_for(&a, true))
             }
             (Some(a), Check::Match) => Verified::Ok(a),
         }
@@ -952,20 +949,6 @@ enum Verified {
     /// Refused; with what a locked mailbox's user is told (`auth::refusal_for`).
     Invalid(Option<String>),
     Temporary,
-}
-
-/// `text` as one SMTP reply line: printable ASCII only, at most 400 characters.
-fn reply_text(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .take(400)
-        .collect()
 }
 
 /// `[authzid] NUL authcid NUL passwd` (RFC 4616). An authorization identity other than the
