@@ -7,8 +7,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use pec_core::breach::Setting;
 use pec_ports::StateStore;
 use pec_ports::activation::{ActivationError, complete, take};
+use pec_ports::breach::Candidate;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -46,7 +48,8 @@ pub struct Activated {
         (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The link is unknown, already used or expired", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields (a short password; the agreement not accepted for a member-paid mailbox)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields (a short password; the agreement not accepted for a member-paid mailbox), or `password-breached`: the password is in known breach data (plans with password protection); the link still works", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`breach-check-unavailable`: the password could not be checked against breach data; the link still works, retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn activation<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -86,6 +89,31 @@ pub async fn activation<B: Backend>(
         Ok(link) => link,
         Err(e) => return Err(problem(e)),
     };
+    // Breach data, for a plan that includes it: the link is put back whatever the answer, so
+    // the member chooses again with the same link.
+    let plan = match app.backend.state().mailbox(&link.address).await {
+        Ok(m) => m.map(|m| m.plan),
+        Err(e) => {
+            app.backend.state().put_activation(&link).await?;
+            return Err(e.into());
+        }
+    };
+    if let Some(plan) = plan {
+        let candidate = Candidate {
+            mailbox: &link.address,
+            tenant: &link.tenant,
+            plan,
+            setting: if link.reset_for.is_some() {
+                Setting::Reset
+            } else {
+                Setting::Activation
+            },
+        };
+        if let Err(p) = crate::password::check(&app, candidate, &req.password).await {
+            app.backend.state().put_activation(&link).await?;
+            return Err(p);
+        }
+    }
     let cost = app.settings.login_cost;
     let password = req.password;
     let hashed =

@@ -287,8 +287,9 @@ pub struct CreateMailbox {
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a tenant key with the admin scope", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The address exists already", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not an address of the tenant's domains, an unknown plan, an expansion not sold, a short password", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an address of the tenant's domains, an unknown plan, an expansion not sold, a short password; or `password-breached`: the password is in known breach data (plans with password protection)", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`breach-check-unavailable`: the password could not be checked against breach data; nothing was created, retry", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_mailbox<B: Backend>(
     State(app): State<Arc<App<B>>>,
@@ -328,6 +329,18 @@ pub async fn create_mailbox<B: Backend>(
     )
     .await
     .map_err(problem)?;
+    let address = req.address.trim().to_ascii_lowercase();
+    crate::password::check(
+        &app,
+        pec_ports::breach::Candidate {
+            mailbox: &address,
+            tenant: &tenant,
+            plan,
+            setting: pec_core::breach::Setting::AdminCreate,
+        },
+        &req.password,
+    )
+    .await?;
     let cost = app.settings.login_cost;
     let password = req.password;
     let hash = tokio::task::spawn_blocking(move || pec_submit::hash_password_with(&password, cost))

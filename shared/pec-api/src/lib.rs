@@ -43,6 +43,7 @@ pub mod members;
 pub mod messages;
 pub mod openapi;
 pub mod organise;
+mod password;
 pub mod problem;
 pub mod send;
 pub mod settings;
@@ -268,6 +269,9 @@ pub struct App<B> {
     pub settings: Settings,
     pub throttle: Arc<dyn LoginThrottle>,
     pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// Breach data every password set for a protected plan is checked against
+    /// (`PEC_BREACH_URL`). Without one configured, such passwords are refused with 503.
+    pub breach: Arc<dyn pec_ports::breach::BreachSource>,
 }
 
 impl<B: Backend> App<B> {
@@ -278,11 +282,25 @@ impl<B: Backend> App<B> {
             settings,
             throttle: Arc::new(MemoryThrottle::new(ThrottlePolicy::default())),
             clock: Arc::new(Utc::now),
+            breach: Arc::new(NoBreachSource),
         }
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
         (self.clock)()
+    }
+}
+
+/// No breach source configured: every check fails closed.
+struct NoBreachSource;
+
+impl pec_ports::breach::BreachSource for NoBreachSource {
+    fn range<'a>(&'a self, _prefix: &'a str) -> pec_ports::breach::RangeFuture<'a> {
+        Box::pin(async {
+            Err(pec_ports::breach::BreachError::Unavailable(
+                "no breach data source is configured (PEC_BREACH_URL)".into(),
+            ))
+        })
     }
 }
 
@@ -438,7 +456,8 @@ pub mod aws {
     >;
 
     /// The application over `aws` (clients built for [`crate::TEMPLATE_ID`]), configured from
-    /// `env` (`PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_MAILBOX_BUCKET` and [`Settings`]).
+    /// `env` (`PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_MAILBOX_BUCKET`, `PEC_BREACH_URL`
+    /// (default: the Pwned Passwords range API) and [`Settings`]).
     pub fn app(aws: &AwsClients, env: &Env) -> Result<Arc<App<AwsStores>>, ConfigError> {
         let settings = Settings::from_env(env)?;
         let table = env.required("PEC_STATE_TABLE")?;
@@ -460,7 +479,16 @@ pub mod aws {
                 &mailbox_bucket,
             ),
         };
-        Ok(Arc::new(App::new(stores, settings)))
+        let breach_url = env.or("PEC_BREACH_URL", pec_aws::breach::DEFAULT_URL);
+        let breach =
+            pec_aws::breach_source(&breach_url).map_err(|reason| ConfigError::Malformed {
+                name: "PEC_BREACH_URL".into(),
+                value: breach_url.clone(),
+                reason,
+            })?;
+        let mut app = App::new(stores, settings);
+        app.breach = breach;
+        Ok(Arc::new(app))
     }
 }
 

@@ -51,6 +51,8 @@ const A1: &str = "uno@a.pec.test";
 const A2: &str = "due@a.pec.test";
 const B1: &str = "uno@b.pec.test";
 const LOCKED: &str = "bloccata@a.pec.test";
+/// A password the fake breach source knows (12,345 times).
+const BREACHED: &str = "Password2024!";
 
 async fn world() -> World {
     world_with(crate::DEFAULT_REQUESTS_PER_MINUTE).await
@@ -119,6 +121,7 @@ async fn world_set(configure: impl FnOnce(&mut Settings)) -> World {
     settings.max_message_bytes = 64 * 1024;
     configure(&mut settings);
     let mut app = App::new(stores, settings);
+    app.breach = Arc::new(pec_ports::breach::MemoryBreach::new().with(BREACHED, 12_345));
     let clock = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let offset = Arc::clone(&clock);
     app.clock = Arc::new(move || {
@@ -1806,6 +1809,17 @@ async fn activation_links_set_the_password_once() {
     .await;
     no.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
     assert_eq!(no.json()["errors"][0]["pointer"], "/accept_agreement");
+    // Pro includes password protection: a breached password is refused, and the link works on.
+    let breached = post_json(&w, "/v1/activation", None, body(BREACHED, true)).await;
+    breached.problem(StatusCode::UNPROCESSABLE_ENTITY, "password-breached");
+    assert_eq!(breached.json()["errors"][0]["pointer"], "/password");
+    let found = state
+        .password_findings(now - chrono::Duration::days(1), now)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].mailbox, address);
+    assert_eq!(found[0].setting, pec_core::breach::Setting::Activation);
     let ok = post_json(&w, "/v1/activation", None, body("una-password-lunga", true)).await;
     assert_eq!(
         ok.status,
@@ -1835,6 +1849,111 @@ async fn activation_links_set_the_password_once() {
     )
     .await
     .problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+}
+
+/// Password protection where an administrator sets a password: a breached one is refused for
+/// a plan that includes the check (422, recorded), accepted for one that does not (Base), and
+/// with the breach source down the protected mailbox is not created (503, fail closed).
+#[tokio::test]
+async fn breached_passwords_are_refused_when_a_mailbox_is_created() {
+    let mut w = world().await;
+    w.app
+        .backend
+        .state
+        .put_tenant(&pec_ports::Tenant {
+            id: "a".into(),
+            name: "Ordine A".into(),
+            billing: Default::default(),
+        })
+        .await
+        .unwrap();
+    let create = |address: &str, plan: &str, password: &str| json!({"address": address, "plan": plan, "password": password});
+    let refused = post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        create("gold@pec.test", "gold", BREACHED),
+    )
+    .await;
+    refused.problem(StatusCode::UNPROCESSABLE_ENTITY, "password-breached");
+    let detail = refused.json()["errors"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("10 to 999 times") || detail.contains("1000 times or more"),
+        "{detail}"
+    );
+    assert!(
+        !detail.contains("12345") && !detail.contains("12,345"),
+        "never the exact count"
+    );
+    assert!(
+        w.app
+            .backend
+            .state
+            .mailbox("gold@pec.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let now = w.app.now();
+    let found = w
+        .app
+        .backend
+        .state
+        .password_findings(now - chrono::Duration::days(1), now)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (
+            found[0].mailbox.as_str(),
+            found[0].tenant.as_str(),
+            found[0].setting
+        ),
+        ("gold@pec.test", "a", pec_core::breach::Setting::AdminCreate)
+    );
+    let base = post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        create("base@pec.test", "base", BREACHED),
+    )
+    .await;
+    assert_eq!(
+        base.status,
+        StatusCode::CREATED,
+        "Base has no password protection"
+    );
+    let ok = post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        create("gold@pec.test", "gold", "una-password-lunga"),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.json());
+    // The source down: fail closed, nothing created.
+    Arc::get_mut(&mut w.app).expect("the only reference").breach =
+        Arc::new(pec_ports::breach::MemoryBreach::down());
+    let down = post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_a),
+        create("gold2@pec.test", "gold", "una-password-lunga"),
+    )
+    .await;
+    down.problem(StatusCode::SERVICE_UNAVAILABLE, "breach-check-unavailable");
+    assert!(
+        w.app
+            .backend
+            .state
+            .mailbox("gold2@pec.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// Tenant administration: the service sheet; the tenant's mailboxes listed and paged, a plan

@@ -10,6 +10,7 @@
 //! by path rather than by virtual host.
 
 pub mod access;
+pub mod breach;
 pub mod call_log;
 mod config;
 pub mod identities;
@@ -25,6 +26,7 @@ pub mod store;
 pub mod telemetry;
 pub mod webhooks;
 
+pub use breach::{FileBreach, HttpsBreach, breach_source};
 pub use config::{AwsClients, ClientSettings};
 pub use identities::SesIdentities;
 pub use index::{IndexSourceError, ProviderIndexSource};

@@ -12,9 +12,9 @@ use pec_core::events::PecEvent;
 use pec_ports::mailstore::{Flags, INBOX, Origin};
 use pec_ports::state::{
     ActivationRecord, DomainRecord, DomainStatus, InboundRecord, LOG_RETENTION_MONTHS, Mailbox,
-    MailboxItem, MailboxWrite, MemberRecord, MessageRecord, RecipientOutcome, RelayEvent,
-    RelayRecord, SPAM_DETECTION_DAYS, SmsWindow, SpamDetection, StateError, StateStore, Tenant,
-    log_sk, norm,
+    MailboxItem, MailboxWrite, MemberRecord, MessageRecord, PasswordFinding, RecipientOutcome,
+    RelayEvent, RelayRecord, SPAM_DETECTION_DAYS, SmsWindow, SpamDetection, StateError, StateStore,
+    Tenant, log_sk, norm,
 };
 use serde::{Deserialize, Serialize};
 
@@ -1265,6 +1265,79 @@ impl StateStore for DynamoState {
         Ok(senders.into_iter().collect())
     }
 
+    async fn record_password_finding(&self, f: &PasswordFinding) -> Result<bool, StateError> {
+        let mailbox = norm(&f.mailbox);
+        let setting = serde_json::to_value(f.setting)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let sk = format!("{}#{setting}", f.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+        let expires = (f.at + chrono::Duration::days(pec_ports::breach::FINDING_DAYS))
+            .timestamp()
+            .max(0) as u64;
+        let item = HashMap::from([
+            ("pk".into(), s(format!("PWFIND#{mailbox}"))),
+            ("gsi1pk".into(), s(finding_month(f.at))),
+            ("gsi1sk".into(), s(format!("{mailbox}#{sk}"))),
+            ("sk".into(), s(sk)),
+            ("expires_at".into(), n(expires)),
+            (
+                "doc".into(),
+                to_doc(&PasswordFinding {
+                    mailbox,
+                    ..f.clone()
+                }),
+            ),
+        ]);
+        self.put_new(item).await
+    }
+
+    async fn password_findings(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<PasswordFinding>, StateError> {
+        let mut found = Vec::new();
+        let mut month = since;
+        // One index partition per UTC month the range touches (the report reads two).
+        while finding_month(month) <= finding_month(until) {
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name("gsi1")
+                    .key_condition_expression("gsi1pk = :pk")
+                    .expression_attribute_values(":pk", s(finding_month(month)))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| self.err("Query", e))?;
+                for item in out.items() {
+                    let f: PasswordFinding = self.decode_doc(item)?;
+                    if f.at > since && f.at <= until {
+                        found.push(f);
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(k) if !k.is_empty() => start = Some(k),
+                    _ => break,
+                }
+            }
+            month = month
+                .checked_add_months(Months::new(1))
+                .ok_or_else(|| StateError {
+                    operation: "Query",
+                    table: self.table.clone(),
+                    message: "password findings: a time out of range".into(),
+                })?;
+        }
+        let setting = |f: &PasswordFinding| serde_json::to_string(&f.setting).unwrap_or_default();
+        found.sort_by(|a, b| (&a.mailbox, a.at, setting(a)).cmp(&(&b.mailbox, b.at, setting(b))));
+        Ok(found)
+    }
+
     async fn sms_window(&self, mailbox: &str) -> Result<Option<SmsWindow>, StateError> {
         self.get_with(&sms_pk(mailbox), "SMSWIN", Self::decode_doc)
             .await
@@ -1306,6 +1379,11 @@ impl StateStore for DynamoState {
             Err(e) => Err(self.err("PutItem", e)),
         }
     }
+}
+
+/// The index partition of the password findings of one UTC month (the report's query).
+fn finding_month(at: DateTime<Utc>) -> String {
+    format!("PWMONTH#{}", at.format("%Y-%m"))
 }
 
 /// A mailbox's SMS rate window.

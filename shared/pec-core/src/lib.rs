@@ -19,6 +19,7 @@
 //! regenerates it), fuzzing and the benchmark are described in `README.md`.
 
 pub mod addr;
+pub mod breach;
 pub mod build;
 pub mod checks;
 pub mod classify;

@@ -83,7 +83,8 @@ pub enum Feature {
     EInvoiceViewer,
     /// Warnings on links and senders that imitate others.
     PhishingProtection,
-    /// Second factor and breached-password checks at login.
+    /// Passwords checked against breach data when set or changed (`pec_core::breach`), and a
+    /// monthly report of what was refused.
     PasswordProtection,
 }
 

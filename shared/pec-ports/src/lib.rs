@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod activation;
+pub mod breach;
 pub mod config;
 pub mod contract;
 pub mod identities;

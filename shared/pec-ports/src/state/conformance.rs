@@ -114,6 +114,7 @@ pub fn cases<S: StateStore>() -> Vec<Case<S>> {
         mark_sent_once,
         spam_detections_once_and_by_time,
         sms_window_replaced_only_as_read,
+        password_findings_once_and_by_month,
         append_log_once,
         log_day_in_time_order,
         log_day_pages,
@@ -2178,6 +2179,81 @@ async fn sms_window_replaced_only_as_read<S: StateStore>(s: &S, ns: &str) -> Out
     ensure!(
         s.sms_window(&b).await.op("sms_window")?.is_none(),
         "another mailbox sees the window"
+    );
+    Ok(())
+}
+
+/// record_password_finding: once per (mailbox, time, setting), the mailbox normalised;
+/// password_findings: those in (since, until], across month boundaries, by mailbox then time.
+async fn password_findings_once_and_by_month<S: StateStore>(s: &S, ns: &str) -> Outcome {
+    use pec_core::breach::{Band, Setting};
+    // Just before a UTC month turns, so the range spans two months.
+    let base: DateTime<Utc> = "2031-03-31T23:00:00Z".parse().expect("a time");
+    let base = base + chrono::Duration::seconds((log_base(ns).timestamp() % 3000).abs());
+    let (a, b) = (addr(ns, "member"), addr(ns, "other"));
+    let finding = |mailbox: &str, minutes: i64, setting| PasswordFinding {
+        mailbox: mailbox.to_string(),
+        tenant: format!("t-{ns}"),
+        at: base + chrono::Duration::minutes(minutes),
+        setting,
+        band: Band::Many,
+    };
+    ensure!(
+        s.record_password_finding(&finding(&shout(&a), 0, Setting::Activation))
+            .await
+            .op("record_password_finding")?,
+        "first record_password_finding returned false"
+    );
+    ensure!(
+        !s.record_password_finding(&finding(&a, 0, Setting::Activation))
+            .await
+            .op("record_password_finding")?,
+        "the same finding again (address in lower case) recorded twice"
+    );
+    for (mailbox, minutes, setting) in [
+        (&a, 0, Setting::AdminCreate),
+        (&a, 90, Setting::Reset),
+        (&b, 30, Setting::Activation),
+    ] {
+        ensure!(
+            s.record_password_finding(&finding(mailbox, minutes, setting))
+                .await
+                .op("record_password_finding")?,
+            "record_password_finding at minute {minutes} returned false"
+        );
+    }
+    let own = |v: Vec<PasswordFinding>| -> Vec<(String, i64)> {
+        v.into_iter()
+            .filter(|f| f.mailbox.ends_with(&domain(ns)))
+            .map(|f| (f.mailbox, (f.at - base).num_minutes()))
+            .collect()
+    };
+    let all = s
+        .password_findings(
+            base - chrono::Duration::seconds(1),
+            base + chrono::Duration::hours(2),
+        )
+        .await
+        .op("password_findings")?;
+    ensure_eq!(
+        own(all.clone()),
+        vec![(norm(&a), 0), (norm(&a), 0), (norm(&a), 90), (norm(&b), 30),],
+        "every finding across the month's end, by mailbox then time"
+    );
+    let first = all
+        .iter()
+        .find(|f| f.mailbox == norm(&a))
+        .expect("a's finding");
+    ensure_eq!(first.tenant, format!("t-{ns}"), "the tenant");
+    ensure_eq!(first.band, Band::Many, "the band");
+    let later = s
+        .password_findings(base, base + chrono::Duration::minutes(90))
+        .await
+        .op("password_findings")?;
+    ensure_eq!(
+        own(later),
+        vec![(norm(&a), 90), (norm(&b), 30)],
+        "(since, until]: the start excluded, the end included"
     );
     Ok(())
 }

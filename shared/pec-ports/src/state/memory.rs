@@ -24,6 +24,7 @@ struct Mem {
     sent: std::collections::HashSet<(String, String)>,
     spam: BTreeMap<(String, DateTime<Utc>, String), SpamDetection>,
     sms: HashMap<String, SmsWindow>,
+    findings: BTreeMap<(String, DateTime<Utc>, String), PasswordFinding>,
 }
 
 /// [`StateStore`] in memory, with the same conditional semantics (unit tests). Clones share
@@ -503,6 +504,34 @@ impl StateStore for MemoryState {
                 .map(|(mb, _, _)| mb.clone())
                 .collect();
             senders.into_iter().collect()
+        }))
+    }
+
+    async fn record_password_finding(&self, f: &PasswordFinding) -> Result<bool, StateError> {
+        let setting = serde_json::to_string(&f.setting).unwrap_or_default();
+        let key = (norm(&f.mailbox), f.at, setting);
+        Ok(self.with(|m| {
+            if m.findings.contains_key(&key) {
+                return false;
+            }
+            let mut f = f.clone();
+            f.mailbox = key.0.clone();
+            m.findings.insert(key, f);
+            true
+        }))
+    }
+
+    async fn password_findings(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<PasswordFinding>, StateError> {
+        Ok(self.with(|m| {
+            m.findings
+                .values()
+                .filter(|f| f.at > since && f.at <= until)
+                .cloned()
+                .collect()
         }))
     }
 

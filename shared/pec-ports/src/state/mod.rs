@@ -17,6 +17,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use pec_core::events::PecEvent;
 
+pub use crate::breach::PasswordFinding;
 pub use crate::sms::SmsWindow;
 pub use crate::spam::SpamDetection;
 
@@ -237,6 +238,18 @@ pub trait StateStore: Send + Sync {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<String>, StateError>> + Send;
+    /// Records a refused breached password unless recorded (same mailbox, time and setting);
+    /// `true` if recorded now. Kept [`crate::breach::FINDING_DAYS`] (TTL).
+    fn record_password_finding(
+        &self,
+        finding: &PasswordFinding,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// The findings in `(since, until]`, by mailbox then time: what the monthly report lists.
+    fn password_findings(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<PasswordFinding>, StateError>> + Send;
     /// A mailbox's SMS rate window, if it has one.
     fn sms_window(
         &self,
