@@ -537,6 +537,26 @@ echo "  SMS to $mobile: $(sms_log | sed -n 2p)"
 $pec mailbox sms "$sms_reader" --off | sed 's/^/  /'
 
 echo
+echo "== Password protection (plans that include it): breach data checked when a password is set; a monthly report by PEC"
+# PEC_BREACH_URL is the Pwned Passwords range API in AWS; locally infra/local/pwned-sample.txt.
+guarded="giulia.neri.$run@$PEC_PROVIDER_DOMAIN"
+if refused="$(echo 'Password2024!' | $pec mailbox create "$guarded" --tenant studio-rossi --plan gold --password-stdin --fast-hash 2>&1)"; then
+  pec_die "a password from breach data was accepted"
+fi
+echo "  a password from breach data, refused: ${refused#pec: }"
+echo "$password" | $pec mailbox create "$guarded" --tenant studio-rossi --plan gold --password-stdin --fast-hash | sed 's/^/  /'
+# The report of next month (a preview up to now) lists today's refusal.
+next_month="$(date -u -d "$(date -u +%Y-%m-01) +1 month" +%Y-%m)"
+echo "  pec mailbox password-report --month $next_month: $($pec mailbox password-report --month "$next_month" | grep "\"$guarded\"")"
+deadline=$((SECONDS + 60))
+until [ "$($pec mailbox list "$guarded" --json | "$(pec_venv_dir)/bin/python" -c 'import json,sys; print(len(json.load(sys.stdin)["items"]))')" -ge 1 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || pec_die "the password report did not reach $guarded within 60 s"
+  sleep 0.5
+done
+$pec mailbox list "$guarded" --anchors "$pki/ca.pem" | sed 's/^/  /'
+echo "  again: $($pec mailbox password-report --month "$next_month" | grep "\"$guarded\"")"
+
+echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
 echo "Provider log of today:  $pec log"
 if [ "$keep" = 1 ]; then

@@ -3137,6 +3137,22 @@ async fn import_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
         refused["errors"][0]["pointer"] == "/accept_agreement",
         "{refused}"
     );
+    // Pro includes password protection: a password of the breach data (the local stack's
+    // PEC_BREACH_URL file) is refused, and the link works on.
+    let breached =
+        serde_json::json!({"token": token, "password": "Password2024!", "accept_agreement": true})
+            .to_string();
+    let refused = curl_json(
+        port,
+        "/v1/activation",
+        &["-X", "POST", "-H", json, "--data-binary", &breached],
+        422,
+    )?;
+    ensure!(
+        refused["type"] == "urn:pec:problem:password-breached"
+            && refused["errors"][0]["pointer"] == "/password",
+        "{refused}"
+    );
     let done = curl_json(
         port,
         "/v1/activation",
@@ -4677,6 +4693,144 @@ async fn sms_scene(ctx: &Ctx, gw: &Gateway) -> Result<()> {
     Ok(())
 }
 
+/// Password protection (issue #18): `pec mailbox create` refuses a password of the breach data
+/// (the local stack's `infra/local/pwned-sample.txt`, through PEC_BREACH_URL as in AWS) for a
+/// plan that includes the check and records the finding; the monthly report reaches the
+/// mailbox as a PEC from security@<provider domain> (accepted, its envelope signed by the
+/// signing function, delivered, the delivery receipt back to the service mailbox); a second
+/// run sends nothing.
+async fn password_protection_end_to_end(ctx: Arc<Ctx>) -> Result<()> {
+    let mut gw = gateway(&ctx, "password", &[]).await?;
+    let result = password_scene(&ctx).await;
+    let result = result.and_then(|()| stop_cleanly(&mut gw.runner));
+    with_log(result, &gw.runner)
+}
+
+async fn password_scene(ctx: &Ctx) -> Result<()> {
+    let address = ctx.address("pw");
+    let create = |password: &'static str| {
+        let address = address.clone();
+        async move {
+            ctx.pec(
+                &[
+                    "mailbox",
+                    "create",
+                    &address,
+                    "--tenant",
+                    &ctx.tenant,
+                    "--plan",
+                    "gold",
+                    "--password-stdin",
+                    "--fast-hash",
+                ],
+                Some(&format!("{password}\n")),
+            )
+            .await
+        }
+    };
+    let refused = format!(
+        "{:#}",
+        create("Password2024!")
+            .await
+            .err()
+            .context("a breached password was accepted")?
+    );
+    ensure!(refused.contains("known data breaches"), "{refused}");
+    ensure!(
+        ctx.state.mailbox(&address).await?.is_none(),
+        "a mailbox was created with a breached password"
+    );
+    create(pec_integration::MAILBOX_PASSWORD).await?;
+    // The next month's report (a preview up to now) lists today's finding.
+    let now = chrono::Utc::now();
+    let next = pec_pipeline::pwreport::month_of(
+        now + chrono::Duration::days(32 - i64::from(chrono::Datelike::day(&now))),
+    );
+    let run = ctx
+        .pec(&["mailbox", "password-report", "--month", &next], None)
+        .await?;
+    let line = run
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["mailbox"] == address.as_str())
+        .with_context(|| format!("no report line for {address}: {run}"))?;
+    ensure!(
+        line["outcome"] == "submitted" && line["findings"] == 1,
+        "{line}"
+    );
+    wait_for_items(ctx, &[(&address, 1)], Duration::from_secs(90)).await?;
+    let held = items(ctx, &address).await?;
+    let report = held
+        .iter()
+        .find(|i| i.subject.contains("Protezione password"))
+        .with_context(|| format!("no report among {held:?}"))?;
+    ensure!(report.kind == "posta-certificata", "{report:?}");
+    let sender = format!("security@{}", ctx.domain);
+    // The original inside the envelope (postacert.eml) is the report's text.
+    let raw = ctx
+        .pec(&["mailbox", "show", &address, &report.id, "--raw"], None)
+        .await?;
+    let envelope = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .context("the envelope does not parse")?;
+    let original = envelope
+        .parts
+        .iter()
+        .find_map(|p| match &p.body {
+            mail_parser::PartType::Message(m) => Some(m),
+            _ => None,
+        })
+        .context("no original message in the envelope")?;
+    let from = original
+        .from()
+        .and_then(|f| f.first())
+        .and_then(|a| a.address())
+        .unwrap_or_default();
+    ensure!(
+        from == sender,
+        "the report comes from {from:?}, not {sender}"
+    );
+    let text = original.body_text(0).context("the report has no text")?;
+    ensure!(
+        text.contains("presente 1000 volte o più") && text.contains("Cosa fare"),
+        "the report's text: {text}"
+    );
+    ensure!(
+        !text.contains("2117") && !text.contains("Password2024"),
+        "the report gives away the count or the password: {text}"
+    );
+    // The delivery receipt comes back to the service mailbox: proof it was delivered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let receipts = items(ctx, &sender).await?;
+        if receipts
+            .iter()
+            .any(|i| i.kind == "avvenuta-consegna" && i.subject.contains(&address))
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no delivery receipt of the report in {sender}: {receipts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let again = ctx
+        .pec(&["mailbox", "password-report", "--month", &next], None)
+        .await?;
+    let line = again
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["mailbox"] == address.as_str())
+        .with_context(|| format!("no report line for {address}: {again}"))?;
+    ensure!(line["outcome"] == "already", "{line}");
+    ensure!(
+        items(ctx, &address).await?.len() == 1,
+        "a second report was delivered"
+    );
+    Ok(())
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     bulk_import_and_activation,
@@ -4692,6 +4846,7 @@ const CHECKS: &[(&str, Check<Ctx>)] = checks![
     tenant_admin_over_the_api,
     spam_lockout_end_to_end,
     sms_notifications_end_to_end,
+    password_protection_end_to_end,
 ];
 
 fn main() -> ExitCode {

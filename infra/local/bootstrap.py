@@ -31,6 +31,7 @@ import os
 import re
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 ACCOUNT = "000000000000"
@@ -51,6 +52,9 @@ LOCAL_PROFILE = {
     # Members import over the API mails links to the runner's API (its port varies: the
     # links are read by tests, which post the token to /v1/activation).
     "ActivationUrl": "http://127.0.0.1/attiva",
+    # Password protection checks breach data offline: a small file in the shape of the
+    # Pwned Passwords download (docs/password-protection.md lists what is in it).
+    "BreachUrl": (Path(__file__).resolve().parent / "pwned-sample.txt").as_uri(),
 }
 
 SKIPPED = {

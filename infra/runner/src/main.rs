@@ -28,6 +28,8 @@ use pec_host::BoxedStep;
 use pec_ports::Env;
 
 /// The template's scheduled functions: no queue, the runner's clock triggers them.
+/// (The monthly PasswordReportFunction is not swept here: `pec mailbox password-report` runs
+/// its code for a month on demand.)
 const SCHEDULED: [&str; 2] = ["TimersFunction", "SpamSweepFunction"];
 #[derive(Parser, Debug)]
 #[command(about = "Run the provider's functions locally, polling their SQS queues")]

@@ -11,8 +11,10 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use pec_aws::{AwsClients, ClientSettings, DynamoState, S3Store};
+use pec_core::breach::Setting;
 use pec_core::classify::classify;
 use pec_core::plan;
+use pec_ports::breach::{Candidate, Screened, screen};
 use pec_ports::{Mailbox, ObjectStore, StateStore};
 use pec_smime::{TrustAnchors, VerifyOptions, verify_message};
 
@@ -48,6 +50,11 @@ pub enum MailboxCommand {
         /// Refuse ordinary (non-PEC) mail instead of receiving it in an anomaly envelope.
         #[arg(long)]
         refuse_ordinary: bool,
+        /// Create it even if the password cannot be checked against breach data (the plan's
+        /// password protection; `PEC_BREACH_URL`, default the Pwned Passwords API): a
+        /// breached password is still refused when the check answers.
+        #[arg(long)]
+        skip_breach_check_if_unavailable: bool,
     },
     /// List what a mailbox holds, oldest first, with its usage.
     List {
@@ -186,6 +193,15 @@ pub enum MailboxCommand {
         #[arg(long, default_value_t = 60)]
         window_minutes: i64,
     },
+    /// Send the monthly password-protection reports now, as the scheduled password-report
+    /// function does on the first of the month: each mailbox with breached passwords refused
+    /// in the 30 days before the month's start (or before now, for a month not begun) gets a
+    /// PEC from security@<provider domain>, once per month. One JSON line per mailbox.
+    PasswordReport {
+        /// The month (YYYY-MM); default the current one.
+        #[arg(long)]
+        month: Option<String>,
+    },
     /// Close a mailbox for good (as suspended, never resumed); its messages, provider-log
     /// records and conservation copies are kept.
     Revoke {
@@ -267,6 +283,38 @@ pub(crate) fn exit(result: anyhow::Result<ExitCode>) -> ExitCode {
     })
 }
 
+/// The plan's password protection: a breached password is refused (and recorded for the
+/// monthly report); a source that cannot answer refuses too, unless the operator says
+/// otherwise.
+async fn breach_check(
+    state: &DynamoState,
+    candidate: Candidate<'_>,
+    password: &str,
+    skip_if_unavailable: bool,
+) -> anyhow::Result<()> {
+    let url = std::env::var("PEC_BREACH_URL")
+        .unwrap_or_else(|_| pec_aws::breach::DEFAULT_URL.to_string());
+    let source = pec_aws::breach_source(&url).map_err(|e| anyhow::anyhow!(e))?;
+    match screen(&*source, state, candidate, password, Utc::now()).await {
+        Ok(Screened::NotInPlan | Screened::Clean) => Ok(()),
+        Ok(Screened::Breached(band)) => bail!(
+            "the password appears in known data breaches ({}): choose another, one used nowhere \
+             else (the {} plan checks passwords against breach data)",
+            band.en(),
+            candidate.plan.as_str()
+        ),
+        Err(e) if skip_if_unavailable => {
+            eprintln!("warning: the password was not checked against breach data: {e}");
+            Ok(())
+        }
+        Err(e) => bail!(
+            "{e}; the {} plan checks passwords against breach data (PEC_BREACH_URL={url}): \
+             retry, or pass --skip-breach-check-if-unavailable",
+            candidate.plan.as_str()
+        ),
+    }
+}
+
 pub fn run_mailbox(args: MailboxArgs) -> ExitCode {
     exit(runtime().and_then(|rt| rt.block_on(mailbox(args))))
 }
@@ -288,6 +336,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             fast_hash,
             quota_bytes,
             refuse_ordinary,
+            skip_breach_check_if_unavailable,
         } => {
             if !pec_core::addr::is_addr_spec(&address) {
                 bail!("{address:?} is not a mailbox address");
@@ -303,6 +352,18 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             if password.len() < 8 {
                 bail!("the password must have at least 8 characters");
             }
+            breach_check(
+                &state,
+                Candidate {
+                    mailbox: &address,
+                    tenant: &tenant,
+                    plan,
+                    setting: Setting::OperatorCreate,
+                },
+                password,
+                skip_breach_check_if_unavailable,
+            )
+            .await?;
             let cost = if fast_hash {
                 pec_submit::HashCost::Fast
             } else {
@@ -695,6 +756,33 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
             for line in lines {
+                println!("{}", serde_json::to_string(&line)?);
+            }
+        }
+        MailboxCommand::PasswordReport { month } => {
+            // Its calls are recorded as the function's (the IAM check holds them to its role).
+            let mut settings = ClientSettings::from_env()?;
+            settings.call_log_stack =
+                Some(std::env::var("PEC_STACK_NAME").unwrap_or_else(|_| "pec-local".into()));
+            let aws = AwsClients::load(&settings)
+                .await
+                .for_function("PasswordReportFunction");
+            let report = pec_pipeline::pwreport::PasswordReport {
+                state: DynamoState::new(
+                    aws.dynamodb.clone(),
+                    &env("PEC_STATE_TABLE")?,
+                    &env("PEC_LOG_TABLE")?,
+                ),
+                store: S3Store::new(aws.s3.clone()),
+                settings: pec_pipeline::pwreport::ReportSettings {
+                    provider_domain: env("PEC_PROVIDER_DOMAIN")?.to_ascii_lowercase(),
+                    provider_name: issuer()?,
+                    raw_bucket: env("PEC_RAW_BUCKET")?,
+                },
+            };
+            let now = Utc::now();
+            let month = month.unwrap_or_else(|| pec_pipeline::pwreport::month_of(now));
+            for line in report.run(&month, now).await? {
                 println!("{}", serde_json::to_string(&line)?);
             }
         }

@@ -9,6 +9,7 @@ use pec_aws::{
 use pec_pipeline::deliver::Deliver;
 use pec_pipeline::ingress::Ingress;
 use pec_pipeline::lockout::{LockoutSettings, SpamSweep};
+use pec_pipeline::pwreport::{PasswordReport, ReportSettings};
 use pec_pipeline::receipts::Receipts;
 use pec_pipeline::scan::ScanStep;
 use pec_pipeline::scan::metrics::EmfStdout;
@@ -192,6 +193,20 @@ pub async fn spam_sweep(
     })
 }
 
+/// The monthly password report: `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (findings, mailboxes,
+/// message records), `PEC_RAW_BUCKET` (its submissions), `PEC_PROVIDER_DOMAIN`,
+/// `PEC_PROVIDER_NAME`.
+pub async fn password_report(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<PasswordReport<DynamoState, S3Store>, WiringError> {
+    Ok(PasswordReport {
+        state: state(&aws, &env)?,
+        store: S3Store::new(aws.s3.clone()),
+        settings: ReportSettings::from_env(&env)?,
+    })
+}
+
 /// 32 bytes of the operating system's random source, base64url (a reset link's secret).
 fn random_token() -> String {
     // Without randomness the links would be guessable: nothing to go on with.
@@ -272,6 +287,7 @@ pub async fn by_function(
         "WebhooksFunction" => BoxedStep::new(webhooks(aws, env).await?),
         "SpamSweepFunction" => BoxedStep::new(spam_sweep(aws, env).await?),
         "SmsNotifyFunction" => BoxedStep::new(sms_notify(aws, env).await?),
+        "PasswordReportFunction" => BoxedStep::new(password_report(aws, env).await?),
         other => return Err(WiringError::UnknownFunction(other.to_string())),
     })
 }

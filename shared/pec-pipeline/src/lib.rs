@@ -26,6 +26,7 @@ pub mod deliver;
 mod error;
 pub mod ingress;
 pub mod lockout;
+pub mod pwreport;
 pub mod receipts;
 pub mod receiving;
 pub mod scan;

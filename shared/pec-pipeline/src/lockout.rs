@@ -315,6 +315,12 @@ async fn sweep_one<Db: StateStore, Mt: MailTransport, Sm: SmsSender>(
         line.outcome = "revoked";
         return Ok(line);
     }
+    // The provider's own senders (the monthly password reports) are scored like any
+    // submission but never locked: locking them would stop the reports.
+    if mailbox.tenant == pec_ports::SERVICE_TENANT {
+        line.outcome = "provider-service";
+        return Ok(line);
+    }
     let locked = if mailbox.locked {
         line.outcome = "already-locked";
         Some(mailbox)

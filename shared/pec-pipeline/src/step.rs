@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::deliver::Deliver;
 use crate::ingress::Ingress;
 use crate::lockout::SpamSweep;
+use crate::pwreport::PasswordReport;
 use crate::receipts::Receipts;
 use crate::scan::ScanStep;
 use crate::scan::metrics::Metrics;
@@ -139,6 +140,24 @@ impl<Db: StateStore, Mt: MailTransport, Sm: pec_ports::sms::SmsSender> Step
             return Err(format!("spam sweep failed for {failed:?} ({locked} locked)").into());
         }
         Ok(serde_json::json!({ "locked": locked, "mailboxes": lines }))
+    }
+}
+
+impl<Db: StateStore, St: ObjectStore> Step for PasswordReport<Db, St> {
+    fn name(&self) -> &'static str {
+        "password-report"
+    }
+    /// The month is `{"month": "YYYY-MM"}` (a manual run), or the month of the scheduled
+    /// event's `time` (stable across EventBridge's retries), or the month of `now`.
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        let month = match (event["month"].as_str(), event["time"].as_str()) {
+            (Some(m), _) => m.to_string(),
+            (None, Some(t)) => crate::pwreport::month_of(t.parse::<DateTime<Utc>>()?),
+            (None, None) => crate::pwreport::month_of(now),
+        };
+        let lines = self.run(&month, now).await?;
+        let submitted = lines.iter().filter(|l| l.outcome == "submitted").count();
+        Ok(serde_json::json!({ "month": month, "submitted": submitted, "mailboxes": lines }))
     }
 }
 

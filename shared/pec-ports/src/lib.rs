@@ -48,8 +48,8 @@ pub use state::{
     ActivationRecord, Billing, DeliveryStatus, DnsRecord, DomainRecord, DomainStatus,
     InboundDecision, InboundRecord, LockNote, Mailbox, MailboxItem, MailboxStatus, MailboxWrite,
     MemberRecord, MemberStatus, MemoryState, MessageRecord, MessageState, NotDelivered,
-    RecipientOutcome, RelayEvent, RelayRecord, SpamFiling, StateError, StateStore, StatusNote,
-    Tenant,
+    RecipientOutcome, RelayEvent, RelayRecord, SERVICE_TENANT, SpamFiling, StateError, StateStore,
+    StatusNote, Tenant,
 };
 pub use store::{
     MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError,

@@ -14,6 +14,11 @@ pub struct StateError {
     pub message: String,
 }
 
+/// The tenant of the provider's own service mailboxes (`security@<provider domain>`, which
+/// sends the monthly password reports): no person logs in to them, and the spam lockout never
+/// locks them.
+pub const SERVICE_TENANT: &str = "_provider";
+
 /// A tenant (a professional order, a firm) that brings its own domains.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
