@@ -330,6 +330,11 @@ pub async fn create_mailbox<B: Backend>(
     .await
     .map_err(problem)?;
     let address = req.address.trim().to_ascii_lowercase();
+    // A taken address is refused before its password is looked at: a tenant must not get a
+    // finding recorded against another's mailbox.
+    if app.backend.state().mailbox(&address).await?.is_some() {
+        return Err(problem(tenants::AdminError::MailboxTaken(address)));
+    }
     crate::password::check(
         &app,
         pec_ports::breach::Candidate {

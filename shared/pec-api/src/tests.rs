@@ -1934,6 +1934,24 @@ async fn breached_passwords_are_refused_when_a_mailbox_is_created() {
     )
     .await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.json());
+    // Another tenant's address with a breached password: 409 before any check, no finding
+    // recorded against a mailbox that is not the caller's.
+    post_json(
+        &w,
+        "/v1/mailboxes",
+        Some(&w.key_b),
+        create("gold@pec.test", "gold", BREACHED),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "mailbox-exists");
+    let found = w
+        .app
+        .backend
+        .state
+        .password_findings(now - chrono::Duration::days(1), now)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
     // The source down: fail closed, nothing created.
     Arc::get_mut(&mut w.app).expect("the only reference").breach =
         Arc::new(pec_ports::breach::MemoryBreach::down());

@@ -5,8 +5,9 @@
 //!   prefix) and a descriptive `User-Agent` (the API refuses requests without one). `http://`
 //!   is accepted for a local stand-in. Only the 5-hex-digit prefix is ever sent.
 //! - `file:///path`: a local copy of the list, as `PwnedPasswordsDownloader` writes it: one file
-//!   of `<40 hex SHA-1>:<count>` lines, or a directory of `<PREFIX>.txt` range files. The local
-//!   stack and the tests use a small file of this shape.
+//!   of `<40 hex SHA-1>:<count>` lines, or a directory of `<PREFIX>.txt` range files (a missing
+//!   range file is an error: a partial copy never passes a password as clean). The local stack
+//!   and the tests use a small file of this shape.
 //!
 //! Anything but a 200 with a body, within [`DEFAULT_TIMEOUT`], is [`BreachError::Unavailable`]:
 //! the caller fails closed.
@@ -158,12 +159,9 @@ impl FileBreach {
         // A directory of ranges: byte for byte what the API answers.
         if self.path.is_dir() {
             let file = self.path.join(format!("{prefix}.txt"));
-            return match std::fs::read_to_string(&file) {
-                Ok(body) => Ok(body),
-                // No file for a prefix: nothing known (a partial copy).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PADDING.into()),
-                Err(e) => Err(format!("{}: {e}", file.display())),
-            };
+            // Every prefix has a file in a whole copy: a missing one is a partial copy, and
+            // a check against it must not pass a password as clean.
+            return std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()));
         }
         let file = std::fs::File::open(&self.path).map_err(|e| format!("{shown}: {e}"))?;
         // Every line of the prefix, the prefix cut off; the padding line keeps the answer a
@@ -194,10 +192,17 @@ impl BreachSource for FileBreach {
             }
             let this = self.clone();
             let prefix = prefix.to_ascii_uppercase();
-            tokio::task::spawn_blocking(move || this.read(&prefix))
-                .await
-                .map_err(|e| BreachError::Unavailable(e.to_string()))?
-                .map_err(BreachError::Unavailable)
+            let read = tokio::task::spawn_blocking(move || this.read(&prefix));
+            // A whole list in one file is tens of GB: a scan that takes too long is no answer.
+            match tokio::time::timeout(DEFAULT_TIMEOUT, read).await {
+                Ok(Ok(result)) => result.map_err(BreachError::Unavailable),
+                Ok(Err(e)) => Err(BreachError::Unavailable(e.to_string())),
+                Err(_) => Err(BreachError::Unavailable(format!(
+                    "{} gave no answer within {:?}",
+                    self.path.display(),
+                    DEFAULT_TIMEOUT
+                ))),
+            }
         })
     }
 }

@@ -194,13 +194,17 @@ pub enum MailboxCommand {
         window_minutes: i64,
     },
     /// Send the monthly password-protection reports now, as the scheduled password-report
-    /// function does on the first of the month: each mailbox with breached passwords refused
-    /// in the 30 days before the month's start (or before now, for a month not begun) gets a
-    /// PEC from security@<provider domain>, once per month. One JSON line per mailbox.
+    /// function does early on the first of the month: each mailbox with breached passwords
+    /// refused in the month gets a PEC from security@<provider domain>, once per month. One
+    /// JSON line per mailbox.
     PasswordReport {
-        /// The month (YYYY-MM); default the current one.
-        #[arg(long)]
+        /// The month (YYYY-MM, ended); default the previous one.
+        #[arg(long, conflicts_with = "preview")]
         month: Option<String>,
+        /// The current month so far, under an id of its own (one a day): the month's own
+        /// report still goes out when it ends.
+        #[arg(long)]
+        preview: bool,
     },
     /// Close a mailbox for good (as suspended, never resumed); its messages, provider-log
     /// records and conservation copies are kept.
@@ -351,6 +355,10 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
             let password = password.trim_end_matches(['\r', '\n']);
             if password.len() < 8 {
                 bail!("the password must have at least 8 characters");
+            }
+            // A taken address first: no finding is recorded against someone else's mailbox.
+            if state.mailbox(&address).await?.is_some() {
+                bail!("mailbox {address} already exists");
             }
             breach_check(
                 &state,
@@ -759,7 +767,7 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&line)?);
             }
         }
-        MailboxCommand::PasswordReport { month } => {
+        MailboxCommand::PasswordReport { month, preview } => {
             // Its calls are recorded as the function's (the IAM check holds them to its role).
             let mut settings = ClientSettings::from_env()?;
             settings.call_log_stack =
@@ -781,8 +789,14 @@ async fn mailbox(args: MailboxArgs) -> anyhow::Result<ExitCode> {
                 },
             };
             let now = Utc::now();
-            let month = month.unwrap_or_else(|| pec_pipeline::pwreport::month_of(now));
-            for line in report.run(&month, now).await? {
+            let run = match (preview, month) {
+                (true, _) => pec_pipeline::pwreport::ReportRun::Preview,
+                (false, Some(m)) => pec_pipeline::pwreport::ReportRun::Month(m),
+                (false, None) => pec_pipeline::pwreport::ReportRun::Month(
+                    pec_pipeline::pwreport::month_before(now),
+                ),
+            };
+            for line in report.run(&run, now).await? {
                 println!("{}", serde_json::to_string(&line)?);
             }
         }

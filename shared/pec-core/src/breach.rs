@@ -10,7 +10,7 @@
 //! A range that cannot be read is an error, never "not found": a check that failed must not
 //! pass a password as clean. Padding entries (count 0, from `Add-Padding: true`) are ignored.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Europe::Rome;
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -185,34 +185,105 @@ pub struct Finding {
     pub band: Band,
 }
 
-/// The monthly report's subject.
-pub fn report_subject(mailbox: &str, month: &str) -> String {
-    format!("Protezione password: rapporto {month} per {mailbox}")
+/// Italian month names (`chrono` formats English only).
+const MESI: [&str; 12] = [
+    "gennaio",
+    "febbraio",
+    "marzo",
+    "aprile",
+    "maggio",
+    "giugno",
+    "luglio",
+    "agosto",
+    "settembre",
+    "ottobre",
+    "novembre",
+    "dicembre",
+];
+
+/// Entries a report lists; more are summed up in one line (a link holder could pile up
+/// refusals; the report stays readable and small).
+pub const REPORT_MAX_ENTRIES: usize = 20;
+
+/// The period a report covers: a whole month (Italian civil time), or a preview of the
+/// current one up to a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// The calendar month that starts at this instant (Europe/Rome).
+    Month(DateTime<Utc>),
+    /// From this month's start to `to`.
+    Preview {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
 }
 
-/// The monthly report's text (Italian, then English; CRLF): what was found in the window
-/// `(from, to]`, oldest first, and the remediation steps. `findings` is never empty.
-pub fn report_text(
-    mailbox: &str,
-    provider: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    findings: &[Finding],
-) -> String {
-    let day = |t: DateTime<Utc>| t.with_timezone(&Rome).format("%d/%m/%Y").to_string();
+impl Period {
+    fn it(self) -> String {
+        match self {
+            Period::Month(start) => {
+                let r = start.with_timezone(&Rome);
+                format!("{} {}", MESI[r.month0() as usize], r.year())
+            }
+            Period::Preview { from, to } => format!(
+                "dal {} al {} (rapporto provvisorio)",
+                from.with_timezone(&Rome).format("%d/%m/%Y"),
+                to.with_timezone(&Rome).format("%d/%m/%Y %H:%M")
+            ),
+        }
+    }
+
+    fn en(self) -> String {
+        match self {
+            Period::Month(start) => start.with_timezone(&Rome).format("%B %Y").to_string(),
+            Period::Preview { from, to } => format!(
+                "{} to {} (interim report)",
+                from.with_timezone(&Rome).format("%d/%m/%Y"),
+                to.with_timezone(&Rome).format("%d/%m/%Y %H:%M")
+            ),
+        }
+    }
+}
+
+/// The report's subject.
+pub fn report_subject(mailbox: &str, period: Period) -> String {
+    match period {
+        Period::Month(_) => format!(
+            "Protezione password: rapporto di {} per {mailbox}",
+            period.it()
+        ),
+        Period::Preview { .. } => {
+            format!("Protezione password: rapporto provvisorio per {mailbox}")
+        }
+    }
+}
+
+/// The report's text (Italian, then English; CRLF): what was found in `period`, oldest first
+/// (at most [`REPORT_MAX_ENTRIES`] listed), and the remediation steps. `findings` is never
+/// empty.
+pub fn report_text(mailbox: &str, provider: &str, period: Period, findings: &[Finding]) -> String {
     let when = |t: DateTime<Utc>| t.with_timezone(&Rome).format("%d/%m/%Y %H:%M").to_string();
+    let n = findings.len();
+    let listed = &findings[..n.min(REPORT_MAX_ENTRIES)];
+    let rest = n - listed.len();
     let mut it = format!(
-        "Rapporto mensile di protezione password della casella PEC\r\n\r\n    {mailbox}\r\n\r\n\
-         dal {} al {}.\r\n\r\nOgni password scelta per questa casella viene confrontata con gli \
-         archivi di password trafugate in violazioni note (Pwned Passwords). Al gestore non \
-         arrivano né la password né la sua impronta: il confronto avviene con il metodo \
-         k-anonymity, che invia solo le prime 5 cifre dell'impronta SHA-1.\r\n\r\n\
-         Nel periodo sono state rifiutate {} password perché già presenti in quegli archivi:\r\n\r\n",
-        day(from),
-        day(to),
-        findings.len(),
+        "Rapporto di protezione password della casella PEC\r\n\r\n    {mailbox}\r\n\r\n\
+         Periodo: {}.\r\n\r\nOgni password scelta per questa casella viene confrontata con gli \
+         archivi di password trafugate in violazioni note (Pwned Passwords). Al servizio che \
+         custodisce quegli archivi non arrivano né la password né la sua impronta completa: il \
+         confronto usa il metodo k-anonymity, che invia solo le prime 5 cifre dell'impronta \
+         SHA-1.\r\n\r\n{}\r\n\r\n",
+        period.it(),
+        if n == 1 {
+            "Nel periodo è stata rifiutata 1 password perché già presente in quegli archivi:"
+                .to_string()
+        } else {
+            format!(
+                "Nel periodo sono state rifiutate {n} password perché già presenti in quegli archivi:"
+            )
+        },
     );
-    for f in findings {
+    for f in listed {
         it.push_str(&format!(
             "  - {} (ora italiana): password {}, presente {}\r\n",
             when(f.at),
@@ -220,28 +291,37 @@ pub fn report_text(
             f.band.it()
         ));
     }
+    if rest > 0 {
+        it.push_str(&format!("  - e altri {rest} tentativi\r\n"));
+    }
     it.push_str(
-        "\r\nLa password attuale della casella non è una di queste: nessuna è stata accettata.\r\n\r\n\
+        "\r\nNessuna di queste password è stata accettata per la casella.\r\n\r\n\
          Cosa fare:\r\n\
          1. Se una di queste password è usata per altri servizi, la cambi subito anche lì: chi \
          l'ha trovata in una violazione può provarla ovunque.\r\n\
          2. Usi per la PEC una password lunga (almeno 12 caratteri, meglio una frase) che non usa \
-         altrove; un gestore di password aiuta a ricordarle.\r\n\
+         altrove; un programma per la gestione delle password (password manager) aiuta a \
+         ricordarle.\r\n\
          3. Se non riconosce uno di questi tentativi, avvisi l'amministratore della casella e \
          controlli che il suo computer e il suo telefono siano puliti.\r\n\
-         4. Non comunichi mai la password: il gestore non la chiede, né per posta né per telefono.\r\n",
+         4. Non comunichi mai la password a nessuno: il gestore non la chiede, né per posta né \
+         per telefono.\r\n\r\n\
+         Messaggio inviato automaticamente: le risposte non vengono lette. Per assistenza si \
+         rivolga all'amministratore della casella.\r\n",
     );
     let mut en = format!(
-        "\r\n-- English --\r\n\r\nMonthly password-protection report of the PEC mailbox \
-         {mailbox}, {} to {}.\r\n\r\nEvery password chosen for this mailbox is compared with \
-         passwords exposed in known data breaches (Pwned Passwords) by the k-anonymity range \
-         method: only the first 5 hex digits of its SHA-1 leave the provider.\r\n\r\n\
-         {} passwords were refused because they are in that data:\r\n\r\n",
-        day(from),
-        day(to),
-        findings.len(),
+        "\r\n-- English --\r\n\r\nPassword-protection report of the PEC mailbox {mailbox}, \
+         {}.\r\n\r\nEvery password chosen for this mailbox is compared with passwords exposed \
+         in known data breaches (Pwned Passwords) by the k-anonymity range method: only the \
+         first 5 hex digits of its SHA-1 are sent to that service.\r\n\r\n{}\r\n\r\n",
+        period.en(),
+        if n == 1 {
+            "1 password was refused because it is in that data:".to_string()
+        } else {
+            format!("{n} passwords were refused because they are in that data:")
+        },
     );
-    for f in findings {
+    for f in listed {
         en.push_str(&format!(
             "  - {} (Italian time): a password {}, seen {}\r\n",
             when(f.at),
@@ -249,15 +329,20 @@ pub fn report_text(
             f.band.en()
         ));
     }
+    if rest > 0 {
+        en.push_str(&format!("  - and {rest} more attempts\r\n"));
+    }
     en.push_str(
-        "\r\nThe mailbox's current password is none of them: none was accepted.\r\n\r\n\
+        "\r\nNone of these passwords was accepted for the mailbox.\r\n\r\n\
          What to do:\r\n\
          1. If you use one of these passwords anywhere else, change it there now.\r\n\
          2. Use a long password (12 characters or more, a phrase is best) for PEC alone; a \
          password manager helps.\r\n\
          3. If you do not recognise an attempt, tell the mailbox's administrator and check your \
          computer and phone.\r\n\
-         4. Never give your password to anyone: the provider never asks for it.\r\n",
+         4. Never give your password to anyone: the provider never asks for it.\r\n\r\n\
+         This message is sent automatically: replies are not read. For help, ask the mailbox's \
+         administrator.\r\n",
     );
     format!(
         "{it}{en}\r\n{provider}\r\nBreach data: Pwned Passwords (haveibeenpwned.com), CC BY 4.0.\r\n"
@@ -326,31 +411,68 @@ mod tests {
     #[test]
     fn the_report_lists_each_finding_and_the_remedies() {
         let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let october = Period::Month(at("2026-09-30T22:00:00Z"));
+        let finding = |t: &str, setting, band| Finding {
+            at: at(t),
+            setting,
+            band,
+        };
         let text = report_text(
             "mario.rossi@pec.example.it",
             "PEC Example S.p.A.",
-            at("2026-10-02T00:00:00Z"),
-            at("2026-11-01T00:00:00Z"),
+            october,
             &[
-                Finding {
-                    at: at("2026-10-05T08:30:00Z"),
-                    setting: Setting::Activation,
-                    band: Band::Common,
-                },
-                Finding {
-                    at: at("2026-10-30T23:15:00Z"),
-                    setting: Setting::Reset,
-                    band: Band::Few,
-                },
+                finding("2026-10-05T08:30:00Z", Setting::Activation, Band::Common),
+                finding("2026-10-30T23:15:00Z", Setting::Reset, Band::Few),
             ],
         );
-        assert!(text.contains("dal 02/10/2026 al 01/11/2026"), "{text}");
+        assert!(text.contains("Periodo: ottobre 2026."), "{text}");
+        assert!(text.contains("October 2026"), "{text}");
+        assert!(text.contains("sono state rifiutate 2 password"), "{text}");
         assert!(text.contains("05/10/2026 10:30 (ora italiana): password scelta all'attivazione della casella, presente 1000 volte o più"), "{text}");
         // 23:15 UTC on the 30th is the 31st in Rome (CET after the change).
         assert!(text.contains("31/10/2026 00:15"), "{text}");
         assert!(text.contains("Cosa fare:") && text.contains("What to do:"));
-        assert!(text.contains("CC BY 4.0"));
+        assert!(text.contains("CC BY 4.0") && text.contains("le risposte non vengono lette"));
         assert_eq!(text.matches('\n').count(), text.matches("\r\n").count());
         assert!(text.lines().all(|l| l.len() < 400));
+        assert_eq!(
+            report_subject("mario.rossi@pec.example.it", october),
+            "Protezione password: rapporto di ottobre 2026 per mario.rossi@pec.example.it"
+        );
+        // One finding: singular.
+        let one = report_text(
+            "a@b.it",
+            "P",
+            october,
+            &[finding(
+                "2026-10-05T08:30:00Z",
+                Setting::AdminCreate,
+                Band::Many,
+            )],
+        );
+        assert!(
+            one.contains("è stata rifiutata 1 password") && one.contains("1 password was refused"),
+            "{one}"
+        );
+        // Many: at most REPORT_MAX_ENTRIES listed, the rest counted.
+        let many: Vec<Finding> = (0..25)
+            .map(|i| Finding {
+                at: at("2026-10-05T08:30:00Z") + chrono::Duration::minutes(i),
+                setting: Setting::Activation,
+                band: Band::Few,
+            })
+            .collect();
+        let long = report_text("a@b.it", "P", october, &many);
+        assert_eq!(long.matches("(ora italiana)").count(), REPORT_MAX_ENTRIES);
+        assert!(long.contains("e altri 5 tentativi") && long.contains("and 5 more attempts"));
+        let preview = Period::Preview {
+            from: at("2026-11-30T23:00:00Z"),
+            to: at("2026-12-07T09:00:00Z"),
+        };
+        assert!(
+            report_text("a@b.it", "P", preview, &many[..1])
+                .contains("Periodo: dal 01/12/2026 al 07/12/2026 10:00 (rapporto provvisorio).")
+        );
     }
 }

@@ -147,17 +147,26 @@ impl<Db: StateStore, St: ObjectStore> Step for PasswordReport<Db, St> {
     fn name(&self) -> &'static str {
         "password-report"
     }
-    /// The month is `{"month": "YYYY-MM"}` (a manual run), or the month of the scheduled
-    /// event's `time` (stable across EventBridge's retries), or the month of `now`.
+    /// `{"month": "YYYY-MM"}` (a manual run), `{"preview": true}` (the current month so far),
+    /// or the month before the scheduled event's `time` (stable across EventBridge's retries),
+    /// or the month before `now`.
     async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
-        let month = match (event["month"].as_str(), event["time"].as_str()) {
-            (Some(m), _) => m.to_string(),
-            (None, Some(t)) => crate::pwreport::month_of(t.parse::<DateTime<Utc>>()?),
-            (None, None) => crate::pwreport::month_of(now),
+        use crate::pwreport::{ReportRun, month_before};
+        let run = match (
+            event["month"].as_str(),
+            event["preview"].as_bool(),
+            event["time"].as_str(),
+        ) {
+            (Some(m), _, _) => ReportRun::Month(m.to_string()),
+            (None, Some(true), _) => ReportRun::Preview,
+            (None, _, Some(t)) => ReportRun::Month(month_before(t.parse::<DateTime<Utc>>()?)),
+            (None, _, None) => ReportRun::Month(month_before(now)),
         };
-        let lines = self.run(&month, now).await?;
+        let lines = self.run(&run, now).await?;
         let submitted = lines.iter().filter(|l| l.outcome == "submitted").count();
-        Ok(serde_json::json!({ "month": month, "submitted": submitted, "mailboxes": lines }))
+        Ok(
+            serde_json::json!({ "run": format!("{run:?}"), "submitted": submitted, "mailboxes": lines }),
+        )
     }
 }
 

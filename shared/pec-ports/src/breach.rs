@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{StateError, StateStore};
 
-/// Days a finding is kept (TTL): past the report's 30-day window.
+/// Days a finding is kept (TTL): past the month it is reported in, and the next.
 pub const FINDING_DAYS: i64 = 90;
 
 /// Why a password could not be checked.
