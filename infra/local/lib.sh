@@ -22,6 +22,7 @@ pec_sha12() { sha256sum "$1" | cut -c1-12; }
 pec_venv_dir() { echo "$PEC_CACHE_DIR/venv-localstack-$LOCALSTACK_VERSION-$(pec_sha12 "$PEC_REPO/infra/local/requirements.lock")"; }
 
 pec_apitest_venv_dir() { echo "$PEC_CACHE_DIR/venv-apitest-$(pec_sha12 "$PEC_REPO/infra/local/api-requirements.lock")"; }
+pec_iac_venv_dir() { echo "$PEC_CACHE_DIR/venv-iac-$(pec_sha12 "$PEC_REPO/infra/local/iac-requirements.lock")"; }
 
 pec_dynamodb_dir() { echo "$PEC_CACHE_DIR/dynamodb-local-npm-$DYNAMODB_LOCAL_NPM_VERSION"; }
 pec_dynamodb_launcher_dir() {
