@@ -23,7 +23,7 @@ step "install (idempotent)"
 infra/local/install.sh all
 VENV="$(pec_venv_dir)"
 
-step "template: cfn-lint, the SAM transform, sam validate --lint, checkov"
+step "template: cfn-lint, the SAM transform, sam validate --lint, checkov, the deploy check"
 "$VENV/bin/cfn-lint" template.yaml
 "$VENV/bin/python" infra/local/bootstrap.py --template template.yaml --check
 "$VENV/bin/python" -m unittest discover -s infra/local -p 'test_*.py'
@@ -31,6 +31,9 @@ IAC="$(pec_iac_venv_dir)"
 SAM_CLI_TELEMETRY=0 "$IAC/bin/sam" validate --lint --template template.yaml --region "$PEC_LOCAL_REGION"
 # checkov: no failed check; every skip is inline in template.yaml with its one-line reason.
 "$IAC/bin/checkov" -f template.yaml --framework cloudformation --compact --quiet --skip-download
+# template.yaml deployed by LocalStack's CloudFormation on emulators of its own (fresh, stopped
+# after), every resource compared with what bootstrap.py creates (infra/local/deploy_check.py).
+infra/local/deploy_check.sh
 
 step "format and lints"
 cargo fmt --all --check

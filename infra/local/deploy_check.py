@@ -2,37 +2,50 @@
 """Deploy check: template.yaml through LocalStack's own CloudFormation engine, compared with bootstrap.py.
 
 bootstrap.py creates the runnable local stack resource by resource; this check deploys the same
-template as one CloudFormation stack, so that broken Ref/GetAtt/Sub, dependency cycles and
-property names CloudFormation rejects fail here, not in the first real deployment. Then every
-resource both paths create must have the same name and the same key properties, and what only
-CloudFormation creates (roles, queue and bucket policies, alarms) must be what the template says.
+template as one CloudFormation stack (LocalStack 4.8.1's engine) on fresh emulators and needs
+CREATE_COMPLETE. Then every resource both paths create must have the same name and the same key
+properties (read back from the emulators), and what only CloudFormation creates (roles, queue
+and bucket policies, alarms, schedule rules) must be what the template says, as bootstrap.py's
+resolver reads it.
 
     deploy_check.py --template template.yaml --state-dir DIR [--stack-name pec-cfn]
                     [--bootstrap-stack pec-boot] [--no-bootstrap] [--parameter Key=Value ...]
                     [--keep-type TYPE ...] [--preprocess-only] [--write-template FILE]
 
-1. The SAM transform runs here (samtranslator, as in bootstrap.py, managed policy ARNs offline),
-   so both paths start from the very same transformed template and the pre-processor below sees
-   plain CloudFormation types (an AWS::Serverless::Function becomes a function, its event source
-   mappings, permissions and schedule rules: only the pieces LocalStack cannot create go).
-2. Pre-processing removes only the types in REMOVED (each printed with its reason); a reference
-   to a removed resource from a remaining one is replaced by the value AWS would give it where
-   that value is known from the template (STAND_INS, each printed), otherwise the referring
-   resource goes too (printed); outputs naming a removed resource are dropped and DependsOn
-   entries on one are cut (printed). Nothing else changes.
-3. The stack is created through a change set with the parameters bootstrap.py uses for the
-   local profile (LOCAL_PROFILE, then --parameter), waiting for CREATE_COMPLETE; on failure the
-   failed events are printed.
-4. bootstrap.py creates the same template under --bootstrap-stack on the same emulators (unless
-   --no-bootstrap: then <state-dir>/<bootstrap-stack>.resources.json must exist). Names are
-   compared with each stack name replaced by {stack} and KMS key ids by {key:<logical id>}.
+infra/local/deploy_check.sh runs it on emulators of its own (started fresh, stopped after).
 
-The emulator must run with STRICT_SERVICE_LOADING=0 (DynamoDB, CloudWatch and Lambda are not
-in stack.sh's SERVICES), CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0 (else a type LocalStack lacks
+1. The SAM transform runs here (samtranslator, as in bootstrap.py, managed policy ARNs offline):
+   both paths start from the very same transformed template, and the pre-processor sees plain
+   CloudFormation types (an AWS::Serverless::Function is a function, its event source mappings,
+   permissions and schedule rules: only the pieces LocalStack cannot create go).
+2. The parameters (bootstrap.py's LOCAL_PROFILE, then --parameter) are checked against their
+   constraints and the template's Rules, which AWS checks and LocalStack does not.
+3. Pre-processing removes only the types in REMOVED and the resources whose Condition is false
+   (each group printed with its reason). A reference to a removed resource from a remaining one
+   is replaced by the value AWS would give it where the template says it (STAND_INS, each
+   printed); otherwise the referrer goes too (printed). Outputs naming a removed resource get
+   the stand-in or are dropped, DependsOn entries on one are cut (printed). The result must have
+   no dependency cycle (LocalStack deploys a DependsOn cycle without a word; AWS refuses it).
+4. The stack is created through a change set (the template by TemplateURL from the emulator's
+   S3 when over 51200 bytes, as `sam deploy` does), waiting for CREATE_COMPLETE; on failure the
+   failed events' reasons are printed.
+5. bootstrap.py creates the same template as --bootstrap-stack on the same emulators (unless
+   --no-bootstrap: then <state-dir>/<bootstrap-stack>.resources.json must exist). Names are
+   compared with each stack name replaced by {stack} and KMS key ids by {key:<logical id>};
+   known differences (EXPLAINED) are named under the table; any other one fails the check.
+
+What LocalStack itself catches (measured): a Ref to nothing (ValidationError), a GetAtt of an
+attribute that does not exist (the stack fails), invalid IAM policy documents (MalformedPolicy
+Document), invalid schedule expressions, and whatever its service APIs refuse. What it does not:
+unknown property names (ignored: cfn-lint's E3002 catches them), parameter constraints, Rules,
+DependsOn cycles (both checked here), value ranges such as a log group's RetentionInDays.
+
+The emulators must run with STRICT_SERVICE_LOADING=0 (DynamoDB and CloudWatch are not in
+stack.sh's SERVICES), CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=0 (else a type LocalStack lacks
 "succeeds" as a no-op and GetAtt on it returns a placeholder) and
 PEC_LOCALSTACK_DYNAMODB_URL=<stack.sh's DynamoDB Local> (localstack-init/start.d/
-pec_dynamodb_forward.py). Exit status: 0 clean, 1 a difference nobody explained or a failed
-deployment, 2 usage or environment.
+pec_dynamodb_forward.py): deploy_check.sh sets all three. Exit status: 0 clean, 1 a failed
+deployment or a difference nobody explained, 2 no emulator endpoints.
 """
 
 from __future__ import annotations
@@ -309,6 +322,68 @@ def preprocess(transformed: dict, keep_types: set[str], conditions: dict[str, bo
             output["Value"] = value
             log(f"  output {name}: {', '.join(sorted(refs))} replaced by the value AWS gives it -> {json.dumps(value)}")
     return tpl, removed
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def check_parameters(template: dict, values: dict[str, Any]) -> list[str]:
+    """What CloudFormation checks before it creates anything and LocalStack 4.8.1 does not (it
+    accepts any value, and ignores Rules): each parameter's constraints, then the Rules'
+    assertions. Returns the problems, AWS's wording where it has one."""
+    problems = []
+    for name, spec in template.get("Parameters", {}).items():
+        value = values[name]
+        ptype = spec.get("Type", "String")
+        items = [v.strip() for v in str(value).split(",")] if ptype.startswith("CommaDelimitedList") or ptype.startswith("List<") else [str(value)]
+        for item in items:
+            if "AllowedValues" in spec and item not in [str(v) for v in spec["AllowedValues"]]:
+                problems.append(f"parameter {name}: {item!r} is not one of {spec['AllowedValues']}")
+            if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], item):
+                problems.append(f"parameter {name}: {item!r} does not match AllowedPattern {spec['AllowedPattern']}")
+            if "MinLength" in spec and len(item) < int(spec["MinLength"]):
+                problems.append(f"parameter {name}: shorter than MinLength {spec['MinLength']}")
+            if "MaxLength" in spec and len(item) > int(spec["MaxLength"]):
+                problems.append(f"parameter {name}: longer than MaxLength {spec['MaxLength']}")
+            if ptype == "Number":
+                try:
+                    number = float(item)
+                except ValueError:
+                    problems.append(f"parameter {name}: {item!r} is not a number")
+                    continue
+                if "MinValue" in spec and number < float(spec["MinValue"]):
+                    problems.append(f"parameter {name}: {item} is below MinValue {spec['MinValue']}")
+                if "MaxValue" in spec and number > float(spec["MaxValue"]):
+                    problems.append(f"parameter {name}: {item} is above MaxValue {spec['MaxValue']}")
+
+    def ev(expr: Any) -> Any:
+        if not isinstance(expr, dict) or len(expr) != 1:
+            return expr
+        (fn, arg), = expr.items()
+        if fn == "Ref":
+            spec = template["Parameters"][arg]
+            v = values[arg]
+            listy = spec.get("Type", "String").startswith(("CommaDelimitedList", "List<"))
+            return [x.strip() for x in str(v).split(",")] if listy else str(v)
+        if fn == "Fn::Equals":
+            return str(ev(arg[0])) == str(ev(arg[1]))
+        if fn == "Fn::Not":
+            return not ev(arg[0])
+        if fn == "Fn::And":
+            return all(ev(a) for a in arg)
+        if fn == "Fn::Or":
+            return any(ev(a) for a in arg)
+        if fn == "Fn::Contains":
+            return str(ev(arg[1])) in [str(x) for x in ev(arg[0])]
+        raise CheckError(f"Rules: {fn} is not supported by deploy_check.py; extend check_parameters")
+
+    for rule_name, rule in (template.get("Rules") or {}).items():
+        if "RuleCondition" in rule and not ev(rule["RuleCondition"]):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not ev(assertion["Assert"]):
+                problems.append(f"rule {rule_name}: {assertion.get('AssertDescription', 'assertion failed')}")
+    return problems
 
 
 # ----------------------------------------------------------------------------- deployment
@@ -867,6 +942,12 @@ def main(argv: list[str]) -> int:
     conditions = bs.evaluate_conditions(
         transformed, bs.Resolver(args.stack_name, region, bs.parameters_from(original, parameters)))
     print("pre-process: conditions " + ", ".join(f"{k}={str(v).lower()}" for k, v in sorted(conditions.items())))
+    problems = check_parameters(transformed, bs.parameters_from(original, parameters))
+    if problems:
+        raise CheckError("CloudFormation would refuse these parameters (LocalStack does not check them):\n  "
+                         + "\n  ".join(problems))
+    print(f"pre-process: {len(transformed.get('Parameters', {}))} parameters within their constraints, "
+          f"{len(transformed.get('Rules') or {})} rule(s) hold (checked here: LocalStack checks neither)")
     processed, removed = preprocess(transformed, set(args.keep_type), conditions, print)
     print(f"pre-process: {len(removed)} removed, {len(processed['Resources'])} left for CloudFormation")
     # LocalStack 4.8.1 deploys a DependsOn cycle without complaint (AWS refuses the template):

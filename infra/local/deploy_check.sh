@@ -18,7 +18,11 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-export PEC_STATE_DIR="${PEC_DEPLOY_CHECK_STATE_DIR:-$PEC_STATE_DIR/deploy-check}"
+dir="${PEC_DEPLOY_CHECK_STATE_DIR:-$PEC_STATE_DIR/deploy-check}"
+# It stops and wipes the emulators of that directory: never the caller's own stack.
+[ "$(realpath -m "$dir")" != "$(realpath -m "$PEC_STATE_DIR")" ] \
+  || pec_die "PEC_DEPLOY_CHECK_STATE_DIR must not be the stack's own PEC_STATE_DIR ($PEC_STATE_DIR)"
+export PEC_STATE_DIR="$dir"
 STACK="$PEC_REPO/infra/local/stack.sh"
 
 stop() { "$STACK" stop >/dev/null 2>&1 || true; }
