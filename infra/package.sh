@@ -47,3 +47,10 @@ for f in "${functions[@]}"; do
   [ -f "$zip" ] || pec_die "cargo lambda did not produce $zip"
   check_binary "$zip"
 done
+# The ClamAV layer (template.yaml ClamavLayer): x86_64 only, as the template's HasClamavLayer.
+if [ "$target" = x86_64-unknown-linux-gnu ]; then
+  infra/antivirus/layer.sh --out target/layers/clamav
+  echo "package: target/layers/clamav/clamav-layer.zip ($(du -h target/layers/clamav/clamav-layer.zip | cut -f1))"
+else
+  echo "package: no ClamAV layer for arm64 (HasClamavLayer is false: clamd is not started)"
+fi

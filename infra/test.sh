@@ -3,8 +3,9 @@
 # (idempotently), checks formatting, lints, the template, then unit, golden and CLI tests, then the
 # integration tests on the local emulators (started here and stopped at the end if this run started
 # them), the emulator-failure check, the demo, the offline IAM check of every AWS call those runs
-# made (infra/local/iam_check.py), a short fuzz run, the function packaging and the edge
-# service's image (built without Docker, run under bubblewrap on the emulators).
+# made (infra/local/iam_check.py), a short fuzz run, the function packaging, the edge
+# service's image (built without Docker, run under bubblewrap on the emulators) and the ClamAV
+# Lambda layer (run in an empty root under bubblewrap).
 #
 #   infra/test.sh            (CI runs exactly this through .ci/run)
 set -euo pipefail
@@ -38,7 +39,7 @@ infra/local/deploy_check.sh
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-bash -n infra/local/*.sh infra/*.sh tests/*.sh .ci/run
+bash -n infra/local/*.sh infra/*.sh infra/antivirus/*.sh infra/image/*.sh tests/*.sh .ci/run
 
 step "unit, golden and CLI tests"
 cargo test --workspace --exclude pec-integration --locked
@@ -76,5 +77,8 @@ infra/package.sh
 
 step "the edge service's image (mmdebstrap + buildah, run under bubblewrap on the emulators)"
 infra/image/test.sh
+
+step "the ClamAV Lambda layer (Debian's clamd with its own loader and libc, in an empty root under bubblewrap)"
+infra/antivirus/layer-test.sh
 
 step "all tests passed"

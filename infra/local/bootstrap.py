@@ -63,6 +63,7 @@ SKIPPED = {
     "AWS::Lambda::Function": "functions run in-process in the local runner (Lambda needs Docker)",
     "AWS::Lambda::EventSourceMapping": "the local runner polls the same queues the mapping names",
     "AWS::Lambda::Permission": "IAM and resource policies are not enforced locally",
+    "AWS::Lambda::LayerVersion": "the ClamAV layer is for Lambda; locally clamd comes from infra/local/clamd.sh (infra/antivirus/layer-test.sh runs the layer itself)",
     "AWS::IAM::Role": "IAM is not enforced locally",
     "AWS::IAM::Policy": "IAM is not enforced locally",
     "AWS::Logs::LogGroup": "local functions log to the runner's output",
@@ -132,6 +133,9 @@ def load_template(path: str, parameters: dict[str, str]) -> tuple[dict, dict]:
         if res.get("Type") == "AWS::Serverless::Function" and isinstance(props.get("CodeUri"), str) \
                 and not props["CodeUri"].startswith("s3://"):
             props["CodeUri"] = "s3://packaged-artifacts/" + props["CodeUri"]
+        if res.get("Type") == "AWS::Serverless::LayerVersion" and isinstance(props.get("ContentUri"), str) \
+                and not props["ContentUri"].startswith("s3://"):
+            props["ContentUri"] = "s3://packaged-artifacts/" + props["ContentUri"]
     # The transform only needs a region name to build ARNs; it makes no AWS call.
     os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "eu-south-1"))
     try:

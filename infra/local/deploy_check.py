@@ -61,6 +61,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+REPO = Path(__file__).resolve().parents[2]
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bootstrap as bs  # noqa: E402
 
@@ -421,6 +423,43 @@ def upload_template(s3, stack: str, region: str, body: str) -> str:
     return f"{os.environ['AWS_ENDPOINT_URL'].rstrip('/')}/{bucket}/{key}"
 
 
+def upload_artifacts(s3, region: str, template: dict) -> None:
+    """What `sam package` uploads besides the functions' code: each layer's zip, at the S3
+    location the transform gave it (LocalStack's PublishLayerVersion reads it). The built zip
+    when infra/package.sh has made it, otherwise a placeholder (the check is about the template,
+    not the layer's content: infra/antivirus/layer-test.sh tests that)."""
+    import io
+    import zipfile
+
+    for logical, res in sorted(template.get("Resources", {}).items()):
+        if res.get("Type") != "AWS::Lambda::LayerVersion":
+            continue
+        content = res.get("Properties", {}).get("Content", {})
+        bucket, key = content.get("S3Bucket"), content.get("S3Key")
+        if not isinstance(bucket, str) or not isinstance(key, str):
+            raise CheckError(f"{logical}: Content is not a literal S3 location: {content}")
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            s3.create_bucket(**kwargs)
+        except Exception as e:
+            if not _client_error(e, "BucketAlreadyOwnedByYou"):
+                raise
+        built = REPO / key
+        if built.is_file():
+            body = built.read_bytes()
+            what = f"{key} ({len(body)} bytes, built)"
+        else:
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as z:
+                z.writestr("README", "placeholder for the deploy check: the layer is built by infra/package.sh\n")
+            body = buf.getvalue()
+            what = f"a placeholder for {key} (not built here)"
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+        print(f"deploy: {logical}: uploaded {what} to s3://{bucket}/{key}")
+
+
 def stack_resources(cfn, stack: str) -> dict[str, dict]:
     resources = {}
     for page in cfn.get_paginator("list_stack_resources").paginate(StackName=stack):
@@ -445,6 +484,7 @@ def deploy(cfn, s3, stack: str, region: str, template: dict, parameters: dict[st
     if status is not None:
         raise CheckError(f"stack {stack} already exists ({status}): the check creates it on a fresh emulator "
                          "(a failed create leaves orphans in LocalStack; restart the emulators)")
+    upload_artifacts(s3, region, template)
     body = json.dumps(template, separators=(",", ":"))
     source: dict[str, str] = {"TemplateBody": body}
     if len(body) > 51200:

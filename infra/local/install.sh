@@ -24,7 +24,7 @@
 # loadgen  wrk (Debian's package), the HTTP load generator benches/api.sh drives (not in `all`:
 #          only the bench needs it).
 # image    what builds and runs the edge service's OCI image without Docker: mmdebstrap,
-#          buildah, umoci, bubblewrap (Debian's packages).
+#          buildah, umoci, bubblewrap; patchelf for the ClamAV Lambda layer (Debian's packages).
 # clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
 #          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
 #          project's own signatures (infra/antivirus/clamav/).
@@ -201,8 +201,8 @@ install_loadgen() {
 }
 
 install_image() {
-  apt_install mmdebstrap buildah umoci bubblewrap uidmap
-  for c in mmdebstrap buildah bwrap; do
+  apt_install mmdebstrap buildah umoci bubblewrap uidmap patchelf
+  for c in mmdebstrap buildah bwrap patchelf; do
     command -v "$c" >/dev/null || pec_die "$c is still missing after installing its package"
   done
   pec_log "image tools: ok (mmdebstrap $(mmdebstrap --version | awk '{print $2}'), $(buildah --version | awk '{print $1, $3}'))"

@@ -161,6 +161,8 @@ impl ClamdLaunch {
         let conf = self.write_config().await?;
         let child = Command::new(&self.binary)
             .arg(format!("--config-file={}", conf.display()))
+            // The layer's glibc is Debian's: it must not read the Lambda image's locale files.
+            .env("LC_ALL", "C")
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| LaunchError::Spawn {
