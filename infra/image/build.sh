@@ -82,9 +82,9 @@ buildah config \
   --entrypoint '["/usr/local/bin/pec-edge"]' \
   --cmd '' \
   --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
-  --env PEC_EDGE_SUBMISSION=0.0.0.0:587 --env PEC_EDGE_IMAPS=0.0.0.0:993 \
-  --env PEC_EDGE_IMAP=0.0.0.0:143 --env PEC_EDGE_POP3S=0.0.0.0:995 \
-  --port 587 --port 993 --port 143 --port 995 \
+  --env PEC_EDGE_SUBMISSION=0.0.0.0:2587 --env PEC_EDGE_IMAPS=0.0.0.0:2993 \
+  --env PEC_EDGE_IMAP=0.0.0.0:2143 --env PEC_EDGE_POP3S=0.0.0.0:2995 \
+  --port 2587 --port 2993 --port 2143 --port 2995 \
   --label org.opencontainers.image.title=pec-edge \
   --label org.opencontainers.image.revision="$(git rev-parse HEAD)" \
   --created-by "infra/image/build.sh" \

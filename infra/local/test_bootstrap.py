@@ -125,17 +125,31 @@ class TemplateChecks(unittest.TestCase):
         self.assertNotIn("EdgeLoadBalancerDnsName", outputs)
 
     def test_the_edge_listens_on_587_993_143_995_and_not_465(self):
-        """The submission gateway serves no implicit TLS yet: no 465 listener, target or port."""
+        """The submission gateway serves no implicit TLS yet: no 465 listener, target or port. The
+        listeners keep the standard ports; the container (user 10001, no CAP_NET_BIND_SERVICE)
+        binds unprivileged ones, and every piece between them agrees."""
         resources = self.original["Resources"]
-        listeners = {r["Properties"]["Port"] for r in resources.values()
+        to_container = {587: 2587, 993: 2993, 143: 2143, 995: 2995}
+        listeners = {r["Properties"]["Port"]: r["Properties"]["DefaultActions"][0]["TargetGroupArn"]["Ref"]
+                     for r in resources.values()
                      if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
                      and r["Properties"]["LoadBalancerArn"] == {"Ref": "EdgeLoadBalancer"}}
-        self.assertEqual(listeners, {587, 993, 143, 995})
+        self.assertEqual(set(listeners), set(to_container))
+        for port, group in listeners.items():
+            self.assertEqual(resources[group]["Properties"]["Port"], to_container[port], group)
         container = resources["EdgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
-        self.assertEqual({m["ContainerPort"] for m in container["PortMappings"]}, {587, 993, 143, 995})
+        self.assertEqual({m["ContainerPort"] for m in container["PortMappings"]}, set(to_container.values()))
+        binds = {e["Value"].rsplit(":", 1)[1] for e in container["Environment"]
+                 if e["Name"] in ("PEC_EDGE_SUBMISSION", "PEC_EDGE_IMAPS", "PEC_EDGE_IMAP", "PEC_EDGE_POP3S")}
+        self.assertEqual(binds, {str(p) for p in to_container.values()})
+        self.assertTrue(all(p > 1024 for p in to_container.values()))
         service = resources["EdgeService"]["Properties"]
-        self.assertEqual({lb["ContainerPort"] for lb in service["LoadBalancers"]
-                          if lb.get("ContainerName") == "edge"}, {587, 993, 143, 995})
+        self.assertEqual({(lb["ContainerPort"], lb["TargetGroupArn"]["Ref"]) for lb in service["LoadBalancers"]
+                          if lb.get("ContainerName") == "edge"},
+                         {(to_container[p], g) for p, g in listeners.items()})
+        ingress = {(r["FromPort"], r["ToPort"]) for r in
+                   resources["EdgeTaskSecurityGroup"]["Properties"]["SecurityGroupIngress"]}
+        self.assertEqual(ingress, {(p, p) for p in to_container.values()})
 
     def test_rspamd_is_reached_only_by_the_scan_function(self):
         """The spam engine (RunsRspamd): its own service behind an internal NLB on 11333; scan
