@@ -220,11 +220,16 @@ class Stack:
     resources: dict[str, dict]  # logical id -> attributes (bootstrap's "physical")
     roles: dict[str, list[dict]] = field(default_factory=dict)  # principal -> its role's statements
     queues: dict[str, list[str]] = field(default_factory=dict)  # function -> SQS event queue ARNs
+    # The stack's ProviderDomain: two providers' stacks differ in it too (e.g. a key condition on
+    # MBX#security@<domain>), and a permission is the same permission in both.
+    domain: str = ""
 
     def generic(self, arn: str) -> str:
-        """An ARN of this stack as the template writes it (stack, account and region as names)."""
-        return (arn.replace(self.name, "${AWS::StackName}").replace(ACCOUNT, "${AWS::AccountId}")
-                .replace(self.region, "${AWS::Region}"))
+        """An ARN (or a condition value) of this stack as the template writes it (stack, account,
+        region and provider domain as names)."""
+        out = (arn.replace(self.name, "${AWS::StackName}").replace(ACCOUNT, "${AWS::AccountId}")
+               .replace(self.region, "${AWS::Region}"))
+        return out.replace(self.domain, "${ProviderDomain}") if self.domain else out
 
     def find(self, attr: str, value: str) -> dict:
         for attrs in self.resources.values():
@@ -286,6 +291,7 @@ def principals(resources: dict) -> dict[str, str]:
 
 def stack_from_template(original: dict, resolver: bootstrap.Resolver, name: str, region: str) -> Stack:
     stack = Stack(name, region, resolver.physical)
+    stack.domain = str(resolver.params.get("ProviderDomain", "")).lower()
     resources = original.get("Resources", {})
     for logical, role in principals(resources).items():
         props = resources[logical]["Properties"]
@@ -458,7 +464,8 @@ def check(stacks: dict[str, Stack], calls: list[dict], evaluator: Evaluator | No
                                 for value in values:
                                     narrowed = {**st["Condition"], operator: {**tests, ckey: [value]}}
                                     one = {**single, "Condition": narrowed}
-                                    vperm = (perm[0], perm[1], perm[2], f"{perm[3]} when {ckey} {value}")
+                                    vperm = (perm[0], perm[1], perm[2],
+                                             f"{perm[3]} when {ckey} {stack.generic(str(value))}")
                                     used[vperm] = used.get(vperm, False) or any(
                                         evaluator.allowed([one], r) for r in mine)
     # An allow-list entry for a permission that is used, or that the template no longer has, is
