@@ -71,20 +71,12 @@ impl HttpsBreach {
         format!("{base}/range/00000")
             .parse::<http::Uri>()
             .map_err(|e| format!("PEC_BREACH_URL {base:?} is not a URL: {e}"))?;
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(3)));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("no TLS roots: {e}"))?;
-        let https = if plain {
-            builder.https_or_http().enable_http1().wrap_connector(http)
-        } else {
-            builder.https_only().enable_http1().wrap_connector(http)
-        };
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
+        let client = crate::webhooks::https_client(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+            Duration::from_secs(3),
+            plain,
+        )
+        .map_err(|e| format!("no TLS roots: {e}"))?;
         Ok(HttpsBreach {
             base,
             timeout,

@@ -291,6 +291,32 @@ impl DynamoState {
         Ok(items)
     }
 
+    /// Every item of one gsi1 partition (the index is eventually consistent: what a caller
+    /// needs exactly, it reads back from the table or decides by the document's own fields).
+    async fn gsi1_partition(&self, pk: &str) -> Result<Vec<Item>, StateError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name("gsi1")
+                .key_condition_expression("gsi1pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
     /// Writes a domain's two items (its own and the registry's) in one transaction; with
     /// `only_new`, only if neither exists (`false` if the domain is recorded: nothing changed);
     /// otherwise only if both exist for the record's tenant (`false`: removed, or another's).
@@ -1236,28 +1262,10 @@ impl StateStore for DynamoState {
         let mut hour = since;
         // One index partition per UTC hour the range touches.
         while spam_hour(hour) <= spam_hour(until) {
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name("gsi1")
-                    .key_condition_expression("gsi1pk = :pk")
-                    .expression_attribute_values(":pk", s(spam_hour(hour)))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.err("Query", e))?;
-                for item in out.items() {
-                    let d: SpamDetection = self.decode_doc(item)?;
-                    if d.at >= since && d.at <= until {
-                        senders.insert(d.mailbox);
-                    }
-                }
-                match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
+            for item in self.gsi1_partition(&spam_hour(hour)).await? {
+                let d: SpamDetection = self.decode_doc(&item)?;
+                if d.at >= since && d.at <= until {
+                    senders.insert(d.mailbox);
                 }
             }
             hour += chrono::Duration::hours(1);
@@ -1267,11 +1275,11 @@ impl StateStore for DynamoState {
 
     async fn record_password_finding(&self, f: &PasswordFinding) -> Result<bool, StateError> {
         let mailbox = norm(&f.mailbox);
-        let setting = serde_json::to_value(f.setting)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let sk = format!("{}#{setting}", f.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
+        let sk = format!(
+            "{}#{}",
+            f.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            f.setting.as_str()
+        );
         let expires = (f.at + chrono::Duration::days(pec_ports::breach::FINDING_DAYS))
             .timestamp()
             .max(0) as u64;
@@ -1301,28 +1309,10 @@ impl StateStore for DynamoState {
         let mut month = since;
         // One index partition per UTC month the range touches (the report reads two).
         while finding_month(month) <= finding_month(until) {
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name("gsi1")
-                    .key_condition_expression("gsi1pk = :pk")
-                    .expression_attribute_values(":pk", s(finding_month(month)))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.err("Query", e))?;
-                for item in out.items() {
-                    let f: PasswordFinding = self.decode_doc(item)?;
-                    if f.at > since && f.at <= until {
-                        found.push(f);
-                    }
-                }
-                match out.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
+            for item in self.gsi1_partition(&finding_month(month)).await? {
+                let f: PasswordFinding = self.decode_doc(&item)?;
+                if f.at > since && f.at <= until {
+                    found.push(f);
                 }
             }
             month = month
@@ -1333,8 +1323,9 @@ impl StateStore for DynamoState {
                     message: "password findings: a time out of range".into(),
                 })?;
         }
-        let setting = |f: &PasswordFinding| serde_json::to_string(&f.setting).unwrap_or_default();
-        found.sort_by(|a, b| (&a.mailbox, a.at, setting(a)).cmp(&(&b.mailbox, b.at, setting(b))));
+        found.sort_by(|a, b| {
+            (&a.mailbox, a.at, a.setting.as_str()).cmp(&(&b.mailbox, b.at, b.setting.as_str()))
+        });
         Ok(found)
     }
 

@@ -385,25 +385,47 @@ impl HttpsWebhooks {
     /// A client; `allow_private` lets deliveries reach loopback and private addresses over
     /// plain HTTP too (the local profile only).
     pub fn new(allow_private: bool) -> Result<Self, std::io::Error> {
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
+        let http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(
             CheckedResolver { allow_private },
         );
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_native_roots()?;
-        let https = if allow_private {
-            builder.https_or_http().enable_http1().wrap_connector(http)
-        } else {
-            builder.https_only().enable_http1().wrap_connector(http)
-        };
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
         Ok(HttpsWebhooks {
             allow_private,
-            client,
+            client: https_client(http, Duration::from_secs(5), allow_private)?,
         })
     }
+}
+
+/// An HTTP/1 client over `http` with TLS from the system's roots: HTTPS only, or plain HTTP
+/// too when `allow_http` (local stand-ins); connections time out after `connect_timeout`.
+pub(crate) fn https_client<R, B>(
+    mut http: hyper_util::client::legacy::connect::HttpConnector<R>,
+    connect_timeout: Duration,
+    allow_http: bool,
+) -> Result<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<R>>,
+        B,
+    >,
+    std::io::Error,
+>
+where
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector<R>>:
+        hyper_util::client::legacy::connect::Connect + Clone,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_native_roots()?;
+    let https = if allow_http {
+        builder.https_or_http().enable_http1().wrap_connector(http)
+    } else {
+        builder.https_only().enable_http1().wrap_connector(http)
+    };
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
 }
 
 impl WebhookClient for HttpsWebhooks {

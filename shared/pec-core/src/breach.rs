@@ -158,6 +158,16 @@ pub enum Setting {
 }
 
 impl Setting {
+    /// Its name as stored (the serde name): part of a finding's key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Setting::AdminCreate => "admin-create",
+            Setting::OperatorCreate => "operator-create",
+            Setting::Activation => "activation",
+            Setting::Reset => "reset",
+        }
+    }
+
     fn it(self) -> &'static str {
         match self {
             Setting::AdminCreate => "scelta dall'amministratore alla creazione della casella",
@@ -406,6 +416,17 @@ mod tests {
         assert_eq!(Band::of(999), Some(Band::Many));
         assert_eq!(Band::of(1000), Some(Band::Common));
         assert_eq!(serde_json::to_string(&Band::Common).unwrap(), "\"1000+\"");
+        for setting in [
+            Setting::AdminCreate,
+            Setting::OperatorCreate,
+            Setting::Activation,
+            Setting::Reset,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&setting).unwrap(),
+                format!("\"{}\"", setting.as_str())
+            );
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ struct Mem {
     sent: std::collections::HashSet<(String, String)>,
     spam: BTreeMap<(String, DateTime<Utc>, String), SpamDetection>,
     sms: HashMap<String, SmsWindow>,
-    findings: BTreeMap<(String, DateTime<Utc>, String), PasswordFinding>,
+    findings: BTreeMap<(String, DateTime<Utc>, &'static str), PasswordFinding>,
 }
 
 /// [`StateStore`] in memory, with the same conditional semantics (unit tests). Clones share
@@ -508,8 +508,7 @@ impl StateStore for MemoryState {
     }
 
     async fn record_password_finding(&self, f: &PasswordFinding) -> Result<bool, StateError> {
-        let setting = serde_json::to_string(&f.setting).unwrap_or_default();
-        let key = (norm(&f.mailbox), f.at, setting);
+        let key = (norm(&f.mailbox), f.at, f.setting.as_str());
         Ok(self.with(|m| {
             if m.findings.contains_key(&key) {
                 return false;
