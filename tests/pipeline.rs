@@ -13,7 +13,10 @@
 //! - `chaos_runner_killed_at_random_points`: 50 messages, the runner SIGKILLed and restarted
 //!   several times: nothing lost, nothing duplicated, nothing in a DLQ;
 //! - `quota_refuses_then_frees`: a full mailbox refuses an envelope (5.2.2) until an item is
-//!   deleted.
+//!   deleted;
+//! - `clamav_definitions_update`: the ClamAV definition updater's code (`pec antivirus update`,
+//!   its calls held to ClamavUpdateFunction's role) with Debian's freshclam against a loopback
+//!   mirror of Talos-signed test databases, into the stack's evidence bucket.
 //!
 //! Run: `cargo test -p pec-integration --test pipeline` (reuses or starts the emulators and
 //! clamd; the runners' logs of the last run are in `<state dir>/test-logs/pipeline/`). The
@@ -4864,6 +4867,117 @@ async fn password_scene(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Issue #20 item 5 on the emulators: the evidence bucket holds the signed `test` database v2;
+/// `pec antivirus update` (the updater function's code, its AWS calls recorded as
+/// ClamavUpdateFunction's for the IAM check) runs Debian's freshclam against a loopback mirror
+/// serving v6 and its signed patches: `test.cld` v6 is uploaded, `test.cvd` deleted, the state
+/// and the marker written; a second run finds nothing newer; `pec antivirus status` reads the
+/// marker. The objects are removed afterwards (the bucket is shared with the other checks).
+async fn clamav_definitions_update(ctx: Arc<Ctx>) -> Result<()> {
+    use pec_pipeline::definitions::{
+        DEFAULT_CLAMAV_DEFINITIONS_PREFIX as PREFIX, DEFAULT_MARKER_KEY, DEFAULT_STATE_KEY,
+    };
+    let Some(dbs) = pec_testkit::clamav::test_databases() else {
+        return Ok(());
+    };
+    let read = |name: &str| std::fs::read(dbs.join(name)).with_context(|| name.to_string());
+    let bucket = ctx.stack.output("EvidenceBucketName")?.to_string();
+    let put = |key: String, body: Vec<u8>| {
+        let bucket = bucket.clone();
+        let ctx = ctx.clone();
+        async move {
+            ctx.aws
+                .s3
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(body.into())
+                .send()
+                .await
+                .with_context(|| format!("PutObject {key}"))
+        }
+    };
+    let cvd = format!("{PREFIX}test.cvd");
+    let cld = format!("{PREFIX}test.cld");
+    put(cvd.clone(), read("test-2.cvd")?).await?;
+    let mut files = BTreeMap::from([("test.cvd".to_string(), read("test-6.cvd")?)]);
+    for n in 2..=6 {
+        files.insert(format!("test-{n}.cdiff"), read(&format!("test-{n}.cdiff"))?);
+    }
+    let mirror = pec_testkit::clamav::Mirror::start(files).await?;
+    let work = ctx.log_dir.join("freshclam");
+    let url = mirror.url();
+    let work_arg = work.display().to_string();
+    let update = [
+        "antivirus",
+        "update",
+        "--mirror",
+        &url,
+        "--no-dns",
+        "--database",
+        "test",
+        "--work-dir",
+        &work_arg,
+    ];
+    let result = async {
+        let first: serde_json::Value = serde_json::from_str(&ctx.pec(&update, None).await?)?;
+        ensure!(first["status"] == "updated", "{first}");
+        ensure!(
+            first["uploaded"] == serde_json::json!(["test.cld"]),
+            "{first}"
+        );
+        ensure!(
+            first["deleted"] == serde_json::json!(["test.cvd"]),
+            "{first}"
+        );
+        let header =
+            pec_scan::definitions::CvdHeader::parse(&get_object(&ctx, &bucket, &cld).await?)?;
+        ensure!(header.version == 6 && header.signatures == 14, "{header:?}");
+        ensure!(
+            !object_exists(&ctx, &bucket, &cvd).await?,
+            "test.cvd is superseded"
+        );
+        ensure!(
+            object_exists(&ctx, &bucket, DEFAULT_STATE_KEY).await?,
+            "freshclam.dat kept"
+        );
+        let marker: pec_scan::definitions::Marker =
+            serde_json::from_slice(&get_object(&ctx, &bucket, DEFAULT_MARKER_KEY).await?)?;
+        ensure!(marker.databases["test"].version == 6, "{marker:?}");
+        ensure!(marker.files.contains_key("test.cld"), "{marker:?}");
+
+        let again: serde_json::Value = serde_json::from_str(&ctx.pec(&update, None).await?)?;
+        ensure!(again["status"] == "up-to-date", "{again}");
+        ensure!(again["uploaded"] == serde_json::json!([]), "{again}");
+
+        let status: serde_json::Value =
+            serde_json::from_str(&ctx.pec(&["antivirus", "status"], None).await?)?;
+        ensure!(status["databases"]["test"]["version"] == 6, "{status}");
+        ensure!(
+            status["age_seconds"].as_i64().is_some_and(|a| a > 86_400),
+            "built in June 2021: {status}"
+        );
+        Ok(())
+    }
+    .await;
+    for key in [
+        cvd,
+        cld,
+        DEFAULT_MARKER_KEY.to_string(),
+        DEFAULT_STATE_KEY.to_string(),
+    ] {
+        let _ = ctx
+            .aws
+            .s3
+            .delete_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await;
+    }
+    result
+}
+
 const CHECKS: &[(&str, Check<Ctx>)] = checks![
     scenarios_over_smtp,
     bulk_import_and_activation,
@@ -4880,6 +4994,7 @@ const CHECKS: &[(&str, Check<Ctx>)] = checks![
     spam_lockout_end_to_end,
     sms_notifications_end_to_end,
     password_protection_end_to_end,
+    clamav_definitions_update,
 ];
 
 fn main() -> ExitCode {

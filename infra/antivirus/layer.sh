@@ -1,29 +1,51 @@
 #!/usr/bin/env bash
-# Builds the ClamAV Lambda layer (issue #20 item 4) without Docker: Debian bookworm's clamd
-# (clamav-daemon) and libclamav, unpacked with their dependency closure by mmdebstrap (extract
-# variant: nothing installed, no maintainer scripts), and from that root exactly what clamd needs:
+# Builds the ClamAV Lambda layer (issue #20 items 4 and 5) without Docker: Debian bookworm's clamd
+# (clamav-daemon), freshclam (clamav-freshclam, on libfreshclam from libclamav12) and CA
+# certificates (ca-certificates), unpacked with their dependency closure by mmdebstrap (extract
+# variant: nothing installed, no maintainer scripts), and from that root exactly what clamd and
+# freshclam need:
 #
-#   bin/clamd                       the real ELF, PT_INTERP /opt/lib/ld-linux-x86-64.so.2
-#   lib/<soname>                    every library in clamd's DT_NEEDED closure, as Debian ships
+#   bin/clamd                       the real ELFs, PT_INTERP /opt/lib/ld-linux-x86-64.so.2
+#   bin/freshclam
+#   lib/<soname>                    every library in their DT_NEEDED closures, as Debian ships
 #                                   it, INCLUDING the dynamic loader and libc (and libgcc_s.so.1,
 #                                   which glibc dlopens to unwind threads on pthread_cancel/exit)
+#   etc/ssl/certs/ca-certificates.crt  Debian's CA bundle (PEM), for freshclam's HTTPS
 #   share/licenses/<pkg>/copyright  the copyright file of every package a file came from
 #   share/clamav-layer/manifest.txt which package (and version) each file came from
 #
-# so clamd runs on whatever the Lambda image has (AL2023's glibc 2.34, or nothing at all): the
-# kernel starts it through the bundled loader, and clamd and every library except ld.so and
+# clamd is the scan function's (started exactly as shared/pec-host/src/clamd_launch.rs does:
+# PEC_CLAMD_BINARY=/opt/bin/clamd --config-file=..., no wrapper script). freshclam is run by the
+# definition updater function (docs/design/clamav-definition-updates.md §6), one-shot:
+# /opt/bin/freshclam --config-file=... --stdout --no-dns --on-update-execute=EXIT_1, with
+# LC_ALL=C and CURL_CA_BUNDLE=/opt/etc/ssl/certs/ca-certificates.crt. That variable is why the
+# bundle is here: Debian's libcurl has /etc/ssl/certs/ca-certificates.crt compiled in, which the
+# Lambda image need not have (AL2023 keeps its bundle in Red Hat's /etc/pki/tls/certs/), and with
+# our own bundle the trusted roots do not depend on the Lambda image. In the unpacked root the bundle does not
+# exist (update-ca-certificates writes it when the package is configured, which the extract
+# variant never does), so it is built here as update-ca-certificates builds it with Debian's
+# default configuration (every certificate enabled, no local ones): the files of
+# /usr/share/ca-certificates/mozilla/ concatenated in C sort order, a missing final newline added.
+#
+# Both binaries run on whatever the Lambda image has (AL2023's glibc 2.34, or nothing at all): the
+# kernel starts them through the bundled loader, and they and every library except ld.so and
 # libc.so.6 carry DT_RPATH /opt/lib (patchelf). RPATH, not RUNPATH, on purpose: Lambda sets
 # LD_LIBRARY_PATH=/var/lang/lib:/lib64:/usr/lib64:...:/opt/lib, which the loader searches BEFORE
 # any DT_RUNPATH but AFTER DT_RPATH; with RUNPATH, AL2023's own libz, libcrypto, ... in /lib64
 # would be mixed in. ld.so and libc.so.6 stay byte for byte Debian's: they need only each other,
-# and both are loaded before anything is looked up. clamd is started exactly as
-# shared/pec-host/src/clamd_launch.rs does (PEC_CLAMD_BINARY=/opt/bin/clamd --config-file=...),
-# no wrapper script. Not included: RAR support (libclamunrar is in Debian's non-free; libclamav
-# looks for it in /usr/lib/x86_64-linux-gnu, does not find it and scans everything else) and
-# glibc's gconv modules (iconv to other code pages: glibc looks in Debian's
-# /usr/lib/x86_64-linux-gnu/gconv, absent on AL2023, and libclamav carries on without). Outside
-# /opt clamd only tries, and does without: /etc/ld.so.preload, /etc/localtime (LogTime; TZ),
-# the locale files of $LANG and /usr/lib/ssl/openssl.cnf.
+# and both are loaded before anything is looked up. Not included: RAR support (libclamunrar is in
+# Debian's non-free; libclamav looks for it in /usr/lib/x86_64-linux-gnu, does not find it and
+# scans everything else) and glibc's gconv modules (iconv to other code pages: glibc looks in
+# Debian's /usr/lib/x86_64-linux-gnu/gconv, absent on AL2023, and libclamav carries on without).
+# Outside /opt clamd and freshclam only try, and do without: /etc/ld.so.preload, /etc/localtime
+# (LogTime; TZ), the locale files of $LANG and /usr/lib/ssl/openssl.cnf. freshclam resolves a
+# host name through the bundled glibc's getaddrinfo (the files and dns NSS modules are inside
+# Debian's libc.so.6), so it reads the image's /etc/nsswitch.conf, /etc/hosts and
+# /etc/resolv.conf, which Lambda has; an IP-literal mirror (layer-test.sh's http://127.0.0.1:PORT)
+# needs none of them, so no /etc is shipped or needed besides the CA bundle. (Any other NSS module
+# the image's nsswitch.conf names, e.g. myhostname, would be dlopened by name: /opt/lib first,
+# through bin/freshclam's RPATH, then Lambda's LD_LIBRARY_PATH, i.e. the image's own build;
+# glibc skips a module it cannot load.)
 #
 #   infra/antivirus/layer.sh [--out DIR]          (default DIR: .local/clamav-layer)
 #
@@ -71,7 +93,7 @@ mirrors=(
   "deb http://deb.debian.org/debian-security bookworm-security main"
 )
 mmdebstrap_args=(
-  --variant=extract --include=clamav-daemon --architectures="$deb_arch"
+  --variant=extract --include=clamav-daemon,clamav-freshclam,ca-certificates --architectures="$deb_arch"
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*'
 )
 cache_base="$PEC_CACHE_DIR/clamav-layer"
@@ -82,11 +104,13 @@ trap 'rm -rf "$tmp"' EXIT
 exec 9>"$cache_base/lock"
 flock 9
 
-pec_log "resolving clamav-daemon's dependency closure (mmdebstrap --simulate, bookworm + updates + security)"
+pec_log "resolving the dependency closure of clamav-daemon, clamav-freshclam and ca-certificates (mmdebstrap --simulate, bookworm + updates + security)"
 mmdebstrap --simulate --verbose "${mmdebstrap_args[@]}" bookworm "$tmp/simulate.tar" "${mirrors[@]}" \
   >"$tmp/simulate.log" 2>&1 || { tail -20 "$tmp/simulate.log" >&2; pec_die "mmdebstrap --simulate failed (is deb.debian.org reachable?)"; }
 sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) .*/\1 \2/p' "$tmp/simulate.log" | LC_ALL=C sort >"$tmp/versions"
-grep -q '^clamav-daemon ' "$tmp/versions" || pec_die "the simulation resolved no clamav-daemon (log: $(tail -3 "$tmp/simulate.log"))"
+for pkg in clamav-daemon clamav-freshclam ca-certificates; do
+  grep -q "^$pkg " "$tmp/versions" || pec_die "the simulation resolved no $pkg (log: $(tail -3 "$tmp/simulate.log"))"
+done
 key="$( { printf '%s\n' "$deb_arch" "${mirrors[@]}" "${mmdebstrap_args[@]}"; cat "$tmp/versions"; } | sha256sum | cut -c1-16)"
 cache="$cache_base/$key"
 
@@ -116,15 +140,22 @@ else
 fi
 root="$cache/root"
 clamav_version="$(sed -n 's/^clamav-daemon //p' "$cache/versions")"
+[ "$(sed -n 's/^clamav-freshclam //p' "$cache/versions")" = "$clamav_version" ] \
+  || pec_die "clamav-freshclam and clamav-daemon differ in version: $(grep '^clamav-' "$cache/versions" | tr '\n' ' ')"
 
-pec_log "clamd's library closure (DT_NEEDED, resolved in the unpacked root)"
-# Prints "<file in the layer>\t<path in the root>\t<package> <version>" for clamd and every
-# library it needs, recursively, plus what glibc dlopens itself (libgcc_s.so.1).
-# Writes "<package>\t<its copyright file in the root>" to the licences file.
-python3 - "$root" "$cache/debs" "$triple" "$loader" "$tmp/licenses" >"$tmp/closure" <<'PY'
+pec_log "clamd's and freshclam's library closure (DT_NEEDED, resolved in the unpacked root)"
+# Prints "<file in the layer>\t<path in the root>\t<package> <version>" for each binary
+# (arguments layer-name=path-in-root) and every library it needs, recursively, plus what glibc
+# dlopens itself (libgcc_s.so.1). Writes "<package>\t<its copyright file in the root>" to the
+# licences file, for those packages and for the ones given as package=NAME (ca-certificates,
+# whose files are not copied but concatenated into the CA bundle).
+python3 - "$root" "$cache/debs" "$triple" "$loader" "$tmp/licenses" \
+  bin/clamd=usr/sbin/clamd bin/freshclam=usr/bin/freshclam package=ca-certificates >"$tmp/closure" <<'PY'
 import os, re, subprocess, sys
 
 root, debs, triple, loader, licenses = sys.argv[1:6]
+BINARIES = [a.split("=", 1) for a in sys.argv[6:] if not a.startswith("package=")]
+PACKAGES = [a.split("=", 1)[1] for a in sys.argv[6:] if a.startswith("package=")]
 EXTRA = ["libgcc_s.so.1"]  # dlopened by glibc (pthread_cancel / pthread_exit unwinding)
 LIBDIRS = [f"lib/{triple}", f"usr/lib/{triple}", "lib64", "usr/lib64", "lib", "usr/lib"]
 
@@ -169,7 +200,7 @@ def check_elf(path):
     m = re.search(r"Machine:\s+(.*)", readelf(["-h"], path)).group(1).strip()
     machine = machine or m
     if m != machine:
-        die(f"{path} is for {m}, clamd for {machine}")
+        die(f"{path} is for {m}, {BINARIES[0][1]} for {machine}")
 
 def find(soname):
     for d in LIBDIRS:
@@ -191,10 +222,14 @@ for deb in sorted(os.listdir(debs)):
         if line.startswith("-"):
             owner[resolve(line.split(None, 5)[5])] = (f["Package"], f["Version"])
 
-clamd = resolve("usr/sbin/clamd")
-check_elf(clamd)
-files = {"bin/clamd": clamd}
-queue = needed(clamd) + EXTRA + [loader]
+files = {}
+queue = []
+for name, path in BINARIES:
+    rel = resolve(path)
+    check_elf(rel)
+    files[name] = rel
+    queue += needed(rel)
+queue += EXTRA + [loader]
 seen = set()
 while queue:
     soname = queue.pop(0)
@@ -207,7 +242,7 @@ while queue:
     check_elf(rel)
     files[f"lib/{soname}"] = rel
     queue += needed(rel)
-packages = set()
+packages = set(PACKAGES)
 for name in sorted(files):
     rel = files[name]
     if rel not in owner:
@@ -225,23 +260,41 @@ PY
 
 pec_log "layer tree (patchelf: interpreter and RPATH /opt/lib)"
 tree="$tmp/layer"
-mkdir -p "$tree/bin" "$tree/lib" "$tree/share/licenses" "$tree/share/clamav-layer"
-{
-  echo "# The ClamAV Lambda layer (infra/antivirus/layer.sh): Debian bookworm's packages, for $deb_arch."
-  echo "# file, Debian package, version"
-} >"$tree/share/clamav-layer/manifest.txt"
+mkdir -p "$tree/bin" "$tree/lib" "$tree/etc/ssl/certs" "$tree/share/licenses" "$tree/share/clamav-layer"
 while IFS=$'\t' read -r name rel pkgver; do
   mode=0644
   [ -x "$root/$rel" ] && mode=0755
   install -m "$mode" "$root/$rel" "$tree/$name"
-  echo "$name $pkgver" >>"$tree/share/clamav-layer/manifest.txt"
+  echo "$name $pkgver" >>"$tmp/manifest"
 done <"$tmp/closure"
+# The CA bundle, as update-ca-certificates writes it with every certificate of the package
+# enabled (Debian's default) and no local ones: each file, a missing final newline added
+# (sed '$a\'), in the order of /etc/ca-certificates.conf, which lists them sorted.
+ca_dir="$root/usr/share/ca-certificates/mozilla"
+bundle="$tree/etc/ssl/certs/ca-certificates.crt"
+ca_count=0
+while IFS= read -r -d '' crt; do
+  sed -e '$a\' "$ca_dir/$crt" >>"$bundle"
+  ca_count=$((ca_count + 1))
+done < <(cd "$ca_dir" && find . -maxdepth 1 -name '*.crt' -type f -printf '%P\0' | LC_ALL=C sort -z)
+[ "$ca_count" -ge 100 ] || pec_die "only $ca_count certificates in $ca_dir"
+[ "$(grep -c -- '-----BEGIN CERTIFICATE-----' "$bundle")" = "$ca_count" ] \
+  || pec_die "the CA bundle does not hold exactly one certificate per file of $ca_dir"
+chmod 0644 "$bundle"
+echo "etc/ssl/certs/ca-certificates.crt ca-certificates $(sed -n 's/^ca-certificates //p' "$cache/versions") ($ca_count certificates of usr/share/ca-certificates/mozilla, concatenated)" >>"$tmp/manifest"
+{
+  echo "# The ClamAV Lambda layer (infra/antivirus/layer.sh): Debian bookworm's packages, for $deb_arch."
+  echo "# file, Debian package, version"
+  LC_ALL=C sort "$tmp/manifest"
+} >"$tree/share/clamav-layer/manifest.txt"
 while IFS=$'\t' read -r pkg copyright; do
   install -D -m 0644 "$root/$copyright" "$tree/share/licenses/$pkg/copyright"
 done <"$tmp/licenses"
 
 interp="/opt/lib/$loader"
-patchelf --set-interpreter "$interp" --force-rpath --set-rpath /opt/lib "$tree/bin/clamd"
+for bin in "$tree"/bin/*; do
+  patchelf --set-interpreter "$interp" --force-rpath --set-rpath /opt/lib "$bin"
+done
 for lib in "$tree"/lib/*; do
   case "$(basename "$lib")" in
     "$loader" | libc.so.6) continue ;; # glibc's core, left exactly as Debian ships it
@@ -251,10 +304,13 @@ done
 
 # Build-time checks (layer-test.sh runs it): an ELF with the bundled interpreter, RPATH and no
 # RUNPATH everywhere it was set, every DT_NEEDED present in lib/.
-[ "$(head -c 4 "$tree/bin/clamd" | od -An -c | tr -d ' ')" = '177ELF' ] || pec_die "bin/clamd is not an ELF file"
-readelf -lW "$tree/bin/clamd" | grep -qF "[Requesting program interpreter: $interp]" \
-  || pec_die "bin/clamd's interpreter is not $interp"
-for f in "$tree/bin/clamd" "$tree"/lib/*; do
+[ "$(cd "$tree/bin" && echo *)" = "clamd freshclam" ] || pec_die "bin/ holds $(cd "$tree/bin" && echo *), not clamd and freshclam"
+for bin in "$tree"/bin/*; do
+  [ "$(head -c 4 "$bin" | od -An -c | tr -d ' ')" = '177ELF' ] || pec_die "bin/$(basename "$bin") is not an ELF file"
+  readelf -lW "$bin" | grep -qF "[Requesting program interpreter: $interp]" \
+    || pec_die "bin/$(basename "$bin")'s interpreter is not $interp"
+done
+for f in "$tree"/bin/* "$tree"/lib/*; do
   dyn="$(readelf -dW "$f")"
   if grep -q '(RUNPATH)' <<<"$dyn"; then pec_die "$f has a DT_RUNPATH (Lambda's LD_LIBRARY_PATH would win over it)"; fi
   case "$(basename "$f")" in
@@ -288,5 +344,5 @@ CLAMAV_LAYER_UNZIPPED_BYTES=$unzipped
 CLAMAV_VERSION=$clamav_version
 CLAMAV_LAYER_KEY=$key
 EOF
-pec_log "clamd $clamav_version, $(grep -c '^lib/' "$tmp/closure") libraries from $(wc -l <"$tmp/licenses") packages"
+pec_log "clamd and freshclam $clamav_version, $(grep -c '^lib/' "$tmp/closure") libraries and $ca_count CA certificates from $(wc -l <"$tmp/licenses") packages"
 pec_log "$zip: $bytes bytes ($(numfmt --to=iec "$bytes")B; unzipped $(numfmt --to=iec "$unzipped")B), sha256 $sha"

@@ -29,7 +29,8 @@ use pec_ports::Env;
 
 /// The template's scheduled functions: no queue, the runner's clock triggers them.
 /// (The monthly PasswordReportFunction is not swept here: `pec mailbox password-report` runs
-/// its code for a month on demand.)
+/// its code for a month on demand; nor is ClamavUpdateFunction: `pec antivirus update` runs it
+/// against a mirror of one's choice.)
 const SCHEDULED: [&str; 2] = ["TimersFunction", "SpamSweepFunction"];
 #[derive(Parser, Debug)]
 #[command(about = "Run the provider's functions locally, polling their SQS queues")]
@@ -194,7 +195,13 @@ async fn step_for(
             .then(|| std::env::var(name).ok())
             .flatten()
         }))
-        .without("PEC_CLAMD_BINARY");
+        .without("PEC_CLAMD_BINARY")
+        // The layer's freshclam is /opt/bin/freshclam; here Debian's (clamav-freshclam). The
+        // runner never schedules the updater (no mirror here): `pec antivirus update` runs it.
+        .overlay(Env::from_fn(|name| {
+            (name == "PEC_FRESHCLAM_BINARY")
+                .then(|| std::env::var(name).unwrap_or_else(|_| "/usr/bin/freshclam".to_string()))
+        }));
     pec_host::wiring::by_function(function, aws.clone(), env)
         .await
         .with_context(|| format!("starting {function}"))

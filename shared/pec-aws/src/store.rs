@@ -5,7 +5,9 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as S3DateTime};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
 use chrono::{DateTime, Utc};
-use pec_ports::store::{ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError};
+use pec_ports::store::{
+    ObjectStore, PutOutcome, ReplaceableStore, RetainedStore, SignedUrls, StoreError,
+};
 
 /// [`ObjectStore`] on S3 (or LocalStack).
 #[derive(Clone, Debug)]
@@ -209,6 +211,42 @@ impl ObjectStore for S3Store {
     ) -> Result<PutOutcome, StoreError> {
         let put = conditional_put(&self.client, bucket, key, body).content_type(content_type);
         send_conditional(put, "PutObject", bucket, key).await
+    }
+}
+
+/// Plain PutObject and DeleteObject, for configuration one writer replaces (the ClamAV
+/// definitions). In a versioned bucket the replaced bytes stay as noncurrent versions until
+/// the bucket's lifecycle expires them.
+impl ReplaceableStore for S3Store {
+    async fn replace(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| store_error("PutObject", bucket, key, e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| store_error("DeleteObject", bucket, key, e))?;
+        Ok(())
     }
 }
 

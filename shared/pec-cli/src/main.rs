@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod antivirus;
 mod apikey;
 mod cert;
 mod dlq;
@@ -41,6 +42,9 @@ enum Command {
     /// Antivirus: the two engines in series (clamd, then YARA) over every part of a message;
     /// prints the verdict as JSON, exits 0 clean, 1 infected, 2 unscannable or engine error.
     Scan(scan::ScanArgs),
+    /// ClamAV's definitions in the evidence bucket: update them now (freshclam), or show
+    /// their versions and age.
+    Antivirus(antivirus::AntivirusArgs),
     /// Tenants and their domains (state table of the deployment in the environment).
     Tenant(tenant::TenantArgs),
     /// This provider's entry for the provider index (IGPEC LDIF), with every managed domain.
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Command::Cert(args) => cert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Scan(args) => scan::run(args),
+        Command::Antivirus(args) => antivirus::run(args),
         Command::Tenant(args) => tenant::run_tenant(args),
         Command::ProviderIndex(args) => tenant::run_provider_index(args),
         Command::Apikey(args) => apikey::run(args),

@@ -6,6 +6,7 @@ use pec_aws::{
     AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Store, SesTransport, SnsSms,
     SqsSender,
 };
+use pec_pipeline::definitions::DefinitionsUpdate;
 use pec_pipeline::deliver::Deliver;
 use pec_pipeline::ingress::Ingress;
 use pec_pipeline::lockout::{LockoutSettings, SpamSweep};
@@ -19,6 +20,7 @@ use pec_pipeline::timers::Timers;
 use pec_pipeline::webhooks::Webhooks;
 use pec_pipeline::{Settings, SettingsError};
 use pec_ports::{ConfigError, Env};
+use pec_scan::freshclam::Freshclam;
 
 use crate::BoxedStep;
 use crate::clamd_launch::{ClamdLaunch, LaunchError};
@@ -81,10 +83,19 @@ pub async fn sign(
 /// normal worker; unset: no spam scoring).
 pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError> {
     let socket = env.or("PEC_CLAMD_SOCKET", pec_pipeline::scan::DEFAULT_CLAMD_SOCKET);
-    let clamd = match ClamdLaunch::from_env(&env, &socket) {
+    let clamd = match ClamdLaunch::from_env(&env, &socket)? {
         Some(launch) => {
             let bucket = env.required("PEC_EVIDENCE_BUCKET")?;
-            Some(launch.launch(&s3(&aws), &bucket).await?)
+            let (child, loaded) = launch.launch(&s3(&aws), &bucket).await?;
+            Some(Clamd {
+                launch,
+                bucket,
+                child,
+                watch: tokio::sync::Mutex::new(Watch {
+                    loaded,
+                    checked: tokio::time::Instant::now(),
+                }),
+            })
         }
         None => None,
     };
@@ -96,29 +107,130 @@ pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError
         );
     }
     Ok(ScanHost {
+        store: s3(&aws),
         step,
-        _clamd: clamd,
+        clamd,
     })
 }
 
 /// The scan step with the clamd it started (alive as long as the step).
 pub struct ScanHost {
+    store: S3Store,
     step: ScanStep<S3Store, S3Store, EmfStdout>,
-    _clamd: Option<tokio::process::Child>,
+    clamd: Option<Clamd>,
+}
+
+/// The clamd a scan function started, and what it has loaded.
+struct Clamd {
+    launch: ClamdLaunch,
+    bucket: String,
+    /// Dropping it kills clamd.
+    #[allow(dead_code)]
+    child: tokio::process::Child,
+    watch: tokio::sync::Mutex<Watch>,
+}
+
+struct Watch {
+    loaded: crate::clamd_launch::Loaded,
+    checked: tokio::time::Instant,
+}
+
+impl ScanHost {
+    /// At most every `check_every`: new definitions from the updater's marker, and clamd
+    /// reloaded (see [`crate::clamd_launch`]). Never fails the invocation: with old
+    /// definitions clamd still scans, and the age alarm tells the operator.
+    async fn refresh_definitions(&self) {
+        let Some(clamd) = &self.clamd else {
+            return;
+        };
+        let mut watch = clamd.watch.lock().await;
+        if watch.checked.elapsed() < clamd.launch.check_every {
+            return;
+        }
+        watch.checked = tokio::time::Instant::now();
+        match clamd
+            .launch
+            .refresh(&self.store, &clamd.bucket, &mut watch.loaded)
+            .await
+        {
+            Ok(crate::clamd_launch::Refresh::Changed(files)) => {
+                let reloaded =
+                    crate::clamd_launch::reload(&clamd.launch.socket, clamd.launch.reload_wait)
+                        .await;
+                tracing::info!(?files, reloaded, "new ClamAV definitions; clamd reloaded");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "ClamAV definitions not refreshed"),
+        }
+    }
 }
 
 impl pec_pipeline::Step for ScanHost {
     fn name(&self) -> &'static str {
         self.step.name()
     }
-    fn invoke(
+    async fn invoke(
         &self,
         event: serde_json::Value,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> impl std::future::Future<Output = Result<serde_json::Value, pec_pipeline::StepFailure>> + Send
-    {
-        self.step.invoke(event, now)
+    ) -> Result<serde_json::Value, pec_pipeline::StepFailure> {
+        self.refresh_definitions().await;
+        self.step.invoke(event, now).await
     }
+}
+
+/// The ClamAV definition updater: `PEC_EVIDENCE_BUCKET`, `PEC_FRESHCLAM_BINARY` (the layer's
+/// `/opt/bin/freshclam`), `PEC_FRESHCLAM_WORK_DIR` (default `/tmp/freshclam`),
+/// `PEC_CLAMAV_MIRROR` (default the official `https://database.clamav.net`), `PEC_CLAMAV_DNS`
+/// (default true: ask `current.cvd.clamav.net` first, as the official mirror expects; false for
+/// a private mirror), `PEC_CLAMAV_DATABASES` (comma-separated; default freshclam's main, daily,
+/// bytecode), `PEC_FRESHCLAM_CA_BUNDLE` (`CURL_CA_BUNDLE`; default the layer's Debian bundle),
+/// `PEC_FRESHCLAM_TIMEOUT_SECONDS` (default 600), `PEC_CLAMD_DEFINITIONS_PREFIX`,
+/// `PEC_CLAMD_MARKER_KEY`, `PEC_CLAMAV_STATE_KEY`.
+pub async fn clamav_update(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<DefinitionsUpdate<S3Store, Freshclam, EmfStdout>, WiringError> {
+    use pec_pipeline::definitions as d;
+    let databases = env
+        .or("PEC_CLAMAV_DATABASES", "")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    let updater = Freshclam {
+        binary: env.required("PEC_FRESHCLAM_BINARY")?.into(),
+        work_dir: env.or("PEC_FRESHCLAM_WORK_DIR", "/tmp/freshclam").into(),
+        mirror: env.or("PEC_CLAMAV_MIRROR", pec_scan::freshclam::OFFICIAL_MIRROR),
+        dns: env.optional("PEC_CLAMAV_DNS").is_none() || env.flag("PEC_CLAMAV_DNS")?,
+        databases,
+        // Only when present: elsewhere (the local runner) libcurl's own default applies.
+        ca_bundle: Some(std::path::PathBuf::from(env.or(
+            "PEC_FRESHCLAM_CA_BUNDLE",
+            "/opt/etc/ssl/certs/ca-certificates.crt",
+        )))
+        .filter(|p| p.is_file()),
+        timeout: std::time::Duration::from_secs(
+            env.parse::<u64>("PEC_FRESHCLAM_TIMEOUT_SECONDS")?
+                .unwrap_or(600),
+        ),
+    };
+    let bucket = env.required("PEC_EVIDENCE_BUCKET")?;
+    Ok(DefinitionsUpdate {
+        store: s3(&aws),
+        updater,
+        metrics: EmfStdout,
+        place: d::DefinitionsPlace {
+            prefix: env.or(
+                "PEC_CLAMD_DEFINITIONS_PREFIX",
+                d::DEFAULT_CLAMAV_DEFINITIONS_PREFIX,
+            ),
+            marker_key: env.or("PEC_CLAMD_MARKER_KEY", d::DEFAULT_MARKER_KEY),
+            state_key: env.or("PEC_CLAMAV_STATE_KEY", d::DEFAULT_STATE_KEY),
+            bucket,
+        },
+    })
 }
 
 /// The ingress step (access and receiving points): `PEC_PROVIDER_NAME`, `PEC_PROVIDER_DOMAIN`,
@@ -288,6 +400,7 @@ pub async fn by_function(
         "SpamSweepFunction" => BoxedStep::new(spam_sweep(aws, env).await?),
         "SmsNotifyFunction" => BoxedStep::new(sms_notify(aws, env).await?),
         "PasswordReportFunction" => BoxedStep::new(password_report(aws, env).await?),
+        "ClamavUpdateFunction" => BoxedStep::new(clamav_update(aws, env).await?),
         other => return Err(WiringError::UnknownFunction(other.to_string())),
     })
 }

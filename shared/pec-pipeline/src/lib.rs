@@ -14,6 +14,8 @@
 //!   notice for one recipient, handed to `sign`.
 //! - [`timers`]: the 12 h / 24 h notices for recipients at other providers.
 //! - [`sms`]: SMS notification of new PEC, a burst as one digest.
+//! - [`definitions`]: the scheduled ClamAV definition updater (freshclam into the evidence
+//!   bucket, a marker the scan function reloads from, the definitions' age metric).
 //!
 //! Each step is generic over the `pec-ports` traits (S3, DynamoDB, SQS, EventBridge in Lambda
 //! and on the emulators, wired by `pec-host`; memory in unit tests) and idempotent: decisions are
@@ -22,6 +24,7 @@
 //! invokes.
 
 pub mod batch;
+pub mod definitions;
 pub mod deliver;
 mod error;
 pub mod ingress;

@@ -7,9 +7,13 @@ use std::future::Future;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
 use pec_ports::EventPublisher;
-use pec_ports::{MailTransport, ObjectStore, QueueSender, RetainedStore, StateStore};
+use pec_ports::{
+    MailTransport, ObjectStore, QueueSender, ReplaceableStore, RetainedStore, StateStore,
+};
+use pec_scan::definitions::DefinitionsUpdater;
 use serde_json::Value;
 
+use crate::definitions::{DefinitionsMetrics, DefinitionsUpdate};
 use crate::deliver::Deliver;
 use crate::ingress::Ingress;
 use crate::lockout::SpamSweep;
@@ -196,5 +200,17 @@ where
     }
     async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
         batch(self.handle(sqs(event)?, now).await)
+    }
+}
+
+impl<St: ObjectStore + ReplaceableStore, U: DefinitionsUpdater, M: DefinitionsMetrics> Step
+    for DefinitionsUpdate<St, U, M>
+{
+    fn name(&self) -> &'static str {
+        "clamav-update"
+    }
+    /// Any event (the schedule's, or `{}` from an operator's `aws lambda invoke`).
+    async fn invoke(&self, _event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        Ok(serde_json::to_value(self.run(now).await?)?)
     }
 }

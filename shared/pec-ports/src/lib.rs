@@ -52,5 +52,6 @@ pub use state::{
     StatusNote, Tenant,
 };
 pub use store::{
-    MemoryRetained, MemoryStore, ObjectStore, PutOutcome, RetainedStore, SignedUrls, StoreError,
+    MemoryRetained, MemoryStore, ObjectStore, PutOutcome, ReplaceableStore, RetainedStore,
+    SignedUrls, StoreError,
 };

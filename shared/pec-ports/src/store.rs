@@ -103,7 +103,8 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Objects written through [`ObjectStore::put_if_absent`] (not [`MemoryStore::insert`]).
+    /// Objects written through [`ObjectStore::put_if_absent`] or [`ReplaceableStore::replace`]
+    /// (not [`MemoryStore::insert`]).
     pub fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
     }
@@ -242,6 +243,68 @@ impl<T: ObjectStore> ObjectStore for &T {
         content_type: &str,
     ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send {
         (**self).put_if_absent(bucket, key, body, content_type)
+    }
+}
+
+// ------------------------------------------------------------------------ replaceable objects
+
+/// Unconditional writes and deletes, for the few configuration objects that one writer owns and
+/// replaces (the ClamAV definitions the updater keeps current). Everything the PEC steps write
+/// goes through [`ObjectStore::put_if_absent`] instead: evidence is never overwritten.
+pub trait ReplaceableStore: Send + Sync {
+    /// Writes `body` under `key`, replacing what is there (with a SHA-256 checksum).
+    fn replace(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes `key` (no error if it is already gone).
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<T: ReplaceableStore> ReplaceableStore for &T {
+    fn replace(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).replace(bucket, key, body, content_type)
+    }
+    fn delete(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).delete(bucket, key)
+    }
+}
+
+impl ReplaceableStore for MemoryStore {
+    async fn replace(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        _content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .insert((bucket.to_string(), key.to_string()), body);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.lock().remove(&(bucket.to_string(), key.to_string()));
+        Ok(())
     }
 }
 

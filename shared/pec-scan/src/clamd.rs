@@ -63,6 +63,27 @@ impl ClamdEngine {
         }
     }
 
+    /// `RELOAD`: clamd re-reads its database directory (answer `RELOADING`; while it loads,
+    /// with `ConcurrentDatabaseReload no`, it answers nothing).
+    pub async fn reload(&self) -> Result<(), EngineError> {
+        let call = clamav_client::tokio::reload(Socket {
+            socket_path: &self.socket,
+        });
+        let answer = match tokio::time::timeout(self.call_timeout, call).await {
+            Err(_) => return Err(self.timeout()),
+            Ok(Err(e)) => return Err(self.io_error(&e)),
+            Ok(Ok(answer)) => answer,
+        };
+        if trim_reply(&answer) == b"RELOADING" {
+            Ok(())
+        } else {
+            Err(failed(format!(
+                "unexpected answer to RELOAD: {:?}",
+                String::from_utf8_lossy(&answer)
+            )))
+        }
+    }
+
     /// clamd's version line (`ClamAV 1.4.6/...`).
     pub async fn version(&self) -> Result<String, EngineError> {
         let call = clamav_client::tokio::get_version(Socket {

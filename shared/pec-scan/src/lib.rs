@@ -8,6 +8,10 @@
 //!   [`ClamdEngine`] (ClamAV's clamd over a unix socket, INSTREAM; libclamav is not linked) and
 //!   [`YaraEngine`] (yara-x in process, rules committed in `rules/pec.yar`). Tests use fakes.
 //! - [`scan`]: walk once, then the engines in order, stopping at the first detection.
+//! - [`definitions`] (pure): ClamAV database headers, the files the definition updater owns and
+//!   the marker it writes for the scan function to reload from.
+//! - [`freshclam::Freshclam`]: the [`definitions::DefinitionsUpdater`] that runs ClamAV's
+//!   freshclam once over a directory (the scheduled definition updater).
 //! - [`policy`]: per-tenant engine list and treatment of unscannable messages, and the
 //!   [`Decision`] (pass / virus outcome / retry) a verdict leads to.
 //!
@@ -16,7 +20,9 @@
 
 mod chain;
 pub mod clamd;
+pub mod definitions;
 mod engine;
+pub mod freshclam;
 mod item;
 mod limits;
 pub mod policy;

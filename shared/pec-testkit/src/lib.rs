@@ -9,9 +9,13 @@
 //!   skipped with a notice locally, a failure under `CI=true`.
 //! * [`pki`]: a committed, deterministic TEST-ONLY PKI (CA + two providers) so signed outputs can
 //!   be compared byte for byte.
+//! * [`clamav`] (feature `clamav`): the Talos-signed ClamAV test databases and a loopback
+//!   mirror, for the definition updater's tests.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "clamav")]
+pub mod clamav;
 pub mod fixtures;
 pub mod golden;
 pub mod pki;
