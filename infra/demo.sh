@@ -33,6 +33,7 @@ exchange_pid=""
 receiver_pid=""
 dovecot_pid=""
 dove_w=""
+mirror_pid=""
 cleanup() {
   local p
   if [ -n "$dovecot_pid" ]; then
@@ -40,7 +41,7 @@ cleanup() {
     [ -n "$dove_w" ] && exec {dove_w}>&- || true
     wait "$dovecot_pid" 2>/dev/null || true
   fi
-  for p in "$receiver_pid" "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
+  for p in "$mirror_pid" "$receiver_pid" "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
       kill -TERM "$p" 2>/dev/null || true
       wait "$p" 2>/dev/null || true
@@ -556,6 +557,68 @@ until [ "$($pec mailbox list "$guarded" --json | "$(pec_venv_dir)/bin/python" -c
 done
 $pec mailbox list "$guarded" --anchors "$pki/ca.pem" | sed 's/^/  /'
 echo "  again the same day: $($pec mailbox password-report --preview | grep "\"$guarded\"")"
+
+echo
+echo "== ClamAV definitions kept current: freshclam (verified signed updates) into the bucket; clamd reloads"
+# In AWS ClamavUpdateFunction runs every 2 hours against ClamAV's CDN. Here the same code
+# (pec antivirus update) runs Debian's freshclam against a mirror on 127.0.0.1 serving
+# Talos-signed test databases (the real ones cannot be fetched here): v2 in the bucket, v6 and
+# its signed patches on the mirror. The scan function reads the marker and RELOADs clamd.
+testdb="$(infra/antivirus/test-databases.sh)"
+av_dir="$(mktemp -d)"
+mkdir -p "$av_dir/www"
+cp "$testdb/test-6.cvd" "$av_dir/www/test.cvd"
+for n in 2 3 4 5 6; do cp "$testdb/test-$n.cdiff" "$av_dir/www/"; done
+python3 infra/antivirus/mirror.py "$av_dir/www" "$av_dir/port" "$av_dir/mirror.log" 2>"$av_dir/mirror.err" &
+mirror_pid=$!
+for _ in $(seq 1 100); do [ -s "$av_dir/port" ] && break; sleep 0.1; done
+[ -s "$av_dir/port" ] || pec_die "the demo's ClamAV mirror did not start: $(cat "$av_dir/mirror.err")"
+av_py="$(pec_venv_dir)/bin/python"
+# Removes what this scene leaves in the (shared, reused) bucket: before it and after it.
+av_clean() {
+  "$av_py" - "$PEC_EVIDENCE_BUCKET" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3")
+for key in ["config/antivirus/clamav/test.cld", "config/antivirus/clamav/test.cvd",
+            "config/antivirus/clamav-version.json", "config/antivirus/clamav-state/freshclam.dat"]:
+    s3.delete_object(Bucket=sys.argv[1], Key=key)
+PY
+}
+av_clean
+"$av_py" - "$PEC_EVIDENCE_BUCKET" "$testdb/test-2.cvd" <<'PY'
+import sys, boto3
+bucket, path = sys.argv[1:3]
+boto3.client("s3").upload_file(path, bucket, "config/antivirus/clamav/test.cvd")
+PY
+echo "  bucket: config/antivirus/clamav/test.cvd (version 2); mirror: http://127.0.0.1:$(cat "$av_dir/port")"
+av_update() {
+  $pec antivirus update --mirror "http://127.0.0.1:$(cat "$av_dir/port")" --no-dns --database test --work-dir "$av_dir/fc"
+}
+# Prints one line of a `pec antivirus update|status` answer (JSON on stdin).
+av_line() {
+  "$av_py" -c '
+import json, sys
+r, what = json.load(sys.stdin), sys.argv[1]
+if what == "update":
+    v = r["marker"]["databases"]["test"]["version"]
+    print("  pec antivirus update: %s; uploaded %s, deleted %s; test version %s" % (r["status"], r["uploaded"], r["deleted"], v))
+elif what == "again":
+    print("  again: %s (uploaded %s)" % (r["status"], r["uploaded"]))
+else:
+    d = r["databases"]["test"]
+    print("  pec antivirus status: test v%s in %s, built %d days ago: ClamavDefinitionsStaleAlarm would fire (over 24 h)" % (d["version"], d["file"], r["age_seconds"] // 86400))
+' "$1"
+}
+av_update | av_line update
+echo "  what the mirror served: $(sed -e 's/^GET //' -e 's/ if-modified-since=[^>]*-> / -> /' "$av_dir/mirror.log" | tr '\n' ';')"
+av_update | av_line again
+$pec antivirus status | av_line status
+echo "  (the scan function reads the marker at most every 15 minutes, swaps the files in and RELOADs clamd: shared/pec-host/tests/clamd_launch.rs)"
+av_clean
+kill -TERM "$mirror_pid" 2>/dev/null || true
+wait "$mirror_pid" 2>/dev/null || true
+mirror_pid=""
+rm -rf "$av_dir"
 
 echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"

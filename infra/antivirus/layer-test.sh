@@ -319,55 +319,11 @@ for n in 2 3 4 5 6; do cp "$testdb/test-$n.cdiff" "$mirror/"; done
 
 # The mirror: freshclam reads the remote version from a `Range: bytes=0-511` GET of <db>.cvd
 # (--no-dns), which python3's http.server ignores (it would send the whole file with 200, and
-# ClamAV's docs say a mirror must support Range). So a small one here: GET of the files in one
+# ClamAV's docs say a mirror must support Range). So infra/antivirus/mirror.py: GET of the files in one
 # directory (read at each request, so a step can swap them), a single "bytes=A-B" / "bytes=A-"
 # range answered with 206, If-Modified-Since logged and ignored (freshclam then compares the
 # versions itself). Bound to 127.0.0.1 on a port the kernel picks; killed by the EXIT trap.
-python3 - "$mirror" "$work/mirror.port" "$work/mirror.log" >"$work/mirror.err" 2>&1 <<'PY' &
-import http.server, os, re, sys
-
-root, port_file, log_file = sys.argv[1:4]
-
-class Mirror(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        name = self.path.lstrip("/")
-        path = os.path.join(root, name)
-        rng = self.headers.get("Range")
-        status, body, headers = 404, b"", {}
-        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and os.path.isfile(path):
-            with open(path, "rb") as f:
-                data = f.read()
-            status, body = 200, data
-            if rng is not None:
-                m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
-                first = int(m.group(1)) if m else len(data)
-                last = min(int(m.group(2)) if m and m.group(2) else len(data) - 1, len(data) - 1)
-                if m and first <= last:
-                    status, body = 206, data[first:last + 1]
-                    headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-                else:
-                    status, body = 416, b""
-                    headers["Content-Range"] = f"bytes */{len(data)}"
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        with open(log_file, "a") as log:
-            log.write(f"GET {self.path} range={rng or '-'} if-modified-since={self.headers.get('If-Modified-Since') or '-'}"
-                      f" -> {status} {len(body)}\n")
-
-    def log_message(self, *args):
-        pass
-
-server = http.server.HTTPServer(("127.0.0.1", 0), Mirror)
-with open(port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.rename(port_file + ".tmp", port_file)
-server.serve_forever()
-PY
+python3 infra/antivirus/mirror.py "$mirror" "$work/mirror.port" "$work/mirror.log" >"$work/mirror.err" 2>&1 &
 mirror_pid=$!
 for _ in $(seq 1 100); do
   [ -s "$work/mirror.port" ] && break

@@ -25,9 +25,12 @@
 #          only the bench needs it).
 # image    what builds and runs the edge service's OCI image without Docker: mmdebstrap,
 #          buildah, umoci, bubblewrap; patchelf for the ClamAV Lambda layer (Debian's packages).
-# clamav   the Debian package clamav-daemon (clamd, engine 1 of the scan step). Definitions are
-#          NOT downloaded (freshclam is never run): infra/local/clamd.sh starts clamd with the
-#          project's own signatures (infra/antivirus/clamav/).
+# clamav   the Debian packages clamav-daemon (clamd, engine 1 of the scan step) and
+#          clamav-freshclam (the definition updater's freshclam, run only by its tests and
+#          `pec antivirus update` against a mirror they name; the system's freshclam service is
+#          never used). Official definitions are NOT downloaded: infra/local/clamd.sh starts
+#          clamd with the project's own signatures (infra/antivirus/clamav/), and the updater's
+#          tests use Talos-signed test databases (infra/antivirus/test-databases.sh).
 # spam     the Debian package rspamd (the scan step's spam engine); infra/local/rspamd.sh runs
 #          it offline with its own configuration. Where systemd runs, the system service the
 #          package starts is disabled again (only if this install installed it).
@@ -223,9 +226,12 @@ install_spam() {
 }
 
 install_clamav() {
-  apt_install clamav-daemon
+  apt_install clamav-daemon clamav-freshclam
   command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] \
     || pec_die "clamd is still missing after installing clamav-daemon"
+  [ -x /usr/bin/freshclam ] || pec_die "freshclam is still missing after installing clamav-freshclam"
+  # The Talos-signed test databases the updater's tests use (cached; 33 MB once).
+  "$PEC_REPO/infra/antivirus/test-databases.sh" >/dev/null
   pec_log "clamav: ok ($(/usr/sbin/clamd --version 2>/dev/null || clamd --version))"
 }
 
