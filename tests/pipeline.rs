@@ -4899,6 +4899,26 @@ async fn clamav_definitions_update(ctx: Arc<Ctx>) -> Result<()> {
     };
     let cvd = format!("{PREFIX}test.cvd");
     let cld = format!("{PREFIX}test.cld");
+    let ours = [
+        cvd.clone(),
+        cld.clone(),
+        DEFAULT_MARKER_KEY.to_string(),
+        DEFAULT_STATE_KEY.to_string(),
+    ];
+    // Before (what an interrupted earlier run may have left) and after.
+    let clean = || async {
+        for key in &ours {
+            let _ = ctx
+                .aws
+                .s3
+                .delete_object()
+                .bucket(&bucket)
+                .key(key)
+                .send()
+                .await;
+        }
+    };
+    clean().await;
     put(cvd.clone(), read("test-2.cvd")?).await?;
     let mut files = BTreeMap::from([("test.cvd".to_string(), read("test-6.cvd")?)]);
     for n in 2..=6 {
@@ -4960,21 +4980,7 @@ async fn clamav_definitions_update(ctx: Arc<Ctx>) -> Result<()> {
         Ok(())
     }
     .await;
-    for key in [
-        cvd,
-        cld,
-        DEFAULT_MARKER_KEY.to_string(),
-        DEFAULT_STATE_KEY.to_string(),
-    ] {
-        let _ = ctx
-            .aws
-            .s3
-            .delete_object()
-            .bucket(&bucket)
-            .key(&key)
-            .send()
-            .await;
-    }
+    clean().await;
     result
 }
 

@@ -34,6 +34,10 @@ class Mirror(http.server.BaseHTTPRequestHandler):
                 else:
                     status, body = 416, b""
                     headers["Content-Range"] = f"bytes */{len(data)}"
+        # Logged before the answer: a client that has its answer may read the log at once.
+        with open(log_file, "a") as log:
+            log.write(f"GET {self.path} range={rng or '-'} if-modified-since={self.headers.get('If-Modified-Since') or '-'}"
+                      f" -> {status} {len(body)}\n")
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -41,9 +45,6 @@ class Mirror(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        with open(log_file, "a") as log:
-            log.write(f"GET {self.path} range={rng or '-'} if-modified-since={self.headers.get('If-Modified-Since') or '-'}"
-                      f" -> {status} {len(body)}\n")
 
     def log_message(self, *args):
         pass

@@ -18,8 +18,11 @@
 //! scan function reads the marker ([`ClamdLaunch::refresh`]); when its files differ from what
 //! clamd loaded, the changed files are downloaded and checked against the marker, written under
 //! a name clamd ignores and renamed into place, removed ones are deleted, and clamd is told to
-//! `RELOAD`; the function waits (up to `PEC_CLAMD_RELOAD_WAIT_SECONDS`, default 60) until it
-//! answers `PING` again, then scans. clamd is configured with `ConcurrentDatabaseReload no`: the
+//! `RELOAD`; the function waits (up to `PEC_CLAMD_RELOAD_WAIT_SECONDS`, default 45) until it
+//! answers `PING` again, then scans: download, reload and the scan's own 60 s bound fit the
+//! function's 120 s. A failed reload is retried at the next invocation; a clamd that died is
+//! started again. At cold start the copied files are first brought to the marker (a cold start
+//! during an update may have listed a file the updater then replaced). clamd is configured with `ConcurrentDatabaseReload no`: the
 //! old engine is freed before the new one loads, so a reload never needs two engines' memory
 //! (about 2.4 GB with the official databases) inside the function's 3008 MB. A timer in the
 //! function would not do: Lambda freezes the environment between invocations.
@@ -116,7 +119,7 @@ impl ClamdLaunch {
     /// From the environment: `PEC_CLAMD_BINARY` (unset or empty: `None`, clamd is someone
     /// else's job), `PEC_CLAMD_SOCKET`, `PEC_CLAMD_DEFINITIONS_PREFIX`, `PEC_CLAMD_WORK_DIR`
     /// (default `/tmp/clamav`), `PEC_CLAMD_MARKER_KEY`, `PEC_CLAMD_DEFINITIONS_CHECK_SECONDS`
-    /// (default 900), `PEC_CLAMD_RELOAD_WAIT_SECONDS` (default 60).
+    /// (default 900), `PEC_CLAMD_RELOAD_WAIT_SECONDS` (default 45).
     pub fn from_env(env: &Env<'_>, socket: &str) -> Result<Option<Self>, ConfigError> {
         let Some(binary) = env.optional("PEC_CLAMD_BINARY") else {
             return Ok(None);
@@ -133,7 +136,7 @@ impl ClamdLaunch {
             definitions_prefix: env.or("PEC_CLAMD_DEFINITIONS_PREFIX", DEFAULT_DEFINITIONS_PREFIX),
             marker_key: env.or("PEC_CLAMD_MARKER_KEY", DEFAULT_MARKER_KEY),
             check_every: seconds("PEC_CLAMD_DEFINITIONS_CHECK_SECONDS", 900)?,
-            reload_wait: seconds("PEC_CLAMD_RELOAD_WAIT_SECONDS", 60)?,
+            reload_wait: seconds("PEC_CLAMD_RELOAD_WAIT_SECONDS", 45)?,
         }))
     }
 
@@ -213,17 +216,38 @@ impl ClamdLaunch {
         Ok(conf)
     }
 
-    /// Syncs the definitions, writes the configuration and spawns clamd (not waiting for it to
-    /// load); the child and what it loads. Keep the child alive: dropping it kills clamd.
+    /// Syncs the definitions (then brings them to the updater's marker, when there is one: a
+    /// cold start during an update may have listed a file the updater then replaced), writes
+    /// the configuration and spawns clamd (not waiting for it to load); the child and what it
+    /// loads. Keep the child alive: dropping it kills clamd.
     pub async fn launch<St: ObjectStore>(
         &self,
         store: &St,
         bucket: &str,
     ) -> Result<(Child, Loaded), LaunchError> {
-        let loaded = self.sync_definitions(store, bucket).await?;
-        let files = loaded.len();
+        let mut loaded = self.sync_definitions(store, bucket).await?;
+        match self.refresh(store, bucket, &mut loaded).await {
+            Ok(Refresh::Changed(files)) => {
+                tracing::info!(
+                    ?files,
+                    "definitions brought to the updater's marker at cold start"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "definitions as listed; the marker is checked again soon")
+            }
+        }
+        let child = self.spawn().await?;
+        tracing::info!(binary = %self.binary.display(), socket = %self.socket.display(), files = loaded.len(), "clamd started; scans wait until it answers");
+        Ok((child, loaded))
+    }
+
+    /// Writes the configuration and starts clamd over the database directory as it is (also
+    /// to restart a clamd that died).
+    pub async fn spawn(&self) -> Result<Child, LaunchError> {
         let conf = self.write_config().await?;
-        let child = Command::new(&self.binary)
+        Command::new(&self.binary)
             .arg(format!("--config-file={}", conf.display()))
             // The layer's glibc is Debian's: it must not read the Lambda image's locale files.
             .env("LC_ALL", "C")
@@ -232,9 +256,7 @@ impl ClamdLaunch {
             .map_err(|source| LaunchError::Spawn {
                 binary: self.binary.clone(),
                 source,
-            })?;
-        tracing::info!(binary = %self.binary.display(), socket = %self.socket.display(), files, "clamd started; scans wait until it answers");
-        Ok((child, loaded))
+            })
     }
 
     /// Reads the updater's marker and brings the database directory to what it lists (managed
@@ -319,10 +341,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Tells clamd on `socket` to reload its databases and waits until it answers `PING` again
-/// (at most `wait`); whether it did.
+/// (at most `wait`, each PING at most 2 s); whether it did.
 pub async fn reload(socket: &Path, wait: Duration) -> bool {
-    let engine =
-        pec_scan::ClamdEngine::new(socket).with_call_timeout(wait.max(Duration::from_secs(1)));
+    let engine = pec_scan::ClamdEngine::new(socket).with_call_timeout(Duration::from_secs(2));
     if let Err(e) = engine.reload().await {
         tracing::warn!(error = %e, "clamd did not accept RELOAD");
         return false;

@@ -88,13 +88,16 @@ pub async fn scan(aws: AwsClients, env: Env<'_>) -> Result<ScanHost, WiringError
             let bucket = env.required("PEC_EVIDENCE_BUCKET")?;
             let (child, loaded) = launch.launch(&s3(&aws), &bucket).await?;
             Some(Clamd {
-                launch,
                 bucket,
-                child,
                 watch: tokio::sync::Mutex::new(Watch {
                     loaded,
-                    checked: tokio::time::Instant::now(),
+                    // Once soon after the cold start: the launch's own check may have met
+                    // the updater between writes.
+                    next_check: tokio::time::Instant::now() + RECHECK_AFTER_FAILURE,
+                    reload_pending: false,
+                    child,
                 }),
+                launch,
             })
         }
         None => None,
@@ -124,43 +127,72 @@ pub struct ScanHost {
 struct Clamd {
     launch: ClamdLaunch,
     bucket: String,
-    /// Dropping it kills clamd.
-    #[allow(dead_code)]
-    child: tokio::process::Child,
     watch: tokio::sync::Mutex<Watch>,
 }
 
 struct Watch {
     loaded: crate::clamd_launch::Loaded,
-    checked: tokio::time::Instant,
+    next_check: tokio::time::Instant,
+    /// New files are in place but clamd has not confirmed a reload yet.
+    reload_pending: bool,
+    /// Dropping it kills clamd.
+    child: tokio::process::Child,
 }
 
+/// After a failed check (the updater between writes, S3 unavailable), the next one.
+const RECHECK_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl ScanHost {
-    /// At most every `check_every`: new definitions from the updater's marker, and clamd
-    /// reloaded (see [`crate::clamd_launch`]). Never fails the invocation: with old
-    /// definitions clamd still scans, and the age alarm tells the operator.
-    async fn refresh_definitions(&self) {
+    /// Before each message: a clamd that died is started again; at most every `check_every`
+    /// (sooner after a failure), new definitions from the updater's marker and clamd reloaded
+    /// (see [`crate::clamd_launch`]). Never fails the invocation: with old definitions clamd
+    /// still scans, and the age alarm tells the operator; without clamd the scan is an engine
+    /// error and the message waits.
+    async fn keep_clamd(&self) {
         let Some(clamd) = &self.clamd else {
             return;
         };
         let mut watch = clamd.watch.lock().await;
-        if watch.checked.elapsed() < clamd.launch.check_every {
-            return;
-        }
-        watch.checked = tokio::time::Instant::now();
-        match clamd
-            .launch
-            .refresh(&self.store, &clamd.bucket, &mut watch.loaded)
-            .await
-        {
-            Ok(crate::clamd_launch::Refresh::Changed(files)) => {
-                let reloaded =
-                    crate::clamd_launch::reload(&clamd.launch.socket, clamd.launch.reload_wait)
-                        .await;
-                tracing::info!(?files, reloaded, "new ClamAV definitions; clamd reloaded");
+        if let Ok(Some(status)) = watch.child.try_wait() {
+            tracing::error!(%status, "clamd exited; starting it again");
+            match clamd.launch.spawn().await {
+                Ok(child) => watch.child = child,
+                Err(e) => tracing::error!(error = %e, "clamd could not be started again"),
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "ClamAV definitions not refreshed"),
+            // A fresh clamd loads the directory as it is: no reload owed.
+            watch.reload_pending = false;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= watch.next_check {
+            let Watch { loaded, .. } = &mut *watch;
+            match clamd
+                .launch
+                .refresh(&self.store, &clamd.bucket, loaded)
+                .await
+            {
+                Ok(crate::clamd_launch::Refresh::Changed(files)) => {
+                    tracing::info!(?files, "new ClamAV definitions in place");
+                    watch.reload_pending = true;
+                    watch.next_check = now + clamd.launch.check_every;
+                }
+                Ok(_) => watch.next_check = now + clamd.launch.check_every,
+                Err(e) => {
+                    tracing::warn!(error = %e, "ClamAV definitions not refreshed");
+                    watch.next_check = now + RECHECK_AFTER_FAILURE;
+                }
+            }
+        }
+        if watch.reload_pending {
+            let reloaded =
+                crate::clamd_launch::reload(&clamd.launch.socket, clamd.launch.reload_wait).await;
+            watch.reload_pending = !reloaded;
+            if reloaded {
+                tracing::info!("clamd reloaded its definitions");
+            } else {
+                tracing::warn!(
+                    "clamd did not confirm the reload; tried again before the next message"
+                );
+            }
         }
     }
 }
@@ -174,7 +206,7 @@ impl pec_pipeline::Step for ScanHost {
         event: serde_json::Value,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<serde_json::Value, pec_pipeline::StepFailure> {
-        self.refresh_definitions().await;
+        self.keep_clamd().await;
         self.step.invoke(event, now).await
     }
 }

@@ -277,7 +277,7 @@ async fn new_definitions_reach_a_running_clamd_without_a_restart() {
 }
 
 #[tokio::test]
-async fn a_marker_ahead_of_its_files_changes_nothing_until_they_match() {
+async fn a_marker_ahead_of_its_files_changes_nothing_until_they_match_then_swaps_them_in() {
     use pec_host::clamd_launch::Refresh;
     let store = signatures();
     let work = tempfile::tempdir().unwrap();
@@ -308,6 +308,45 @@ async fn a_marker_ahead_of_its_files_changes_nothing_until_they_match() {
     }
     assert_eq!(loaded, before);
     assert!(!work.path().join("db/daily.cld").exists());
+
+    // The updater writes the marker for the file it uploaded: now they match.
+    let bytes = store
+        .object(EVIDENCE, &format!("{DEFAULT_DEFINITIONS_PREFIX}daily.cld"))
+        .unwrap();
+    let sha: String = <sha2::Sha256 as sha2::Digest>::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let marker = serde_json::json!({
+        "files": {
+            "daily.cld": {"size": 600, "sha256": sha},
+        },
+        "databases": {},
+        "checked_at": "2026-12-07T05:00:00Z"
+    });
+    store.insert(
+        EVIDENCE,
+        pec_pipeline::definitions::DEFAULT_MARKER_KEY,
+        serde_json::to_vec(&marker).unwrap(),
+    );
+    assert_eq!(
+        l.refresh(&store, EVIDENCE, &mut loaded).await.unwrap(),
+        Refresh::Changed(vec!["daily.cld".into()])
+    );
+    assert_eq!(
+        std::fs::read(work.path().join("db/daily.cld")).unwrap(),
+        bytes
+    );
+    assert!(!work.path().join("db/daily.cld.part").exists());
+    assert_eq!(loaded["daily.cld"], sha);
+    assert!(
+        loaded.contains_key("pec-test.ndb"),
+        "files the updater does not own stay"
+    );
+    assert_eq!(
+        l.refresh(&store, EVIDENCE, &mut loaded).await.unwrap(),
+        Refresh::Unchanged
+    );
     store.insert(
         EVIDENCE,
         pec_pipeline::definitions::DEFAULT_MARKER_KEY,
@@ -317,5 +356,4 @@ async fn a_marker_ahead_of_its_files_changes_nothing_until_they_match() {
         l.refresh(&store, EVIDENCE, &mut loaded).await,
         Err(LaunchError::BadMarker { .. })
     ));
-    let _ = Refresh::NoMarker;
 }

@@ -246,7 +246,7 @@ impl<St: ObjectStore + ReplaceableStore, U: DefinitionsUpdater, M: DefinitionsMe
             }
         };
         let age_before = age_of(&current.files, now);
-        let result = self.apply(&current, now).await;
+        let result = self.apply(current, now).await;
         match &result {
             Ok(report) => self.metrics.definitions(report.age_seconds, false),
             Err(e) => {
@@ -259,14 +259,21 @@ impl<St: ObjectStore + ReplaceableStore, U: DefinitionsUpdater, M: DefinitionsMe
 
     async fn apply(
         &self,
-        current: &Databases,
+        current: Databases,
         now: DateTime<Utc>,
     ) -> Result<UpdateReport, UpdateError> {
         let p = &self.place;
-        let run = self.updater.update(current.clone()).await?;
+        // Only the hashes stay here: the bytes go to the updater (hundreds of MB officially).
+        let before: BTreeMap<String, String> = current
+            .files
+            .iter()
+            .map(|(name, bytes)| (name.clone(), sha256_hex(bytes)))
+            .collect();
+        let state_before = current.state.clone();
+        let run = self.updater.update(current).await?;
         tracing::info!(status = ?run.status, log = %run.log, "freshclam ran");
         if let Some(state) = &run.after.state
-            && current.state.as_ref() != Some(state)
+            && state_before.as_ref() != Some(state)
         {
             self.store
                 .replace(
@@ -288,22 +295,22 @@ impl<St: ObjectStore + ReplaceableStore, U: DefinitionsUpdater, M: DefinitionsMe
         }
         let marker = marker_for(&after, now)?;
         let mut uploaded = Vec::new();
-        for (name, bytes) in &after {
-            if current.files.get(name) != Some(bytes) {
+        for (name, bytes) in after {
+            if before.get(&name) != marker.files.get(&name).map(|f| &f.sha256) {
                 self.store
                     .replace(
                         &p.bucket,
                         &format!("{}{name}", p.prefix),
-                        bytes.clone(),
+                        bytes,
                         "application/octet-stream",
                     )
                     .await?;
-                uploaded.push(name.clone());
+                uploaded.push(name);
             }
         }
         let mut deleted = Vec::new();
-        for name in current.files.keys() {
-            if !after.contains_key(name) {
+        for name in before.keys() {
+            if !marker.files.contains_key(name) {
                 self.store
                     .delete(&p.bucket, &format!("{}{name}", p.prefix))
                     .await?;
@@ -394,6 +401,52 @@ mod tests {
         format!("{DEFAULT_CLAMAV_DEFINITIONS_PREFIX}{name}")
     }
 
+    /// The memory store, logging every write and delete in order.
+    struct Ordered<'a> {
+        inner: &'a MemoryStore,
+        log: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl ObjectStore for Ordered<'_> {
+        async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(bucket, key).await
+        }
+        async fn exists(&self, bucket: &str, key: &str) -> Result<bool, StoreError> {
+            self.inner.exists(bucket, key).await
+        }
+        async fn list_keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.inner.list_keys(bucket, prefix).await
+        }
+        async fn put_if_absent(
+            &self,
+            bucket: &str,
+            key: &str,
+            body: Vec<u8>,
+            content_type: &str,
+        ) -> Result<pec_ports::PutOutcome, StoreError> {
+            self.inner
+                .put_if_absent(bucket, key, body, content_type)
+                .await
+        }
+    }
+
+    impl ReplaceableStore for Ordered<'_> {
+        async fn replace(
+            &self,
+            bucket: &str,
+            key: &str,
+            body: Vec<u8>,
+            content_type: &str,
+        ) -> Result<(), StoreError> {
+            self.log.lock().unwrap().push(format!("put {key}"));
+            self.inner.replace(bucket, key, body, content_type).await
+        }
+        async fn delete(&self, bucket: &str, key: &str) -> Result<(), StoreError> {
+            self.log.lock().unwrap().push(format!("delete {key}"));
+            self.inner.delete(bucket, key).await
+        }
+    }
+
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(2_000_000_000, 0).unwrap()
     }
@@ -408,16 +461,31 @@ mod tests {
             ("daily.cld".to_string(), db(103, 1_999_990_000, false)),
             ("main.cvd".to_string(), db(62, 1_900_000_000, true)),
         ]);
-        let s = step(
-            &store,
-            Fake {
+        let s = DefinitionsUpdate {
+            store: Ordered {
+                inner: &store,
+                log: Default::default(),
+            },
+            updater: Fake {
                 status: UpdateStatus::Updated,
                 after: Some(after.clone()),
                 state: Some(b"uuid".to_vec()),
                 given: Default::default(),
             },
-        );
+            metrics: RecordedDefinitions::default(),
+            place: DefinitionsPlace::in_bucket(BUCKET),
+        };
         let report = s.run(now()).await.unwrap();
+        assert_eq!(
+            *s.store.log.lock().unwrap(),
+            [
+                format!("put {DEFAULT_STATE_KEY}"),
+                format!("put {}", key("daily.cld")),
+                format!("delete {}", key("daily.cvd")),
+                format!("put {DEFAULT_MARKER_KEY}"),
+            ],
+            "the new file, then the superseded one removed, then the marker last"
+        );
         let given = s.updater.given.lock().unwrap()[0].clone();
         assert_eq!(
             given.files.keys().collect::<Vec<_>>(),

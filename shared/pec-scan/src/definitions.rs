@@ -173,8 +173,8 @@ pub enum UpdateStatus {
     UpToDate,
     /// At least one database is newer (verified by the updater).
     Updated,
-    /// The run failed (network, verification, cool-down): the databases it returns are the
-    /// ones it was given, only its state may have changed.
+    /// The run failed (network, verification, cool-down): nothing changed but possibly the
+    /// state; the run's `after.files` is empty and means nothing.
     Failed { reason: String },
 }
 
@@ -192,7 +192,8 @@ pub struct UpdateRun {
 pub struct UpdaterError(pub String);
 
 /// Brings ClamAV's databases up to date from a mirror, verifying what it downloads (in AWS and
-/// locally: Debian's freshclam, [`crate::freshclam::Freshclam`]; tests: fakes).
+/// locally: Debian's freshclam, [`crate::freshclam::Freshclam`]; tests: fakes). `current` is
+/// taken by value: with the official set it is hundreds of MB, and the caller keeps only hashes.
 pub trait DefinitionsUpdater: Send + Sync {
     fn update(
         &self,

@@ -149,13 +149,17 @@ async fn read_back(db: &Path) -> Result<Databases, UpdaterError> {
             files.insert(name, tokio::fs::read(&path).await.map_err(io(&path))?);
         }
     }
-    let state_path = db.join(STATE_FILE);
-    let state = match tokio::fs::read(&state_path).await {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(&state_path)(e)),
-    };
+    let state = read_state(db).await?;
     Ok(Databases { files, state })
+}
+
+async fn read_state(db: &Path) -> Result<Option<Vec<u8>>, UpdaterError> {
+    let path = db.join(STATE_FILE);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path)(e)),
+    }
 }
 
 impl DefinitionsUpdater for Freshclam {
@@ -167,16 +171,18 @@ impl DefinitionsUpdater for Freshclam {
             Err(e) => return Err(io(&db)(e)),
         }
         tokio::fs::create_dir_all(&db).await.map_err(io(&db))?;
-        for (name, bytes) in &current.files {
-            if managed(name).is_none() {
+        // Written and dropped one by one: the official set is hundreds of MB.
+        let Databases { files, state } = current;
+        for (name, bytes) in files {
+            if managed(&name).is_none() {
                 return Err(UpdaterError(format!(
                     "{name:?} is not a database file name"
                 )));
             }
-            let path = db.join(name);
+            let path = db.join(&name);
             tokio::fs::write(&path, bytes).await.map_err(io(&path))?;
         }
-        if let Some(state) = &current.state {
+        if let Some(state) = state {
             let path = db.join(STATE_FILE);
             tokio::fs::write(&path, state).await.map_err(io(&path))?;
         }
@@ -216,15 +222,14 @@ impl DefinitionsUpdater for Freshclam {
                         (None, Some(c)) => format!("exit {c}"),
                         (None, None) => "killed".to_string(),
                     };
-                    let after = read_back(&db).await?;
                     return Ok(UpdateRun {
                         status: UpdateStatus::Failed {
                             reason: format!("freshclam{what}: {code}: {}", tail(&out, 4)),
                         },
-                        // A failed run changes no database: keep what was given.
+                        // A failed run changes no database; only the state counts.
                         after: Databases {
-                            files: current.files,
-                            state: after.state,
+                            files: BTreeMap::new(),
+                            state: read_state(&db).await?,
                         },
                         log,
                     });

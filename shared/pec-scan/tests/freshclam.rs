@@ -149,20 +149,18 @@ async fn a_tampered_patch_and_database_change_nothing() {
         files.insert(name.into(), flip(bytes, len - 100));
     }
     let mirror = Mirror::start(files).await.unwrap();
-    let before = s.v2();
-    let run = s
-        .updater(&binary, &mirror)
-        .update(before.clone())
-        .await
-        .unwrap();
+    let run = s.updater(&binary, &mirror).update(s.v2()).await.unwrap();
     match &run.status {
         UpdateStatus::Failed { reason } => assert!(reason.contains("freshclam (test)"), "{reason}"),
         other => panic!("expected a failure, got {other:?}: {}", run.log),
     }
-    assert_eq!(
-        run.after.files, before.files,
-        "the databases given come back unchanged"
+    assert!(
+        run.after.files.is_empty(),
+        "a failed run hands back no database"
     );
+    let left = std::fs::read(s.work.path().join("db/test.cvd")).unwrap();
+    assert_eq!(left, s.file("test-2.cvd"), "freshclam left v2 untouched");
+    assert!(!s.work.path().join("db/test.cld").exists());
 }
 
 #[tokio::test]
@@ -200,5 +198,8 @@ async fn a_rate_limited_mirror_is_left_alone_until_its_cool_down_ends() {
         next.log
     );
     assert_eq!(mirror.requests().len(), asked, "{}", next.log);
-    assert!(!STATE_FILE.is_empty());
+    assert!(
+        next.after.state.is_some(),
+        "the cool-down stays in {STATE_FILE}"
+    );
 }
