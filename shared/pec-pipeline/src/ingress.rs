@@ -144,13 +144,23 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
             ids::message_id(envelope.received_at, &format!("m-{}", envelope.id), domain)
                 .map_err(|e| bad(e.to_string()))?;
 
-        // certificato: a mailbox of ours, or of a domain in the provider index.
-        let index = crate::load_index(s, &self.store).await.ok();
+        // certificato: a mailbox of ours, or of a domain in the provider index. The index is
+        // read only for recipients that are not ours; if it is missing or does not parse, the
+        // submission waits (retried, then the DLQ and its alarm) instead of calling a PEC
+        // address at another provider "esterno".
+        let mut index = None;
         let mut certified = Vec::new();
         for r in &envelope.recipients {
+            if is_ours(s, &self.state, r).await? {
+                certified.push(r.to_ascii_lowercase());
+                continue;
+            }
+            if index.is_none() {
+                index = Some(crate::load_index(s, &self.store).await?);
+            }
             let pec_elsewhere = pec_core::addr::domain_of(r)
                 .is_some_and(|d| index.as_ref().is_some_and(|i| i.is_pec_domain(d)));
-            if pec_elsewhere || is_ours(s, &self.state, r).await? {
+            if pec_elsewhere {
                 certified.push(r.to_ascii_lowercase());
             }
         }

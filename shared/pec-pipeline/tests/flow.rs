@@ -419,3 +419,47 @@ async fn a_pec_delivered_to_a_mailbox_that_opted_in_is_one_sms() {
     );
     assert!(f.outbox.take(SMS_Q).is_empty(), "no flush: nothing waited");
 }
+
+/// The access point tells a PEC address at another provider from an ordinary one by the
+/// provider index. Without a usable index the submission waits (the record fails: retried,
+/// then the DLQ and its alarm) instead of calling the recipient "esterno"; a recipient of ours
+/// alone needs no index.
+#[tokio::test]
+async fn a_recipient_at_another_provider_waits_for_a_usable_provider_index() {
+    use pec_pipeline::{StepError, TrustError};
+    let f = Flow::new().await;
+    let elsewhere = format!("luigi.verdi@{}", pec_testkit::pki::ALTRO_DOMAIN);
+    f.submit("x1", &message(&elsewhere, ""), &[&elsewhere]);
+    let err = f
+        .ingress()
+        .handle_object(common::RAW, "submitted/x1.json")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StepError::Trust(TrustError::Missing { .. })),
+        "{err}"
+    );
+    assert!(f.outbox.take(common::SCAN_Q).is_empty(), "nothing went on");
+
+    f.submit("x2", &message(ANNA, ""), &[ANNA]);
+    assert_eq!(
+        f.ingress()
+            .handle_object(common::RAW, "submitted/x2.json")
+            .await
+            .unwrap(),
+        IngressOutcome::ScanRequested { id: "x2".into() }
+    );
+
+    f.store.insert(
+        EVIDENCE,
+        pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY,
+        f.pki.index_ldif().into_bytes(),
+    );
+    assert_eq!(
+        f.ingress()
+            .handle_object(common::RAW, "submitted/x1.json")
+            .await
+            .unwrap(),
+        IngressOutcome::ScanRequested { id: "x1".into() }
+    );
+}
