@@ -35,10 +35,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pec_pipeline::definitions::DEFAULT_MARKER_KEY;
+use pec_pipeline::ingress::sha256_hex;
 use pec_ports::keys::DEFAULT_CLAMAV_DEFINITIONS_PREFIX;
 use pec_ports::{ConfigError, Env, ObjectStore, StoreError};
 use pec_scan::definitions::{Marker, managed};
-use sha2::{Digest, Sha256};
 use tokio::process::{Child, Command};
 
 /// Where the definitions are by default (evidence bucket).
@@ -331,13 +331,6 @@ impl ClamdLaunch {
             Refresh::Changed(changed)
         })
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Tells clamd on `socket` to reload its databases and waits until it answers `PING` again

@@ -61,20 +61,7 @@ async fn clamd_starts_from_the_bucket_definitions_and_finds_eicar() {
         ["pec-test.hdb", "pec-test.ndb"]
     );
     let engine = ClamdEngine::new(&l.socket);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if engine.ping().await.is_ok() {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("clamd exited: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "clamd did not answer PING within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_pong(&engine, &mut child).await;
     let message = pec_scan::testing::message(
         "virus",
         "fattura",

@@ -20,13 +20,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::ingress::sha256_hex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use pec_ports::{ObjectStore, ReplaceableStore, StoreError};
 use pec_scan::definitions::{
     CvdHeader, Databases, DefinitionsUpdater, HeaderError, MarkedDatabase, MarkedFile, Marker,
     UpdateStatus, UpdaterError, managed,
 };
-use sha2::{Digest, Sha256};
 
 pub use pec_ports::keys::DEFAULT_CLAMAV_DEFINITIONS_PREFIX;
 
@@ -150,13 +150,6 @@ pub struct UpdateReport {
     pub deleted: Vec<String>,
     pub marker: Marker,
     pub age_seconds: Option<i64>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The marker describing `files` (every one must be a database).

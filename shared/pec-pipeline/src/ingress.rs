@@ -421,8 +421,8 @@ pub(crate) fn accepted(
     .map_err(pec_core::build::BuildError::from)?)
 }
 
-/// Lower-case hex SHA-256 of `bytes`.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+/// Lower-case hex SHA-256 of `bytes` (also the scan function's check of ClamAV definitions).
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)
         .iter()
