@@ -81,8 +81,7 @@ infra/local/rspamd.sh status
 
 echo
 echo "== Two providers (stacks pec-local and pec-b), one development CA, one provider index"
-cargo build -q -p pec-cli -p pec-runner -p pec-exchange
-cargo build -q -p pec-integration --example dovecot
+pec_build_binaries
 pec=target/debug/pec
 source infra/local/providers.sh
 pec_providers_bootstrap
@@ -373,7 +372,7 @@ echo "$listing" | grep -q 'avvenuta-consegna' || { echo "  no delivery receipt f
 echo
 echo "== The order's members in bulk: a table of 12 (.xlsx) to mailboxes and one-time activation links"
 soci="$PEC_STATE_DIR/demo-soci.xlsx"
-cargo run -q -p pec-members --example members_table -- 12 "$soci" "socio-$run" | sed 's/^/  /'
+target/debug/examples/members_table 12 "$soci" "socio-$run" | sed 's/^/  /'
 printf 'Nome;Cognome;Codice fiscale;E-mail\nUgo;Neri;RSSMRA85T10A562X;ugo@contatti.example.com\n' >"$PEC_STATE_DIR/demo-soci-bad.csv"
 $pec mailbox import "$soci" --tenant "$order" --domain "$order_domain" \
   --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci.report.csv" | sed 's/^/  /'
@@ -384,7 +383,7 @@ $pec mailbox import "$soci" --tenant "$order" --domain "$order_domain" \
   --activation-url "http://127.0.0.1:$api_port/attiva" --report "$PEC_STATE_DIR/demo-soci.report2.csv" | sed 's/^/  again: /'
 # The order's own secretary does the same over HTTP with an admin key, then rotates that key.
 order_admin="$($pec apikey create --tenant "$order" --name "segreteria" --scopes admin 2>/dev/null)"
-cargo run -q -p pec-members --example members_table -- 3 "$PEC_STATE_DIR/demo-soci-api.xlsx" "api-$run" >/dev/null
+target/debug/examples/members_table 3 "$PEC_STATE_DIR/demo-soci-api.xlsx" "api-$run" >/dev/null
 curl -sS -X POST "http://127.0.0.1:$api_port/v1/members/import?domain=$order_domain&plan=pro" \
   -H "Authorization: Bearer $order_admin" \
   -H 'Content-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet' \

@@ -12,9 +12,22 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source infra/local/lib.sh
 
-step() { printf '\n==== %s\n' "$*"; }
+# Each stage prints the time the previous one took and the disk left: a CI run's log shows where
+# its minutes and gigabytes went (a full disk shows up as a linker's SIGBUS, not as ENOSPC).
+stage_started=$SECONDS
+step() {
+  printf '\n[test.sh] %ss; %s free on disk\n' "$((SECONDS - stage_started))" \
+    "$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ' || echo '?')"
+  stage_started=$SECONDS
+  printf '\n==== %s\n' "$*"
+}
 started_stack=0
-cleanup() { [ "$started_stack" = 1 ] && infra/local/stack.sh stop || true; }
+cleanup() {
+  local rc=$?
+  [ "$rc" = 0 ] || printf '\n[test.sh] failed (exit %s) %ss into the stage; %s free on disk\n' "$rc" \
+    "$((SECONDS - stage_started))" "$(df -h --output=avail . 2>/dev/null | tail -1 | tr -d ' ')"
+  [ "$started_stack" = 1 ] && infra/local/stack.sh stop || true
+}
 trap cleanup EXIT
 
 # A one-shot run gains nothing from incremental compilation caches (several GB on disk).
@@ -39,6 +52,9 @@ infra/local/deploy_check.sh
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# One feature set per dependency across every cargo selection the scripts build (one copy of each
+# in target/; see the script's docstring and shared/workspace-hack).
+"$VENV/bin/python" infra/local/feature_check.py
 bash -n infra/local/*.sh infra/*.sh infra/antivirus/*.sh infra/image/*.sh tests/*.sh .ci/run
 
 step "unit, golden and CLI tests"

@@ -92,7 +92,7 @@ inner="$(pgrep -n -x -f /usr/local/bin/pec-edge || true)"
 uid_in_ns="$(awk '/^Uid:/ {print $2}' "/proc/$inner/status")"
 echo "  pec-edge listening: smtp $smtp, imaps $imaps, pop3s $pop3s (pid $inner; uid 10001 in its user namespace, $uid_in_ns on the host)"
 
-cargo build -q -p pec-cli
+pec_build_binaries
 pec=target/debug/pec
 run="img$(date +%H%M%S)$$"
 user="mario.$run@$PEC_PROVIDER_DOMAIN"

@@ -18,6 +18,17 @@ pec_die() { pec_log "error: $*"; exit 1; }
 
 pec_sha12() { sha256sum "$1" | cut -c1-12; }
 
+# The debug binaries and examples the scripts run (pec, pec-runner, pec-exchange, the dovecot and
+# members_table examples), built in one cargo selection that includes pec-integration. Cargo
+# unifies features over the packages a command selects: with the integration tests in every
+# selection (their own `cargo test`, the build they start in tests/src/lib.rs, and this one) and
+# shared/workspace-hack for the third-party crates, each dependency is compiled once, not once per
+# selection (four copies of the AWS SDK, 12 GB of target/ on a fresh clone, before).
+pec_build_binaries() {
+  (cd "$PEC_REPO" && cargo build -q --locked -p pec-cli -p pec-runner -p pec-exchange -p pec-integration \
+    -p pec-members --bins --example dovecot --example members_table)
+}
+
 # The venv built from requirements.lock; its name changes with the lock, so an edit reinstalls.
 pec_venv_dir() { echo "$PEC_CACHE_DIR/venv-localstack-$LOCALSTACK_VERSION-$(pec_sha12 "$PEC_REPO/infra/local/requirements.lock")"; }
 

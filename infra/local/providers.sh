@@ -160,7 +160,7 @@ _pec_providers_main() {
   # shellcheck disable=SC1091
   source "$PEC_STATE_DIR/stack.env"
   if [ -z "$pec" ]; then
-    (cd "$PEC_REPO" && cargo build -q -p pec-cli)
+    pec_build_binaries
     pec="${CARGO_TARGET_DIR:-$PEC_REPO/target}/debug/pec"
   fi
   pki="${pki:-$PEC_STATE_DIR/providers-pki}"

@@ -373,8 +373,21 @@ impl Binaries {
             .context("the test binary has no target dir")?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "pec-cli", "-p", "pec-runner", "--bins"])
-            .current_dir(repo_root());
+        // pec-integration in the selection: cargo unifies features over the selected packages, so
+        // this build compiles the dependencies exactly as the enclosing `cargo test` did
+        // (infra/local/lib.sh, `pec_build_binaries`) instead of a second copy of each.
+        cmd.args([
+            "build",
+            "-q",
+            "-p",
+            "pec-cli",
+            "-p",
+            "pec-runner",
+            "-p",
+            "pec-integration",
+            "--bins",
+        ])
+        .current_dir(repo_root());
         // Cargo gives this test process its package's variables (CARGO_PKG_NAME, ...). Build
         // scripts such as ring's watch them (`rerun-if-env-changed`): passed on, they would make
         // this build and the enclosing `cargo test` rebuild ring and everything above it, in
