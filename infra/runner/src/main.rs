@@ -82,6 +82,11 @@ struct Args {
     /// 127.0.0.1:<port>`).
     #[arg(long, value_name = "PORT")]
     pop3_port: Option<u16>,
+    /// Also run the MX (mail for the provider's domains, from other providers and the outside
+    /// world) on 127.0.0.1:PORT (printed as `pec-runner: smtp mx 127.0.0.1:<port>`), greeting
+    /// as `mx.<provider domain>`, with the edge's certificate.
+    #[arg(long, value_name = "PORT")]
+    mx_port: Option<u16>,
     /// At most this many IMAP sessions at once (default 256, as the edge container without
     /// `PEC_EDGE_IMAP_MAX_SESSIONS`); benches/imap.sh holds 500 idle connections.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -164,6 +169,7 @@ async fn start_edge(
         imap: None,
         pop3s: bind(args.pop3_port, "pop3s").await?,
         pop3: None,
+        mx: bind(args.mx_port, "smtp mx").await?,
     };
     let aws = aws.for_function(pec_edge::TEMPLATE_ID);
     let mut stop = stop;
@@ -467,7 +473,12 @@ async fn main() -> Result<()> {
         bail!("no function to run");
     }
     let (stop_gateway, gateway_stop) = tokio::sync::watch::channel(false);
-    let gateway = match args.smtp_port.or(args.imap_port).or(args.pop3_port) {
+    let gateway = match args
+        .smtp_port
+        .or(args.imap_port)
+        .or(args.pop3_port)
+        .or(args.mx_port)
+    {
         Some(_) => {
             let env: BTreeMap<String, String> = resources["function_environment"]
                 .as_object()

@@ -168,9 +168,30 @@ pub struct InboundEnvelope {
     #[serde(default)]
     pub source: String,
     pub received_at: chrono::DateTime<chrono::Utc>,
+    /// The door it came in by (absent in envelopes written before the MX existed: SES).
+    #[serde(default)]
+    pub via: InboundVia,
+}
+
+/// How an inbound message reached the raw bucket. It decides which unsigned header fields the
+/// receiving point may believe: a field SES receiving adds (`X-SES-Spam-Verdict`) is ours only
+/// when SES wrote the object; over our own MX the same field came from the sender.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundVia {
+    /// SES receiving (locally: the mail exchange, which writes what SES writes).
+    #[default]
+    Ses,
+    /// The edge service's MX (`pec_submit`'s MX role).
+    Mx,
 }
 
 impl InboundEnvelope {
+    /// The JSON form.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
     /// Parses and validates an inbound envelope.
     pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let e: InboundEnvelope =
@@ -189,4 +210,23 @@ pub fn inbound_id_of_key(key: &str) -> Option<&str> {
         .strip_suffix(".json")
         .or_else(|| rest.strip_suffix(".eml"))?;
     valid_id(id).then_some(id)
+}
+
+#[cfg(test)]
+mod inbound_tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_written_before_the_mx_read_as_ses() {
+        let old = br#"{"version":1,"recipients":["a@pec.example.test"],"source":"b@x.test","received_at":"2026-12-07T10:00:00Z"}"#;
+        let e = InboundEnvelope::from_json(old).unwrap();
+        assert_eq!(e.via, InboundVia::Ses);
+        let mx = InboundEnvelope {
+            via: InboundVia::Mx,
+            ..e
+        };
+        let json = mx.to_json();
+        assert!(String::from_utf8_lossy(&json).contains(r#""via": "mx""#));
+        assert_eq!(InboundEnvelope::from_json(&json).unwrap(), mx);
+    }
 }

@@ -5,6 +5,15 @@
 //! | SMTP submission | 587 | `STARTTLS`, AUTH only after it | `pec-submit` |
 //! | IMAP | 993 / 143 | implicit / `STARTTLS`, login only after TLS | `pec-imap` |
 //! | POP3 | 995 / 110 | implicit / `STLS`, login only after TLS | `pec-pop3` |
+//! | SMTP MX (mail for our domains) | 25 | `STARTTLS`, required of PEC providers | `pec-submit` ([`pec_submit::mx`]) |
+//!
+//! **MX.** Other providers (and the outside world) deliver to the MX, which writes what SES
+//! receiving leads to (`inbound/<id>.eml`, then `inbound/<id>.json` with `via: mx`), so the
+//! receiving point is the same for both doors and both can run at once. Its policy
+//! ([`mx::EdgeMxPolicy`]): senders whose domain the provider index lists must use TLS; only
+//! recipients in our domains are accepted (no open relay); an unknown mailbox is refused to
+//! ordinary senders and taken from providers (the receiving point answers with a signed notice).
+//! Its greeting name is `mx.<provider domain>`.
 //!
 //! Every protocol logs people in through the same [`StateCredentials`] (the mailbox item's
 //! Argon2id hash, its `locked` flag) and one [`LoginThrottle`], so failed logins over SMTP and
@@ -31,13 +40,15 @@ use std::sync::Arc;
 use pec_aws::{AwsClients, DynamoMailStore, DynamoState, S3Store};
 use pec_ports::mailstore::{Flags, MailStore, Origin, SEEN};
 use pec_ports::{ConfigError, Env, LoginThrottle, MemoryThrottle, ThrottlePolicy};
-use pec_submit::aws::{RawBucketSink, StateCredentials};
+use pec_submit::aws::{RawBucketSink, RawInboundSink, StateCredentials};
 use pec_submit::{BoxFuture, Sink, SinkError, Submission};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use pec_imap::Security;
+
+pub mod mx;
 
 /// The folder submitted messages are filed in.
 pub const SENT: &str = "Sent";
@@ -65,6 +76,13 @@ pub struct Settings {
     /// listeners together; one more gets `BYE` at once. Default [`pec_imap::Config`]'s (256).
     /// What a session costs in memory: `benches/imap.sh`.
     pub imap_max_sessions: usize,
+    /// `PEC_EVIDENCE_BUCKET` (needed by the MX: the provider index lives there).
+    pub evidence_bucket: Option<String>,
+    /// `PEC_PROVIDER_INDEX_KEY` (default `config/provider-index.ldif`).
+    pub provider_index_key: String,
+    /// `PEC_PROVIDER_INDEX_REFRESH_SECONDS` (default 600): how long the MX uses the index it
+    /// read before it looks for a new version.
+    pub provider_index_refresh: chrono::Duration,
 }
 
 impl Settings {
@@ -87,6 +105,16 @@ impl Settings {
                 Some(n) => n,
                 None => pec_imap::Config::default().max_sessions,
             },
+            evidence_bucket: env.optional("PEC_EVIDENCE_BUCKET"),
+            provider_index_key: env.or(
+                "PEC_PROVIDER_INDEX_KEY",
+                pec_ports::keys::DEFAULT_PROVIDER_INDEX_KEY,
+            ),
+            provider_index_refresh: chrono::Duration::seconds(
+                env.parse::<i64>("PEC_PROVIDER_INDEX_REFRESH_SECONDS")?
+                    .unwrap_or(600)
+                    .max(0),
+            ),
         })
     }
 }
@@ -104,6 +132,8 @@ pub struct Listeners {
     pub pop3s: Option<TcpListener>,
     /// POP3 with `STLS` (110).
     pub pop3: Option<TcpListener>,
+    /// The MX (25); needs [`Settings::evidence_bucket`].
+    pub mx: Option<TcpListener>,
 }
 
 /// The mail store the edge serves.
@@ -238,6 +268,42 @@ pub async fn serve(
             pop3.clone()
                 .serve(listener, pec_pop3::Security::StartTls, stopped()),
         );
+    }
+    if let Some(listener) = listeners.mx {
+        match &settings.evidence_bucket {
+            Some(evidence) => {
+                let index = pec_aws::ProviderIndexSource::new(
+                    S3Store::new(aws.s3.clone()),
+                    evidence.clone(),
+                    settings.provider_index_key.clone(),
+                    settings.provider_index_refresh,
+                );
+                let policy = mx::EdgeMxPolicy::new(
+                    &settings.hostname,
+                    DynamoState::new(
+                        aws.dynamodb.clone(),
+                        &settings.state_table,
+                        &settings.log_table,
+                    ),
+                    index,
+                );
+                let sink = RawInboundSink::new(S3Store::new(aws.s3.clone()), &settings.raw_bucket);
+                let config = pec_submit::Config {
+                    hostname: format!("mx.{}", settings.hostname),
+                    ..pec_submit::Config::default()
+                };
+                let server = pec_submit::Server::mx(
+                    config,
+                    Arc::clone(&tls),
+                    Arc::new(policy),
+                    Arc::new(sink),
+                );
+                tasks.spawn(server.serve(listener, stopped()));
+            }
+            None => {
+                error!("edge: the MX needs PEC_EVIDENCE_BUCKET (the provider index): not served")
+            }
+        }
     }
     shutdown.await;
     info!("edge: shutting down");

@@ -1,12 +1,15 @@
 //! `pec-edge`: the edge service (SMTP submission, IMAP, POP3) as a container's process.
 //!
-//!   pec-edge --submission 0.0.0.0:587 --imaps 0.0.0.0:993 --imap 0.0.0.0:143 --pop3s 0.0.0.0:995
+//!   pec-edge --submission 0.0.0.0:587 --imaps 0.0.0.0:993 --imap 0.0.0.0:143 --pop3s 0.0.0.0:995 \
+//!            --mx 0.0.0.0:25
 //!
 //! The TLS certificate chain (leaf first) and key come as PEM either in files (`--cert`,
 //! `--key`) or in the variables `PEC_EDGE_TLS_CERT` and `PEC_EDGE_TLS_KEY` (how ECS passes a
 //! Secrets Manager secret to a container). Environment: `PEC_PROVIDER_DOMAIN`,
 //! `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_RAW_BUCKET`, `PEC_MAILBOX_BUCKET`, optionally
-//! `PEC_EDGE_IMAP_MAX_SESSIONS` (default 256), and the SDK's region/credential variables. Stops on SIGTERM or SIGINT, draining every session.
+//! `PEC_EDGE_IMAP_MAX_SESSIONS` (default 256); for the MX `PEC_EVIDENCE_BUCKET`,
+//! `PEC_PROVIDER_INDEX_KEY` and `PEC_PROVIDER_INDEX_REFRESH_SECONDS`; and the SDK's
+//! region/credential variables. Stops on SIGTERM or SIGINT, draining every session.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +36,9 @@ struct Args {
     /// POP3 with STLS address.
     #[arg(long, env = "PEC_EDGE_POP3")]
     pop3: Option<SocketAddr>,
+    /// SMTP MX address (mail for our domains from other providers and the outside world).
+    #[arg(long, env = "PEC_EDGE_MX")]
+    mx: Option<SocketAddr>,
     /// Certificate chain file (PEM, leaf first); else `PEC_EDGE_TLS_CERT` holds the PEM.
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
@@ -93,21 +99,28 @@ async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let tls = tls(&args)?;
     let settings = pec_edge::Settings::from_env(&pec_ports::Env::process())?;
+    if args.mx.is_some() && settings.evidence_bucket.is_none() {
+        return Err(
+            "--mx needs PEC_EVIDENCE_BUCKET: the provider index tells providers apart".into(),
+        );
+    }
     let listeners = pec_edge::Listeners {
         submission: bind(args.submission, "smtp submission").await?,
         imaps: bind(args.imaps, "imaps").await?,
         imap: bind(args.imap, "imap").await?,
         pop3s: bind(args.pop3s, "pop3s").await?,
         pop3: bind(args.pop3, "pop3").await?,
+        mx: bind(args.mx, "smtp mx").await?,
     };
     if listeners.submission.is_none()
         && listeners.imaps.is_none()
         && listeners.imap.is_none()
         && listeners.pop3s.is_none()
         && listeners.pop3.is_none()
+        && listeners.mx.is_none()
     {
         return Err(
-            "nothing to serve: give --submission, --imaps, --imap, --pop3s or --pop3".into(),
+            "nothing to serve: give --submission, --imaps, --imap, --pop3s, --pop3 or --mx".into(),
         );
     }
     let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?)

@@ -108,6 +108,7 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
             identificativo: c.daticert.as_ref().map(|d| d.dati.identificativo.clone()),
             sender_receipt_address: None,
             sender_provider: None,
+            via: env.via,
         };
         if record.recipients.is_empty() {
             record.decision = NOT_OURS;
@@ -302,9 +303,12 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
                 };
                 // Ordinary mail scored as spam (by our engine, or by SES receiving) is named so
                 // that the delivery point files it in Junk or drops it, by the mailbox's
-                // setting. PEC messages (the envelope branch) are never filtered.
-                let is_spam =
-                    spam.is_some_and(|c| c.is_spam()) || classify::ses_spam_verdict_failed(&raw);
+                // setting. PEC messages (the envelope branch) are never filtered. SES's verdict
+                // field is believed only when SES wrote the object: through our MX the same
+                // field was written by the sender.
+                let ses_says_spam = record.via == submission::InboundVia::Ses
+                    && classify::ses_spam_verdict_failed(&raw);
+                let is_spam = spam.is_some_and(|c| c.is_spam()) || ses_says_spam;
                 let name = if is_spam {
                     keys::ANOMALY_SPAM
                 } else {
@@ -410,6 +414,7 @@ pub fn ses_envelopes(event: &SimpleEmailEvent) -> Vec<(String, InboundEnvelope)>
                     recipients: r.ses.receipt.recipients.clone(),
                     source: r.ses.mail.source.clone().unwrap_or_default(),
                     received_at: r.ses.receipt.timestamp,
+                    via: submission::InboundVia::Ses,
                 },
             ))
         })

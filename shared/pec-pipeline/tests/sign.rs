@@ -377,6 +377,7 @@ async fn the_signer_refuses_what_no_writer_may_produce() {
             identificativo: None,
             sender_receipt_address: None,
             sender_provider: None,
+            via: Default::default(),
         })
         .await
         .unwrap();

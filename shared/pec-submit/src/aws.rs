@@ -6,9 +6,12 @@
 //! always in place when ingress reads it. Both writes are conditional: a retried `DATA` that
 //! reaches the sink twice with the same id (it cannot: ids are random) would change nothing.
 
-use pec_core::submission::{ENVELOPE_VERSION, SubmissionEnvelope};
+use pec_core::submission::{
+    ENVELOPE_VERSION, INBOUND_PREFIX, InboundEnvelope, InboundVia, SubmissionEnvelope,
+};
 use pec_ports::{ObjectStore, StateStore};
 
+use crate::mx::{Arrival, MxSink};
 use crate::{Account, BoxFuture, CredentialError, Credentials, Sink, SinkError, Submission};
 
 /// [`Credentials`] from the state table: the login name is the mailbox address (any case).
@@ -113,6 +116,64 @@ impl<St: ObjectStore> Sink for RawBucketSink<St> {
                 .await
                 .map_err(SinkError::new)?;
             tracing::info!(id = %s.id, user = %s.user, recipients = s.recipients.len(), bytes = s.raw.len(), "submission stored");
+            Ok(())
+        })
+    }
+}
+
+/// [`MxSink`] on the raw bucket: `inbound/<id>.eml` ([`Arrival::stored`]: `Return-Path`, our
+/// `Received`, the message as received), then `inbound/<id>.json` ([`InboundEnvelope`] with
+/// `via: mx`), which alone triggers the receiving point: the same objects SES receiving leads
+/// to, so the receiving point is the same for both doors.
+pub struct RawInboundSink<St> {
+    store: St,
+    bucket: String,
+}
+
+impl<St: ObjectStore> RawInboundSink<St> {
+    /// Arrivals written to `bucket` through `store`.
+    pub fn new(store: St, bucket: &str) -> Self {
+        Self {
+            store,
+            bucket: bucket.to_string(),
+        }
+    }
+}
+
+/// The inbound envelope recorded for `a`.
+pub fn inbound_envelope_of(a: &Arrival) -> InboundEnvelope {
+    InboundEnvelope {
+        version: ENVELOPE_VERSION,
+        recipients: a.recipients.clone(),
+        source: a.reverse_path.clone(),
+        received_at: a.received_at,
+        via: InboundVia::Mx,
+    }
+}
+
+impl<St: ObjectStore> MxSink for RawInboundSink<St> {
+    fn store<'a>(&'a self, a: &'a Arrival) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let envelope = inbound_envelope_of(a).to_json();
+            self.store
+                .put_if_absent(
+                    &self.bucket,
+                    &format!("{INBOUND_PREFIX}{}.eml", a.id),
+                    a.stored(),
+                    "message/rfc822",
+                )
+                .await
+                .map_err(SinkError::new)?;
+            self.store
+                .put_if_absent(
+                    &self.bucket,
+                    &format!("{INBOUND_PREFIX}{}.json", a.id),
+                    envelope,
+                    "application/json",
+                )
+                .await
+                .map_err(SinkError::new)?;
+            tracing::info!(id = %a.id, sender = %a.reverse_path, recipients = a.recipients.len(), bytes = a.raw.len(), "arrival stored");
             Ok(())
         })
     }

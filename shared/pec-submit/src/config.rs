@@ -45,6 +45,10 @@ pub struct Config {
     pub session_timeout: Duration,
     /// Concurrent sessions; one more gets `421 4.7.0` and is closed at once.
     pub max_sessions: usize,
+    /// Concurrent sessions from one client IP address (IPv6: one /64, what a single host may
+    /// hold); one more gets `421 4.7.0` and is closed at once, so one source cannot take every
+    /// slot.
+    pub max_sessions_per_ip: usize,
     /// After the shutdown signal, how long sessions in flight may run before they are cut.
     pub shutdown_grace: Duration,
     /// Cost of the dummy hash checked for unknown users. Set it to the cost the mailboxes'
@@ -66,6 +70,7 @@ impl Default for Config {
             data_timeout: Duration::from_secs(180),
             session_timeout: Duration::from_secs(3600),
             max_sessions: 64,
+            max_sessions_per_ip: 16,
             shutdown_grace: Duration::from_secs(30),
             dummy_hash_cost: HashCost::Production,
         }

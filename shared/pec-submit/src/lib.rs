@@ -1,5 +1,6 @@
 //! The PEC submission gateway: an async ESMTP submission server for authenticated mailbox
-//! owners (the *punto di accesso*'s SMTP front).
+//! owners (the *punto di accesso*'s SMTP front), and the same engine as the provider's MX
+//! ([`mx`], [`Server::mx`]: mail for our domains from other providers and the outside world).
 //!
 //! The caller binds a [`tokio::net::TcpListener`], builds a [`Server`] from a [`Config`], a
 //! rustls [`ServerConfig`](rustls::ServerConfig) (ring provider; [`tls_server_config`]), a
@@ -51,6 +52,7 @@
 //! | idle ([`Config::command_timeout`], [`Config::data_timeout`]) or session over [`Config::session_timeout`] | `421 4.4.2 … Timeout exceeded` | RFC 5321 §4.5.3.2 |
 //! | server shutting down | `421 4.3.2 … Service shutting down` | RFC 5321 §3.8 |
 //! | over [`Config::max_sessions`] | `421 4.7.0 … Too many connections` | |
+//! | over [`Config::max_sessions_per_ip`] from one address (IPv6: one /64) | `421 4.7.0 … Too many connections from your address` | one source cannot take every slot |
 //!
 //! The reverse path is **not** compared with the authenticated mailbox here: a mismatch is a
 //! formal-check failure that the access point answers with a PEC *avviso di non accettazione*.
@@ -80,6 +82,7 @@ pub mod client;
 mod config;
 #[cfg(feature = "dev-tls")]
 pub mod dev_tls;
+pub mod mx;
 mod server;
 mod session;
 mod sink;

@@ -1,7 +1,9 @@
 //! The accept loop: concurrent sessions, a bound on their number, graceful shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -10,10 +12,12 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::session::{self, Shared};
+use crate::mx::{MxPolicy, MxSink};
+use crate::session::{self, Receiving, Role, Shared, Submitting};
 use crate::{Config, Credentials, Sink};
 
-/// The submission server: configuration, TLS, credentials and sink, ready to [`serve`].
+/// The SMTP server in one of its two roles ([`Server::new`]: submission; [`Server::mx`]: the
+/// MX), ready to [`serve`].
 ///
 /// [`serve`]: Server::serve
 pub struct Server {
@@ -42,23 +46,44 @@ impl Server {
             shared: Arc::new(Shared {
                 config,
                 tls: TlsAcceptor::from(tls),
-                credentials,
-                sink,
-                hash_slots: Semaphore::new(hash_slots),
-                throttle: Arc::new(pec_ports::MemoryThrottle::new(
-                    pec_ports::ThrottlePolicy::default(),
-                )),
+                role: Role::Submission(Submitting {
+                    credentials,
+                    sink,
+                    hash_slots: Semaphore::new(hash_slots),
+                    throttle: Arc::new(pec_ports::MemoryThrottle::new(
+                        pec_ports::ThrottlePolicy::default(),
+                    )),
+                }),
+            }),
+        }
+    }
+
+    /// The MX for our domains ([`crate::mx`]): no `AUTH`; `policy` decides senders and
+    /// recipients, `sink` keeps accepted mail.
+    pub fn mx(
+        config: Config,
+        tls: Arc<rustls::ServerConfig>,
+        policy: Arc<dyn MxPolicy>,
+        sink: Arc<dyn MxSink>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                tls: TlsAcceptor::from(tls),
+                role: Role::Mx(Receiving { policy, sink }),
             }),
         }
     }
 
     /// Uses `throttle` for the failed-login lockout (default: [`pec_ports::MemoryThrottle`] with
-    /// [`pec_ports::ThrottlePolicy::default`]).
+    /// [`pec_ports::ThrottlePolicy::default`]). The MX has no logins: nothing changes there.
     pub fn with_login_throttle(self, throttle: Arc<dyn pec_ports::LoginThrottle>) -> Self {
         // `serve` takes the server by value, so nothing else holds `shared` yet.
         let mut shared = Arc::try_unwrap(self.shared)
             .unwrap_or_else(|_| unreachable!("a Server's state is shared only once it serves"));
-        shared.throttle = throttle;
+        if let Role::Submission(s) = &mut shared.role {
+            s.throttle = throttle;
+        }
         Self {
             shared: Arc::new(shared),
         }
@@ -77,11 +102,12 @@ impl Server {
         let config = &self.shared.config;
         let (stop_tx, stop_rx) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(config.max_sessions));
+        let sources: Sources = Arc::new(Mutex::new(HashMap::new()));
         let mut sessions = JoinSet::new();
         let mut next_id: u64 = 0;
         let shutdown = shutdown;
         tokio::pin!(shutdown);
-        info!(addr = ?listener.local_addr().ok(), "SMTP submission server listening");
+        info!(addr = ?listener.local_addr().ok(), "SMTP server listening");
         loop {
             tokio::select! {
                 biased;
@@ -89,6 +115,15 @@ impl Server {
                 Some(done) = sessions.join_next(), if !sessions.is_empty() => log_end(done),
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
+                        let Some(per_source) = PerSource::take(&sources, peer.ip(), config.max_sessions_per_ip) else {
+                            warn!(%peer, "too many sessions from one source, connection refused");
+                            let text = format!(
+                                "421 4.7.0 {} Too many connections from your address, try again later\r\n",
+                                config.hostname
+                            );
+                            let _ = tcp.try_write(text.as_bytes());
+                            continue;
+                        };
                         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                             warn!(%peer, "too many sessions, connection refused");
                             let text = format!(
@@ -105,7 +140,7 @@ impl Server {
                         let stop = stop_rx.clone();
                         sessions.spawn(
                             async move {
-                                let _permit = permit;
+                                let _permit = (permit, per_source);
                                 session::run(shared, tcp, peer, stop).await;
                             }
                             .instrument(span),
@@ -136,7 +171,55 @@ impl Server {
             );
             sessions.shutdown().await;
         }
-        info!("SMTP submission server stopped");
+        info!("SMTP server stopped");
+    }
+}
+
+/// Sessions open per source (an IPv4 address, or an IPv6 /64).
+type Sources = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One session's place in its source's count, given back when the session ends.
+struct PerSource {
+    sources: Sources,
+    key: IpAddr,
+}
+
+impl PerSource {
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(Ipv6Addr::from(octets))
+            }
+            v4 => v4,
+        }
+    }
+
+    fn take(sources: &Sources, ip: IpAddr, max: usize) -> Option<Self> {
+        let key = Self::key(ip);
+        let mut open = sources.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            sources: Arc::clone(sources),
+            key,
+        })
+    }
+}
+
+impl Drop for PerSource {
+    fn drop(&mut self) {
+        let mut open = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use crate::Config;
 use crate::address::{PathError, is_helo_name, parse_path_arg};
 use crate::auth::{Account, Check, Credentials, check_password, dummy_hash};
+use crate::mx::{Arrival, MxPolicy, MxSink, Recipient, Sender};
 use crate::sink::{Sink, Submission, new_id};
 use crate::wire::{DataDecoder, Line, read_line};
 
@@ -21,12 +22,46 @@ use crate::wire::{DataDecoder, Line, read_line};
 pub(crate) struct Shared {
     pub config: Config,
     pub tls: TlsAcceptor,
+    pub role: Role,
+}
+
+/// What the server is for: the differences between the two roles are confined to the greeting,
+/// `EHLO`, `AUTH`, the checks at `MAIL`/`RCPT` and where an accepted message goes.
+pub(crate) enum Role {
+    /// Submission by authenticated mailbox owners.
+    Submission(Submitting),
+    /// The MX: mail for our domains from other providers and the outside world ([`crate::mx`]).
+    Mx(Receiving),
+}
+
+pub(crate) struct Submitting {
     pub credentials: Arc<dyn Credentials>,
     pub sink: Arc<dyn Sink>,
     /// Bounds concurrent Argon2 checks (each costs CPU and `m_cost` memory).
     pub hash_slots: Semaphore,
     /// Failed-login lockout per account and per source address (shared by every session).
     pub throttle: Arc<dyn pec_ports::LoginThrottle>,
+}
+
+pub(crate) struct Receiving {
+    pub policy: Arc<dyn MxPolicy>,
+    pub sink: Arc<dyn MxSink>,
+}
+
+impl Shared {
+    fn submitting(&self) -> Option<&Submitting> {
+        match &self.role {
+            Role::Submission(s) => Some(s),
+            Role::Mx(_) => None,
+        }
+    }
+
+    fn receiving(&self) -> Option<&Receiving> {
+        match &self.role {
+            Role::Mx(r) => Some(r),
+            Role::Submission(_) => None,
+        }
+    }
 }
 
 /// The session must end now (connection lost, or a closing reply was already sent).
@@ -53,6 +88,8 @@ enum Read {
 struct Transaction {
     reverse_path: String,
     recipients: Vec<String>,
+    /// MX only: who the reverse path says is sending (submission: always `Ordinary`, unused).
+    sender: Sender,
 }
 
 struct Session {
@@ -94,10 +131,11 @@ pub(crate) async fn run(
         line: Vec::new(),
     };
     let mut io = BufReader::new(tcp);
-    let greeting = format!(
-        "220 {} ESMTP PEC submission service ready",
-        s.shared.config.hostname
-    );
+    let service = match s.shared.role {
+        Role::Submission(_) => "PEC submission service",
+        Role::Mx(_) => "PEC MX",
+    };
+    let greeting = format!("220 {} ESMTP {service} ready", s.shared.config.hostname);
     if s.send(&mut io, &greeting).await.is_err() {
         return;
     }
@@ -333,7 +371,8 @@ impl Session {
                     Ok(Next::StartTls)
                 }
             }
-            "AUTH" => self.auth(io, arg).await,
+            "AUTH" if self.shared.submitting().is_some() => self.auth(io, arg).await,
+            "AUTH" => self.answer(io, "502 5.5.1 Command not implemented").await,
             "MAIL" => self.mail(io, arg).await,
             "RCPT" => self.rcpt(io, arg).await,
             "DATA" => self.data(io, arg).await,
@@ -401,16 +440,21 @@ impl Session {
             let text = format!("250 {}", self.host());
             return self.answer(io, &text).await;
         }
-        let mut lines = vec![
-            format!("{} greets {name}", self.host()),
+        let mut lines = vec![format!("{} greets {name}", self.host())];
+        let mx = self.shared.receiving().is_some();
+        if mx {
+            // RFC 2920: replies to commands sent ahead are already written in order.
+            lines.push("PIPELINING".to_owned());
+        }
+        lines.extend([
             format!("SIZE {}", self.shared.config.max_message_bytes),
             "8BITMIME".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
-        ];
-        if self.tls {
-            lines.push("AUTH PLAIN LOGIN".to_owned());
-        } else {
+        ]);
+        if !self.tls {
             lines.push("STARTTLS".to_owned());
+        } else if !mx {
+            lines.push("AUTH PLAIN LOGIN".to_owned());
         }
         let last = lines.len() - 1;
         let text = lines
@@ -539,7 +583,10 @@ impl Session {
         let source = self.peer.ip().to_canonical().to_string();
         let outcome = match credentials {
             Some((user, password)) if !user.is_empty() && !password.is_empty() => {
-                let throttle = &self.shared.throttle;
+                let Some(submitting) = self.shared.submitting() else {
+                    return Err(Stop);
+                };
+                let throttle = &submitting.throttle;
                 match throttle.allowed(&user, &source, chrono::Utc::now()) {
                     pec_ports::LoginVerdict::Locked { until } => {
                         // Not even the right password: counted per login name and source and
@@ -614,11 +661,10 @@ impl Session {
     /// are checked against a dummy hash, so they take as long as known ones.
     async fn verify(&self, user: String, password: Vec<u8>) -> Verified {
         let config = &self.shared.config;
-        let lookup = timeout(
-            config.command_timeout,
-            self.shared.credentials.lookup(&user),
-        )
-        .await;
+        let Some(submitting) = self.shared.submitting() else {
+            return Verified::Temporary;
+        };
+        let lookup = timeout(config.command_timeout, submitting.credentials.lookup(&user)).await;
         let account = match lookup {
             Ok(Ok(account)) => account,
             Ok(Err(e)) => {
@@ -630,7 +676,7 @@ impl Session {
                 return Verified::Temporary;
             }
         };
-        let Ok(_permit) = self.shared.hash_slots.acquire().await else {
+        let Ok(_permit) = submitting.hash_slots.acquire().await else {
             return Verified::Temporary;
         };
         let hash = account.as_ref().map(|a| a.password_hash.clone());
@@ -672,7 +718,7 @@ impl Session {
     fn transaction_refusal(&self) -> Option<&'static str> {
         if self.helo.is_none() {
             Some("503 5.5.1 Send EHLO first")
-        } else if self.user.is_none() {
+        } else if self.user.is_none() && self.shared.submitting().is_some() {
             Some("530 5.7.0 Authentication required")
         } else {
             None
@@ -706,7 +752,8 @@ impl Session {
                     .await;
             }
         };
-        if parsed.path.is_empty() {
+        let mx = self.shared.receiving().is_some();
+        if parsed.path.is_empty() && !mx {
             return self
                 .answer(
                     io,
@@ -743,16 +790,45 @@ impl Session {
                     return self.answer(io, "501 5.5.4 Invalid BODY parameter").await;
                 }
                 // RFC 4954 §5: allowed once AUTH is advertised; the value is not used.
-                ("AUTH", Some(_)) => {}
+                ("AUTH", Some(_)) if !mx => {}
                 _ => {
                     return self.answer(io, "555 5.5.4 Unsupported parameter").await;
                 }
             }
             seen.push(key);
         }
+        let reverse_path = parsed.path.to_owned();
+        let sender = match self.shared.receiving() {
+            Some(mx) if !reverse_path.is_empty() => {
+                let asked = timeout(
+                    self.shared.config.command_timeout,
+                    mx.policy.sender(&reverse_path),
+                )
+                .await;
+                match asked {
+                    Ok(Ok(sender)) => sender,
+                    Ok(Err(e)) => {
+                        warn!(sender = %reverse_path, error = %e, "MX policy: sender lookup failed");
+                        return self.answer(io, TEMPORARY_POLICY).await;
+                    }
+                    Err(_) => {
+                        warn!(sender = %reverse_path, "MX policy: sender lookup timed out");
+                        return self.answer(io, TEMPORARY_POLICY).await;
+                    }
+                }
+            }
+            _ => Sender::Ordinary,
+        };
+        if sender == Sender::Provider && !self.tls {
+            info!(sender = %reverse_path, "a PEC provider without TLS refused");
+            return self
+                .answer(io, "530 5.7.0 Must issue a STARTTLS command first")
+                .await;
+        }
         self.tx = Some(Transaction {
-            reverse_path: parsed.path.to_owned(),
+            reverse_path,
             recipients: Vec::new(),
+            sender,
         });
         self.answer(io, "250 2.1.0 Ok").await
     }
@@ -791,6 +867,45 @@ impl Session {
             return self.answer(io, "452 4.5.3 Too many recipients").await;
         }
         let path = parsed.path.to_owned();
+        if let Some(mx) = self.shared.receiving() {
+            let asked = timeout(
+                self.shared.config.command_timeout,
+                mx.policy.recipient(&path),
+            )
+            .await;
+            let recipient = match asked {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    warn!(recipient = %path, error = %e, "MX policy: recipient lookup failed");
+                    return self.answer(io, TEMPORARY_POLICY).await;
+                }
+                Err(_) => {
+                    warn!(recipient = %path, "MX policy: recipient lookup timed out");
+                    return self.answer(io, TEMPORARY_POLICY).await;
+                }
+            };
+            let sender = self.tx.as_ref().map_or(Sender::Ordinary, |t| t.sender);
+            match (recipient, sender) {
+                (Recipient::NotOurs, _) => {
+                    info!(recipient = %path, "relaying denied");
+                    return self
+                        .answer(
+                            io,
+                            "550 5.7.1 Relaying denied: we do not receive mail for that domain",
+                        )
+                        .await;
+                }
+                (Recipient::Unknown, Sender::Ordinary) => {
+                    info!(recipient = %path, "unknown mailbox refused");
+                    return self
+                        .answer(io, "550 5.1.1 Recipient address rejected: no such mailbox")
+                        .await;
+                }
+                // A provider's envelope to an unknown mailbox is taken: the receiving point
+                // answers it with a signed notice of non-delivery.
+                (Recipient::Unknown, Sender::Provider) | (Recipient::Known, _) => {}
+            }
+        }
         if let Some(tx) = self.tx.as_mut() {
             tx.recipients.push(path);
         }
@@ -886,6 +1001,9 @@ impl Session {
             );
             return self.answer(io, &text).await;
         }
+        if self.shared.receiving().is_some() {
+            return self.arrive(io, tx, decoder.raw).await;
+        }
         let (Some(account), Some(helo)) = (self.user.as_ref(), self.helo.as_ref()) else {
             return Err(Stop);
         };
@@ -907,9 +1025,12 @@ impl Session {
             raw: decoder.raw,
             trace,
         };
+        let Some(submitting) = self.shared.submitting() else {
+            return Err(Stop);
+        };
         let stored = timeout(
             self.shared.config.command_timeout,
-            self.shared.sink.store(&submission),
+            submitting.sink.store(&submission),
         )
         .await;
         match stored {
@@ -926,23 +1047,92 @@ impl Session {
             }
             Ok(Err(e)) => {
                 warn!(id = %submission.id, error = %e, "sink failed, message not accepted");
-                self.answer(
-                    io,
-                    "451 4.3.0 Temporary failure, message not stored: try again later",
-                )
-                .await
+                self.answer(io, TEMPORARY_STORE).await
             }
             Err(_) => {
                 warn!(id = %submission.id, "sink timed out, message not accepted");
-                self.answer(
-                    io,
-                    "451 4.3.0 Temporary failure, message not stored: try again later",
-                )
-                .await
+                self.answer(io, TEMPORARY_STORE).await
             }
         }
     }
 }
+
+impl Session {
+    /// The MX's end of `DATA`: the loop check, our trace field, the sink.
+    async fn arrive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut BufReader<S>,
+        tx: Transaction,
+        raw: Vec<u8>,
+    ) -> Result<Next, Stop> {
+        let received = crate::mx::received_count(&raw);
+        if received > crate::mx::MAX_RECEIVED {
+            info!(received, "looping message refused");
+            return self
+                .answer(
+                    io,
+                    "554 5.4.6 Message refused: too many Received fields, a mail loop",
+                )
+                .await;
+        }
+        let (Some(mx), Some(helo)) = (self.shared.receiving(), self.helo.as_ref()) else {
+            return Err(Stop);
+        };
+        let received_at = chrono::Utc::now();
+        let id = new_id(received_at);
+        let client_ip = self.peer.ip().to_canonical().to_string();
+        let protocol = if self.tls { "ESMTPS" } else { "ESMTP" };
+        let trace = crate::trace::received_field_with(
+            helo,
+            &client_ip,
+            self.host(),
+            protocol,
+            &id,
+            received_at,
+        );
+        let arrival = Arrival {
+            id,
+            received_at,
+            reverse_path: tx.reverse_path,
+            sender: tx.sender,
+            recipients: tx.recipients,
+            client_ip,
+            helo: helo.clone(),
+            tls: self.tls,
+            raw,
+            trace,
+        };
+        let stored = timeout(self.shared.config.command_timeout, mx.sink.store(&arrival)).await;
+        match stored {
+            Ok(Ok(())) => {
+                info!(
+                    id = %arrival.id,
+                    sender = %arrival.reverse_path,
+                    provider = arrival.sender == Sender::Provider,
+                    recipients = arrival.recipients.len(),
+                    bytes = arrival.raw.len(),
+                    tls = arrival.tls,
+                    "mail received"
+                );
+                let text = format!("250 2.0.0 Ok: queued as {}", arrival.id);
+                self.answer(io, &text).await
+            }
+            Ok(Err(e)) => {
+                warn!(id = %arrival.id, error = %e, "MX sink failed, message not accepted");
+                self.answer(io, TEMPORARY_STORE).await
+            }
+            Err(_) => {
+                warn!(id = %arrival.id, "MX sink timed out, message not accepted");
+                self.answer(io, TEMPORARY_STORE).await
+            }
+        }
+    }
+}
+
+/// The policy (state table, provider index) could not answer.
+const TEMPORARY_POLICY: &str =
+    "451 4.3.0 Temporary failure looking up the address: try again later";
+const TEMPORARY_STORE: &str = "451 4.3.0 Temporary failure, message not stored: try again later";
 
 enum Verified {
     Ok(Account),

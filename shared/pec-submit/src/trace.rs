@@ -21,13 +21,25 @@ pub fn received_field(
     id: &str,
     at: DateTime<Utc>,
 ) -> String {
+    let protocol = if tls { "ESMTPSA" } else { "ESMTPA" };
+    received_field_with(helo, client_ip, hostname, protocol, id, at)
+}
+
+/// As [`received_field`], with the RFC 3848 protocol name given (`ESMTPS` for the MX over TLS).
+pub fn received_field_with(
+    helo: &str,
+    client_ip: &str,
+    hostname: &str,
+    protocol: &str,
+    id: &str,
+    at: DateTime<Utc>,
+) -> String {
     let plausible = !helo.is_empty()
         && helo.len() <= 255
         && helo
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     let from = if plausible { helo } else { "unknown" };
-    let protocol = if tls { "ESMTPSA" } else { "ESMTPA" };
     format!(
         "Received: from {from} ([{client_ip}])\r\n\tby {hostname} with {protocol} id {id};\r\n\t{}\r\n",
         at.to_rfc2822()

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+use common::{Raw, WAIT};
+
 use base64::Engine as _;
 use pec_submit::dev_tls::{self, DevTls};
 use pec_submit::{
@@ -14,7 +17,7 @@ use pec_submit::{
     Submission, client, hash_password_with,
 };
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -26,8 +29,6 @@ const SPAM_LOCKED: &str = "spam@pec.example.it";
 const SUSPENDED: &str = "suspended@pec.example.it";
 const MAX_BYTES: usize = 64 * 1024;
 const MAX_RCPT: usize = 3;
-/// Bound on every wait for the server in these tests.
-const WAIT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // Harness: in-memory credentials and sink, a running server.
@@ -155,7 +156,7 @@ impl TestServer {
     }
 
     async fn raw(&self) -> Raw {
-        Raw::connect(self.addr).await
+        Raw::connect(self.addr, "gateway.test").await
     }
 
     /// A raw session after EHLO, STARTTLS, EHLO and AUTH PLAIN as `USER`.
@@ -194,119 +195,6 @@ fn plain(user: &str, password: &str) -> String {
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Raw client: one line out, one (possibly multi-line) reply in.
-
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-struct Raw {
-    io: BufReader<Box<dyn Io>>,
-}
-
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    text: String,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr) -> Self {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut c = Raw {
-            io: BufReader::new(Box::new(tcp)),
-        };
-        let greeting = c.reply().await.expect("greeting");
-        assert_eq!(greeting.code, 220, "{greeting:?}");
-        assert!(greeting.text.contains("gateway.test"), "{greeting:?}");
-        c
-    }
-
-    async fn write(&mut self, bytes: &[u8]) {
-        self.io.get_mut().write_all(bytes).await.unwrap();
-        self.io.get_mut().flush().await.unwrap();
-    }
-
-    /// The next reply, or `None` at end of stream.
-    async fn reply(&mut self) -> Option<Reply> {
-        let mut text = String::new();
-        loop {
-            let mut line = Vec::new();
-            let n = tokio::time::timeout(WAIT, self.io.read_until(b'\n', &mut line))
-                .await
-                .expect("the server answers in time")
-                .unwrap_or(0);
-            if n == 0 {
-                assert!(text.is_empty(), "reply cut short: {text:?}");
-                return None;
-            }
-            let line = String::from_utf8(line).expect("replies are UTF-8");
-            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
-            assert!(line.len() >= 5, "short reply line {line:?}");
-            text.push_str(&line);
-            if line.as_bytes()[3] == b' ' {
-                let code = line[..3].parse().expect("numeric reply code");
-                return Some(Reply { code, text });
-            }
-            assert_eq!(line.as_bytes()[3], b'-', "bad reply line {line:?}");
-        }
-    }
-
-    async fn cmd(&mut self, line: &str) -> Reply {
-        self.write(format!("{line}\r\n").as_bytes()).await;
-        self.reply()
-            .await
-            .unwrap_or_else(|| panic!("no reply to {line:?}"))
-    }
-
-    async fn expect(&mut self, line: &str, code: u16) -> Reply {
-        let r = self.cmd(line).await;
-        assert_eq!(r.code, code, "{line:?} → {r:?}");
-        r
-    }
-
-    /// True if the server closed the connection (after any replies still to read).
-    async fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 256];
-        matches!(
-            tokio::time::timeout(WAIT, self.io.read(&mut buf)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
-    }
-
-    async fn starttls(mut self, tls: &DevTls) -> Raw {
-        self.expect("STARTTLS", 220).await;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(tls.cert_der.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        assert!(self.io.buffer().is_empty());
-        let stream = connector
-            .connect(
-                ServerName::try_from("localhost").unwrap(),
-                self.io.into_inner(),
-            )
-            .await
-            .expect("TLS handshake");
-        Raw {
-            io: BufReader::new(Box::new(stream)),
-        }
-    }
-
-    /// DATA with `body` already dot-stuffed and terminated by the caller.
-    async fn data(&mut self, wire: &[u8]) -> Reply {
-        self.expect("DATA", 354).await;
-        self.write(wire).await;
-        self.reply().await.expect("reply to the end of DATA")
-    }
 }
 
 fn message(subject: &str, body: &str) -> Vec<u8> {

@@ -328,6 +328,7 @@ fn inbound(ns: &str, id: &str) -> InboundRecord {
         identificativo: Some(format!("opec-{ns}-{id}@other.example")),
         sender_receipt_address: Some("ricevute@other.example".into()),
         sender_provider: Some("Other".into()),
+        via: Default::default(),
     }
 }
 

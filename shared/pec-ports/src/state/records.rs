@@ -452,6 +452,9 @@ pub struct InboundRecord {
     pub sender_receipt_address: Option<String>,
     /// The sending provider's name (provider index).
     pub sender_provider: Option<String>,
+    /// The door it came in by (SES receiving or our MX): which unsigned fields are ours.
+    #[serde(default)]
+    pub via: pec_core::submission::InboundVia,
 }
 
 /// A recipient of one of our messages that lives at another provider (or is ordinary mail):
