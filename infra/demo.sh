@@ -620,6 +620,96 @@ mirror_pid=""
 rm -rf "$av_dir"
 
 echo
+echo "== Between providers over SMTP: A's relay to B's MX and back, the envelope byte for byte"
+# The exchange above stands for SES, which rewrites Message-ID and Date. Real providers speak
+# SMTP to each other: both runners restart with the SMTP relay (PEC_RELAY=smtp) and an MX, each
+# trusting the other's certificate, with fixed routes instead of DNS (PEC_RELAY_ROUTES).
+for p in "$exchange_pid" "$runner_b_pid" "$runner_pid"; do
+  [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
+  [ -n "$p" ] && wait "$p" 2>/dev/null || true
+done
+exchange_pid="" runner_b_pid="" runner_pid=""
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+mx_a="$(free_port)"
+mx_b="$(free_port)"
+rm -f "$cert" "$cert_b"
+PEC_RELAY=smtp PEC_RELAY_ROUTES="$B_DOMAIN=localhost@127.0.0.1:$mx_b" PEC_RELAY_TLS_ROOTS="$cert_b" \
+  target/debug/pec-runner --smtp-port 0 --mx-port "$mx_a" --smtp-cert-out "$cert" >"$log" 2>&1 &
+runner_pid=$!
+PEC_RELAY=smtp PEC_RELAY_ROUTES="$PEC_PROVIDER_DOMAIN=localhost@127.0.0.1:$mx_a" PEC_RELAY_TLS_ROOTS="$cert" \
+  target/debug/pec-runner --stack-name pec-b --mx-port "$mx_b" --smtp-cert-out "$cert_b" >"$log_b" 2>&1 &
+runner_b_pid=$!
+port=""
+for _ in $(seq 1 300); do
+  port="$(sed -n 's/^pec-runner: smtp 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")"
+  [ -n "$port" ] && grep -q '^pec-runner: smtp mx ' "$log_b" && [ -s "$cert" ] && [ -s "$cert_b" ] && break
+  kill -0 "$runner_pid" 2>/dev/null && kill -0 "$runner_b_pid" 2>/dev/null || { tail -20 "$log" "$log_b"; pec_die "a runner exited"; }
+  sleep 0.1
+done
+[ -n "$port" ] || { tail -20 "$log" "$log_b"; pec_die "the runners did not start their SMTP servers"; }
+echo "  A: pec-runner --mx-port $mx_a (mx.$PEC_PROVIDER_DOMAIN), PEC_RELAY=smtp, route $B_DOMAIN -> 127.0.0.1:$mx_b"
+echo "  B: pec-runner --stack-name pec-b --mx-port $mx_b (mx.$B_DOMAIN), PEC_RELAY=smtp, route $PEC_PROVIDER_DOMAIN -> 127.0.0.1:$mx_a"
+b_items_before="$(count_b "$remote")"
+id_smtp="$(send --to "$remote" --subject "Notifica via SMTP tra gestori" --text "Consegnata da gestore a gestore via SMTP.")"
+echo "  A -> B user over SMTP: submission $id_smtp"
+deadline=$((SECONDS + 180))
+until [ "$(count "$id_smtp")" -ge 2 ] && [ "$(count_b "$remote")" -gt "$b_items_before" ]; do
+  [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$log" "$log_b"; pec_die "the exchange over SMTP did not complete within 180 s"; }
+  sleep 0.5
+done
+$pec mailbox list "$sender" --message "$id_smtp" | sed 's/^/  (A) /'
+# B's raw inbound object is B's Return-Path and Received fields, then A's signed envelope.
+"$(pec_venv_dir)/bin/python" - "$PEC_EVIDENCE_BUCKET" "$(b_env printenv PEC_RAW_BUCKET)" "$id_smtp" <<'PY'
+import email, email.policy, re, sys, boto3
+evidence_a, raw_b, sid = sys.argv[1:4]
+s3 = boto3.client("s3")
+signed = s3.get_object(Bucket=evidence_a, Key=f"signed/msg/{sid}/busta-trasporto.eml")["Body"].read()
+mid = re.search(rb"(?im)^Message-ID:[ \t]*(<[^>\r\n]+>)", signed).group(1).decode()
+ident = None
+for part in email.message_from_bytes(signed, policy=email.policy.compat32).walk():
+    if part.get_filename() == "daticert.xml":
+        ident = re.search(rb"<identificativo>([^<]+)</identificativo>", part.get_payload(decode=True)).group(1).decode()
+found = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=raw_b, Prefix="inbound/"):
+    for o in page.get("Contents", []):
+        if o["Key"].endswith(".eml"):
+            body = s3.get_object(Bucket=raw_b, Key=o["Key"])["Body"].read()
+            if body.endswith(signed):
+                found.append((o["Key"], body))
+assert len(found) == 1, f"{len(found)} objects in {raw_b}/inbound/ end with A's signed envelope"
+key, body = found[0]
+head = body[: len(body) - len(signed)].decode()
+names = [l.split(":", 1)[0] for l in head.split("\r\n") if l and not l[0] in " \t"]
+assert names == ["Return-Path", "Received"], names
+env = s3.get_object(Bucket=raw_b, Key=key[:-4] + ".json")["Body"].read().decode()
+assert '"via": "mx"' in env, env
+assert mid == f"<{ident}>", (mid, ident)
+print(f"  B's {key}: Return-Path + Received, then A's signed envelope byte for byte ({len(signed)} bytes; via mx)")
+print(f"  Message-ID at B: {mid} = the identificativo in daticert.xml (SES would have replaced it)")
+print("  " + [l for l in head.split("\r\n") if "with ESMTPS" in l][0].strip())
+PY
+# What anyone on the Internet meets at A's MX: STARTTLS, no open relay, no backscatter.
+"$(pec_venv_dir)/bin/python" - "$mx_a" "$cert" "$sender" <<'PY'
+import smtplib, ssl, sys
+port, ca, known = sys.argv[1:4]
+with smtplib.SMTP("127.0.0.1", int(port), local_hostname="probe.ordinaria.test", timeout=30) as s:
+    s.ehlo()
+    assert s.has_extn("starttls") and not s.has_extn("auth"), s.esmtp_features
+    s.starttls(context=ssl.create_default_context(cafile=ca))
+    s.ehlo()
+    s.mail("privato@ordinaria.test")
+    code, text = s.rcpt("victim@elsewhere.test")
+    print(f"  probe of A's MX: RCPT TO:<victim@elsewhere.test> -> {code} {text.decode()}")
+    assert code == 550 and text.startswith(b"5.7.1"), (code, text)
+    code, text = s.rcpt("nessuno@" + known.split("@")[1])
+    print(f"  probe of A's MX: RCPT TO:<nessuno@...> from an ordinary sender -> {code} {text.decode()}")
+    assert code == 550 and text.startswith(b"5.1.1"), (code, text)
+    code, _ = s.rcpt(known)
+    assert code == 250, code
+    s.rset()
+PY
+
+echo
 echo "Show one:  $pec mailbox show $sender <item> --anchors $pki/ca.pem   (--raw for the bytes)"
 echo "Provider log of today:  $pec log"
 if [ "$keep" = 1 ]; then

@@ -228,7 +228,8 @@ class IamCheck(unittest.TestCase):
     def edge_calls(self, stack: iam_check.Stack) -> list:
         """What the edge service does (recorded as EdgeService): a login, IMAP LIST/SELECT/FETCH,
         default folders, STORE, an APPEND or Sent filing (a transaction), EXPUNGE (a transaction
-        with deletions), the submission's two objects."""
+        with deletions), the submission's two objects; the MX: the provider index, a tenant's
+        domain, an arrival's two objects."""
         state = stack.resources["StateTable"]["TableName"]
         mailbox = stack.resources["MailboxBucket"]["BucketName"]
         raw = stack.resources["RawMailBucket"]["BucketName"]
@@ -249,6 +250,11 @@ class IamCheck(unittest.TestCase):
             call(service="S3", operation="PutObject", bucket=mailbox, key="mailbox/mario@pec.example.test/a-1.eml"),
             call(service="S3", operation="PutObject", bucket=raw, key="submitted/1.eml"),
             call(service="S3", operation="PutObject", bucket=raw, key="submitted/1.json"),
+            call(service="S3", operation="GetObject", bucket=stack.resources["EvidenceBucket"]["BucketName"],
+                 key="config/provider-index.ldif"),
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk="DOMAIN#studio.example"),
+            call(service="S3", operation="PutObject", bucket=raw, key="inbound/1.eml"),
+            call(service="S3", operation="PutObject", bucket=raw, key="inbound/1.json"),
         ]
 
     def test_the_edge_service_is_checked_against_its_task_role(self):
@@ -274,7 +280,7 @@ class IamCheck(unittest.TestCase):
         calls = [
             call(service="S3", operation="GetObject", bucket=evidence["BucketName"], key="signed/msg/1/accettazione.eml"),
             call(service="S3", operation="GetObject", bucket=raw["BucketName"], key="submitted/1.eml"),
-            call(service="S3", operation="PutObject", bucket=raw["BucketName"], key="inbound/1.json"),
+            call(service="S3", operation="PutObject", bucket=evidence["BucketName"], key="config/provider-index.ldif"),
             call(service="S3", operation="DeleteObject", bucket=mailbox["BucketName"], key="mailbox/a/1.eml"),
             call(service="DynamoDB", operation="GetItem", TableName=state["TableName"], pk="MSG#1"),
             call(service="DynamoDB", operation="TransactWriteItems", TransactItems=[
@@ -288,7 +294,7 @@ class IamCheck(unittest.TestCase):
             ("EdgeService", "s3:DeleteObject", f"{mailbox['Arn']}/mailbox/a/1.eml"),
             ("EdgeService", "s3:GetObject", f"{evidence['Arn']}/signed/msg/1/accettazione.eml"),
             ("EdgeService", "s3:GetObject", f"{raw['Arn']}/submitted/1.eml"),
-            ("EdgeService", "s3:PutObject", f"{raw['Arn']}/inbound/1.json"),
+            ("EdgeService", "s3:PutObject", f"{evidence['Arn']}/config/provider-index.ldif"),
         ])
 
     def test_a_call_to_a_resource_outside_the_template_is_an_error(self):

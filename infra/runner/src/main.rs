@@ -184,8 +184,9 @@ async fn start_edge(
 /// Builds the step of a template function from its environment, exactly as its Lambda `main`
 /// does ([`pec_host::wiring::by_function`]: every function crate is registered there). The
 /// scan function's clamd socket and spam engine come from this process (infra/local/clamd.sh,
-/// infra/local/rspamd.sh) when it names them, and `PEC_SMS_DIGEST_SECONDS` when set (tests and
-/// the demo shorten the SMS digest window); the rest from the function's template environment.
+/// infra/local/rspamd.sh) when it names them, `PEC_SMS_DIGEST_SECONDS` when set (tests and
+/// the demo shorten the SMS digest window) and `PEC_RELAY*` (the outbound relay,
+/// `pec_host::wiring::Outbound`); the rest from the function's template environment.
 async fn step_for(
     function: &str,
     aws: &AwsClients,
@@ -194,9 +195,18 @@ async fn step_for(
     // Locally clamd is infra/local/clamd.sh's: the runner never launches the Lambda layer's.
     let env = Env::from_map(env)
         .overlay(Env::from_fn(|name| {
+            // PEC_RELAY*: the deliver step's outbound relay (SES, or SMTP to the recipients'
+            // MX with local routes and trust anchors: the two-provider demo over SMTP).
             matches!(
                 name,
-                "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL" | "PEC_SMS_DIGEST_SECONDS"
+                "PEC_CLAMD_SOCKET"
+                    | "PEC_SPAM_URL"
+                    | "PEC_SMS_DIGEST_SECONDS"
+                    | "PEC_RELAY"
+                    | "PEC_RELAY_ROUTES"
+                    | "PEC_RELAY_TLS_ROOTS"
+                    | "PEC_RELAY_TLS"
+                    | "PEC_RELAY_HELO"
             )
             .then(|| std::env::var(name).ok())
             .flatten()

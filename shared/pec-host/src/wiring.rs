@@ -281,19 +281,62 @@ pub async fn ingress(
     ))
 }
 
-/// The deliver step: as ingress, plus `PEC_EVENT_BUS`.
+/// How the deliver step sends to other domains (`PEC_RELAY`): SES `SendRawEmail` (`ses`, the
+/// default: SES replaces `Message-ID` and `Date`), or SMTP to the recipients' MX (`smtp`,
+/// [`pec_relay`]: the bytes exactly as signed; `PEC_RELAY_*` as [`pec_relay::from_env`] reads).
+pub enum Outbound {
+    Ses(SesTransport),
+    Smtp(pec_relay::SmtpRelay),
+}
+
+impl Outbound {
+    /// From `PEC_RELAY`.
+    pub fn from_env(
+        aws: &AwsClients,
+        env: &Env<'_>,
+        provider_domain: &str,
+    ) -> Result<Self, WiringError> {
+        match env.or("PEC_RELAY", "ses").as_str() {
+            "ses" => Ok(Outbound::Ses(SesTransport::new(aws.ses.clone()))),
+            "smtp" => Ok(Outbound::Smtp(pec_relay::from_env(env, provider_domain)?)),
+            other => Err(pec_ports::ConfigError::Malformed {
+                name: "PEC_RELAY".into(),
+                value: other.into(),
+                reason: "expected ses or smtp".into(),
+            }
+            .into()),
+        }
+    }
+}
+
+impl pec_ports::MailTransport for Outbound {
+    async fn send_raw(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<String, pec_ports::SendError> {
+        match self {
+            Outbound::Ses(t) => t.send_raw(source, destinations, raw).await,
+            Outbound::Smtp(t) => t.send_raw(source, destinations, raw).await,
+        }
+    }
+}
+
+/// The deliver step: as ingress, plus `PEC_EVENT_BUS` and the outbound relay ([`Outbound`]).
 pub async fn deliver(
     aws: AwsClients,
     env: Env<'_>,
-) -> Result<Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher, SesTransport>, WiringError>
-{
+) -> Result<Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher, Outbound>, WiringError> {
+    let settings = Settings::from_env(&env)?;
+    let outbound = Outbound::from_env(&aws, &env, &settings.provider.domain)?;
     Ok(Deliver::new(
-        Settings::from_env(&env)?,
+        settings,
         s3(&aws),
         state(&aws, &env)?,
         SqsSender::new(aws.sqs.clone()),
         EventBridgePublisher::new(aws.events.clone(), &env.required("PEC_EVENT_BUS")?),
-        SesTransport::new(aws.ses.clone()),
+        outbound,
     ))
 }
 

@@ -299,6 +299,18 @@ impl World {
 
     /// Writes `raw` into `to_node`'s inbound, as SES receiving would.
     fn inject(&mut self, to_b: bool, raw: &[u8], recipients: &[String], source: &str) {
+        self.inject_via(to_b, raw, recipients, source, "ses");
+    }
+
+    /// As [`World::inject`], through the door `via` (`ses` or `mx`).
+    fn inject_via(
+        &mut self,
+        to_b: bool,
+        raw: &[u8],
+        recipients: &[String],
+        source: &str,
+        via: &str,
+    ) {
         self.inbound_seq += 1;
         let id = format!("in{:04}", self.inbound_seq);
         let node = if to_b { &self.b } else { &self.a };
@@ -307,7 +319,7 @@ impl World {
         bytes.extend_from_slice(raw);
         node.store.insert(RAW, &format!("inbound/{id}.eml"), bytes);
         let env = serde_json::json!({"version": 1, "recipients": recipients, "source": source,
-            "received_at": self.now.to_rfc3339()});
+            "received_at": self.now.to_rfc3339(), "via": via});
         node.store.insert(
             RAW,
             &format!("inbound/{id}.json"),
@@ -584,6 +596,48 @@ async fn ordinary_mail_arrives_as_an_anomaly_envelope() {
     assert_eq!(mario[0].security_flag, None);
     let e = &w.a.state.all_log()[0];
     assert_eq!(e.event_type, EventType::AnomalyDelivered);
+}
+
+/// Issue #21: over our own MX, an `X-SES-Spam-Verdict` field was written by the sender, not by
+/// SES: it files nothing in Junk (the same message through SES receiving goes to Junk).
+#[tokio::test]
+async fn a_spam_verdict_field_is_believed_only_from_ses() {
+    let mut w = World::new().await;
+    let forged = "X-SES-Spam-Verdict: FAIL\r\nFrom: someone@ordinaria.test\r\nTo: mario.rossi@pec.example.test\r\nSubject: Preventivo\r\nMessage-ID: <mx1@ordinaria.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nbody\r\n";
+    w.inject_via(
+        false,
+        forged.as_bytes(),
+        &[MARIO.to_string()],
+        "someone@ordinaria.test",
+        "mx",
+    );
+    w.run().await;
+    let items = w.a.state.mailbox_items(MARIO).await.unwrap();
+    assert_eq!(items.len(), 1, "{items:#?}");
+    assert_eq!(items[0].kind, "busta-anomalia");
+    assert_eq!(items[0].folder, None, "{:#?}", items[0]);
+    assert!(
+        items[0].evidence_key.ends_with("/anomalia.eml"),
+        "{:#?}",
+        items[0]
+    );
+    w.inject_via(
+        false,
+        forged.replace("mx1@", "ses1@").as_bytes(),
+        &[MARIO.to_string()],
+        "someone@ordinaria.test",
+        "ses",
+    );
+    w.run().await;
+    let junk: Vec<_> =
+        w.a.state
+            .mailbox_items(MARIO)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.folder.as_deref() == Some("Junk"))
+            .collect();
+    assert_eq!(junk.len(), 1, "{junk:#?}");
 }
 
 /// Issue #18: ordinary mail scored as spam (by the engine, or by SES receiving) is delivered

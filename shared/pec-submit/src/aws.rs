@@ -97,28 +97,37 @@ impl<St: ObjectStore> Sink for RawBucketSink<St> {
     fn store<'a>(&'a self, s: &'a Submission) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let envelope = envelope_of(s);
-            self.store
-                .put_if_absent(
-                    &self.bucket,
-                    &envelope.message_key(),
-                    s.stored(),
-                    "message/rfc822",
-                )
-                .await
-                .map_err(SinkError::new)?;
-            self.store
-                .put_if_absent(
-                    &self.bucket,
-                    &envelope.envelope_key(),
-                    envelope.to_json(),
-                    "application/json",
-                )
-                .await
-                .map_err(SinkError::new)?;
+            let (eml, json) = (envelope.message_key(), envelope.envelope_key());
+            put_message_then_envelope(
+                &self.store,
+                &self.bucket,
+                (&eml, s.stored()),
+                (&json, envelope.to_json()),
+            )
+            .await?;
             tracing::info!(id = %s.id, user = %s.user, recipients = s.recipients.len(), bytes = s.raw.len(), "submission stored");
             Ok(())
         })
     }
+}
+
+/// Writes the message, then its envelope (the object that triggers the next step, so the
+/// message is in place when it runs); both conditional, so a repeated call changes nothing.
+async fn put_message_then_envelope<St: ObjectStore>(
+    store: &St,
+    bucket: &str,
+    (eml_key, eml): (&str, Vec<u8>),
+    (json_key, json): (&str, Vec<u8>),
+) -> Result<(), SinkError> {
+    store
+        .put_if_absent(bucket, eml_key, eml, "message/rfc822")
+        .await
+        .map_err(SinkError::new)?;
+    store
+        .put_if_absent(bucket, json_key, json, "application/json")
+        .await
+        .map_err(SinkError::new)?;
+    Ok(())
 }
 
 /// [`MxSink`] on the raw bucket: `inbound/<id>.eml` ([`Arrival::stored`]: `Return-Path`, our
@@ -154,25 +163,16 @@ pub fn inbound_envelope_of(a: &Arrival) -> InboundEnvelope {
 impl<St: ObjectStore> MxSink for RawInboundSink<St> {
     fn store<'a>(&'a self, a: &'a Arrival) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
+            let eml = format!("{INBOUND_PREFIX}{}.eml", a.id);
+            let json = format!("{INBOUND_PREFIX}{}.json", a.id);
             let envelope = inbound_envelope_of(a).to_json();
-            self.store
-                .put_if_absent(
-                    &self.bucket,
-                    &format!("{INBOUND_PREFIX}{}.eml", a.id),
-                    a.stored(),
-                    "message/rfc822",
-                )
-                .await
-                .map_err(SinkError::new)?;
-            self.store
-                .put_if_absent(
-                    &self.bucket,
-                    &format!("{INBOUND_PREFIX}{}.json", a.id),
-                    envelope,
-                    "application/json",
-                )
-                .await
-                .map_err(SinkError::new)?;
+            put_message_then_envelope(
+                &self.store,
+                &self.bucket,
+                (&eml, a.stored()),
+                (&json, envelope),
+            )
+            .await?;
             tracing::info!(id = %a.id, sender = %a.reverse_path, recipients = a.recipients.len(), bytes = a.raw.len(), "arrival stored");
             Ok(())
         })

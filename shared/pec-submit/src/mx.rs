@@ -188,3 +188,116 @@ mod tests {
         );
     }
 }
+
+/// An [`MxPolicy`] from fixed tables and an [`MxSink`] in memory, for tests and local tools
+/// (feature `dev-tls`, the crate's test-and-local feature).
+#[cfg(feature = "dev-tls")]
+pub mod memory {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{Arrival, MxPolicy, MxSink, PolicyError, Recipient, Sender};
+    use crate::{BoxFuture, SinkError};
+
+    fn domain(a: &str) -> String {
+        a.rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
+
+    /// Our domains, our mailboxes, the providers' domains; `down` makes every lookup fail.
+    #[derive(Debug, Default)]
+    pub struct TablePolicy {
+        /// Domains we receive for.
+        pub ours: HashSet<String>,
+        /// Mailboxes that exist.
+        pub mailboxes: HashSet<String>,
+        /// Domains the provider index lists.
+        pub listed: HashSet<String>,
+        /// Every lookup fails while set.
+        pub down: AtomicBool,
+    }
+
+    impl TablePolicy {
+        /// From lists (lower case).
+        pub fn new(ours: &[&str], mailboxes: &[&str], listed: &[&str]) -> Self {
+            let set = |l: &[&str]| l.iter().map(|s| s.to_ascii_lowercase()).collect();
+            Self {
+                ours: set(ours),
+                mailboxes: set(mailboxes),
+                listed: set(listed),
+                down: AtomicBool::new(false),
+            }
+        }
+    }
+
+    impl MxPolicy for TablePolicy {
+        fn sender<'a>(
+            &'a self,
+            reverse_path: &'a str,
+        ) -> BoxFuture<'a, Result<Sender, PolicyError>> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(PolicyError::new("provider index unreadable"));
+                }
+                Ok(if self.listed.contains(&domain(reverse_path)) {
+                    Sender::Provider
+                } else {
+                    Sender::Ordinary
+                })
+            })
+        }
+
+        fn recipient<'a>(
+            &'a self,
+            address: &'a str,
+        ) -> BoxFuture<'a, Result<Recipient, PolicyError>> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(PolicyError::new("state table unreachable"));
+                }
+                Ok(if !self.ours.contains(&domain(address)) {
+                    Recipient::NotOurs
+                } else if self.mailboxes.contains(&address.to_ascii_lowercase()) {
+                    Recipient::Known
+                } else {
+                    Recipient::Unknown
+                })
+            })
+        }
+    }
+
+    /// Arrivals kept in memory; `fail` makes storing fail.
+    #[derive(Debug, Default)]
+    pub struct MemoryInbound {
+        stored: Mutex<Vec<Arrival>>,
+        /// Storing fails while set.
+        pub fail: AtomicBool,
+    }
+
+    impl MemoryInbound {
+        /// What was stored so far.
+        pub fn stored(&self) -> Vec<Arrival> {
+            self.stored
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        }
+    }
+
+    impl MxSink for MemoryInbound {
+        fn store<'a>(&'a self, arrival: &'a Arrival) -> BoxFuture<'a, Result<(), SinkError>> {
+            Box::pin(async move {
+                if self.fail.load(Ordering::SeqCst) {
+                    return Err(SinkError::new("bucket unavailable"));
+                }
+                self.stored
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(arrival.clone());
+                Ok(())
+            })
+        }
+    }
+}

@@ -1,18 +1,18 @@
 //! The MX role over real TCP on 127.0.0.1, with the raw line client: what other providers and
 //! the outside world meet on port 25 (`docs/design/smtp-relay-and-mx.md` §9.1, M1–M15).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 mod common;
 use common::{Raw, WAIT};
 
 use pec_submit::dev_tls::{self, DevTls};
-use pec_submit::mx::{Arrival, MxPolicy, MxSink, PolicyError, Recipient, Sender};
-use pec_submit::{BoxFuture, Config, Server, SinkError};
+use pec_submit::mx::Sender;
+use pec_submit::mx::memory::{MemoryInbound, TablePolicy};
+use pec_submit::{Config, Server};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -24,81 +24,11 @@ const MARIO: &str = "mario@pec.altro.test";
 const PROVIDER: &str = "posta-certificata@pec.example.test";
 const MAX_BYTES: usize = 64 * 1024;
 
-struct Policy {
-    ours: HashSet<&'static str>,
-    mailboxes: HashSet<&'static str>,
-    listed: HashSet<&'static str>,
-    down: AtomicBool,
-}
-
-fn domain(a: &str) -> String {
-    a.rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
-impl MxPolicy for Policy {
-    fn sender<'a>(&'a self, reverse_path: &'a str) -> BoxFuture<'a, Result<Sender, PolicyError>> {
-        Box::pin(async move {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(PolicyError::new("provider index unreadable"));
-            }
-            Ok(if self.listed.contains(domain(reverse_path).as_str()) {
-                Sender::Provider
-            } else {
-                Sender::Ordinary
-            })
-        })
-    }
-
-    fn recipient<'a>(&'a self, address: &'a str) -> BoxFuture<'a, Result<Recipient, PolicyError>> {
-        Box::pin(async move {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(PolicyError::new("state table unreachable"));
-            }
-            Ok(if !self.ours.contains(domain(address).as_str()) {
-                Recipient::NotOurs
-            } else if self
-                .mailboxes
-                .contains(address.to_ascii_lowercase().as_str())
-            {
-                Recipient::Known
-            } else {
-                Recipient::Unknown
-            })
-        })
-    }
-}
-
-#[derive(Default)]
-struct Inbound {
-    stored: Mutex<Vec<Arrival>>,
-    fail: AtomicBool,
-}
-
-impl Inbound {
-    fn stored(&self) -> Vec<Arrival> {
-        self.stored.lock().unwrap().clone()
-    }
-}
-
-impl MxSink for Inbound {
-    fn store<'a>(&'a self, arrival: &'a Arrival) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(SinkError::new("bucket unavailable"));
-            }
-            self.stored.lock().unwrap().push(arrival.clone());
-            Ok(())
-        })
-    }
-}
-
 struct Mx {
     addr: SocketAddr,
     tls: DevTls,
-    policy: Arc<Policy>,
-    inbound: Arc<Inbound>,
+    policy: Arc<TablePolicy>,
+    inbound: Arc<MemoryInbound>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -106,13 +36,12 @@ struct Mx {
 impl Mx {
     async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
         let tls = dev_tls::localhost().expect("dev certificate");
-        let policy = Arc::new(Policy {
-            ours: HashSet::from(["pec.altro.test"]),
-            mailboxes: HashSet::from([MARIO, "anna@pec.altro.test"]),
-            listed: HashSet::from(["pec.example.test"]),
-            down: AtomicBool::new(false),
-        });
-        let inbound = Arc::new(Inbound::default());
+        let policy = Arc::new(TablePolicy::new(
+            &["pec.altro.test"],
+            &[MARIO, "anna@pec.altro.test"],
+            &["pec.example.test"],
+        ));
+        let inbound = Arc::new(MemoryInbound::default());
         let mut config = Config {
             hostname: HOST.to_owned(),
             max_message_bytes: MAX_BYTES,

@@ -1,0 +1,715 @@
+//! The outbound relay over SMTP (issue #21 item 1): what real PEC providers do between them,
+//! instead of SES `SendRawEmail`, which replaces `Message-ID` and `Date`.
+//!
+//! [`SmtpRelay::deliver`] sends one message to the recipients of one domain:
+//!
+//! 1. **Route** ([`Routes`]): the domain's MX hosts by preference, equal preferences shuffled
+//!    (RFC 5321 §5.1), each host's addresses, at most [`Config::max_targets`] in all
+//!    ([`DnsRoutes`], hickory-resolver); no MX record means the domain's own address (the
+//!    implicit MX); a null MX (RFC 7505) or NXDOMAIN is permanent; anything else (SERVFAIL,
+//!    timeouts) transient. [`StaticRoutes`] replaces DNS locally and in tests
+//!    (`PEC_RELAY_ROUTES`).
+//! 2. **Session** (lettre's low-level `AsyncSmtpConnection`, one command at a time): `EHLO`,
+//!    `STARTTLS` with the peer certificate verified for the MX host name against
+//!    [`Config::roots`] (TLS 1.2+, rustls), `EHLO` again, `MAIL FROM` (`BODY=8BITMIME` when the
+//!    bytes are not ASCII), one `RCPT TO` per recipient with its own reply, `DATA`.
+//!    [`TlsPolicy::Required`] (the default, and the only policy for PEC) never sends a byte of
+//!    mail in clear: an MX without `STARTTLS` or with a certificate that does not verify is a
+//!    transient failure, and the next MX is tried.
+//! 3. **Bytes**: exactly as given (dot-stuffing on the wire only), so `Message-ID`, `Date`,
+//!    `X-Trasporto` and the signature arrive as signed. A message with a bare CR or LF, or a line
+//!    over 998 octets, is not sent (a peer may rewrite it): that is a local bug.
+//!
+//! The result ([`Outcome`]) names each recipient's fate: accepted, refused (5xx) or deferred
+//! (4xx). Whole-message failures are [`RelayError::Permanent`] (5xx at `MAIL` or `DATA`, no
+//! such domain, null MX) or [`RelayError::Transient`] (every MX unreachable, TLS not possible,
+//! 4xx).
+//!
+//! Not covered (see `docs/design/smtp-relay-and-mx.md`): DANE and MTA-STS, connection reuse
+//! across messages, the 24 h retry schedule (the deliver step's queue retries instead).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::rr::RData;
+use lettre::Address;
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use tracing::{info, warn};
+
+/// A boxed `Send` future (the [`Routes`] trait is used as an object).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One place to try: the MX host name (what its certificate must name) and an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+/// Why a domain has no usable route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The domain does not receive mail (NXDOMAIN, null MX): a 5.1.2/5.1.10 for its recipients.
+    #[error("{0}")]
+    Permanent(String),
+    /// DNS did not answer usefully now; try later.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Where a domain's mail goes.
+pub trait Routes: Send + Sync {
+    /// The targets for `domain`, best first.
+    fn route<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Target>, RouteError>>;
+}
+
+/// Fixed routes (`PEC_RELAY_ROUTES`, local runs and tests): a domain that is not listed does
+/// not exist (a permanent failure, as NXDOMAIN).
+#[derive(Debug, Clone, Default)]
+pub struct StaticRoutes {
+    routes: HashMap<String, Vec<Target>>,
+}
+
+impl StaticRoutes {
+    /// Parses `domain=host@ip:port[,host@ip:port...][;domain=...]`, e.g.
+    /// `pec.altro.test=mx.pec.altro.test@127.0.0.1:2525`.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut routes = HashMap::new();
+        for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+            let (domain, targets) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?}: expected domain=host@ip:port"))?;
+            let mut list = Vec::new();
+            for t in targets.split(',').map(str::trim) {
+                let (host, addr) = t
+                    .split_once('@')
+                    .ok_or_else(|| format!("{t:?}: expected host@ip:port"))?;
+                let addr = SocketAddr::from_str(addr)
+                    .map_err(|e| format!("{addr:?} in {entry:?}: {e}"))?;
+                list.push(Target {
+                    host: host.to_ascii_lowercase(),
+                    addr,
+                });
+            }
+            routes.insert(domain.trim().to_ascii_lowercase(), list);
+        }
+        Ok(Self { routes })
+    }
+}
+
+impl Routes for StaticRoutes {
+    fn route<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Target>, RouteError>> {
+        Box::pin(async move {
+            self.routes
+                .get(&domain.to_ascii_lowercase())
+                .cloned()
+                .ok_or_else(|| RouteError::Permanent(format!("no route for {domain}")))
+        })
+    }
+}
+
+/// Routes from DNS (hickory-resolver with the system's resolver configuration).
+pub struct DnsRoutes {
+    resolver: TokioResolver,
+    port: u16,
+    max_targets: usize,
+}
+
+impl DnsRoutes {
+    /// A resolver from `/etc/resolv.conf`; SMTP on `port` (25) of every MX; at most
+    /// `max_targets` addresses per domain.
+    pub fn from_system(port: u16, max_targets: usize) -> Result<Self, String> {
+        let resolver = TokioResolver::builder_tokio()
+            .map_err(|e| format!("DNS resolver configuration: {e}"))?
+            .build()
+            .map_err(|e| format!("DNS resolver: {e}"))?;
+        Ok(Self {
+            resolver,
+            port,
+            max_targets,
+        })
+    }
+
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, RouteError> {
+        match self.resolver.lookup_ip(format!("{host}.")).await {
+            Ok(ips) => Ok(ips.iter().collect()),
+            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(RouteError::Transient(format!("{host}: {e}"))),
+        }
+    }
+}
+
+impl Routes for DnsRoutes {
+    fn route<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<Target>, RouteError>> {
+        Box::pin(async move {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            let hosts: Vec<(u16, String)> =
+                match self.resolver.mx_lookup(format!("{domain}.")).await {
+                    Ok(lookup) => {
+                        let mut mx: Vec<(u16, String)> = lookup
+                            .answers()
+                            .iter()
+                            .filter_map(|r| match &r.data {
+                                RData::MX(mx) => Some((
+                                    mx.preference,
+                                    mx.exchange.to_ascii().trim_end_matches('.').to_string(),
+                                )),
+                                _ => None,
+                            })
+                            .collect();
+                        if mx.len() == 1 && mx[0].1.is_empty() {
+                            return Err(RouteError::Permanent(format!(
+                                "{domain} does not accept mail (null MX, RFC 7505)"
+                            )));
+                        }
+                        // RFC 5321 §5.1: by preference, equal ones in random order.
+                        fastrand::shuffle(&mut mx);
+                        mx.sort_by_key(|(p, _)| *p);
+                        mx
+                    }
+                    Err(e) if e.is_nx_domain() => {
+                        return Err(RouteError::Permanent(format!("{domain} does not exist")));
+                    }
+                    // No MX record: the domain's own address is its MX (RFC 5321 §5.1).
+                    Err(e) if e.is_no_records_found() => vec![(0, domain.clone())],
+                    Err(e) => {
+                        return Err(RouteError::Transient(format!("MX of {domain}: {e}")));
+                    }
+                };
+            let mut targets = Vec::new();
+            let mut failures = Vec::new();
+            for (_, host) in &hosts {
+                if host.is_empty() || host.eq_ignore_ascii_case("localhost") {
+                    continue;
+                }
+                match self.addresses(host).await {
+                    Ok(ips) => targets.extend(ips.into_iter().map(|ip| Target {
+                        host: host.clone(),
+                        addr: SocketAddr::new(ip, self.port),
+                    })),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                if targets.len() >= self.max_targets {
+                    targets.truncate(self.max_targets);
+                    break;
+                }
+            }
+            if targets.is_empty() {
+                return Err(if failures.is_empty() {
+                    RouteError::Permanent(format!("no MX host of {domain} has an address"))
+                } else {
+                    RouteError::Transient(failures.join("; "))
+                });
+            }
+            Ok(targets)
+        })
+    }
+}
+
+/// Whether mail may travel in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// STARTTLS with a verified certificate, or nothing is sent (PEC between providers).
+    Required,
+    /// STARTTLS with a verified certificate when offered; in clear when not offered.
+    Opportunistic,
+}
+
+/// What the relay trusts and how it introduces itself.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `EHLO` name (a name whose PTR points back at the sending address).
+    pub helo: String,
+    /// Trust anchors for the MX certificates.
+    pub roots: Roots,
+    pub tls: TlsPolicy,
+    /// Bound on each network step.
+    pub timeout: Duration,
+    /// Most addresses tried per message.
+    pub max_targets: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            helo: "localhost".into(),
+            roots: Roots::Mozilla,
+            tls: TlsPolicy::Required,
+            timeout: Duration::from_secs(120),
+            max_targets: 5,
+        }
+    }
+}
+
+/// A recipient the MX did not take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub recipient: String,
+    pub code: u16,
+    /// The MX's reply text (enhanced code first when it gave one).
+    pub text: String,
+}
+
+/// Which certificate authorities the relay trusts for MX certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roots {
+    /// The Mozilla roots (webpki-roots), as public MX hosts are certified.
+    Mozilla,
+    /// These certificates (DER).
+    Der(Vec<Vec<u8>>),
+    /// The certificates in this PEM file, read at each message (so a renewed file needs no
+    /// restart).
+    PemFile(std::path::PathBuf),
+}
+
+impl Roots {
+    fn certificates(&self) -> Result<Option<Vec<Vec<u8>>>, String> {
+        match self {
+            Roots::Mozilla => Ok(None),
+            Roots::Der(certs) => Ok(Some(certs.clone())),
+            Roots::PemFile(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                pem_certificates(&pem)
+                    .map(Some)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
+}
+
+/// The certificates in PEM text (at least one).
+fn pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{e:?}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    Ok(certs)
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The MX that took it (`host[ip]:port`).
+    pub server: String,
+    /// The MX's queue id from its `250` reply (empty when it gave none).
+    pub remote_id: String,
+    pub accepted: Vec<String>,
+    /// Refused for good (5xx to `RCPT`).
+    pub refused: Vec<Refusal>,
+    /// Refused for now (4xx to `RCPT`): send again later.
+    pub deferred: Vec<Refusal>,
+}
+
+/// The whole message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// Will not work later either (5xx at `MAIL`/`DATA`, no such domain, unsendable bytes).
+    #[error("permanent failure for {domain}: {reason}")]
+    Permanent { domain: String, reason: String },
+    /// Try later (no MX reachable, TLS not possible, 4xx).
+    #[error("temporary failure for {domain}: {reason}")]
+    Transient { domain: String, reason: String },
+}
+
+/// The relay: routes plus configuration.
+pub struct SmtpRelay {
+    routes: Box<dyn Routes>,
+    config: Config,
+}
+
+/// How one attempt against one target ended.
+enum Attempt {
+    Done(Outcome),
+    /// Try the next target.
+    Next(String),
+    /// Stop: the answer holds for every target.
+    Stop(RelayError),
+}
+
+impl SmtpRelay {
+    pub fn new(routes: Box<dyn Routes>, config: Config) -> Self {
+        Self { routes, config }
+    }
+
+    /// Sends `raw` from `source` to `recipients` (all in one domain).
+    pub async fn deliver(
+        &self,
+        source: &str,
+        recipients: &[String],
+        raw: &[u8],
+    ) -> Result<Outcome, RelayError> {
+        let domain = recipients
+            .first()
+            .and_then(|r| r.rsplit_once('@'))
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let permanent = |reason: String| RelayError::Permanent {
+            domain: domain.clone(),
+            reason,
+        };
+        if recipients.iter().any(|r| {
+            r.rsplit_once('@')
+                .is_none_or(|(_, d)| !d.eq_ignore_ascii_case(&domain))
+        }) {
+            return Err(permanent("recipients of more than one domain".into()));
+        }
+        if let Some(problem) = unsendable(raw) {
+            return Err(permanent(problem.into()));
+        }
+        let targets = match self.routes.route(&domain).await {
+            Ok(t) => t,
+            Err(RouteError::Permanent(reason)) => return Err(permanent(reason)),
+            Err(RouteError::Transient(reason)) => {
+                return Err(RelayError::Transient {
+                    domain: domain.clone(),
+                    reason,
+                });
+            }
+        };
+        let mut tried = Vec::new();
+        for target in targets.iter().take(self.config.max_targets) {
+            match self.attempt(target, &domain, source, recipients, raw).await {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Stop(e) => return Err(e),
+                Attempt::Next(why) => {
+                    warn!(domain, host = %target.host, addr = %target.addr, reason = %why, "MX attempt failed");
+                    tried.push(format!("{}[{}]: {why}", target.host, target.addr));
+                }
+            }
+        }
+        Err(RelayError::Transient {
+            domain: domain.clone(),
+            reason: if tried.is_empty() {
+                "no MX to try".into()
+            } else {
+                tried.join("; ")
+            },
+        })
+    }
+
+    fn tls_for(&self, host: &str) -> Result<TlsParameters, String> {
+        let mut builder = TlsParameters::builder(host.to_owned());
+        match self.config.roots.certificates()? {
+            None => builder = builder.certificate_store(CertificateStore::WebpkiRoots),
+            Some(certs) => {
+                builder = builder.certificate_store(CertificateStore::None);
+                for der in certs {
+                    let cert = Certificate::from_der(der).map_err(|e| e.to_string())?;
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+        }
+        builder.build_rustls().map_err(|e| e.to_string())
+    }
+
+    async fn attempt(
+        &self,
+        target: &Target,
+        domain: &str,
+        source: &str,
+        recipients: &[String],
+        raw: &[u8],
+    ) -> Attempt {
+        let hello = ClientId::Domain(self.config.helo.clone());
+        let timeout = Some(self.config.timeout);
+        let mut conn =
+            match AsyncSmtpConnection::connect_tokio1(target.addr, timeout, &hello, None, None)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return Attempt::Next(format!("connect: {e}")),
+            };
+        if conn.can_starttls() {
+            let tls = match self.tls_for(&target.host) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Attempt::Stop(RelayError::Transient {
+                        domain: domain.into(),
+                        reason: format!("TLS configuration: {e}"),
+                    });
+                }
+            };
+            if let Err(e) = conn.starttls(tls, &hello).await {
+                return Attempt::Next(format!("STARTTLS: {e}"));
+            }
+        } else if self.config.tls == TlsPolicy::Required {
+            let _ = conn.quit().await;
+            return Attempt::Next("no STARTTLS offered: PEC is never sent in clear".into());
+        }
+        let server = format!("{}[{}]", target.host, target.addr);
+        let from = if source.is_empty() {
+            None
+        } else {
+            match Address::from_str(source) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    conn.abort().await;
+                    return Attempt::Stop(RelayError::Permanent {
+                        domain: domain.into(),
+                        reason: format!("bad sender {source:?}: {e}"),
+                    });
+                }
+            }
+        };
+        let mut params = Vec::new();
+        if !raw.is_ascii() {
+            if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                conn.abort().await;
+                // A signed entity is never re-encoded.
+                return Attempt::Stop(RelayError::Permanent {
+                    domain: domain.into(),
+                    reason: "the message is 8-bit and the MX does not offer 8BITMIME (5.6.3)"
+                        .into(),
+                });
+            }
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        if let Err(e) = conn.command(Mail::new(from, params)).await {
+            conn.abort().await;
+            return match e.status().map(u16::from) {
+                Some(code) if code >= 500 => Attempt::Stop(RelayError::Permanent {
+                    domain: domain.into(),
+                    reason: format!("{server} refused the sender: {e}"),
+                }),
+                _ => Attempt::Next(format!("MAIL FROM: {e}")),
+            };
+        }
+        let mut outcome = Outcome {
+            server: server.clone(),
+            ..Outcome::default()
+        };
+        for r in recipients {
+            let Ok(address) = Address::from_str(r) else {
+                outcome.refused.push(Refusal {
+                    recipient: r.clone(),
+                    code: 501,
+                    text: "not a valid address".into(),
+                });
+                continue;
+            };
+            match conn.command(Rcpt::new(address, Vec::new())).await {
+                Ok(_) => outcome.accepted.push(r.clone()),
+                Err(e) => match e.status().map(u16::from) {
+                    Some(code) => {
+                        let refusal = Refusal {
+                            recipient: r.clone(),
+                            code,
+                            text: e.to_string(),
+                        };
+                        if code >= 500 {
+                            outcome.refused.push(refusal);
+                        } else {
+                            outcome.deferred.push(refusal);
+                        }
+                    }
+                    None => return Attempt::Next(format!("RCPT TO: {e}")),
+                },
+            }
+        }
+        if outcome.accepted.is_empty() {
+            let _ = conn.quit().await;
+            return Attempt::Done(outcome);
+        }
+        if let Err(e) = conn.command(Data).await {
+            conn.abort().await;
+            return stop_or_next(domain, &server, "DATA", e);
+        }
+        // lettre ends DATA with CRLF "." CRLF: the message's own final CRLF is that first one.
+        let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
+        match conn.message(body).await {
+            Ok(reply) => {
+                outcome.remote_id = reply
+                    .message()
+                    .find_map(|l| {
+                        l.split_once("queued as ")
+                            .map(|(_, id)| id.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let _ = conn.quit().await;
+                info!(domain, server = %server, remote_id = %outcome.remote_id, accepted = ?outcome.accepted, refused = outcome.refused.len(), deferred = outcome.deferred.len(), "relayed over SMTP");
+                Attempt::Done(outcome)
+            }
+            Err(e) => {
+                conn.abort().await;
+                stop_or_next(domain, &server, "end of DATA", e)
+            }
+        }
+    }
+}
+
+/// A 5xx stops (the message itself is refused); anything else is transient.
+fn stop_or_next(
+    domain: &str,
+    server: &str,
+    step: &str,
+    e: lettre::transport::smtp::Error,
+) -> Attempt {
+    match e.status().map(u16::from) {
+        Some(code) if code >= 500 => Attempt::Stop(RelayError::Permanent {
+            domain: domain.into(),
+            reason: format!("{server} refused the message at {step}: {e}"),
+        }),
+        Some(_) => Attempt::Stop(RelayError::Transient {
+            domain: domain.into(),
+            reason: format!("{server} deferred the message at {step}: {e}"),
+        }),
+        None => Attempt::Next(format!("{step}: {e}")),
+    }
+}
+
+/// Why `raw` cannot travel unchanged over SMTP, if it cannot.
+fn unsendable(raw: &[u8]) -> Option<&'static str> {
+    let mut line = 0usize;
+    for (i, &b) in raw.iter().enumerate() {
+        match b {
+            b'\r' if raw.get(i + 1) != Some(&b'\n') => return Some("a bare CR in the message"),
+            b'\n' if i == 0 || raw[i - 1] != b'\r' => return Some("a bare LF in the message"),
+            b'\n' => line = 0,
+            b'\r' => {}
+            _ => {
+                line += 1;
+                if line > 998 {
+                    return Some("a line over 998 octets in the message");
+                }
+            }
+        }
+    }
+    None
+}
+
+/// [`pec_ports::MailTransport`] over SMTP, as the deliver step sees it: `Ok` once the MX took
+/// at least one recipient, or refused every one for good (the message is handed over either
+/// way: a certified recipient refused gets the PEC timers' notice of non-delivery, and sending
+/// again would repeat the envelope to those who took it). Transient failures are errors, so
+/// the deliver event is retried.
+impl pec_ports::MailTransport for SmtpRelay {
+    async fn send_raw(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<String, pec_ports::SendError> {
+        let error = |target: String, message: String| pec_ports::SendError {
+            operation: "SMTP relay",
+            target,
+            message,
+        };
+        match self.deliver(source, destinations, raw).await {
+            Ok(o) if o.accepted.is_empty() && !o.deferred.is_empty() => Err(error(
+                o.server,
+                format!("every recipient deferred: {:?}", o.deferred),
+            )),
+            Ok(o) => {
+                for r in o.refused.iter().chain(&o.deferred) {
+                    tracing::error!(recipient = %r.recipient, code = r.code, reply = %r.text, server = %o.server, "recipient not taken by the MX");
+                }
+                Ok(format!("{} {}", o.server, o.remote_id).trim().to_owned())
+            }
+            Err(RelayError::Permanent { domain, reason }) => {
+                tracing::error!(domain, reason, "relay refused for good: nothing sent");
+                Ok(format!("refused: {reason}"))
+            }
+            Err(RelayError::Transient { domain, reason }) => Err(error(domain, reason)),
+        }
+    }
+}
+
+/// The relay a deployment configures (`PEC_RELAY=smtp`):
+///
+/// - `PEC_RELAY_ROUTES` (optional): fixed routes ([`StaticRoutes::parse`]) instead of DNS;
+/// - `PEC_RELAY_TLS_ROOTS` (optional): the trust anchors for MX certificates, PEM text or the path
+///   of a PEM file (read at each message); default the Mozilla roots;
+/// - `PEC_RELAY_TLS`: `required` (default) or `opportunistic`;
+/// - `PEC_RELAY_HELO`: the `EHLO` name (default `provider_domain`).
+pub fn from_env(
+    env: &pec_ports::Env<'_>,
+    provider_domain: &str,
+) -> Result<SmtpRelay, pec_ports::ConfigError> {
+    use pec_ports::ConfigError;
+    let malformed = |name: &str, value: &str, reason: String| ConfigError::Malformed {
+        name: name.into(),
+        value: value.chars().take(80).collect(),
+        reason,
+    };
+    let routes: Box<dyn Routes> = match env.optional("PEC_RELAY_ROUTES") {
+        Some(spec) => Box::new(
+            StaticRoutes::parse(&spec).map_err(|e| malformed("PEC_RELAY_ROUTES", &spec, e))?,
+        ),
+        None => Box::new(
+            DnsRoutes::from_system(25, Config::default().max_targets)
+                .map_err(|e| malformed("PEC_RELAY_ROUTES", "", e))?,
+        ),
+    };
+    let roots = match env.optional("PEC_RELAY_TLS_ROOTS") {
+        None => Roots::Mozilla,
+        Some(pem) if pem.trim_start().starts_with("-----BEGIN") => Roots::Der(
+            pem_certificates(pem.as_bytes())
+                .map_err(|e| malformed("PEC_RELAY_TLS_ROOTS", &pem, e))?,
+        ),
+        Some(path) => Roots::PemFile(path.into()),
+    };
+    let tls = match env.or("PEC_RELAY_TLS", "required").as_str() {
+        "required" => TlsPolicy::Required,
+        "opportunistic" => TlsPolicy::Opportunistic,
+        other => {
+            return Err(malformed(
+                "PEC_RELAY_TLS",
+                other,
+                "expected required or opportunistic".into(),
+            ));
+        }
+    };
+    Ok(SmtpRelay::new(
+        routes,
+        Config {
+            helo: env.or("PEC_RELAY_HELO", provider_domain),
+            roots,
+            tls,
+            ..Config::default()
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_routes_parse() {
+        let r = StaticRoutes::parse(
+            "pec.altro.test=mx.pec.altro.test@127.0.0.1:2525, mx2.pec.altro.test@127.0.0.1:2526; PEC.b.test=mx.b@[::1]:25",
+        )
+        .unwrap();
+        assert_eq!(r.routes["pec.altro.test"].len(), 2);
+        assert_eq!(r.routes["pec.b.test"][0].addr.port(), 25);
+        assert!(StaticRoutes::parse("x=y").is_err());
+        assert!(StaticRoutes::parse("x=h@notanaddr").is_err());
+        assert!(StaticRoutes::parse("").unwrap().routes.is_empty());
+    }
+
+    #[test]
+    fn unsendable_bytes() {
+        assert_eq!(unsendable(b"a\r\nb\r\n"), None);
+        assert!(unsendable(b"a\nb").is_some());
+        assert!(unsendable(b"a\rb").is_some());
+        assert!(unsendable(b"\n").is_some());
+        let mut long = vec![b'x'; 998];
+        assert_eq!(unsendable(&long), None);
+        long.push(b'x');
+        assert!(unsendable(&long).is_some());
+    }
+}

@@ -1,0 +1,281 @@
+//! The relay against pec-submit's MX on 127.0.0.1 (and a bare server that offers no STARTTLS):
+//! byte identity, TLS required and verified, one reply per recipient, MX fallback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pec_relay::{Config, RelayError, Roots, SmtpRelay, StaticRoutes, TlsPolicy};
+use pec_submit::dev_tls::{self, DevTls};
+use pec_submit::mx::memory::{MemoryInbound, TablePolicy};
+use pec_submit::{Config as MxConfig, Server};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const SENDER: &str = "posta-certificata@pec.example.test";
+
+struct Mx {
+    port: u16,
+    tls: DevTls,
+    inbound: Arc<MemoryInbound>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Mx {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn mx() -> Mx {
+    let tls = dev_tls::localhost().unwrap();
+    let inbound = Arc::new(MemoryInbound::default());
+    let policy = Arc::new(TablePolicy::new(
+        &["pec.altro.test"],
+        &["mario@pec.altro.test", "anna@pec.altro.test"],
+        &["pec.example.test"],
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::mx(
+        MxConfig {
+            hostname: "mx.pec.altro.test".into(),
+            ..MxConfig::default()
+        },
+        tls.server_config.clone(),
+        policy,
+        inbound.clone(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Mx {
+        port,
+        tls,
+        inbound,
+        stop: Some(stop),
+    }
+}
+
+fn relay(routes: &str, roots: Vec<Vec<u8>>, tls: TlsPolicy) -> SmtpRelay {
+    let roots = if roots.is_empty() {
+        Roots::Mozilla
+    } else {
+        Roots::Der(roots)
+    };
+    SmtpRelay::new(
+        Box::new(StaticRoutes::parse(routes).unwrap()),
+        Config {
+            helo: "relay.pec.example.test".into(),
+            roots,
+            tls,
+            timeout: Duration::from_secs(10),
+            max_targets: 5,
+        },
+    )
+}
+
+/// A signed-looking envelope: headers SES would rewrite, a dotted line, 8-bit text, CRLF.
+fn envelope() -> Vec<u8> {
+    "Message-ID: <opec21.20261207.1@pec.example.test>\r\n\
+     Date: Mon, 7 Dec 2026 11:10:10 +0100\r\n\
+     X-Trasporto: posta-certificata\r\n\
+     From: posta-certificata@pec.example.test\r\n\
+     To: mario@pec.altro.test\r\n\
+     Subject: POSTA CERTIFICATA: così\r\n\
+     MIME-Version: 1.0\r\n\
+     Content-Type: text/plain; charset=utf-8\r\n\
+     Content-Transfer-Encoding: 8bit\r\n\
+     \r\n\
+     .una riga che comincia con un punto\r\n\
+     ..e due\r\n\
+     perché\r\n"
+        .as_bytes()
+        .to_vec()
+}
+
+fn rcpts(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_bytes_arrive_as_signed_over_verified_tls() {
+    let mx = mx().await;
+    let r = relay(
+        &format!("pec.altro.test=localhost@127.0.0.1:{}", mx.port),
+        vec![mx.tls.cert_der.to_vec()],
+        TlsPolicy::Required,
+    );
+    let raw = envelope();
+    let outcome = r
+        .deliver(
+            SENDER,
+            &rcpts(&["mario@pec.altro.test", "anna@pec.altro.test"]),
+            &raw,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.accepted,
+        ["mario@pec.altro.test", "anna@pec.altro.test"]
+    );
+    assert!(outcome.refused.is_empty() && outcome.deferred.is_empty());
+    let stored = mx.inbound.stored();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].raw, raw,
+        "byte for byte, Message-ID and Date included"
+    );
+    assert!(stored[0].tls);
+    assert_eq!(stored[0].reverse_path, SENDER);
+    assert_eq!(outcome.remote_id, stored[0].id);
+    assert!(stored[0].trace.contains("from relay.pec.example.test"));
+}
+
+#[tokio::test]
+async fn each_recipient_gets_its_own_answer() {
+    let mx = mx().await;
+    let r = relay(
+        &format!("pec.altro.test=localhost@127.0.0.1:{}", mx.port),
+        vec![mx.tls.cert_der.to_vec()],
+        TlsPolicy::Required,
+    );
+    // An ordinary sender: the MX refuses unknown mailboxes at RCPT.
+    let outcome = r
+        .deliver(
+            "someone@ordinaria.test",
+            &rcpts(&["nessuno@pec.altro.test", "mario@pec.altro.test"]),
+            b"Subject: x\r\n\r\nx\r\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.accepted, ["mario@pec.altro.test"]);
+    assert_eq!(outcome.refused.len(), 1);
+    assert_eq!(outcome.refused[0].recipient, "nessuno@pec.altro.test");
+    assert_eq!(outcome.refused[0].code, 550);
+    assert_eq!(mx.inbound.stored()[0].recipients, ["mario@pec.altro.test"]);
+}
+
+#[tokio::test]
+async fn a_certificate_that_does_not_verify_sends_nothing() {
+    let mx = mx().await;
+    let other = dev_tls::localhost().unwrap();
+    let r = relay(
+        &format!("pec.altro.test=localhost@127.0.0.1:{}", mx.port),
+        vec![other.cert_der.to_vec()],
+        TlsPolicy::Required,
+    );
+    let e = r
+        .deliver(SENDER, &rcpts(&["mario@pec.altro.test"]), &envelope())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RelayError::Transient { .. }), "{e}");
+    assert!(e.to_string().contains("STARTTLS"), "{e}");
+    // The right CA but the wrong name: refused too.
+    let r = relay(
+        &format!("pec.altro.test=mx.other.test@127.0.0.1:{}", mx.port),
+        vec![mx.tls.cert_der.to_vec()],
+        TlsPolicy::Required,
+    );
+    assert!(
+        r.deliver(SENDER, &rcpts(&["mario@pec.altro.test"]), &envelope())
+            .await
+            .is_err()
+    );
+    assert!(mx.inbound.stored().is_empty());
+}
+
+/// A server that greets and answers EHLO without STARTTLS, and records every line it gets.
+async fn no_starttls_server() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = tcp.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 plain.test ESMTP\r\n").await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line.clone());
+                    let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
+                        "EHLO" => b"250-plain.test\r\n250 8BITMIME\r\n",
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test]
+async fn pec_never_travels_in_clear_and_the_next_mx_is_tried() {
+    let (plain, seen) = no_starttls_server().await;
+    let r = relay(
+        &format!("pec.altro.test=plain.test@127.0.0.1:{plain}"),
+        Vec::new(),
+        TlsPolicy::Required,
+    );
+    let e = r
+        .deliver(SENDER, &rcpts(&["mario@pec.altro.test"]), &envelope())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no STARTTLS"), "{e}");
+    assert!(
+        !seen.lock().unwrap().iter().any(|l| l.starts_with("MAIL")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // The first MX offers no TLS, the second is down, the third takes it.
+    let mx = mx().await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let r = relay(
+        &format!(
+            "pec.altro.test=plain.test@127.0.0.1:{plain},localhost@127.0.0.1:{closed_port},localhost@127.0.0.1:{}",
+            mx.port
+        ),
+        vec![mx.tls.cert_der.to_vec()],
+        TlsPolicy::Required,
+    );
+    let outcome = r
+        .deliver(SENDER, &rcpts(&["mario@pec.altro.test"]), &envelope())
+        .await
+        .unwrap();
+    assert_eq!(outcome.accepted, ["mario@pec.altro.test"]);
+    assert_eq!(mx.inbound.stored().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_domains_and_unsendable_bytes_are_permanent() {
+    let r = relay("", Vec::new(), TlsPolicy::Required);
+    let e = r
+        .deliver(SENDER, &rcpts(&["x@unknown.test"]), &envelope())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RelayError::Permanent { .. }), "{e}");
+    let e = r
+        .deliver(
+            SENDER,
+            &rcpts(&["x@unknown.test"]),
+            b"Subject: x\n\nbare LF\n",
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("bare LF"), "{e}");
+    let e = r
+        .deliver(SENDER, &rcpts(&["a@one.test", "b@two.test"]), &envelope())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("more than one domain"), "{e}");
+}
