@@ -20,7 +20,7 @@
 #                                        ~8 for the pipeline at ~2 messages/s)
 #   benches/pipeline.sh --quick          100 messages (smoke run)
 #   benches/pipeline.sh --messages N     N messages
-#   benches/pipeline.sh --concurrency C  SMTP connections in parallel (default 8)
+#   benches/pipeline.sh --concurrency C  SMTP connections in parallel (default 8; the gateway takes at most 16 from one address, pec_submit::Config::max_sessions_per_ip)
 #   benches/pipeline.sh --rate R         submit at most R messages/s (default: as fast as possible;
 #                                        the latencies then include the queueing of the burst)
 #   benches/pipeline.sh --skip-memory    only the throughput/latency part
