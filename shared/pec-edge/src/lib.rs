@@ -5,7 +5,7 @@
 //! | SMTP submission | 587 | `STARTTLS`, AUTH only after it | `pec-submit` |
 //! | IMAP | 993 / 143 | implicit / `STARTTLS`, login only after TLS | `pec-imap` |
 //! | POP3 | 995 / 110 | implicit / `STLS`, login only after TLS | `pec-pop3` |
-//! | SMTP MX (mail for our domains) | 25 | `STARTTLS`, required of PEC providers | `pec-submit` ([`pec_submit::mx`]) |
+//! | SMTP MX (mail for our domains) | 25 (not served by the template yet) | `STARTTLS`, required of PEC providers | `pec-submit` ([`pec_submit::mx`]) |
 //!
 //! **MX.** Other providers (and the outside world) deliver to the MX, which writes what SES
 //! receiving leads to (`inbound/<id>.eml`, then `inbound/<id>.json` with `via: mx`), so the
