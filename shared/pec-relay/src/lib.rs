@@ -425,14 +425,12 @@ impl SmtpRelay {
         raw: &[u8],
     ) -> Attempt {
         let hello = ClientId::Domain(self.config.helo.clone());
-        let timeout = Some(self.config.timeout);
-        let mut conn =
-            match AsyncSmtpConnection::connect_tokio1(target.addr, timeout, &hello, None, None)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return Attempt::Next(format!("connect: {e}")),
-            };
+        let t = self.config.timeout;
+        let connect = AsyncSmtpConnection::connect_tokio1(target.addr, Some(t), &hello, None, None);
+        let mut conn = match within(t, connect).await {
+            Ok(c) => c,
+            Err(e) => return Attempt::Next(format!("connect: {e}")),
+        };
         if conn.can_starttls() {
             let tls = match self.tls_for(&target.host) {
                 Ok(t) => t,
@@ -443,11 +441,11 @@ impl SmtpRelay {
                     });
                 }
             };
-            if let Err(e) = conn.starttls(tls, &hello).await {
+            if let Err(e) = within(t, conn.starttls(tls, &hello)).await {
                 return Attempt::Next(format!("STARTTLS: {e}"));
             }
         } else if self.config.tls == TlsPolicy::Required {
-            let _ = conn.quit().await;
+            let _ = within(t, conn.quit()).await;
             return Attempt::Next("no STARTTLS offered: PEC is never sent in clear".into());
         }
         let server = format!("{}[{}]", target.host, target.addr);
@@ -457,7 +455,7 @@ impl SmtpRelay {
             match Address::from_str(source) {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    conn.abort().await;
+                    let _ = tokio::time::timeout(t, conn.abort()).await;
                     return Attempt::Stop(RelayError::Permanent {
                         domain: domain.into(),
                         reason: format!("bad sender {source:?}: {e}"),
@@ -468,7 +466,7 @@ impl SmtpRelay {
         let mut params = Vec::new();
         if !raw.is_ascii() {
             if !conn.server_info().supports_feature(Extension::EightBitMime) {
-                conn.abort().await;
+                let _ = tokio::time::timeout(t, conn.abort()).await;
                 // A signed entity is never re-encoded.
                 return Attempt::Stop(RelayError::Permanent {
                     domain: domain.into(),
@@ -478,9 +476,9 @@ impl SmtpRelay {
             }
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        if let Err(e) = conn.command(Mail::new(from, params)).await {
-            conn.abort().await;
-            return match e.status().map(u16::from) {
+        if let Err(e) = within(t, conn.command(Mail::new(from, params))).await {
+            let _ = tokio::time::timeout(t, conn.abort()).await;
+            return match e.code() {
                 Some(code) if code >= 500 => Attempt::Stop(RelayError::Permanent {
                     domain: domain.into(),
                     reason: format!("{server} refused the sender: {e}"),
@@ -501,9 +499,9 @@ impl SmtpRelay {
                 });
                 continue;
             };
-            match conn.command(Rcpt::new(address, Vec::new())).await {
+            match within(t, conn.command(Rcpt::new(address, Vec::new()))).await {
                 Ok(_) => outcome.accepted.push(r.clone()),
-                Err(e) => match e.status().map(u16::from) {
+                Err(e) => match e.code() {
                     Some(code) => {
                         let refusal = Refusal {
                             recipient: r.clone(),
@@ -521,16 +519,18 @@ impl SmtpRelay {
             }
         }
         if outcome.accepted.is_empty() {
-            let _ = conn.quit().await;
+            let _ = within(t, conn.quit()).await;
             return Attempt::Done(outcome);
         }
-        if let Err(e) = conn.command(Data).await {
-            conn.abort().await;
+        if let Err(e) = within(t, conn.command(Data)).await {
+            let _ = tokio::time::timeout(t, conn.abort()).await;
             return stop_or_next(domain, &server, "DATA", e);
         }
         // lettre ends DATA with CRLF "." CRLF: the message's own final CRLF is that first one.
         let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
-        match conn.message(body).await {
+        // RFC 5321 §4.5.3.2.6: up to 10 minutes for the reply to the final dot.
+        let last = t.max(Duration::from_secs(600));
+        match within(last, conn.message(body)).await {
             Ok(reply) => {
                 outcome.remote_id = reply
                     .message()
@@ -539,26 +539,70 @@ impl SmtpRelay {
                             .map(|(_, id)| id.trim().to_owned())
                     })
                     .unwrap_or_default();
-                let _ = conn.quit().await;
+                let _ = within(t, conn.quit()).await;
                 info!(domain, server = %server, remote_id = %outcome.remote_id, accepted = ?outcome.accepted, refused = outcome.refused.len(), deferred = outcome.deferred.len(), "relayed over SMTP");
                 Attempt::Done(outcome)
             }
             Err(e) => {
-                conn.abort().await;
-                stop_or_next(domain, &server, "end of DATA", e)
+                let _ = tokio::time::timeout(t, conn.abort()).await;
+                match e.code() {
+                    Some(_) => stop_or_next(domain, &server, "end of DATA", e),
+                    // The message may have been taken: another MX must not get it too (a
+                    // second copy). The deliver step retries it later, with the same risk
+                    // once, rather than at once on every MX.
+                    None => Attempt::Stop(RelayError::Transient {
+                        domain: domain.into(),
+                        reason: format!(
+                            "{server}: no reply to the end of DATA ({e}): the outcome is unknown"
+                        ),
+                    }),
+                }
             }
         }
     }
 }
 
+/// A step of the session that failed: the server's error reply, a network or protocol error,
+/// or no answer within the step's bound.
+#[derive(Debug)]
+enum StepError {
+    Smtp(lettre::transport::smtp::Error),
+    Timeout(Duration),
+}
+
+impl StepError {
+    fn code(&self) -> Option<u16> {
+        match self {
+            StepError::Smtp(e) => e.status().map(u16::from),
+            StepError::Timeout(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepError::Smtp(e) => e.fmt(f),
+            StepError::Timeout(t) => write!(f, "no answer within {} s", t.as_secs()),
+        }
+    }
+}
+
+/// `step` bounded by `limit`: lettre bounds only the TCP connect, so a server that stops
+/// answering would otherwise hold the deliver step until its own timeout.
+async fn within<T>(
+    limit: Duration,
+    step: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, StepError> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(r) => r.map_err(StepError::Smtp),
+        Err(_) => Err(StepError::Timeout(limit)),
+    }
+}
+
 /// A 5xx stops (the message itself is refused); anything else is transient.
-fn stop_or_next(
-    domain: &str,
-    server: &str,
-    step: &str,
-    e: lettre::transport::smtp::Error,
-) -> Attempt {
-    match e.status().map(u16::from) {
+fn stop_or_next(domain: &str, server: &str, step: &str, e: StepError) -> Attempt {
+    match e.code() {
         Some(code) if code >= 500 => Attempt::Stop(RelayError::Permanent {
             domain: domain.into(),
             reason: format!("{server} refused the message at {step}: {e}"),

@@ -279,3 +279,104 @@ async fn unknown_domains_and_unsendable_bytes_are_permanent() {
         .unwrap_err();
     assert!(e.to_string().contains("more than one domain"), "{e}");
 }
+
+/// A server that greets, answers EHLO, then answers `quiet_from` and every later command with
+/// silence (or, with `drop_after_dot`, takes DATA and closes without a reply to the final dot).
+async fn stalling_server(quiet_from: &'static str, drop_after_dot: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = tcp.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 stall.test ESMTP\r\n").await;
+                let mut in_data = false;
+                let mut quiet = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if in_data {
+                        if line == "." {
+                            if drop_after_dot {
+                                return;
+                            }
+                            in_data = false;
+                        }
+                        continue;
+                    }
+                    if line.starts_with(quiet_from) {
+                        quiet = true;
+                    }
+                    if quiet {
+                        continue;
+                    }
+                    let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
+                        "EHLO" => b"250-stall.test\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 go\r\n"
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+fn quick(routes: &str) -> SmtpRelay {
+    SmtpRelay::new(
+        Box::new(StaticRoutes::parse(routes).unwrap()),
+        Config {
+            helo: "relay.pec.example.test".into(),
+            roots: Roots::Mozilla,
+            tls: TlsPolicy::Opportunistic,
+            timeout: Duration::from_secs(1),
+            max_targets: 5,
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_left_in_bounded_time() {
+    let port = stalling_server("MAIL", false).await;
+    let started = std::time::Instant::now();
+    let e = quick(&format!("pec.altro.test=stall.test@127.0.0.1:{port}"))
+        .deliver(
+            SENDER,
+            &rcpts(&["mario@pec.altro.test"]),
+            b"Subject: x\r\n\r\nx\r\n",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RelayError::Transient { .. }), "{e}");
+    assert!(e.to_string().contains("no answer within 1 s"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn no_reply_to_the_final_dot_is_not_sent_to_another_mx() {
+    let stall = stalling_server("NEVER", true).await;
+    let mx = mx().await;
+    let e = quick(&format!(
+        "pec.altro.test=stall.test@127.0.0.1:{stall},localhost@127.0.0.1:{}",
+        mx.port
+    ))
+    .deliver(
+        SENDER,
+        &rcpts(&["mario@pec.altro.test"]),
+        b"Subject: x\r\n\r\nx\r\n",
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("outcome is unknown"), "{e}");
+    assert!(
+        mx.inbound.stored().is_empty(),
+        "a second copy went to the next MX"
+    );
+}
