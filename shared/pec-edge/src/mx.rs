@@ -72,10 +72,10 @@ where
                 .mailbox(&address)
                 .await
                 .map_err(PolicyError::new)?;
-            Ok(if mailbox.is_some() {
-                Recipient::Known
-            } else {
-                Recipient::Unknown
+            Ok(match mailbox {
+                Some(m) if m.in_service() => Recipient::Known,
+                Some(_) => Recipient::Disabled,
+                None => Recipient::Unknown,
             })
         })
     }

@@ -13,6 +13,8 @@
 //! | the policy cannot answer (state table, provider index) | `451 4.3.0` | the sender retries; never guess |
 //! | `RCPT` outside our domains | `550 5.7.1 Relaying denied` | no open relay: the only sink is `inbound/` |
 //! | `RCPT` to an unknown mailbox of ours, ordinary sender | `550 5.1.1` | no backscatter |
+//! | `RCPT` to a mailbox of ours not in service, ordinary sender | `550 5.2.1` | |
+//! | a repeated `RCPT` (any case) | `250`, kept once | one copy, one receipt |
 //! | `RCPT` to an unknown mailbox of ours, listed provider | `250` | the receiving point answers with a signed *avviso di mancata consegna*, as providers do |
 //! | a message with over [`MAX_RECEIVED`] `Received` fields | `554 5.4.6` | RFC 5321 §6.3: a mail loop |
 //! | accepted | `250 2.0.0 Ok: queued as <id>` after the sink kept it | |
@@ -48,6 +50,8 @@ pub enum Recipient {
     Known,
     /// In one of our domains, but no such mailbox.
     Unknown,
+    /// A mailbox of ours that is not in service (locked, suspended, not yet activated).
+    Disabled,
     /// Not a domain we receive for.
     NotOurs,
 }
@@ -215,6 +219,8 @@ pub mod memory {
         pub mailboxes: HashSet<String>,
         /// Domains the provider index lists.
         pub listed: HashSet<String>,
+        /// Mailboxes of ours that are not in service.
+        pub disabled: HashSet<String>,
         /// Every lookup fails while set.
         pub down: AtomicBool,
     }
@@ -227,6 +233,7 @@ pub mod memory {
                 ours: set(ours),
                 mailboxes: set(mailboxes),
                 listed: set(listed),
+                disabled: HashSet::new(),
                 down: AtomicBool::new(false),
             }
         }
@@ -259,6 +266,8 @@ pub mod memory {
                 }
                 Ok(if !self.ours.contains(&domain(address)) {
                     Recipient::NotOurs
+                } else if self.disabled.contains(&address.to_ascii_lowercase()) {
+                    Recipient::Disabled
                 } else if self.mailboxes.contains(&address.to_ascii_lowercase()) {
                     Recipient::Known
                 } else {

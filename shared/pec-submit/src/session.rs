@@ -185,7 +185,8 @@ async fn close<S: AsyncWrite + Unpin>(io: &mut S, config: &Config) {
 }
 
 fn reply_code_is_client_error(reply: &str) -> bool {
-    ["500", "501", "502", "503", "504", "530", "555"]
+    // 550: the MX's refusals of recipients count, so probing for addresses ends with 421.
+    ["500", "501", "502", "503", "504", "530", "550", "555"]
         .iter()
         .any(|c| reply.starts_with(c))
 }
@@ -901,13 +902,23 @@ impl Session {
                         .answer(io, "550 5.1.1 Recipient address rejected: no such mailbox")
                         .await;
                 }
-                // A provider's envelope to an unknown mailbox is taken: the receiving point
-                // answers it with a signed notice of non-delivery.
-                (Recipient::Unknown, Sender::Provider) | (Recipient::Known, _) => {}
+                (Recipient::Disabled, Sender::Ordinary) => {
+                    info!(recipient = %path, "mailbox not in service refused");
+                    return self
+                        .answer(io, "550 5.2.1 Recipient mailbox is disabled")
+                        .await;
+                }
+                // A provider's envelope to an unknown or disabled mailbox is taken: the
+                // receiving point answers it with a signed notice of non-delivery.
+                (Recipient::Unknown | Recipient::Disabled, Sender::Provider)
+                | (Recipient::Known, _) => {}
             }
         }
         if let Some(tx) = self.tx.as_mut() {
-            tx.recipients.push(path);
+            // The same mailbox twice (in any case) is one recipient: one copy, one receipt.
+            if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&path)) {
+                tx.recipients.push(path);
+            }
         }
         self.answer(io, "250 2.1.5 Ok").await
     }

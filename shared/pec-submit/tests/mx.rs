@@ -484,3 +484,59 @@ async fn one_source_cannot_take_every_session() {
     drop(b);
     mx.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_mailboxes_repeated_recipients_and_probing() {
+    let tls = dev_tls::localhost().expect("dev certificate");
+    let mut policy = TablePolicy::new(&["pec.altro.test"], &[MARIO], &["pec.example.test"]);
+    policy.disabled.insert("bloccata@pec.altro.test".into());
+    let inbound = Arc::new(MemoryInbound::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config {
+        hostname: HOST.to_owned(),
+        max_errors: 5,
+        ..Config::default()
+    };
+    let server = Server::mx(
+        config,
+        tls.server_config.clone(),
+        Arc::new(policy),
+        inbound.clone(),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let mut c = Raw::connect(addr, HOST).await;
+    c.expect("EHLO relay.pec.example.test", 250).await;
+    let mut c = c.starttls(&tls).await;
+    c.expect("EHLO relay.pec.example.test", 250).await;
+    c.expect("MAIL FROM:<a@ordinaria.test>", 250).await;
+    let r = c.expect("RCPT TO:<bloccata@pec.altro.test>", 550).await;
+    assert!(r.text.starts_with("550 5.2.1"), "{r:?}");
+    c.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    c.expect("RCPT TO:<Mario@PEC.altro.test>", 250).await;
+    let r = c.data(&wire(b"Subject: due volte\r\n\r\nx\r\n")).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(inbound.stored()[0].recipients, [MARIO], "kept once");
+    // A provider's envelope to the disabled mailbox is taken (the receiving point answers it).
+    c.expect(&format!("MAIL FROM:<{PROVIDER}>"), 250).await;
+    c.expect("RCPT TO:<bloccata@pec.altro.test>", 250).await;
+    c.expect("RSET", 250).await;
+    // Probing for addresses: the fifth refusal (one so far) ends the session.
+    c.expect("MAIL FROM:<a@ordinaria.test>", 250).await;
+    for i in 0..3 {
+        c.expect(&format!("RCPT TO:<probe{i}@pec.altro.test>"), 550)
+            .await;
+    }
+    c.write(b"RCPT TO:<probe9@pec.altro.test>\r\n").await;
+    let r = c.reply().await.unwrap();
+    assert_eq!(r.code, 550, "{r:?}");
+    let r = c.reply().await.unwrap();
+    assert!(r.text.starts_with("421 4.7.0"), "{r:?}");
+    assert!(c.closed().await);
+    let _ = stop.send(());
+    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+}
