@@ -61,6 +61,10 @@ async fn mx() -> Mx {
 }
 
 fn relay(routes: &str, roots: Vec<Vec<u8>>, tls: TlsPolicy) -> SmtpRelay {
+    relay_within(routes, roots, tls, Duration::from_secs(10))
+}
+
+fn relay_within(routes: &str, roots: Vec<Vec<u8>>, tls: TlsPolicy, timeout: Duration) -> SmtpRelay {
     let roots = if roots.is_empty() {
         Roots::Mozilla
     } else {
@@ -72,7 +76,7 @@ fn relay(routes: &str, roots: Vec<Vec<u8>>, tls: TlsPolicy) -> SmtpRelay {
             helo: "relay.pec.example.test".into(),
             roots,
             tls,
-            timeout: Duration::from_secs(10),
+            timeout,
             max_targets: 5,
         },
     )
@@ -326,15 +330,11 @@ async fn stalling_server(quiet_from: &'static str, drop_after_dot: bool) -> u16 
 }
 
 fn quick(routes: &str) -> SmtpRelay {
-    SmtpRelay::new(
-        Box::new(StaticRoutes::parse(routes).unwrap()),
-        Config {
-            helo: "relay.pec.example.test".into(),
-            roots: Roots::Mozilla,
-            tls: TlsPolicy::Opportunistic,
-            timeout: Duration::from_secs(1),
-            max_targets: 5,
-        },
+    relay_within(
+        routes,
+        Vec::new(),
+        TlsPolicy::Opportunistic,
+        Duration::from_secs(1),
     )
 }
 
