@@ -35,12 +35,21 @@ struct Mx {
 
 impl Mx {
     async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with(|_| {}, tweak).await
+    }
+
+    async fn start_with(
+        policy_tweak: impl FnOnce(&mut TablePolicy),
+        tweak: impl FnOnce(&mut Config),
+    ) -> Self {
         let tls = dev_tls::localhost().expect("dev certificate");
-        let policy = Arc::new(TablePolicy::new(
+        let mut policy = TablePolicy::new(
             &["pec.altro.test"],
             &[MARIO, "anna@pec.altro.test"],
             &["pec.example.test"],
-        ));
+        );
+        policy_tweak(&mut policy);
+        let policy = Arc::new(policy);
         let inbound = Arc::new(MemoryInbound::default());
         let mut config = Config {
             hostname: HOST.to_owned(),
@@ -487,32 +496,15 @@ async fn one_source_cannot_take_every_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_mailboxes_repeated_recipients_and_probing() {
-    let tls = dev_tls::localhost().expect("dev certificate");
-    let mut policy = TablePolicy::new(&["pec.altro.test"], &[MARIO], &["pec.example.test"]);
-    policy.disabled.insert("bloccata@pec.altro.test".into());
-    let inbound = Arc::new(MemoryInbound::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = Config {
-        hostname: HOST.to_owned(),
-        max_errors: 5,
-        ..Config::default()
-    };
-    let server = Server::mx(
-        config,
-        tls.server_config.clone(),
-        Arc::new(policy),
-        inbound.clone(),
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-
-    let mut c = Raw::connect(addr, HOST).await;
-    c.expect("EHLO relay.pec.example.test", 250).await;
-    let mut c = c.starttls(&tls).await;
-    c.expect("EHLO relay.pec.example.test", 250).await;
+    let mx = Mx::start_with(
+        |p| {
+            p.disabled.insert("bloccata@pec.altro.test".into());
+        },
+        |c| c.max_errors = 5,
+    )
+    .await;
+    let inbound = mx.inbound.clone();
+    let mut c = mx.tls().await;
     c.expect("MAIL FROM:<a@ordinaria.test>", 250).await;
     let r = c.expect("RCPT TO:<bloccata@pec.altro.test>", 550).await;
     assert!(r.text.starts_with("550 5.2.1"), "{r:?}");
@@ -537,6 +529,5 @@ async fn disabled_mailboxes_repeated_recipients_and_probing() {
     let r = c.reply().await.unwrap();
     assert!(r.text.starts_with("421 4.7.0"), "{r:?}");
     assert!(c.closed().await);
-    let _ = stop.send(());
-    tokio::time::timeout(WAIT, task).await.unwrap().unwrap();
+    mx.shutdown().await;
 }
