@@ -2,7 +2,7 @@
 # Installs everything the local stack, the checks and the tests need. Idempotent: a second run
 # finds each piece in place (stamped by version and lock hash) and returns in about a second.
 #
-#   infra/local/install.sh [all|system|python|apitest|iac|dynamodb|fuzz|clamav|spam|mailclients|image|dovecot|loadgen]...  (default: all)
+#   infra/local/install.sh [all|system|python|apitest|iac|dynamodb|fuzz|clamav|spam|mailclients|mta|image|dovecot|loadgen]...  (default: all)
 #
 # system   Debian packages: Java 17 (runtime + compiler for the DynamoDB Local launcher),
 #          pkg-config + libssl-dev (the openssl crate), openssl, curl, zip/unzip, binutils.
@@ -17,6 +17,12 @@
 # fuzz     cargo-fuzz (the fuzz targets run on the nightly toolchain when present).
 # mailclients  real mail programs the mailbox-access tests drive: isync (mbsync, IMAP) and
 #          fetchmail (POP3), Debian's packages.
+# mta      third-party mail software the provider-to-provider tests meet
+#          (shared/pec-relay/tests/third_party.rs): Debian's Postfix (as another organisation's
+#          MX and relay, one throwaway instance per test on loopback) and swaks (probes our MX;
+#          with libnet-ssleay-perl for its STARTTLS). Postfix is installed unconfigured ("No
+#          configuration": no main.cf, so the package starts no system MTA); where systemd
+#          runs, its service is disabled again (only if this install installed it).
 # dovecot  Debian's IMAP server (dovecot-imapd): the source mailbox of the transfer-in test
 #          (tests/pipeline.rs) and what benches/imap.sh compares ours with. Both run their own
 #          instance on loopback; where systemd runs, the system service this install would start
@@ -182,6 +188,23 @@ install_mailclients() {
   pec_log "mail clients: ok ($(mbsync --version 2>&1 | head -1); fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^ ,+]*\).*/\1/p'))"
 }
 
+install_mta() {
+  local had_postfix=1
+  dpkg -s postfix >/dev/null 2>&1 || had_postfix=0
+  if [ "$had_postfix" = 0 ]; then
+    # No main.cf: the package configures nothing and starts no system MTA on port 25.
+    echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+  fi
+  apt_install postfix swaks libnet-ssleay-perl
+  [ -x /usr/sbin/postfix ] || pec_die "postfix is still missing after installing its package"
+  command -v swaks >/dev/null || pec_die "swaks is still missing after installing its package"
+  if [ "$had_postfix" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    as_root systemctl disable --now postfix.service >/dev/null 2>&1 || true
+    pec_log "postfix: the system service the package installed is disabled (the tests run their own)"
+  fi
+  pec_log "mta: ok (postfix $(/usr/sbin/postconf -d -h mail_version 2>/dev/null); $(swaks --version 2>/dev/null | head -1))"
+}
+
 install_dovecot() {
   local had_dovecot=1
   dpkg -s dovecot-imapd >/dev/null 2>&1 || had_dovecot=0
@@ -239,9 +262,10 @@ parts=("$@")
 [ "${#parts[@]}" = 0 ] && parts=(all)
 for part in "${parts[@]}"; do
   case "$part" in
-    all) install_system; install_python; install_apitest; install_iac; install_dynamodb; install_fuzz; install_clamav; install_spam; install_mailclients; install_dovecot; install_image ;;
+    all) install_system; install_python; install_apitest; install_iac; install_dynamodb; install_fuzz; install_clamav; install_spam; install_mailclients; install_mta; install_dovecot; install_image ;;
     image) install_image ;;
     mailclients) install_mailclients ;;
+    mta) install_mta ;;
     apitest) install_apitest ;;
     iac) install_iac ;;
     dovecot) install_dovecot ;;

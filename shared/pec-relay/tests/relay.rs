@@ -4,83 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pec_relay::{Config, RelayError, Roots, SmtpRelay, StaticRoutes, TlsPolicy};
-use pec_submit::dev_tls::{self, DevTls};
-use pec_submit::mx::memory::{MemoryInbound, TablePolicy};
-use pec_submit::{Config as MxConfig, Server};
+mod common;
+use common::{SENDER, mx, relay, relay_within};
+
+use pec_relay::{Config, RelayError, SmtpRelay, StaticRoutes, TlsPolicy};
+use pec_submit::dev_tls;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-
-const SENDER: &str = "posta-certificata@pec.example.test";
-
-struct Mx {
-    port: u16,
-    tls: DevTls,
-    inbound: Arc<MemoryInbound>,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Mx {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
-async fn mx() -> Mx {
-    let tls = dev_tls::localhost().unwrap();
-    let inbound = Arc::new(MemoryInbound::default());
-    let policy = Arc::new(TablePolicy::new(
-        &["pec.altro.test"],
-        &["mario@pec.altro.test", "anna@pec.altro.test"],
-        &["pec.example.test"],
-    ));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = Server::mx(
-        MxConfig {
-            hostname: "mx.pec.altro.test".into(),
-            ..MxConfig::default()
-        },
-        tls.server_config.clone(),
-        policy,
-        inbound.clone(),
-    );
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Mx {
-        port,
-        tls,
-        inbound,
-        stop: Some(stop),
-    }
-}
-
-fn relay(routes: &str, roots: Vec<Vec<u8>>, tls: TlsPolicy) -> SmtpRelay {
-    relay_within(routes, roots, tls, Duration::from_secs(10))
-}
-
-fn relay_within(routes: &str, roots: Vec<Vec<u8>>, tls: TlsPolicy, timeout: Duration) -> SmtpRelay {
-    let roots = if roots.is_empty() {
-        Roots::Mozilla
-    } else {
-        Roots::Der(roots)
-    };
-    SmtpRelay::new(
-        Box::new(StaticRoutes::parse(routes).unwrap()),
-        Config {
-            helo: "relay.pec.example.test".into(),
-            roots,
-            tls,
-            timeout,
-            max_targets: 5,
-        },
-    )
-}
 
 /// A signed-looking envelope: headers SES would rewrite, a dotted line, 8-bit text, CRLF.
 fn envelope() -> Vec<u8> {
