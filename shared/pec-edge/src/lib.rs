@@ -13,7 +13,9 @@
 //! ([`mx::EdgeMxPolicy`]): senders whose domain the provider index lists must use TLS; only
 //! recipients in our domains are accepted (no open relay); an unknown mailbox is refused to
 //! ordinary senders and taken from providers (the receiving point answers with a signed notice).
-//! Its greeting name is `mx.<provider domain>`.
+//! Its greeting name is `mx.<provider domain>`. The message data its sessions hold in memory is
+//! bounded ([`Settings::data_budget_bytes`]; over it, `452 4.3.1`), apart from submission's, so
+//! unauthenticated senders can neither exhaust the process nor refuse people's submissions.
 //!
 //! Every protocol logs people in through the same [`StateCredentials`] (the mailbox item's
 //! Argon2id hash, its `locked` flag) and one [`LoginThrottle`], so failed logins over SMTP and
@@ -76,6 +78,14 @@ pub struct Settings {
     /// listeners together; one more gets `BYE` at once. Default [`pec_imap::Config`]'s (256).
     /// What a session costs in memory: `benches/imap.sh`.
     pub imap_max_sessions: usize,
+    /// `PEC_EDGE_DATA_BUDGET_BYTES` (optional): the bound on the message data each SMTP server
+    /// (submission, and the MX apart) holds in memory across all its sessions, in bytes; what it
+    /// cannot cover gets `452 4.3.1` ([`pec_submit::Config::max_data_bytes_in_flight`]). Each
+    /// role has its own, so a flood on the MX cannot refuse people's submissions: the process
+    /// holds at most twice this. Default [`pec_submit::DEFAULT_MAX_DATA_BYTES_IN_FLIGHT`]
+    /// (256 MiB); at least [`pec_submit::data_share`]`(100 MiB)` for the largest messages to
+    /// get through.
+    pub data_budget_bytes: usize,
     /// `PEC_EVIDENCE_BUCKET` (needed by the MX: the provider index lives there).
     pub evidence_bucket: Option<String>,
     /// `PEC_PROVIDER_INDEX_KEY` (default `config/provider-index.ldif`).
@@ -104,6 +114,17 @@ impl Settings {
                 }
                 Some(n) => n,
                 None => pec_imap::Config::default().max_sessions,
+            },
+            data_budget_bytes: match env.parse::<usize>("PEC_EDGE_DATA_BUDGET_BYTES")? {
+                Some(0) => {
+                    return Err(ConfigError::Malformed {
+                        name: "PEC_EDGE_DATA_BUDGET_BYTES".into(),
+                        value: "0".into(),
+                        reason: "must be at least 1 (no message could be accepted)".into(),
+                    });
+                }
+                Some(n) => n,
+                None => pec_submit::DEFAULT_MAX_DATA_BYTES_IN_FLIGHT,
             },
             evidence_bucket: env.optional("PEC_EVIDENCE_BUCKET"),
             provider_index_key: env.or(
@@ -214,6 +235,7 @@ pub async fn serve(
         );
         let config = pec_submit::Config {
             hostname: settings.hostname.clone(),
+            max_data_bytes_in_flight: settings.data_budget_bytes,
             ..pec_submit::Config::default()
         };
         let server = pec_submit::Server::new(
@@ -290,6 +312,7 @@ pub async fn serve(
                 let sink = RawInboundSink::new(S3Store::new(aws.s3.clone()), &settings.raw_bucket);
                 let config = pec_submit::Config {
                     hostname: format!("mx.{}", settings.hostname),
+                    max_data_bytes_in_flight: settings.data_budget_bytes,
                     ..pec_submit::Config::default()
                 };
                 let server = pec_submit::Server::mx(
@@ -341,6 +364,21 @@ mod tests {
         for bad in ["0", "-1", "many"] {
             let e = settings(&[("PEC_EDGE_IMAP_MAX_SESSIONS", bad)]).unwrap_err();
             assert!(e.to_string().contains("PEC_EDGE_IMAP_MAX_SESSIONS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn smtp_data_budget_defaults_to_the_servers_and_is_configurable() {
+        assert_eq!(
+            settings(&[]).unwrap().data_budget_bytes,
+            pec_submit::Config::default().max_data_bytes_in_flight
+        );
+        assert_eq!(settings(&[]).unwrap().data_budget_bytes, 256 * 1024 * 1024);
+        let s = settings(&[("PEC_EDGE_DATA_BUDGET_BYTES", "536870912")]).unwrap();
+        assert_eq!(s.data_budget_bytes, 512 * 1024 * 1024);
+        for bad in ["0", "-1", "256MiB"] {
+            let e = settings(&[("PEC_EDGE_DATA_BUDGET_BYTES", bad)]).unwrap_err();
+            assert!(e.to_string().contains("PEC_EDGE_DATA_BUDGET_BYTES"), "{e}");
         }
     }
 }

@@ -7,7 +7,9 @@
 //! `--key`) or in the variables `PEC_EDGE_TLS_CERT` and `PEC_EDGE_TLS_KEY` (how ECS passes a
 //! Secrets Manager secret to a container). Environment: `PEC_PROVIDER_DOMAIN`,
 //! `PEC_STATE_TABLE`, `PEC_LOG_TABLE`, `PEC_RAW_BUCKET`, `PEC_MAILBOX_BUCKET`, optionally
-//! `PEC_EDGE_IMAP_MAX_SESSIONS` (default 256); for the MX `PEC_EVIDENCE_BUCKET`,
+//! `PEC_EDGE_IMAP_MAX_SESSIONS` (default 256) and `PEC_EDGE_DATA_BUDGET_BYTES` (the memory the
+//! message data of each SMTP role may hold across its sessions, default 256 MiB; over it,
+//! `452 4.3.1`); for the MX `PEC_EVIDENCE_BUCKET`,
 //! `PEC_PROVIDER_INDEX_KEY` and `PEC_PROVIDER_INDEX_REFRESH_SECONDS`; and the SDK's
 //! region/credential variables. Stops on SIGTERM or SIGINT, draining every session.
 

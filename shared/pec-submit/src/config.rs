@@ -15,16 +15,33 @@ use crate::auth::HashCost;
 /// small enough to bound the memory of a session.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 100 * 1024 * 1024;
 
+/// Default bound on the message data all of a server's sessions hold together: 256 MiB.
+///
+/// Enough for one message of [`DEFAULT_MAX_MESSAGE_BYTES`] with its copy
+/// ([`data_share`](crate::data_share)`(100 MiB)` ≈ 200 MiB), or about four of the 30 MB the PEC
+/// rules allow, at once; a quarter of a 1 GiB task.
+pub const DEFAULT_MAX_DATA_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+
 /// Everything the server needs besides the listener, the TLS configuration and the two traits.
 ///
-/// Memory: a session holds at most one message (`max_message_bytes`) in memory, so the worst case
-/// is about `max_sessions × max_message_bytes` (100 MiB × 64 with the defaults).
+/// Memory: a session holds at most one message (`max_message_bytes`) in memory, and all sessions
+/// together hold at most `max_data_bytes_in_flight` of message data (the buffers and the copies
+/// made to store them), whatever `max_sessions × max_message_bytes` is.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Host name in the greeting, the `EHLO` reply and the `421` replies.
     pub hostname: String,
     /// Hard limit on one message, after dot-unstuffing (advertised as `SIZE`).
     pub max_message_bytes: usize,
+    /// Bound on the memory all sessions' message data hold together: each transaction counts
+    /// twice the capacity of its receive buffer (the buffer and the copy the sink makes to
+    /// store it) plus 8 KiB, [`data_share`](crate::data_share), from `MAIL FROM … SIZE=n`
+    /// (reserved at once) or as the data arrives, until the transaction ends. When it cannot
+    /// cover a transaction, `MAIL … SIZE=n` or the end of `DATA` (read to its end, nothing
+    /// kept) gets `452 4.3.1 Insufficient system storage` and the client retries later. Make it
+    /// at least `data_share(max_message_bytes)`, or the largest messages are never accepted.
+    /// Default [`DEFAULT_MAX_DATA_BYTES_IN_FLIGHT`] (256 MiB).
+    pub max_data_bytes_in_flight: usize,
     /// Most `RCPT TO` accepted in one transaction; more get `452 4.5.3`.
     pub max_recipients: usize,
     /// Failed `AUTH` attempts after which the session is closed with `421 4.7.0`.
@@ -61,6 +78,7 @@ impl Default for Config {
         Self {
             hostname: "localhost".to_owned(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_data_bytes_in_flight: DEFAULT_MAX_DATA_BYTES_IN_FLIGHT,
             max_recipients: 100,
             max_auth_failures: 3,
             max_line_bytes: 2048,

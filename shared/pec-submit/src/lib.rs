@@ -38,6 +38,8 @@
 //! | malformed reverse path / recipient | `501 5.1.7` / `501 5.1.3` | RFC 3463: bad sender / destination mailbox address syntax |
 //! | `SIZE=` over the limit | `552 5.3.4 Message size exceeds fixed maximum message size` | RFC 1870 §6 |
 //! | `DATA` over the limit | read to the end marker without keeping it, then `552 5.3.4` | RFC 1870: the session stays usable, memory stays bounded |
+//! | `SIZE=` the data budget ([`Config::max_data_bytes_in_flight`]) cannot cover now | `452 4.3.1 Insufficient system storage, try again later` | RFC 1870 §6.1, RFC 3463: transient, the client retries |
+//! | `DATA` the data budget cannot cover | read to the end marker without keeping it, then `452 4.3.1` | the sessions together cannot exhaust the process; nothing stored, the session stays usable |
 //! | more than [`Config::max_recipients`] `RCPT` | `452 4.5.3 Too many recipients` | RFC 5321 §4.5.3.1.10: the client sends the rest in another transaction |
 //! | unknown `MAIL`/`RCPT` parameter | `555 5.5.4` | RFC 5321 §4.1.1.11 |
 //! | message with bare CR or LF | `554 5.6.0` | RFC 5321 §2.3.8; only `CRLF.CRLF` ends `DATA`, so `LF.LF` tricks (SMTP smuggling) cannot split a message, and the stored bytes are CRLF throughout |
@@ -63,6 +65,10 @@
 //! fix 30 MB for *size × recipients*, enforced with a notice by the pipeline, and leave the hard
 //! SMTP limit above it to the provider without a figure (see [`config`](Config)). No line,
 //! message or session is ever buffered beyond its bound; every read and write has a timeout.
+//! The message data of all sessions together is bounded by [`Config::max_data_bytes_in_flight`]
+//! (default [`DEFAULT_MAX_DATA_BYTES_IN_FLIGHT`], 256 MiB; each transaction counts its buffer's
+//! capacity and the copy made to store it, [`data_share`]), so many sessions each sending the
+//! largest message cannot exhaust the process.
 //!
 //! # Features
 //!
@@ -77,6 +83,7 @@ mod address;
 mod auth;
 #[cfg(feature = "aws")]
 pub mod aws;
+mod budget;
 #[cfg(feature = "client")]
 pub mod client;
 mod config;
@@ -97,7 +104,8 @@ pub use auth::{
     Account, Check as PasswordCheck, CredentialError, Credentials, HashCost, PasswordError,
     Refusal, check_password, dummy_hash, hash_password, hash_password_with, refusal_for,
 };
-pub use config::{Config, DEFAULT_MAX_MESSAGE_BYTES};
+pub use budget::{STORE_SLACK, data_share};
+pub use config::{Config, DEFAULT_MAX_DATA_BYTES_IN_FLIGHT, DEFAULT_MAX_MESSAGE_BYTES};
 pub use server::Server;
 pub use sink::{Sink, SinkError, Submission, new_id};
 pub use tls::tls_server_config;

@@ -12,6 +12,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::budget::DataBudget;
 use crate::mx::{MxPolicy, MxSink};
 use crate::session::{self, Receiving, Role, Shared, Submitting};
 use crate::{Config, Credentials, Sink};
@@ -44,6 +45,7 @@ impl Server {
         let hash_slots = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             shared: Arc::new(Shared {
+                data_budget: DataBudget::new(config.max_data_bytes_in_flight),
                 config,
                 tls: TlsAcceptor::from(tls),
                 role: Role::Submission(Submitting {
@@ -68,6 +70,7 @@ impl Server {
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
+                data_budget: DataBudget::new(config.max_data_bytes_in_flight),
                 config,
                 tls: TlsAcceptor::from(tls),
                 role: Role::Mx(Receiving { policy, sink }),
@@ -96,6 +99,9 @@ impl Server {
     /// transaction first), waits up to [`Config::shutdown_grace`] for them, cuts the rest and
     /// returns.
     ///
+    /// Every session's message data counts against one budget of
+    /// [`Config::max_data_bytes_in_flight`] owned by this server (see [`crate::data_share`]).
+    ///
     /// Over [`Config::max_sessions`], a new connection gets `421 4.7.0` and is closed. Errors of
     /// `accept` (e.g. out of file descriptors) are logged and retried after a short pause.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
@@ -108,6 +114,13 @@ impl Server {
         let shutdown = shutdown;
         tokio::pin!(shutdown);
         info!(addr = ?listener.local_addr().ok(), "SMTP server listening");
+        if config.max_data_bytes_in_flight < crate::data_share(config.max_message_bytes) {
+            warn!(
+                max_data_bytes_in_flight = config.max_data_bytes_in_flight,
+                max_message_bytes = config.max_message_bytes,
+                "the data budget is below twice the message size limit: the largest messages will always get 452"
+            );
+        }
         loop {
             tokio::select! {
                 biased;

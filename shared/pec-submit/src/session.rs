@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use crate::Config;
 use crate::address::{PathError, is_helo_name, parse_path_arg};
 use crate::auth::{Account, Check, Credentials, check_password, dummy_hash};
+use crate::budget::{DataBudget, Share};
 use crate::mx::{Arrival, MxPolicy, MxSink, Recipient, Sender};
 use crate::sink::{Sink, Submission, new_id};
 use crate::wire::{DataDecoder, Line, read_line};
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub tls: TlsAcceptor,
     pub role: Role,
+    /// What every transaction's message data holds ([`Config::max_data_bytes_in_flight`]).
+    pub data_budget: Arc<DataBudget>,
 }
 
 /// What the server is for: the differences between the two roles are confined to the greeting,
@@ -90,6 +93,12 @@ struct Transaction {
     recipients: Vec<String>,
     /// MX only: who the reverse path says is sending (submission: always `Ordinary`, unused).
     sender: Sender,
+    /// The `SIZE=` declared at `MAIL` (0: none).
+    declared_size: usize,
+    /// This transaction's part of the data budget: what `SIZE=` reserved at `MAIL`, then what
+    /// the message buffer and its copy hold; given back when the transaction ends (dropped with
+    /// it on `RSET`, `EHLO`, `STARTTLS`, a closed connection).
+    share: Share,
 }
 
 struct Session {
@@ -763,6 +772,7 @@ impl Session {
                 .await;
         }
         let mut seen: Vec<String> = Vec::new();
+        let mut declared_size = 0;
         for (key, value) in &parsed.params {
             let key = key.to_ascii_uppercase();
             if seen.contains(&key) {
@@ -784,6 +794,8 @@ impl Session {
                             )
                             .await;
                     }
+                    // At most max_message_bytes: a usize.
+                    declared_size = usize::try_from(size).unwrap_or(usize::MAX);
                 }
                 ("BODY", Some(v))
                     if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
@@ -797,6 +809,19 @@ impl Session {
                 }
             }
             seen.push(key);
+        }
+        // RFC 1870 §6.1: a declared size the server cannot take now is refused at once (before
+        // the policy's lookups: the cheapest check first when the server is loaded).
+        let mut share = self.shared.data_budget.share();
+        if declared_size > 0 && !share.cover_buffer(declared_size) {
+            let budget = &self.shared.data_budget;
+            warn!(
+                declared = declared_size,
+                in_use = budget.in_use(),
+                limit = budget.limit(),
+                "data budget exhausted: MAIL with SIZE refused"
+            );
+            return self.answer(io, INSUFFICIENT_STORAGE).await;
         }
         let reverse_path = parsed.path.to_owned();
         let sender = match self.shared.receiving() {
@@ -830,6 +855,8 @@ impl Session {
             reverse_path,
             recipients: Vec::new(),
             sender,
+            declared_size,
+            share,
         });
         self.answer(io, "250 2.1.0 Ok").await
     }
@@ -942,7 +969,20 @@ impl Session {
             Some(_) => {}
         }
         self.send(io, "354 End data with <CR><LF>.<CR><LF>").await?;
-        let mut decoder = DataDecoder::new(self.shared.config.max_message_bytes);
+        // The transaction ends with this DATA whatever happens: a lost connection or a timeout
+        // below ends the session too.
+        let Some(tx) = self.tx.take() else {
+            return Err(Stop);
+        };
+        let Transaction {
+            reverse_path,
+            recipients,
+            sender,
+            declared_size,
+            share,
+        } = tx;
+        let mut decoder =
+            DataDecoder::new(self.shared.config.max_message_bytes, share, declared_size);
         loop {
             let limit = (Instant::now() + self.shared.config.data_timeout).min(self.deadline);
             let chunk = match timeout_at(limit, io.fill_buf()).await {
@@ -974,46 +1014,16 @@ impl Session {
                 None => io.consume(len),
             }
         }
-        let Some(tx) = self.tx.take() else {
-            return Err(Stop);
-        };
-        if decoder.oversized {
-            info!(bytes = decoder.total, "message over the size limit refused");
-            return self
-                .answer(
-                    io,
-                    "552 5.3.4 Message size exceeds fixed maximum message size",
-                )
-                .await;
-        }
-        if decoder.long_line {
-            info!("message with a line over 998 octets refused");
-            return self
-                .answer(
-                    io,
-                    "554 5.6.0 Message refused: a line is longer than 998 characters (RFC 5322 section 2.1.1); fold long headers and encode long body lines",
-                )
-                .await;
-        }
-        if decoder.bare_line_end {
-            info!("message with bare CR or LF refused");
-            return self
-                .answer(
-                    io,
-                    "554 5.6.0 Message refused: bare CR or LF (lines must end with CRLF, RFC 5321 section 2.3.8)",
-                )
-                .await;
-        }
-        let domain = crate::trace::trace_domain(self.host());
-        if let Some(line) = crate::trace::forged_received(&decoder.raw, &domain) {
-            info!(line = %line, "message with a trace field naming our servers refused");
-            let text = format!(
-                "554 5.7.1 Message refused: a Received field names our servers ({domain}) but was not written by them; remove it"
-            );
+        if let Some(text) = self.data_refusal(&decoder) {
+            // The transaction is over: its memory and its share go before the client hears.
+            drop(decoder);
             return self.answer(io, &text).await;
         }
+        let (raw, mut share) = decoder.into_parts();
         if self.shared.receiving().is_some() {
-            return self.arrive(io, tx, decoder.raw).await;
+            return self
+                .arrive(io, reverse_path, sender, recipients, raw, share)
+                .await;
         }
         let (Some(account), Some(helo)) = (self.user.as_ref(), self.helo.as_ref()) else {
             return Err(Stop);
@@ -1026,16 +1036,24 @@ impl Session {
         let submission = Submission {
             id,
             received_at,
-            reverse_path: tx.reverse_path,
-            recipients: tx.recipients,
+            reverse_path,
+            recipients,
             user: account.address.clone(),
             tenant: account.tenant.clone(),
             client_ip,
             helo: helo.clone(),
             tls: self.tls,
-            raw: decoder.raw,
+            raw,
             trace,
         };
+        // The buffer and the copy the sink makes (`Submission::stored`), held until both are
+        // gone (`share` outlives `submission`).
+        let copy = submission.trace.len().saturating_add(submission.raw.len());
+        if !share.hold_at_least(submission.raw.capacity().saturating_add(copy)) {
+            self.log_no_room_to_store(submission.raw.len());
+            drop((submission, share));
+            return self.answer(io, INSUFFICIENT_STORAGE).await;
+        }
         let Some(submitting) = self.shared.submitting() else {
             return Err(Stop);
         };
@@ -1044,7 +1062,7 @@ impl Session {
             submitting.sink.store(&submission),
         )
         .await;
-        match stored {
+        let text = match stored {
             Ok(Ok(())) => {
                 info!(
                     id = %submission.id,
@@ -1053,32 +1071,85 @@ impl Session {
                     bytes = submission.raw.len(),
                     "message accepted"
                 );
-                let text = format!("250 2.0.0 Ok: queued as {}", submission.id);
-                self.answer(io, &text).await
+                format!("250 2.0.0 Ok: queued as {}", submission.id)
             }
             Ok(Err(e)) => {
                 warn!(id = %submission.id, error = %e, "sink failed, message not accepted");
-                self.answer(io, TEMPORARY_STORE).await
+                TEMPORARY_STORE.to_owned()
             }
             Err(_) => {
                 warn!(id = %submission.id, "sink timed out, message not accepted");
-                self.answer(io, TEMPORARY_STORE).await
+                TEMPORARY_STORE.to_owned()
             }
+        };
+        // The transaction is over: its memory and its share go before the client hears, so a
+        // transaction the client starts next finds them free.
+        drop((submission, share));
+        self.answer(io, &text).await
+    }
+
+    /// Why a message read to its end is refused, logged; `None`: nothing against it yet.
+    fn data_refusal(&self, decoder: &DataDecoder) -> Option<String> {
+        if decoder.oversized {
+            info!(bytes = decoder.total, "message over the size limit refused");
+            return Some("552 5.3.4 Message size exceeds fixed maximum message size".to_owned());
         }
+        if decoder.long_line {
+            info!("message with a line over 998 octets refused");
+            return Some("554 5.6.0 Message refused: a line is longer than 998 characters (RFC 5322 section 2.1.1); fold long headers and encode long body lines".to_owned());
+        }
+        if decoder.bare_line_end {
+            info!("message with bare CR or LF refused");
+            return Some("554 5.6.0 Message refused: bare CR or LF (lines must end with CRLF, RFC 5321 section 2.3.8)".to_owned());
+        }
+        if decoder.over_budget {
+            let budget = &self.shared.data_budget;
+            warn!(
+                bytes = decoder.total,
+                in_use = budget.in_use(),
+                limit = budget.limit(),
+                "data budget exhausted: message refused"
+            );
+            return Some(INSUFFICIENT_STORAGE.to_owned());
+        }
+        let domain = crate::trace::trace_domain(self.host());
+        if let Some(line) = crate::trace::forged_received(&decoder.raw, &domain) {
+            info!(line = %line, "message with a trace field naming our servers refused");
+            return Some(format!(
+                "554 5.7.1 Message refused: a Received field names our servers ({domain}) but was not written by them; remove it"
+            ));
+        }
+        None
     }
 }
 
 impl Session {
-    /// The MX's end of `DATA`: the loop check, our trace field, the sink.
+    /// Logs that the data budget cannot cover the copy made to store a message (its `bytes`).
+    fn log_no_room_to_store(&self, bytes: usize) {
+        let budget = &self.shared.data_budget;
+        warn!(
+            bytes,
+            in_use = budget.in_use(),
+            limit = budget.limit(),
+            "data budget exhausted: no room for the copy to store, message refused"
+        );
+    }
+
+    /// The MX's end of `DATA`: the loop check, our trace field, the sink. `share` covers `raw`
+    /// and the copy the sink makes; it is held until both are gone.
     async fn arrive<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut BufReader<S>,
-        tx: Transaction,
+        reverse_path: String,
+        sender: Sender,
+        recipients: Vec<String>,
         raw: Vec<u8>,
+        mut share: Share,
     ) -> Result<Next, Stop> {
         let received = crate::mx::received_count(&raw);
         if received > crate::mx::MAX_RECEIVED {
             info!(received, "looping message refused");
+            drop((raw, share));
             return self
                 .answer(
                     io,
@@ -1086,7 +1157,7 @@ impl Session {
                 )
                 .await;
         }
-        let (Some(mx), Some(helo)) = (self.shared.receiving(), self.helo.as_ref()) else {
+        let Some(helo) = self.helo.as_ref() else {
             return Err(Stop);
         };
         let received_at = chrono::Utc::now();
@@ -1104,17 +1175,29 @@ impl Session {
         let arrival = Arrival {
             id,
             received_at,
-            reverse_path: tx.reverse_path,
-            sender: tx.sender,
-            recipients: tx.recipients,
+            reverse_path,
+            sender,
+            recipients,
             client_ip,
             helo: helo.clone(),
             tls: self.tls,
             raw,
             trace,
         };
+        // `Arrival::stored`: "Return-Path: <" + path + ">\r\n", the trace field, the message.
+        let copy = (arrival.reverse_path.len() + 17)
+            .saturating_add(arrival.trace.len())
+            .saturating_add(arrival.raw.len());
+        if !share.hold_at_least(arrival.raw.capacity().saturating_add(copy)) {
+            self.log_no_room_to_store(arrival.raw.len());
+            drop((arrival, share));
+            return self.answer(io, INSUFFICIENT_STORAGE).await;
+        }
+        let Some(mx) = self.shared.receiving() else {
+            return Err(Stop);
+        };
         let stored = timeout(self.shared.config.command_timeout, mx.sink.store(&arrival)).await;
-        match stored {
+        let text = match stored {
             Ok(Ok(())) => {
                 info!(
                     id = %arrival.id,
@@ -1125,18 +1208,20 @@ impl Session {
                     tls = arrival.tls,
                     "mail received"
                 );
-                let text = format!("250 2.0.0 Ok: queued as {}", arrival.id);
-                self.answer(io, &text).await
+                format!("250 2.0.0 Ok: queued as {}", arrival.id)
             }
             Ok(Err(e)) => {
                 warn!(id = %arrival.id, error = %e, "MX sink failed, message not accepted");
-                self.answer(io, TEMPORARY_STORE).await
+                TEMPORARY_STORE.to_owned()
             }
             Err(_) => {
                 warn!(id = %arrival.id, "MX sink timed out, message not accepted");
-                self.answer(io, TEMPORARY_STORE).await
+                TEMPORARY_STORE.to_owned()
             }
-        }
+        };
+        // As for submissions: the memory and the share go before the client hears.
+        drop((arrival, share));
+        self.answer(io, &text).await
     }
 }
 
@@ -1144,6 +1229,9 @@ impl Session {
 const TEMPORARY_POLICY: &str =
     "451 4.3.0 Temporary failure looking up the address: try again later";
 const TEMPORARY_STORE: &str = "451 4.3.0 Temporary failure, message not stored: try again later";
+/// The data budget ([`Config::max_data_bytes_in_flight`]) cannot cover the message now (RFC 3463
+/// 4.3.1: mail system full; transient, the client retries later).
+const INSUFFICIENT_STORAGE: &str = "452 4.3.1 Insufficient system storage, try again later";
 
 enum Verified {
     Ok(Account),

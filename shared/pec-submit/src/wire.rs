@@ -5,6 +5,12 @@ pub(crate) const MAX_TEXT_LINE: usize = 998;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
+use crate::budget::Share;
+
+/// The receive buffer's first capacity; it then doubles (up to the size limit, or to the
+/// `SIZE` the client declared) as the message grows, each step covered by the budget first.
+const FIRST_CAPACITY: usize = 8 * 1024;
+
 /// One command line read (a `Complete` line ended with CRLF).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Line {
@@ -79,16 +85,29 @@ enum State {
 ///
 /// Only the exact sequence CR LF `.` CR LF ends the data: `LF.LF` or `CR.CR` are message text
 /// (and make the message invalid), so there is no end-of-data ambiguity to smuggle with.
+///
+/// The buffer grows only once `share` covers it (twice its capacity: the buffer and the copy
+/// made to store it, [`crate::budget::data_share`]); when the budget cannot, the decoder drops
+/// what it kept, gives the share back and reads on to the end marker keeping nothing
+/// (`over_budget`).
 #[derive(Debug)]
 pub(crate) struct DataDecoder {
     state: State,
     max: usize,
-    /// The unstuffed message, empty once `oversized`.
+    /// The size the client declared at `MAIL` (`SIZE=`, at most `max`), 0 if none: the buffer
+    /// grows straight to it rather than beyond.
+    hint: usize,
+    /// This transaction's part of the server's data budget.
+    share: Share,
+    /// The unstuffed message, empty once `oversized` or `over_budget`.
     pub raw: Vec<u8>,
     /// Unstuffed bytes seen, including the ones not kept.
     pub total: usize,
     /// More than `max` bytes: `raw` was dropped and nothing more is kept.
     pub oversized: bool,
+    /// The data budget could not cover the message: `raw` was dropped, the share given back,
+    /// and nothing more is kept.
+    pub over_budget: bool,
     /// A CR not followed by LF, or an LF not preceded by CR, was seen.
     pub bare_line_end: bool,
     /// A line longer than [`MAX_TEXT_LINE`] octets (CRLF excluded) was seen.
@@ -98,17 +117,56 @@ pub(crate) struct DataDecoder {
 }
 
 impl DataDecoder {
-    pub fn new(max: usize) -> Self {
+    /// A decoder keeping at most `max` bytes, growing its buffer within `share`; `hint` is the
+    /// declared `SIZE` (0: none).
+    pub fn new(max: usize, share: Share, hint: usize) -> Self {
         Self {
             state: State::LineStart,
             max,
+            hint: hint.min(max),
+            share,
             raw: Vec::new(),
             total: 0,
             oversized: false,
+            over_budget: false,
             bare_line_end: false,
             long_line: false,
             line_len: 0,
         }
+    }
+
+    /// The message kept and the share that covers it (hold it until the copy made to store the
+    /// message is gone).
+    pub fn into_parts(self) -> (Vec<u8>, Share) {
+        (self.raw, self.share)
+    }
+
+    /// Drops what was kept and gives its share back.
+    fn discard(&mut self) {
+        self.raw = Vec::new();
+        self.share.release();
+    }
+
+    /// Makes room for `more` bytes in `raw`, the budget covering the new capacity first.
+    /// `false`: the budget cannot cover it.
+    fn make_room(&mut self, more: usize) -> bool {
+        let needed = self.raw.len().saturating_add(more);
+        let capacity = self.raw.capacity();
+        if needed <= capacity {
+            return true;
+        }
+        let mut target = capacity.saturating_mul(2).max(FIRST_CAPACITY);
+        if needed <= self.hint {
+            target = target.min(self.hint);
+        }
+        // `needed` is at most `max` here (checked by the caller).
+        let target = target.min(self.max).max(needed);
+        if !self.share.cover_buffer(target) {
+            return false;
+        }
+        self.raw.reserve_exact(target - self.raw.len());
+        // The allocator may hand out more than asked: count what is actually held.
+        self.share.cover_buffer(self.raw.capacity())
     }
 
     fn emit(&mut self, bytes: &[u8]) {
@@ -126,9 +184,14 @@ impl DataDecoder {
         }
         if self.total > self.max {
             self.oversized = true;
-            self.raw = Vec::new();
-        } else {
+            self.discard();
+        } else if self.over_budget {
+            // Read on to the end marker, keeping nothing.
+        } else if self.make_room(bytes.len()) {
             self.raw.extend_from_slice(bytes);
+        } else {
+            self.over_budget = true;
+            self.discard();
         }
     }
 
@@ -221,7 +284,17 @@ mod tests {
     use super::*;
 
     fn decode(chunks: &[&[u8]], max: usize) -> (DataDecoder, Option<Vec<u8>>) {
-        let mut d = DataDecoder::new(max);
+        decode_within(chunks, max, usize::MAX, 0)
+    }
+
+    fn decode_within(
+        chunks: &[&[u8]],
+        max: usize,
+        budget: usize,
+        hint: usize,
+    ) -> (DataDecoder, Option<Vec<u8>>) {
+        let share = crate::budget::DataBudget::new(budget).share();
+        let mut d = DataDecoder::new(max, share, hint);
         for (k, c) in chunks.iter().enumerate() {
             if let Some(n) = d.feed(c) {
                 let mut rest = c[n..].to_vec();
@@ -279,6 +352,49 @@ mod tests {
         let (d, _) = decode(&[b"123456\r\n.\r\n"], 8);
         assert!(!d.oversized);
         assert_eq!(d.raw, b"123456\r\n");
+    }
+
+    #[test]
+    fn the_buffer_grows_within_its_share_and_over_budget_data_is_read_to_the_end() {
+        use crate::budget::{DataBudget, data_share};
+        let line = [b"x".repeat(98), b"\r\n".to_vec()].concat();
+        let body = line.repeat(300); // 30 000 bytes
+        let wire = [body.clone(), b".\r\nNOOP\r\n".to_vec()].concat();
+        // Enough for the buffer (doubling: 8 KiB, 16 KiB, 32 KiB) and its copy.
+        let (d, rest) = decode_within(&[&wire[..]], 1 << 20, data_share(32 * 1024), 0);
+        assert_eq!(rest.unwrap(), b"NOOP\r\n");
+        assert!(!d.over_budget);
+        assert_eq!(d.raw, body);
+        assert_eq!(d.raw.capacity(), 32 * 1024);
+        assert_eq!(d.share.held(), data_share(32 * 1024));
+        // With the declared SIZE, the buffer stops at it.
+        let (d, _) = decode_within(&[&wire[..]], 1 << 20, data_share(30_000), 30_000);
+        assert!(!d.over_budget);
+        assert_eq!(d.raw.capacity(), 30_000);
+        // The size limit bounds growth too.
+        let (d, _) = decode_within(&[&wire[..]], 30_000, data_share(30_000), 0);
+        assert!(!d.oversized && !d.over_budget);
+        assert_eq!(d.raw.capacity(), 30_000);
+        // Over the budget: nothing kept, the share given back at once, the end still found.
+        let budget = DataBudget::new(data_share(16 * 1024));
+        let mut d = DataDecoder::new(1 << 20, budget.share(), 0);
+        let n = wire
+            .chunks(1000)
+            .scan(0, |at, c| {
+                let r = d.feed(c).map(|n| *at + n);
+                *at += c.len();
+                Some(r)
+            })
+            .find_map(|r| r);
+        assert_eq!(n, Some(body.len() + 3));
+        assert!(d.over_budget && !d.oversized);
+        assert!(d.raw.is_empty());
+        assert_eq!(d.total, body.len());
+        assert_eq!(budget.in_use(), 0);
+        // Over the size limit after running out of budget: the size limit is what is reported.
+        let (d, rest) = decode_within(&[&wire[..]], 20_000, data_share(8 * 1024), 0);
+        assert!(rest.is_some());
+        assert!(d.over_budget && d.oversized);
     }
 
     #[tokio::test]

@@ -531,3 +531,155 @@ async fn disabled_mailboxes_repeated_recipients_and_probing() {
     assert!(c.closed().await);
     mx.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The data budget (`Config::max_data_bytes_in_flight`): the memory of all sessions' messages
+// together is bounded; what it cannot cover gets `452 4.3.1`, nothing is stored, and the
+// session goes on.
+
+/// A budget that covers exactly one message of `MAX_BYTES` declared with `SIZE` (its buffer and
+/// the copy made to store it).
+const BUDGET: usize = pec_submit::data_share(MAX_BYTES);
+
+/// A message of exactly `len` bytes (CRLF lines of at most 100 octets), its subject `subject`.
+fn message_of(subject: &str, len: usize) -> Vec<u8> {
+    let mut m = format!("Subject: {subject}\r\n\r\n").into_bytes();
+    let line = [vec![b'x'; 98], b"\r\n".to_vec()].concat();
+    while m.len() + line.len() <= len {
+        m.extend_from_slice(&line);
+    }
+    let rest = len - m.len();
+    if rest >= 2 {
+        m.extend(std::iter::repeat_n(b'y', rest - 2));
+        m.extend_from_slice(b"\r\n");
+    } else {
+        // Lengthen the header's blank-line-free part instead: a message must end with CRLF.
+        m.splice(9..9, std::iter::repeat_n(b'z', rest));
+    }
+    assert_eq!(m.len(), len);
+    m
+}
+
+fn assert_insufficient_storage(r: &common::Reply) {
+    assert!(
+        r.text
+            .starts_with("452 4.3.1 Insufficient system storage, try again later"),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_messages_that_fit_one_at_a_time_one_gets_452_then_retries() {
+    let mx = Mx::start(|c| c.max_data_bytes_in_flight = BUDGET).await;
+    let first = message_of("first", 40_000);
+    let second = message_of("second", 40_000);
+    // The first declares its size: its share (the buffer and its copy) is taken at MAIL.
+    let mut a = mx.tls().await;
+    a.expect(&format!("MAIL FROM:<{PROVIDER}> SIZE={}", first.len()), 250)
+        .await;
+    a.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    a.expect("DATA", 354).await;
+    let wire_a = wire(&first);
+    let (head, tail) = wire_a.split_at(10_000);
+    a.write(head).await;
+    // The second, at the same time, declares nothing: its buffer outgrows what is left.
+    let mut b = mx.tls().await;
+    b.expect("MAIL FROM:<a@ordinaria.test>", 250).await;
+    b.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = b.data(&wire(&second)).await;
+    assert_insufficient_storage(&r);
+    assert!(mx.inbound.stored().is_empty(), "nothing stored for it");
+    // Read to its end: the stream is in step, the session usable.
+    b.expect("NOOP", 250).await;
+    // The first one finishes.
+    a.write(tail).await;
+    let r = a.reply().await.expect("reply to the end of DATA");
+    assert_eq!(r.code, 250, "{r:?}");
+    // Now the second gets through, in the same session.
+    b.expect("MAIL FROM:<a@ordinaria.test>", 250).await;
+    b.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = b.data(&wire(&second)).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let stored = mx.inbound.stored();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].raw, first);
+    assert_eq!(stored[1].raw, second);
+    a.expect("QUIT", 221).await;
+    b.expect("QUIT", 221).await;
+    mx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_size_over_the_remaining_budget_gets_452_at_mail() {
+    let mx = Mx::start(|c| c.max_data_bytes_in_flight = BUDGET).await;
+    let mut a = mx.tls().await;
+    a.expect(&format!("MAIL FROM:<{PROVIDER}> SIZE=40000"), 250)
+        .await;
+    let mut b = mx.tls().await;
+    let r = b
+        .expect(&format!("MAIL FROM:<{PROVIDER}> SIZE=40000"), 452)
+        .await;
+    assert_insufficient_storage(&r);
+    // No transaction was started.
+    b.expect(&format!("RCPT TO:<{MARIO}>"), 503).await;
+    // What is left still covers a smaller message.
+    b.expect(&format!("MAIL FROM:<{PROVIDER}> SIZE=1000"), 250)
+        .await;
+    b.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = b.data(&wire(&message_of("small", 1000))).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // RSET gives the first session's share back.
+    a.expect("RSET", 250).await;
+    b.expect(&format!("MAIL FROM:<{PROVIDER}> SIZE={MAX_BYTES}"), 250)
+        .await;
+    b.expect("RSET", 250).await;
+    assert_eq!(mx.inbound.stored().len(), 1);
+    mx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_in_mid_data_gives_its_share_back() {
+    let mx = Mx::start(|c| c.max_data_bytes_in_flight = BUDGET).await;
+    let mut a = mx.tls().await;
+    // The whole budget, taken at MAIL.
+    a.expect(&format!("MAIL FROM:<{PROVIDER}> SIZE={MAX_BYTES}"), 250)
+        .await;
+    a.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    a.expect("DATA", 354).await;
+    let full = message_of("full", MAX_BYTES);
+    a.write(&wire(&full)[..30_000]).await;
+    let mut b = mx.tls().await;
+    let r = b
+        .expect(&format!("MAIL FROM:<{PROVIDER}> SIZE={MAX_BYTES}"), 452)
+        .await;
+    assert_insufficient_storage(&r);
+    drop(a);
+    // Once the server sees the connection gone, the whole budget is free again.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = b
+            .cmd(&format!("MAIL FROM:<{PROVIDER}> SIZE={MAX_BYTES}"))
+            .await;
+        if r.code == 250 {
+            break;
+        }
+        assert_insufficient_storage(&r);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "share never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = b.data(&wire(&full)).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let stored = mx.inbound.stored();
+    assert_eq!(stored.len(), 1, "nothing stored for the dropped connection");
+    assert_eq!(stored[0].raw, full);
+    // And again without SIZE: the buffer and its copy still fit the budget alone.
+    b.expect(&format!("MAIL FROM:<{PROVIDER}>"), 250).await;
+    b.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = b.data(&wire(&full)).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    mx.shutdown().await;
+}

@@ -579,6 +579,48 @@ async fn data_over_the_limit_is_552_nothing_stored_session_goes_on() {
     server.shutdown().await;
 }
 
+/// The data budget (`Config::max_data_bytes_in_flight`) binds submissions too: a message it
+/// cannot cover is read to its end and refused with `452 4.3.1`, as is a `SIZE=` over it at
+/// MAIL; nothing is stored and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_over_the_budget_is_452_nothing_stored_session_goes_on() {
+    // Covers a 16 KiB buffer and its copy, not a 32 KiB one.
+    let server =
+        TestServer::start(|c| c.max_data_bytes_in_flight = pec_submit::data_share(16 * 1024)).await;
+    let mut c = server.logged_in().await;
+    let r = c
+        .expect(&format!("MAIL FROM:<{USER}> SIZE=20000"), 452)
+        .await;
+    assert_eq!(
+        r.text,
+        "452 4.3.1 Insufficient system storage, try again later\r\n"
+    );
+    c.expect(&format!("MAIL FROM:<{USER}>"), 250).await;
+    c.expect("RCPT TO:<a@pec.other.it>", 250).await;
+    let body = format!("{}\r\n", "x".repeat(98)).repeat(200);
+    let mut wire = message("budget", &body);
+    wire.extend_from_slice(b".\r\n");
+    let r = c.data(&wire).await;
+    assert_eq!(
+        r.text,
+        "452 4.3.1 Insufficient system storage, try again later\r\n"
+    );
+    assert!(server.sink.stored().is_empty());
+    // The transaction is over; the session is not, and smaller messages still fit.
+    c.expect("RCPT TO:<a@pec.other.it>", 503).await;
+    c.expect(&format!("MAIL FROM:<{USER}> SIZE=10000"), 250)
+        .await;
+    c.expect("RCPT TO:<a@pec.other.it>", 250).await;
+    let small = message("small", &body[..5000]);
+    let mut wire = small.clone();
+    wire.extend_from_slice(b".\r\n");
+    let r = c.data(&wire).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(server.sink.stored().len(), 1);
+    assert_eq!(server.sink.stored()[0].raw, small);
+    server.shutdown().await;
+}
+
 /// Issue 11: header (or body) lines over 998 octets would be copied into envelopes that SES and
 /// other MTAs refuse: refused at DATA with the reason, nothing stored, the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
