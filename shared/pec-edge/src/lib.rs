@@ -5,7 +5,7 @@
 //! | SMTP submission | 587 | `STARTTLS`, AUTH only after it | `pec-submit` |
 //! | IMAP | 993 / 143 | implicit / `STARTTLS`, login only after TLS | `pec-imap` |
 //! | POP3 | 995 / 110 | implicit / `STLS`, login only after TLS | `pec-pop3` |
-//! | SMTP MX (mail for our domains) | 25 (not served by the template yet) | `STARTTLS`, required of PEC providers | `pec-submit` ([`pec_submit::mx`]) |
+//! | SMTP MX (mail for our domains) | 25 | `STARTTLS`, required of PEC providers | `pec-submit` ([`pec_submit::mx`]) |
 //!
 //! **MX.** Other providers (and the outside world) deliver to the MX, which writes what SES
 //! receiving leads to (`inbound/<id>.eml`, then `inbound/<id>.json` with `via: mx`), so the
@@ -86,6 +86,14 @@ pub struct Settings {
     /// (256 MiB); at least [`pec_submit::data_share`]`(100 MiB)` for the largest messages to
     /// get through.
     pub data_budget_bytes: usize,
+    /// `PEC_EDGE_MX_MESSAGES_PER_MINUTE` (default 120; `0` = no limit): messages one source
+    /// (an IPv4 address, an IPv6 /64) may start per minute at the MX; beyond, `451 4.7.1`.
+    pub mx_messages_per_minute: u32,
+    /// `PEC_EDGE_MX_GREYLIST_SECONDS` (default 300; `0` = off): how long the MX greylists a new
+    /// (source network, sender, recipient) of an ordinary sender (never of a provider the index
+    /// lists). Kept in this process's memory: with several tasks, a retry that lands on another
+    /// waits once more there.
+    pub mx_greylisting: Option<pec_submit::mx::Greylisting>,
     /// `PEC_EVIDENCE_BUCKET` (needed by the MX: the provider index lives there).
     pub evidence_bucket: Option<String>,
     /// `PEC_PROVIDER_INDEX_KEY` (default `config/provider-index.ldif`).
@@ -125,6 +133,18 @@ impl Settings {
                 }
                 Some(n) => n,
                 None => pec_submit::DEFAULT_MAX_DATA_BYTES_IN_FLIGHT,
+            },
+            mx_messages_per_minute: env
+                .parse::<u32>("PEC_EDGE_MX_MESSAGES_PER_MINUTE")?
+                .unwrap_or(120),
+            mx_greylisting: match env
+                .parse::<u64>("PEC_EDGE_MX_GREYLIST_SECONDS")?
+                .unwrap_or(300)
+            {
+                0 => None,
+                s => Some(pec_submit::mx::Greylisting::with_delay(
+                    std::time::Duration::from_secs(s),
+                )),
             },
             evidence_bucket: env.optional("PEC_EVIDENCE_BUCKET"),
             provider_index_key: env.or(
@@ -313,6 +333,8 @@ pub async fn serve(
                 let config = pec_submit::Config {
                     hostname: format!("mx.{}", settings.hostname),
                     max_data_bytes_in_flight: settings.data_budget_bytes,
+                    mx_messages_per_minute: settings.mx_messages_per_minute,
+                    mx_greylisting: settings.mx_greylisting,
                     ..pec_submit::Config::default()
                 };
                 let server = pec_submit::Server::mx(
@@ -380,5 +402,27 @@ mod tests {
             let e = settings(&[("PEC_EDGE_DATA_BUDGET_BYTES", bad)]).unwrap_err();
             assert!(e.to_string().contains("PEC_EDGE_DATA_BUDGET_BYTES"), "{e}");
         }
+    }
+
+    #[test]
+    fn mx_rate_and_greylisting_default_on_and_can_be_turned_off() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.mx_messages_per_minute, 120);
+        assert_eq!(
+            s.mx_greylisting.map(|g| g.delay),
+            Some(std::time::Duration::from_secs(300))
+        );
+        let s = settings(&[
+            ("PEC_EDGE_MX_MESSAGES_PER_MINUTE", "0"),
+            ("PEC_EDGE_MX_GREYLIST_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.mx_messages_per_minute, 0);
+        assert_eq!(s.mx_greylisting, None);
+        let e = settings(&[("PEC_EDGE_MX_GREYLIST_SECONDS", "5m")]).unwrap_err();
+        assert!(
+            e.to_string().contains("PEC_EDGE_MX_GREYLIST_SECONDS"),
+            "{e}"
+        );
     }
 }

@@ -66,6 +66,15 @@ pub struct Config {
     /// hold); one more gets `421 4.7.0` and is closed at once, so one source cannot take every
     /// slot.
     pub max_sessions_per_ip: usize,
+    /// MX role: messages (`MAIL` commands) one source (an IPv4 address, an IPv6 /64) may start
+    /// per minute, refilled continuously, a burst of as many; one more gets `451 4.7.1`.
+    /// `0` (the default): no limit.
+    pub mx_messages_per_minute: u32,
+    /// MX role: greylisting of ordinary senders (RFC 6647; never of senders whose domain the
+    /// provider index lists, never of refused recipients): a new (source /24 or /64, sender,
+    /// recipient) gets `451 4.7.1` at `RCPT` until [`Greylisting::delay`](crate::mx::Greylisting)
+    /// has passed. `None` (the default): off.
+    pub mx_greylisting: Option<crate::mx::Greylisting>,
     /// After the shutdown signal, how long sessions in flight may run before they are cut.
     pub shutdown_grace: Duration,
     /// Cost of the dummy hash checked for unknown users. Set it to the cost the mailboxes'
@@ -89,6 +98,8 @@ impl Default for Config {
             session_timeout: Duration::from_secs(3600),
             max_sessions: 64,
             max_sessions_per_ip: 16,
+            mx_messages_per_minute: 0,
+            mx_greylisting: None,
             shutdown_grace: Duration::from_secs(30),
             dummy_hash_cost: HashCost::Production,
         }

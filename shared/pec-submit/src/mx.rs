@@ -28,6 +28,9 @@ use chrono::{DateTime, Utc};
 
 use crate::BoxFuture;
 
+pub mod limits;
+pub use limits::Greylisting;
+
 /// More `Received` fields than this in a message means it is looping (RFC 5321 §6.3 leaves the
 /// figure to the server; Postfix's `hopcount_limit` is 50, sendmail's `MaxHopCount` 25: 100 is
 /// the loosest of the common figures).

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,12 +68,20 @@ impl Server {
         policy: Arc<dyn MxPolicy>,
         sink: Arc<dyn MxSink>,
     ) -> Self {
+        let limits = crate::mx::limits::SourceLimits::new(
+            config.mx_messages_per_minute,
+            config.mx_greylisting,
+        );
         Self {
             shared: Arc::new(Shared {
                 data_budget: DataBudget::new(config.max_data_bytes_in_flight),
                 config,
                 tls: TlsAcceptor::from(tls),
-                role: Role::Mx(Receiving { policy, sink }),
+                role: Role::Mx(Receiving {
+                    policy,
+                    sink,
+                    limits,
+                }),
             }),
         }
     }
@@ -198,19 +206,8 @@ struct PerSource {
 }
 
 impl PerSource {
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => {
-                let mut octets = v6.octets();
-                octets[8..].fill(0);
-                IpAddr::V6(Ipv6Addr::from(octets))
-            }
-            v4 => v4,
-        }
-    }
-
     fn take(sources: &Sources, ip: IpAddr, max: usize) -> Option<Self> {
-        let key = Self::key(ip);
+        let key = crate::mx::limits::host_key(ip);
         let mut open = sources.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(key).or_insert(0);
         if *n >= max {

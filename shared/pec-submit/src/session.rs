@@ -15,6 +15,7 @@ use crate::Config;
 use crate::address::{PathError, is_helo_name, parse_path_arg};
 use crate::auth::{Account, Check, Credentials, check_password, dummy_hash};
 use crate::budget::{DataBudget, Share};
+use crate::mx::limits::Grey;
 use crate::mx::{Arrival, MxPolicy, MxSink, Recipient, Sender};
 use crate::sink::{Sink, Submission, new_id};
 use crate::wire::{DataDecoder, Line, read_line};
@@ -49,6 +50,8 @@ pub(crate) struct Submitting {
 pub(crate) struct Receiving {
     pub policy: Arc<dyn MxPolicy>,
     pub sink: Arc<dyn MxSink>,
+    /// The message rate per source and greylisting ([`crate::mx::limits`]).
+    pub limits: crate::mx::limits::SourceLimits,
 }
 
 impl Shared {
@@ -851,6 +854,19 @@ impl Session {
                 .answer(io, "530 5.7.0 Must issue a STARTTLS command first")
                 .await;
         }
+        if let Some(mx) = self.shared.receiving()
+            && !mx
+                .limits
+                .take_message(self.peer.ip(), std::time::Instant::now())
+        {
+            warn!(sender = %reverse_path, "message rate of this source exceeded");
+            return self
+                .answer(
+                    io,
+                    "451 4.7.1 Too many messages from your address, try again later",
+                )
+                .await;
+        }
         self.tx = Some(Transaction {
             reverse_path,
             recipients: Vec::new(),
@@ -935,10 +951,27 @@ impl Session {
                         .answer(io, "550 5.2.1 Recipient mailbox is disabled")
                         .await;
                 }
+                (Recipient::Known, Sender::Ordinary) => {
+                    let reverse_path = self.tx.as_ref().map_or("", |t| t.reverse_path.as_str());
+                    if let Grey::Wait(wait) = mx.limits.greylist(
+                        self.peer.ip(),
+                        reverse_path,
+                        &path,
+                        std::time::Instant::now(),
+                    ) {
+                        info!(recipient = %path, sender = %reverse_path, "greylisted");
+                        let text = format!(
+                            "451 4.7.1 Greylisted: please try again in {} seconds",
+                            wait.as_secs().max(1)
+                        );
+                        return self.answer(io, &text).await;
+                    }
+                }
                 // A provider's envelope to an unknown or disabled mailbox is taken: the
-                // receiving point answers it with a signed notice of non-delivery.
+                // receiving point answers it with a signed notice of non-delivery. Providers
+                // are never greylisted.
                 (Recipient::Unknown | Recipient::Disabled, Sender::Provider)
-                | (Recipient::Known, _) => {}
+                | (Recipient::Known, Sender::Provider) => {}
             }
         }
         if let Some(tx) = self.tx.as_mut() {

@@ -683,3 +683,58 @@ async fn a_connection_dropped_in_mid_data_gives_its_share_back() {
     assert_eq!(r.code, 250, "{r:?}");
     mx.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_senders_are_greylisted_providers_never() {
+    let mx = Mx::start(|c| {
+        c.mx_greylisting = Some(pec_submit::mx::Greylisting::with_delay(
+            Duration::from_secs(1),
+        ));
+    })
+    .await;
+    let mut c = mx.tls().await;
+    // A new (source, sender, recipient): come back later.
+    c.expect("MAIL FROM:<chiunque@ordinaria.test>", 250).await;
+    let r = c.expect(&format!("RCPT TO:<{MARIO}>"), 451).await;
+    assert!(r.text.starts_with("451 4.7.1 Greylisted"), "{r:?}");
+    // Refusals come first: an unknown mailbox is still 550, not greylisted.
+    let r = c.expect("RCPT TO:<nessuno@pec.altro.test>", 550).await;
+    assert!(r.text.starts_with("550 5.1.1"), "{r:?}");
+    c.expect("RSET", 250).await;
+    // A provider is taken at once.
+    c.expect(&format!("MAIL FROM:<{PROVIDER}>"), 250).await;
+    c.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = c.data(&wire(&envelope_bytes())).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    // The ordinary sender's retry after the delay is taken, in a new session too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut c = mx.plain().await;
+    c.expect("MAIL FROM:<chiunque@ordinaria.test>", 250).await;
+    c.expect(&format!("RCPT TO:<{MARIO}>"), 250).await;
+    let r = c
+        .data(&wire(
+            b"From: chiunque@ordinaria.test\r\nSubject: ciao\r\n\r\nciao\r\n",
+        ))
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let stored = mx.inbound.stored();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[1].reverse_path, "chiunque@ordinaria.test");
+    mx.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_may_start_only_so_many_messages_a_minute() {
+    let mx = Mx::start(|c| c.mx_messages_per_minute = 2).await;
+    let mut c = mx.tls().await;
+    for _ in 0..2 {
+        c.expect(&format!("MAIL FROM:<{PROVIDER}>"), 250).await;
+        c.expect("RSET", 250).await;
+    }
+    let r = c.expect(&format!("MAIL FROM:<{PROVIDER}>"), 451).await;
+    assert!(r.text.starts_with("451 4.7.1"), "{r:?}");
+    // The allowance is the source's, not the session's.
+    let mut c = mx.tls().await;
+    c.expect(&format!("MAIL FROM:<{PROVIDER}>"), 451).await;
+    mx.shutdown().await;
+}
