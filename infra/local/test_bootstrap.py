@@ -124,12 +124,12 @@ class TemplateChecks(unittest.TestCase):
         self.assertFalse(edge & set(created))
         self.assertNotIn("EdgeLoadBalancerDnsName", outputs)
 
-    def test_the_edge_listens_on_587_993_143_995_and_not_465(self):
+    def test_the_edge_listens_on_587_993_143_995_25_and_not_465(self):
         """The submission gateway serves no implicit TLS yet: no 465 listener, target or port. The
         listeners keep the standard ports; the container (user 10001, no CAP_NET_BIND_SERVICE)
         binds unprivileged ones, and every piece between them agrees."""
         resources = self.original["Resources"]
-        to_container = {587: 2587, 993: 2993, 143: 2143, 995: 2995}
+        to_container = {587: 2587, 993: 2993, 143: 2143, 995: 2995, 25: 2525}
         listeners = {r["Properties"]["Port"]: r["Properties"]["DefaultActions"][0]["TargetGroupArn"]["Ref"]
                      for r in resources.values()
                      if r["Type"] == "AWS::ElasticLoadBalancingV2::Listener"
