@@ -110,7 +110,9 @@ impl EventPublisher for EventBridgePublisher {
     }
 }
 
-/// [`MailTransport`] on SES v1 `SendRawEmail`.
+/// [`MailTransport`] on SES v1 `SendRawEmail`. SES gives no answer per recipient: its
+/// [`MailTransport::send_each`] is the trait's default, every recipient taken once SES took the
+/// message (a later bounce is not seen here).
 #[derive(Clone, Debug)]
 pub struct SesTransport {
     client: aws_sdk_ses::Client,

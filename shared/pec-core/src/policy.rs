@@ -14,6 +14,7 @@
 //! | Breve hash format | Each attachment replaced by `text/plain` `<name>.sha256` holding `<hex sha-256>  <name>` (the `sha256sum` line) — see [`BREVE_HASH_SUFFIX`] | The RT hash format could not be read; SHA-256 resists collisions (SHA-1 does not) and the line checks with `sha256sum -c`. |
 //! | Non-delivery codes | [`DeliveryFailure`] table, NOTA 12 style `5.x.y - <provider> - <reason>` | Only `5.1.1 ... indirizzo non valido` was seen; the rest follow RFC 3463 enhanced status codes. |
 //! | `errore` of non-delivery | `no-dest` (unknown user), `no-dominio` (unknown domain), `altro` otherwise | The DTD's own meaning of the values; Aruba 2026 sends `altro` for 5.1.1, which the parser accepts too. |
+//! | A recipient at another provider refused for good over SMTP | `5.1.1` (or `550` at `RCPT` without an enhanced code) unknown user, `5.1.2`/`5.1.10`/NXDOMAIN unknown domain, `5.2.2` full, `5.2.1` disabled; any other: [`DeliveryFailure::Other`] with the MX's enhanced code (`5.0.0` without one) and [`REFUSED_BY_DESTINATION`]`: <code> <reply>` | RFC 3463 codes mapped onto the NOTA 12 groups; the MX's reply (cleaned, at most 200 chars) tells the sender what the other side said. |
 //! | Timeout notices | Both `preavviso-errore-consegna`, `errore="altro"`; `errore-esteso` `4.4.1 - <provider> - ...12 ore` (warning) and `5.4.1 - <provider> - ...24 ore` (final) ([`TimeoutNotice`]) | pagoPA treats Aruba/Namirial `5.4.1` as final; a 4.x code marks the 12 h notice as temporary. |
 //! | Presa in carico / rilevazione virus `To` | The sender provider's `mailReceipt` address, passed by the caller (from the provider index) | RFC 6109 / IGPEC schema: `mailReceipt` is where other providers send these. |
 //! | Rilevazione virus daticert | `errore="virus"`, one `<ricezione>` per affected recipient, the virus name in `errore-esteso` | The DTD allows several `ricezione` but one `consegna`. |
@@ -147,6 +148,10 @@ impl DeliveryFailure {
         format!("{code} - {provider_name} - {text}")
     }
 }
+
+/// The reason of a non-delivery that another provider's MX refused for good without a more
+/// specific NOTA 12 group (followed by `: <its code and reply>`).
+pub const REFUSED_BY_DESTINATION: &str = "rifiutato dal server di destinazione";
 
 /// Which "superamento dei tempi massimi" notice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

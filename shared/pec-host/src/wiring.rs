@@ -321,6 +321,18 @@ impl pec_ports::MailTransport for Outbound {
             Outbound::Smtp(t) => t.send_raw(source, destinations, raw).await,
         }
     }
+
+    async fn send_each(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<pec_ports::SendReport, pec_ports::SendError> {
+        match self {
+            Outbound::Ses(t) => t.send_each(source, destinations, raw).await,
+            Outbound::Smtp(t) => t.send_each(source, destinations, raw).await,
+        }
+    }
 }
 
 /// The deliver step: as ingress, plus `PEC_EVENT_BUS` and the outbound relay ([`Outbound`]).

@@ -12,12 +12,23 @@
 //! 3. any **other** provider message (receipts, notices) is stored in the mailboxes of its `To`
 //!    addresses in our domains, quota counted but never enforced (see [`pec_core::plan`]).
 //!
-//! Recipients outside our domains need the outbound relay (not built in this version): they
-//! are logged and recorded as `relay-pending`.
+//! Recipients outside our domains get the message through the outbound relay
+//! ([`MailTransport::send_each`]: SES, or SMTP to their MX), one answer per recipient:
+//! - taken: marked sent (`SENT#<key>` / `<recipient>`), never sent again;
+//! - deferred (4xx, or the domain unreachable now): the event fails and SQS brings it back;
+//!   the retry sends only the recipients not yet marked;
+//! - refused for good (5xx, no such domain, null MX): for a certified recipient of our
+//!   envelope, the outcome `not-delivered` (reason and the MX's reply) is recorded, its relay
+//!   record marked failed (no 12 h / 24 h notice) and a receipts request queued: the avviso di
+//!   mancata consegna goes to the sender at once. Anything else refused (an ordinary recipient,
+//!   a receipt or notice we relay) is logged. Either way it is marked sent.
 //!
 //! Idempotent: the outcome and the mailbox item are written in one conditional transaction, the
 //! mailbox object with `If-None-Match`, and a duplicate re-applies the outcome in force (same
-//! object, same receipts request; the receipt itself is written once).
+//! object, same receipts request; the receipt itself is written once). A relayed recipient is
+//! marked sent only after its receipts request is queued, so a duplicate after that queues
+//! nothing, and a crash before it queues the same request again (never a second send: the
+//! recorded refusal is found first).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
@@ -27,7 +38,8 @@ use pec_ports::mailstore::JUNK;
 use pec_ports::sms::{SmsNotice, SmsRequest};
 use pec_ports::{
     DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
-    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, SpamFiling, StateStore,
+    ObjectStore, QueueSender, RecipientOutcome, RecipientReply, Refusal, RelayEvent, RelayRecord,
+    SendError, SpamFiling, StateStore,
 };
 
 use crate::{Settings, StepError, is_ours, keys};
@@ -53,8 +65,54 @@ pub struct Deliver<St, Db, Q, Ev, T> {
     pub state: Db,
     pub queue: Q,
     pub events: Ev,
-    /// The outbound relay (SES).
+    /// The outbound relay (SES, or SMTP to the recipients' MX).
     pub transport: T,
+}
+
+/// Our certified envelope being relayed: whose recipients refused for good get the avviso di
+/// mancata consegna at once.
+#[derive(Clone, Copy)]
+struct Envelope<'a> {
+    /// The submission id.
+    id: &'a str,
+    /// Its certified (PEC) recipients.
+    certified: &'a [String],
+}
+
+impl Envelope<'_> {
+    fn is_certified(&self, rcpt: &str) -> bool {
+        self.certified.iter().any(|c| c.eq_ignore_ascii_case(rcpt))
+    }
+}
+
+/// Longest [`RecipientOutcome::detail`] kept (chars).
+pub const DETAIL_MAX_CHARS: usize = 200;
+
+/// The non-delivery reason and the detail (`<x.y.z> <text>`, cleaned, at most
+/// [`DETAIL_MAX_CHARS`]) for a recipient refused for good by the receiving side
+/// (docs/design/smtp-relay-and-mx.md §6): the enhanced code decides, then the basic one.
+pub fn non_delivery(refusal: &Refusal) -> (NotDelivered, String) {
+    let reason = match refusal.enhanced.as_deref() {
+        Some("5.1.1") => NotDelivered::UnknownUser,
+        Some("5.1.2" | "5.1.10") => NotDelivered::UnknownDomain,
+        Some("5.2.2") => NotDelivered::MailboxFull,
+        Some("5.2.1") => NotDelivered::MailboxDisabled,
+        Some(_) => NotDelivered::Refused,
+        None if refusal.code == 550 && refusal.at_rcpt => NotDelivered::UnknownUser,
+        None => NotDelivered::Refused,
+    };
+    let code = refusal
+        .enhanced
+        .clone()
+        .unwrap_or_else(|| refusal.code.to_string());
+    let text = pec_core::policy::clean_text(&refusal.text);
+    let detail = if text.starts_with(&code) {
+        text
+    } else {
+        format!("{code} {text}")
+    };
+    let detail: String = detail.trim().chars().take(DETAIL_MAX_CHARS).collect();
+    (reason, detail.trim_end().to_string())
 }
 
 impl<St, Db, Q, Ev, T> Deliver<St, Db, Q, Ev, T>
@@ -148,16 +206,18 @@ where
                 }
                 out.outcomes.push(outcome);
             }
-            self.relay(key, &bytes, &elsewhere).await?;
+            let envelope = Envelope {
+                id,
+                certified: &record.certified,
+            };
+            // The relay records first (kept from the first attempt: the timers count from
+            // there), so a refusal can be marked on them.
             for rcpt in &elsewhere {
                 self.state
                     .create_relay(&RelayRecord {
                         message: id.to_string(),
                         recipient: rcpt.to_ascii_lowercase(),
-                        certified: record
-                            .certified
-                            .iter()
-                            .any(|c| c.eq_ignore_ascii_case(rcpt)),
+                        certified: envelope.is_certified(rcpt),
                         relayed_at: now,
                         taken_at: None,
                         delivered_at: None,
@@ -167,6 +227,8 @@ where
                     })
                     .await?;
             }
+            self.relay(key, &bytes, &elsewhere, Some(envelope), now)
+                .await?;
             out.relayed = elsewhere;
         } else if let Some(inbound_id) = inbound {
             // What the receiving point accepted (another provider's envelope) or built (the
@@ -225,6 +287,7 @@ where
                                 reason: None,
                                 at: record.received_at,
                                 item_id: Some(keys::item_id(key)),
+                                detail: None,
                             };
                             self.notify_sms(rcpt, &delivered, &event, true).await?;
                         }
@@ -267,7 +330,7 @@ where
                         out.stored_in.push(to.to_ascii_lowercase());
                     }
                 }
-                self.relay(key, &bytes, &elsewhere).await?;
+                self.relay(key, &bytes, &elsewhere, None, now).await?;
                 out.relayed = elsewhere;
             }
         }
@@ -334,10 +397,22 @@ where
     }
 
     /// Sends `bytes` to `addresses` (outside our domains) through the outbound relay: one send
-    /// per domain, recorded after it succeeded, so a duplicate event sends nothing again (a
-    /// crash between the send and the record can repeat one send: the receiving provider's
-    /// idempotency absorbs it).
-    async fn relay(&self, key: &str, bytes: &[u8], addresses: &[String]) -> Result<(), StepError> {
+    /// per domain with the recipients not yet marked sent, each marked once it is done (taken,
+    /// or refused for good: [`Self::refused`]), so a duplicate event sends nothing again (a
+    /// crash between the send and the mark can repeat one send: the receiving provider's
+    /// idempotency absorbs it). A marker naming a domain (written before markers were per
+    /// recipient) covers every recipient of that domain.
+    ///
+    /// Deferred recipients and domains that could not be tried fail the step once every domain
+    /// was tried: the event comes back and sends only what is left.
+    async fn relay(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        addresses: &[String],
+        envelope: Option<Envelope<'_>>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
         let mut by_domain: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for a in addresses {
             let domain = pec_core::addr::domain_of(a)
@@ -346,14 +421,137 @@ where
             by_domain.entry(domain).or_default().push(a.clone());
         }
         let source = self.settings.provider.address();
+        let mut pending = Vec::new();
         for (domain, rcpts) in by_domain {
             if self.state.was_sent(key, &domain).await? {
                 continue;
             }
-            let id = self.transport.send_raw(&source, &rcpts, bytes).await?;
-            self.state.mark_sent(key, &domain).await?;
-            tracing::info!(key, domain, transport_id = %id, recipients = ?rcpts, "relayed");
+            let mut todo = Vec::new();
+            for rcpt in rcpts {
+                if self.state.was_sent(key, &rcpt).await? {
+                    continue;
+                }
+                // Refused before, then interrupted before its mark: finish that, send nothing.
+                if let Some(env) = envelope.filter(|e| e.is_certified(&rcpt))
+                    && let Some(o) = self.state.recipient(env.id, &rcpt).await?
+                    && o.status == DeliveryStatus::NotDelivered
+                {
+                    self.not_delivered(key, env, &rcpt, o, now).await?;
+                    continue;
+                }
+                todo.push(rcpt);
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            let report = match self.transport.send_each(&source, &todo, bytes).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(key, domain, recipients = ?todo, error = %e, "relay failed for the domain: retried with the event");
+                    pending.push(e.to_string());
+                    continue;
+                }
+            };
+            let mut answered = Vec::new();
+            for (rcpt, reply) in &report.recipients {
+                answered.push(rcpt.to_ascii_lowercase());
+                match reply {
+                    RecipientReply::Accepted => {
+                        self.state.mark_sent(key, rcpt).await?;
+                    }
+                    RecipientReply::Deferred { text } => {
+                        tracing::warn!(key, recipient = %rcpt, reply = %text, "recipient deferred by the receiving side: retried with the event");
+                        pending.push(format!("{rcpt} deferred: {text}"));
+                    }
+                    RecipientReply::Refused(refusal) => {
+                        self.refused(key, envelope, rcpt, refusal, now).await?;
+                    }
+                }
+            }
+            for rcpt in todo
+                .iter()
+                .filter(|r| !answered.contains(&r.to_ascii_lowercase()))
+            {
+                pending.push(format!("{rcpt}: no answer from the transport"));
+            }
+            tracing::info!(key, domain, transport_id = %report.id, recipients = ?todo, "relayed");
         }
+        if pending.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::Send(SendError {
+                operation: "relay",
+                target: key.to_string(),
+                message: pending.join("; "),
+            }))
+        }
+    }
+
+    /// A recipient refused for good by the receiving side. A certified recipient of our
+    /// envelope: the outcome `not-delivered` is recorded and handed to receipts (the avviso di
+    /// mancata consegna, at once). Anything else: logged, nothing PEC. Marked sent either way.
+    async fn refused(
+        &self,
+        key: &str,
+        envelope: Option<Envelope<'_>>,
+        rcpt: &str,
+        refusal: &Refusal,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        let Some(env) = envelope.filter(|e| e.is_certified(rcpt)) else {
+            tracing::warn!(key, recipient = %rcpt, code = refusal.code, enhanced = ?refusal.enhanced, reply = %refusal.text, "refused for good by the receiving side (not a certified recipient of our envelope): nothing to notify");
+            self.state.mark_sent(key, rcpt).await?;
+            return Ok(());
+        };
+        let (reason, detail) = non_delivery(refusal);
+        tracing::warn!(key, message = env.id, recipient = %rcpt, code = refusal.code, %reason, %detail, "certified recipient refused for good by the receiving side: avviso di mancata consegna");
+        let outcome = self
+            .state
+            .record_recipient(
+                env.id,
+                &RecipientOutcome {
+                    recipient: rcpt.to_ascii_lowercase(),
+                    status: DeliveryStatus::NotDelivered,
+                    reason: Some(reason),
+                    at: now,
+                    item_id: None,
+                    detail: Some(detail),
+                },
+            )
+            .await?;
+        self.not_delivered(key, env, rcpt, outcome, now).await
+    }
+
+    /// The recorded non-delivery of a relayed certified recipient: its relay record failed (off
+    /// the timers), the receipts request queued, then the recipient marked sent.
+    async fn not_delivered(
+        &self,
+        key: &str,
+        env: Envelope<'_>,
+        rcpt: &str,
+        outcome: RecipientOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        if outcome.status == DeliveryStatus::NotDelivered {
+            self.state
+                .relay_mark(env.id, rcpt, RelayEvent::Failed, now)
+                .await?;
+            let request = ReceiptRequest {
+                version: 1,
+                message: env.id.to_string(),
+                outcome,
+                envelope: None,
+            };
+            self.queue
+                .send(
+                    &self.settings.receipts_queue_url,
+                    serde_json::to_string(&request).unwrap_or_default(),
+                )
+                .await?;
+        } else {
+            tracing::error!(key, message = env.id, recipient = %rcpt, status = %outcome.status, "refused by the receiving side, but another outcome is in force: kept");
+        }
+        self.state.mark_sent(key, rcpt).await?;
         Ok(())
     }
 
@@ -464,6 +662,7 @@ where
             reason: Some(reason),
             at: now,
             item_id: None,
+            detail: None,
         };
         let mut written = false;
         let outcome = match self.state.recipient(id, rcpt).await? {
@@ -493,6 +692,7 @@ where
                         reason: None,
                         at: now,
                         item_id: Some(item.id.clone()),
+                        detail: None,
                     };
                     match self
                         .state

@@ -9,16 +9,19 @@
 //! - delivered → ricevuta di avvenuta consegna in the form the sender asked for
 //!   (`X-TipoRicevuta`: completa with the original, breve with hashes of the attachments,
 //!   sintetica; `Cc` recipients get sintetica);
-//! - not delivered → avviso di mancata consegna with the NOTA 12 code (5.1.1 unknown user,
-//!   5.2.1 disabled, 5.2.2 full).
+//! - not delivered → avviso di mancata consegna with the NOTA 12 code ([`failure_of`]: 5.1.1
+//!   unknown user, 5.2.1 disabled, 5.2.2 full; for a recipient at another provider refused over
+//!   SMTP also 5.1.2 unknown domain, and the MX's own code with its reply).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use pec_core::build::{self, Ctx};
 use pec_core::classify;
 use pec_core::ids::SeededIds;
 use pec_core::original::{self, Certified};
-use pec_core::policy::DeliveryFailure;
-use pec_ports::{DeliveryStatus, NotDelivered, ObjectStore, PutOutcome, StateStore};
+use pec_core::policy::{self, DeliveryFailure};
+use pec_ports::{
+    DeliveryStatus, NotDelivered, ObjectStore, PutOutcome, RecipientOutcome, StateStore,
+};
 
 use crate::{Settings, StepError, keys};
 pub use pec_ports::contract::ReceiptRequest;
@@ -105,15 +108,7 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
                     &postacert,
                 )?
             } else {
-                let failure = match o.reason {
-                    Some(NotDelivered::UnknownUser) => DeliveryFailure::UnknownUser,
-                    Some(NotDelivered::MailboxFull) => DeliveryFailure::MailboxFull,
-                    Some(NotDelivered::MailboxDisabled) => DeliveryFailure::MailboxDisabled,
-                    None => DeliveryFailure::Other {
-                        code: "5.3.0".into(),
-                        text: "errore di sistema (sconosciuto)".into(),
-                    },
-                };
+                let failure = failure_of(o);
                 build::mancata_consegna(&mut ctx, &certified, &o.recipient, &failure)?
             }
         };
@@ -127,6 +122,36 @@ impl<St: ObjectStore, Db: StateStore> Receipts<St, Db> {
             PutOutcome::AlreadyExists => tracing::info!(key, "receipt already written: duplicate"),
         }
         Ok(key)
+    }
+}
+
+/// The NOTA 12 failure of a `not-delivered` outcome (docs/design/smtp-relay-and-mx.md §6): a
+/// refusal by another provider's MX keeps the MX's enhanced code (`5.0.0` without one) and its
+/// reply in the text.
+pub fn failure_of(o: &RecipientOutcome) -> DeliveryFailure {
+    match o.reason {
+        Some(NotDelivered::UnknownUser) => DeliveryFailure::UnknownUser,
+        Some(NotDelivered::MailboxFull) => DeliveryFailure::MailboxFull,
+        Some(NotDelivered::MailboxDisabled) => DeliveryFailure::MailboxDisabled,
+        Some(NotDelivered::UnknownDomain) => DeliveryFailure::UnknownDomain,
+        Some(NotDelivered::Refused) => {
+            let detail = o.detail.as_deref().map(str::trim).unwrap_or_default();
+            let code = pec_ports::publish::enhanced_status(detail)
+                .filter(|c| c.starts_with("5."))
+                .unwrap_or("5.0.0");
+            DeliveryFailure::Other {
+                code: code.into(),
+                text: if detail.is_empty() {
+                    policy::REFUSED_BY_DESTINATION.into()
+                } else {
+                    format!("{}: {detail}", policy::REFUSED_BY_DESTINATION)
+                },
+            }
+        }
+        None => DeliveryFailure::Other {
+            code: "5.3.0".into(),
+            text: "errore di sistema (sconosciuto)".into(),
+        },
     }
 }
 

@@ -5,7 +5,7 @@
 //! | file | what |
 //! |---|---|
 //! | `<case>.eml` | input: the raw RFC 5322 message as the user submits it over SMTP |
-//! | `<case>.json` | input: the SMTP envelope and the provider's mailboxes (see [`Sidecar`]) |
+//! | `<case>.json` | input: the SMTP envelope, the provider's mailboxes and the outbound relay's refusals (see [`Sidecar`]) |
 //! | `<case>.out.json` | expected: the outcome, every signed message (key, kind, subject, signing time, signature verdict, mailboxes it was stored in), the recipients' outcomes and the provider log |
 //! | `<case>.evidence/<nn>-<name>.eml` | expected: each signed provider message, exactly as stored, numbered in signing order |
 //!
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use common::{Flow, MAILBOXES};
 use pec_core::classify::classify;
 use pec_pipeline::ingress::IngressOutcome;
-use pec_ports::{Mailbox, StateStore};
+use pec_ports::{Mailbox, RecipientReply, Refusal, StateStore};
 use pec_smime::{Verdict, VerifyOptions, verify_message};
 use pec_testkit::golden::{self, Corpus};
 use serde::Deserialize;
@@ -57,6 +57,30 @@ struct Sidecar {
     recipients: Vec<String>,
     /// The mailboxes that exist (the others are unknown users).
     mailboxes: Vec<MailboxSpec>,
+    /// What the receiving MX answers recipients at other providers (the memory transport);
+    /// the others are taken. With recipients outside `pec.example.test`, the test PKI's
+    /// provider index is loaded (so `pec.altro.test` is a PEC domain).
+    #[serde(default)]
+    relay: Vec<RelaySpec>,
+}
+
+/// A recipient the receiving MX refuses for good.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelaySpec {
+    recipient: String,
+    /// A 5xx reply code (a deferral would fail the run).
+    code: u16,
+    #[serde(default)]
+    enhanced: Option<String>,
+    text: String,
+    /// Refused at `RCPT` (default), or the whole message.
+    #[serde(default = "at_rcpt")]
+    at_rcpt: bool,
+}
+
+fn at_rcpt() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +176,28 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
         })
         .await;
     }
+    if s.recipients
+        .iter()
+        .any(|r| !r.ends_with(&format!("@{}", common::DOMAIN)))
+    {
+        f.store.insert(
+            common::EVIDENCE,
+            pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY,
+            f.pki.index_ldif().into_bytes(),
+        );
+    }
+    for r in &s.relay {
+        assert!(r.code >= 500, "{}: only refusals for good", case.name);
+        f.outbox.reply_to(
+            &r.recipient,
+            RecipientReply::Refused(Refusal {
+                code: r.code,
+                enhanced: r.enhanced.clone(),
+                text: r.text.clone(),
+                at_rcpt: r.at_rcpt,
+            }),
+        );
+    }
     let recipients: Vec<&str> = s.recipients.iter().map(String::as_str).collect();
     f.submit_envelope(
         &common::envelope(&id, &s.user, &s.reverse_path, &recipients),
@@ -225,13 +271,26 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
     }
 
     let mut outcomes = Vec::new();
+    let mut relayed = Vec::new();
     for r in &s.recipients {
         if let Some(o) = f.state.recipient(&id, r).await.unwrap() {
-            outcomes.push(json!({
+            let mut outcome = json!({
                 "recipient": o.recipient,
                 "status": o.status,
                 "reason": o.reason,
                 "at": o.at,
+            });
+            if let Some(detail) = &o.detail {
+                outcome["detail"] = json!(detail);
+            }
+            outcomes.push(outcome);
+        }
+        if let Some(r) = f.state.relay(&id, r).await.unwrap() {
+            relayed.push(json!({
+                "recipient": r.recipient,
+                "certified": r.certified,
+                "relayed_at": r.relayed_at,
+                "failed_at": r.failed_at,
             }));
         }
     }
@@ -248,7 +307,7 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
             })
         })
         .collect();
-    let summary = json!({
+    let mut summary = json!({
         "submission": {
             "id": id,
             "identificativo": record.identificativo,
@@ -261,6 +320,9 @@ async fn evidence_set(case: &Case) -> EvidenceSet {
         "recipients": outcomes,
         "log": log,
     });
+    if !relayed.is_empty() {
+        summary["relayed"] = json!(relayed);
+    }
     EvidenceSet {
         summary: golden::json(&summary),
         messages,

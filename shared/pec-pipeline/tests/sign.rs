@@ -254,6 +254,7 @@ fn delivered(recipient: &str) -> RecipientOutcome {
         reason: None,
         at: now(),
         item_id: Some("item".into()),
+        detail: None,
     }
 }
 

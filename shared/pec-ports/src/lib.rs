@@ -43,7 +43,10 @@ pub use identities::{
 };
 pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, source_key};
 pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};
-pub use publish::{EventPublisher, MailTransport, MemoryOutbox, QueueSender, SendError, SentMail};
+pub use publish::{
+    EventPublisher, MailTransport, MemoryOutbox, QueueSender, RecipientReply, Refusal, SendError,
+    SendReport, SentMail,
+};
 pub use state::{
     ActivationRecord, Billing, DeliveryStatus, DnsRecord, DomainRecord, DomainStatus,
     InboundDecision, InboundRecord, LockNote, Mailbox, MailboxItem, MailboxStatus, MailboxWrite,

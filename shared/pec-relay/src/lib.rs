@@ -25,6 +25,11 @@
 //! such domain, null MX) or [`RelayError::Transient`] (every MX unreachable, TLS not possible,
 //! 4xx).
 //!
+//! As a [`pec_ports::MailTransport`], [`MailTransport::send_each`](pec_ports::MailTransport::send_each)
+//! turns this into one reply per recipient for the deliver step: taken, deferred (send again),
+//! or refused for good with the reply's code and enhanced code (a refusal of the whole message
+//! by the MX, or a domain that takes no mail, refuses each of its recipients).
+//!
 //! Not covered (see `docs/design/smtp-relay-and-mx.md`): DANE and MTA-STS, connection reuse
 //! across messages, the 24 h retry schedule (the deliver step's queue retries instead).
 
@@ -59,6 +64,7 @@ pub struct Target {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// The domain does not receive mail (NXDOMAIN, null MX): a 5.1.2/5.1.10 for its recipients.
+    /// The text starts with that enhanced status code (default `5.1.2` when it does not).
     #[error("{0}")]
     Permanent(String),
     /// DNS did not answer usefully now; try later.
@@ -112,7 +118,7 @@ impl Routes for StaticRoutes {
             self.routes
                 .get(&domain.to_ascii_lowercase())
                 .cloned()
-                .ok_or_else(|| RouteError::Permanent(format!("no route for {domain}")))
+                .ok_or_else(|| RouteError::Permanent(format!("5.1.2 no route for {domain}")))
         })
     }
 }
@@ -168,7 +174,7 @@ impl Routes for DnsRoutes {
                             .collect();
                         if mx.len() == 1 && mx[0].1.is_empty() {
                             return Err(RouteError::Permanent(format!(
-                                "{domain} does not accept mail (null MX, RFC 7505)"
+                                "5.1.10 {domain} does not accept mail (null MX, RFC 7505)"
                             )));
                         }
                         // RFC 5321 §5.1: by preference, equal ones in random order.
@@ -177,7 +183,9 @@ impl Routes for DnsRoutes {
                         mx
                     }
                     Err(e) if e.is_nx_domain() => {
-                        return Err(RouteError::Permanent(format!("{domain} does not exist")));
+                        return Err(RouteError::Permanent(format!(
+                            "5.1.2 {domain} does not exist"
+                        )));
                     }
                     // No MX record: the domain's own address is its MX (RFC 5321 §5.1).
                     Err(e) if e.is_no_records_found() => vec![(0, domain.clone())],
@@ -204,8 +212,13 @@ impl Routes for DnsRoutes {
                 }
             }
             if targets.is_empty() {
-                return Err(if failures.is_empty() {
-                    RouteError::Permanent(format!("no MX host of {domain} has an address"))
+                let implicit = hosts.len() == 1 && hosts[0].1 == domain;
+                return Err(if failures.is_empty() && implicit {
+                    RouteError::Permanent(format!(
+                        "5.1.2 {domain} has neither an MX record nor an address"
+                    ))
+                } else if failures.is_empty() {
+                    RouteError::Permanent(format!("5.4.4 no MX host of {domain} has an address"))
                 } else {
                     RouteError::Transient(failures.join("; "))
                 });
@@ -257,6 +270,43 @@ pub struct Refusal {
     pub code: u16,
     /// The MX's reply text (enhanced code first when it gave one).
     pub text: String,
+}
+
+/// A whole-message failure as [`SmtpRelay::send_each`](pec_ports::MailTransport::send_each)
+/// needs it: the [`RelayError`] and, when the receiving side refused for good (DNS or the MX),
+/// the refusal each recipient gets. Without one, a permanent error is a local problem.
+#[derive(Debug)]
+struct Failure {
+    error: RelayError,
+    refusal: Option<pec_ports::Refusal>,
+}
+
+impl From<RelayError> for Failure {
+    fn from(error: RelayError) -> Self {
+        Failure {
+            error,
+            refusal: None,
+        }
+    }
+}
+
+impl Failure {
+    /// The receiving side refused the whole message: `code` and the text (its enhanced code
+    /// first when it has one; else `default_enhanced`).
+    fn refused(error: RelayError, code: u16, text: String, default_enhanced: Option<&str>) -> Self {
+        let enhanced = pec_ports::publish::enhanced_status(&text)
+            .or(default_enhanced)
+            .map(str::to_owned);
+        Failure {
+            error,
+            refusal: Some(pec_ports::Refusal {
+                code,
+                enhanced,
+                text,
+                at_rcpt: false,
+            }),
+        }
+    }
 }
 
 /// Which certificate authorities the relay trusts for MX certificates.
@@ -337,7 +387,7 @@ enum Attempt {
     /// Try the next target.
     Next(String),
     /// Stop: the answer holds for every target.
-    Stop(RelayError),
+    Stop(Failure),
 }
 
 impl SmtpRelay {
@@ -352,6 +402,18 @@ impl SmtpRelay {
         recipients: &[String],
         raw: &[u8],
     ) -> Result<Outcome, RelayError> {
+        self.deliver_detailed(source, recipients, raw)
+            .await
+            .map_err(|f| f.error)
+    }
+
+    /// [`Self::deliver`], with the refusal of a whole-message failure.
+    async fn deliver_detailed(
+        &self,
+        source: &str,
+        recipients: &[String],
+        raw: &[u8],
+    ) -> Result<Outcome, Failure> {
         let domain = recipients
             .first()
             .and_then(|r| r.rsplit_once('@'))
@@ -365,19 +427,31 @@ impl SmtpRelay {
             r.rsplit_once('@')
                 .is_none_or(|(_, d)| !d.eq_ignore_ascii_case(&domain))
         }) {
-            return Err(permanent("recipients of more than one domain".into()));
+            return Err(permanent("recipients of more than one domain".into()).into());
         }
         if let Some(problem) = unsendable(raw) {
-            return Err(permanent(problem.into()));
+            return Err(permanent(problem.into()).into());
         }
         let targets = match self.routes.route(&domain).await {
             Ok(t) => t,
-            Err(RouteError::Permanent(reason)) => return Err(permanent(reason)),
+            // No such domain, or it takes no mail: each recipient is refused for good.
+            Err(RouteError::Permanent(reason)) => {
+                let enhanced = pec_ports::publish::enhanced_status(&reason).unwrap_or("5.1.2");
+                // RFC 7505 §4.2: 556 for a null MX; 550 for the rest.
+                let code = if enhanced == "5.1.10" { 556 } else { 550 };
+                return Err(Failure::refused(
+                    permanent(reason.clone()),
+                    code,
+                    reason,
+                    Some("5.1.2"),
+                ));
+            }
             Err(RouteError::Transient(reason)) => {
                 return Err(RelayError::Transient {
                     domain: domain.clone(),
                     reason,
-                });
+                }
+                .into());
             }
         };
         let mut tried = Vec::new();
@@ -398,7 +472,8 @@ impl SmtpRelay {
             } else {
                 tried.join("; ")
             },
-        })
+        }
+        .into())
     }
 
     fn tls_for(&self, host: &str) -> Result<TlsParameters, String> {
@@ -435,10 +510,13 @@ impl SmtpRelay {
             let tls = match self.tls_for(&target.host) {
                 Ok(t) => t,
                 Err(e) => {
-                    return Attempt::Stop(RelayError::Transient {
-                        domain: domain.into(),
-                        reason: format!("TLS configuration: {e}"),
-                    });
+                    return Attempt::Stop(
+                        RelayError::Transient {
+                            domain: domain.into(),
+                            reason: format!("TLS configuration: {e}"),
+                        }
+                        .into(),
+                    );
                 }
             };
             if let Err(e) = within(t, conn.starttls(tls, &hello)).await {
@@ -456,10 +534,13 @@ impl SmtpRelay {
                 Ok(a) => Some(a),
                 Err(e) => {
                     let _ = tokio::time::timeout(t, conn.abort()).await;
-                    return Attempt::Stop(RelayError::Permanent {
-                        domain: domain.into(),
-                        reason: format!("bad sender {source:?}: {e}"),
-                    });
+                    return Attempt::Stop(
+                        RelayError::Permanent {
+                            domain: domain.into(),
+                            reason: format!("bad sender {source:?}: {e}"),
+                        }
+                        .into(),
+                    );
                 }
             }
         };
@@ -468,21 +549,31 @@ impl SmtpRelay {
             if !conn.server_info().supports_feature(Extension::EightBitMime) {
                 let _ = tokio::time::timeout(t, conn.abort()).await;
                 // A signed entity is never re-encoded.
-                return Attempt::Stop(RelayError::Permanent {
-                    domain: domain.into(),
-                    reason: "the message is 8-bit and the MX does not offer 8BITMIME (5.6.3)"
-                        .into(),
-                });
+                let text = "5.6.3 the message is 8-bit and the MX does not offer 8BITMIME";
+                return Attempt::Stop(Failure::refused(
+                    RelayError::Permanent {
+                        domain: domain.into(),
+                        reason: format!("{server}: {text}"),
+                    },
+                    554,
+                    text.into(),
+                    None,
+                ));
             }
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         if let Err(e) = within(t, conn.command(Mail::new(from, params))).await {
             let _ = tokio::time::timeout(t, conn.abort()).await;
             return match e.code() {
-                Some(code) if code >= 500 => Attempt::Stop(RelayError::Permanent {
-                    domain: domain.into(),
-                    reason: format!("{server} refused the sender: {e}"),
-                }),
+                Some(code) if code >= 500 => Attempt::Stop(Failure::refused(
+                    RelayError::Permanent {
+                        domain: domain.into(),
+                        reason: format!("{server} refused the sender: {e}"),
+                    },
+                    code,
+                    e.reply(),
+                    None,
+                )),
                 _ => Attempt::Next(format!("MAIL FROM: {e}")),
             };
         }
@@ -495,7 +586,7 @@ impl SmtpRelay {
                 outcome.refused.push(Refusal {
                     recipient: r.clone(),
                     code: 501,
-                    text: "not a valid address".into(),
+                    text: "5.1.3 not a valid address".into(),
                 });
                 continue;
             };
@@ -506,7 +597,7 @@ impl SmtpRelay {
                         let refusal = Refusal {
                             recipient: r.clone(),
                             code,
-                            text: e.to_string(),
+                            text: e.reply(),
                         };
                         if code >= 500 {
                             outcome.refused.push(refusal);
@@ -550,12 +641,15 @@ impl SmtpRelay {
                     // The message may have been taken: another MX must not get it too (a
                     // second copy). The deliver step retries it later, with the same risk
                     // once, rather than at once on every MX.
-                    None => Attempt::Stop(RelayError::Transient {
-                        domain: domain.into(),
-                        reason: format!(
-                            "{server}: no reply to the end of DATA ({e}): the outcome is unknown"
-                        ),
-                    }),
+                    None => Attempt::Stop(
+                        RelayError::Transient {
+                            domain: domain.into(),
+                            reason: format!(
+                                "{server}: no reply to the end of DATA ({e}): the outcome is unknown"
+                            ),
+                        }
+                        .into(),
+                    ),
                 }
             }
         }
@@ -575,6 +669,16 @@ impl StepError {
         match self {
             StepError::Smtp(e) => e.status().map(u16::from),
             StepError::Timeout(_) => None,
+        }
+    }
+
+    /// The server's reply text (its enhanced code first when it gave one), or what went wrong.
+    fn reply(&self) -> String {
+        match self {
+            StepError::Smtp(e) if e.status().is_some() => std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            other => other.to_string(),
         }
     }
 }
@@ -603,14 +707,22 @@ async fn within<T>(
 /// A 5xx stops (the message itself is refused); anything else is transient.
 fn stop_or_next(domain: &str, server: &str, step: &str, e: StepError) -> Attempt {
     match e.code() {
-        Some(code) if code >= 500 => Attempt::Stop(RelayError::Permanent {
-            domain: domain.into(),
-            reason: format!("{server} refused the message at {step}: {e}"),
-        }),
-        Some(_) => Attempt::Stop(RelayError::Transient {
-            domain: domain.into(),
-            reason: format!("{server} deferred the message at {step}: {e}"),
-        }),
+        Some(code) if code >= 500 => Attempt::Stop(Failure::refused(
+            RelayError::Permanent {
+                domain: domain.into(),
+                reason: format!("{server} refused the message at {step}: {e}"),
+            },
+            code,
+            e.reply(),
+            None,
+        )),
+        Some(_) => Attempt::Stop(
+            RelayError::Transient {
+                domain: domain.into(),
+                reason: format!("{server} deferred the message at {step}: {e}"),
+            }
+            .into(),
+        ),
         None => Attempt::Next(format!("{step}: {e}")),
     }
 }
@@ -635,11 +747,50 @@ fn unsendable(raw: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// [`pec_ports::MailTransport`] over SMTP, as the deliver step sees it: `Ok` once the MX took
-/// at least one recipient, or refused every one for good (the message is handed over either
-/// way: a certified recipient refused gets the PEC timers' notice of non-delivery, and sending
-/// again would repeat the envelope to those who took it). Transient failures are errors, so
-/// the deliver event is retried.
+/// One reply per recipient from what one attempt reported (in the order given).
+fn report(o: &Outcome, destinations: &[String]) -> pec_ports::SendReport {
+    use pec_ports::RecipientReply;
+    let recipients = destinations
+        .iter()
+        .map(|d| {
+            let reply = if o.accepted.contains(d) {
+                RecipientReply::Accepted
+            } else if let Some(r) = o.refused.iter().find(|r| &r.recipient == d) {
+                RecipientReply::Refused(pec_ports::Refusal {
+                    code: r.code,
+                    enhanced: pec_ports::publish::enhanced_status(&r.text).map(str::to_owned),
+                    text: r.text.clone(),
+                    at_rcpt: true,
+                })
+            } else if let Some(r) = o.deferred.iter().find(|r| &r.recipient == d) {
+                RecipientReply::Deferred {
+                    text: format!("{} {}", r.code, r.text),
+                }
+            } else {
+                RecipientReply::Deferred {
+                    text: "no reply for this recipient".into(),
+                }
+            };
+            (d.clone(), reply)
+        })
+        .collect();
+    pec_ports::SendReport {
+        id: format!("{} {}", o.server, o.remote_id).trim().to_owned(),
+        recipients,
+    }
+}
+
+/// [`pec_ports::MailTransport`] over SMTP, as the deliver step sees it.
+///
+/// [`send_each`](pec_ports::MailTransport::send_each): each recipient taken, deferred (4xx at
+/// `RCPT`) or refused for good (5xx at `RCPT`; and every recipient when the domain takes no mail
+/// or the MX refuses the whole message at `MAIL` or `DATA`). `Err` when nothing was decided:
+/// every MX unreachable, TLS not possible, a 4xx to the whole message (send it all again later),
+/// or a message that cannot be sent at all (a local problem: bytes with a bare CR or LF, a bad
+/// sender, recipients of several domains), which fails the deliver event until its DLQ.
+///
+/// [`send_raw`](pec_ports::MailTransport::send_raw): `Ok` once the MX took at least one
+/// recipient, or refused every one for good; `Err` when none was taken and some were deferred.
 impl pec_ports::MailTransport for SmtpRelay {
     async fn send_raw(
         &self,
@@ -647,27 +798,82 @@ impl pec_ports::MailTransport for SmtpRelay {
         destinations: &[String],
         raw: &[u8],
     ) -> Result<String, pec_ports::SendError> {
+        use pec_ports::RecipientReply;
+        let report = self.send_each(source, destinations, raw).await?;
+        let mut taken = false;
+        let mut deferred = Vec::new();
+        for (recipient, reply) in &report.recipients {
+            match reply {
+                RecipientReply::Accepted => taken = true,
+                RecipientReply::Deferred { text } => {
+                    tracing::error!(%recipient, reply = %text, "recipient deferred by the MX");
+                    deferred.push(format!("{recipient}: {text}"));
+                }
+                RecipientReply::Refused(r) => {
+                    tracing::error!(%recipient, code = r.code, reply = %r.text, "recipient refused by the MX");
+                }
+            }
+        }
+        if !taken && !deferred.is_empty() {
+            return Err(pec_ports::SendError {
+                operation: "SMTP relay",
+                target: destinations.join(","),
+                message: format!("every recipient deferred or refused: {deferred:?}"),
+            });
+        }
+        Ok(if report.id.is_empty() {
+            "refused".to_owned()
+        } else {
+            report.id
+        })
+    }
+
+    async fn send_each(
+        &self,
+        source: &str,
+        destinations: &[String],
+        raw: &[u8],
+    ) -> Result<pec_ports::SendReport, pec_ports::SendError> {
         let error = |target: String, message: String| pec_ports::SendError {
             operation: "SMTP relay",
             target,
             message,
         };
-        match self.deliver(source, destinations, raw).await {
-            Ok(o) if o.accepted.is_empty() && !o.deferred.is_empty() => Err(error(
-                o.server,
-                format!("every recipient deferred: {:?}", o.deferred),
-            )),
-            Ok(o) => {
-                for r in o.refused.iter().chain(&o.deferred) {
-                    tracing::error!(recipient = %r.recipient, code = r.code, reply = %r.text, server = %o.server, "recipient not taken by the MX");
-                }
-                Ok(format!("{} {}", o.server, o.remote_id).trim().to_owned())
+        match self.deliver_detailed(source, destinations, raw).await {
+            Ok(o) => Ok(report(&o, destinations)),
+            Err(Failure {
+                error,
+                refusal: Some(refusal),
+            }) => {
+                warn!(%error, "refused for good: every recipient of the message");
+                Ok(pec_ports::SendReport {
+                    id: String::new(),
+                    recipients: destinations
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.clone(),
+                                pec_ports::RecipientReply::Refused(refusal.clone()),
+                            )
+                        })
+                        .collect(),
+                })
             }
-            Err(RelayError::Permanent { domain, reason }) => {
-                tracing::error!(domain, reason, "relay refused for good: nothing sent");
-                Ok(format!("refused: {reason}"))
+            Err(Failure {
+                error: RelayError::Transient { domain, reason },
+                ..
+            }) => Err(error(domain, reason)),
+            Err(Failure {
+                error: RelayError::Permanent { domain, reason },
+                refusal: None,
+            }) => {
+                tracing::error!(
+                    domain,
+                    reason,
+                    "the message cannot be relayed (a local problem): nothing sent"
+                );
+                Err(error(domain, format!("cannot be sent: {reason}")))
             }
-            Err(RelayError::Transient { domain, reason }) => Err(error(domain, reason)),
         }
     }
 }
@@ -743,6 +949,83 @@ mod tests {
         assert!(StaticRoutes::parse("x=y").is_err());
         assert!(StaticRoutes::parse("x=h@notanaddr").is_err());
         assert!(StaticRoutes::parse("").unwrap().routes.is_empty());
+    }
+
+    #[test]
+    fn each_recipient_gets_its_reply() {
+        use pec_ports::RecipientReply;
+        let refusal = |recipient: &str, code, text: &str| Refusal {
+            recipient: recipient.into(),
+            code,
+            text: text.into(),
+        };
+        let o = Outcome {
+            server: "mx.b.test[127.0.0.1:25]".into(),
+            remote_id: "Q1".into(),
+            accepted: vec!["a@b.test".into()],
+            refused: vec![
+                refusal("u@b.test", 550, "5.1.1 <u@b.test>: no such user"),
+                refusal("p@b.test", 554, "transaction failed"),
+            ],
+            deferred: vec![refusal("d@b.test", 451, "4.7.1 try later")],
+        };
+        let to: Vec<String> = ["u@b.test", "a@b.test", "d@b.test", "p@b.test", "x@b.test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = report(&o, &to);
+        assert_eq!(r.id, "mx.b.test[127.0.0.1:25] Q1");
+        let replies: Vec<&RecipientReply> = r.recipients.iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            replies[0],
+            &RecipientReply::Refused(pec_ports::Refusal {
+                code: 550,
+                enhanced: Some("5.1.1".into()),
+                text: "5.1.1 <u@b.test>: no such user".into(),
+                at_rcpt: true,
+            })
+        );
+        assert_eq!(replies[1], &RecipientReply::Accepted);
+        assert_eq!(
+            replies[2],
+            &RecipientReply::Deferred {
+                text: "451 4.7.1 try later".into()
+            }
+        );
+        assert!(
+            matches!(replies[3], RecipientReply::Refused(r) if r.code == 554 && r.enhanced.is_none())
+        );
+        // Not named by the MX: never lost, sent again.
+        assert!(matches!(replies[4], RecipientReply::Deferred { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_domain_without_mail_refuses_each_recipient_and_local_problems_are_errors() {
+        use pec_ports::{MailTransport, RecipientReply};
+        let relay = SmtpRelay::new(
+            Box::new(StaticRoutes::parse("").unwrap()),
+            Config::default(),
+        );
+        let to = vec!["x@unknown.test".to_string(), "y@unknown.test".to_string()];
+        let r = relay
+            .send_each("s@pec.example.test", &to, b"Subject: x\r\n\r\nx\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.recipients.len(), 2);
+        for (_, reply) in &r.recipients {
+            let RecipientReply::Refused(refusal) = reply else {
+                panic!("{reply:?}");
+            };
+            assert_eq!(refusal.code, 550);
+            assert_eq!(refusal.enhanced.as_deref(), Some("5.1.2"));
+            assert!(!refusal.at_rcpt);
+        }
+        // Bytes that cannot travel unchanged: nothing decided, the event fails.
+        let e = relay
+            .send_each("s@pec.example.test", &to, b"Subject: x\n\nbare LF\n")
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("bare LF"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 mod common;
 use common::{SENDER, mx, relay, relay_within};
 
-use pec_relay::{Config, RelayError, SmtpRelay, StaticRoutes, TlsPolicy};
+use pec_relay::{RelayError, SmtpRelay, TlsPolicy};
 use pec_submit::dev_tls;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;

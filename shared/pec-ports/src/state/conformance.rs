@@ -292,6 +292,7 @@ fn outcome(recipient: &str, status: DeliveryStatus, item_id: Option<&str>) -> Re
         reason: (status == DeliveryStatus::NotDelivered).then_some(NotDelivered::MailboxFull),
         at: at(5),
         item_id: item_id.map(str::to_string),
+        detail: None,
     }
 }
 
@@ -1469,8 +1470,10 @@ async fn record_recipient_once<S: StateStore>(s: &S, ns: &str) -> Outcome {
         first.clone(),
         "first"
     );
+    // A refusal by another provider's MX, with its reply (the detail round-trips).
     let second = RecipientOutcome {
-        reason: Some(NotDelivered::UnknownUser),
+        reason: Some(NotDelivered::Refused),
+        detail: Some("5.7.1 rifiutato: politica del dominio".into()),
         ..outcome(&a, DeliveryStatus::NotDelivered, None)
     };
     ensure_eq!(
@@ -1499,8 +1502,15 @@ async fn record_recipient_once<S: StateStore>(s: &S, ns: &str) -> Outcome {
         s.record_recipient(&format!("{ns}-msg2"), &second)
             .await
             .op("record")?,
-        second,
+        second.clone(),
         "the same address for another message"
+    );
+    ensure_eq!(
+        s.recipient(&format!("{ns}-msg2"), &a)
+            .await
+            .op("recipient")?,
+        Some(second),
+        "the refusal and its detail read back"
     );
     Ok(())
 }

@@ -203,6 +203,9 @@ pub trait StateStore: Send + Sync {
         before: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<RelayRecord>, StateError>> + Send;
     /// Records that `key` was sent to `destination` (outbound relay); `false` if it was.
+    /// `destination` is compared without case. The deliver step marks each recipient address
+    /// it is done with (taken, or refused for good); records written before that name a domain
+    /// (`SENT#<key>` / `<domain>`), meaning every recipient of that domain.
     fn mark_sent(
         &self,
         key: &str,

@@ -426,6 +426,11 @@ pub struct RecipientOutcome {
     pub at: DateTime<Utc>,
     /// The mailbox item (for `delivered`).
     pub item_id: Option<String>,
+    /// What the receiving side said, for a recipient at another provider refused over SMTP:
+    /// `<x.y.z> <remote text>`, cleaned (`pec_core::policy::clean_text`), at most 200 chars.
+    /// Absent in records written before it existed, and for every other outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Inbound mail as the receiving point recorded it (one per `inbound/<id>`).
@@ -556,6 +561,12 @@ pub enum NotDelivered {
     MailboxFull,
     /// The mailbox is locked or suspended.
     MailboxDisabled,
+    /// The recipient's domain does not exist or takes no mail (NXDOMAIN, null MX, `5.1.2`
+    /// from the MX): a recipient at another provider.
+    UnknownDomain,
+    /// Refused for good by the receiving MX for another reason (its reply in
+    /// [`RecipientOutcome::detail`]).
+    Refused,
 }
 
 /// What the receiving point decided about inbound mail.
@@ -593,7 +604,7 @@ macro_rules! wire_names {
 wire_names! {
     MessageState { Scanning = "scanning", Rejected = "rejected", Accepted = "accepted" }
     DeliveryStatus { Delivered = "delivered", NotDelivered = "not-delivered" }
-    NotDelivered { UnknownUser = "unknown-user", MailboxFull = "mailbox-full", MailboxDisabled = "mailbox-disabled" }
+    NotDelivered { UnknownUser = "unknown-user", MailboxFull = "mailbox-full", MailboxDisabled = "mailbox-disabled", UnknownDomain = "unknown-domain", Refused = "refused" }
     InboundDecision { Envelope = "envelope", Receipt = "receipt", Anomaly = "anomaly", Refused = "refused", NotOurs = "not-ours" }
 }
 
@@ -620,12 +631,36 @@ mod tests {
             check(v, v.as_str());
         }
         use NotDelivered as N;
-        for v in [N::UnknownUser, N::MailboxFull, N::MailboxDisabled] {
+        for v in [
+            N::UnknownUser,
+            N::MailboxFull,
+            N::MailboxDisabled,
+            N::UnknownDomain,
+            N::Refused,
+        ] {
             check(v, v.as_str());
         }
         for v in [I::Envelope, I::Receipt, I::Anomaly, I::Refused, I::NotOurs] {
             check(v, v.as_str());
         }
         assert_eq!(DeliveryStatus::NotDelivered.to_string(), "not-delivered");
+    }
+
+    /// `detail` is new: stored outcomes without it read back, and outcomes without it are
+    /// written as before.
+    #[test]
+    fn recipient_outcomes_without_detail_read_and_write_as_before() {
+        let stored = r#"{"recipient":"a@b.test","status":"not-delivered","reason":"unknown-user","at":"2026-11-23T09:30:05Z","item_id":null}"#;
+        let o: RecipientOutcome = serde_json::from_str(stored).unwrap();
+        assert_eq!(o.detail, None);
+        assert_eq!(serde_json::to_string(&o).unwrap(), stored);
+        let refused = RecipientOutcome {
+            reason: Some(NotDelivered::Refused),
+            detail: Some("5.7.1 no".into()),
+            ..o
+        };
+        let back: RecipientOutcome =
+            serde_json::from_str(&serde_json::to_string(&refused).unwrap()).unwrap();
+        assert_eq!(back, refused);
     }
 }

@@ -1,0 +1,474 @@
+//! The outbound relay of the deliver step over the memory fakes, with the memory transport
+//! answering per recipient as an SMTP relay does (`MemoryOutbox::reply_to`): taken, deferred
+//! (4xx) or refused for good (5xx, no such domain). docs/design/smtp-relay-and-mx.md §6:
+//! - a certified recipient of our envelope refused for good gets the avviso di mancata consegna
+//!   at once (recorded outcome, relay record failed, one receipts request, then receipts and
+//!   sign as for a local non-delivery), and no timer notice after it;
+//! - a deferred recipient fails the step, and the event's retry sends only what is left
+//!   (markers per recipient; an older marker naming the domain still covers it);
+//! - a duplicate event queues no second request and sends nothing again.
+
+mod common;
+
+use chrono::{DateTime, Duration, Utc};
+use common::{ANNA, EVIDENCE, Flow, MARIO, RAW, RECEIPTS_Q, SCAN_Q, t0};
+use pec_core::classify::{Kind, classify};
+use pec_core::daticert::Errore;
+use pec_core::policy::DeliveryFailure;
+use pec_pipeline::StepError;
+use pec_pipeline::deliver::{DETAIL_MAX_CHARS, ReceiptRequest, non_delivery};
+use pec_pipeline::ingress::IngressOutcome;
+use pec_pipeline::receipts::failure_of;
+use pec_pipeline::timers::Timers;
+use pec_ports::{
+    DeliveryStatus, NotDelivered, RecipientOutcome, RecipientReply, Refusal, StateStore,
+};
+
+const LUIGI: &str = "luigi.verdi@pec.altro.test";
+const PIERO: &str = "piero.neri@pec.altro.test";
+/// An ordinary (esterno) address: its domain is not in the provider index.
+const ORDINARY: &str = "someone@ordinaria.test";
+const PROVIDER: &str = pec_testkit::pki::EXAMPLE_NAME;
+
+fn message(to: &[&str]) -> String {
+    format!(
+        "From: Mario Rossi <{MARIO}>\r\nTo: {}\r\nSubject: Diffida\r\nMessage-ID: <u1@client.example>\r\nDate: Mon, 23 Nov 2026 10:29:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nTesto della diffida.\r\n",
+        to.join(", ")
+    )
+}
+
+fn refused(code: u16, enhanced: Option<&str>, text: &str, at_rcpt: bool) -> Refusal {
+    Refusal {
+        code,
+        enhanced: enhanced.map(str::to_string),
+        text: text.into(),
+        at_rcpt,
+    }
+}
+
+fn deferred(text: &str) -> RecipientReply {
+    RecipientReply::Deferred { text: text.into() }
+}
+
+/// Copies an unsigned object to the sign step's store, signs it at `now` and copies the signed
+/// object back; the signed key, or the sign step's refusal.
+async fn sign(f: &Flow, key: &str, now: DateTime<Utc>) -> Result<String, String> {
+    let body = f.store.object(EVIDENCE, key).unwrap();
+    f.sign.store().insert(EVIDENCE, key, body);
+    f.sign
+        .sign_object(EVIDENCE, key, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    let signed_key = key.replacen("unsigned/", "signed/", 1);
+    let signed = f.sign.store().object(EVIDENCE, &signed_key).unwrap();
+    f.store.insert(EVIDENCE, &signed_key, signed);
+    Ok(signed_key)
+}
+
+/// A provider with the provider index (so pec.altro.test is a PEC domain) and a submission by
+/// MARIO to `to`, taken through ingress, the clean scan and acceptance, its acceptance and
+/// envelope signed and nothing delivered yet: the envelope's signed key.
+async fn accepted(id: &str, to: &[&str]) -> (Flow, String) {
+    let f = Flow::new().await;
+    f.store.insert(
+        EVIDENCE,
+        pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY,
+        f.pki.index_ldif().into_bytes(),
+    );
+    f.submit(id, &message(to), to);
+    f.ingress()
+        .handle_object(RAW, &format!("submitted/{id}.json"))
+        .await
+        .unwrap();
+    let scans = f.outbox.take(SCAN_Q);
+    assert_eq!(scans.len(), 1);
+    let clean = common::scan_clean(&f.settings, &f.store, &scans[0], common::scanned_at()).await;
+    assert_eq!(
+        f.ingress().handle_object(EVIDENCE, &clean).await.unwrap(),
+        IngressOutcome::Accepted { id: id.into() }
+    );
+    let now = t0() + Duration::seconds(5);
+    for name in ["accettazione", "busta-trasporto"] {
+        sign(&f, &format!("unsigned/msg/{id}/{name}.eml"), now)
+            .await
+            .unwrap();
+    }
+    (f, format!("signed/msg/{id}/busta-trasporto.eml"))
+}
+
+fn delivered_at() -> DateTime<Utc> {
+    t0() + Duration::seconds(6)
+}
+
+fn requests(f: &Flow) -> Vec<ReceiptRequest> {
+    f.outbox
+        .take(RECEIPTS_Q)
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_5xx_for_one_pec_recipient_is_a_mancata_consegna_at_once_and_the_other_is_sent() {
+    let (f, key) = accepted("r1", &[LUIGI, PIERO]).await;
+    f.outbox.reply_to(
+        LUIGI,
+        RecipientReply::Refused(refused(
+            550,
+            Some("5.1.1"),
+            "5.1.1 <luigi.verdi@pec.altro.test>: Recipient address rejected",
+            true,
+        )),
+    );
+    let d = f
+        .deliver()
+        .deliver_object(&key, delivered_at())
+        .await
+        .unwrap();
+    assert_eq!(sorted(d.relayed), sorted(vec![LUIGI.into(), PIERO.into()]));
+
+    // One send to the domain, both recipients in it; the taken one is marked, and so is the
+    // refused one (done with).
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].destinations, [LUIGI, PIERO]);
+    assert!(f.state.was_sent(&key, PIERO).await.unwrap());
+    assert!(f.state.was_sent(&key, LUIGI).await.unwrap());
+
+    // One receipts request, for the refused recipient, with the mapped reason.
+    let reqs = requests(&f);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    let r = &reqs[0];
+    assert_eq!(r.message, "r1");
+    assert_eq!(r.envelope, None);
+    assert_eq!(r.outcome.recipient, LUIGI);
+    assert_eq!(r.outcome.status, DeliveryStatus::NotDelivered);
+    assert_eq!(r.outcome.reason, Some(NotDelivered::UnknownUser));
+    assert_eq!(
+        r.outcome.detail.as_deref(),
+        Some("5.1.1 <luigi.verdi@pec.altro.test>: Recipient address rejected")
+    );
+    assert_eq!(
+        f.state.recipient("r1", LUIGI).await.unwrap().as_ref(),
+        Some(&r.outcome)
+    );
+    assert_eq!(f.state.recipient("r1", PIERO).await.unwrap(), None);
+    let luigi = f.state.relay("r1", LUIGI).await.unwrap().unwrap();
+    assert!(luigi.certified && luigi.failed_at == Some(delivered_at()));
+    let piero = f.state.relay("r1", PIERO).await.unwrap().unwrap();
+    assert!(piero.certified && piero.failed_at.is_none());
+
+    // Receipts builds the avviso di mancata consegna; sign takes it (a recorded not-delivered
+    // outcome); deliver files it in the sender's mailbox.
+    let unsigned = f.receipts().build(r).await.unwrap();
+    assert_eq!(
+        unsigned,
+        format!("unsigned/msg/r1/mancata-consegna/{LUIGI}.eml")
+    );
+    let signed = sign(&f, &unsigned, delivered_at() + Duration::seconds(1))
+        .await
+        .unwrap();
+    f.deliver()
+        .deliver_object(&signed, delivered_at() + Duration::seconds(1))
+        .await
+        .unwrap();
+    let bytes = f.store.object(EVIDENCE, &signed).unwrap();
+    let c = classify(&bytes);
+    assert_eq!(c.kind, Kind::ErroreConsegna);
+    let d = c.daticert.unwrap();
+    assert_eq!(d.errore, Errore::NoDest);
+    assert_eq!(d.dati.consegna.as_deref(), Some(LUIGI));
+    assert_eq!(
+        d.dati.errore_esteso.as_deref(),
+        Some(format!("5.1.1 - {PROVIDER} - indirizzo non valido").as_str())
+    );
+    assert!(
+        f.inbox(MARIO)
+            .await
+            .iter()
+            .any(|(k, s)| *k == Kind::ErroreConsegna && s == "AVVISO DI MANCATA CONSEGNA: Diffida"),
+        "{:?}",
+        f.inbox(MARIO).await
+    );
+
+    // The timers leave the refused recipient alone (its notice was the immediate one); the
+    // other, with no receipt back, gets the 12 h and 24 h notices.
+    let timers = Timers::new(f.settings.clone(), &f.store, f.state.clone());
+    let emitted = timers
+        .sweep(delivered_at() + Duration::hours(25))
+        .await
+        .unwrap();
+    assert_eq!(emitted.len(), 2, "{emitted:?}");
+    assert!(emitted.iter().all(|e| e.recipient == PIERO), "{emitted:?}");
+}
+
+#[tokio::test]
+async fn a_deferred_recipient_fails_the_step_and_the_retry_sends_only_it() {
+    let (f, key) = accepted("r2", &[LUIGI, PIERO, ANNA]).await;
+    f.outbox.reply_to(
+        PIERO,
+        deferred("451 4.7.1 <piero.neri@pec.altro.test>: try again later"),
+    );
+    let err = f
+        .deliver()
+        .deliver_object(&key, delivered_at())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StepError::Send(_)), "{err}");
+    assert!(err.to_string().contains("4.7.1"), "{err}");
+    assert_eq!(f.outbox.take_mail()[0].destinations, [LUIGI, PIERO]);
+    assert!(f.state.was_sent(&key, LUIGI).await.unwrap());
+    assert!(!f.state.was_sent(&key, PIERO).await.unwrap());
+    // The local recipient was delivered all the same; a deferral is no non-delivery.
+    let reqs = requests(&f);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].outcome.recipient, ANNA);
+    assert!(f.state.relay("r2", PIERO).await.unwrap().is_some());
+
+    // SQS brings the event back: only the deferred recipient is sent, and the step succeeds.
+    let later = delivered_at() + Duration::minutes(5);
+    f.deliver().deliver_object(&key, later).await.unwrap();
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].destinations, [PIERO]);
+    assert!(f.state.was_sent(&key, PIERO).await.unwrap());
+    // The timers count from the first attempt.
+    let piero = f.state.relay("r2", PIERO).await.unwrap().unwrap();
+    assert_eq!(piero.relayed_at, delivered_at());
+
+    // A duplicate of the event: nothing is sent again.
+    f.deliver().deliver_object(&key, later).await.unwrap();
+    assert!(f.outbox.take_mail().is_empty());
+    assert!(
+        requests(&f)
+            .iter()
+            .all(|r| r.outcome.status == DeliveryStatus::Delivered)
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_event_after_a_5xx_queues_no_second_request() {
+    let (f, key) = accepted("r3", &[LUIGI, PIERO]).await;
+    f.outbox.reply_to(
+        LUIGI,
+        RecipientReply::Refused(refused(
+            554,
+            Some("5.7.1"),
+            "5.7.1 Message rejected by policy",
+            true,
+        )),
+    );
+    for _ in 0..3 {
+        f.deliver()
+            .deliver_object(&key, delivered_at())
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.outbox.take_mail().len(), 1, "sent once");
+    let reqs = requests(&f);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].outcome.reason, Some(NotDelivered::Refused));
+    assert_eq!(
+        failure_of(&reqs[0].outcome),
+        DeliveryFailure::Other {
+            code: "5.7.1".into(),
+            text: "rifiutato dal server di destinazione: 5.7.1 Message rejected by policy".into()
+        }
+    );
+    // The receipt, built from it, carries the MX's code and reply.
+    let unsigned = f.receipts().build(&reqs[0]).await.unwrap();
+    let signed = sign(&f, &unsigned, delivered_at() + Duration::seconds(1))
+        .await
+        .unwrap();
+    let d = classify(&f.store.object(EVIDENCE, &signed).unwrap())
+        .daticert
+        .unwrap();
+    assert_eq!(d.errore, Errore::Altro);
+    assert_eq!(
+        d.dati.errore_esteso.as_deref(),
+        Some(
+            format!(
+                "5.7.1 - {PROVIDER} - rifiutato dal server di destinazione: 5.7.1 Message rejected by policy"
+            )
+            .as_str()
+        )
+    );
+}
+
+/// A crash after the refusal was recorded and before the recipient was marked: the retry hands
+/// the recorded outcome on (the same request again: receipts writes the notice once) and does
+/// not send to that recipient again.
+#[tokio::test]
+async fn a_refusal_recorded_before_a_crash_is_handed_on_without_a_second_send() {
+    let (f, key) = accepted("r4", &[LUIGI, PIERO]).await;
+    let outcome = RecipientOutcome {
+        recipient: LUIGI.into(),
+        status: DeliveryStatus::NotDelivered,
+        reason: Some(NotDelivered::UnknownDomain),
+        at: delivered_at(),
+        item_id: None,
+        detail: Some("5.1.2 pec.altro.test does not exist".into()),
+    };
+    f.state.record_recipient("r4", &outcome).await.unwrap();
+    let later = delivered_at() + Duration::minutes(1);
+    f.deliver().deliver_object(&key, later).await.unwrap();
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].destinations, [PIERO]);
+    let reqs = requests(&f);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].outcome, outcome);
+    assert_eq!(failure_of(&reqs[0].outcome), DeliveryFailure::UnknownDomain);
+    assert!(
+        f.state
+            .relay("r4", LUIGI)
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_at
+            .is_some()
+    );
+}
+
+/// Markers written before they were per recipient name the domain: every recipient of it
+/// counts as sent (events in flight at the upgrade send nothing twice).
+#[tokio::test]
+async fn a_domain_marker_of_an_earlier_version_covers_its_recipients() {
+    let (f, key) = accepted("r5", &[LUIGI, PIERO]).await;
+    assert!(f.state.mark_sent(&key, "pec.altro.test").await.unwrap());
+    f.deliver()
+        .deliver_object(&key, delivered_at())
+        .await
+        .unwrap();
+    assert!(f.outbox.take_mail().is_empty());
+    assert!(requests(&f).is_empty());
+}
+
+/// A refused ordinary (esterno) recipient: logged and marked, nothing PEC (no outcome, no
+/// request, no failed relay record).
+#[tokio::test]
+async fn refusals_outside_certified_envelope_recipients_are_only_logged() {
+    let (f, key) = accepted("r6", &[LUIGI, ORDINARY]).await;
+    f.outbox.reply_to(
+        ORDINARY,
+        RecipientReply::Refused(refused(550, None, "no such user here", true)),
+    );
+    f.deliver()
+        .deliver_object(&key, delivered_at())
+        .await
+        .unwrap();
+    assert_eq!(f.outbox.take_mail().len(), 2, "one send per domain");
+    assert!(requests(&f).is_empty());
+    assert_eq!(f.state.recipient("r6", ORDINARY).await.unwrap(), None);
+    let relay = f.state.relay("r6", ORDINARY).await.unwrap().unwrap();
+    assert!(!relay.certified && relay.failed_at.is_none());
+    assert!(f.state.was_sent(&key, ORDINARY).await.unwrap());
+    // Marked: a duplicate sends nothing again.
+    f.deliver()
+        .deliver_object(&key, delivered_at())
+        .await
+        .unwrap();
+    assert!(f.outbox.take_mail().is_empty());
+}
+
+/// The §6 table, from the MX's reply to the NOTA 12 code of the notice.
+#[test]
+fn refusals_map_to_the_nota12_codes() {
+    let cases: [(Refusal, NotDelivered, &str, Errore); 9] = [
+        (
+            refused(550, Some("5.1.1"), "5.1.1 no such user", true),
+            NotDelivered::UnknownUser,
+            "5.1.1 - P - indirizzo non valido",
+            Errore::NoDest,
+        ),
+        (
+            refused(550, None, "no such user", true),
+            NotDelivered::UnknownUser,
+            "5.1.1 - P - indirizzo non valido",
+            Errore::NoDest,
+        ),
+        (
+            refused(550, Some("5.1.2"), "5.1.2 x.test does not exist", false),
+            NotDelivered::UnknownDomain,
+            "5.1.2 - P - dominio non valido",
+            Errore::NoDominio,
+        ),
+        (
+            refused(556, Some("5.1.10"), "5.1.10 null MX", false),
+            NotDelivered::UnknownDomain,
+            "5.1.2 - P - dominio non valido",
+            Errore::NoDominio,
+        ),
+        (
+            refused(552, Some("5.2.2"), "5.2.2 mailbox full", true),
+            NotDelivered::MailboxFull,
+            "5.2.2 - P - casella piena",
+            Errore::Altro,
+        ),
+        (
+            refused(550, Some("5.2.1"), "5.2.1 mailbox disabled", true),
+            NotDelivered::MailboxDisabled,
+            "5.2.1 - P - casella disabilitata",
+            Errore::Altro,
+        ),
+        // 550 without an enhanced code for the whole message (MAIL, DATA): not an address.
+        (
+            refused(550, None, "go away", false),
+            NotDelivered::Refused,
+            "5.0.0 - P - rifiutato dal server di destinazione: 550 go away",
+            Errore::Altro,
+        ),
+        // The text is the MX's: controls cleaned; its enhanced code leads the detail once.
+        (
+            refused(554, Some("5.7.1"), "5.7.1 spam\r\nrejected\u{7}", true),
+            NotDelivered::Refused,
+            "5.7.1 - P - rifiutato dal server di destinazione: 5.7.1 spam  rejected",
+            Errore::Altro,
+        ),
+        (
+            refused(553, Some("5.1.3"), "bad address syntax", true),
+            NotDelivered::Refused,
+            "5.1.3 - P - rifiutato dal server di destinazione: 5.1.3 bad address syntax",
+            Errore::Altro,
+        ),
+    ];
+    for (refusal, reason, esteso, errore) in cases {
+        let (r, detail) = non_delivery(&refusal);
+        assert_eq!(r, reason, "{refusal:?}");
+        let outcome = RecipientOutcome {
+            recipient: LUIGI.into(),
+            status: DeliveryStatus::NotDelivered,
+            reason: Some(r),
+            at: t0(),
+            item_id: None,
+            detail: Some(detail),
+        };
+        let failure = failure_of(&outcome);
+        assert_eq!(failure.errore_esteso("P"), esteso, "{refusal:?}");
+        assert_eq!(failure.parts().2, errore, "{refusal:?}");
+    }
+
+    // The MX's text is cut to 200 characters.
+    let long = "x".repeat(500);
+    let (_, detail) = non_delivery(&refused(554, Some("5.7.1"), &long, true));
+    assert_eq!(detail.chars().count(), DETAIL_MAX_CHARS);
+    assert!(detail.starts_with("5.7.1 xxx"));
+    // A refused outcome without a detail (none recorded) still gets a notice.
+    let bare = RecipientOutcome {
+        recipient: LUIGI.into(),
+        status: DeliveryStatus::NotDelivered,
+        reason: Some(NotDelivered::Refused),
+        at: t0(),
+        item_id: None,
+        detail: None,
+    };
+    assert_eq!(
+        failure_of(&bare).errore_esteso("P"),
+        "5.0.0 - P - rifiutato dal server di destinazione"
+    );
+}
