@@ -173,6 +173,8 @@ where
         let subject = c.headers.subject.clone().unwrap_or_default();
         let mut out = Delivered::default();
         let inbound = keys::inbound_of(key);
+        // What the outbound relay answered, returned once the log and the event are written.
+        let mut relayed: Result<(), StepError> = Ok(());
 
         if c.kind == Kind::BustaTrasporto
             && key.starts_with(keys::SIGNED_PREFIX)
@@ -227,8 +229,9 @@ where
                     })
                     .await?;
             }
-            self.relay(key, &bytes, &elsewhere, Some(envelope), now)
-                .await?;
+            relayed = self
+                .relay(key, &bytes, &elsewhere, Some(envelope), now)
+                .await;
             out.relayed = elsewhere;
         } else if let Some(inbound_id) = inbound {
             // What the receiving point accepted (another provider's envelope) or built (the
@@ -330,13 +333,17 @@ where
                         out.stored_in.push(to.to_ascii_lowercase());
                     }
                 }
-                self.relay(key, &bytes, &elsewhere, None, now).await?;
+                relayed = self.relay(key, &bytes, &elsewhere, None, now).await;
                 out.relayed = elsewhere;
             }
         }
 
+        // The provider log and the integration event are written whatever the relay answered
+        // (both idempotent): a deferred recipient at another provider fails the event below so
+        // that it comes back, but never costs the message its log record.
         self.state.append_log(&event).await?;
         self.events.publish(&event).await?;
+        relayed?;
         out.event = Some(event);
         Ok(out)
     }
@@ -437,6 +444,18 @@ where
                     && o.status == DeliveryStatus::NotDelivered
                 {
                     self.not_delivered(key, env, &rcpt, o, now).await?;
+                    continue;
+                }
+                // Settled meanwhile (delivered, or the final 24 h notice already sent: an event
+                // redriven from its DLQ late): sending now would contradict what the sender got.
+                if let Some(env) = envelope
+                    && let Some(r) = self.state.relay(env.id, &rcpt).await?
+                    && (r.delivered_at.is_some()
+                        || r.notice24_at.is_some()
+                        || r.failed_at.is_some())
+                {
+                    tracing::warn!(key, recipient = %rcpt, "relay record already settled: not sent");
+                    self.state.mark_sent(key, &rcpt).await?;
                     continue;
                 }
                 todo.push(rcpt);

@@ -21,7 +21,7 @@ use pec_pipeline::ingress::IngressOutcome;
 use pec_pipeline::receipts::failure_of;
 use pec_pipeline::timers::Timers;
 use pec_ports::{
-    DeliveryStatus, NotDelivered, RecipientOutcome, RecipientReply, Refusal, StateStore,
+    DeliveryStatus, NotDelivered, RecipientOutcome, RecipientReply, Refusal, RelayEvent, StateStore,
 };
 
 const LUIGI: &str = "luigi.verdi@pec.altro.test";
@@ -229,6 +229,14 @@ async fn a_deferred_recipient_fails_the_step_and_the_retry_sends_only_it() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].outcome.recipient, ANNA);
     assert!(f.state.relay("r2", PIERO).await.unwrap().is_some());
+    // The provider log and the integration event are written although the event fails.
+    let day = delivered_at().format("%Y-%m-%d").to_string();
+    let logged = f.state.log_day(&day).await.unwrap();
+    assert!(
+        logged.iter().any(|e| e.evidence_key == key),
+        "no log record for {key}: {logged:?}"
+    );
+    assert!(f.outbox.events().iter().any(|e| e.evidence_key == key));
 
     // SQS brings the event back: only the deferred recipient is sent, and the step succeeds.
     let later = delivered_at() + Duration::minutes(5);
@@ -471,4 +479,32 @@ fn refusals_map_to_the_nota12_codes() {
         failure_of(&bare).errore_esteso("P"),
         "5.0.0 - P - rifiutato dal server di destinazione"
     );
+}
+
+/// An event redriven late (after the 24 h notice, or once the recipient's provider answered)
+/// sends nothing: the sender already has the final word.
+#[tokio::test]
+async fn a_settled_relay_record_is_not_sent_again() {
+    let (f, key) = accepted("r8", &[LUIGI, PIERO]).await;
+    f.outbox
+        .reply_to(PIERO, deferred("451 4.3.0 try again later"));
+    assert!(
+        f.deliver()
+            .deliver_object(&key, delivered_at())
+            .await
+            .is_err()
+    );
+    f.outbox.take_mail();
+    // The timers' final notice goes out for Piero before the event comes back.
+    let late = delivered_at() + Duration::hours(25);
+    f.state
+        .relay_mark("r8", PIERO, RelayEvent::Notice24, late)
+        .await
+        .unwrap();
+    f.deliver().deliver_object(&key, late).await.unwrap();
+    assert!(
+        f.outbox.take_mail().is_empty(),
+        "nothing sent after the 24 h notice"
+    );
+    assert!(f.state.was_sent(&key, PIERO).await.unwrap());
 }

@@ -270,6 +270,8 @@ pub struct Refusal {
     pub code: u16,
     /// The MX's reply text (enhanced code first when it gave one).
     pub text: String,
+    /// Given to `RCPT` (else to `DATA` or to the final dot, for every recipient taken at `RCPT`).
+    pub at_rcpt: bool,
 }
 
 /// A whole-message failure as [`SmtpRelay::send_each`](pec_ports::MailTransport::send_each)
@@ -587,6 +589,7 @@ impl SmtpRelay {
                     recipient: r.clone(),
                     code: 501,
                     text: "5.1.3 not a valid address".into(),
+                    at_rcpt: true,
                 });
                 continue;
             };
@@ -598,6 +601,7 @@ impl SmtpRelay {
                             recipient: r.clone(),
                             code,
                             text: e.reply(),
+                            at_rcpt: true,
                         };
                         if code >= 500 {
                             outcome.refused.push(refusal);
@@ -615,7 +619,10 @@ impl SmtpRelay {
         }
         if let Err(e) = within(t, conn.command(Data)).await {
             let _ = tokio::time::timeout(t, conn.abort()).await;
-            return stop_or_next(domain, &server, "DATA", e);
+            return match e.code() {
+                Some(_) => Attempt::Done(whole_message_reply(outcome, &e)),
+                None => stop_or_next(domain, &server, "DATA", e),
+            };
         }
         // lettre ends DATA with CRLF "." CRLF: the message's own final CRLF is that first one.
         let body = raw.strip_suffix(b"\r\n").unwrap_or(raw);
@@ -637,7 +644,7 @@ impl SmtpRelay {
             Err(e) => {
                 let _ = tokio::time::timeout(t, conn.abort()).await;
                 match e.code() {
-                    Some(_) => stop_or_next(domain, &server, "end of DATA", e),
+                    Some(_) => Attempt::Done(whole_message_reply(outcome, &e)),
                     // The message may have been taken: another MX must not get it too (a
                     // second copy). The deliver step retries it later, with the same risk
                     // once, rather than at once on every MX.
@@ -704,6 +711,28 @@ async fn within<T>(
     }
 }
 
+/// The reply to `DATA` or to the final dot concerns only the recipients taken at `RCPT`: a 5xx
+/// refuses them for good, a 4xx defers them; the answers given at `RCPT` to the others stand.
+fn whole_message_reply(mut outcome: Outcome, e: &StepError) -> Outcome {
+    let code = e.code().unwrap_or(451);
+    let text = e.reply();
+    for recipient in std::mem::take(&mut outcome.accepted) {
+        let refusal = Refusal {
+            recipient,
+            code,
+            text: text.clone(),
+            at_rcpt: false,
+        };
+        if code >= 500 {
+            outcome.refused.push(refusal);
+        } else {
+            outcome.deferred.push(refusal);
+        }
+    }
+    warn!(server = %outcome.server, code, reply = %text, "the MX answered the message itself: every recipient it took at RCPT gets that answer");
+    outcome
+}
+
 /// A 5xx stops (the message itself is refused); anything else is transient.
 fn stop_or_next(domain: &str, server: &str, step: &str, e: StepError) -> Attempt {
     match e.code() {
@@ -760,7 +789,7 @@ fn report(o: &Outcome, destinations: &[String]) -> pec_ports::SendReport {
                     code: r.code,
                     enhanced: pec_ports::publish::enhanced_status(&r.text).map(str::to_owned),
                     text: r.text.clone(),
-                    at_rcpt: true,
+                    at_rcpt: r.at_rcpt,
                 })
             } else if let Some(r) = o.deferred.iter().find(|r| &r.recipient == d) {
                 RecipientReply::Deferred {
@@ -783,9 +812,10 @@ fn report(o: &Outcome, destinations: &[String]) -> pec_ports::SendReport {
 /// [`pec_ports::MailTransport`] over SMTP, as the deliver step sees it.
 ///
 /// [`send_each`](pec_ports::MailTransport::send_each): each recipient taken, deferred (4xx at
-/// `RCPT`) or refused for good (5xx at `RCPT`; and every recipient when the domain takes no mail
-/// or the MX refuses the whole message at `MAIL` or `DATA`). `Err` when nothing was decided:
-/// every MX unreachable, TLS not possible, a 4xx to the whole message (send it all again later),
+/// `RCPT`) or refused for good (5xx at `RCPT`; every recipient when the domain takes no mail or
+/// the MX refuses the sender at `MAIL`); a reply to `DATA` or to the final dot applies to the
+/// recipients taken at `RCPT` only. `Err` when nothing was decided: every MX unreachable, TLS
+/// not possible, a 4xx to `MAIL` (send it all again later),
 /// or a message that cannot be sent at all (a local problem: bytes with a bare CR or LF, a bad
 /// sender, recipients of several domains), which fails the deliver event until its DLQ.
 ///
@@ -958,6 +988,7 @@ mod tests {
             recipient: recipient.into(),
             code,
             text: text.into(),
+            at_rcpt: true,
         };
         let o = Outcome {
             server: "mx.b.test[127.0.0.1:25]".into(),

@@ -310,3 +310,82 @@ async fn no_reply_to_the_final_dot_is_not_sent_to_another_mx() {
         "a second copy went to the next MX"
     );
 }
+
+/// A server without STARTTLS that answers `RCPT` by the local part (`ok` 250, `later` 450,
+/// `no` 550) and the final dot with `after_dot`.
+async fn scripted_server(after_dot: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = tcp.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"220 scripted.test ESMTP\r\n").await;
+                let mut in_data = false;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let reply = if in_data {
+                        if line != "." {
+                            continue;
+                        }
+                        in_data = false;
+                        format!("{after_dot}\r\n")
+                    } else if line.starts_with("EHLO") {
+                        "250-scripted.test\r\n250 8BITMIME\r\n".into()
+                    } else if line.starts_with("RCPT TO:<ok@") {
+                        "250 2.1.5 ok\r\n".into()
+                    } else if line.starts_with("RCPT TO:<later@") {
+                        "450 4.2.0 try later\r\n".into()
+                    } else if line.starts_with("RCPT TO:<no@") {
+                        "550 5.1.1 no such user\r\n".into()
+                    } else if line == "DATA" {
+                        in_data = true;
+                        "354 go\r\n".into()
+                    } else if line == "QUIT" {
+                        "221 bye\r\n".into()
+                    } else {
+                        "250 ok\r\n".into()
+                    };
+                    let _ = w.write_all(reply.as_bytes()).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The answer to the message itself (at the final dot) concerns only the recipients taken at
+/// RCPT; the recipients refused or deferred at RCPT keep those answers.
+#[tokio::test]
+async fn a_reply_to_the_message_itself_concerns_only_the_recipients_taken() {
+    let all = rcpts(&["ok@b.test", "later@b.test", "no@b.test"]);
+    let port = scripted_server("554 5.7.1 rejected as spam").await;
+    let o = quick(&format!("b.test=scripted.test@127.0.0.1:{port}"))
+        .deliver(SENDER, &all, &envelope())
+        .await
+        .expect("an answer for each recipient");
+    assert!(o.accepted.is_empty(), "{o:?}");
+    let refused: Vec<_> = o
+        .refused
+        .iter()
+        .map(|r| (r.recipient.as_str(), r.code, r.at_rcpt))
+        .collect();
+    assert_eq!(
+        refused,
+        [("no@b.test", 550, true), ("ok@b.test", 554, false)],
+        "{o:?}"
+    );
+    assert_eq!(o.deferred.len(), 1, "{o:?}");
+    assert_eq!(o.deferred[0].recipient, "later@b.test");
+
+    let port = scripted_server("451 4.3.0 try again").await;
+    let o = quick(&format!("b.test=scripted.test@127.0.0.1:{port}"))
+        .deliver(SENDER, &all, &envelope())
+        .await
+        .expect("an answer for each recipient");
+    let refused: Vec<_> = o.refused.iter().map(|r| r.recipient.as_str()).collect();
+    assert_eq!(refused, ["no@b.test"], "the 5.1.1 at RCPT stands: {o:?}");
+    let mut deferred: Vec<_> = o.deferred.iter().map(|r| r.recipient.as_str()).collect();
+    deferred.sort_unstable();
+    assert_eq!(deferred, ["later@b.test", "ok@b.test"], "{o:?}");
+}

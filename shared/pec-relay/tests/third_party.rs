@@ -64,12 +64,23 @@ async fn our_relay_delivers_to_postfix_byte_for_byte() {
     let Some(pf) = postfix_mx(&["alice"]) else {
         return;
     };
+    let raw = aruba_receipt();
+    // Postfix's certificate is checked: trusting another one, nothing is sent.
+    let stranger = pec_submit::dev_tls::self_signed(&["mx.postfix.test"]).unwrap();
+    let e = relay(
+        &format!("postfix.test=mx.postfix.test@127.0.0.1:{}", pf.port),
+        vec![stranger.cert_der.to_vec()],
+        TlsPolicy::Required,
+    )
+    .deliver(SENDER, &rcpts(&["alice@postfix.test"]), &raw)
+    .await
+    .expect_err("an unverified MX gets nothing");
+    assert!(matches!(e, pec_relay::RelayError::Transient { .. }), "{e}");
     let r = relay(
         &format!("postfix.test=mx.postfix.test@127.0.0.1:{}", pf.port),
         vec![pf.cert_der.clone()],
         TlsPolicy::Required,
     );
-    let raw = aruba_receipt();
     let outcome = r
         .deliver(
             SENDER,
@@ -87,6 +98,11 @@ async fn our_relay_delivers_to_postfix_byte_for_byte() {
     assert!(!outcome.remote_id.is_empty(), "Postfix names its queue id");
 
     let stored = pf.wait_delivered("alice", 1).await.remove(0);
+    assert_eq!(
+        pf.delivered("alice").len(),
+        1,
+        "one copy: the unverified attempt sent nothing"
+    );
     let ours = lf(&raw);
     assert!(
         stored.ends_with(&ours),

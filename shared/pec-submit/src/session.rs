@@ -813,8 +813,21 @@ impl Session {
             }
             seen.push(key);
         }
+        if let Some(mx) = self.shared.receiving()
+            && !mx
+                .limits
+                .take_message(self.peer.ip(), std::time::Instant::now())
+        {
+            warn!(sender = %parsed.path, "message rate of this source exceeded");
+            return self
+                .answer(
+                    io,
+                    "451 4.7.1 Too many messages from your address, try again later",
+                )
+                .await;
+        }
         // RFC 1870 §6.1: a declared size the server cannot take now is refused at once (before
-        // the policy's lookups: the cheapest check first when the server is loaded).
+        // the policy's lookups: the cheapest checks first when the server is loaded).
         let mut share = self.shared.data_budget.share();
         if declared_size > 0 && !share.cover_buffer(declared_size) {
             let budget = &self.shared.data_budget;
@@ -852,19 +865,6 @@ impl Session {
             info!(sender = %reverse_path, "a PEC provider without TLS refused");
             return self
                 .answer(io, "530 5.7.0 Must issue a STARTTLS command first")
-                .await;
-        }
-        if let Some(mx) = self.shared.receiving()
-            && !mx
-                .limits
-                .take_message(self.peer.ip(), std::time::Instant::now())
-        {
-            warn!(sender = %reverse_path, "message rate of this source exceeded");
-            return self
-                .answer(
-                    io,
-                    "451 4.7.1 Too many messages from your address, try again later",
-                )
                 .await;
         }
         self.tx = Some(Transaction {

@@ -42,6 +42,7 @@ pub struct Setup<'a> {
 
 /// A running Postfix.
 pub struct Postfix {
+    bin: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
     /// Its SMTP server (STARTTLS offered).
@@ -205,7 +206,7 @@ delay_warning_time = 0
         std::fs::write(d.join("conf/main.cf"), main_cf).unwrap();
 
         let out = std::fs::File::create(d.join("start-fg.out")).unwrap();
-        let child = Command::new(bin)
+        let child = Command::new(&bin)
             .args(["-c", &format!("{p}/conf"), "start-fg"])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -213,6 +214,7 @@ delay_warning_time = 0
             .spawn()
             .expect("postfix start-fg");
         let mut pf = Postfix {
+            bin,
             dir,
             child: Some(child),
             port,
@@ -312,7 +314,7 @@ delay_warning_time = 0
 impl Drop for Postfix {
     fn drop(&mut self) {
         let conf = self.dir.path().join("conf");
-        let _ = Command::new("postfix")
+        let _ = Command::new(&self.bin)
             .arg("-c")
             .arg(&conf)
             .arg("stop")

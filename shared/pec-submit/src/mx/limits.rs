@@ -130,6 +130,11 @@ impl SourceLimits {
         let mut triples = self.triples.lock().unwrap_or_else(|p| p.into_inner());
         if triples.len() >= MAX_ENTRIES && !triples.contains_key(&key) {
             triples.retain(|_, s| !expired(s, &g, now));
+            // A flood of new triples must not push out the senders that already passed: the
+            // waiting ones go first.
+            if triples.len() >= MAX_ENTRIES {
+                triples.retain(|_, s| s.passed.is_some());
+            }
             if triples.len() >= MAX_ENTRIES {
                 let mut ages: Vec<Instant> = triples
                     .values()
@@ -291,5 +296,35 @@ mod tests {
         }
         assert!(l.buckets.lock().unwrap().len() <= MAX_ENTRIES);
         assert!(l.triples.lock().unwrap().len() <= MAX_ENTRIES);
+    }
+
+    #[test]
+    fn a_flood_of_new_triples_does_not_push_out_the_ones_that_passed() {
+        let g = Greylisting::with_delay(Duration::from_secs(60));
+        let l = SourceLimits::new(0, Some(g));
+        let t = Instant::now();
+        let friend = ip("192.0.2.10");
+        assert!(matches!(
+            l.greylist(friend, "a@x.test", "r@y.test", t),
+            Grey::Wait(_)
+        ));
+        let later = t + Duration::from_secs(61);
+        assert_eq!(
+            l.greylist(friend, "a@x.test", "r@y.test", later),
+            Grey::Pass
+        );
+        for i in 0..(MAX_ENTRIES as u32 + 10) {
+            l.greylist(
+                ip("203.0.113.1"),
+                &format!("s{i}@spam.test"),
+                "r@y.test",
+                later,
+            );
+        }
+        assert!(l.triples.lock().unwrap().len() <= MAX_ENTRIES);
+        assert_eq!(
+            l.greylist(friend, "a@x.test", "r@y.test", later),
+            Grey::Pass
+        );
     }
 }
