@@ -294,6 +294,19 @@ async fn swaks(args: &[&str]) -> Option<Swaks> {
     })
 }
 
+/// swaks against our MX at `server`, greeting as another provider's relay, with the `tls`
+/// options, from `from` to `to`, and `extra`.
+async fn probe(server: &str, tls: &[&str], from: &str, to: &str, extra: &[&str]) -> Option<Swaks> {
+    let args = [
+        &["--server", server, "--ehlo", "relay.pec.example.test"][..],
+        tls,
+        &["--from", from, "--to", to],
+        extra,
+    ]
+    .concat();
+    swaks(&args).await
+}
+
 async fn wait_stored(mx: &Mx, n: usize) -> Vec<pec_submit::mx::Arrival> {
     for _ in 0..300 {
         let stored = mx.inbound.stored();
@@ -328,30 +341,12 @@ async fn swaks_probes_our_mx() {
         "--tls-sni",
         "localhost",
     ];
-    let base = [
-        "--server",
-        server.as_str(),
-        "--ehlo",
-        "relay.pec.example.test",
-    ];
+    let server = server.as_str();
+    const MARIO: &str = "mario@pec.altro.test";
+    const ANYONE: &str = "chiunque@ordinaria.test";
 
     // A provider over verified STARTTLS, its commands pipelined: taken.
-    let Some(s) = swaks(
-        &[
-            &base[..],
-            &tls,
-            &[
-                "--pipeline",
-                "--from",
-                SENDER,
-                "--to",
-                "mario@pec.altro.test",
-            ],
-        ]
-        .concat(),
-    )
-    .await
-    else {
+    let Some(s) = probe(server, &tls, SENDER, MARIO, &["--pipeline"]).await else {
         return;
     };
     assert_eq!(s.code, 0, "{}", s.out);
@@ -370,51 +365,19 @@ async fn swaks_probes_our_mx() {
     assert!(mx.inbound.stored()[0].tls);
 
     // The same provider without TLS: refused for PEC.
-    let s = swaks(
-        &[
-            &base[..],
-            &["--from", SENDER, "--to", "mario@pec.altro.test"],
-        ]
-        .concat(),
-    )
-    .await
-    .unwrap();
+    let s = probe(server, &[], SENDER, MARIO, &[]).await.unwrap();
     assert_ne!(s.code, 0);
     assert!(s.has_reply("530 5.7.0"), "{}", s.out);
 
     // An ordinary sender: unknown mailbox, and no relaying, with or without TLS.
-    for extra in [&[][..], &tls[..]] {
-        let s = swaks(
-            &[
-                &base[..],
-                extra,
-                &[
-                    "--from",
-                    "chiunque@ordinaria.test",
-                    "--to",
-                    "nessuno@pec.altro.test",
-                ],
-            ]
-            .concat(),
-        )
-        .await
-        .unwrap();
+    for with in [&[][..], &tls[..]] {
+        let s = probe(server, with, ANYONE, "nessuno@pec.altro.test", &[])
+            .await
+            .unwrap();
         assert!(s.has_reply("550 5.1.1"), "{}", s.out);
-        let s = swaks(
-            &[
-                &base[..],
-                extra,
-                &[
-                    "--from",
-                    "chiunque@ordinaria.test",
-                    "--to",
-                    "qualcuno@gmail.com",
-                ],
-            ]
-            .concat(),
-        )
-        .await
-        .unwrap();
+        let s = probe(server, with, ANYONE, "qualcuno@gmail.com", &[])
+            .await
+            .unwrap();
         assert!(s.has_reply("550 5.7.1"), "{}", s.out);
     }
 
@@ -426,23 +389,9 @@ async fn swaks_probes_our_mx() {
             .join(&b"\n"[..]),
     );
     let body = format!("@{}", big.path().display());
-    let s = swaks(
-        &[
-            &base[..],
-            &tls,
-            &[
-                "--from",
-                SENDER,
-                "--to",
-                "mario@pec.altro.test",
-                "--body",
-                &body,
-            ],
-        ]
-        .concat(),
-    )
-    .await
-    .unwrap();
+    let s = probe(server, &tls, SENDER, MARIO, &["--body", &body])
+        .await
+        .unwrap();
     assert!(s.has_reply("552 5.3.4"), "{}", s.out);
 
     // Bare LF in the body, and smuggling sequences: one refused message each, no second
@@ -456,21 +405,12 @@ async fn swaks_probes_our_mx() {
         data.extend_from_slice(smuggled.as_bytes());
         let file = data_file(&data);
         let data = format!("@{}", file.path().display());
-        let s = swaks(
-            &[
-                &base[..],
-                &tls,
-                &[
-                    "--from",
-                    "chiunque@ordinaria.test",
-                    "--to",
-                    "mario@pec.altro.test",
-                    "--no-data-fixup",
-                    "--data",
-                    &data,
-                ],
-            ]
-            .concat(),
+        let s = probe(
+            server,
+            &tls,
+            ANYONE,
+            MARIO,
+            &["--no-data-fixup", "--data", &data],
         )
         .await
         .unwrap();
