@@ -621,7 +621,9 @@ impl SmtpRelay {
             let _ = tokio::time::timeout(t, conn.abort()).await;
             return match e.code() {
                 Some(_) => Attempt::Done(whole_message_reply(outcome, &e)),
-                None => stop_or_next(domain, &server, "DATA", e),
+                // No reply (the connection failed or went quiet) before any byte of the message
+                // was sent: the next MX may have it.
+                None => Attempt::Next(format!("DATA: {e}")),
             };
         }
         // lettre ends DATA with CRLF "." CRLF: the message's own final CRLF is that first one.
@@ -731,29 +733,6 @@ fn whole_message_reply(mut outcome: Outcome, e: &StepError) -> Outcome {
     }
     warn!(server = %outcome.server, code, reply = %text, "the MX answered the message itself: every recipient it took at RCPT gets that answer");
     outcome
-}
-
-/// A 5xx stops (the message itself is refused); anything else is transient.
-fn stop_or_next(domain: &str, server: &str, step: &str, e: StepError) -> Attempt {
-    match e.code() {
-        Some(code) if code >= 500 => Attempt::Stop(Failure::refused(
-            RelayError::Permanent {
-                domain: domain.into(),
-                reason: format!("{server} refused the message at {step}: {e}"),
-            },
-            code,
-            e.reply(),
-            None,
-        )),
-        Some(_) => Attempt::Stop(
-            RelayError::Transient {
-                domain: domain.into(),
-                reason: format!("{server} deferred the message at {step}: {e}"),
-            }
-            .into(),
-        ),
-        None => Attempt::Next(format!("{step}: {e}")),
-    }
 }
 
 /// Why `raw` cannot travel unchanged over SMTP, if it cannot.
