@@ -122,31 +122,65 @@ async fn a_certificate_that_does_not_verify_sends_nothing() {
     assert!(mx.inbound.stored().is_empty());
 }
 
-/// A server that greets and answers EHLO without STARTTLS, and records every line it gets.
-async fn no_starttls_server() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+/// What a [`fake_server`] does with a line.
+enum Answer {
+    Reply(String),
+    Silent,
+    Close,
+}
+
+/// A bare SMTP server on 127.0.0.1 without STARTTLS: greets as `name`, then hands each command
+/// line to a fresh copy of `answer` per connection. Message lines after a `354` are skipped;
+/// the final dot is handed on as `"."`.
+async fn fake_server<F>(name: &'static str, answer: F) -> u16
+where
+    F: FnMut(&str) -> Answer + Clone + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let log = log.clone();
+            let mut answer = answer.clone();
             tokio::spawn(async move {
                 let (r, mut w) = tcp.into_split();
                 let mut lines = BufReader::new(r).lines();
-                let _ = w.write_all(b"220 plain.test ESMTP\r\n").await;
+                let _ = w
+                    .write_all(format!("220 {name} ESMTP\r\n").as_bytes())
+                    .await;
+                let mut in_data = false;
                 while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line.clone());
-                    let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
-                        "EHLO" => b"250-plain.test\r\n250 8BITMIME\r\n",
-                        "QUIT" => b"221 bye\r\n",
-                        _ => b"250 ok\r\n",
-                    };
-                    let _ = w.write_all(reply).await;
+                    if in_data && line != "." {
+                        continue;
+                    }
+                    in_data = false;
+                    match answer(&line) {
+                        Answer::Reply(reply) => {
+                            in_data = reply.starts_with("354");
+                            let _ = w.write_all(reply.as_bytes()).await;
+                        }
+                        Answer::Silent => {}
+                        Answer::Close => return,
+                    }
                 }
             });
         }
     });
+    port
+}
+
+/// A server that greets and answers EHLO without STARTTLS, and records every line it gets.
+async fn no_starttls_server() -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let port = fake_server("plain.test", move |line| {
+        log.lock().unwrap().push(line.to_owned());
+        Answer::Reply(match line.split(' ').next().unwrap_or("") {
+            "EHLO" => "250-plain.test\r\n250 8BITMIME\r\n".into(),
+            "QUIT" => "221 bye\r\n".into(),
+            _ => "250 ok\r\n".into(),
+        })
+    })
+    .await;
     (port, seen)
 }
 
@@ -217,46 +251,22 @@ async fn unknown_domains_and_unsendable_bytes_are_permanent() {
 /// A server that greets, answers EHLO, then answers `quiet_from` and every later command with
 /// silence (or, with `drop_after_dot`, takes DATA and closes without a reply to the final dot).
 async fn stalling_server(quiet_from: &'static str, drop_after_dot: bool) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (r, mut w) = tcp.into_split();
-                let mut lines = BufReader::new(r).lines();
-                let _ = w.write_all(b"220 stall.test ESMTP\r\n").await;
-                let mut in_data = false;
-                let mut quiet = false;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if in_data {
-                        if line == "." {
-                            if drop_after_dot {
-                                return;
-                            }
-                            in_data = false;
-                        }
-                        continue;
-                    }
-                    if line.starts_with(quiet_from) {
-                        quiet = true;
-                    }
-                    if quiet {
-                        continue;
-                    }
-                    let reply: &[u8] = match line.split(' ').next().unwrap_or("") {
-                        "EHLO" => b"250-stall.test\r\n250 8BITMIME\r\n",
-                        "DATA" => {
-                            in_data = true;
-                            b"354 go\r\n"
-                        }
-                        _ => b"250 ok\r\n",
-                    };
-                    let _ = w.write_all(reply).await;
-                }
-            });
+    let mut quiet = false;
+    fake_server("stall.test", move |line| {
+        if line == "." && drop_after_dot {
+            return Answer::Close;
         }
-    });
-    port
+        quiet |= line.starts_with(quiet_from);
+        if quiet {
+            return Answer::Silent;
+        }
+        Answer::Reply(match line.split(' ').next().unwrap_or("") {
+            "EHLO" => "250-stall.test\r\n250 8BITMIME\r\n".into(),
+            "DATA" => "354 go\r\n".into(),
+            _ => "250 ok\r\n".into(),
+        })
+    })
+    .await
 }
 
 fn quick(routes: &str) -> SmtpRelay {
@@ -314,44 +324,26 @@ async fn no_reply_to_the_final_dot_is_not_sent_to_another_mx() {
 /// A server without STARTTLS that answers `RCPT` by the local part (`ok` 250, `later` 450,
 /// `no` 550) and the final dot with `after_dot`.
 async fn scripted_server(after_dot: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (r, mut w) = tcp.into_split();
-                let mut lines = BufReader::new(r).lines();
-                let _ = w.write_all(b"220 scripted.test ESMTP\r\n").await;
-                let mut in_data = false;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let reply = if in_data {
-                        if line != "." {
-                            continue;
-                        }
-                        in_data = false;
-                        format!("{after_dot}\r\n")
-                    } else if line.starts_with("EHLO") {
-                        "250-scripted.test\r\n250 8BITMIME\r\n".into()
-                    } else if line.starts_with("RCPT TO:<ok@") {
-                        "250 2.1.5 ok\r\n".into()
-                    } else if line.starts_with("RCPT TO:<later@") {
-                        "450 4.2.0 try later\r\n".into()
-                    } else if line.starts_with("RCPT TO:<no@") {
-                        "550 5.1.1 no such user\r\n".into()
-                    } else if line == "DATA" {
-                        in_data = true;
-                        "354 go\r\n".into()
-                    } else if line == "QUIT" {
-                        "221 bye\r\n".into()
-                    } else {
-                        "250 ok\r\n".into()
-                    };
-                    let _ = w.write_all(reply.as_bytes()).await;
-                }
-            });
-        }
-    });
-    port
+    fake_server("scripted.test", move |line| {
+        Answer::Reply(if line == "." {
+            format!("{after_dot}\r\n")
+        } else if line.starts_with("EHLO") {
+            "250-scripted.test\r\n250 8BITMIME\r\n".into()
+        } else if line.starts_with("RCPT TO:<ok@") {
+            "250 2.1.5 ok\r\n".into()
+        } else if line.starts_with("RCPT TO:<later@") {
+            "450 4.2.0 try later\r\n".into()
+        } else if line.starts_with("RCPT TO:<no@") {
+            "550 5.1.1 no such user\r\n".into()
+        } else if line == "DATA" {
+            "354 go\r\n".into()
+        } else if line == "QUIT" {
+            "221 bye\r\n".into()
+        } else {
+            "250 ok\r\n".into()
+        })
+    })
+    .await
 }
 
 /// The answer to the message itself (at the final dot) concerns only the recipients taken at
