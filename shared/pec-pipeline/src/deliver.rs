@@ -77,12 +77,20 @@ struct Envelope<'a> {
     id: &'a str,
     /// Its certified (PEC) recipients.
     certified: &'a [String],
+    /// Recipients whose relay record is already settled (delivered, failed, 24 h notice sent),
+    /// lower-cased: never sent again.
+    settled: &'a [String],
 }
 
 impl Envelope<'_> {
     fn is_certified(&self, rcpt: &str) -> bool {
-        self.certified.iter().any(|c| c.eq_ignore_ascii_case(rcpt))
+        listed(self.certified, rcpt)
     }
+}
+
+/// Whether `rcpt` is in `list` (addresses compared without case).
+fn listed(list: &[String], rcpt: &str) -> bool {
+    list.iter().any(|c| c.eq_ignore_ascii_case(rcpt))
 }
 
 /// Longest [`RecipientOutcome::detail`] kept (chars).
@@ -208,18 +216,17 @@ where
                 }
                 out.outcomes.push(outcome);
             }
-            let envelope = Envelope {
-                id,
-                certified: &record.certified,
-            };
             // The relay records first (kept from the first attempt: the timers count from
-            // there), so a refusal can be marked on them.
+            // there), so a refusal can be marked on them; the record in force tells whether a
+            // recipient is settled already (an event redriven late).
+            let mut settled = Vec::new();
             for rcpt in &elsewhere {
-                self.state
+                let r = self
+                    .state
                     .create_relay(&RelayRecord {
                         message: id.to_string(),
                         recipient: rcpt.to_ascii_lowercase(),
-                        certified: envelope.is_certified(rcpt),
+                        certified: listed(&record.certified, rcpt),
                         relayed_at: now,
                         taken_at: None,
                         delivered_at: None,
@@ -228,7 +235,15 @@ where
                         notice24_at: None,
                     })
                     .await?;
+                if r.delivered_at.is_some() || r.notice24_at.is_some() || r.failed_at.is_some() {
+                    settled.push(r.recipient);
+                }
             }
+            let envelope = Envelope {
+                id,
+                certified: &record.certified,
+                settled: &settled,
+            };
             relayed = self
                 .relay(key, &bytes, &elsewhere, Some(envelope), now)
                 .await;
@@ -448,12 +463,7 @@ where
                 }
                 // Settled meanwhile (delivered, or the final 24 h notice already sent: an event
                 // redriven from its DLQ late): sending now would contradict what the sender got.
-                if let Some(env) = envelope
-                    && let Some(r) = self.state.relay(env.id, &rcpt).await?
-                    && (r.delivered_at.is_some()
-                        || r.notice24_at.is_some()
-                        || r.failed_at.is_some())
-                {
+                if envelope.is_some_and(|e| e.settled.contains(&rcpt.to_ascii_lowercase())) {
                     tracing::warn!(key, recipient = %rcpt, "relay record already settled: not sent");
                     self.state.mark_sent(key, &rcpt).await?;
                     continue;
