@@ -31,10 +31,11 @@ export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}"
 commit="$(git rev-parse --short=12 HEAD)"
 
 pec_log "building pec-edge (release)"
-# The same target triple and profile as infra/package.sh's functions, so after packaging (as in
-# infra/test.sh) the dependencies are already built.
+# The same cargo command as infra/package.sh (pec_release_build: every function and pec-edge, one
+# feature resolution, one set of flags), so after packaging, as in infra/test.sh, nothing is built
+# again.
 triple="$(uname -m)-unknown-linux-gnu"
-cargo build --release --locked -q --target "$triple" -p pec-edge
+pec_release_build "$triple"
 bin="target/$triple/release/pec-edge"
 # The image's glibc is bookworm's (2.36): the binary must not need a newer one.
 need="$(objdump -T "$bin" | sed -n 's/.*GLIBC_\([0-9.]*\).*/\1/p' | sort -V | tail -1)"

@@ -29,6 +29,26 @@ pec_build_binaries() {
     -p pec-members --bins --example dovecot --example members_table)
 }
 
+# The package names of the Lambda functions (each crate under functions/), one per line.
+pec_function_names() {
+  local manifest
+  for manifest in "$PEC_REPO"/functions/*/Cargo.toml; do
+    [ -f "$manifest" ] || continue
+    sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1
+  done
+}
+
+# The release build of everything we ship: every Lambda function (pec_function_names) and the
+# edge service (pec-edge), in ONE cargo command for the target triple $1. infra/package.sh and
+# infra/image/build.sh both call it, so the second finds everything built: cargo resolves features
+# per command, and two different selections (or different flags, as cargo-lambda's defaults
+# codegen-units=1, panic=abort and target-cpu=haswell were) compile every dependency twice.
+pec_release_build() {
+  local triple="$1" name args=()
+  while read -r name; do args+=(--package "$name"); done < <(pec_function_names)
+  (cd "$PEC_REPO" && cargo build --release --locked --target "$triple" "${args[@]}" --package pec-edge)
+}
+
 # The venv built from requirements.lock; its name changes with the lock, so an edit reinstalls.
 pec_venv_dir() { echo "$PEC_CACHE_DIR/venv-localstack-$LOCALSTACK_VERSION-$(pec_sha12 "$PEC_REPO/infra/local/requirements.lock")"; }
 
