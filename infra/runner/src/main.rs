@@ -204,6 +204,7 @@ async fn step_for(
                     | "PEC_SMS_DIGEST_SECONDS"
                     | "PEC_RELAY"
                     | "PEC_RELAY_ROUTES"
+                    | "PEC_RELAY_NAMESERVER"
                     | "PEC_RELAY_TLS_ROOTS"
                     | "PEC_RELAY_TLS"
                     | "PEC_RELAY_HELO"

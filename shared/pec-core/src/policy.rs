@@ -176,6 +176,28 @@ impl TimeoutNotice {
     }
 }
 
+/// [`clean_text`] for text another server wrote (an SMTP reply quoted in `errore-esteso` and in
+/// the notice): also drops what would change how the rest reads without being seen: format
+/// characters (bidi overrides and isolates, zero-width joiners and spaces, the BOM), private-use,
+/// surrogate and unassigned code points. A reply that reordered itself with U+202E could make
+/// "5.1.1 user unknown" display as something else in the receipt a court reads.
+pub fn clean_remote_text(s: &str) -> String {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    let visible: String = s
+        .chars()
+        .filter(|c| {
+            !matches!(
+                c.general_category(),
+                GeneralCategory::Format
+                    | GeneralCategory::PrivateUse
+                    | GeneralCategory::Surrogate
+                    | GeneralCategory::Unassigned
+            )
+        })
+        .collect();
+    clean_text(&visible)
+}
+
 /// Make free text safe for a single-line header and for daticert: every control character
 /// (C0 including CR, LF and TAB, DEL, C1) and the XML non-characters U+FFFE/U+FFFF become a
 /// space; runs of spaces are kept; the result is trimmed.
@@ -196,6 +218,19 @@ pub fn clean_text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_text_loses_what_cannot_be_seen() {
+        assert_eq!(
+            clean_remote_text("5.1.1 user \u{202E}nwonknu\u{202C} x\u{200B}y\u{FEFF}\u{E000}\r\n"),
+            "5.1.1 user nwonknu xy"
+        );
+        // Letters of any script, punctuation and symbols stay.
+        assert_eq!(
+            clean_remote_text("casella già piena — 満杯"),
+            "casella già piena — 満杯"
+        );
+    }
 
     #[test]
     fn forms() {

@@ -327,10 +327,11 @@ impl pec_ports::MailTransport for Outbound {
         source: &str,
         destinations: &[String],
         raw: &[u8],
+        peer: pec_ports::Peer,
     ) -> Result<pec_ports::SendReport, pec_ports::SendError> {
         match self {
-            Outbound::Ses(t) => t.send_each(source, destinations, raw).await,
-            Outbound::Smtp(t) => t.send_each(source, destinations, raw).await,
+            Outbound::Ses(t) => t.send_each(source, destinations, raw, peer).await,
+            Outbound::Smtp(t) => t.send_each(source, destinations, raw, peer).await,
         }
     }
 }

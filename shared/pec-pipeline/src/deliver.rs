@@ -38,8 +38,8 @@ use pec_ports::mailstore::JUNK;
 use pec_ports::sms::{SmsNotice, SmsRequest};
 use pec_ports::{
     DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
-    ObjectStore, QueueSender, RecipientOutcome, RecipientReply, Refusal, RelayEvent, RelayRecord,
-    SendError, SpamFiling, StateStore,
+    ObjectStore, Peer, QueueSender, RecipientOutcome, RecipientReply, Refusal, RelayEvent,
+    RelayRecord, SendError, SpamFiling, StateStore,
 };
 
 use crate::{Settings, StepError, is_ours, keys};
@@ -113,7 +113,7 @@ pub fn non_delivery(refusal: &Refusal) -> (NotDelivered, String) {
         .enhanced
         .clone()
         .unwrap_or_else(|| refusal.code.to_string());
-    let text = pec_core::policy::clean_text(&refusal.text);
+    let text = pec_core::policy::clean_remote_text(&refusal.text);
     let detail = if text.starts_with(&code) {
         text
     } else {
@@ -473,7 +473,14 @@ where
             if todo.is_empty() {
                 continue;
             }
-            let report = match self.transport.send_each(&source, &todo, bytes).await {
+            // Our envelope to an ordinary (non-PEC) domain may follow the transport's policy
+            // for those; everything else (envelopes to providers, receipts to other providers'
+            // senders) travels only over verified TLS.
+            let peer = match envelope {
+                Some(env) if !todo.iter().any(|r| env.is_certified(r)) => Peer::Ordinary,
+                _ => Peer::Provider,
+            };
+            let report = match self.transport.send_each(&source, &todo, bytes, peer).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(key, domain, recipients = ?todo, error = %e, "relay failed for the domain: retried with the event");

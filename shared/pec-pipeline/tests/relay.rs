@@ -21,7 +21,8 @@ use pec_pipeline::ingress::IngressOutcome;
 use pec_pipeline::receipts::failure_of;
 use pec_pipeline::timers::Timers;
 use pec_ports::{
-    DeliveryStatus, NotDelivered, RecipientOutcome, RecipientReply, Refusal, RelayEvent, StateStore,
+    DeliveryStatus, NotDelivered, Peer, RecipientOutcome, RecipientReply, Refusal, RelayEvent,
+    StateStore,
 };
 
 const LUIGI: &str = "luigi.verdi@pec.altro.test";
@@ -137,6 +138,11 @@ async fn a_5xx_for_one_pec_recipient_is_a_mancata_consegna_at_once_and_the_other
     let mail = f.outbox.take_mail();
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].destinations, [LUIGI, PIERO]);
+    assert_eq!(
+        mail[0].peer,
+        Some(Peer::Provider),
+        "PEC recipients: verified TLS only"
+    );
     assert!(f.state.was_sent(&key, PIERO).await.unwrap());
     assert!(f.state.was_sent(&key, LUIGI).await.unwrap());
 
@@ -370,7 +376,16 @@ async fn refusals_outside_certified_envelope_recipients_are_only_logged() {
         .deliver_object(&key, delivered_at())
         .await
         .unwrap();
-    assert_eq!(f.outbox.take_mail().len(), 2, "one send per domain");
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 2, "one send per domain");
+    for m in &mail {
+        let expected = if m.destinations == [ORDINARY] {
+            Peer::Ordinary
+        } else {
+            Peer::Provider
+        };
+        assert_eq!(m.peer, Some(expected), "{:?}", m.destinations);
+    }
     assert!(requests(&f).is_empty());
     assert_eq!(f.state.recipient("r6", ORDINARY).await.unwrap(), None);
     let relay = f.state.relay("r6", ORDINARY).await.unwrap().unwrap();

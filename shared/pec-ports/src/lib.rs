@@ -44,8 +44,8 @@ pub use identities::{
 pub use login::{LoginThrottle, LoginVerdict, MemoryThrottle, ThrottlePolicy, source_key};
 pub use mailstore::{MailStore, MailStoreError, MemoryMailStore};
 pub use publish::{
-    EventPublisher, MailTransport, MemoryOutbox, QueueSender, RecipientReply, Refusal, SendError,
-    SendReport, SentMail,
+    EventPublisher, MailTransport, MemoryOutbox, Peer, QueueSender, RecipientReply, Refusal,
+    SendError, SendReport, SentMail,
 };
 pub use state::{
     ActivationRecord, Billing, DeliveryStatus, DnsRecord, DomainRecord, DomainStatus,

@@ -125,6 +125,17 @@ impl<T: EventPublisher> EventPublisher for &T {
     }
 }
 
+/// Who receives a relayed message, which decides how its connection must be protected
+/// ([`MailTransport::send_each`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// Another PEC provider (a domain in the provider index), or a receipt to a sender at one:
+    /// TLS with a verified certificate, or nothing is sent, whatever the deployment configures.
+    Provider,
+    /// An ordinary (non-PEC) mail domain: the transport's configured policy for those.
+    Ordinary,
+}
+
 /// Sends a message to other mail domains (the outbound relay): SES in AWS, or an SMTP relay to
 /// the recipients' MX (`pec_relay`). SES replaces `Message-ID` and `Date` of what it sends:
 /// correlation relies on the daticert identificativo and `X-Riferimento-Message-ID`, never on
@@ -149,7 +160,9 @@ pub trait MailTransport: Send + Sync {
         source: &str,
         destinations: &[String],
         raw: &[u8],
+        peer: Peer,
     ) -> impl Future<Output = Result<SendReport, SendError>> + Send {
+        let _ = peer; // SES decides TLS itself (it requires TLS only where configured to).
         async move {
             let id = self.send_raw(source, destinations, raw).await?;
             Ok(SendReport::all_accepted(id, destinations))
@@ -231,6 +244,8 @@ pub struct SentMail {
     pub source: String,
     pub destinations: Vec<String>,
     pub raw: Vec<u8>,
+    /// Who it was for, when sent with [`MailTransport::send_each`].
+    pub peer: Option<Peer>,
 }
 
 impl MemoryOutbox {
@@ -264,6 +279,7 @@ impl MailTransport for MemoryOutbox {
             source: source.to_string(),
             destinations: destinations.to_vec(),
             raw: raw.to_vec(),
+            peer: None,
         });
         Ok(format!("memory-{}", mail.len()))
     }
@@ -275,8 +291,17 @@ impl MailTransport for MemoryOutbox {
         source: &str,
         destinations: &[String],
         raw: &[u8],
+        peer: Peer,
     ) -> Result<SendReport, SendError> {
         let id = self.send_raw(source, destinations, raw).await?;
+        if let Some(m) = self
+            .mail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_mut()
+        {
+            m.peer = Some(peer);
+        }
         let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         let recipients = destinations
             .iter()
@@ -306,8 +331,9 @@ impl<T: MailTransport> MailTransport for &T {
         source: &str,
         destinations: &[String],
         raw: &[u8],
+        peer: Peer,
     ) -> Result<SendReport, SendError> {
-        (*self).send_each(source, destinations, raw).await
+        (*self).send_each(source, destinations, raw, peer).await
     }
 }
 
@@ -345,7 +371,10 @@ mod tests {
         });
         o.reply_to("B@x.test", refused.clone());
         let to = vec!["a@x.test".to_string(), "b@x.test".to_string()];
-        let r = o.send_each("s@y.test", &to, b"m").await.unwrap();
+        let r = o
+            .send_each("s@y.test", &to, b"m", Peer::Provider)
+            .await
+            .unwrap();
         assert_eq!(
             r.recipients,
             vec![
@@ -354,7 +383,10 @@ mod tests {
             ]
         );
         // The script is used up: taken the next time.
-        let r = o.send_each("s@y.test", &to[1..], b"m").await.unwrap();
+        let r = o
+            .send_each("s@y.test", &to[1..], b"m", Peer::Ordinary)
+            .await
+            .unwrap();
         assert_eq!(r.recipients[0].1, RecipientReply::Accepted);
         assert_eq!(o.take_mail().len(), 2);
     }

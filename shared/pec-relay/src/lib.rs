@@ -123,6 +123,50 @@ impl Routes for StaticRoutes {
     }
 }
 
+/// Whether the relay may connect to `ip` found in public DNS: not loopback, private (RFC 1918,
+/// IPv6 unique local), link-local (the instance metadata service is 169.254.169.254), shared
+/// (RFC 6598), unspecified, broadcast, multicast, documentation, benchmarking (RFC 2544) or
+/// otherwise reserved; an IPv4-mapped or NAT64 (64:ff9b::/96) IPv6 address is judged by the IPv4
+/// address inside. [`StaticRoutes`] (configured, not looked up) are not filtered.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let o = v6.octets();
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
+                    o[12], o[13], o[14], o[15],
+                )));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+                || seg[0] == 0)
+        }
+    }
+}
+
 /// Routes from DNS (hickory-resolver with the system's resolver configuration).
 pub struct DnsRoutes {
     resolver: TokioResolver,
@@ -138,6 +182,37 @@ impl DnsRoutes {
             .map_err(|e| format!("DNS resolver configuration: {e}"))?
             .build()
             .map_err(|e| format!("DNS resolver: {e}"))?;
+        Ok(Self {
+            resolver,
+            port,
+            max_targets,
+        })
+    }
+
+    /// A resolver asking only the name server at `server` (UDP, then TCP for truncated
+    /// answers): a validating resolver of the deployment's own (`PEC_RELAY_NAMESERVER`), or a
+    /// test's.
+    pub fn with_nameserver(
+        server: SocketAddr,
+        port: u16,
+        max_targets: usize,
+    ) -> Result<Self, String> {
+        use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+        let mut udp = ConnectionConfig::udp();
+        udp.port = server.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = server.port();
+        let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+            server.ip(),
+            true,
+            vec![udp, tcp],
+        )]);
+        let resolver = TokioResolver::builder_with_config(
+            config,
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        )
+        .build()
+        .map_err(|e| format!("DNS resolver: {e}"))?;
         Ok(Self {
             resolver,
             port,
@@ -195,15 +270,25 @@ impl Routes for DnsRoutes {
                 };
             let mut targets = Vec::new();
             let mut failures = Vec::new();
+            let mut reserved = Vec::new();
             for (_, host) in &hosts {
                 if host.is_empty() || host.eq_ignore_ascii_case("localhost") {
                     continue;
                 }
                 match self.addresses(host).await {
-                    Ok(ips) => targets.extend(ips.into_iter().map(|ip| Target {
-                        host: host.clone(),
-                        addr: SocketAddr::new(ip, self.port),
-                    })),
+                    Ok(ips) => {
+                        for ip in ips {
+                            if is_public(ip) {
+                                targets.push(Target {
+                                    host: host.clone(),
+                                    addr: SocketAddr::new(ip, self.port),
+                                });
+                            } else {
+                                warn!(domain, host, %ip, "MX address is private or reserved: not used");
+                                reserved.push(format!("{host}={ip}"));
+                            }
+                        }
+                    }
                     Err(e) => failures.push(e.to_string()),
                 }
                 if targets.len() >= self.max_targets {
@@ -216,6 +301,13 @@ impl Routes for DnsRoutes {
                 return Err(if failures.is_empty() && implicit {
                     RouteError::Permanent(format!(
                         "5.1.2 {domain} has neither an MX record nor an address"
+                    ))
+                } else if failures.is_empty() && !reserved.is_empty() {
+                    // Someone's DNS must not point our relay into our own network (the VPC, the
+                    // instance metadata service, loopback).
+                    RouteError::Permanent(format!(
+                        "5.4.4 every MX address of {domain} is private or reserved: {}",
+                        reserved.join(", ")
                     ))
                 } else if failures.is_empty() {
                     RouteError::Permanent(format!("5.4.4 no MX host of {domain} has an address"))
@@ -397,16 +489,38 @@ impl SmtpRelay {
         Self { routes, config }
     }
 
-    /// Sends `raw` from `source` to `recipients` (all in one domain).
+    /// Sends `raw` from `source` to `recipients` (all in one domain) of another PEC provider:
+    /// TLS with a verified certificate, or nothing is sent ([`TlsPolicy::Required`]).
     pub async fn deliver(
         &self,
         source: &str,
         recipients: &[String],
         raw: &[u8],
     ) -> Result<Outcome, RelayError> {
-        self.deliver_detailed(source, recipients, raw)
+        self.deliver_to(source, recipients, raw, pec_ports::Peer::Provider)
+            .await
+    }
+
+    /// [`Self::deliver`] to a peer of either kind ([`Self::policy_for`]).
+    pub async fn deliver_to(
+        &self,
+        source: &str,
+        recipients: &[String],
+        raw: &[u8],
+        peer: pec_ports::Peer,
+    ) -> Result<Outcome, RelayError> {
+        self.deliver_detailed(source, recipients, raw, peer)
             .await
             .map_err(|f| f.error)
+    }
+
+    /// The TLS policy for a peer: [`TlsPolicy::Required`] for a provider whatever
+    /// [`Config::tls`] says (which is the policy for ordinary domains only).
+    pub fn policy_for(&self, peer: pec_ports::Peer) -> TlsPolicy {
+        match peer {
+            pec_ports::Peer::Provider => TlsPolicy::Required,
+            pec_ports::Peer::Ordinary => self.config.tls,
+        }
     }
 
     /// [`Self::deliver`], with the refusal of a whole-message failure.
@@ -415,7 +529,9 @@ impl SmtpRelay {
         source: &str,
         recipients: &[String],
         raw: &[u8],
+        peer: pec_ports::Peer,
     ) -> Result<Outcome, Failure> {
+        let tls = self.policy_for(peer);
         let domain = recipients
             .first()
             .and_then(|r| r.rsplit_once('@'))
@@ -458,7 +574,10 @@ impl SmtpRelay {
         };
         let mut tried = Vec::new();
         for target in targets.iter().take(self.config.max_targets) {
-            match self.attempt(target, &domain, source, recipients, raw).await {
+            match self
+                .attempt(target, &domain, source, recipients, raw, tls)
+                .await
+            {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Stop(e) => return Err(e),
                 Attempt::Next(why) => {
@@ -500,6 +619,7 @@ impl SmtpRelay {
         source: &str,
         recipients: &[String],
         raw: &[u8],
+        policy: TlsPolicy,
     ) -> Attempt {
         let hello = ClientId::Domain(self.config.helo.clone());
         let t = self.config.timeout;
@@ -524,7 +644,7 @@ impl SmtpRelay {
             if let Err(e) = within(t, conn.starttls(tls, &hello)).await {
                 return Attempt::Next(format!("STARTTLS: {e}"));
             }
-        } else if self.config.tls == TlsPolicy::Required {
+        } else if policy == TlsPolicy::Required {
             let _ = within(t, conn.quit()).await;
             return Attempt::Next("no STARTTLS offered: PEC is never sent in clear".into());
         }
@@ -808,7 +928,9 @@ impl pec_ports::MailTransport for SmtpRelay {
         raw: &[u8],
     ) -> Result<String, pec_ports::SendError> {
         use pec_ports::RecipientReply;
-        let report = self.send_each(source, destinations, raw).await?;
+        let report = self
+            .send_each(source, destinations, raw, pec_ports::Peer::Provider)
+            .await?;
         let mut taken = false;
         let mut deferred = Vec::new();
         for (recipient, reply) in &report.recipients {
@@ -842,13 +964,14 @@ impl pec_ports::MailTransport for SmtpRelay {
         source: &str,
         destinations: &[String],
         raw: &[u8],
+        peer: pec_ports::Peer,
     ) -> Result<pec_ports::SendReport, pec_ports::SendError> {
         let error = |target: String, message: String| pec_ports::SendError {
             operation: "SMTP relay",
             target,
             message,
         };
-        match self.deliver_detailed(source, destinations, raw).await {
+        match self.deliver_detailed(source, destinations, raw, peer).await {
             Ok(o) => Ok(report(&o, destinations)),
             Err(Failure {
                 error,
@@ -890,9 +1013,12 @@ impl pec_ports::MailTransport for SmtpRelay {
 /// The relay a deployment configures (`PEC_RELAY=smtp`):
 ///
 /// - `PEC_RELAY_ROUTES` (optional): fixed routes ([`StaticRoutes::parse`]) instead of DNS;
+/// - `PEC_RELAY_NAMESERVER` (optional, `ip` or `ip:port`): the one name server asked for MX and
+///   addresses (e.g. a validating resolver of the deployment's); default `/etc/resolv.conf`'s;
 /// - `PEC_RELAY_TLS_ROOTS` (optional): the trust anchors for MX certificates, PEM text or the path
 ///   of a PEM file (read at each message); default the Mozilla roots;
-/// - `PEC_RELAY_TLS`: `required` (default) or `opportunistic`;
+/// - `PEC_RELAY_TLS`: `required` (default) or `opportunistic`, for ordinary (non-PEC) domains
+///   only: another provider always gets [`TlsPolicy::Required`] ([`SmtpRelay::policy_for`]);
 /// - `PEC_RELAY_HELO`: the `EHLO` name (default `provider_domain`).
 pub fn from_env(
     env: &pec_ports::Env<'_>,
@@ -908,10 +1034,21 @@ pub fn from_env(
         Some(spec) => Box::new(
             StaticRoutes::parse(&spec).map_err(|e| malformed("PEC_RELAY_ROUTES", &spec, e))?,
         ),
-        None => Box::new(
-            DnsRoutes::from_system(25, Config::default().max_targets)
-                .map_err(|e| malformed("PEC_RELAY_ROUTES", "", e))?,
-        ),
+        None => match env.optional("PEC_RELAY_NAMESERVER") {
+            None => Box::new(
+                DnsRoutes::from_system(25, Config::default().max_targets)
+                    .map_err(|e| malformed("PEC_RELAY_ROUTES", "", e))?,
+            ),
+            Some(server) => {
+                let addr = SocketAddr::from_str(&server)
+                    .or_else(|_| IpAddr::from_str(&server).map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|e| malformed("PEC_RELAY_NAMESERVER", &server, e.to_string()))?;
+                Box::new(
+                    DnsRoutes::with_nameserver(addr, 25, Config::default().max_targets)
+                        .map_err(|e| malformed("PEC_RELAY_NAMESERVER", &server, e))?,
+                )
+            }
+        },
     };
     let roots = match env.optional("PEC_RELAY_TLS_ROOTS") {
         None => Roots::Mozilla,
@@ -1018,7 +1155,12 @@ mod tests {
         );
         let to = vec!["x@unknown.test".to_string(), "y@unknown.test".to_string()];
         let r = relay
-            .send_each("s@pec.example.test", &to, b"Subject: x\r\n\r\nx\r\n")
+            .send_each(
+                "s@pec.example.test",
+                &to,
+                b"Subject: x\r\n\r\nx\r\n",
+                pec_ports::Peer::Ordinary,
+            )
             .await
             .unwrap();
         assert_eq!(r.recipients.len(), 2);
@@ -1032,10 +1174,51 @@ mod tests {
         }
         // Bytes that cannot travel unchanged: nothing decided, the event fails.
         let e = relay
-            .send_each("s@pec.example.test", &to, b"Subject: x\n\nbare LF\n")
+            .send_each(
+                "s@pec.example.test",
+                &to,
+                b"Subject: x\n\nbare LF\n",
+                pec_ports::Peer::Provider,
+            )
             .await
             .unwrap_err();
         assert!(e.message.contains("bare LF"), "{e}");
+    }
+
+    #[test]
+    fn only_public_addresses_from_dns() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fd00:ec2::254",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip} taken as public");
+        }
+        for ip in [
+            "62.149.128.4",
+            "8.8.8.8",
+            "2a00:1450:4002::1b",
+            "::ffff:62.149.128.4",
+        ] {
+            assert!(is_public(ip.parse().unwrap()), "{ip} refused");
+        }
     }
 
     #[test]

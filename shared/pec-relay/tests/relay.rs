@@ -7,6 +7,7 @@ use std::time::Duration;
 mod common;
 use common::{SENDER, mx, relay, relay_within};
 
+use pec_ports::Peer;
 use pec_relay::{RelayError, SmtpRelay, TlsPolicy};
 use pec_submit::dev_tls;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -269,6 +270,8 @@ async fn stalling_server(quiet_from: &'static str, drop_after_dot: bool) -> u16 
     .await
 }
 
+/// A relay with the opportunistic policy for ordinary domains (the fake servers offer no
+/// STARTTLS), replies awaited 1 s.
 fn quick(routes: &str) -> SmtpRelay {
     relay_within(
         routes,
@@ -283,10 +286,11 @@ async fn a_server_that_stops_answering_is_left_in_bounded_time() {
     let port = stalling_server("MAIL", false).await;
     let started = std::time::Instant::now();
     let e = quick(&format!("pec.altro.test=stall.test@127.0.0.1:{port}"))
-        .deliver(
+        .deliver_to(
             SENDER,
             &rcpts(&["mario@pec.altro.test"]),
             b"Subject: x\r\n\r\nx\r\n",
+            Peer::Ordinary,
         )
         .await
         .unwrap_err();
@@ -307,10 +311,11 @@ async fn no_reply_to_the_final_dot_is_not_sent_to_another_mx() {
         "pec.altro.test=stall.test@127.0.0.1:{stall},localhost@127.0.0.1:{}",
         mx.port
     ))
-    .deliver(
+    .deliver_to(
         SENDER,
         &rcpts(&["mario@pec.altro.test"]),
         b"Subject: x\r\n\r\nx\r\n",
+        Peer::Ordinary,
     )
     .await
     .unwrap_err();
@@ -353,7 +358,7 @@ async fn a_reply_to_the_message_itself_concerns_only_the_recipients_taken() {
     let all = rcpts(&["ok@b.test", "later@b.test", "no@b.test"]);
     let port = scripted_server("554 5.7.1 rejected as spam").await;
     let o = quick(&format!("b.test=scripted.test@127.0.0.1:{port}"))
-        .deliver(SENDER, &all, &envelope())
+        .deliver_to(SENDER, &all, &envelope(), Peer::Ordinary)
         .await
         .expect("an answer for each recipient");
     assert!(o.accepted.is_empty(), "{o:?}");
@@ -372,7 +377,7 @@ async fn a_reply_to_the_message_itself_concerns_only_the_recipients_taken() {
 
     let port = scripted_server("451 4.3.0 try again").await;
     let o = quick(&format!("b.test=scripted.test@127.0.0.1:{port}"))
-        .deliver(SENDER, &all, &envelope())
+        .deliver_to(SENDER, &all, &envelope(), Peer::Ordinary)
         .await
         .expect("an answer for each recipient");
     let refused: Vec<_> = o.refused.iter().map(|r| r.recipient.as_str()).collect();
@@ -380,4 +385,26 @@ async fn a_reply_to_the_message_itself_concerns_only_the_recipients_taken() {
     let mut deferred: Vec<_> = o.deferred.iter().map(|r| r.recipient.as_str()).collect();
     deferred.sort_unstable();
     assert_eq!(deferred, ["later@b.test", "ok@b.test"], "{o:?}");
+}
+
+/// `PEC_RELAY_TLS=opportunistic` concerns ordinary domains only: to another provider nothing
+/// travels in clear, whatever the deployment configures.
+#[tokio::test]
+async fn opportunistic_tls_never_applies_to_another_provider() {
+    let port = scripted_server("250 2.0.0 queued").await;
+    let relay = quick(&format!("b.test=scripted.test@127.0.0.1:{port}"));
+    let to = rcpts(&["ok@b.test"]);
+    let e = relay
+        .deliver_to(SENDER, &to, &envelope(), Peer::Provider)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, RelayError::Transient { .. }), "{e}");
+    assert!(e.to_string().contains("no STARTTLS offered"), "{e}");
+    let e = relay.deliver(SENDER, &to, &envelope()).await.unwrap_err();
+    assert!(e.to_string().contains("no STARTTLS offered"), "{e}");
+    let o = relay
+        .deliver_to(SENDER, &to, &envelope(), Peer::Ordinary)
+        .await
+        .expect("an ordinary domain without STARTTLS gets it in clear");
+    assert_eq!(o.accepted, to, "{o:?}");
 }

@@ -415,11 +415,16 @@ impl Session {
                 }
             }
             "HELP" => {
-                self.answer(
-                    io,
-                    "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT",
-                )
-                .await
+                // The MX has no AUTH (senders are other MTAs): HELP lists what this role answers.
+                let commands = match self.shared.role {
+                    Role::Submission(_) => {
+                        "214 2.0.0 Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP VRFY QUIT"
+                    }
+                    Role::Mx(_) => {
+                        "214 2.0.0 Commands: EHLO HELO STARTTLS MAIL RCPT DATA RSET NOOP VRFY QUIT"
+                    }
+                };
+                self.answer(io, commands).await
             }
             "EXPN" | "TURN" | "ETRN" | "ATRN" | "BDAT" | "SEND" | "SOML" | "SAML" => {
                 self.answer(io, "502 5.5.1 Command not implemented").await

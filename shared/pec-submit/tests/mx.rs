@@ -153,6 +153,12 @@ async fn ehlo_offers_pipelining_and_starttls_never_auth_or_chunking() {
     let r = c.expect("AUTH PLAIN AGEAYg==", 502).await;
     assert!(r.text.starts_with("502 5.5.1"), "{r:?}");
     c.expect("BDAT 10 LAST", 502).await;
+    // HELP lists what the MX answers: no AUTH there either.
+    let r = c.expect("HELP", 214).await;
+    assert!(
+        r.text.contains("STARTTLS") && !r.text.contains("AUTH"),
+        "{r:?}"
+    );
     let mut c = c.starttls(&mx.tls).await;
     let r = c.expect("EHLO relay.pec.example.test", 250).await;
     assert!(r.text.contains("PIPELINING"), "{r:?}");
