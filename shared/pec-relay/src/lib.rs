@@ -623,10 +623,18 @@ impl SmtpRelay {
     ) -> Attempt {
         let hello = ClientId::Domain(self.config.helo.clone());
         let t = self.config.timeout;
-        let connect = AsyncSmtpConnection::connect_tokio1(target.addr, Some(t), &hello, None, None);
-        let mut conn = match within(t, connect).await {
+        let tcp = match tokio::time::timeout(t, tokio::net::TcpStream::connect(target.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Attempt::Next(format!("connect: {e}")),
+            Err(_) => return Attempt::Next(format!("connect: no answer within {} s", t.as_secs())),
+        };
+        let stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream> =
+            Box::new(Capped::new(tcp));
+        let h = hello.clone();
+        let connect = async move { AsyncSmtpConnection::connect_with_transport(stream, &h).await };
+        let mut conn = match guarded(t, connect).await {
             Ok(c) => c,
-            Err(e) => return Attempt::Next(format!("connect: {e}")),
+            Err(e) => return Attempt::Next(format!("greeting and EHLO: {e}")),
         };
         if conn.can_starttls() {
             let tls = match self.tls_for(&target.host) {
@@ -641,9 +649,12 @@ impl SmtpRelay {
                     );
                 }
             };
-            if let Err(e) = within(t, conn.starttls(tls, &hello)).await {
-                return Attempt::Next(format!("STARTTLS: {e}"));
-            }
+            let (mut c, h) = (conn, hello.clone());
+            let upgrade = async move { c.starttls(tls, &h).await.map(|()| c) };
+            conn = match guarded(t, upgrade).await {
+                Ok(c) => c,
+                Err(e) => return Attempt::Next(format!("STARTTLS: {e}")),
+            };
         } else if policy == TlsPolicy::Required {
             let _ = within(t, conn.quit()).await;
             return Attempt::Next("no STARTTLS offered: PEC is never sent in clear".into());
@@ -791,13 +802,16 @@ impl SmtpRelay {
 enum StepError {
     Smtp(lettre::transport::smtp::Error),
     Timeout(Duration),
+    /// The SMTP client panicked on what the server sent (lettre 0.11 unwraps the first word of
+    /// each EHLO line, so a line of spaces panics): that server is skipped, nothing else fails.
+    Panicked,
 }
 
 impl StepError {
     fn code(&self) -> Option<u16> {
         match self {
             StepError::Smtp(e) => e.status().map(u16::from),
-            StepError::Timeout(_) => None,
+            StepError::Timeout(_) | StepError::Panicked => None,
         }
     }
 
@@ -817,6 +831,7 @@ impl std::fmt::Display for StepError {
         match self {
             StepError::Smtp(e) => e.fmt(f),
             StepError::Timeout(t) => write!(f, "no answer within {} s", t.as_secs()),
+            StepError::Panicked => f.write_str("a reply the SMTP client could not read"),
         }
     }
 }
@@ -830,6 +845,97 @@ async fn within<T>(
     match tokio::time::timeout(limit, step).await {
         Ok(r) => r.map_err(StepError::Smtp),
         Err(_) => Err(StepError::Timeout(limit)),
+    }
+}
+
+/// [`within`] for the steps that parse the server's EHLO reply (greeting + EHLO, STARTTLS +
+/// EHLO), run as their own task so a panic in the SMTP client on a hostile reply ends that
+/// attempt only.
+async fn guarded<T: Send + 'static>(
+    limit: Duration,
+    step: impl Future<Output = Result<T, lettre::transport::smtp::Error>> + Send + 'static,
+) -> Result<T, StepError> {
+    let task = tokio::spawn(step);
+    let abort = task.abort_handle();
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(r)) => r.map_err(StepError::Smtp),
+        Ok(Err(_)) => Err(StepError::Panicked),
+        Err(_) => {
+            abort.abort();
+            Err(StepError::Timeout(limit))
+        }
+    }
+}
+
+/// Most bytes read from one MX connection, TLS records included: replies are a few hundred
+/// bytes and a certificate chain a few kilobytes. lettre reads a reply line to its end before
+/// it checks the line's length, so a server that never ends a line would otherwise grow the
+/// relay's memory until the step's time limit.
+pub const MAX_READ_PER_CONNECTION: usize = 1 << 20;
+
+/// A TCP stream that fails reads past [`MAX_READ_PER_CONNECTION`] bytes.
+#[derive(Debug)]
+struct Capped {
+    inner: tokio::net::TcpStream,
+    left: usize,
+}
+
+impl Capped {
+    fn new(inner: tokio::net::TcpStream) -> Self {
+        Self {
+            inner,
+            left: MAX_READ_PER_CONNECTION,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the server sent more than {MAX_READ_PER_CONNECTION} bytes"
+            ))));
+        }
+        let mut chunk = [0u8; 8192];
+        let n = chunk.len().min(buf.remaining()).min(self.left);
+        let mut part = tokio::io::ReadBuf::new(&mut chunk[..n]);
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut part))?;
+        let got = part.filled().len();
+        self.left -= got;
+        buf.put_slice(part.filled());
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl lettre::transport::smtp::client::AsyncTokioStream for Capped {
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.peer_addr()
     }
 }
 

@@ -408,3 +408,48 @@ async fn opportunistic_tls_never_applies_to_another_provider() {
         .expect("an ordinary domain without STARTTLS gets it in clear");
     assert_eq!(o.accepted, to, "{o:?}");
 }
+
+/// What a hostile MX sends cannot take the relay down: an EHLO line of spaces (on which the
+/// SMTP client panics) or a reply line that never ends (read up to a bound, not to memory's
+/// end) make that MX a failed attempt, in bounded time, and the next MX is tried.
+#[tokio::test]
+async fn a_hostile_mx_costs_one_attempt_never_a_panic_or_unbounded_memory() {
+    let spaces = fake_server("spaces.test", |line| {
+        Answer::Reply(if line.starts_with("EHLO") {
+            "250-spaces.test\r\n250-  \r\n250 8BITMIME\r\n".into()
+        } else {
+            "250 ok\r\n".into()
+        })
+    })
+    .await;
+    let endless = fake_server("endless.test", |line| {
+        Answer::Reply(if line.starts_with("EHLO") {
+            format!("250-endless.test {}", "x".repeat(3 << 20))
+        } else {
+            "250 ok\r\n".into()
+        })
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let e = quick(&format!(
+        "b.test=spaces.test@127.0.0.1:{spaces},endless.test@127.0.0.1:{endless}"
+    ))
+    .deliver_to(SENDER, &rcpts(&["ok@b.test"]), &envelope(), Peer::Ordinary)
+    .await
+    .unwrap_err();
+    assert!(matches!(e, RelayError::Transient { .. }), "{e}");
+    let why = e.to_string();
+    assert!(
+        why.contains("spaces.test") && why.contains("could not read"),
+        "{why}"
+    );
+    assert!(
+        why.contains("endless.test") && why.contains("more than"),
+        "{why}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
