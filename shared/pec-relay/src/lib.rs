@@ -30,8 +30,18 @@
 //! or refused for good with the reply's code and enhanced code (a refusal of the whole message
 //! by the MX, or a domain that takes no mail, refuses each of its recipients).
 //!
-//! Not covered (see `docs/design/smtp-relay-and-mx.md`): DANE and MTA-STS, connection reuse
-//! across messages, the 24 h retry schedule (the deliver step's queue retries instead).
+//! **Connection reuse**: after a message is taken, its connection stays open
+//! ([`Config::reuse_idle`], 30 s; at most [`Config::reuse_max_messages`] per connection and
+//! two per MX) for the next message to the same MX host, address and TLS policy; a kept
+//! connection that fails at `MAIL` (closed meanwhile) is replaced by a new one for that message.
+//! In the deliver Lambda this spans a batch and warm invocations.
+//!
+//! **Bounded by what the MX sends**: at most [`MAX_READ_PER_CONNECTION`] bytes read per
+//! connection, every step under [`Config::timeout`], and the SMTP client's EHLO parsing (which
+//! can panic on a hostile reply) in a task of its own.
+//!
+//! Not covered (see `docs/design/smtp-relay-and-mx.md`): DANE and MTA-STS, the 24 h retry
+//! schedule (the deliver step's queue retries instead).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -321,7 +331,7 @@ impl Routes for DnsRoutes {
 }
 
 /// Whether mail may travel in clear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsPolicy {
     /// STARTTLS with a verified certificate, or nothing is sent (PEC between providers).
     Required,
@@ -341,6 +351,11 @@ pub struct Config {
     pub timeout: Duration,
     /// Most addresses tried per message.
     pub max_targets: usize,
+    /// How long a connection stays open after a message for the next one to the same MX
+    /// (same host, address and TLS policy); zero: one connection per message.
+    pub reuse_idle: Duration,
+    /// Most messages sent over one connection.
+    pub reuse_max_messages: u32,
 }
 
 impl Default for Config {
@@ -351,6 +366,8 @@ impl Default for Config {
             tls: TlsPolicy::Required,
             timeout: Duration::from_secs(120),
             max_targets: 5,
+            reuse_idle: Duration::from_secs(30),
+            reuse_max_messages: 100,
         }
     }
 }
@@ -469,10 +486,25 @@ pub enum RelayError {
     Transient { domain: String, reason: String },
 }
 
-/// The relay: routes plus configuration.
+/// The relay: routes plus configuration, and the connections kept open for the next message
+/// to the same MX.
 pub struct SmtpRelay {
     routes: Box<dyn Routes>,
     config: Config,
+    idle: std::sync::Mutex<HashMap<PoolKey, Vec<Idle>>>,
+}
+
+/// Connections are reused only for the same MX host, address and TLS policy.
+type PoolKey = (String, SocketAddr, TlsPolicy);
+
+/// Most idle connections kept per [`PoolKey`].
+const IDLE_PER_MX: usize = 2;
+
+/// A connection between messages: the last one was taken (250 to the final dot).
+struct Idle {
+    conn: AsyncSmtpConnection,
+    since: std::time::Instant,
+    messages: u32,
 }
 
 /// How one attempt against one target ended.
@@ -486,7 +518,45 @@ enum Attempt {
 
 impl SmtpRelay {
     pub fn new(routes: Box<dyn Routes>, config: Config) -> Self {
-        Self { routes, config }
+        Self {
+            routes,
+            config,
+            idle: Default::default(),
+        }
+    }
+
+    /// An open connection to `key` left by an earlier message, if one is fresh enough (stale
+    /// ones are dropped: the server may have closed them already).
+    fn take_idle(&self, key: &PoolKey) -> Option<Idle> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        let fresh = self.config.reuse_idle;
+        list.retain(|i| i.since.elapsed() < fresh);
+        list.pop()
+    }
+
+    /// Keeps `conn` for the next message to `key`, or ends it (`QUIT`) when reuse is off, the
+    /// connection has carried enough messages or enough are kept already.
+    async fn keep_or_quit(&self, key: PoolKey, mut conn: AsyncSmtpConnection, messages: u32) {
+        if !self.config.reuse_idle.is_zero() && messages < self.config.reuse_max_messages {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.entry(key).or_default();
+            if list.len() < IDLE_PER_MX {
+                list.push(Idle {
+                    conn,
+                    since: std::time::Instant::now(),
+                    messages,
+                });
+                return;
+            }
+        }
+        let _ = within(self.config.timeout, conn.quit()).await;
+    }
+
+    /// Connections kept open right now (for tests and the log).
+    pub fn idle_connections(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.values().map(Vec::len).sum()
     }
 
     /// Sends `raw` from `source` to `recipients` (all in one domain) of another PEC provider:
@@ -612,6 +682,61 @@ impl SmtpRelay {
         builder.build_rustls().map_err(|e| e.to_string())
     }
 
+    /// A new connection to `target`: greeting, EHLO, and STARTTLS as `policy` wants it.
+    async fn open(
+        &self,
+        target: &Target,
+        domain: &str,
+        policy: TlsPolicy,
+    ) -> Result<AsyncSmtpConnection, Attempt> {
+        let hello = ClientId::Domain(self.config.helo.clone());
+        let t = self.config.timeout;
+        let tcp = match tokio::time::timeout(t, tokio::net::TcpStream::connect(target.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(Attempt::Next(format!("connect: {e}"))),
+            Err(_) => {
+                return Err(Attempt::Next(format!(
+                    "connect: no answer within {} s",
+                    t.as_secs()
+                )));
+            }
+        };
+        let stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream> =
+            Box::new(Capped::new(tcp));
+        let h = hello.clone();
+        let connect = async move { AsyncSmtpConnection::connect_with_transport(stream, &h).await };
+        let mut conn = match guarded(t, connect).await {
+            Ok(c) => c,
+            Err(e) => return Err(Attempt::Next(format!("greeting and EHLO: {e}"))),
+        };
+        if conn.can_starttls() {
+            let tls = match self.tls_for(&target.host) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(Attempt::Stop(
+                        RelayError::Transient {
+                            domain: domain.into(),
+                            reason: format!("TLS configuration: {e}"),
+                        }
+                        .into(),
+                    ));
+                }
+            };
+            let (mut c, h) = (conn, hello.clone());
+            let upgrade = async move { c.starttls(tls, &h).await.map(|()| c) };
+            conn = match guarded(t, upgrade).await {
+                Ok(c) => c,
+                Err(e) => return Err(Attempt::Next(format!("STARTTLS: {e}"))),
+            };
+        } else if policy == TlsPolicy::Required {
+            let _ = within(t, conn.quit()).await;
+            return Err(Attempt::Next(
+                "no STARTTLS offered: PEC is never sent in clear".into(),
+            ));
+        }
+        Ok(conn)
+    }
+
     async fn attempt(
         &self,
         target: &Target,
@@ -621,44 +746,16 @@ impl SmtpRelay {
         raw: &[u8],
         policy: TlsPolicy,
     ) -> Attempt {
-        let hello = ClientId::Domain(self.config.helo.clone());
         let t = self.config.timeout;
-        let tcp = match tokio::time::timeout(t, tokio::net::TcpStream::connect(target.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Attempt::Next(format!("connect: {e}")),
-            Err(_) => return Attempt::Next(format!("connect: no answer within {} s", t.as_secs())),
+        let key: PoolKey = (target.host.clone(), target.addr, policy);
+        // A connection left open by the previous message to this MX, else a new one.
+        let (mut conn, mut messages, mut reused) = match self.take_idle(&key) {
+            Some(i) => (i.conn, i.messages, true),
+            None => match self.open(target, domain, policy).await {
+                Ok(c) => (c, 0, false),
+                Err(a) => return a,
+            },
         };
-        let stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream> =
-            Box::new(Capped::new(tcp));
-        let h = hello.clone();
-        let connect = async move { AsyncSmtpConnection::connect_with_transport(stream, &h).await };
-        let mut conn = match guarded(t, connect).await {
-            Ok(c) => c,
-            Err(e) => return Attempt::Next(format!("greeting and EHLO: {e}")),
-        };
-        if conn.can_starttls() {
-            let tls = match self.tls_for(&target.host) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Attempt::Stop(
-                        RelayError::Transient {
-                            domain: domain.into(),
-                            reason: format!("TLS configuration: {e}"),
-                        }
-                        .into(),
-                    );
-                }
-            };
-            let (mut c, h) = (conn, hello.clone());
-            let upgrade = async move { c.starttls(tls, &h).await.map(|()| c) };
-            conn = match guarded(t, upgrade).await {
-                Ok(c) => c,
-                Err(e) => return Attempt::Next(format!("STARTTLS: {e}")),
-            };
-        } else if policy == TlsPolicy::Required {
-            let _ = within(t, conn.quit()).await;
-            return Attempt::Next("no STARTTLS offered: PEC is never sent in clear".into());
-        }
         let server = format!("{}[{}]", target.host, target.addr);
         let from = if source.is_empty() {
             None
@@ -677,26 +774,40 @@ impl SmtpRelay {
                 }
             }
         };
-        let mut params = Vec::new();
-        if !raw.is_ascii() {
-            if !conn.server_info().supports_feature(Extension::EightBitMime) {
-                let _ = tokio::time::timeout(t, conn.abort()).await;
-                // A signed entity is never re-encoded.
-                let text = "5.6.3 the message is 8-bit and the MX does not offer 8BITMIME";
-                return Attempt::Stop(Failure::refused(
-                    RelayError::Permanent {
-                        domain: domain.into(),
-                        reason: format!("{server}: {text}"),
-                    },
-                    554,
-                    text.into(),
-                    None,
-                ));
+        loop {
+            let mut params = Vec::new();
+            if !raw.is_ascii() {
+                if !conn.server_info().supports_feature(Extension::EightBitMime) {
+                    let _ = tokio::time::timeout(t, conn.abort()).await;
+                    // A signed entity is never re-encoded.
+                    let text = "5.6.3 the message is 8-bit and the MX does not offer 8BITMIME";
+                    return Attempt::Stop(Failure::refused(
+                        RelayError::Permanent {
+                            domain: domain.into(),
+                            reason: format!("{server}: {text}"),
+                        },
+                        554,
+                        text.into(),
+                        None,
+                    ));
+                }
+                params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
             }
-            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        if let Err(e) = within(t, conn.command(Mail::new(from, params))).await {
+            let Err(e) = within(t, conn.command(Mail::new(from.clone(), params))).await else {
+                break;
+            };
             let _ = tokio::time::timeout(t, conn.abort()).await;
+            if reused {
+                // The kept connection was closed meanwhile (or the server timed it out with a
+                // 421): nothing of this message was sent, so a new connection takes it.
+                info!(domain, server = %server, error = %e, "kept connection no longer usable: reconnecting");
+                conn = match self.open(target, domain, policy).await {
+                    Ok(c) => c,
+                    Err(a) => return a,
+                };
+                (messages, reused) = (0, false);
+                continue;
+            }
             return match e.code() {
                 Some(code) if code >= 500 => Attempt::Stop(Failure::refused(
                     RelayError::Permanent {
@@ -770,8 +881,8 @@ impl SmtpRelay {
                             .map(|(_, id)| id.trim().to_owned())
                     })
                     .unwrap_or_default();
-                let _ = within(t, conn.quit()).await;
-                info!(domain, server = %server, remote_id = %outcome.remote_id, accepted = ?outcome.accepted, refused = outcome.refused.len(), deferred = outcome.deferred.len(), "relayed over SMTP");
+                info!(domain, server = %server, remote_id = %outcome.remote_id, accepted = ?outcome.accepted, refused = outcome.refused.len(), deferred = outcome.deferred.len(), reused, "relayed over SMTP");
+                self.keep_or_quit(key, conn, messages + 1).await;
                 Attempt::Done(outcome)
             }
             Err(e) => {

@@ -453,3 +453,80 @@ async fn a_hostile_mx_costs_one_attempt_never_a_panic_or_unbounded_memory() {
         started.elapsed()
     );
 }
+
+/// A server without STARTTLS that counts its sessions (EHLO) and transactions (MAIL); with
+/// `close_after_message` it drops a connection at the first command after a message was taken
+/// (as a server whose idle timer ran out), answering nothing.
+async fn counting_server(
+    close_after_message: bool,
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let mails = Arc::new(AtomicUsize::new(0));
+    let (s, m) = (sessions.clone(), mails.clone());
+    let mut taken = false;
+    let port = fake_server("count.test", move |line| {
+        if taken && close_after_message {
+            return Answer::Close;
+        }
+        Answer::Reply(if line.starts_with("EHLO") {
+            s.fetch_add(1, Ordering::SeqCst);
+            "250-count.test\r\n250 8BITMIME\r\n".into()
+        } else if line.starts_with("MAIL") {
+            m.fetch_add(1, Ordering::SeqCst);
+            "250 2.1.0 ok\r\n".into()
+        } else if line == "DATA" {
+            "354 go\r\n".into()
+        } else if line == "." {
+            taken = true;
+            "250 2.0.0 queued as Q1\r\n".into()
+        } else if line == "QUIT" {
+            "221 bye\r\n".into()
+        } else {
+            "250 ok\r\n".into()
+        })
+    })
+    .await;
+    (port, sessions, mails)
+}
+
+/// Per-domain connection reuse: the next message to the same MX goes over the connection the
+/// last one left open; a kept connection the server closed meanwhile costs a reconnection,
+/// never the message.
+#[tokio::test]
+async fn the_next_message_to_the_same_mx_reuses_the_connection() {
+    use std::sync::atomic::Ordering;
+    let (port, sessions, mails) = counting_server(false).await;
+    let relay = quick(&format!("b.test=count.test@127.0.0.1:{port}"));
+    for n in 0..3 {
+        let o = relay
+            .deliver_to(SENDER, &rcpts(&["ok@b.test"]), &envelope(), Peer::Ordinary)
+            .await
+            .unwrap_or_else(|e| panic!("message {n}: {e}"));
+        assert_eq!(o.accepted, ["ok@b.test"]);
+        assert_eq!(o.remote_id, "Q1");
+    }
+    assert_eq!(mails.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        sessions.load(Ordering::SeqCst),
+        1,
+        "one connection for three messages"
+    );
+    assert_eq!(relay.idle_connections(), 1);
+
+    // The server drops kept connections: each message still goes, over a new one.
+    let (port, sessions, mails) = counting_server(true).await;
+    let relay = quick(&format!("b.test=count.test@127.0.0.1:{port}"));
+    for _ in 0..2 {
+        relay
+            .deliver_to(SENDER, &rcpts(&["ok@b.test"]), &envelope(), Peer::Ordinary)
+            .await
+            .unwrap();
+    }
+    assert_eq!(mails.load(Ordering::SeqCst), 2);
+    assert_eq!(sessions.load(Ordering::SeqCst), 2);
+}

@@ -91,6 +91,7 @@ pub fn relay_within(
             tls,
             timeout,
             max_targets: 5,
+            ..Config::default()
         },
     )
 }
