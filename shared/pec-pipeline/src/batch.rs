@@ -68,6 +68,46 @@ pub struct NotAnS3Notification {
 /// The (bucket, key) pairs an SQS record announces. S3's one-off `s3:TestEvent` announces none.
 /// Keys arrive URL-encoded (`+` for space), as S3 writes them into notifications.
 pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, NotAnS3Notification> {
+    Ok(s3_notifications(record)?
+        .into_iter()
+        .map(|n| (n.bucket, n.key))
+        .collect())
+}
+
+/// One object an S3 notification announces, and when S3 announced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub bucket: String,
+    pub key: String,
+    /// The record's `eventTime` (`None` when it is missing or the epoch).
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// An S3 notification for `key` of `bucket` dated `at`, as S3 writes it (the key URL-encoded):
+/// what a step puts back on its own queue to look at an object again later.
+pub fn s3_notification(bucket: &str, key: &str, at: chrono::DateTime<chrono::Utc>) -> String {
+    use aws_lambda_events::event::s3::S3EventRecord;
+    // S3 encodes keys as form values: everything but unreserved characters and '/'.
+    const KEY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    let mut record = S3EventRecord::default();
+    record.event_version = Some("2.1".into());
+    record.event_source = Some("aws:s3".into());
+    record.event_name = Some("ObjectCreated:Put".into());
+    record.event_time = at;
+    record.s3.bucket.name = Some(bucket.into());
+    record.s3.object.key = Some(percent_encoding::utf8_percent_encode(key, KEY).to_string());
+    let mut event = S3Event::default();
+    event.records.push(record);
+    serde_json::to_string(&event).unwrap_or_default()
+}
+
+/// [`s3_objects`] with the time of each notification.
+pub fn s3_notifications(record: &SqsMessage) -> Result<Vec<Announced>, NotAnS3Notification> {
     let id = record.message_id.clone().unwrap_or_default();
     let not_s3 = |reason: String| NotAnS3Notification {
         message_id: id.clone(),
@@ -93,7 +133,8 @@ pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, NotAnS3N
             .decode_utf8()
             .map_err(|e| not_s3(format!("key is not UTF-8 once decoded: {e}")))?
             .into_owned();
-        objects.push((bucket, key));
+        let at = (r.event_time.timestamp() > 0).then_some(r.event_time);
+        objects.push(Announced { bucket, key, at });
     }
     Ok(objects)
 }

@@ -15,8 +15,10 @@
 //! Recipients outside our domains get the message through the outbound relay
 //! ([`MailTransport::send_each`]: SES, or SMTP to their MX), one answer per recipient:
 //! - taken: marked sent (`SENT#<key>` / `<recipient>`), never sent again;
-//! - deferred (4xx, or the domain unreachable now): the event fails and SQS brings it back;
-//!   the retry sends only the recipients not yet marked;
+//! - deferred (4xx, or the domain unreachable now): the object comes back on the deliver queue
+//!   after [`relay_retry_delay`] (1 to 15 minutes), until [`RELAY_RETRY_HORIZON`] (24 h) after
+//!   the first attempt; the retry sends only the recipients not yet marked. Without
+//!   `PEC_DELIVER_QUEUE_URL` the event fails and SQS brings it back;
 //! - refused for good (5xx, no such domain, null MX): for a certified recipient of our
 //!   envelope, the outcome `not-delivered` (reason and the MX's reply) is recorded, its relay
 //!   record marked failed (no 12 h / 24 h notice) and a receipts request queued: the avviso di
@@ -93,6 +95,19 @@ fn listed(list: &[String], rcpt: &str) -> bool {
     list.iter().any(|c| c.eq_ignore_ascii_case(rcpt))
 }
 
+/// How long after the first attempt a deferred relay is tried again: the PEC timers' last
+/// notice comes at 24 h, after which a delivery would contradict it.
+pub const RELAY_RETRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Seconds until the next attempt of a relay deferred `elapsed` after its first attempt: half
+/// the time waited so far, at least a minute and at most 15 minutes (SQS's longest delay;
+/// RFC 5321 §4.5.4.1 asks for at least 30 minutes between retries of ordinary mail, PEC has
+/// a day in all). So 1, 1, 2, 4, 8 minutes, then every 15 minutes: about a hundred attempts
+/// in 24 h.
+pub fn relay_retry_delay(elapsed: chrono::TimeDelta) -> u32 {
+    (elapsed.num_seconds() / 2).clamp(60, 900) as u32
+}
+
 /// Longest [`RecipientOutcome::detail`] kept (chars).
 pub const DETAIL_MAX_CHARS: usize = 200;
 
@@ -151,21 +166,62 @@ where
 
     /// One SQS batch (partial batch failures); `now` dates decisions.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        crate::batch::each_object("deliver", &event, |bucket, key| async move {
-            if bucket != self.settings.evidence_bucket || !keys::is_deliverable(&key) {
-                tracing::warn!(
-                    bucket,
-                    key,
-                    "not a signed/ or received/ object of the evidence bucket: ignored"
-                );
-                return Ok(());
+        crate::batch::partial_batch("deliver", &event, |record| async move {
+            for object in crate::batch::s3_notifications(&record).map_err(|e| e.to_string())? {
+                let (bucket, key) = (&object.bucket, &object.key);
+                if *bucket != self.settings.evidence_bucket || !keys::is_deliverable(key) {
+                    tracing::warn!(
+                        bucket,
+                        key,
+                        "not a signed/ or received/ object of the evidence bucket: ignored"
+                    );
+                    continue;
+                }
+                match self.deliver_object(key, now).await {
+                    Ok(d) => {
+                        tracing::info!(key, stored_in = ?d.stored_in, relayed = ?d.relayed,
+                            event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
+                    }
+                    Err(StepError::RelayDeferred(why)) => {
+                        self.relay_later(&object, &why, now)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
-            let d = self.deliver_object(&key, now).await?;
-            tracing::info!(key, stored_in = ?d.stored_in, relayed = ?d.relayed,
-                event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
-            Ok::<(), StepError>(())
+            Ok::<(), String>(())
         })
         .await
+    }
+
+    /// A relay deferred for some recipients: the object comes back on this step's own queue
+    /// after [`relay_retry_delay`] (an S3 notification dated as the first one, so the 24 h
+    /// count from the first attempt), and this event is done. Once 24 h have passed since
+    /// the first attempt it is given up: for a certified recipient the timers' 24 h notice
+    /// (5.4.1) tells the sender. Without a queue configured, the event fails and SQS retries
+    /// it (`QueueMaxReceiveCount` times, then the DLQ).
+    async fn relay_later(
+        &self,
+        object: &crate::batch::Announced,
+        why: &SendError,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        let Some(queue) = &self.settings.deliver_queue_url else {
+            return Err(StepError::RelayDeferred(why.clone()));
+        };
+        let first = object.at.filter(|t| *t <= now).unwrap_or(now);
+        let elapsed = now - first;
+        let key = &object.key;
+        if elapsed >= RELAY_RETRY_HORIZON {
+            tracing::error!(key, first_attempt = %first, reason = %why.message, "relay still deferred 24 h after the first attempt: given up (a certified sender gets the 24 h notice)");
+            return Ok(());
+        }
+        let delay = relay_retry_delay(elapsed);
+        let body = crate::batch::s3_notification(&object.bucket, key, first);
+        self.queue.send_delayed(queue, body, delay).await?;
+        tracing::warn!(key, retry_in_seconds = delay, first_attempt = %first, reason = %why.message, "relay deferred: the object comes back later");
+        Ok(())
     }
 
     /// Delivers one signed object of the evidence bucket.
@@ -354,8 +410,8 @@ where
         }
 
         // The provider log and the integration event are written whatever the relay answered
-        // (both idempotent): a deferred recipient at another provider fails the event below so
-        // that it comes back, but never costs the message its log record.
+        // (both idempotent): a deferred recipient at another provider makes the object come
+        // back later (`relay_later`), but never costs the message its log record.
         self.state.append_log(&event).await?;
         self.events.publish(&event).await?;
         relayed?;
@@ -483,7 +539,7 @@ where
             let report = match self.transport.send_each(&source, &todo, bytes, peer).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::warn!(key, domain, recipients = ?todo, error = %e, "relay failed for the domain: retried with the event");
+                    tracing::warn!(key, domain, recipients = ?todo, error = %e, "relay failed for the domain: tried again later");
                     pending.push(e.to_string());
                     continue;
                 }
@@ -496,7 +552,7 @@ where
                         self.state.mark_sent(key, rcpt).await?;
                     }
                     RecipientReply::Deferred { text } => {
-                        tracing::warn!(key, recipient = %rcpt, reply = %text, "recipient deferred by the receiving side: retried with the event");
+                        tracing::warn!(key, recipient = %rcpt, reply = %text, "recipient deferred by the receiving side: tried again later");
                         pending.push(format!("{rcpt} deferred: {text}"));
                     }
                     RecipientReply::Refused(refusal) => {
@@ -515,7 +571,7 @@ where
         if pending.is_empty() {
             Ok(())
         } else {
-            Err(StepError::Send(SendError {
+            Err(StepError::RelayDeferred(SendError {
                 operation: "relay",
                 target: key.to_string(),
                 message: pending.join("; "),

@@ -24,6 +24,10 @@ pub enum StepError {
     Trust(#[from] crate::TrustError),
     #[error(transparent)]
     Sms(#[from] pec_ports::sms::SmsError),
+    /// Some recipients of a relayed object are to be tried again later (a 4xx, or their
+    /// domain unreachable now); the others are done.
+    #[error("relay deferred for {}: {}", .0.target, .0.message)]
+    RelayDeferred(SendError),
     #[error("{0} kept changing under concurrent writers (retried later)")]
     Contended(String),
     #[error("s3://{bucket}/{key} was announced but does not exist")]

@@ -65,6 +65,9 @@ pub struct Settings {
     /// The sms-notify function's queue: the delivery point puts a notice there for each new
     /// message of a mailbox that opted in (`None`: no SMS notifications).
     pub sms_queue_url: Option<String>,
+    /// The deliver step's own queue: an object whose relay was deferred comes back on it later
+    /// ([`deliver::relay_retry_delay`]; `None`: the failed event itself is retried by SQS).
+    pub deliver_queue_url: Option<String>,
 }
 
 pub use pec_ports::keys::{DEFAULT_PROVIDER_INDEX_KEY, DEFAULT_TRUST_ANCHORS_KEY};
@@ -81,7 +84,8 @@ pub enum SettingsError {
 impl Settings {
     /// From the environment the template gives every function (`PEC_PROVIDER_NAME`,
     /// `PEC_PROVIDER_DOMAIN`, `PEC_RAW_BUCKET`, `PEC_EVIDENCE_BUCKET`, `PEC_MAILBOX_BUCKET`,
-    /// `PEC_SCAN_QUEUE_URL`, `PEC_RECEIPTS_QUEUE_URL`; optional `PEC_SMS_QUEUE_URL`).
+    /// `PEC_SCAN_QUEUE_URL`, `PEC_RECEIPTS_QUEUE_URL`; optional `PEC_SMS_QUEUE_URL`,
+    /// `PEC_DELIVER_QUEUE_URL`).
     pub fn from_env(env: &Env<'_>) -> Result<Self, SettingsError> {
         let provider = Provider::new(
             &env.required("PEC_PROVIDER_NAME")?,
@@ -98,6 +102,7 @@ impl Settings {
             provider_index_key: env.or("PEC_PROVIDER_INDEX_KEY", DEFAULT_PROVIDER_INDEX_KEY),
             trust_anchors_key: env.or("PEC_TRUST_ANCHORS_KEY", DEFAULT_TRUST_ANCHORS_KEY),
             sms_queue_url: env.optional("PEC_SMS_QUEUE_URL"),
+            deliver_queue_url: env.optional("PEC_DELIVER_QUEUE_URL"),
         })
     }
 }

@@ -225,7 +225,7 @@ async fn a_deferred_recipient_fails_the_step_and_the_retry_sends_only_it() {
         .deliver_object(&key, delivered_at())
         .await
         .unwrap_err();
-    assert!(matches!(err, StepError::Send(_)), "{err}");
+    assert!(matches!(err, StepError::RelayDeferred(_)), "{err}");
     assert!(err.to_string().contains("4.7.1"), "{err}");
     assert_eq!(f.outbox.take_mail()[0].destinations, [LUIGI, PIERO]);
     assert!(f.state.was_sent(&key, LUIGI).await.unwrap());
@@ -522,4 +522,89 @@ async fn a_settled_relay_record_is_not_sent_again() {
         "nothing sent after the 24 h notice"
     );
     assert!(f.state.was_sent(&key, PIERO).await.unwrap());
+}
+
+const DELIVER_Q: &str = "deliver-queue";
+
+/// The SQS record S3 writes for `key` of the evidence bucket at `at`.
+fn notification(key: &str, at: DateTime<Utc>) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+    record.message_id = Some(format!("m-{}", at.timestamp()));
+    record.body = Some(pec_pipeline::batch::s3_notification(EVIDENCE, key, at));
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    event.records.push(record);
+    event
+}
+
+/// A deferred relay is retried from the deliver queue with a delay (the event itself is done,
+/// no SQS redelivery towards the DLQ), dated from the first attempt; after 24 h it is given up.
+#[tokio::test]
+async fn a_deferred_relay_comes_back_on_the_deliver_queue_until_24_hours() {
+    let (mut f, key) = accepted("r9", &[LUIGI, PIERO]).await;
+    f.settings.deliver_queue_url = Some(DELIVER_Q.into());
+    let first = delivered_at();
+    f.outbox
+        .reply_to(PIERO, deferred("451 4.7.1 try again later"));
+    let r = f.deliver().handle(notification(&key, first), first).await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let again = f.outbox.take(DELIVER_Q);
+    assert_eq!(again.len(), 1);
+    // The same object, announced as at the first attempt.
+    let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+    record.body = Some(again[0].clone());
+    let announced = pec_pipeline::batch::s3_notifications(&record).unwrap();
+    assert_eq!(announced.len(), 1);
+    assert_eq!(
+        (announced[0].bucket.as_str(), announced[0].key.as_str()),
+        (EVIDENCE, key.as_str())
+    );
+    assert_eq!(announced[0].at, Some(first));
+    assert_eq!(f.outbox.take_mail().len(), 1);
+
+    // Five minutes later it comes back: still deferred, queued again, the first time kept.
+    let later = first + Duration::minutes(5);
+    f.outbox.reply_to(PIERO, deferred("451 4.7.1 still busy"));
+    let r = f.deliver().handle(notification(&key, first), later).await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].destinations, [PIERO], "only the deferred recipient");
+    assert_eq!(f.outbox.take(DELIVER_Q).len(), 1);
+
+    // Then it is taken: nothing queued any more.
+    let r = f
+        .deliver()
+        .handle(notification(&key, first), first + Duration::minutes(20))
+        .await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert!(f.outbox.take(DELIVER_Q).is_empty());
+    assert!(f.state.was_sent(&key, PIERO).await.unwrap());
+
+    // Another message deferred for a whole day is given up, without a DLQ.
+    let (mut g, key) = accepted("r10", &[PIERO]).await;
+    g.settings.deliver_queue_url = Some(DELIVER_Q.into());
+    g.outbox.reply_to(PIERO, deferred("451 4.3.0 down"));
+    let r = g
+        .deliver()
+        .handle(notification(&key, first), first + Duration::hours(24))
+        .await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert!(g.outbox.take(DELIVER_Q).is_empty(), "given up after 24 h");
+    assert!(!g.state.was_sent(&key, PIERO).await.unwrap());
+
+    // Without the queue configured, the event fails and SQS brings it back (the former way).
+    let (h, key) = accepted("r11", &[PIERO]).await;
+    h.outbox.reply_to(PIERO, deferred("451 4.3.0 down"));
+    let r = h.deliver().handle(notification(&key, first), first).await;
+    assert_eq!(r.batch_item_failures.len(), 1);
+}
+
+#[test]
+fn relay_retries_back_off_to_a_quarter_of_an_hour() {
+    use pec_pipeline::deliver::relay_retry_delay;
+    let d = |mins: i64| relay_retry_delay(Duration::minutes(mins));
+    assert_eq!(
+        [d(0), d(1), d(4), d(8), d(16), d(60), d(23 * 60)],
+        [60, 60, 120, 240, 480, 900, 900]
+    );
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use pec_core::events::PecEvent;
 
 /// A send or publish failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} to {target}: {message}")]
 pub struct SendError {
     pub operation: &'static str,

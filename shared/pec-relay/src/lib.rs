@@ -40,8 +40,8 @@
 //! connection, every step under [`Config::timeout`], and the SMTP client's EHLO parsing (which
 //! can panic on a hostile reply) in a task of its own.
 //!
-//! Not covered (see `docs/design/smtp-relay-and-mx.md`): DANE and MTA-STS, the 24 h retry
-//! schedule (the deliver step's queue retries instead).
+//! Not covered (see `docs/design/smtp-relay-and-mx.md`): DANE and MTA-STS. Retries are the
+//! deliver step's (`pec_pipeline::deliver::relay_retry_delay`: its own queue, up to 24 h).
 
 use std::collections::HashMap;
 use std::future::Future;

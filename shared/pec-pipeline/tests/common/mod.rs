@@ -65,6 +65,7 @@ pub fn settings_for(provider: pec_core::build::Provider) -> Settings {
         provider_index_key: pec_pipeline::DEFAULT_PROVIDER_INDEX_KEY.into(),
         trust_anchors_key: pec_pipeline::DEFAULT_TRUST_ANCHORS_KEY.into(),
         sms_queue_url: None,
+        deliver_queue_url: None,
     }
 }
 
