@@ -31,6 +31,7 @@ impl QueueSender for SqsSender {
                 operation: "SendMessage",
                 target: queue_url.to_string(),
                 message: aws_error_chain(&e),
+                permanent: false,
             })
     }
 
@@ -52,6 +53,7 @@ impl QueueSender for SqsSender {
                 operation: "SendMessage",
                 target: queue_url.to_string(),
                 message: aws_error_chain(&e),
+                permanent: false,
             })
     }
 }
@@ -92,6 +94,7 @@ impl EventPublisher for EventBridgePublisher {
                 operation: "PutEvents",
                 target: self.bus.clone(),
                 message: aws_error_chain(&e),
+                permanent: false,
             })?;
         if out.failed_entry_count() > 0 {
             let why = out
@@ -104,6 +107,7 @@ impl EventPublisher for EventBridgePublisher {
                 operation: "PutEvents",
                 target: self.bus.clone(),
                 message: format!("entry refused: {why}"),
+                permanent: false,
             });
         }
         Ok(())
@@ -138,6 +142,7 @@ impl MailTransport for SesTransport {
                 operation: "SendRawEmail",
                 target: destinations.join(","),
                 message: e.to_string(),
+                permanent: true,
             })?;
         let out = self
             .client
@@ -151,6 +156,11 @@ impl MailTransport for SesTransport {
                 operation: "SendRawEmail",
                 target: destinations.join(","),
                 message: aws_error_chain(&e),
+                // SES refused this message itself (an unverified address in the sandbox, a
+                // virus, a bad header): the same bytes will be refused again.
+                permanent: e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_message_rejected()),
             })?;
         Ok(out.message_id().to_string())
     }

@@ -178,7 +178,8 @@ impl TimeoutNotice {
 
 /// [`clean_text`] for text another server wrote (an SMTP reply quoted in `errore-esteso` and in
 /// the notice): also drops what would change how the rest reads without being seen: format
-/// characters (bidi overrides and isolates, zero-width joiners and spaces, the BOM), private-use,
+/// characters (bidi overrides and isolates, zero-width joiners and spaces, the BOM), the line
+/// and paragraph separators U+2028 and U+2029 (line breaks to a display), private-use,
 /// surrogate and unassigned code points. A reply that reordered itself with U+202E could make
 /// "5.1.1 user unknown" display as something else in the receipt a court reads.
 pub fn clean_remote_text(s: &str) -> String {
@@ -189,6 +190,8 @@ pub fn clean_remote_text(s: &str) -> String {
             !matches!(
                 c.general_category(),
                 GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
                     | GeneralCategory::PrivateUse
                     | GeneralCategory::Surrogate
                     | GeneralCategory::Unassigned
@@ -222,7 +225,9 @@ mod tests {
     #[test]
     fn remote_text_loses_what_cannot_be_seen() {
         assert_eq!(
-            clean_remote_text("5.1.1 user \u{202E}nwonknu\u{202C} x\u{200B}y\u{FEFF}\u{E000}\r\n"),
+            clean_remote_text(
+                "5.1.1 user \u{202E}nwonknu\u{202C} x\u{200B}y\u{FEFF}\u{E000}\u{2028}\r\n"
+            ),
             "5.1.1 user nwonknu xy"
         );
         // Letters of any script, punctuation and symbols stay.

@@ -79,7 +79,7 @@ pub fn s3_objects(record: &SqsMessage) -> Result<Vec<(String, String)>, NotAnS3N
 pub struct Announced {
     pub bucket: String,
     pub key: String,
-    /// The record's `eventTime` (`None` when it is missing or the epoch).
+    /// The record's `eventTime` (`None` when it is the epoch; S3 always writes one).
     pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 

@@ -196,11 +196,12 @@ where
     }
 
     /// A relay deferred for some recipients: the object comes back on this step's own queue
-    /// after [`relay_retry_delay`] (an S3 notification dated as the first one, so the 24 h
-    /// count from the first attempt), and this event is done. Once 24 h have passed since
-    /// the first attempt it is given up: for a certified recipient the timers' 24 h notice
-    /// (5.4.1) tells the sender. Without a queue configured, the event fails and SQS retries
-    /// it (`QueueMaxReceiveCount` times, then the DLQ).
+    /// after [`relay_retry_delay`] (an S3 notification dated as the first one: the 24 h count
+    /// from when S3 announced the object, which is the first attempt), and this event is done.
+    /// 24 h after that, the event fails instead: SQS tries it `QueueMaxReceiveCount` more times,
+    /// then it waits in the DLQ under its alarm (a receipt for another provider's sender has no
+    /// other way to be noticed; a certified recipient of ours has had the timers' 24 h notice,
+    /// and is not sent again). Without a queue configured, the event fails at once as well.
     async fn relay_later(
         &self,
         object: &crate::batch::Announced,
@@ -214,8 +215,8 @@ where
         let elapsed = now - first;
         let key = &object.key;
         if elapsed >= RELAY_RETRY_HORIZON {
-            tracing::error!(key, first_attempt = %first, reason = %why.message, "relay still deferred 24 h after the first attempt: given up (a certified sender gets the 24 h notice)");
-            return Ok(());
+            tracing::error!(key, first_attempt = %first, reason = %why.message, "relay still deferred 24 h after the first attempt: the event fails towards its DLQ");
+            return Err(StepError::RelayDeferred(why.clone()));
         }
         let delay = relay_retry_delay(elapsed);
         let body = crate::batch::s3_notification(&object.bucket, key, first);
@@ -499,6 +500,7 @@ where
             by_domain.entry(domain).or_default().push(a.clone());
         }
         let source = self.settings.provider.address();
+        let mut broken = Vec::new();
         let mut pending = Vec::new();
         for (domain, rcpts) in by_domain {
             if self.state.was_sent(key, &domain).await? {
@@ -538,6 +540,14 @@ where
             };
             let report = match self.transport.send_each(&source, &todo, bytes, peer).await {
                 Ok(r) => r,
+                Err(e) if e.permanent => {
+                    // A local problem (bytes that cannot travel unchanged, a bad sender, the
+                    // service refused the message itself): waiting cannot help; the event fails
+                    // towards its DLQ and alarm.
+                    tracing::error!(key, domain, recipients = ?todo, error = %e, "relay impossible for the domain (a local problem)");
+                    broken.push(e.to_string());
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(key, domain, recipients = ?todo, error = %e, "relay failed for the domain: tried again later");
                     pending.push(e.to_string());
@@ -568,13 +578,22 @@ where
             }
             tracing::info!(key, domain, transport_id = %report.id, recipients = ?todo, "relayed");
         }
-        if pending.is_empty() {
+        if !broken.is_empty() {
+            broken.extend(pending);
+            Err(StepError::Send(SendError {
+                operation: "relay",
+                target: key.to_string(),
+                message: broken.join("; "),
+                permanent: true,
+            }))
+        } else if pending.is_empty() {
             Ok(())
         } else {
             Err(StepError::RelayDeferred(SendError {
                 operation: "relay",
                 target: key.to_string(),
                 message: pending.join("; "),
+                permanent: false,
             }))
         }
     }

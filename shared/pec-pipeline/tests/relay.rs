@@ -580,7 +580,8 @@ async fn a_deferred_relay_comes_back_on_the_deliver_queue_until_24_hours() {
     assert!(f.outbox.take(DELIVER_Q).is_empty());
     assert!(f.state.was_sent(&key, PIERO).await.unwrap());
 
-    // Another message deferred for a whole day is given up, without a DLQ.
+    // Another message still deferred a whole day later stops coming back on the queue: its
+    // event fails, towards the DLQ and its alarm.
     let (mut g, key) = accepted("r10", &[PIERO]).await;
     g.settings.deliver_queue_url = Some(DELIVER_Q.into());
     g.outbox.reply_to(PIERO, deferred("451 4.3.0 down"));
@@ -588,9 +589,28 @@ async fn a_deferred_relay_comes_back_on_the_deliver_queue_until_24_hours() {
         .deliver()
         .handle(notification(&key, first), first + Duration::hours(24))
         .await;
-    assert!(r.batch_item_failures.is_empty(), "{r:?}");
-    assert!(g.outbox.take(DELIVER_Q).is_empty(), "given up after 24 h");
+    assert_eq!(r.batch_item_failures.len(), 1, "{r:?}");
+    assert!(g.outbox.take(DELIVER_Q).is_empty(), "no retry after 24 h");
     assert!(!g.state.was_sent(&key, PIERO).await.unwrap());
+
+    // A local problem (the transport says retrying cannot help) is not retried from the queue:
+    // the event fails towards the DLQ and its alarm.
+    let (mut l, key) = accepted("r12", &[PIERO]).await;
+    l.settings.deliver_queue_url = Some(DELIVER_Q.into());
+    l.outbox.fail_next_send(pec_ports::SendError {
+        operation: "SMTP relay",
+        target: "pec.altro.test".into(),
+        message: "cannot be sent: a bare LF".into(),
+        permanent: true,
+    });
+    let r = l.deliver().handle(notification(&key, first), first).await;
+    assert_eq!(r.batch_item_failures.len(), 1, "{r:?}");
+    assert!(l.outbox.take(DELIVER_Q).is_empty());
+    let err = l.deliver().deliver_object(&key, first).await;
+    assert!(
+        err.is_ok(),
+        "the next attempt (no scripted failure) sends it: {err:?}"
+    );
 
     // Without the queue configured, the event fails and SQS brings it back (the former way).
     let (h, key) = accepted("r11", &[PIERO]).await;

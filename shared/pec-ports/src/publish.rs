@@ -16,6 +16,10 @@ pub struct SendError {
     pub operation: &'static str,
     pub target: String,
     pub message: String,
+    /// Sending the same thing again cannot succeed (the bytes cannot travel unchanged, a bad
+    /// sender, the service rejected the message itself): a local problem for an operator, never
+    /// a reason to wait and retry.
+    pub permanent: bool,
 }
 
 /// Sends a message body to a queue.
@@ -47,6 +51,8 @@ pub struct MemoryOutbox {
     mail: Mutex<Vec<SentMail>>,
     /// Scripted replies per recipient (lowercase), used in order by `send_each`.
     replies: Mutex<HashMap<String, VecDeque<RecipientReply>>>,
+    /// Scripted failures of the next `send_each` calls, in order.
+    failures: Mutex<VecDeque<SendError>>,
 }
 
 impl MemoryOutbox {
@@ -130,7 +136,9 @@ impl<T: EventPublisher> EventPublisher for &T {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peer {
     /// Another PEC provider (a domain in the provider index), or a receipt to a sender at one:
-    /// TLS with a verified certificate, or nothing is sent, whatever the deployment configures.
+    /// with the SMTP relay, TLS with a verified certificate or nothing is sent, whatever the
+    /// deployment configures. SES (`PEC_RELAY=ses`) ignores it: SES decides TLS itself
+    /// (opportunistic without a configuration set requiring it; the template has none yet).
     Provider,
     /// An ordinary (non-PEC) mail domain: the transport's configured policy for those.
     Ordinary,
@@ -162,7 +170,7 @@ pub trait MailTransport: Send + Sync {
         raw: &[u8],
         peer: Peer,
     ) -> impl Future<Output = Result<SendReport, SendError>> + Send {
-        let _ = peer; // SES decides TLS itself (it requires TLS only where configured to).
+        let _ = peer; // SES decides TLS itself (see Peer::Provider).
         async move {
             let id = self.send_raw(source, destinations, raw).await?;
             Ok(SendReport::all_accepted(id, destinations))
@@ -256,6 +264,14 @@ impl MemoryOutbox {
 
     /// Scripts the transport's next answer for `recipient` (tests): each
     /// [`MailTransport::send_each`] that names it uses the next scripted reply, then
+    /// The next [`MailTransport::send_each`] fails with `error` (sends nothing).
+    pub fn fail_next_send(&self, error: SendError) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(error);
+    }
+
     /// [`RecipientReply::Accepted`] once the script is used up.
     pub fn reply_to(&self, recipient: &str, reply: RecipientReply) {
         self.replies
@@ -293,6 +309,14 @@ impl MailTransport for MemoryOutbox {
         raw: &[u8],
         peer: Peer,
     ) -> Result<SendReport, SendError> {
+        if let Some(e) = self
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+        {
+            return Err(e);
+        }
         let id = self.send_raw(source, destinations, raw).await?;
         if let Some(m) = self
             .mail

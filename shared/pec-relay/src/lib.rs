@@ -153,6 +153,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (a == 100 && (64..128).contains(&b))
                 || (a == 192 && b == 0 && c == 0)
                 || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 88 && c == 99)
                 || a >= 240)
         }
         IpAddr::V6(v6) => {
@@ -160,18 +161,26 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return is_public(IpAddr::V4(v4));
             }
             let seg = v6.segments();
+            let o = v6.octets();
             if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let o = v6.octets();
                 return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
                     o[12], o[13], o[14], o[15],
                 )));
+            }
+            // 6to4 (RFC 3056): the IPv4 address is the next 32 bits.
+            if seg[0] == 0x2002 {
+                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])));
             }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || v6.is_unique_local()
                 || v6.is_unicast_link_local()
+                || (seg[0] & 0xffc0) == 0xfec0
                 || (seg[0] == 0x2001 && seg[1] == 0x0db8)
+                || (seg[0] == 0x2001 && seg[1] == 0x0002 && seg[2] == 0)
+                || (seg[0] == 0x0064 && seg[1] == 0xff9b && seg[2] == 0x0001)
+                || seg[..4] == [0x0100, 0, 0, 0]
                 || seg[0] == 0)
         }
     }
@@ -200,8 +209,8 @@ impl DnsRoutes {
     }
 
     /// A resolver asking only the name server at `server` (UDP, then TCP for truncated
-    /// answers): a validating resolver of the deployment's own (`PEC_RELAY_NAMESERVER`), or a
-    /// test's.
+    /// answers): the deployment's own (`PEC_RELAY_NAMESERVER`; DNSSEC validation, if any, is
+    /// that server's), or a test's.
     pub fn with_nameserver(
         server: SocketAddr,
         port: u16,
@@ -308,16 +317,16 @@ impl Routes for DnsRoutes {
             }
             if targets.is_empty() {
                 let implicit = hosts.len() == 1 && hosts[0].1 == domain;
-                return Err(if failures.is_empty() && implicit {
-                    RouteError::Permanent(format!(
-                        "5.1.2 {domain} has neither an MX record nor an address"
-                    ))
-                } else if failures.is_empty() && !reserved.is_empty() {
+                return Err(if failures.is_empty() && !reserved.is_empty() {
                     // Someone's DNS must not point our relay into our own network (the VPC, the
                     // instance metadata service, loopback).
                     RouteError::Permanent(format!(
                         "5.4.4 every MX address of {domain} is private or reserved: {}",
                         reserved.join(", ")
+                    ))
+                } else if failures.is_empty() && implicit {
+                    RouteError::Permanent(format!(
+                        "5.1.2 {domain} has neither an MX record nor an address"
                     ))
                 } else if failures.is_empty() {
                     RouteError::Permanent(format!("5.4.4 no MX host of {domain} has an address"))
@@ -497,8 +506,13 @@ pub struct SmtpRelay {
 /// Connections are reused only for the same MX host, address and TLS policy.
 type PoolKey = (String, SocketAddr, TlsPolicy);
 
-/// Most idle connections kept per [`PoolKey`].
+/// Most idle connections kept per [`PoolKey`], and in all.
 const IDLE_PER_MX: usize = 2;
+const IDLE_MAX: usize = 64;
+
+/// The bound on `MAIL` over a kept connection: one whose network path died silently would
+/// otherwise hold the message for the whole [`Config::timeout`] before a new one is opened.
+const REUSED_MAIL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A connection between messages: the last one was taken (250 to the final dot).
 struct Idle {
@@ -529,10 +543,19 @@ impl SmtpRelay {
     /// ones are dropped: the server may have closed them already).
     fn take_idle(&self, key: &PoolKey) -> Option<Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(key)?;
+        self.prune(&mut idle);
+        idle.get_mut(key)?.pop()
+    }
+
+    /// Drops every kept connection older than [`Config::reuse_idle`] (to any MX: one never
+    /// contacted again would otherwise hold its socket for the life of the process), and the
+    /// emptied entries.
+    fn prune(&self, idle: &mut HashMap<PoolKey, Vec<Idle>>) {
         let fresh = self.config.reuse_idle;
-        list.retain(|i| i.since.elapsed() < fresh);
-        list.pop()
+        idle.retain(|_, list| {
+            list.retain(|i| i.since.elapsed() < fresh);
+            !list.is_empty()
+        });
     }
 
     /// Keeps `conn` for the next message to `key`, or ends it (`QUIT`) when reuse is off, the
@@ -540,8 +563,10 @@ impl SmtpRelay {
     async fn keep_or_quit(&self, key: PoolKey, mut conn: AsyncSmtpConnection, messages: u32) {
         if !self.config.reuse_idle.is_zero() && messages < self.config.reuse_max_messages {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            self.prune(&mut idle);
+            let total: usize = idle.values().map(Vec::len).sum();
             let list = idle.entry(key).or_default();
-            if list.len() < IDLE_PER_MX {
+            if list.len() < IDLE_PER_MX && total < IDLE_MAX {
                 list.push(Idle {
                     conn,
                     since: std::time::Instant::now(),
@@ -793,7 +818,12 @@ impl SmtpRelay {
                 }
                 params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
             }
-            let Err(e) = within(t, conn.command(Mail::new(from.clone(), params))).await else {
+            let limit = if reused {
+                t.min(REUSED_MAIL_TIMEOUT)
+            } else {
+                t
+            };
+            let Err(e) = within(limit, conn.command(Mail::new(from.clone(), params))).await else {
                 break;
             };
             let _ = tokio::time::timeout(t, conn.abort()).await;
@@ -966,15 +996,19 @@ async fn guarded<T: Send + 'static>(
     limit: Duration,
     step: impl Future<Output = Result<T, lettre::transport::smtp::Error>> + Send + 'static,
 ) -> Result<T, StepError> {
+    /// Aborts the task when the caller stops waiting for it, for whatever reason.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
     let task = tokio::spawn(step);
-    let abort = task.abort_handle();
+    let _abort = AbortOnDrop(task.abort_handle());
     match tokio::time::timeout(limit, task).await {
         Ok(Ok(r)) => r.map_err(StepError::Smtp),
         Ok(Err(_)) => Err(StepError::Panicked),
-        Err(_) => {
-            abort.abort();
-            Err(StepError::Timeout(limit))
-        }
+        Err(_) => Err(StepError::Timeout(limit)),
     }
 }
 
@@ -1167,6 +1201,7 @@ impl pec_ports::MailTransport for SmtpRelay {
                 operation: "SMTP relay",
                 target: destinations.join(","),
                 message: format!("every recipient deferred or refused: {deferred:?}"),
+                permanent: false,
             });
         }
         Ok(if report.id.is_empty() {
@@ -1183,10 +1218,11 @@ impl pec_ports::MailTransport for SmtpRelay {
         raw: &[u8],
         peer: pec_ports::Peer,
     ) -> Result<pec_ports::SendReport, pec_ports::SendError> {
-        let error = |target: String, message: String| pec_ports::SendError {
+        let error = |target: String, message: String, permanent: bool| pec_ports::SendError {
             operation: "SMTP relay",
             target,
             message,
+            permanent,
         };
         match self.deliver_detailed(source, destinations, raw, peer).await {
             Ok(o) => Ok(report(&o, destinations)),
@@ -1211,7 +1247,7 @@ impl pec_ports::MailTransport for SmtpRelay {
             Err(Failure {
                 error: RelayError::Transient { domain, reason },
                 ..
-            }) => Err(error(domain, reason)),
+            }) => Err(error(domain, reason, false)),
             Err(Failure {
                 error: RelayError::Permanent { domain, reason },
                 refusal: None,
@@ -1221,7 +1257,7 @@ impl pec_ports::MailTransport for SmtpRelay {
                     reason,
                     "the message cannot be relayed (a local problem): nothing sent"
                 );
-                Err(error(domain, format!("cannot be sent: {reason}")))
+                Err(error(domain, format!("cannot be sent: {reason}"), true))
             }
         }
     }
@@ -1400,6 +1436,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.message.contains("bare LF"), "{e}");
+        assert!(e.permanent, "a local problem: retrying cannot help");
     }
 
     #[test]
@@ -1421,7 +1458,13 @@ mod tests {
             "::",
             "fd00:ec2::254",
             "fe80::1",
+            "fec0::1",
             "ff02::1",
+            "2002:a00:1::1",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001:2::1",
+            "192.88.99.1",
             "2001:db8::1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
@@ -1433,6 +1476,7 @@ mod tests {
             "8.8.8.8",
             "2a00:1450:4002::1b",
             "::ffff:62.149.128.4",
+            "2002:3e95:8004::1",
         ] {
             assert!(is_public(ip.parse().unwrap()), "{ip} refused");
         }
