@@ -26,6 +26,7 @@ pub mod identities;
 pub mod keys;
 pub mod login;
 pub mod mailstore;
+pub mod net;
 pub mod publish;
 pub mod sms;
 pub mod spam;

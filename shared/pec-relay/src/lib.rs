@@ -7,8 +7,10 @@
 //!    (RFC 5321 §5.1), each host's addresses, at most [`Config::max_targets`] in all
 //!    ([`DnsRoutes`], hickory-resolver); no MX record means the domain's own address (the
 //!    implicit MX); a null MX (RFC 7505) or NXDOMAIN is permanent; anything else (SERVFAIL,
-//!    timeouts) transient. [`StaticRoutes`] replaces DNS locally and in tests
-//!    (`PEC_RELAY_ROUTES`).
+//!    timeouts) transient. Addresses our own network could answer on (loopback, private,
+//!    link-local such as the metadata service: [`pec_ports::net::is_internal`]) are never
+//!    used; a domain with only such addresses is permanent. [`StaticRoutes`] (configured, not
+//!    looked up, unfiltered) replaces DNS locally and in tests (`PEC_RELAY_ROUTES`).
 //! 2. **Session** (lettre's low-level `AsyncSmtpConnection`, one command at a time): `EHLO`,
 //!    `STARTTLS` with the peer certificate verified for the MX host name against
 //!    [`Config::roots`] (TLS 1.2+, rustls), `EHLO` again, `MAIL FROM` (`BODY=8BITMIME` when the
@@ -133,59 +135,6 @@ impl Routes for StaticRoutes {
     }
 }
 
-/// Whether the relay may connect to `ip` found in public DNS: not loopback, private (RFC 1918,
-/// IPv6 unique local), link-local (the instance metadata service is 169.254.169.254), shared
-/// (RFC 6598), unspecified, broadcast, multicast, documentation, benchmarking (RFC 2544) or
-/// otherwise reserved; an IPv4-mapped or NAT64 (64:ff9b::/96) IPv6 address is judged by the IPv4
-/// address inside. [`StaticRoutes`] (configured, not looked up) are not filtered.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || (a == 192 && b == 88 && c == 99)
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            let o = v6.octets();
-            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(
-                    o[12], o[13], o[14], o[15],
-                )));
-            }
-            // 6to4 (RFC 3056): the IPv4 address is the next 32 bits.
-            if seg[0] == 0x2002 {
-                return is_public(IpAddr::V4(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5])));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || v6.is_unique_local()
-                || v6.is_unicast_link_local()
-                || (seg[0] & 0xffc0) == 0xfec0
-                || (seg[0] == 0x2001 && seg[1] == 0x0db8)
-                || (seg[0] == 0x2001 && seg[1] == 0x0002 && seg[2] == 0)
-                || (seg[0] == 0x0064 && seg[1] == 0xff9b && seg[2] == 0x0001)
-                || seg[..4] == [0x0100, 0, 0, 0]
-                || seg[0] == 0)
-        }
-    }
-}
-
 /// Routes from DNS (hickory-resolver with the system's resolver configuration).
 pub struct DnsRoutes {
     resolver: TokioResolver,
@@ -297,7 +246,7 @@ impl Routes for DnsRoutes {
                 match self.addresses(host).await {
                     Ok(ips) => {
                         for ip in ips {
-                            if is_public(ip) {
+                            if !pec_ports::net::is_internal(ip) {
                                 targets.push(Target {
                                     host: host.clone(),
                                     addr: SocketAddr::new(ip, self.port),
@@ -1437,49 +1386,6 @@ mod tests {
             .unwrap_err();
         assert!(e.message.contains("bare LF"), "{e}");
         assert!(e.permanent, "a local problem: retrying cannot help");
-    }
-
-    #[test]
-    fn only_public_addresses_from_dns() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "192.0.2.1",
-            "198.18.0.1",
-            "240.0.0.1",
-            "::1",
-            "::",
-            "fd00:ec2::254",
-            "fe80::1",
-            "fec0::1",
-            "ff02::1",
-            "2002:a00:1::1",
-            "64:ff9b:1::1",
-            "100::1",
-            "2001:2::1",
-            "192.88.99.1",
-            "2001:db8::1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a9fe:a9fe",
-        ] {
-            assert!(!is_public(ip.parse().unwrap()), "{ip} taken as public");
-        }
-        for ip in [
-            "62.149.128.4",
-            "8.8.8.8",
-            "2a00:1450:4002::1b",
-            "::ffff:62.149.128.4",
-            "2002:3e95:8004::1",
-        ] {
-            assert!(is_public(ip.parse().unwrap()), "{ip} refused");
-        }
     }
 
     #[test]

@@ -190,7 +190,7 @@ async fn dns_never_points_the_relay_into_our_own_network() {
     }
     let t = r.route("mixed.test").await.unwrap();
     assert_eq!(targets(&t), ["mx.mixed.test=62.149.128.40:25"]);
-    assert!(pec_relay::is_public(IpAddr::V4(Ipv4Addr::new(
+    assert!(!pec_ports::net::is_internal(IpAddr::V4(Ipv4Addr::new(
         62, 149, 128, 40
     ))));
 }
