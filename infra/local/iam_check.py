@@ -72,6 +72,11 @@ UNEXERCISED: dict[tuple[str, str, str, str], str] = {
      "arn:aws:s3:::${AWS::StackName}-evidence-${AWS::AccountId}-${AWS::Region}/unsigned/msg/*/non-accettazione.eml"):
         "only a duplicate submission event after a recorded refusal checks the notice (issue 11 "
         "defect 3); its regression tests run over the memory store, not on the emulators",
+    ("DeliverFunction", "RetryDeferredRelaysLater", "sqs:SendMessage",
+     "arn:aws:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-deliver"):
+        "only a relay the receiving side defers (4xx, or every MX unreachable) puts the object "
+        "back on the deliver queue; no run on the emulators meets one (pec-pipeline tests/relay.rs "
+        "a_deferred_relay_comes_back_on_the_deliver_queue_until_24_hours, over the memory fakes)",
     ("TimersFunction", "ReadSubmissions", "s3:GetObject",
      "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}/submitted/*"):
         "the 12 h / 24 h notices need a certified relay left without receipts; no run on the "
