@@ -43,10 +43,13 @@ pec_function_names() {
 # infra/image/build.sh both call it, so the second finds everything built: cargo resolves features
 # per command, and two different selections (or different flags, as cargo-lambda's defaults
 # codegen-units=1, panic=abort and target-cpu=haswell were) compile every dependency twice.
+# SOURCE_DATE_EPOCH is left out of the build: the cc crate's build scripts (ring, openssl-sys,
+# wasmtime) rerun when it changes, and image/build.sh sets it for the image's timestamps.
 pec_release_build() {
   local triple="$1" name args=()
   while read -r name; do args+=(--package "$name"); done < <(pec_function_names)
-  (cd "$PEC_REPO" && cargo build --release --locked --target "$triple" "${args[@]}" --package pec-edge)
+  (cd "$PEC_REPO" && env -u SOURCE_DATE_EPOCH \
+    cargo build --release --locked --target "$triple" "${args[@]}" --package pec-edge)
 }
 
 # The venv built from requirements.lock; its name changes with the lock, so an edit reinstalls.
