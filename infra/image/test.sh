@@ -62,6 +62,8 @@ echo "== running it (bubblewrap, user 10001, ECS's environment only) on the loca
 if ! infra/local/stack.sh status >/dev/null 2>&1; then
   infra/local/stack.sh start
   trap 'cleanup; infra/local/stack.sh stop || true' EXIT
+  # Run on its own (not after infra/test.sh's integration stage): the stack's resources too.
+  infra/local/stack.sh bootstrap >/dev/null
 fi
 eval "$(infra/local/stack.sh env)"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
