@@ -147,11 +147,21 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    each_announced(step, event, |a| handle(a.bucket, a.key)).await
+}
+
+/// [`each_object`] with the time S3 announced each object ([`Announced`]).
+pub async fn each_announced<F, Fut, E>(step: &str, event: &SqsEvent, handle: F) -> SqsBatchResponse
+where
+    F: Fn(Announced) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     partial_batch(step, event, |record| {
         let handle = &handle;
         async move {
-            for (bucket, key) in s3_objects(&record).map_err(|e| e.to_string())? {
-                handle(bucket, key).await.map_err(|e| e.to_string())?;
+            for object in s3_notifications(&record).map_err(|e| e.to_string())? {
+                handle(object).await.map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
         }

@@ -166,31 +166,25 @@ where
 
     /// One SQS batch (partial batch failures); `now` dates decisions.
     pub async fn handle(&self, event: SqsEvent, now: DateTime<Utc>) -> SqsBatchResponse {
-        crate::batch::partial_batch("deliver", &event, |record| async move {
-            for object in crate::batch::s3_notifications(&record).map_err(|e| e.to_string())? {
-                let (bucket, key) = (&object.bucket, &object.key);
-                if *bucket != self.settings.evidence_bucket || !keys::is_deliverable(key) {
-                    tracing::warn!(
-                        bucket,
-                        key,
-                        "not a signed/ or received/ object of the evidence bucket: ignored"
-                    );
-                    continue;
-                }
-                match self.deliver_object(key, now).await {
-                    Ok(d) => {
-                        tracing::info!(key, stored_in = ?d.stored_in, relayed = ?d.relayed,
-                            event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
-                    }
-                    Err(StepError::RelayDeferred(why)) => {
-                        self.relay_later(&object, &why, now)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
+        crate::batch::each_announced("deliver", &event, |object| async move {
+            let (bucket, key) = (&object.bucket, &object.key);
+            if *bucket != self.settings.evidence_bucket || !keys::is_deliverable(key) {
+                tracing::warn!(
+                    bucket,
+                    key,
+                    "not a signed/ or received/ object of the evidence bucket: ignored"
+                );
+                return Ok(());
             }
-            Ok::<(), String>(())
+            match self.deliver_object(key, now).await {
+                Ok(d) => {
+                    tracing::info!(key, stored_in = ?d.stored_in, relayed = ?d.relayed,
+                        event = ?d.event.as_ref().map(|e| e.event_type), "delivered");
+                    Ok(())
+                }
+                Err(StepError::RelayDeferred(why)) => self.relay_later(&object, &why, now).await,
+                Err(e) => Err(e),
+            }
         })
         .await
     }
