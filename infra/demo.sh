@@ -649,6 +649,7 @@ done
 [ -n "$port" ] || { tail -20 "$log" "$log_b"; pec_die "the runners did not start their SMTP servers"; }
 echo "  A: pec-runner --mx-port $mx_a (mx.$PEC_PROVIDER_DOMAIN), PEC_RELAY=smtp, route $B_DOMAIN -> 127.0.0.1:$mx_b"
 echo "  B: pec-runner --stack-name pec-b --mx-port $mx_b (mx.$B_DOMAIN), PEC_RELAY=smtp, route $PEC_PROVIDER_DOMAIN -> 127.0.0.1:$mx_a"
+echo "  deliver hands what goes outside to the edge's relay worker (the relay queue): Lambda cannot open port 25"
 b_items_before="$(count_b "$remote")"
 id_smtp="$(send --to "$remote" --subject "Notifica via SMTP tra gestori" --text "Consegnata da gestore a gestore via SMTP.")"
 echo "  A -> B user over SMTP: submission $id_smtp"
@@ -658,6 +659,9 @@ until [ "$(count "$id_smtp")" -ge 2 ] && [ "$(count_b "$remote")" -gt "$b_items_
   sleep 0.5
 done
 $pec mailbox list "$sender" --message "$id_smtp" | sed 's/^/  (A) /'
+grep -q "handed to the relay worker" "$log" || pec_die "A's deliver did not hand the envelope to the relay worker"
+grep -q "relay worker: batch handled" "$log" || pec_die "A's edge relay worker handled no batch"
+echo "  A: deliver handed signed/msg/$id_smtp/busta-trasporto.eml to the relay queue; the edge's relay worker sent it"
 # B's raw inbound object is B's Return-Path and Received fields, then A's signed envelope.
 "$(pec_venv_dir)/bin/python" - "$PEC_EVIDENCE_BUCKET" "$(b_env printenv PEC_RAW_BUCKET)" "$id_smtp" <<'PY'
 import email, email.policy, re, sys, boto3

@@ -82,6 +82,7 @@ SKIPPED = {
     "AWS::ECS::TaskDefinition": EDGE_LOCALLY,
     "AWS::ECS::Service": EDGE_LOCALLY,
     "AWS::EC2::SecurityGroup": EDGE_LOCALLY,
+    "AWS::EC2::SecurityGroupEgress": EDGE_LOCALLY,
     "AWS::ElasticLoadBalancingV2::LoadBalancer": EDGE_LOCALLY,
     "AWS::ElasticLoadBalancingV2::TargetGroup": EDGE_LOCALLY,
     "AWS::ElasticLoadBalancingV2::Listener": EDGE_LOCALLY,

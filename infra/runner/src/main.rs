@@ -172,12 +172,30 @@ async fn start_edge(
         mx: bind(args.mx_port, "smtp mx").await?,
     };
     let aws = aws.for_function(pec_edge::TEMPLATE_ID);
+    // The relay worker when the stack relays over SMTP (`env` then names the relay queue), with
+    // this process's PEC_RELAY_* (local routes and trust anchors instead of DNS and the Mozilla
+    // roots), as the container would get them from its task definition.
+    let relay_env = Env::from_map(env).overlay(Env::from_fn(|name| {
+        name.starts_with("PEC_RELAY_")
+            .then(|| std::env::var(name).ok())
+            .flatten()
+            .filter(|_| name != "PEC_RELAY_QUEUE_URL")
+    }));
+    let relay = pec_edge::relay::RelayWorker::from_env(&aws, &relay_env, &settings)
+        .context("the edge's relay worker")?;
+    if relay.is_some() {
+        eprintln!("pec-runner: relay worker <- {}", env["PEC_RELAY_QUEUE_URL"]);
+    }
     let mut stop = stop;
     Ok(tokio::spawn(async move {
+        let relay = relay.map(|r| tokio::spawn(r.run(stop.clone())));
         pec_edge::serve(&aws, &settings, tls.server_config, listeners, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await;
+        if let Some(r) = relay {
+            let _ = r.await;
+        }
     }))
 }
 
@@ -185,8 +203,9 @@ async fn start_edge(
 /// does ([`pec_host::wiring::by_function`]: every function crate is registered there). The
 /// scan function's clamd socket and spam engine come from this process (infra/local/clamd.sh,
 /// infra/local/rspamd.sh) when it names them, `PEC_SMS_DIGEST_SECONDS` when set (tests and
-/// the demo shorten the SMS digest window) and `PEC_RELAY*` (the outbound relay,
-/// `pec_host::wiring::Outbound`); the rest from the function's template environment.
+/// the demo shorten the SMS digest window) and `PEC_RELAY` (`smtp`: deliver hands what goes
+/// outside to the edge's relay worker, [`start_edge`]); the rest from the function's template
+/// environment.
 async fn step_for(
     function: &str,
     aws: &AwsClients,
@@ -195,19 +214,11 @@ async fn step_for(
     // Locally clamd is infra/local/clamd.sh's: the runner never launches the Lambda layer's.
     let env = Env::from_map(env)
         .overlay(Env::from_fn(|name| {
-            // PEC_RELAY*: the deliver step's outbound relay (SES, or SMTP to the recipients'
-            // MX with local routes and trust anchors: the two-provider demo over SMTP).
+            // PEC_RELAY: the deliver step's outbound relay (SES, or the relay queue to the
+            // edge's SMTP relay worker: the two-provider demo over SMTP).
             matches!(
                 name,
-                "PEC_CLAMD_SOCKET"
-                    | "PEC_SPAM_URL"
-                    | "PEC_SMS_DIGEST_SECONDS"
-                    | "PEC_RELAY"
-                    | "PEC_RELAY_ROUTES"
-                    | "PEC_RELAY_NAMESERVER"
-                    | "PEC_RELAY_TLS_ROOTS"
-                    | "PEC_RELAY_TLS"
-                    | "PEC_RELAY_HELO"
+                "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL" | "PEC_SMS_DIGEST_SECONDS" | "PEC_RELAY"
             )
             .then(|| std::env::var(name).ok())
             .flatten()
@@ -484,24 +495,34 @@ async fn main() -> Result<()> {
         bail!("no function to run");
     }
     let (stop_gateway, gateway_stop) = tokio::sync::watch::channel(false);
-    let gateway = match args
+    // PEC_RELAY=smtp: deliver hands what goes outside to the edge's relay worker (the relay
+    // queue), as the template's OutboundRelay=smtp does; the edge then runs even without a port.
+    let relay_smtp = std::env::var("PEC_RELAY").is_ok_and(|v| v == "smtp");
+    let gateway = if args
         .smtp_port
         .or(args.imap_port)
         .or(args.pop3_port)
         .or(args.mx_port)
+        .is_some()
+        || relay_smtp
     {
-        Some(_) => {
-            let env: BTreeMap<String, String> = resources["function_environment"]
-                .as_object()
-                .map(|vars| {
-                    vars.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            Some(start_edge(&aws, &env, &args, gateway_stop.clone()).await?)
+        let mut env: BTreeMap<String, String> = resources["function_environment"]
+            .as_object()
+            .map(|vars| {
+                vars.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if relay_smtp {
+            let url = resources["resources"]["RelayQueue"]["QueueUrl"]
+                .as_str()
+                .context("PEC_RELAY=smtp: the stack has no RelayQueue (bootstrap it again)")?;
+            env.insert("PEC_RELAY_QUEUE_URL".into(), url.to_string());
         }
-        None => None,
+        Some(start_edge(&aws, &env, &args, gateway_stop.clone()).await?)
+    } else {
+        None
     };
     let api = match (args.api_port, &api_env) {
         (Some(port), Some(env)) => {

@@ -6,6 +6,7 @@
 //! | IMAP | 993 / 143 | implicit / `STARTTLS`, login only after TLS | `pec-imap` |
 //! | POP3 | 995 / 110 | implicit / `STLS`, login only after TLS | `pec-pop3` |
 //! | SMTP MX (mail for our domains) | 25 | `STARTTLS`, required of PEC providers | `pec-submit` ([`pec_submit::mx`]) |
+//! | SMTP relay (out, to other MXs) | 25 out | `STARTTLS`, verified, required for providers | `pec-relay` ([`relay`]) |
 //!
 //! **MX.** Other providers (and the outside world) deliver to the MX, which writes what SES
 //! receiving leads to (`inbound/<id>.eml`, then `inbound/<id>.json` with `via: mx`), so the
@@ -32,6 +33,10 @@
 //! their mailbox's change counter (`changes` on the mailbox item, bumped by every write) each
 //! [`pec_imap::Config::idle_poll`] (1 s): a delivery reaches an idle client within about 1 s.
 //!
+//! **Relay.** With `PEC_RELAY_QUEUE_URL`, the process also runs the relay worker
+//! ([`relay::RelayWorker`]): what deliver hands over with `PEC_RELAY=smtp` goes out over SMTP to
+//! the recipients' MX, byte for byte (Lambda cannot open port 25).
+//!
 //! **Shutdown.** On the shutdown signal every listener stops accepting, sessions are told to end
 //! at their next command boundary (SMTP finishes a `DATA` in progress) and are cut after their
 //! grace period: ECS's SIGTERM then a stop timeout, an NLB target deregistration delay.
@@ -51,6 +56,7 @@ use tracing::{error, info, warn};
 pub use pec_imap::Security;
 
 pub mod mx;
+pub mod relay;
 
 /// The folder submitted messages are filed in.
 pub const SENT: &str = "Sent";
@@ -101,6 +107,9 @@ pub struct Settings {
     /// `PEC_PROVIDER_INDEX_REFRESH_SECONDS` (default 600): how long the MX uses the index it
     /// read before it looks for a new version.
     pub provider_index_refresh: chrono::Duration,
+    /// `PEC_EDGE_RELAY_WORKERS` (default 4): loops polling the relay queue, each handling up to
+    /// 10 messages side by side ([`relay::RelayWorker`]; only with `PEC_RELAY_QUEUE_URL`).
+    pub relay_workers: usize,
 }
 
 impl Settings {
@@ -156,6 +165,17 @@ impl Settings {
                     .unwrap_or(600)
                     .max(0),
             ),
+            relay_workers: match env.parse::<usize>("PEC_EDGE_RELAY_WORKERS")? {
+                Some(0) => {
+                    return Err(ConfigError::Malformed {
+                        name: "PEC_EDGE_RELAY_WORKERS".into(),
+                        value: "0".into(),
+                        reason: "must be at least 1 (nothing would be relayed)".into(),
+                    });
+                }
+                Some(n) => n,
+                None => 4,
+            },
         })
     }
 }

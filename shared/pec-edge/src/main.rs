@@ -10,7 +10,8 @@
 //! `PEC_EDGE_IMAP_MAX_SESSIONS` (default 256) and `PEC_EDGE_DATA_BUDGET_BYTES` (the memory the
 //! message data of each SMTP role may hold across its sessions, default 256 MiB; over it,
 //! `452 4.3.1`); for the MX `PEC_EVIDENCE_BUCKET`,
-//! `PEC_PROVIDER_INDEX_KEY` and `PEC_PROVIDER_INDEX_REFRESH_SECONDS`; and the SDK's
+//! `PEC_PROVIDER_INDEX_KEY` and `PEC_PROVIDER_INDEX_REFRESH_SECONDS`; for the relay worker
+//! `PEC_RELAY_QUEUE_URL` (it runs only with it) and what `pec_edge::relay` lists; and the SDK's
 //! region/credential variables. Stops on SIGTERM or SIGINT, draining every session.
 
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Parser, Debug)]
-#[command(about = "The PEC edge service: SMTP submission, IMAP, POP3")]
+#[command(about = "The PEC edge service: SMTP submission, IMAP, POP3, the MX and the relay")]
 struct Args {
     /// SMTP submission (STARTTLS) address.
     #[arg(long, env = "PEC_EDGE_SUBMISSION")]
@@ -114,27 +115,36 @@ async fn main() -> Result<(), Error> {
         pop3: bind(args.pop3, "pop3").await?,
         mx: bind(args.mx, "smtp mx").await?,
     };
+    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?)
+        .await
+        .for_function(pec_edge::TEMPLATE_ID);
+    let relay =
+        pec_edge::relay::RelayWorker::from_env(&aws, &pec_ports::Env::process(), &settings)?;
     if listeners.submission.is_none()
         && listeners.imaps.is_none()
         && listeners.imap.is_none()
         && listeners.pop3s.is_none()
         && listeners.pop3.is_none()
         && listeners.mx.is_none()
+        && relay.is_none()
     {
         return Err(
-            "nothing to serve: give --submission, --imaps, --imap, --pop3s, --pop3 or --mx".into(),
+            "nothing to serve: give --submission, --imaps, --imap, --pop3s, --pop3 or --mx, or PEC_RELAY_QUEUE_URL".into(),
         );
     }
-    let aws = pec_aws::AwsClients::load(&pec_aws::ClientSettings::from_env()?)
-        .await
-        .for_function(pec_edge::TEMPLATE_ID);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let relay = relay.map(|r| tokio::spawn(r.run(stop_rx)));
     pec_edge::serve(&aws, &settings, tls, listeners, async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
+        stop_tx.send_replace(true);
     })
     .await;
+    if let Some(r) = relay {
+        let _ = r.await;
+    }
     Ok(())
 }

@@ -281,68 +281,17 @@ pub async fn ingress(
     ))
 }
 
-/// How the deliver step sends to other domains (`PEC_RELAY`): SES `SendRawEmail` (`ses`, the
-/// default: SES replaces `Message-ID` and `Date`), or SMTP to the recipients' MX (`smtp`,
-/// [`pec_relay`]: the bytes exactly as signed; `PEC_RELAY_*` as [`pec_relay::from_env`] reads).
-pub enum Outbound {
-    Ses(SesTransport),
-    Smtp(pec_relay::SmtpRelay),
-}
-
-impl Outbound {
-    /// From `PEC_RELAY`.
-    pub fn from_env(
-        aws: &AwsClients,
-        env: &Env<'_>,
-        provider_domain: &str,
-    ) -> Result<Self, WiringError> {
-        match env.or("PEC_RELAY", "ses").as_str() {
-            "ses" => Ok(Outbound::Ses(SesTransport::new(aws.ses.clone()))),
-            "smtp" => Ok(Outbound::Smtp(pec_relay::from_env(env, provider_domain)?)),
-            other => Err(pec_ports::ConfigError::Malformed {
-                name: "PEC_RELAY".into(),
-                value: other.into(),
-                reason: "expected ses or smtp".into(),
-            }
-            .into()),
-        }
-    }
-}
-
-impl pec_ports::MailTransport for Outbound {
-    async fn send_raw(
-        &self,
-        source: &str,
-        destinations: &[String],
-        raw: &[u8],
-    ) -> Result<String, pec_ports::SendError> {
-        match self {
-            Outbound::Ses(t) => t.send_raw(source, destinations, raw).await,
-            Outbound::Smtp(t) => t.send_raw(source, destinations, raw).await,
-        }
-    }
-
-    async fn send_each(
-        &self,
-        source: &str,
-        destinations: &[String],
-        raw: &[u8],
-        peer: pec_ports::Peer,
-    ) -> Result<pec_ports::SendReport, pec_ports::SendError> {
-        match self {
-            Outbound::Ses(t) => t.send_each(source, destinations, raw, peer).await,
-            Outbound::Smtp(t) => t.send_each(source, destinations, raw, peer).await,
-        }
-    }
-}
-
-/// The deliver step: as ingress, plus `PEC_EVENT_BUS` and the outbound relay ([`Outbound`]).
+/// The deliver step: as ingress, plus `PEC_EVENT_BUS` and the outbound relay: `PEC_RELAY=ses`
+/// (the default) sends through SES `SendRawEmail` (which replaces `Message-ID` and `Date`);
+/// `PEC_RELAY=smtp` hands each object to the relay worker on the edge service through
+/// `PEC_RELAY_QUEUE_URL` (`pec_pipeline::relay`: Lambda cannot open port 25).
 pub async fn deliver(
     aws: AwsClients,
     env: Env<'_>,
-) -> Result<Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher, Outbound>, WiringError> {
+) -> Result<Deliver<S3Store, DynamoState, SqsSender, EventBridgePublisher, SesTransport>, WiringError>
+{
     let settings = Settings::from_env(&env)?;
-    let outbound = Outbound::from_env(&aws, &env, &settings.provider.domain)?;
+    let outbound = SesTransport::new(aws.ses.clone());
     Ok(Deliver::new(
         settings,
         s3(&aws),

@@ -13,17 +13,10 @@
 //!    addresses in our domains, quota counted but never enforced (see [`pec_core::plan`]).
 //!
 //! Recipients outside our domains get the message through the outbound relay
-//! ([`MailTransport::send_each`]: SES, or SMTP to their MX), one answer per recipient:
-//! - taken: marked sent (`SENT#<key>` / `<recipient>`), never sent again;
-//! - deferred (4xx, or the domain unreachable now): the object comes back on the deliver queue
-//!   after [`relay_retry_delay`] (1 to 15 minutes), until [`RELAY_RETRY_HORIZON`] (24 h) after
-//!   the first attempt; the retry sends only the recipients not yet marked. Without
-//!   `PEC_DELIVER_QUEUE_URL` the event fails and SQS brings it back;
-//! - refused for good (5xx, no such domain, null MX): for a certified recipient of our
-//!   envelope, the outcome `not-delivered` (reason and the MX's reply) is recorded, its relay
-//!   record marked failed (no 12 h / 24 h notice) and a receipts request queued: the avviso di
-//!   mancata consegna goes to the sender at once. Anything else refused (an ordinary recipient,
-//!   a receipt or notice we relay) is logged. Either way it is marked sent.
+//! ([`crate::relay`]): sent here through the step's transport (SES), each answer settled per
+//! recipient, a deferral putting the object back on this step's queue
+//! ([`Deliver::relay_later`]); or, with `PEC_RELAY=smtp`, handed to the relay worker on the edge
+//! service as a [`RelayRequest`] on the relay queue (once: [`HANDED_TO_RELAY`]).
 //!
 //! Idempotent: the outcome and the mailbox item are written in one conditional transaction, the
 //! mailbox object with `If-None-Match`, and a duplicate re-applies the outcome in force (same
@@ -40,13 +33,17 @@ use pec_ports::mailstore::JUNK;
 use pec_ports::sms::{SmsNotice, SmsRequest};
 use pec_ports::{
     DeliveryStatus, EventPublisher, MailTransport, MailboxItem, MailboxWrite, NotDelivered,
-    ObjectStore, Peer, QueueSender, RecipientOutcome, RecipientReply, Refusal, RelayEvent,
-    RelayRecord, SendError, SpamFiling, StateStore,
+    ObjectStore, QueueSender, RecipientOutcome, RelayEvent, RelayRecord, SendError, SpamFiling,
+    StateStore,
 };
 
+use crate::relay::{Envelope, Outbound, listed};
 use crate::{Settings, StepError, is_ours, keys};
 
-pub use pec_ports::contract::ReceiptRequest;
+pub use crate::relay::{
+    DETAIL_MAX_CHARS, HANDED_TO_RELAY, RELAY_RETRY_HORIZON, non_delivery, relay_retry_delay,
+};
+pub use pec_ports::contract::{ReceiptRequest, RelayRequest};
 
 /// What happened to one signed object (for logs and tests).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,75 +64,9 @@ pub struct Deliver<St, Db, Q, Ev, T> {
     pub state: Db,
     pub queue: Q,
     pub events: Ev,
-    /// The outbound relay (SES, or SMTP to the recipients' MX).
+    /// The outbound relay when deliver sends itself (SES; any transport in tests). Unused
+    /// with `PEC_RELAY=smtp`: the relay worker on the edge sends.
     pub transport: T,
-}
-
-/// Our certified envelope being relayed: whose recipients refused for good get the avviso di
-/// mancata consegna at once.
-#[derive(Clone, Copy)]
-struct Envelope<'a> {
-    /// The submission id.
-    id: &'a str,
-    /// Its certified (PEC) recipients.
-    certified: &'a [String],
-    /// Recipients whose relay record is already settled (delivered, failed, 24 h notice sent),
-    /// lower-cased: never sent again.
-    settled: &'a [String],
-}
-
-impl Envelope<'_> {
-    fn is_certified(&self, rcpt: &str) -> bool {
-        listed(self.certified, rcpt)
-    }
-}
-
-/// Whether `rcpt` is in `list` (addresses compared without case).
-fn listed(list: &[String], rcpt: &str) -> bool {
-    list.iter().any(|c| c.eq_ignore_ascii_case(rcpt))
-}
-
-/// How long after the first attempt a deferred relay is tried again: the PEC timers' last
-/// notice comes at 24 h, after which a delivery would contradict it.
-pub const RELAY_RETRY_HORIZON: chrono::TimeDelta = chrono::TimeDelta::hours(24);
-
-/// Seconds until the next attempt of a relay deferred `elapsed` after its first attempt: half
-/// the time waited so far, at least a minute and at most 15 minutes (SQS's longest delay;
-/// RFC 5321 §4.5.4.1 asks for at least 30 minutes between retries of ordinary mail, PEC has
-/// a day in all). So 1, 1, 2, 4, 8 minutes, then every 15 minutes: about a hundred attempts
-/// in 24 h.
-pub fn relay_retry_delay(elapsed: chrono::TimeDelta) -> u32 {
-    (elapsed.num_seconds() / 2).clamp(60, 900) as u32
-}
-
-/// Longest [`RecipientOutcome::detail`] kept (chars).
-pub const DETAIL_MAX_CHARS: usize = 200;
-
-/// The non-delivery reason and the detail (`<x.y.z> <text>`, cleaned, at most
-/// [`DETAIL_MAX_CHARS`]) for a recipient refused for good by the receiving side
-/// (docs/design/smtp-relay-and-mx.md §6): the enhanced code decides, then the basic one.
-pub fn non_delivery(refusal: &Refusal) -> (NotDelivered, String) {
-    let reason = match refusal.enhanced.as_deref() {
-        Some("5.1.1") => NotDelivered::UnknownUser,
-        Some("5.1.2" | "5.1.10") => NotDelivered::UnknownDomain,
-        Some("5.2.2") => NotDelivered::MailboxFull,
-        Some("5.2.1") => NotDelivered::MailboxDisabled,
-        Some(_) => NotDelivered::Refused,
-        None if refusal.code == 550 && refusal.at_rcpt => NotDelivered::UnknownUser,
-        None => NotDelivered::Refused,
-    };
-    let code = refusal
-        .enhanced
-        .clone()
-        .unwrap_or_else(|| refusal.code.to_string());
-    let text = pec_core::policy::clean_remote_text(&refusal.text);
-    let detail = if text.starts_with(&code) {
-        text
-    } else {
-        format!("{code} {text}")
-    };
-    let detail: String = detail.trim().chars().take(DETAIL_MAX_CHARS).collect();
-    (reason, detail.trim_end().to_string())
 }
 
 impl<St, Db, Q, Ev, T> Deliver<St, Db, Q, Ev, T>
@@ -295,9 +226,14 @@ where
                 certified: &record.certified,
                 settled: &settled,
             };
-            relayed = self
-                .relay(key, &bytes, &elsewhere, Some(envelope), now)
-                .await;
+            relayed = match &s.relay_queue_url {
+                Some(queue) => self.hand_off(queue, key, &elsewhere, Some(id), now).await,
+                None => {
+                    self.outbound()
+                        .send(key, &bytes, &elsewhere, Some(envelope), now)
+                        .await
+                }
+            };
             out.relayed = elsewhere;
         } else if let Some(inbound_id) = inbound {
             // What the receiving point accepted (another provider's envelope) or built (the
@@ -399,7 +335,14 @@ where
                         out.stored_in.push(to.to_ascii_lowercase());
                     }
                 }
-                relayed = self.relay(key, &bytes, &elsewhere, None, now).await;
+                relayed = match &s.relay_queue_url {
+                    Some(queue) => self.hand_off(queue, key, &elsewhere, None, now).await,
+                    None => {
+                        self.outbound()
+                            .send(key, &bytes, &elsewhere, None, now)
+                            .await
+                    }
+                };
                 out.relayed = elsewhere;
             }
         }
@@ -469,194 +412,46 @@ where
         }
     }
 
-    /// Sends `bytes` to `addresses` (outside our domains) through the outbound relay: one send
-    /// per domain with the recipients not yet marked sent, each marked once it is done (taken,
-    /// or refused for good: [`Self::refused`]), so a duplicate event sends nothing again (a
-    /// crash between the send and the mark can repeat one send: the receiving provider's
-    /// idempotency absorbs it). A marker naming a domain (written before markers were per
-    /// recipient) covers every recipient of that domain.
-    ///
-    /// Deferred recipients and domains that could not be tried fail the step once every domain
-    /// was tried: the event comes back and sends only what is left.
-    async fn relay(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        addresses: &[String],
-        envelope: Option<Envelope<'_>>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StepError> {
-        let mut by_domain: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for a in addresses {
-            let domain = pec_core::addr::domain_of(a)
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            by_domain.entry(domain).or_default().push(a.clone());
-        }
-        let source = self.settings.provider.address();
-        let mut broken = Vec::new();
-        let mut pending = Vec::new();
-        for (domain, rcpts) in by_domain {
-            if self.state.was_sent(key, &domain).await? {
-                continue;
-            }
-            let mut todo = Vec::new();
-            for rcpt in rcpts {
-                if self.state.was_sent(key, &rcpt).await? {
-                    continue;
-                }
-                // Refused before, then interrupted before its mark: finish that, send nothing.
-                if let Some(env) = envelope.filter(|e| e.is_certified(&rcpt))
-                    && let Some(o) = self.state.recipient(env.id, &rcpt).await?
-                    && o.status == DeliveryStatus::NotDelivered
-                {
-                    self.not_delivered(key, env, &rcpt, o, now).await?;
-                    continue;
-                }
-                // Settled meanwhile (delivered, or the final 24 h notice already sent: an event
-                // redriven from its DLQ late): sending now would contradict what the sender got.
-                if envelope.is_some_and(|e| e.settled.contains(&rcpt.to_ascii_lowercase())) {
-                    tracing::warn!(key, recipient = %rcpt, "relay record already settled: not sent");
-                    self.state.mark_sent(key, &rcpt).await?;
-                    continue;
-                }
-                todo.push(rcpt);
-            }
-            if todo.is_empty() {
-                continue;
-            }
-            // Our envelope to an ordinary (non-PEC) domain may follow the transport's policy
-            // for those; everything else (envelopes to providers, receipts to other providers'
-            // senders) travels only over verified TLS.
-            let peer = match envelope {
-                Some(env) if !todo.iter().any(|r| env.is_certified(r)) => Peer::Ordinary,
-                _ => Peer::Provider,
-            };
-            let report = match self.transport.send_each(&source, &todo, bytes, peer).await {
-                Ok(r) => r,
-                Err(e) if e.permanent => {
-                    // A local problem (bytes that cannot travel unchanged, a bad sender, the
-                    // service refused the message itself): waiting cannot help; the event fails
-                    // towards its DLQ and alarm.
-                    tracing::error!(key, domain, recipients = ?todo, error = %e, "relay impossible for the domain (a local problem)");
-                    broken.push(e.to_string());
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(key, domain, recipients = ?todo, error = %e, "relay failed for the domain: tried again later");
-                    pending.push(e.to_string());
-                    continue;
-                }
-            };
-            let mut answered = Vec::new();
-            for (rcpt, reply) in &report.recipients {
-                answered.push(rcpt.to_ascii_lowercase());
-                match reply {
-                    RecipientReply::Accepted => {
-                        self.state.mark_sent(key, rcpt).await?;
-                    }
-                    RecipientReply::Deferred { text } => {
-                        tracing::warn!(key, recipient = %rcpt, reply = %text, "recipient deferred by the receiving side: tried again later");
-                        pending.push(format!("{rcpt} deferred: {text}"));
-                    }
-                    RecipientReply::Refused(refusal) => {
-                        self.refused(key, envelope, rcpt, refusal, now).await?;
-                    }
-                }
-            }
-            for rcpt in todo
-                .iter()
-                .filter(|r| !answered.contains(&r.to_ascii_lowercase()))
-            {
-                pending.push(format!("{rcpt}: no answer from the transport"));
-            }
-            tracing::info!(key, domain, transport_id = %report.id, recipients = ?todo, "relayed");
-        }
-        if !broken.is_empty() {
-            broken.extend(pending);
-            Err(StepError::Send(SendError {
-                operation: "relay",
-                target: key.to_string(),
-                message: broken.join("; "),
-                permanent: true,
-            }))
-        } else if pending.is_empty() {
-            Ok(())
-        } else {
-            Err(StepError::RelayDeferred(SendError {
-                operation: "relay",
-                target: key.to_string(),
-                message: pending.join("; "),
-                permanent: false,
-            }))
+    /// The outbound relay through this step's own transport.
+    fn outbound(&self) -> Outbound<'_, Db, Q, T> {
+        Outbound {
+            source: self.settings.provider.address(),
+            receipts_queue_url: &self.settings.receipts_queue_url,
+            state: &self.state,
+            queue: &self.queue,
+            transport: &self.transport,
         }
     }
 
-    /// A recipient refused for good by the receiving side. A certified recipient of our
-    /// envelope: the outcome `not-delivered` is recorded and handed to receipts (the avviso di
-    /// mancata consegna, at once). Anything else: logged, nothing PEC. Marked sent either way.
-    async fn refused(
+    /// Hands `key` to the relay worker on the edge service (one [`RelayRequest`] on the relay
+    /// queue for all of `recipients`), once: a duplicate event finds [`HANDED_TO_RELAY`]
+    /// marked and hands nothing (a crash between the two hands it twice; the worker's
+    /// per-recipient markers then send nothing twice, outside the window between a send and
+    /// its marker).
+    async fn hand_off(
         &self,
+        queue: &str,
         key: &str,
-        envelope: Option<Envelope<'_>>,
-        rcpt: &str,
-        refusal: &Refusal,
+        recipients: &[String],
+        message: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), StepError> {
-        let Some(env) = envelope.filter(|e| e.is_certified(rcpt)) else {
-            tracing::warn!(key, recipient = %rcpt, code = refusal.code, enhanced = ?refusal.enhanced, reply = %refusal.text, "refused for good by the receiving side (not a certified recipient of our envelope): nothing to notify");
-            self.state.mark_sent(key, rcpt).await?;
+        if recipients.is_empty() || self.state.was_sent(key, HANDED_TO_RELAY).await? {
             return Ok(());
-        };
-        let (reason, detail) = non_delivery(refusal);
-        tracing::warn!(key, message = env.id, recipient = %rcpt, code = refusal.code, %reason, %detail, "certified recipient refused for good by the receiving side: avviso di mancata consegna");
-        let outcome = self
-            .state
-            .record_recipient(
-                env.id,
-                &RecipientOutcome {
-                    recipient: rcpt.to_ascii_lowercase(),
-                    status: DeliveryStatus::NotDelivered,
-                    reason: Some(reason),
-                    at: now,
-                    item_id: None,
-                    detail: Some(detail),
-                },
-            )
-            .await?;
-        self.not_delivered(key, env, rcpt, outcome, now).await
-    }
-
-    /// The recorded non-delivery of a relayed certified recipient: its relay record failed (off
-    /// the timers), the receipts request queued, then the recipient marked sent.
-    async fn not_delivered(
-        &self,
-        key: &str,
-        env: Envelope<'_>,
-        rcpt: &str,
-        outcome: RecipientOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), StepError> {
-        if outcome.status == DeliveryStatus::NotDelivered {
-            self.state
-                .relay_mark(env.id, rcpt, RelayEvent::Failed, now)
-                .await?;
-            let request = ReceiptRequest {
-                version: 1,
-                message: env.id.to_string(),
-                outcome,
-                envelope: None,
-            };
-            self.queue
-                .send(
-                    &self.settings.receipts_queue_url,
-                    serde_json::to_string(&request).unwrap_or_default(),
-                )
-                .await?;
-        } else {
-            tracing::error!(key, message = env.id, recipient = %rcpt, status = %outcome.status, "refused by the receiving side, but another outcome is in force: kept");
         }
-        self.state.mark_sent(key, rcpt).await?;
+        let request = RelayRequest {
+            version: 1,
+            bucket: self.settings.evidence_bucket.clone(),
+            key: key.to_string(),
+            recipients: recipients.to_vec(),
+            message: message.map(str::to_string),
+            first_at: now,
+        };
+        self.queue
+            .send(queue, serde_json::to_string(&request).unwrap_or_default())
+            .await?;
+        self.state.mark_sent(key, HANDED_TO_RELAY).await?;
+        tracing::info!(key, recipients = ?recipients, "handed to the relay worker");
         Ok(())
     }
 

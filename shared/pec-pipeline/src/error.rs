@@ -40,6 +40,8 @@ pub enum StepError {
     },
     #[error("SQS message {message_id} is not a receipt request: {reason}")]
     BadRequest { message_id: String, reason: String },
+    #[error(transparent)]
+    BadRelayRequest(#[from] crate::relay::BadRequest),
     #[error("no message record for {0} (a hand-off that arrived first is retried)")]
     NoRecord(String),
     #[error("webhook delivery {delivery}: attempt {attempt} is running elsewhere (retried later)")]

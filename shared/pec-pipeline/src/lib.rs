@@ -12,6 +12,8 @@
 //!   each recipient of an envelope gets one recorded outcome, handed to `receipts`.
 //! - [`receipts`]: the delivery receipt (in the form the sender asked for) or the non-delivery
 //!   notice for one recipient, handed to `sign`.
+//! - [`relay`]: what goes to recipients outside our domains, byte for byte (SES from deliver,
+//!   or SMTP from the relay worker on the edge service), and each recipient's answer.
 //! - [`timers`]: the 12 h / 24 h notices for recipients at other providers.
 //! - [`sms`]: SMS notification of new PEC, a burst as one digest.
 //! - [`definitions`]: the scheduled ClamAV definition updater (freshclam into the evidence
@@ -32,6 +34,7 @@ pub mod lockout;
 pub mod pwreport;
 pub mod receipts;
 pub mod receiving;
+pub mod relay;
 pub mod scan;
 pub mod sign;
 pub mod sms;
@@ -68,6 +71,10 @@ pub struct Settings {
     /// The deliver step's own queue: an object whose relay was deferred comes back on it later
     /// ([`deliver::relay_retry_delay`]; `None`: the failed event itself is retried by SQS).
     pub deliver_queue_url: Option<String>,
+    /// With `PEC_RELAY=smtp`, `PEC_RELAY_QUEUE_URL`: deliver hands what goes outside our
+    /// domains to the relay worker on the edge service ([`relay::Relay`]) instead of sending it
+    /// itself (`None`, `PEC_RELAY=ses`: deliver sends through its own transport, SES).
+    pub relay_queue_url: Option<String>,
 }
 
 pub use pec_ports::keys::{DEFAULT_PROVIDER_INDEX_KEY, DEFAULT_TRUST_ANCHORS_KEY};
@@ -103,7 +110,22 @@ impl Settings {
             trust_anchors_key: env.or("PEC_TRUST_ANCHORS_KEY", DEFAULT_TRUST_ANCHORS_KEY),
             sms_queue_url: env.optional("PEC_SMS_QUEUE_URL"),
             deliver_queue_url: env.optional("PEC_DELIVER_QUEUE_URL"),
+            relay_queue_url: relay_queue_url(env)?,
         })
+    }
+}
+
+/// `PEC_RELAY` (`ses`, the default, or `smtp`): with `smtp`, the relay queue
+/// (`PEC_RELAY_QUEUE_URL`, then required).
+fn relay_queue_url(env: &Env<'_>) -> Result<Option<String>, ConfigError> {
+    match env.or("PEC_RELAY", "ses").as_str() {
+        "ses" => Ok(None),
+        "smtp" => env.required("PEC_RELAY_QUEUE_URL").map(Some),
+        other => Err(ConfigError::Malformed {
+            name: "PEC_RELAY".into(),
+            value: other.into(),
+            reason: "expected ses (deliver sends through SES) or smtp (deliver hands to the relay worker on the edge service through PEC_RELAY_QUEUE_URL)".into(),
+        }),
     }
 }
 

@@ -628,3 +628,190 @@ fn relay_retries_back_off_to_a_quarter_of_an_hour() {
         [60, 60, 120, 240, 480, 900, 900]
     );
 }
+
+const RELAY_Q: &str = "relay-queue-url";
+
+fn relay_worker(
+    f: &Flow,
+) -> pec_pipeline::relay::Relay<
+    &pec_ports::MemoryStore,
+    pec_ports::MemoryState,
+    &pec_ports::MemoryOutbox,
+    &pec_ports::MemoryOutbox,
+> {
+    pec_pipeline::relay::Relay::new(
+        pec_pipeline::relay::RelaySettings {
+            provider: f.settings.provider.clone(),
+            evidence_bucket: EVIDENCE.into(),
+            receipts_queue_url: RECEIPTS_Q.into(),
+            relay_queue_url: RELAY_Q.into(),
+        },
+        &f.store,
+        f.state.clone(),
+        &f.outbox,
+        &f.outbox,
+    )
+}
+
+fn queued(bodies: &[String]) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut event = aws_lambda_events::event::sqs::SqsEvent::default();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut record = aws_lambda_events::event::sqs::SqsMessage::default();
+        record.message_id = Some(format!("q-{i}"));
+        record.body = Some(body.clone());
+        event.records.push(record);
+    }
+    event
+}
+
+/// `PEC_RELAY=smtp`: deliver sends nothing itself; it hands the envelope to the relay worker on
+/// the edge (one request naming the object, its outside recipients and the message), once. The
+/// worker sends it, settles each answer as deliver would (a 5xx for a certified recipient is
+/// the avviso di mancata consegna at once; a 4xx puts the request back on the relay queue,
+/// delayed, the first time kept), and a whole day later gives up towards the relay DLQ.
+#[tokio::test]
+async fn with_the_smtp_relay_deliver_hands_off_and_the_edge_worker_sends() {
+    let (mut f, key) = accepted("w1", &[LUIGI, PIERO]).await;
+    f.settings.relay_queue_url = Some(RELAY_Q.into());
+    let first = delivered_at();
+    let d = f.deliver().deliver_object(&key, first).await.unwrap();
+    assert_eq!(sorted(d.relayed), sorted(vec![LUIGI.into(), PIERO.into()]));
+    assert!(
+        f.outbox.take_mail().is_empty(),
+        "deliver sends nothing itself"
+    );
+    let handed = f.outbox.take(RELAY_Q);
+    assert_eq!(handed.len(), 1);
+    let request: pec_ports::contract::RelayRequest = serde_json::from_str(&handed[0]).unwrap();
+    assert_eq!(
+        request,
+        pec_ports::contract::RelayRequest {
+            version: 1,
+            bucket: EVIDENCE.into(),
+            key: key.clone(),
+            recipients: vec![LUIGI.into(), PIERO.into()],
+            message: Some("w1".into()),
+            first_at: first,
+        }
+    );
+    // The relay records exist from the hand-off (the timers count from there).
+    assert_eq!(
+        f.state
+            .relay("w1", PIERO)
+            .await
+            .unwrap()
+            .unwrap()
+            .relayed_at,
+        first
+    );
+    // A duplicate deliver event hands nothing again.
+    f.deliver().deliver_object(&key, first).await.unwrap();
+    assert!(f.outbox.take(RELAY_Q).is_empty());
+    assert!(
+        requests(&f)
+            .iter()
+            .all(|r| r.message != "w1" || r.outcome.status == DeliveryStatus::Delivered)
+    );
+
+    // The worker: LUIGI refused for good, PIERO deferred.
+    f.outbox.reply_to(
+        LUIGI,
+        RecipientReply::Refused(refused(550, Some("5.1.1"), "no such user", true)),
+    );
+    f.outbox
+        .reply_to(PIERO, deferred("451 4.7.1 try again later"));
+    let now = first + Duration::seconds(2);
+    let r = relay_worker(&f).handle(queued(&handed), now).await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].destinations, [LUIGI, PIERO]);
+    assert_eq!(mail[0].peer, Some(Peer::Provider));
+    assert_eq!(
+        mail[0].raw,
+        f.store.object(EVIDENCE, &key).unwrap(),
+        "byte for byte"
+    );
+    let reqs = requests(&f);
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        (reqs[0].outcome.recipient.as_str(), reqs[0].outcome.reason),
+        (LUIGI, Some(NotDelivered::UnknownUser))
+    );
+    assert!(
+        f.state
+            .relay("w1", LUIGI)
+            .await
+            .unwrap()
+            .unwrap()
+            .failed_at
+            .is_some()
+    );
+    let again = f.outbox.take(RELAY_Q);
+    assert_eq!(again.len(), 1, "the deferred request comes back");
+    let back: pec_ports::contract::RelayRequest = serde_json::from_str(&again[0]).unwrap();
+    assert_eq!(back, request, "unchanged: the first time is kept");
+
+    // Next time PIERO takes it; LUIGI is not sent again, no second request for it.
+    let r = relay_worker(&f)
+        .handle(queued(&again), first + Duration::minutes(2))
+        .await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let mail = f.outbox.take_mail();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].destinations, [PIERO]);
+    assert!(f.outbox.take(RELAY_Q).is_empty());
+    assert!(requests(&f).is_empty());
+    assert!(f.state.was_sent(&key, PIERO).await.unwrap());
+    // A duplicate of the request now sends nothing.
+    let r = relay_worker(&f)
+        .handle(queued(&again), first + Duration::minutes(3))
+        .await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert!(f.outbox.take_mail().is_empty());
+
+    // Still deferred 24 h after the hand-off: the message fails (towards the relay DLQ).
+    let (mut g, key) = accepted("w2", &[PIERO]).await;
+    g.settings.relay_queue_url = Some(RELAY_Q.into());
+    g.deliver().deliver_object(&key, first).await.unwrap();
+    let handed = g.outbox.take(RELAY_Q);
+    g.outbox.reply_to(PIERO, deferred("451 4.3.0 down"));
+    let r = relay_worker(&g)
+        .handle(queued(&handed), first + Duration::hours(24))
+        .await;
+    assert_eq!(r.batch_item_failures.len(), 1, "{r:?}");
+    assert!(g.outbox.take(RELAY_Q).is_empty());
+}
+
+/// The worker acts only on well-formed requests for signed objects of the evidence bucket;
+/// anything else fails (and ends in the relay DLQ under its alarm), sending nothing.
+#[tokio::test]
+async fn the_relay_worker_refuses_requests_it_cannot_trust() {
+    let (f, key) = accepted("w3", &[PIERO]).await;
+    let good = serde_json::json!({
+        "version": 1, "bucket": EVIDENCE, "key": key, "recipients": [PIERO],
+        "message": "w3", "first_at": delivered_at()
+    });
+    let mut bad = Vec::new();
+    bad.push("not json".to_string());
+    let mut v = good.clone();
+    v["version"] = 2.into();
+    bad.push(v.to_string());
+    let mut v = good.clone();
+    v["bucket"] = "someone-elses".into();
+    bad.push(v.to_string());
+    let mut v = good.clone();
+    v["key"] = "unsigned/msg/w3/busta-trasporto.eml".into();
+    bad.push(v.to_string());
+    let mut v = good.clone();
+    v["key"] = "signed/msg/w3/missing.eml".into();
+    bad.push(v.to_string());
+    let r = relay_worker(&f).handle(queued(&bad), delivered_at()).await;
+    assert_eq!(r.batch_item_failures.len(), bad.len(), "{r:?}");
+    assert!(f.outbox.take_mail().is_empty());
+    let r = relay_worker(&f)
+        .handle(queued(&[good.to_string()]), delivered_at())
+        .await;
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert_eq!(f.outbox.take_mail().len(), 1);
+}

@@ -4,6 +4,8 @@
 //! - ingress / receiving point -> scan: [`ScanRequest`] (scan queue);
 //! - scan -> ingress: [`ScanHandoff`] (`scan/clean/<raw key>.json`, the scan step's record);
 //! - deliver -> receipts: [`ReceiptRequest`] (receipts queue);
+//! - deliver -> the relay worker on the edge service: [`RelayRequest`] (relay queue, with
+//!   `PEC_RELAY=smtp`: Lambda cannot open port 25);
 //! - deliver -> integrators: [`IntegrationEvent`] (EventBridge; the same record is the
 //!   provider-log entry).
 
@@ -111,6 +113,28 @@ pub struct ReceiptRequest {
     /// source of the certified data; `None` for our own messages (the message record).
     #[serde(default)]
     pub envelope: Option<String>,
+}
+
+/// An object of the evidence bucket to send to recipients outside our domains over SMTP, handed
+/// by the deliver step to the relay worker on the edge service (one SQS message per object; the
+/// worker sends it byte for byte to each recipient's MX). The worker puts it back on its own
+/// queue, delayed, while recipients are deferred, until 24 h after `first_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRequest {
+    pub version: u32,
+    /// The evidence bucket.
+    pub bucket: String,
+    /// `signed/...`: what to send, exactly as signed.
+    pub key: String,
+    /// The recipients outside our domains (SMTP envelope), as deliver found them.
+    pub recipients: Vec<String>,
+    /// Our submission id when the object is its transport envelope: the message record says
+    /// which recipients are certified (verified TLS, and a refusal becomes an avviso di mancata
+    /// consegna at once); `None` for receipts and notices we relay.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// When deliver first handed the object over: the retries stop 24 h after it.
+    pub first_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

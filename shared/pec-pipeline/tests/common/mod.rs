@@ -66,6 +66,7 @@ pub fn settings_for(provider: pec_core::build::Provider) -> Settings {
         trust_anchors_key: pec_pipeline::DEFAULT_TRUST_ANCHORS_KEY.into(),
         sms_queue_url: None,
         deliver_queue_url: None,
+        relay_queue_url: None,
     }
 }
 
