@@ -643,10 +643,10 @@ port=""
 for _ in $(seq 1 300); do
   port="$(sed -n 's/^pec-runner: smtp 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")"
   [ -n "$port" ] && grep -q '^pec-runner: smtp mx ' "$log_b" && [ -s "$cert" ] && [ -s "$cert_b" ] && break
-  kill -0 "$runner_pid" 2>/dev/null && kill -0 "$runner_b_pid" 2>/dev/null || { tail -20 "$log" "$log_b"; pec_die "a runner exited"; }
+  kill -0 "$runner_pid" 2>/dev/null && kill -0 "$runner_b_pid" 2>/dev/null || { tail -n 20 "$log" "$log_b"; pec_die "a runner exited"; }
   sleep 0.1
 done
-[ -n "$port" ] || { tail -20 "$log" "$log_b"; pec_die "the runners did not start their SMTP servers"; }
+[ -n "$port" ] || { tail -n 20 "$log" "$log_b"; pec_die "the runners did not start their SMTP servers"; }
 echo "  A: pec-runner --mx-port $mx_a (mx.$PEC_PROVIDER_DOMAIN), PEC_RELAY=smtp, route $B_DOMAIN -> 127.0.0.1:$mx_b"
 echo "  B: pec-runner --stack-name pec-b --mx-port $mx_b (mx.$B_DOMAIN), PEC_RELAY=smtp, route $PEC_PROVIDER_DOMAIN -> 127.0.0.1:$mx_a"
 echo "  deliver hands what goes outside to the edge's relay worker (the relay queue): Lambda cannot open port 25"

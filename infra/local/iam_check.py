@@ -77,6 +77,27 @@ UNEXERCISED: dict[tuple[str, str, str, str], str] = {
         "only a relay the receiving side defers (4xx, or every MX unreachable) puts the object "
         "back on the deliver queue; no run on the emulators meets one (pec-pipeline tests/relay.rs "
         "a_deferred_relay_comes_back_on_the_deliver_queue_until_24_hours, over the memory fakes)",
+    ("EdgeService", "RecordRefusals", "dynamodb:PutItem",
+     "arn:aws:dynamodb:ddblocal:${AWS::AccountId}:table/${AWS::StackName}-state"):
+        "only an MX that refuses a certified recipient for good (5xx, no such domain) makes the "
+        "relay worker record a not-delivered outcome; the two local providers' MXs take every "
+        "provider's mail (pec-pipeline tests/relay.rs "
+        "with_the_smtp_relay_deliver_hands_off_and_the_edge_worker_sends, over the memory fakes)",
+    ("EdgeService", "RecordRefusals", "dynamodb:UpdateItem",
+     "arn:aws:dynamodb:ddblocal:${AWS::AccountId}:table/${AWS::StackName}-state"):
+        "as EdgeService RecordRefusals PutItem: the refused recipient's relay record marked failed",
+    ("EdgeService", "HandRefusalsToReceipts", "sqs:SendMessage",
+     "arn:aws:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-receipts"):
+        "as EdgeService RecordRefusals PutItem: the refusal's receipts request",
+    ("EdgeService", "RetryDeferredRelaysLater", "sqs:SendMessage",
+     "arn:aws:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-relay"):
+        "only an MX that defers (4xx, or every MX unreachable) puts a request back on the relay "
+        "queue; no run on the emulators meets one (pec-pipeline tests/relay.rs, over the memory "
+        "fakes)",
+    ("EdgeService", "ConsumeTheRelayQueue", "sqs:ChangeMessageVisibility",
+     "arn:aws:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-relay"):
+        "the relay worker makes a failed message visible again (settle); no relay fails on the "
+        "emulators (pec-pipeline tests/relay.rs the_relay_worker_refuses_requests_it_cannot_trust)",
     ("TimersFunction", "ReadSubmissions", "s3:GetObject",
      "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}/submitted/*"):
         "the 12 h / 24 h notices need a certified relay left without receipts; no run on the "

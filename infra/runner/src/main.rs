@@ -203,7 +203,7 @@ async fn start_edge(
 /// does ([`pec_host::wiring::by_function`]: every function crate is registered there). The
 /// scan function's clamd socket and spam engine come from this process (infra/local/clamd.sh,
 /// infra/local/rspamd.sh) when it names them, `PEC_SMS_DIGEST_SECONDS` when set (tests and
-/// the demo shorten the SMS digest window) and `PEC_RELAY` (`smtp`: deliver hands what goes
+/// the demo shorten the SMS digest window) and, for deliver, `PEC_RELAY` (`smtp`: it hands what goes
 /// outside to the edge's relay worker, [`start_edge`]); the rest from the function's template
 /// environment.
 async fn step_for(
@@ -216,12 +216,12 @@ async fn step_for(
         .overlay(Env::from_fn(|name| {
             // PEC_RELAY: the deliver step's outbound relay (SES, or the relay queue to the
             // edge's SMTP relay worker: the two-provider demo over SMTP).
-            matches!(
+            (matches!(
                 name,
-                "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL" | "PEC_SMS_DIGEST_SECONDS" | "PEC_RELAY"
-            )
-            .then(|| std::env::var(name).ok())
-            .flatten()
+                "PEC_CLAMD_SOCKET" | "PEC_SPAM_URL" | "PEC_SMS_DIGEST_SECONDS"
+            ) || (name == "PEC_RELAY" && function == "DeliverFunction"))
+                .then(|| std::env::var(name).ok())
+                .flatten()
         }))
         .without("PEC_CLAMD_BINARY")
         // The layer's freshclam is /opt/bin/freshclam; here Debian's (clamav-freshclam). The
