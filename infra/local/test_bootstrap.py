@@ -139,8 +139,9 @@ class TemplateChecks(unittest.TestCase):
             self.assertEqual(resources[group]["Properties"]["Port"], to_container[port], group)
         container = resources["EdgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
         self.assertEqual({m["ContainerPort"] for m in container["PortMappings"]}, set(to_container.values()))
+        # Entries under a condition (Fn::If: the relay worker's queue) bind nothing.
         binds = {e["Value"].rsplit(":", 1)[1] for e in container["Environment"]
-                 if e["Name"] in ("PEC_EDGE_SUBMISSION", "PEC_EDGE_IMAPS", "PEC_EDGE_IMAP", "PEC_EDGE_POP3S", "PEC_EDGE_MX")}
+                 if "Name" in e and e["Name"] in ("PEC_EDGE_SUBMISSION", "PEC_EDGE_IMAPS", "PEC_EDGE_IMAP", "PEC_EDGE_POP3S", "PEC_EDGE_MX")}
         self.assertEqual(binds, {str(p) for p in to_container.values()})
         self.assertTrue(all(p > 1024 for p in to_container.values()))
         service = resources["EdgeService"]["Properties"]

@@ -229,10 +229,12 @@ class IamCheck(unittest.TestCase):
         """What the edge service does (recorded as EdgeService): a login, IMAP LIST/SELECT/FETCH,
         default folders, STORE, an APPEND or Sent filing (a transaction), EXPUNGE (a transaction
         with deletions), the submission's two objects; the MX: the provider index, a tenant's
-        domain, an arrival's two objects."""
+        domain, an arrival's two objects; the relay worker."""
         state = stack.resources["StateTable"]["TableName"]
         mailbox = stack.resources["MailboxBucket"]["BucketName"]
         raw = stack.resources["RawMailBucket"]["BucketName"]
+        evidence = stack.resources["EvidenceBucket"]["BucketName"]
+        relay = stack.resources["RelayQueue"]["QueueUrl"]
         pk = "MBX#mario@pec.example.test"
         call = lambda **kw: {"function": "EdgeService", "stack": STACK, "status": 200, **kw}  # noqa: E731
         query = {"KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
@@ -255,6 +257,21 @@ class IamCheck(unittest.TestCase):
             call(service="DynamoDB", operation="GetItem", TableName=state, pk="DOMAIN#studio.example"),
             call(service="S3", operation="PutObject", bucket=raw, key="inbound/1.eml"),
             call(service="S3", operation="PutObject", bucket=raw, key="inbound/1.json"),
+            # The relay worker (OutboundRelay=smtp): a request off the relay queue, the signed
+            # object, the message record, the per-recipient markers, a refusal recorded and
+            # handed to the receipts step, a deferral put back on the relay queue.
+            call(service="SQS", operation="ReceiveMessage", QueueUrl=relay),
+            call(service="SQS", operation="DeleteMessage", QueueUrl=relay),
+            call(service="SQS", operation="ChangeMessageVisibility", QueueUrl=relay),
+            call(service="SQS", operation="SendMessage", QueueUrl=relay),
+            call(service="S3", operation="GetObject", bucket=evidence, key="signed/msg/1/busta.eml"),
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk="MSG#1"),
+            call(service="DynamoDB", operation="GetItem", TableName=state, pk="SENT#signed/msg/1/busta.eml"),
+            call(service="DynamoDB", operation="PutItem", TableName=state, pk="SENT#signed/msg/1/busta.eml"),
+            call(service="DynamoDB", operation="PutItem", TableName=state, pk="MSG#1"),
+            call(service="DynamoDB", operation="UpdateItem", TableName=state, pk="MSG#1"),
+            call(service="SQS", operation="SendMessage",
+                 QueueUrl=stack.resources["ReceiptsQueue"]["QueueUrl"]),
         ]
 
     def test_the_edge_service_is_checked_against_its_task_role(self):
@@ -269,7 +286,9 @@ class IamCheck(unittest.TestCase):
         self.assertEqual([r for r in report.denied if r.function == "EdgeService"], [])
         self.assertEqual([line for line in report.unused if line.startswith("EdgeService ")], [])
 
-    def test_the_edge_cannot_reach_evidence_other_items_or_the_signing_key(self):
+    def test_the_edge_cannot_reach_unsigned_evidence_other_items_or_the_signing_key(self):
+        """The relay worker reads signed objects (signed/*) and message records (MSG#*); the
+        edge reads no other evidence, writes none, reads no submission back, signs nothing."""
         stack = self.stack()
         evidence = stack.resources["EvidenceBucket"]
         raw = stack.resources["RawMailBucket"]
@@ -278,11 +297,12 @@ class IamCheck(unittest.TestCase):
         key_id = stack.resources["SigningKey"]["KeyId"]
         call = lambda **kw: {"function": "EdgeService", "stack": STACK, "status": 200, **kw}  # noqa: E731
         calls = [
-            call(service="S3", operation="GetObject", bucket=evidence["BucketName"], key="signed/msg/1/accettazione.eml"),
+            call(service="S3", operation="GetObject", bucket=evidence["BucketName"], key="unsigned/msg/1/accettazione.eml"),
+            call(service="S3", operation="GetObject", bucket=evidence["BucketName"], key="received/msg/1/x.eml"),
             call(service="S3", operation="GetObject", bucket=raw["BucketName"], key="submitted/1.eml"),
             call(service="S3", operation="PutObject", bucket=evidence["BucketName"], key="config/provider-index.ldif"),
             call(service="S3", operation="DeleteObject", bucket=mailbox["BucketName"], key="mailbox/a/1.eml"),
-            call(service="DynamoDB", operation="GetItem", TableName=state["TableName"], pk="MSG#1"),
+            call(service="DynamoDB", operation="GetItem", TableName=state["TableName"], pk="APIKEY#k"),
             call(service="DynamoDB", operation="TransactWriteItems", TransactItems=[
                 {"kind": "Put", "TableName": state["TableName"], "pk": "TENANT#t"}]),
             call(service="KMS", operation="Sign", KeyId=key_id),
@@ -292,7 +312,8 @@ class IamCheck(unittest.TestCase):
             ("EdgeService", "dynamodb:PutItem", state["Arn"]),
             ("EdgeService", "kms:Sign", stack.resources["SigningKey"]["Arn"]),
             ("EdgeService", "s3:DeleteObject", f"{mailbox['Arn']}/mailbox/a/1.eml"),
-            ("EdgeService", "s3:GetObject", f"{evidence['Arn']}/signed/msg/1/accettazione.eml"),
+            ("EdgeService", "s3:GetObject", f"{evidence['Arn']}/received/msg/1/x.eml"),
+            ("EdgeService", "s3:GetObject", f"{evidence['Arn']}/unsigned/msg/1/accettazione.eml"),
             ("EdgeService", "s3:GetObject", f"{raw['Arn']}/submitted/1.eml"),
             ("EdgeService", "s3:PutObject", f"{evidence['Arn']}/config/provider-index.ldif"),
         ])
