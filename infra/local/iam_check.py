@@ -55,6 +55,20 @@ class CheckError(Exception):
 # resource as reported), each with the reason. Keep it short: anything else unused is removed
 # from the template, and each entry here is a call the check cannot see denied.
 UNEXERCISED: dict[tuple[str, str, str, str], str] = {
+    ("ApiFunction", "MassSendingObjects", "s3:PutObject",
+     "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}/bulk/*"):
+        "POST /v1/bulk-jobs stores a job's objects; the demo makes its job with `pec bulk send` "
+        "(the operator's command, not a function) and follows it over the API (shared/pec-api/src/"
+        "tests.rs bulk_jobs_made_followed_and_steered_over_http)",
+    ("ApiFunction", "HandOutChunks", "sqs:SendMessage",
+     "arn:aws:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-bulk"):
+        "POST /v1/bulk-jobs and a resume with rows left hand out chunks; the demo's resume finds "
+        "every row submitted (shared/pec-api/src/tests.rs bulk_jobs_made_followed_and_steered_over_http)",
+    ("BulkFunction", "ChunksWaitForTheirTurn", "sqs:SendMessage",
+     "arn:aws:sqs:${AWS::Region}:${AWS::AccountId}:${AWS::StackName}-bulk"):
+        "a chunk taken before its turn (the job's pace) goes back on the bulk queue delayed; the "
+        "demo's job is one chunk, due at once (shared/pec-pipeline/tests/bulk.rs "
+        "a_locked_sender_pauses_the_job_and_resume_finishes_it)",
     ("IngressFunction", "RecordSesEnvelopes", "s3:PutObject",
      "arn:aws:s3:::${AWS::StackName}-raw-${AWS::AccountId}-${AWS::Region}/inbound/*.json"):
         "SES receiving invokes ingress with the SMTP envelope (Lambda action), which it records as "

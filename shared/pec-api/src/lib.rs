@@ -36,6 +36,7 @@
 pub mod activation;
 pub mod admin;
 pub mod auth;
+pub mod bulk;
 mod download;
 pub mod keys;
 pub mod mailbox;
@@ -85,6 +86,7 @@ pub trait Backend: Send + Sync + 'static {
     type Queue: QueueSender + 'static;
     type Identities: DomainIdentities + 'static;
     type Transport: MailTransport + 'static;
+    type Jobs: pec_ports::bulk::JobStore + 'static;
     fn state(&self) -> &Self::State;
     fn access(&self) -> &Self::Access;
     fn objects(&self) -> &Self::Objects;
@@ -96,10 +98,12 @@ pub trait Backend: Send + Sync + 'static {
     fn identities(&self) -> &Self::Identities;
     /// Outgoing ordinary mail (members' activation links).
     fn transport(&self) -> &Self::Transport;
+    /// Mass-sending jobs.
+    fn jobs(&self) -> &Self::Jobs;
 }
 
 /// The stores as one [`Backend`] (in AWS, `state`, `access` and `hooks` are the same table).
-pub struct Stores<S, A, O, M, W, Q, I, T> {
+pub struct Stores<S, A, O, M, W, Q, I, T, J> {
     pub state: S,
     pub access: A,
     pub objects: O,
@@ -108,9 +112,10 @@ pub struct Stores<S, A, O, M, W, Q, I, T> {
     pub queue: Q,
     pub identities: I,
     pub transport: T,
+    pub jobs: J,
 }
 
-impl<S, A, O, M, W, Q, I, T> Backend for Stores<S, A, O, M, W, Q, I, T>
+impl<S, A, O, M, W, Q, I, T, J> Backend for Stores<S, A, O, M, W, Q, I, T, J>
 where
     S: StateStore + 'static,
     A: AccessStore + 'static,
@@ -120,6 +125,7 @@ where
     Q: QueueSender + 'static,
     I: DomainIdentities + 'static,
     T: MailTransport + 'static,
+    J: pec_ports::bulk::JobStore + 'static,
 {
     type State = S;
     type Access = A;
@@ -129,6 +135,10 @@ where
     type Queue = Q;
     type Identities = I;
     type Transport = T;
+    type Jobs = J;
+    fn jobs(&self) -> &J {
+        &self.jobs
+    }
     fn state(&self) -> &S {
         &self.state
     }
@@ -188,6 +198,9 @@ pub struct Settings {
     pub max_inline_bytes: usize,
     /// `PEC_WEBHOOK_QUEUE_URL`: where a replayed webhook delivery's first attempt is queued.
     pub webhook_queue_url: String,
+    /// `PEC_BULK_QUEUE_URL`: where a mass-sending job's chunks are handed out (`None`: mass
+    /// sending over the API answers 503).
+    pub bulk_queue_url: Option<String>,
     /// `PEC_WEBHOOK_PRIVATE_TARGETS=allow`: webhook URLs may be `http://` and on internal
     /// addresses (the local profile only).
     pub webhook_private_targets: bool,
@@ -215,6 +228,7 @@ impl Settings {
                 pec_ports::keys::DEFAULT_TRUST_ANCHORS_KEY,
             ),
             webhook_queue_url: env.required("PEC_WEBHOOK_QUEUE_URL")?,
+            bulk_queue_url: env.optional("PEC_BULK_QUEUE_URL"),
             requests_per_minute: env
                 .parse("PEC_API_REQUESTS_PER_MINUTE")?
                 .unwrap_or(DEFAULT_REQUESTS_PER_MINUTE),
@@ -254,6 +268,7 @@ impl Settings {
             max_message_bytes: 100 * 1024 * 1024,
             login_cost: pec_submit::HashCost::Production,
             webhook_queue_url: "webhooks".into(),
+            bulk_queue_url: Some("bulk".into()),
             requests_per_minute: DEFAULT_REQUESTS_PER_MINUTE,
             max_inline_bytes: DEFAULT_MAX_INLINE_BYTES,
             webhook_private_targets: false,
@@ -405,6 +420,10 @@ pub fn router<B: Backend>(app: Arc<App<B>>) -> Router {
             axum::routing::delete(keys::revoke::<B>),
         )
         .route("/v1/api-keys/{id}/rotate", post(keys::rotate::<B>))
+        .route("/v1/bulk-jobs", post(bulk::create::<B>))
+        .route("/v1/bulk-jobs/{id}", get(bulk::status::<B>))
+        .route("/v1/bulk-jobs/{id}/report", get(bulk::report::<B>))
+        .route("/v1/bulk-jobs/{id}/{action}", post(bulk::steer::<B>))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -453,6 +472,7 @@ pub mod aws {
         SqsSender,
         SesIdentities,
         SesTransport,
+        DynamoState,
     >;
 
     /// The application over `aws` (clients built for [`crate::TEMPLATE_ID`]), configured from
@@ -465,6 +485,7 @@ pub mod aws {
         let mailbox_bucket = env.required("PEC_MAILBOX_BUCKET")?;
         let state = DynamoState::new(aws.dynamodb.clone(), &table, &log_table);
         let stores = Stores {
+            jobs: state.clone(),
             access: state.clone(),
             hooks: state.clone(),
             queue: SqsSender::new(aws.sqs.clone()),

@@ -20,7 +20,7 @@ use pec_ports::keys::{
     DELIVERED_TAG, NOT_DELIVERED_TAG, RECEIVED_PREFIX, SIGNED_PREFIX, TIMEOUT_12H_TAG,
     TIMEOUT_24H_TAG,
 };
-use pec_ports::{DeliveryStatus, MessageState, ObjectStore, StateStore};
+use pec_ports::{ObjectStore, StateStore};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -194,67 +194,31 @@ pub async fn status<B: Backend>(
         (Some(r), false) => r.state.as_str(),
     }
     .to_string();
-    let certified: Vec<String> = record
-        .as_ref()
-        .map(|r| r.certified.iter().map(|a| a.to_ascii_lowercase()).collect())
-        .unwrap_or_default();
-    let mut recipients = Vec::new();
     let db = app.backend.state();
+    let mut recipients = Vec::new();
     for address in &envelope.recipients {
-        let address = address.to_ascii_lowercase();
-        let is_certified = certified.contains(&address);
-        let mut s = RecipientStatus {
-            address: address.clone(),
-            certified: is_certified,
-            state: RecipientState::Pending,
-            is_final: false,
-            reason: None,
-            at: None,
-        };
-        match (&record, virus) {
-            (_, true) => {
-                s.state = RecipientState::Virus;
-                s.is_final = true;
-            }
-            (Some(r), _) if r.state == MessageState::Rejected => {
-                s.state = RecipientState::Rejected;
-                s.is_final = true;
-                s.at = Some(r.updated_at);
-            }
-            (Some(r), _) if r.state == MessageState::Accepted => {
-                if let Some(o) = db.recipient(&id, &address).await? {
-                    s.at = Some(o.at);
-                    s.is_final = true;
-                    match o.status {
-                        DeliveryStatus::Delivered => s.state = RecipientState::Delivered,
-                        DeliveryStatus::NotDelivered => {
-                            s.state = RecipientState::NotDelivered;
-                            s.reason = o.reason.map(|r| r.as_str().to_string());
-                        }
-                    }
-                } else if let Some(rel) = db.relay(&id, &address).await? {
-                    let (state, at, fin) = if let Some(t) = rel.delivered_at {
-                        (RecipientState::Delivered, t, true)
-                    } else if let Some(t) = rel.failed_at {
-                        s.reason = Some("reported-by-provider".into());
-                        (RecipientState::NotDelivered, t, true)
-                    } else if let Some(t) = rel.notice24_at {
-                        (RecipientState::Timeout24h, t, true)
-                    } else if let Some(t) = rel.notice12_at {
-                        (RecipientState::Timeout12h, t, false)
-                    } else if let Some(t) = rel.taken_at {
-                        (RecipientState::TakenInCharge, t, !rel.certified)
-                    } else {
-                        (RecipientState::Dispatched, rel.relayed_at, false)
-                    };
-                    s.state = state;
-                    s.at = Some(at);
-                    s.is_final = fin;
-                }
-            }
-            _ => {}
-        }
-        recipients.push(s);
+        let r = pec_pipeline::standing::recipient(db, &id, record.as_ref(), virus, address)
+            .await
+            .map_err(|e| Problem::unavailable(format!("the state of {id}: {e}")))?;
+        use pec_pipeline::standing::Standing;
+        recipients.push(RecipientStatus {
+            address: r.address,
+            certified: r.certified,
+            state: match r.standing {
+                Standing::Pending => RecipientState::Pending,
+                Standing::Rejected => RecipientState::Rejected,
+                Standing::Virus => RecipientState::Virus,
+                Standing::Dispatched => RecipientState::Dispatched,
+                Standing::TakenInCharge => RecipientState::TakenInCharge,
+                Standing::Timeout12h => RecipientState::Timeout12h,
+                Standing::Timeout24h => RecipientState::Timeout24h,
+                Standing::Delivered => RecipientState::Delivered,
+                Standing::NotDelivered => RecipientState::NotDelivered,
+            },
+            is_final: r.is_final,
+            reason: r.reason,
+            at: r.at,
+        });
     }
     let evidence = evidence_keys
         .into_iter()

@@ -576,6 +576,7 @@ pub async fn send<B: Backend>(
     }
     let client = client_ip(&ip);
     let envelope = SubmissionEnvelope {
+        receipts_folder: None,
         version: ENVELOPE_VERSION,
         id: id.clone(),
         received_at: now,

@@ -28,6 +28,7 @@ type Mem = Stores<
     MemoryOutbox,
     pec_ports::MemoryIdentities,
     MemoryOutbox,
+    pec_ports::bulk::MemoryJobs,
 >;
 
 struct World {
@@ -73,6 +74,7 @@ async fn world_set(configure: impl FnOnce(&mut Settings)) -> World {
         queue: MemoryOutbox::default(),
         identities: pec_ports::MemoryIdentities::new(),
         transport: MemoryOutbox::default(),
+        jobs: pec_ports::bulk::MemoryJobs::new(),
     };
     let hash = pec_submit::hash_password_with("segreta", pec_submit::HashCost::Fast).unwrap();
     for (address, tenant, locked) in [
@@ -2965,4 +2967,153 @@ async fn mailbox_settings_spam_filing_and_sms() {
     let a = patch(token, json!({"sms_number": "x"})).await;
     a.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
     assert!(a.json()["detail"].as_str().unwrap().contains("sms_number"));
+}
+
+#[tokio::test]
+async fn bulk_jobs_made_followed_and_steered_over_http() {
+    use base64::Engine;
+    let w = world().await;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let list = "Nome;PEC\nAnna;anna@altro.test\nBruno;bruno@altro.test\nRotto;x\n";
+    let job = |from: &str, dry_run: bool| {
+        json!({"from": from, "name": "Avvisi", "subject": "Per {{ Nome }}", "text": "Ciao {{ Nome }}",
+               "list": {"filename": "lista.csv", "content": b64(list.as_bytes())},
+               "attachments": [{"filename": "a.pdf", "content_type": "application/pdf", "content": b64(b"%PDF-1.7")}],
+               "dry_run": dry_run})
+    };
+    // Plan Base: no mass sending.
+    post_json(&w, "/v1/bulk-jobs", Some(&w.key_a), job(A1, false))
+        .await
+        .problem(StatusCode::FORBIDDEN, "plan-lacks-mass-sending");
+    let old = w.app.backend.state.mailbox(A1).await.unwrap().unwrap();
+    let mut pro = old.clone();
+    pro.plan = Plan::Pro;
+    assert!(
+        w.app
+            .backend
+            .state
+            .replace_mailbox(&old, &pro, None)
+            .await
+            .unwrap()
+    );
+    // Another tenant's mailbox is no mailbox; a bad list or template says why, storing nothing.
+    post_json(&w, "/v1/bulk-jobs", Some(&w.key_b), job(A1, false))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let mut bad = job(A1, false);
+    bad["subject"] = json!("Per {{ Cognome }}");
+    let a = post_json(&w, "/v1/bulk-jobs", Some(&w.key_a), bad).await;
+    a.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request");
+    assert!(String::from_utf8_lossy(&a.body).contains("Cognome"));
+    let dry = post_json(&w, "/v1/bulk-jobs", Some(&w.key_a), job(A1, true)).await;
+    assert_eq!(
+        dry.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&dry.body)
+    );
+    assert_eq!(dry.json()["status"], "dry-run");
+    assert_eq!(dry.json()["preview"][0]["subject"], "Per Anna");
+    assert!(
+        w.app
+            .backend
+            .objects
+            .list_keys("raw", "bulk/")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Made: 2 rows, 1 set aside, one chunk on the bulk queue.
+    let made = post_json(&w, "/v1/bulk-jobs", Some(&w.key_a), job(A1, false)).await;
+    assert_eq!(
+        made.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&made.body)
+    );
+    let v = made.json();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (v["rows"].as_u64(), v["skipped"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(v["set_aside"][0]["row"], 4);
+    assert_eq!(v["folder"], format!("Invii massivi/Avvisi ({id})"));
+    assert_eq!(w.app.backend.queue.take("bulk").len(), 1);
+    // Followed by its tenant (a read key too), not by another.
+    let s = get(&w, &format!("/v1/bulk-jobs/{id}"), &w.key_a_read).await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(
+        (s.json()["status"].as_str(), s.json()["submitted"].as_u64()),
+        (Some("running"), Some(0))
+    );
+    get(&w, &format!("/v1/bulk-jobs/{id}"), &w.key_b)
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let r = get(&w, &format!("/v1/bulk-jobs/{id}/report"), &w.key_a).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let csv = String::from_utf8(r.body.to_vec()).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.contains("anna@altro.test,,,,,waiting"), "{csv}");
+    let r = get(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/report?failures=true"),
+        &w.key_a,
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8(r.body.to_vec()).unwrap().lines().count(),
+        2
+    );
+    // Steered: a read key may not; pause, resume (the chunk handed out again), cancel, then no
+    // resume.
+    post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/pause"),
+        Some(&w.key_a_read),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::FORBIDDEN, "missing-scope");
+    let p = post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/pause"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(p.json()["status"], "paused");
+    let p = post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/resume"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(p.json()["status"], "running");
+    assert_eq!(w.app.backend.queue.take("bulk").len(), 1);
+    let p = post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/cancel"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await;
+    assert_eq!(p.json()["status"], "cancelled");
+    post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/resume"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "job-cancelled");
+    let a = post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/explode"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await;
+    assert!(a.status.is_client_error(), "{}", a.status);
 }

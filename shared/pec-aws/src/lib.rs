@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod breach;
+pub mod bulk;
 pub mod call_log;
 mod config;
 pub mod identities;

@@ -232,7 +232,7 @@ impl DynamoState {
 
     /// The put-if-absent idiom: puts `item` unless an item with its key exists. `None` if
     /// written now; else the item in force, read back (consistently) and decoded by `decode`.
-    async fn put_new_or_existing<T>(
+    pub(crate) async fn put_new_or_existing<T>(
         &self,
         item: Item,
         decode: fn(&Self, &Item) -> Result<T, StateError>,

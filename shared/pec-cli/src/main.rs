@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 mod antivirus;
 mod apikey;
+mod bulk;
 mod cert;
 mod dlq;
 mod import;
@@ -60,6 +61,8 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// A tenant's API keys for the integration API (created keys are printed once).
     Apikey(apikey::ApiKeyArgs),
+    /// Mass sending: one personalised PEC per row of a list, resumable, with a report.
+    Bulk(bulk::BulkArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,5 +91,6 @@ fn main() -> ExitCode {
         Command::Log(args) => mailbox::run_log(args),
         Command::Send(args) => send::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Bulk(args) => bulk::run(args),
     }
 }

@@ -36,6 +36,10 @@ pub struct SubmissionEnvelope {
     /// Whether the session was under TLS.
     #[serde(default)]
     pub tls: bool,
+    /// The sender's folder for the receipts and notices about this submission (a mass-sending
+    /// job's folder); `None`: INBOX. Written only by our own submitters, never from a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts_folder: Option<String>,
 }
 
 /// Why an envelope or a key was refused.
@@ -109,6 +113,7 @@ mod tests {
 
     fn sample() -> SubmissionEnvelope {
         SubmissionEnvelope {
+            receipts_folder: None,
             version: ENVELOPE_VERSION,
             id: "20261123T120000000Z-abc123".into(),
             received_at: "2026-11-23T12:00:00Z".parse().unwrap(),

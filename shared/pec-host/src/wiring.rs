@@ -6,6 +6,7 @@ use pec_aws::{
     AwsClients, DynamoState, EventBridgePublisher, KmsSigner, S3Store, SesTransport, SnsSms,
     SqsSender,
 };
+use pec_pipeline::bulk::{BulkSettings, BulkWorker};
 use pec_pipeline::definitions::DefinitionsUpdate;
 use pec_pipeline::deliver::Deliver;
 use pec_pipeline::ingress::Ingress;
@@ -415,6 +416,22 @@ pub async fn webhooks(
     })
 }
 
+/// The bulk function (mass sending): `PEC_STATE_TABLE`, `PEC_LOG_TABLE` (the sender's mailbox,
+/// the job and its row claims), and what [`BulkSettings::from_env`] reads.
+pub async fn bulk(
+    aws: AwsClients,
+    env: Env<'_>,
+) -> Result<BulkWorker<S3Store, DynamoState, DynamoState, SqsSender>, WiringError> {
+    let state = state(&aws, &env)?;
+    Ok(BulkWorker {
+        objects: s3(&aws),
+        jobs: state.clone(),
+        state,
+        queue: SqsSender::new(aws.sqs.clone()),
+        settings: BulkSettings::from_env(&env)?,
+    })
+}
+
 /// The step of a template function (its logical id), built from `env` exactly as its Lambda
 /// `main` builds it. Every function crate is registered here (the local runner's registry).
 /// Its clients are the function's own ([`AwsClients::for_function`]): with `PEC_AWS_CALL_LOG`
@@ -438,6 +455,7 @@ pub async fn by_function(
         "SmsNotifyFunction" => BoxedStep::new(sms_notify(aws, env).await?),
         "PasswordReportFunction" => BoxedStep::new(password_report(aws, env).await?),
         "ClamavUpdateFunction" => BoxedStep::new(clamav_update(aws, env).await?),
+        "BulkFunction" => BoxedStep::new(bulk(aws, env).await?),
         other => return Err(WiringError::UnknownFunction(other.to_string())),
     })
 }

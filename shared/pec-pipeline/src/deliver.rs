@@ -323,13 +323,28 @@ where
             }
             if !(received && c.kind == Kind::PresaInCarico) {
                 let mut elsewhere = Vec::new();
+                // Receipts and notices about a message of a mass-sending job are filed in the
+                // job's folder of the sender's mailbox.
+                let job_folder =
+                    match keys::message_of(key).or_else(|| keys::message_of_scan_notice(key)) {
+                        Some(id) => self
+                            .state
+                            .message(id)
+                            .await?
+                            .and_then(|r| r.receipts_folder.map(|f| (r.user, f))),
+                        None => None,
+                    };
                 for to in &c.headers.to {
                     if !is_ours(s, &self.state, to).await? {
                         elsewhere.push(to.clone());
                         continue;
                     }
+                    let folder = job_folder
+                        .as_ref()
+                        .filter(|(user, _)| user.eq_ignore_ascii_case(to))
+                        .map(|(_, f)| f.as_str());
                     if self
-                        .store_plain(key, &bytes, &event, &subject, now, to)
+                        .store_in(key, &bytes, &event, &subject, now, to, folder)
                         .await?
                     {
                         out.stored_in.push(to.to_ascii_lowercase());
@@ -357,23 +372,9 @@ where
         Ok(out)
     }
 
-    /// Stores a message in `mailbox` without quota enforcement (receipts, notices, anomaly
-    /// envelopes); `false` if there is no such mailbox (logged: the object stays in the
-    /// evidence bucket).
-    async fn store_plain(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        event: &PecEvent,
-        subject: &str,
-        now: DateTime<Utc>,
-        mailbox: &str,
-    ) -> Result<bool, StepError> {
-        self.store_in(key, bytes, event, subject, now, mailbox, None)
-            .await
-    }
-
-    /// [`Self::store_plain`] into `folder` (`None`: INBOX).
+    /// Stores a message in `mailbox`'s `folder` (`None`: INBOX) without quota enforcement
+    /// (receipts, notices, anomaly envelopes); `false` if there is no such mailbox (logged: the
+    /// object stays in the evidence bucket).
     #[allow(clippy::too_many_arguments)]
     async fn store_in(
         &self,

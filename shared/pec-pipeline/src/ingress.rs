@@ -194,6 +194,11 @@ impl<St: ObjectStore + RetainedStore, Db: StateStore, Q: QueueSender> Ingress<St
             recipients: envelope.recipients.clone(),
             certified: certified.clone(),
             updated_at: envelope.received_at,
+            // Only a mass-sending job's folder: nothing else may redirect receipts.
+            receipts_folder: envelope
+                .receipts_folder
+                .clone()
+                .filter(|f| f.starts_with(&format!("{}/", pec_bulk::job::JOBS_FOLDER))),
         };
         // A duplicate re-applies the decision in force: the recorded one. The inputs (which can
         // have been rewritten since) only rebuild its effects and never change it.

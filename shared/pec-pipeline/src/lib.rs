@@ -26,6 +26,7 @@
 //! invokes.
 
 pub mod batch;
+pub mod bulk;
 pub mod definitions;
 pub mod deliver;
 mod error;
@@ -38,6 +39,7 @@ pub mod relay;
 pub mod scan;
 pub mod sign;
 pub mod sms;
+pub mod standing;
 mod step;
 pub mod tenants;
 pub mod timers;

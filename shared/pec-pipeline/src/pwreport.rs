@@ -296,6 +296,7 @@ impl<Db: StateStore, St: ObjectStore> PasswordReport<Db, St> {
         }
         let s = &self.settings;
         let envelope = SubmissionEnvelope {
+            receipts_folder: None,
             version: ENVELOPE_VERSION,
             id: id.to_string(),
             received_at: now,

@@ -459,6 +459,7 @@ pub mod testing {
     pub async fn seed_accepted<Db: StateStore>(state: &Db, id: &str) -> Result<(), StateError> {
         let at = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
         let record = MessageRecord {
+            receipts_folder: None,
             id: id.to_string(),
             identificativo: format!("opec-{id}@pec.example.test"),
             fallback_msgid: format!("<{id}@pec.example.test>"),

@@ -214,3 +214,18 @@ impl<St: ObjectStore + ReplaceableStore, U: DefinitionsUpdater, M: DefinitionsMe
         Ok(serde_json::to_value(self.run(now).await?)?)
     }
 }
+
+impl<O, St, J, Q> Step for crate::bulk::BulkWorker<O, St, J, Q>
+where
+    O: ObjectStore,
+    St: StateStore,
+    J: pec_ports::bulk::JobStore,
+    Q: QueueSender,
+{
+    fn name(&self) -> &'static str {
+        "bulk"
+    }
+    async fn invoke(&self, event: Value, now: DateTime<Utc>) -> Result<Value, StepFailure> {
+        batch(self.handle(sqs(event)?, now).await)
+    }
+}

@@ -691,6 +691,7 @@ fn case() -> impl Strategy<Value = Case> {
 /// The submission's envelope as the gateway writes it (user and reverse path: Mario).
 fn gateway_envelope(recipients: &[String]) -> SubmissionEnvelope {
     SubmissionEnvelope {
+        receipts_folder: None,
         version: ENVELOPE_VERSION,
         id: ID.into(),
         received_at: common::t0(),

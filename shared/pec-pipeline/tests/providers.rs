@@ -281,6 +281,7 @@ impl World {
 
     fn submit(&self, id: &str, raw: &str, recipients: &[&str]) {
         let env = SubmissionEnvelope {
+            receipts_folder: None,
             version: ENVELOPE_VERSION,
             id: id.into(),
             received_at: self.now,

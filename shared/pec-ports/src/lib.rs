@@ -15,11 +15,13 @@
 //! - [`identities`]: the mail service's domain identities (tenants' custom domains);
 //! - [`mailstore`]: the mailbox store people read over IMAP and POP3 ([`MailStore`]);
 //! - [`sms`]: SMS notifications and reset links ([`sms::SmsSender`]), the rate window;
-//! - [`transfer`]: the read-only source of a mailbox transfer ([`transfer::TransferSource`]).
+//! - [`transfer`]: the read-only source of a mailbox transfer ([`transfer::TransferSource`]);
+//! - [`bulk`]: mass-sending jobs and their rows' claims ([`bulk::JobStore`]).
 
 pub mod access;
 pub mod activation;
 pub mod breach;
+pub mod bulk;
 pub mod config;
 pub mod contract;
 pub mod identities;

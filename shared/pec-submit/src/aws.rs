@@ -81,6 +81,7 @@ impl<St: ObjectStore> RawBucketSink<St> {
 /// The envelope recorded for `s`.
 pub fn envelope_of(s: &Submission) -> SubmissionEnvelope {
     SubmissionEnvelope {
+        receipts_folder: None,
         version: ENVELOPE_VERSION,
         id: s.id.clone(),
         received_at: s.received_at,

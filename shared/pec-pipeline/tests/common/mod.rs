@@ -156,6 +156,7 @@ pub fn envelope(
     recipients: &[&str],
 ) -> SubmissionEnvelope {
     SubmissionEnvelope {
+        receipts_folder: None,
         version: ENVELOPE_VERSION,
         id: id.into(),
         received_at: t0(),

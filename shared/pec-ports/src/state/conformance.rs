@@ -298,6 +298,7 @@ fn outcome(recipient: &str, status: DeliveryStatus, item_id: Option<&str>) -> Re
 
 fn message(ns: &str, id: &str) -> MessageRecord {
     MessageRecord {
+        receipts_folder: None,
         id: format!("{ns}-{id}"),
         identificativo: format!("opec-{ns}-{id}@pec.example"),
         fallback_msgid: format!("<{id}@{ns}>"),

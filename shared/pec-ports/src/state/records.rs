@@ -414,6 +414,10 @@ pub struct MessageRecord {
     /// bytes. Empty in records written before it was kept.
     #[serde(default)]
     pub raw_sha256: String,
+    /// The sender's folder for the receipts and notices about this message (a mass-sending
+    /// job's folder, from the submission envelope); `None`: INBOX.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipts_folder: Option<String>,
 }
 
 /// The delivery point's decision for one recipient of one message (recorded once).
