@@ -113,6 +113,10 @@ pub struct BulkJob {
     pub preview: Vec<Preview>,
 }
 
+/// The most rows a job made over HTTP may have: the request stores every chunk and hands it
+/// out before it answers, inside API Gateway's 29 s. Larger lists: `pec bulk send`.
+pub const MAX_API_ROWS: usize = 10_000;
+
 fn settings<B: Backend>(app: &App<B>) -> Result<BulkSettings, Problem> {
     let queue_url = app.settings.bulk_queue_url.clone().ok_or_else(|| {
         Problem::unavailable("mass sending is not configured here (PEC_BULK_QUEUE_URL)")
@@ -122,7 +126,7 @@ fn settings<B: Backend>(app: &App<B>) -> Result<BulkSettings, Problem> {
         evidence_bucket: app.settings.evidence_bucket.clone(),
         queue_url,
         hostname: app.settings.hostname.clone(),
-        max_rows: pec_bulk::list::DEFAULT_MAX_ROWS,
+        max_rows: MAX_API_ROWS,
         chunk_rows: pec_bulk::job::DEFAULT_CHUNK_ROWS,
         max_message_bytes: app.settings.max_message_bytes,
     })
@@ -193,7 +197,7 @@ async fn view<B: Backend>(app: &App<B>, job: JobRecord) -> Result<BulkJob, Probl
 }
 
 /// Make a mass-sending job.
-#[utoipa::path(post, path = "/v1/bulk-jobs", tag = "bulk", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/bulk-jobs", operation_id = "create_bulk_job", tag = "bulk", security(("bearer" = [])),
     request_body(content = NewBulkJob, content_type = "application/json"),
     responses(
         (status = 201, description = "The job, handed to the bulk function", body = BulkJob),
@@ -361,7 +365,7 @@ pub async fn create<B: Backend>(
 }
 
 /// Where a job stands.
-#[utoipa::path(get, path = "/v1/bulk-jobs/{id}", tag = "bulk", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/bulk-jobs/{id}", operation_id = "get_bulk_job", tag = "bulk", security(("bearer" = [])),
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job", body = BulkJob),
@@ -392,7 +396,7 @@ pub struct ReportQuery {
 
 /// The report: one CSV line per row of the list (row, address, kind, submission id, times,
 /// outcome, the reason in words).
-#[utoipa::path(get, path = "/v1/bulk-jobs/{id}/report", tag = "bulk", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/bulk-jobs/{id}/report", operation_id = "bulk_job_report", tag = "bulk", security(("bearer" = [])),
     params(("id" = String, Path, description = "The job id"), ReportQuery),
     responses(
         (status = 200, description = "The report", body = String, content_type = "text/csv"),
@@ -407,10 +411,11 @@ pub async fn report<B: Backend>(
     State(app): State<Arc<App<B>>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<ReportQuery>,
+    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let who = principal(&app, &headers).await?;
     who.require(Scope::Read)?;
+    let Query(q) = query.map_err(|e| Problem::bad_request("bad-query", e.body_text()))?;
     let job = visible(&app, &who, &id).await?;
     let settings = settings(&app)?;
     let bulk = Bulk {
@@ -444,7 +449,7 @@ enum Action {
 }
 
 /// Pause a job (`resume` goes on from where it stopped), resume it, or cancel it for good.
-#[utoipa::path(post, path = "/v1/bulk-jobs/{id}/{action}", tag = "bulk", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/bulk-jobs/{id}/{action}", operation_id = "steer_bulk_job", tag = "bulk", security(("bearer" = [])),
     params(("id" = String, Path, description = "The job id"), ("action" = String, Path, description = "`pause`, `resume` or `cancel`")),
     responses(
         (status = 200, description = "The job after the change", body = BulkJob),
@@ -452,7 +457,7 @@ enum Action {
         (status = 429, description = "Over the rate limit of this credential: wait Retry-After seconds", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing scope", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job (or not yours), or no such action", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job was cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job was cancelled, or a resume of a job not paused", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Mass sending is not configured, or a store failed", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn steer<B: Backend>(
@@ -504,6 +509,20 @@ pub async fn steer<B: Backend>(
             }
         }
         Action::Resume => {
+            // Only a paused job: a running one has its chunks out already (a second copy of
+            // each would only wait in the queue).
+            if job.status != JobStatus::Paused {
+                return Err(match job.status {
+                    JobStatus::Cancelled => cancelled(),
+                    _ => Problem::conflict(
+                        "job-not-paused",
+                        format!(
+                            "job {id} is {}: only a paused job is resumed",
+                            job.status.as_str()
+                        ),
+                    ),
+                });
+            }
             let settings = settings(&app)?;
             let bulk = Bulk {
                 objects: app.backend.objects(),

@@ -3092,6 +3092,16 @@ async fn bulk_jobs_made_followed_and_steered_over_http() {
     .await;
     assert_eq!(p.json()["status"], "running");
     assert_eq!(w.app.backend.queue.take("bulk").len(), 1);
+    // A running job is not resumed again (its chunks are out).
+    post_json(
+        &w,
+        &format!("/v1/bulk-jobs/{id}/resume"),
+        Some(&w.key_a),
+        json!({}),
+    )
+    .await
+    .problem(StatusCode::CONFLICT, "job-not-paused");
+    assert!(w.app.backend.queue.take("bulk").is_empty());
     let p = post_json(
         &w,
         &format!("/v1/bulk-jobs/{id}/cancel"),
@@ -3116,4 +3126,20 @@ async fn bulk_jobs_made_followed_and_steered_over_http() {
     )
     .await;
     assert!(a.status.is_client_error(), "{}", a.status);
+}
+
+#[test]
+fn operation_ids_are_unique() {
+    let doc: Value = serde_json::from_str(&crate::openapi::document_json()).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op.get("operationId").and_then(Value::as_str) {
+                assert!(
+                    seen.insert(id.to_string()),
+                    "{method} {path}: operationId {id} twice"
+                );
+            }
+        }
+    }
 }

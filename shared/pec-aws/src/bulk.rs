@@ -92,44 +92,29 @@ impl JobStore for DynamoState {
         reason: Option<&str>,
         at: DateTime<Utc>,
     ) -> Result<bool, StateError> {
-        // Read, change, write back if unchanged since (a concurrent change is read again).
-        for _ in 0..5 {
-            let Some(item) = self.get(&job_pk(id), "JOB").await? else {
-                return Ok(false);
-            };
-            let mut job: JobRecord = self.decode_doc(&item)?;
-            if job.status == JobStatus::Cancelled {
-                return Ok(false);
-            }
-            let old = item.get("doc").cloned().unwrap_or_else(|| s(""));
+        self.change_job(id, |job| {
             job.status = status;
             job.reason = reason.map(str::to_string);
             job.updated_at = at;
-            let result = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(Self::job_item(&job)))
-                .condition_expression("doc = :old")
-                .expression_attribute_values(":old", old)
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(self.err("PutItem", e)),
-            }
-        }
-        Err(StateError {
-            operation: "PutItem",
-            table: self.table.clone(),
-            message: format!("job {id}: its status kept changing under this write"),
         })
+        .await
+    }
+
+    async fn resume(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        first: usize,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        self.change_job(id, |job| {
+            job.status = JobStatus::Running;
+            job.reason = None;
+            job.paced_from = Some(from);
+            job.paced_first = first;
+            job.updated_at = at;
+        })
+        .await
     }
 
     async fn claim_row(&self, job: &str, claim: &RowClaim) -> Result<RowClaim, StateError> {
@@ -176,5 +161,51 @@ impl JobStore for DynamoState {
             }
         }
         Ok(out)
+    }
+}
+
+impl DynamoState {
+    /// Reads the job, changes it, writes it back if unchanged since (a concurrent change is
+    /// read again); `false` when it does not exist or was cancelled.
+    async fn change_job(
+        &self,
+        id: &str,
+        change: impl Fn(&mut JobRecord) + Send + Sync,
+    ) -> Result<bool, StateError> {
+        for _ in 0..5 {
+            let Some(item) = self.get(&job_pk(id), "JOB").await? else {
+                return Ok(false);
+            };
+            let mut job: JobRecord = self.decode_doc(&item)?;
+            if job.status == JobStatus::Cancelled {
+                return Ok(false);
+            }
+            let old = item.get("doc").cloned().unwrap_or_else(|| s(""));
+            change(&mut job);
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(Self::job_item(&job)))
+                .condition_expression("doc = :old")
+                .expression_attribute_values(":old", old)
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(self.err("PutItem", e)),
+            }
+        }
+        Err(StateError {
+            operation: "PutItem",
+            table: self.table.clone(),
+            message: format!("job {id}: its status kept changing under this write"),
+        })
     }
 }

@@ -67,12 +67,19 @@ impl JobSpec {
     }
 }
 
-/// `Invii massivi/<name> (<id>)`: the id keeps two jobs of the same name apart; `/` in the name
-/// (the hierarchy delimiter) and control characters become spaces.
+/// `Invii massivi/<name> (<id>)`: the id keeps two jobs of the same name apart; the name's
+/// accents are folded (folder names travel as ASCII to every IMAP client), `/` (the hierarchy
+/// delimiter), `&` (modified UTF-7's shift) and control characters become spaces.
 pub fn job_folder(name: &str, id: &str) -> String {
-    let clean: String = name
+    let clean: String = deunicode::deunicode(name)
         .chars()
-        .map(|c| if c == '/' || c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c == '/' || c == '&' || c.is_control() {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect::<String>()
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -171,6 +178,10 @@ mod tests {
             [0..50, 50..100, 100..101]
         );
         assert_eq!(spec.folder(), "Invii massivi/Solleciti dicembre (job-1)");
+        assert_eq!(
+            job_folder("Città & più/2026", "job-2"),
+            "Invii massivi/Citta piu 2026 (job-2)"
+        );
         spec.rows = 0;
         assert_eq!(spec.chunks(), 0);
         assert_eq!(

@@ -3,8 +3,13 @@
 //! the subject and text are not; a name that is not a column of the list is refused before
 //! anything is sent, and so is a row whose subject would not be one line.
 //!
-//! Templates are the tenant's text: rendering is bounded (fuel: no template can loop for ever)
-//! and no template can read another (no `include`, `extends`, `import`).
+//! Templates are the tenant's text, so they get a small part of Jinja: `{{ expressions }}` with
+//! the columns, literals and the filters `upper`, `lower`, `title`, `capitalize`, `trim`,
+//! `default`, `escape`, `round`, `int`, `float`, `abs`, `length`; `{% if %}` / `{% elif %}` /
+//! `{% else %}` / `{% endif %}`. No loops, no assignments, no functions, no other templates, and
+//! neither `*` nor `~` (a string repeated or joined to itself grows without bound): what a row
+//! renders is about as long as the template and its values. Rendering is also bounded by fuel,
+//! and each part by [`MAX_RENDERED_BYTES`].
 
 use std::collections::BTreeSet;
 
@@ -17,6 +22,10 @@ use crate::list::{Column, Row, bad_control};
 pub const MAX_SUBJECT_CHARS: usize = 900;
 /// Instructions one rendering may run (a template of a few pages takes a few thousand).
 const FUEL: u64 = 200_000;
+/// The longest template part (octets).
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// The longest rendered part (octets); a row whose text comes out longer is set aside.
+pub const MAX_RENDERED_BYTES: usize = 1024 * 1024;
 
 const SUBJECT: &str = "subject.txt";
 const TEXT: &str = "body.txt";
@@ -57,6 +66,12 @@ pub enum TemplateError {
     EmptySubject,
     #[error("give a text or an HTML body")]
     NoBody,
+    #[error(
+        "the {part} template uses {what}, which mass-sending templates do not allow ({{{{ columns, literals, filters }}}} and {{% if %}} only)"
+    )]
+    NotAllowed { part: &'static str, what: String },
+    #[error("the {part} template is longer than {MAX_TEMPLATE_BYTES} octets")]
+    TooLong { part: &'static str },
 }
 
 /// Templates checked against a list's columns, ready to render rows.
@@ -85,7 +100,34 @@ impl Compiled {
         if t.text.is_none() && t.html.is_none() {
             return Err(TemplateError::NoBody);
         }
-        let mut env = Environment::new();
+        let mut env = Environment::empty();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                minijinja::AutoEscape::Html
+            } else {
+                minijinja::AutoEscape::None
+            }
+        });
+        {
+            use minijinja::{filters, tests};
+            env.add_filter("upper", filters::upper);
+            env.add_filter("lower", filters::lower);
+            env.add_filter("title", filters::title);
+            env.add_filter("capitalize", filters::capitalize);
+            env.add_filter("trim", filters::trim);
+            env.add_filter("default", filters::default);
+            env.add_filter("d", filters::default);
+            env.add_filter("escape", filters::escape);
+            env.add_filter("e", filters::escape);
+            env.add_filter("round", filters::round);
+            env.add_filter("int", filters::int);
+            env.add_filter("float", filters::float);
+            env.add_filter("abs", filters::abs);
+            env.add_filter("length", filters::length);
+            env.add_test("defined", tests::is_defined);
+            env.add_test("undefined", tests::is_undefined);
+            env.add_test("none", tests::is_none);
+        }
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
         env.set_keep_trailing_newline(true);
@@ -100,6 +142,10 @@ impl Compiled {
             .join(", ");
         let mut uses = BTreeSet::new();
         for (name, source) in parts {
+            if source.len() > MAX_TEMPLATE_BYTES {
+                return Err(TemplateError::TooLong { part: part(name) });
+            }
+            restricted(part(name), &source)?;
             env.add_template_owned(name, source)
                 .map_err(|e| TemplateError::Syntax {
                     part: part(name),
@@ -135,8 +181,16 @@ impl Compiled {
             .env
             .get_template(name)
             .map_err(|e| format!("the {} template: {e}", part(name)))?;
-        tmpl.render(&row.values)
-            .map_err(|e| format!("the {} template: {e}", part(name)))
+        let out = tmpl
+            .render(&row.values)
+            .map_err(|e| format!("the {} template: {e}", part(name)))?;
+        if out.len() > MAX_RENDERED_BYTES {
+            return Err(format!(
+                "the {} comes out longer than {MAX_RENDERED_BYTES} octets",
+                part(name)
+            ));
+        }
+        Ok(out)
     }
 
     /// Renders one row; `Err` says why this row cannot be sent (an empty value a template
@@ -187,6 +241,68 @@ impl Compiled {
             html: self.has_html.then(|| body(HTML)).transpose()?,
         })
     }
+}
+
+/// The part of Jinja mass-sending templates may use (see the module's documentation): every
+/// `{{ }}` and `{% %}` is read, string literals skipped, for `*`, `~` and block tags other
+/// than `if`, `elif`, `else`, `endif`. Syntax errors are left to the engine.
+fn restricted(part: &'static str, source: &str) -> Result<(), TemplateError> {
+    let not_allowed = |what: String| TemplateError::NotAllowed { part, what };
+    let b = source.as_bytes();
+    let mut i = 0;
+    while i + 1 < b.len() {
+        let close: &[u8] = match (b[i], b[i + 1]) {
+            (b'{', b'{') => b"}}",
+            (b'{', b'%') => b"%}",
+            (b'{', b'#') => {
+                // A comment: to its end.
+                match source[i + 2..].find("#}") {
+                    Some(end) => {
+                        i += 2 + end + 2;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let start = i + 2;
+        let mut j = start;
+        let mut quote: Option<u8> = None;
+        loop {
+            let Some(&c) = b.get(j) else {
+                // Unclosed: the engine reports it.
+                return Ok(());
+            };
+            match quote {
+                Some(_) if c == b'\\' => j += 1,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == b'"' || c == b'\'' => quote = Some(c),
+                None if b[j..].starts_with(close) => break,
+                None if c == b'*' || c == b'~' => {
+                    return Err(not_allowed(format!("the operator {}", c as char)));
+                }
+                None => {}
+            }
+            j += 1;
+        }
+        if close == b"%}" {
+            let tag = source[start..j]
+                .trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace())
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .next()
+                .unwrap_or_default();
+            if !matches!(tag, "if" | "elif" | "else" | "endif") {
+                return Err(not_allowed(format!("{{% {tag} %}}")));
+            }
+        }
+        i = j + 2;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -277,31 +393,62 @@ mod tests {
             Compiled::new(&t("x", None, None), &l.columns).unwrap_err(),
             TemplateError::NoBody
         );
-        // Engine globals are not columns.
-        Compiled::new(
+        // Conditions and the allowed filters.
+        let c = Compiled::new(
             &t(
-                "x",
-                Some("{% for i in range(3) %}{{ i }}{% endfor %}"),
+                "{{ Nome|upper }}",
+                Some("{% if Cognome %}Sig. {{ Cognome|title }}{% else %}Gentile cliente{% endif %}, {{ Note|default('-') }}"),
                 None,
             ),
             &l.columns,
         )
         .unwrap();
+        let r = c.render(&l.rows[0]).unwrap();
+        assert_eq!(r.subject, "MARIO");
+        assert_eq!(r.text.unwrap(), "Sig. Rossi, <b>urgente</b>");
+        // No engine globals: a function is an unknown name.
+        assert!(matches!(
+            Compiled::new(&t("x", Some("{{ range(3) }}"), None), &l.columns),
+            Err(TemplateError::UnknownColumn { ref name, .. }) if name == "range"
+        ));
     }
 
     #[test]
-    fn a_template_cannot_run_for_ever() {
+    fn a_template_cannot_grow_without_bound_or_loop() {
         let l = list();
+        let refused = |text: &str| match Compiled::new(&t("x", Some(text), None), &l.columns) {
+            Err(TemplateError::NotAllowed { what, .. }) => what,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(refused("{{ Nome * 100000000 }}"), "the operator *");
+        assert_eq!(refused("{{ \"}}\" * 100000000 }}"), "the operator *");
+        assert_eq!(refused("{{ Nome ~ Nome }}"), "the operator ~");
+        assert_eq!(refused("{% for i in [1] %}x{% endfor %}"), "{% for %}");
+        assert_eq!(refused("{%- set a = 1 -%}"), "{% set %}");
+        assert_eq!(refused("{% include 'subject.txt' %}"), "{% include %}");
+        assert_eq!(refused("{% macro m() %}{% endmacro %}"), "{% macro %}");
+        // A filter outside the list is unknown to the engine.
+        let unknown = Compiled::new(
+            &t("x", Some("{{ Nome|replace('', Nome) }}"), None),
+            &l.columns,
+        )
+        .map(|c| c.render(&l.rows[0]));
+        assert!(!matches!(unknown, Ok(Ok(_))), "{unknown:?}");
+        // In text, comments and string literals, * and ~ are only characters.
         let c = Compiled::new(
-            &t(
-                "x",
-                Some("{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}"),
-                None,
-            ),
+            &t("**{{ '~*' }}**", Some("{# a * b ~ c #}*** ~ ***"), None),
             &l.columns,
         )
         .unwrap();
-        let e = c.render(&l.rows[0]).unwrap_err();
-        assert!(e.contains("fuel"), "{e}");
+        let r = c.render(&l.rows[0]).unwrap();
+        assert_eq!(r.subject, "**~***");
+        assert_eq!(r.text.unwrap(), "*** ~ ***");
+        assert!(matches!(
+            Compiled::new(
+                &t("x", Some(&"a".repeat(MAX_TEMPLATE_BYTES + 1)), None),
+                &l.columns
+            ),
+            Err(TemplateError::TooLong { part: "text" })
+        ));
     }
 }

@@ -34,6 +34,8 @@ use crate::standing::{self, Standing};
 pub const CHUNK_VERSION: u32 = 1;
 /// Rows a minute when the caller names no pace.
 pub const DEFAULT_PER_MINUTE: u32 = 600;
+/// The fastest pace a job may ask for (100 rows a second).
+pub const MAX_PER_MINUTE: u32 = 6_000;
 
 /// One chunk of a job, as the bulk queue carries it (a reference, never the rows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +146,7 @@ fn submission_id(job: &str, index: usize, at: DateTime<Utc>) -> String {
         .next()
         .unwrap_or_default()
         .chars()
-        .take(8)
+        .take(16)
         .collect();
     format!("{}-b{tail}{index:06}", at.format("%Y%m%dT%H%M%S%3fZ"))
 }
@@ -201,10 +203,10 @@ where
             return Err(BulkError::Refused("the job needs a name".into()));
         }
         let per_minute = req.per_minute.unwrap_or(DEFAULT_PER_MINUTE);
-        if per_minute == 0 {
-            return Err(BulkError::Refused(
-                "a pace of 0 rows a minute sends nothing".into(),
-            ));
+        if per_minute == 0 || per_minute > MAX_PER_MINUTE {
+            return Err(BulkError::Refused(format!(
+                "a pace of {per_minute} rows a minute: 1 to {MAX_PER_MINUTE}"
+            )));
         }
         let list = list::read(
             &req.list_name,
@@ -269,6 +271,8 @@ where
             status: JobStatus::Running,
             reason: None,
             updated_at: now,
+            paced_from: None,
+            paced_first: 0,
         };
         if req.dry_run {
             return Ok((record, plan));
@@ -301,7 +305,19 @@ where
         if !self.jobs.create_job(&record).await? {
             return Err(BulkError::Refused(format!("job {id} exists already")));
         }
-        self.hand_out(&record, 0..record.chunks).await?;
+        let mut record = record;
+        if let Err(e) = self.hand_out(&record, 0..record.chunks).await {
+            // Some chunks may be out: the job exists and is paused, so the caller learns its id
+            // and `resume` hands out what is missing (never a row twice).
+            let why = format!("handing out its chunks failed ({e}): resume it");
+            self.jobs
+                .set_status(&id, JobStatus::Paused, Some(&why), now)
+                .await?;
+            tracing::warn!(job = %id, error = %e, "bulk job paused while being handed out");
+            record.status = JobStatus::Paused;
+            record.reason = Some(why);
+            return Ok((record, plan));
+        }
         tracing::info!(job = %id, rows = record.rows, skipped = record.skipped, chunks = record.chunks, "bulk job made");
         Ok((record, plan))
     }
@@ -333,11 +349,17 @@ where
             .map_err(|e| StepError::NoRecord(format!("bulk job {job}: spec: {e}")))
     }
 
-    /// When chunk `n` of `job` may start.
+    /// When chunk `n` of `job` may start: paced from the job's making, or from its last
+    /// resumption counting from the first chunk it handed out again.
     fn not_before(job: &JobRecord, spec: &JobSpec, n: usize) -> DateTime<Utc> {
-        let rows_before = (n * spec.chunk_rows) as i64;
-        job.created_at
-            + Duration::milliseconds(rows_before * 60_000 / i64::from(job.per_minute.max(1)))
+        let (from, rank) = match job.paced_from {
+            Some(from) => (from, n.saturating_sub(job.paced_first)),
+            None => (job.created_at, n),
+        };
+        let rows_before = rank.saturating_mul(spec.chunk_rows) as i64;
+        from + Duration::milliseconds(
+            rows_before.saturating_mul(60_000) / i64::from(job.per_minute.max(1)),
+        )
     }
 
     /// Submits the rows of one chunk (each once, whatever ran before).
@@ -385,6 +407,13 @@ where
         let mailbox = self.state.mailbox(&spec.sender).await?;
         let refusal = match &mailbox {
             None => Some(format!("the mailbox {} no longer exists", spec.sender)),
+            Some(m) if m.tenant != spec.tenant => {
+                Some(format!("the mailbox {} no longer exists", spec.sender))
+            }
+            Some(m) if !m.plan.entitlements().includes(Feature::MassSending) => Some(format!(
+                "the plan of {} ({}) no longer includes mass sending",
+                spec.sender, m.plan
+            )),
             Some(m) => m.refusal(),
         };
         if let Some(why) = refusal {
@@ -438,10 +467,13 @@ where
             let rendered = templates.render(row).map_err(|e| {
                 StepError::NoRecord(format!("bulk job {} row {}: {e}", job.id, row.row))
             })?;
+            // The access point takes the message in charge when its envelope is written: now,
+            // not when the row was first claimed (a retry can come much later). A retry after
+            // the envelope was written keeps the first one (put_if_absent).
             let envelope = SubmissionEnvelope {
                 version: ENVELOPE_VERSION,
                 id: claim.submission_id.clone(),
-                received_at: claim.at,
+                received_at: now.max(claim.at),
                 user: spec.sender.clone(),
                 tenant: spec.tenant.clone(),
                 reverse_path: spec.sender.clone(),
@@ -515,14 +547,13 @@ where
         let open: Vec<usize> = (0..spec.chunks())
             .filter(|&n| spec.chunk(n).any(|i| !done.contains(&i)))
             .collect();
-        self.jobs
-            .set_status(job, JobStatus::Running, None, now)
-            .await?;
-        // A resumed job is paced from now: its chunks are handed out at once, each waiting
-        // for its turn counted from the resumption.
-        let mut paced = record.clone();
-        paced.created_at = now;
-        self.hand_out(&paced, open.iter().copied()).await?;
+        // A resumed job is paced from now, from the first chunk handed out again: its chunks
+        // are handed out at once, each waiting for its turn.
+        let first = open.first().copied().unwrap_or(0);
+        if !self.jobs.resume(job, now, first, now).await? {
+            return Err(BulkError::Refused(format!("job {job} was cancelled")));
+        }
+        self.hand_out(&record, open.iter().copied()).await?;
         Ok(open.len())
     }
 
@@ -572,10 +603,15 @@ where
                     reason: None,
                     at: None,
                 };
-                if let Some(c) = claims.get(&index).filter(|c| c.submitted) {
+                if let Some(c) = claims.get(&index) {
+                    let record = self.state.message(&c.submission_id).await?;
+                    // Claimed, its envelope not known to be written: still waiting.
+                    if !c.submitted && record.is_none() {
+                        lines.push(line);
+                        continue;
+                    }
                     line.submission = Some(c.submission_id.clone());
                     line.submitted_at = Some(c.at);
-                    let record = self.state.message(&c.submission_id).await?;
                     let virus = standing::virus_found(
                         self.objects,
                         &self.settings.evidence_bucket,

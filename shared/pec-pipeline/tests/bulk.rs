@@ -51,7 +51,7 @@ fn job(list: &str) -> NewJob {
             content_type: "application/pdf".into(),
             bytes: b"%PDF-1.7 avviso".to_vec(),
         }],
-        per_minute: Some(1_000_000),
+        per_minute: Some(6_000),
         dry_run: false,
     }
 }
@@ -126,7 +126,7 @@ async fn a_job_goes_through_the_pipeline_and_its_receipts_fill_its_folder() {
             queue: &queue,
             settings: &settings,
         };
-        bulk.run_chunk(r, now).await.unwrap();
+        bulk.run_chunk(r, now + Duration::minutes(1)).await.unwrap();
     }
     let claims = jobs.claims(&record.id).await.unwrap();
     assert_eq!(claims.len(), 3);
@@ -365,6 +365,15 @@ impl JobStore for FlakyJobs<'_> {
     ) -> Result<bool, StateError> {
         self.inner.set_status(id, status, reason, at).await
     }
+    async fn resume(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        first: usize,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        self.inner.resume(id, from, first, at).await
+    }
     async fn claim_row(&self, job: &str, claim: &RowClaim) -> Result<RowClaim, StateError> {
         match self.roll() {
             0 => Err(Self::fail()),
@@ -562,9 +571,21 @@ async fn a_locked_sender_pauses_the_job_and_resume_finishes_it() {
     assert_eq!(bulk.resume(&record.id, at).await.unwrap(), 2);
     let again = chunks(&queue);
     assert_eq!(again.iter().map(|r| r.chunk).collect::<Vec<_>>(), [1, 2]);
-    for r in &again {
-        bulk.run_chunk(r, at + Duration::minutes(10)).await.unwrap();
-    }
+    // Paced from the resumption: chunk 1 at once, chunk 2 a minute later (not all at once
+    // because the job is old).
+    assert_eq!(bulk.run_chunk(&again[0], at).await.unwrap().submitted, 10);
+    let early = bulk
+        .run_chunk(&again[1], at + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(early.later, Some(59));
+    assert_eq!(
+        bulk.run_chunk(&again[1], at + Duration::minutes(1))
+            .await
+            .unwrap()
+            .submitted,
+        10
+    );
     let claims = jobs.claims(&record.id).await.unwrap();
     assert_eq!(claims.iter().filter(|c| c.submitted).count(), 30);
     assert_eq!(

@@ -64,6 +64,11 @@ pub struct JobRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// Set by a resumption: the pace counts from this time, from chunk `paced_first`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paced_from: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub paced_first: usize,
 }
 
 /// One row's claim: the submission it is (or will be) sent as.
@@ -91,6 +96,15 @@ pub trait JobStore: Send + Sync {
         id: &str,
         status: JobStatus,
         reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StateError>> + Send;
+    /// Runs the job again (status running, no reason), paced from `from` counting from chunk
+    /// `first`; `false`, changing nothing, when it does not exist or was cancelled.
+    fn resume(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        first: usize,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StateError>> + Send;
     /// Claims row `claim.index` for `claim`'s submission, unless it is claimed: the claim that
@@ -171,6 +185,27 @@ impl JobStore for MemoryJobs {
         }
     }
 
+    async fn resume(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        first: usize,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let mut jobs = lock(&self.jobs);
+        match jobs.get_mut(id) {
+            Some(j) if j.status != JobStatus::Cancelled => {
+                j.status = JobStatus::Running;
+                j.reason = None;
+                j.paced_from = Some(from);
+                j.paced_first = first;
+                j.updated_at = at;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn claim_row(&self, job: &str, claim: &RowClaim) -> Result<RowClaim, StateError> {
         let mut claims = lock(&self.claims);
         Ok(claims
@@ -217,6 +252,15 @@ impl<T: JobStore> JobStore for &T {
         at: DateTime<Utc>,
     ) -> Result<bool, StateError> {
         (*self).set_status(id, status, reason, at).await
+    }
+    async fn resume(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        first: usize,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        (*self).resume(id, from, first, at).await
     }
     async fn claim_row(&self, job: &str, claim: &RowClaim) -> Result<RowClaim, StateError> {
         (*self).claim_row(job, claim).await
