@@ -137,30 +137,11 @@ impl JobStore for DynamoState {
     }
 
     async fn claims(&self, job: &str) -> Result<Vec<RowClaim>, StateError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(job_pk(job)))
-                .expression_attribute_values(":p", s("ROW#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.err("Query", e))?;
-            for item in page.items() {
-                out.push(self.decode_doc(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
-        Ok(out)
+        self.query_prefix(&job_pk(job), "ROW#")
+            .await?
+            .iter()
+            .map(|item| self.decode_doc(item))
+            .collect()
     }
 }
 

@@ -259,7 +259,11 @@ impl DynamoState {
             .ok_or_else(|| self.corrupt(&format!("{pk} {sk}"), "condition failed but no item"))
     }
 
-    async fn query_prefix(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Item>, StateError> {
+    pub(crate) async fn query_prefix(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+    ) -> Result<Vec<Item>, StateError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {

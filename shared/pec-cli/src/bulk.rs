@@ -140,21 +140,13 @@ async fn bulk(args: BulkArgs) -> anyhow::Result<ExitCode> {
     );
     let objects = S3Store::new(aws.s3.clone());
     let queue = SqsSender::new(aws.sqs.clone());
-    let settings = BulkSettings {
-        raw_bucket: env("PEC_RAW_BUCKET")?,
-        evidence_bucket: env("PEC_EVIDENCE_BUCKET")?,
-        queue_url: queue_url()?,
-        hostname: env("PEC_PROVIDER_DOMAIN")?,
-        max_rows: std::env::var("PEC_BULK_MAX_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(pec_bulk::list::DEFAULT_MAX_ROWS),
-        chunk_rows: std::env::var("PEC_BULK_CHUNK_ROWS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(pec_bulk::job::DEFAULT_CHUNK_ROWS),
-        max_message_bytes: 100 * 1024 * 1024,
-    };
+    // What the bulk function reads, with the queue also found as the stack's output.
+    let bulk_queue = queue_url()?;
+    let settings = BulkSettings::from_env(&pec_ports::Env::from_fn(move |name| match name {
+        "PEC_BULK_QUEUE_URL" => Some(bulk_queue.clone()),
+        _ => std::env::var(name).ok(),
+    }))
+    .context("locally: eval \"$(infra/local/stack.sh env)\"")?;
     let b = Bulk {
         objects: &objects,
         state: &state,

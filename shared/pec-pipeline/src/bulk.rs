@@ -612,12 +612,17 @@ where
                     }
                     line.submission = Some(c.submission_id.clone());
                     line.submitted_at = Some(c.at);
-                    let virus = standing::virus_found(
-                        self.objects,
-                        &self.settings.evidence_bucket,
-                        &c.submission_id,
-                    )
-                    .await?;
+                    // A virus leaves the message scanning: only then can a notice exist to list.
+                    let scanning = record
+                        .as_ref()
+                        .is_none_or(|r| r.state == pec_ports::MessageState::Scanning);
+                    let virus = scanning
+                        && standing::virus_found(
+                            self.objects,
+                            &self.settings.evidence_bucket,
+                            &c.submission_id,
+                        )
+                        .await?;
                     let s = standing::recipient(
                         self.state,
                         &c.submission_id,

@@ -268,11 +268,23 @@ async fn a_job_is_refused_before_anything_is_stored() {
 /// between the write and its answer).
 struct Flaky<'a> {
     inner: &'a MemoryStore,
+    dice: Dice,
+}
+
+/// A seeded die with `every` faces: 0 fails before the write, 1 after it.
+struct Dice {
     seed: std::sync::Mutex<u64>,
     every: u64,
 }
 
-impl Flaky<'_> {
+impl Dice {
+    fn new(seed: u64, every: u64) -> Self {
+        Dice {
+            seed: std::sync::Mutex::new(seed),
+            every,
+        }
+    }
+
     fn roll(&self) -> u64 {
         let mut s = self.seed.lock().unwrap();
         *s = s
@@ -305,7 +317,7 @@ impl ObjectStore for Flaky<'_> {
             key: key.into(),
             message: "injected".into(),
         };
-        match self.roll() {
+        match self.dice.roll() {
             0 => Err(fail),
             1 => {
                 self.inner
@@ -325,18 +337,10 @@ impl ObjectStore for Flaky<'_> {
 /// Job claims that fail now and then, before or after the write.
 struct FlakyJobs<'a> {
     inner: &'a MemoryJobs,
-    seed: std::sync::Mutex<u64>,
-    every: u64,
+    dice: Dice,
 }
 
 impl FlakyJobs<'_> {
-    fn roll(&self) -> u64 {
-        let mut s = self.seed.lock().unwrap();
-        *s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (*s >> 33) % self.every
-    }
     fn fail() -> StateError {
         StateError {
             operation: "PutItem",
@@ -375,7 +379,7 @@ impl JobStore for FlakyJobs<'_> {
         self.inner.resume(id, from, first, at).await
     }
     async fn claim_row(&self, job: &str, claim: &RowClaim) -> Result<RowClaim, StateError> {
-        match self.roll() {
+        match self.dice.roll() {
             0 => Err(Self::fail()),
             1 => {
                 self.inner.claim_row(job, claim).await?;
@@ -385,7 +389,7 @@ impl JobStore for FlakyJobs<'_> {
         }
     }
     async fn mark_submitted(&self, job: &str, index: usize) -> Result<(), StateError> {
-        match self.roll() {
+        match self.dice.roll() {
             0 => Err(Self::fail()),
             1 => {
                 self.inner.mark_submitted(job, index).await?;
@@ -426,13 +430,11 @@ async fn every_row_is_submitted_exactly_once_whatever_fails_and_repeats() {
         };
         let flaky = Flaky {
             inner: &flow.store,
-            seed: std::sync::Mutex::new(seed),
-            every: 60,
+            dice: Dice::new(seed, 60),
         };
         let flaky_jobs = FlakyJobs {
             inner: &jobs,
-            seed: std::sync::Mutex::new(seed * 31),
-            every: 90,
+            dice: Dice::new(seed * 31, 90),
         };
         let bulk = Bulk {
             objects: &flaky,
